@@ -1,0 +1,147 @@
+"""The allocator contract: one error type, one usage snapshot, one layout view, one interface.
+
+Every allocator manages KV *slots* (one slot = the K and V of one token in every layer) inside
+*segments* (contiguous physical ranges). Allocators are pure Python and know nothing of torch.
+The figures of `Usage` are defined here once and shared by every allocator and every report.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+
+class OutOfKVMemory(Exception):
+    """An operation needed more slots than the budget holds; the allocator state is unchanged."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A snapshot of slot accounting, in slots (multiply by bytes_per_token for bytes).
+
+    Conservation: backed == live + reserved + internal + cached + free.
+    """
+
+    budget: int  # slots the memory budget allows
+    backed: int  # slots with physical memory behind them now
+    live: int  # distinct token states stored and referenced (a shared prefix counts once)
+    logical: int  # sum of running sequences' KV lengths (a shared prefix counts per sequence)
+    reserved: int  # allocated for tokens that will be written later
+    internal: int  # allocated and never to be written (slack past the final length)
+    cached: int  # held by the prefix cache with no running reference (evictable)
+    free: int  # backed and not allocated, not cached
+    largest_free_run: int  # longest run of free slots usable by one request
+
+    @property
+    def utilization(self) -> float:
+        """live / backed: the share of physical KV memory that holds useful token state."""
+        return self.live / self.backed if self.backed else 0.0
+
+    @property
+    def external_fragmentation(self) -> float:
+        """1 - largest_free_run / free: free memory one contiguous request cannot use."""
+        return 1.0 - self.largest_free_run / self.free if self.free else 0.0
+
+    @property
+    def sharing_gain(self) -> float:
+        return self.logical / self.live if self.live else 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        figures = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        figures["utilization"] = self.utilization
+        figures["external_fragmentation"] = self.external_fragmentation
+        return figures
+
+
+def split_allocated(allocated: int, length: int, final_length: int | None) -> tuple[int, int]:
+    """Split a sequence's allocated-but-unwritten slots into (reserved, internal).
+
+    Slots up to the final length will be written later (reserved); slots past it never will
+    (internal). With no known final length every unwritten slot counts as reserved.
+    """
+    unwritten = allocated - length
+    if final_length is None:
+        return unwritten, 0
+    reserved = max(0, min(allocated, final_length) - length)
+    return reserved, unwritten - reserved
+
+
+@dataclass(frozen=True)
+class SeqLayout:
+    """Where a sequence's KV lives, for a GPU pool to address.
+
+    Physical block ids are global: block b lives in segment b // blocks_per_segment at block
+    offset b % blocks_per_segment. Token i of the sequence is slot i % block_size of
+    block_table[i // block_size].
+    """
+
+    block_size: int
+    blocks_per_segment: int
+    block_table: tuple[int, ...]
+
+    def segment_of(self, block: int) -> int:
+        return block // self.blocks_per_segment
+
+    def slot_mapping(self, start: int, stop: int) -> list[int]:
+        """Global slot ids (block * block_size + offset) of tokens start..stop-1."""
+        bs = self.block_size
+        return [self.block_table[i // bs] * bs + i % bs for i in range(start, stop)]
+
+
+class Allocator(ABC):
+    """The shared interface. Every operation is atomic: it succeeds, or raises OutOfKVMemory
+    (or ValueError for a misuse such as an unknown seq_id) and leaves the state exactly as before.
+
+    Prefix sharing: `prefix_hashes` are the trace's chunk hashes, one per `chunk_tokens` tokens of
+    the prompt, position-dependent (equal hash at equal position = reusable prefix). Allocators
+    derive their own cache keys from them with `allocators.prefix.block_keys`.
+    """
+
+    @property
+    @abstractmethod
+    def block_size(self) -> int: ...
+
+    @abstractmethod
+    def allocate(
+        self,
+        seq_id: int,
+        num_tokens: int,
+        *,
+        final_tokens: int | None = None,
+        prefix_hashes: Sequence[int] | None = None,
+        chunk_tokens: int = 0,
+    ) -> int:
+        """Give a new sequence room for num_tokens tokens; return how many leading tokens were
+        found in the prefix cache (their KV needs no prefill). final_tokens is the length the
+        sequence will reach (prompt + max output), used by reservations and waste accounting."""
+
+    @abstractmethod
+    def can_allocate(self, num_tokens: int, *, final_tokens: int | None = None) -> bool:
+        """Whether allocate would succeed now, without prefix hits, without changing state."""
+
+    @abstractmethod
+    def extend(self, seq_id: int, num_tokens: int = 1) -> None:
+        """Grow a sequence by num_tokens written tokens (decode, or the next prefill chunk)."""
+
+    @abstractmethod
+    def fork(self, parent_id: int, child_id: int) -> None:
+        """Make child share all of parent's KV (copy-on-write of a partly written last unit)."""
+
+    @abstractmethod
+    def free(self, seq_id: int) -> None:
+        """Release a sequence; cacheable blocks stay in the prefix cache until evicted."""
+
+    @abstractmethod
+    def layout(self, seq_id: int) -> SeqLayout: ...
+
+    @abstractmethod
+    def length(self, seq_id: int) -> int:
+        """Tokens stored for the sequence."""
+
+    @abstractmethod
+    def usage(self) -> Usage: ...
+
+    @abstractmethod
+    def segments(self) -> tuple[int, ...]:
+        """Ids of the live segments, ascending (a GPU pool keeps one tensor per live segment;
+        an id can be reused after its segment was released)."""
