@@ -1,0 +1,307 @@
+"""The machinery shared by the paged, segmented and hybrid allocators.
+
+A sequence holds a list of units (blocks, or pages) taken from a SegmentPool. Units are ref
+counted, so a fork or a prefix-cache hit shares them instead of copying; a partly written unit
+shared by a fork is copied when one of its holders writes next (copy-on-write), so the others
+keep reading the tokens they had. Full units that hold hashed prompt chunks are registered in a
+PrefixCache and, once no sequence holds them, wait there until a free unit is needed and they are
+evicted, least recently used first.
+
+The three allocators differ only in where units come from (one preallocated segment, or segments
+added on demand) and in the span of a prefix-cache entry (one block, or a chunk of pages).
+
+Every operation checks that it can get all the units it needs before it changes anything, so an
+OutOfKVMemory leaves the state (LRU order and prefix cache included) exactly as it was. The usage
+figures are kept as running totals, so usage() and a decode step's extend() are O(1).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from allocators.base import Allocator, OutOfKVMemory, SeqLayout, Usage, split_allocated
+from allocators.prefix import block_keys
+from allocators.prefix_cache import PrefixCache
+from allocators.segment_pool import SegmentPool
+
+MAX_UNIT_TOKENS = 256  # the largest block the paged decode kernel supports
+
+
+def check_unit_tokens(name: str, value: int) -> None:
+    if not 1 <= value <= MAX_UNIT_TOKENS:
+        raise ValueError(f"{name} must be in 1..{MAX_UNIT_TOKENS}, got {value}")
+
+
+class _Seq:
+    __slots__ = ("units", "length", "final_tokens", "keys", "entry_units", "next_entry")
+
+    def __init__(self, units, length, final_tokens, keys, entry_units, next_entry) -> None:
+        self.units: list[int] = units
+        self.length: int = length  # tokens written
+        self.final_tokens: int | None = final_tokens
+        self.keys: Sequence[int] = keys  # prefix-cache keys of its hashed prompt entries
+        self.entry_units: int = entry_units  # units per prefix-cache entry
+        self.next_entry: int = next_entry  # index of the first entry it has not registered
+
+
+class BlockPoolAllocator(Allocator):
+    """Ref-counted units with copy-on-write forks and a prefix cache, over a SegmentPool."""
+
+    def __init__(
+        self, budget_slots: int, unit_tokens: int, pool: SegmentPool, *, enable_prefix_cache: bool
+    ) -> None:
+        if budget_slots < 0:
+            raise ValueError(f"budget_slots must be >= 0, got {budget_slots}")
+        self._budget = budget_slots
+        self._unit = unit_tokens
+        self._pool = pool
+        self._cache = PrefixCache() if enable_prefix_cache else None
+        self._seqs: dict[int, _Seq] = {}
+        self._ref: dict[int, int] = {}  # unit -> running references; absent when free or cached
+        # Partly written units -> (reserved, internal) slots of their unwritten tail. Keyed by
+        # unit, so a tail shared by forks is counted once.
+        self._unwritten: dict[int, tuple[int, int]] = {}
+        self._live = 0
+        self._logical = 0
+        self._reserved = 0
+        self._internal = 0
+
+    @property
+    def block_size(self) -> int:
+        return self._unit
+
+    def _entry_units(self, chunk_tokens: int) -> int:
+        """Units per prefix-cache entry for a prompt hashed in chunks of chunk_tokens."""
+        return 1
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def allocate(
+        self,
+        seq_id: int,
+        num_tokens: int,
+        *,
+        final_tokens: int | None = None,
+        prefix_hashes: Sequence[int] | None = None,
+        chunk_tokens: int = 0,
+    ) -> int:
+        if seq_id in self._seqs:
+            raise ValueError(f"seq_id {seq_id} is already allocated")
+        self._check_new(num_tokens, final_tokens)
+        entry_units = self._entry_units(chunk_tokens)
+        entry_tokens = entry_units * self._unit
+        keys = self._keys(prefix_hashes, chunk_tokens, entry_tokens, num_tokens)
+        cache = self._cache
+        hits = cache.match(keys, num_tokens // entry_tokens) if keys else []
+        hit_units = [unit for key in hits for unit in cache.units(key)]
+        need = -(-num_tokens // self._unit) - len(hit_units)
+        self._require(seq_id, need, cache.unreferenced_units(hits) if hits else 0)
+
+        hit_tokens = len(hit_units) * self._unit
+        for key in hits:
+            if cache.acquire(key):
+                self._live += len(cache.units(key)) * self._unit
+        for unit in hit_units:
+            self._ref[unit] = self._ref.get(unit, 0) + 1
+        seq = _Seq(hit_units, hit_tokens, final_tokens, keys, entry_units, len(hits))
+        self._seqs[seq_id] = seq
+        self._logical += hit_tokens
+        seq.units.extend(self._take(need))
+        self._advance(seq, num_tokens - hit_tokens)
+        self._pool.release_empty()
+        return hit_tokens
+
+    def can_allocate(self, num_tokens: int, *, final_tokens: int | None = None) -> bool:
+        self._check_new(num_tokens, final_tokens)
+        return -(-num_tokens // self._unit) <= self._obtainable(0)
+
+    def extend(self, seq_id: int, num_tokens: int = 1) -> None:
+        seq = self._get(seq_id)
+        if num_tokens < 1:
+            if num_tokens < 0:
+                raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+            return
+        unit = self._unit
+        units = seq.units
+        tail = units[-1]
+        written = seq.length - (len(units) - 1) * unit  # tokens in the last unit
+        if written < unit and self._ref[tail] > 1:
+            # The tail is shared by a fork: this sequence rewrites its tokens into a private
+            # copy; the other holders keep the original and its unwritten-slot accounting.
+            need = -(-(written + num_tokens) // unit)
+            self._require(seq_id, need, 0)
+            units.pop()
+            self._ref[tail] -= 1
+            seq.length -= written
+            self._logical -= written
+            num_tokens += written
+        else:
+            need = -(-(num_tokens - unit + written) // unit)
+            if need > 0:
+                self._require(seq_id, need, 0)
+        if need > 0:
+            units.extend(self._take(need))
+            self._advance(seq, num_tokens)
+            self._pool.release_empty()  # an eviction may have emptied a segment
+        else:  # a decode step inside the last unit: nothing to take, nothing to release
+            self._advance(seq, num_tokens)
+
+    def fork(self, parent_id: int, child_id: int) -> None:
+        parent = self._get(parent_id)
+        if child_id in self._seqs:
+            raise ValueError(f"seq_id {child_id} is already allocated")
+        ref = self._ref
+        for unit in parent.units:
+            ref[unit] += 1
+        self._seqs[child_id] = _Seq(
+            list(parent.units), parent.length, parent.final_tokens, parent.keys,
+            parent.entry_units, parent.next_entry,
+        )
+        self._logical += parent.length
+
+    def free(self, seq_id: int) -> None:
+        seq = self._get(seq_id)
+        del self._seqs[seq_id]
+        self._logical -= seq.length
+        unit_tokens = self._unit
+        ref, cache, pool = self._ref, self._cache, self._pool
+        # Deepest first, so that a cached entry enters the LRU after its descendants and is
+        # evicted after them (see prefix_cache).
+        for index in range(len(seq.units) - 1, -1, -1):
+            unit = seq.units[index]
+            refs = ref[unit] - 1
+            if refs:
+                ref[unit] = refs
+                continue
+            del ref[unit]
+            written = min(unit_tokens, seq.length - index * unit_tokens)
+            self._live -= written
+            if written < unit_tokens:
+                self._drop_unwritten(unit)
+            key = cache.key_of(unit) if cache is not None else None
+            if key is None:
+                pool.give(unit)
+            elif cache.units(key)[0] == unit:  # the entry's last unit to lose its reference
+                cache.release(key)
+        pool.release_empty()
+
+    def layout(self, seq_id: int) -> SeqLayout:
+        seq = self._get(seq_id)
+        return SeqLayout(self._unit, self._pool.units_per_segment, tuple(seq.units))
+
+    def length(self, seq_id: int) -> int:
+        return self._get(seq_id).length
+
+    def usage(self) -> Usage:
+        unit, pool = self._unit, self._pool
+        free = pool.free * unit
+        return Usage(
+            budget=self._budget,
+            backed=pool.backed * unit,
+            live=self._live,
+            logical=self._logical,
+            reserved=self._reserved,
+            internal=self._internal,
+            cached=self._cache.cached_units * unit if self._cache is not None else 0,
+            free=free,
+            largest_free_run=free,  # any free unit serves: no external fragmentation
+        )
+
+    def segments(self) -> tuple[int, ...]:
+        return self._pool.segments()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _get(self, seq_id: int) -> _Seq:
+        try:
+            return self._seqs[seq_id]
+        except KeyError:
+            raise ValueError(f"unknown seq_id {seq_id}") from None
+
+    @staticmethod
+    def _check_new(num_tokens: int, final_tokens: int | None) -> None:
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+        if final_tokens is not None and final_tokens < num_tokens:
+            raise ValueError(f"final_tokens {final_tokens} < num_tokens {num_tokens}")
+
+    def _keys(
+        self, prefix_hashes: Sequence[int] | None, chunk_tokens: int, entry_tokens: int,
+        num_tokens: int,
+    ) -> Sequence[int]:
+        if self._cache is None or not prefix_hashes or chunk_tokens <= 0:
+            return ()
+        # Every hashed chunk but the last is a full chunk of the prompt, so its entries are keyed
+        # even past num_tokens: a later prefill chunk (extend) registers them. The last chunk may
+        # be partial and end before the prompt does, so it is keyed only within num_tokens.
+        limit = max(num_tokens, (len(prefix_hashes) - 1) * chunk_tokens)
+        return tuple(block_keys(prefix_hashes, chunk_tokens, entry_tokens, limit))
+
+    def _obtainable(self, hit_cached_units: int) -> int:
+        """Units an operation can get: free, not yet backed, and evictable other than its hits."""
+        cached = self._cache.cached_units if self._cache is not None else 0
+        return self._pool.free + self._pool.unbacked + cached - hit_cached_units
+
+    def _require(self, seq_id: int, need: int, hit_cached_units: int) -> None:
+        if need > self._obtainable(hit_cached_units):
+            cached = self._cache.cached_units if self._cache is not None else 0
+            raise OutOfKVMemory(
+                f"seq {seq_id}: needs {need} units of {self._unit} slots; {self._pool.free} "
+                f"free, {self._pool.unbacked} not yet backed, {cached - hit_cached_units} "
+                f"evictable"
+            )
+
+    def _take(self, count: int) -> list[int]:
+        """count fresh units (ref 1): free ones first, then a new segment, then evictions."""
+        if not count:
+            return []
+        pool, cache = self._pool, self._cache
+        while pool.free + pool.unbacked < count:
+            for unit in cache.evict_oldest():
+                pool.give(unit)
+        units = pool.take(count)
+        for unit in units:
+            self._ref[unit] = 1
+        return units
+
+    def _advance(self, seq: _Seq, count: int) -> None:
+        """Write count tokens: the units are there, any shared partial tail was copied."""
+        unit = self._unit
+        if seq.length % unit:
+            self._drop_unwritten(seq.units[seq.length // unit])
+        seq.length += count
+        self._live += count
+        self._logical += count
+        if seq.length % unit:
+            start = (len(seq.units) - 1) * unit
+            final = seq.final_tokens
+            reserved, internal = split_allocated(
+                unit, seq.length - start, None if final is None else final - start
+            )
+            self._unwritten[seq.units[-1]] = (reserved, internal)
+            self._reserved += reserved
+            self._internal += internal
+        if seq.next_entry < len(seq.keys):
+            self._register(seq)
+
+    def _drop_unwritten(self, unit: int) -> None:
+        reserved, internal = self._unwritten.pop(unit)
+        self._reserved -= reserved
+        self._internal -= internal
+
+    def _register(self, seq: _Seq) -> None:
+        """Put the sequence's newly completed prompt entries into the prefix cache."""
+        group = seq.entry_units
+        entry_tokens = group * self._unit
+        cache, ref = self._cache, self._ref
+        while seq.next_entry < len(seq.keys) and seq.length >= (seq.next_entry + 1) * entry_tokens:
+            index = seq.next_entry
+            key = seq.keys[index]
+            units = seq.units[index * group : (index + 1) * group]
+            if key in cache or any(ref[unit] != 1 for unit in units):
+                # Another sequence cached this span first, or a fork shares part of it (an
+                # entry's units must share one reference count). This copy stays private, and
+                # so do the entries after it, so that every cached entry keeps its parent.
+                seq.keys = ()
+                return
+            cache.register(key, units)
+            seq.next_entry = index + 1

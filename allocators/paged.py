@@ -1,0 +1,23 @@
+"""Paged allocation (vLLM's PagedAttention): fixed-size blocks from one preallocated pool.
+
+The whole budget, rounded down to whole blocks, is backed from the start as one segment. Blocks
+come from the free pool lowest id first; full blocks of hashed prompt chunks stay in a
+hash-chained prefix cache (one key per block) after their sequences finish, until evicted least
+recently used first; forks share every block and copy a partly written last block on write.
+"""
+from __future__ import annotations
+
+from allocators.block_pool import BlockPoolAllocator, check_unit_tokens
+from allocators.segment_pool import SegmentPool
+
+
+class PagedAllocator(BlockPoolAllocator):
+    """Blocks of block_size tokens in one preallocated pool, with a per-block prefix cache."""
+
+    def __init__(
+        self, budget_slots: int, *, block_size: int = 16, enable_prefix_cache: bool = True
+    ) -> None:
+        check_unit_tokens("block_size", block_size)
+        num_blocks = max(0, budget_slots) // block_size
+        pool = SegmentPool(num_blocks, max(1, num_blocks), preallocated=True)
+        super().__init__(budget_slots, block_size, pool, enable_prefix_cache=enable_prefix_cache)

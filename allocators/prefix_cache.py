@@ -1,0 +1,78 @@
+"""The prefix cache: chained keys to the units holding that prefix, and an LRU of evictable ones.
+
+An entry maps a chained key (allocators.prefix.block_keys) to the units that hold the KV of its
+span: one block for paged and hybrid, a node of several pages for segmented. Since a key chains
+every key before it, the keys form a prefix tree: an entry's parent is the entry of the previous
+key. Entries with no running reference wait in an LRU, oldest first.
+
+Why plain LRU order is also leaves-first order: a sequence holds an entry only together with all
+its ancestors (a hit walks from the root; a sequence registers entry j only if it holds entry
+j - 1), and a sequence releases its entries deepest first. So an entry enters the LRU no earlier
+than each of its descendants and leaves it together with them, and the oldest entry is always a
+leaf; evicting it never orphans a cached descendant.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+
+class PrefixCache:
+    """Registered entries, the unit -> key index, and the LRU of unreferenced entries."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[int, ...]] = {}
+        self._key_of: dict[int, int] = {}
+        self._lru: OrderedDict[int, None] = OrderedDict()
+        self.cached_units = 0  # units of the entries in the LRU
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._entries
+
+    def match(self, keys: Sequence[int], limit: int) -> list[int]:
+        """The leading keys (at most limit) that have an entry: the cached prefix."""
+        hits = []
+        for key in keys[:limit]:
+            if key not in self._entries:
+                break
+            hits.append(key)
+        return hits
+
+    def units(self, key: int) -> tuple[int, ...]:
+        return self._entries[key]
+
+    def key_of(self, unit: int) -> int | None:
+        """The key of the entry holding unit, or None for a unit outside the cache."""
+        return self._key_of.get(unit)
+
+    def unreferenced_units(self, keys: Sequence[int]) -> int:
+        """Units of these entries now waiting in the LRU (a hit takes them out of it)."""
+        return sum(len(self._entries[key]) for key in keys if key in self._lru)
+
+    def register(self, key: int, units: Sequence[int]) -> None:
+        """Add an entry for units that a running sequence holds (so it is not in the LRU)."""
+        self._entries[key] = tuple(units)
+        for unit in units:
+            self._key_of[unit] = key
+
+    def acquire(self, key: int) -> bool:
+        """A sequence takes a reference; return whether the entry was unreferenced before."""
+        if key not in self._lru:
+            return False
+        del self._lru[key]
+        self.cached_units -= len(self._entries[key])
+        return True
+
+    def release(self, key: int) -> None:
+        """The entry's last reference is gone: it becomes the newest evictable entry."""
+        self._lru[key] = None
+        self.cached_units += len(self._entries[key])
+
+    def evict_oldest(self) -> tuple[int, ...]:
+        """Drop the least recently used unreferenced entry; return its units (now free)."""
+        key, _ = self._lru.popitem(last=False)
+        units = self._entries.pop(key)
+        for unit in units:
+            del self._key_of[unit]
+        self.cached_units -= len(units)
+        return units

@@ -1,0 +1,131 @@
+"""Where a trace comes from: bundled names, files (gzip read transparently), format detection.
+
+Formats are told apart by content, never by file name: the first line of the (decompressed) file
+is a CSV header naming Azure's or BurstGPT's columns, a JSON object with Mooncake's
+`input_length`, or the start of a ShareGPT document (`[` or an object with `conversations`).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from workloads.trace import TraceError
+
+# bundled name -> file in workloads/data/ (see workloads/data/README.md for attribution)
+BUNDLED = {
+    "azure-conv": "azure_conv.csv.gz",
+    "mooncake-conv": "mooncake_conversation.jsonl.gz",
+}
+
+NOT_UTF8 = "bytes that are not UTF-8; save the file as UTF-8"
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF_BYTES = 1 << 20  # enough for any header or Mooncake line; a one-line JSON document is cut
+UTF8_BOM = b"\xef\xbb\xbf"
+_WIDE_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A trace file ready to open: its path, short name, and how messages and attrs name it."""
+
+    path: Path
+    name: str
+    display: str
+
+    def open(self) -> BinaryIO:
+        """The file's bytes, decompressed if it is gzip."""
+        with open(self.path, "rb") as probe:
+            compressed = probe.read(2) == _GZIP_MAGIC
+        return gzip.open(self.path, "rb") if compressed else open(self.path, "rb")
+
+    def first_line(self) -> bytes:
+        """The first line (decompressed), after checking it is not UTF-16 or UTF-32 text."""
+        with self.open() as handle:
+            line = handle.readline(_SNIFF_BYTES)
+        for bom, encoding in _WIDE_BOMS.items():
+            if line.startswith(bom):
+                raise TraceError(
+                    self.display, 1, "encoding", f"the file is {encoding}; save it as UTF-8"
+                )
+        if b"\x00" in line:
+            raise TraceError(
+                self.display, 1, "encoding", "NUL bytes: the file looks like UTF-16; save it as UTF-8",
+            )
+        return line.removeprefix(UTF8_BOM)
+
+    def csv_header(self) -> list[str]:
+        """The column names of the first line, stripped; [] when it is empty."""
+        raw = self.first_line().strip()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraceError(self.display, 1, "header", f"{NOT_UTF8} (byte {exc.start})") from None
+        return [name.strip() for name in next(csv.reader([text]))] if text else []
+
+
+@contextmanager
+def resolve(source: str | Path) -> Iterator[Source]:
+    """A bundled trace name ("azure-conv") or a path, as a Source."""
+    if isinstance(source, str) and source in BUNDLED:
+        ref = resources.files("workloads").joinpath("data", BUNDLED[source])
+        with resources.as_file(ref) as path:
+            yield Source(path, source, f"workloads/data/{BUNDLED[source]}")
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trace file {str(source)!r}, and no bundled trace of that name "
+            f"(bundled: {', '.join(BUNDLED)})"
+        )
+    name = path.name.removesuffix(".gz")
+    yield Source(path, name.rsplit(".", 1)[0] if "." in name else name, str(source))
+
+
+def detect_format(source: Source) -> str:
+    """The format of a file, from its first line."""
+    raw = source.first_line().strip()
+    if not raw:
+        raise TraceError(source.display, 1, "header", "the first line is empty (empty file?)")
+    if raw.startswith(b"["):
+        return "sharegpt"
+    if raw.startswith(b"{"):
+        # The JSON readers check the encoding line by line; a cut first line may end mid-character.
+        return _detect_json(source, raw.decode("utf-8", errors="replace"))
+    columns = set(source.csv_header())
+    # One telling column is enough: the reader then names any missing one.
+    if columns & {"ContextTokens", "GeneratedTokens"}:
+        return "azure"
+    if columns & {"Request tokens", "Response tokens"}:
+        return "burstgpt"
+    raise TraceError(
+        source.display, 1, "header", "not a known trace format; pass format=", sorted(columns)
+    )
+
+
+def _detect_json(source: Source, text: str) -> str:
+    try:
+        first = json.loads(text)
+    except json.JSONDecodeError:
+        # A broken Mooncake line is reported by its reader; anything else spanning lines (or cut
+        # at _SNIFF_BYTES) is a ShareGPT document.
+        return "mooncake" if '"input_length"' in text else "sharegpt"
+    if isinstance(first, dict) and "input_length" in first:
+        return "mooncake"
+    if isinstance(first, dict) and "conversations" in first:
+        return "sharegpt"
+    raise TraceError(
+        source.display, 1, "header", "a JSON object of no known trace format; pass format=",
+        sorted(first) if isinstance(first, dict) else first,
+    )
