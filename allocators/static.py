@@ -1,0 +1,246 @@
+"""Static allocation: one preallocated arena, one contiguous reservation per request.
+
+This is the pre-paging baseline (FasterTransformer, early HF serving): a request reserves its
+whole maximum length up front (max_model_len, or prompt + max output when the engine knows it)
+as one aligned range of the arena. Free ranges are kept sorted and merged with their neighbours,
+so holes left by finished requests are real and external fragmentation can be measured.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from dataclasses import dataclass
+from typing import Sequence
+
+from allocators.base import Allocator, OutOfKVMemory, SeqLayout, Usage, split_allocated
+
+FITS = ("first", "best")
+
+
+@dataclass(slots=True)
+class _Reservation:
+    start: int  # first block of the range
+    num_blocks: int
+    length: int  # tokens written
+    final_tokens: int | None
+
+
+class StaticAllocator(Allocator):
+    """Contiguous per-request reservations, first-fit or best-fit, no prefix sharing.
+
+    Units are blocks of align_tokens slots; the arena is one segment holding every block, so a
+    reservation's block table is a run of consecutive block ids.
+    """
+
+    def __init__(
+        self,
+        budget_slots: int,
+        *,
+        max_model_len: int | None = None,
+        fit: str = "first",
+        align_tokens: int = 16,
+    ) -> None:
+        if budget_slots < 0:
+            raise ValueError(f"budget_slots must be >= 0, got {budget_slots}")
+        if align_tokens < 1:
+            raise ValueError(f"align_tokens must be >= 1, got {align_tokens}")
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+        if max_model_len is not None and max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
+        self._budget = budget_slots
+        self._align = align_tokens
+        self._fit = fit
+        self._max_model_len = max_model_len
+        self._arena_blocks = budget_slots // align_tokens
+        # Free ranges in blocks: sorted starts, start -> size, end -> start (to find the left
+        # neighbour when merging), and the sorted multiset of sizes (largest run in O(1)).
+        self._free_starts: list[int] = []
+        self._free_size: dict[int, int] = {}
+        self._free_end: dict[int, int] = {}
+        self._run_sizes: list[int] = []
+        self._free_blocks = 0
+        self._seqs: dict[int, _Reservation] = {}
+        # Running totals so usage() stays O(1) however many sequences run.
+        self._live = 0
+        self._reserved = 0
+        self._internal = 0
+        if self._arena_blocks:
+            self._release(0, self._arena_blocks)
+
+    @property
+    def block_size(self) -> int:
+        return self._align
+
+    def allocate(
+        self,
+        seq_id: int,
+        num_tokens: int,
+        *,
+        final_tokens: int | None = None,
+        prefix_hashes: Sequence[int] | None = None,
+        chunk_tokens: int = 0,
+    ) -> int:
+        if seq_id in self._seqs:
+            raise ValueError(f"seq_id {seq_id} is already allocated")
+        num_blocks = self._blocks_for(num_tokens, final_tokens)
+        start = self._take(num_blocks)
+        seq = _Reservation(start, num_blocks, num_tokens, final_tokens)
+        self._seqs[seq_id] = seq
+        self._account(seq, +1)
+        return 0  # static engines keep no prefix cache
+
+    def can_allocate(self, num_tokens: int, *, final_tokens: int | None = None) -> bool:
+        if self._max_model_len is not None and num_tokens > self._max_model_len:
+            return False
+        return self._blocks_for(num_tokens, final_tokens) <= self._largest_run()
+
+    def extend(self, seq_id: int, num_tokens: int = 1) -> None:
+        seq = self._get(seq_id)
+        if num_tokens < 0:
+            raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+        capacity = seq.num_blocks * self._align
+        if seq.length + num_tokens > capacity:
+            raise OutOfKVMemory(
+                f"seq {seq_id}: {seq.length} + {num_tokens} tokens exceed its static "
+                f"reservation of {capacity} slots"
+            )
+        reserved, internal = split_allocated(capacity, seq.length, seq.final_tokens)
+        seq.length += num_tokens
+        now_reserved, now_internal = split_allocated(capacity, seq.length, seq.final_tokens)
+        self._live += num_tokens
+        self._reserved += now_reserved - reserved
+        self._internal += now_internal - internal
+
+    def fork(self, parent_id: int, child_id: int) -> None:
+        parent = self._get(parent_id)
+        if child_id in self._seqs:
+            raise ValueError(f"seq_id {child_id} is already allocated")
+        # A static engine cannot share: the child copies the parent into its own reservation.
+        start = self._take(parent.num_blocks)
+        child = _Reservation(start, parent.num_blocks, parent.length, parent.final_tokens)
+        self._seqs[child_id] = child
+        self._account(child, +1)
+
+    def free(self, seq_id: int) -> None:
+        seq = self._get(seq_id)
+        del self._seqs[seq_id]
+        self._account(seq, -1)
+        self._release(seq.start, seq.num_blocks)
+
+    def layout(self, seq_id: int) -> SeqLayout:
+        seq = self._get(seq_id)
+        return SeqLayout(
+            self._align, self._arena_blocks, tuple(range(seq.start, seq.start + seq.num_blocks))
+        )
+
+    def length(self, seq_id: int) -> int:
+        return self._get(seq_id).length
+
+    def usage(self) -> Usage:
+        return Usage(
+            budget=self._budget,
+            backed=self._arena_blocks * self._align,
+            live=self._live,
+            logical=self._live,  # nothing is shared
+            reserved=self._reserved,
+            internal=self._internal,
+            cached=0,
+            free=self._free_blocks * self._align,
+            largest_free_run=self._largest_run() * self._align,
+        )
+
+    def segments(self) -> tuple[int, ...]:
+        return (0,) if self._arena_blocks else ()
+
+    def _get(self, seq_id: int) -> _Reservation:
+        try:
+            return self._seqs[seq_id]
+        except KeyError:
+            raise ValueError(f"unknown seq_id {seq_id}") from None
+
+    def _blocks_for(self, num_tokens: int, final_tokens: int | None) -> int:
+        """Blocks of the reservation a new request of num_tokens (reaching final_tokens) needs."""
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+        if final_tokens is not None and final_tokens < num_tokens:
+            raise ValueError(f"final_tokens {final_tokens} < num_tokens {num_tokens}")
+        if self._max_model_len is not None:
+            if num_tokens > self._max_model_len:
+                raise ValueError(f"num_tokens {num_tokens} > max_model_len {self._max_model_len}")
+            tokens = self._max_model_len
+        else:
+            tokens = final_tokens if final_tokens is not None else num_tokens
+        return -(-tokens // self._align)
+
+    def _largest_run(self) -> int:
+        return self._run_sizes[-1] if self._run_sizes else 0
+
+    def _account(self, seq: _Reservation, sign: int) -> None:
+        reserved, internal = split_allocated(
+            seq.num_blocks * self._align, seq.length, seq.final_tokens
+        )
+        self._live += sign * seq.length
+        self._reserved += sign * reserved
+        self._internal += sign * internal
+
+    def _take(self, num_blocks: int) -> int:
+        """Cut num_blocks from a free range chosen by the fit policy; return its first block."""
+        if num_blocks > self._largest_run():
+            raise OutOfKVMemory(
+                f"need {num_blocks * self._align} contiguous slots; largest free run is "
+                f"{self._largest_run() * self._align} of {self._free_blocks * self._align} free"
+            )
+        index = self._first_fit(num_blocks) if self._fit == "first" else self._best_fit(num_blocks)
+        start = self._free_starts[index]
+        size = self._free_size.pop(start)
+        del self._free_end[start + size]
+        self._remove_run(size)
+        if size > num_blocks:
+            # The remainder keeps the hole's place in the sorted start list.
+            rest = start + num_blocks
+            self._free_starts[index] = rest
+            self._free_size[rest] = size - num_blocks
+            self._free_end[start + size] = rest
+            insort(self._run_sizes, size - num_blocks)
+        else:
+            del self._free_starts[index]
+        self._free_blocks -= num_blocks
+        return start
+
+    def _first_fit(self, num_blocks: int) -> int:
+        sizes = self._free_size
+        return next(i for i, start in enumerate(self._free_starts) if sizes[start] >= num_blocks)
+
+    def _best_fit(self, num_blocks: int) -> int:
+        best_index, best_size = -1, 0
+        for i, start in enumerate(self._free_starts):
+            size = self._free_size[start]
+            if size >= num_blocks and (best_index < 0 or size < best_size):
+                best_index, best_size = i, size
+                if size == num_blocks:
+                    break
+        return best_index
+
+    def _release(self, start: int, size: int) -> None:
+        """Return blocks [start, start + size) to the free list, merged with adjacent ranges."""
+        self._free_blocks += size
+        end = start + size
+        index = bisect_left(self._free_starts, start)
+        right_size = self._free_size.pop(end, None)
+        if right_size is not None:
+            del self._free_end[end + right_size]
+            del self._free_starts[index]
+            self._remove_run(right_size)
+            end += right_size
+        left = self._free_end.pop(start, None)
+        if left is not None:
+            self._remove_run(self._free_size[left])
+            start = left
+        else:
+            self._free_starts.insert(index, start)
+        self._free_size[start] = end - start
+        self._free_end[end] = start
+        insort(self._run_sizes, end - start)
+
+    def _remove_run(self, size: int) -> None:
+        del self._run_sizes[bisect_left(self._run_sizes, size)]

@@ -1,0 +1,39 @@
+"""`kvharness report RUN_DIR... -o reports/NAME.pdf`: the report PDF of run (and sweep)
+directories, with the measured GPU figures of benchmarks/results/ beside the simulated ones."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUTPUT = Path("reports/kvharness-report.pdf")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dirs", nargs="+", metavar="RUN_DIR",
+                        help="run directories (steps.csv, requests.csv, run.json) or sweep "
+                             "directories (sweep.json, results.csv)")
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
+                        help=f"the PDF to write (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="measured GPU figures to show beside the simulation "
+                             "(default the checkout's benchmarks/results)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from reports.build import DEFAULT_RESULTS_DIR, build_report
+    from reports.load import RunDirError
+    from reports.measured import MeasurementError
+    from reports.sweep_figures import is_sweep_dir
+
+    sweep_dirs = [d for d in args.dirs if is_sweep_dir(d)]
+    run_dirs = [d for d in args.dirs if d not in sweep_dirs]
+    try:
+        titles = build_report(run_dirs, args.output,
+                              results_dir=args.results_dir or DEFAULT_RESULTS_DIR,
+                              sweep_dirs=sweep_dirs)
+    except (RunDirError, MeasurementError) as exc:
+        print(f"kvharness report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({len(titles)} pages)")
+    return 0

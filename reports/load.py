@@ -1,0 +1,196 @@
+"""Read run directories (steps.csv, requests.csv, run.json) exactly as the results contract writes
+them, and give each run the few derived facts every report page needs (trace, allocator, label).
+
+Nothing here recomputes a memory figure: utilization, waste shares and latency percentiles come
+from the engine's summary; the step and request tables feed the plots over time and the CDFs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STEP_COLUMNS = (
+    "step", "time_s", "step_ms", "running", "waiting", "swapped", "batch_tokens",
+    "prefill_tokens", "decode_tokens", "budget", "backed", "live", "logical", "reserved",
+    "internal", "cached", "free", "largest_free_run", "utilization", "external_fragmentation",
+)
+REQUEST_COLUMNS = (
+    "request_id", "arrival_s", "prompt_tokens", "output_tokens", "n", "status", "reason",
+    "admit_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions",
+    "prefix_hit_tokens",
+)
+# Order in which allocators appear in every section, so a reader finds them in the same place.
+ALLOCATOR_ORDER = ("static", "paged", "segmented", "hybrid")
+# Short names for allocator parameters in labels ("paged bs=32").
+PARAM_ABBREVIATIONS = {"block_size": "bs", "segment_tokens": "seg", "page_size": "page",
+                       "max_model_len": "max_len", "enable_prefix_cache": "cache"}
+
+
+class RunDirError(ValueError):
+    """A run directory is missing a file or a column of the results contract."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, loaded."""
+
+    path: Path
+    steps: pd.DataFrame
+    requests: pd.DataFrame
+    meta: dict[str, Any]  # run.json as written
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta.get("config") or {}
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.meta.get("summary") or {}
+
+    @property
+    def trace_name(self) -> str:
+        return str((self.meta.get("trace") or {}).get("name") or "unnamed trace")
+
+    @property
+    def allocator(self) -> str:
+        return str(allocator_config(self.config).get("name", "unknown"))
+
+    @property
+    def allocator_params(self) -> dict[str, Any]:
+        return allocator_params(self.config)
+
+    @property
+    def block_size(self) -> int | None:
+        """The block size the run was configured with, None where the config leaves the default."""
+        value = self.allocator_params.get("block_size")
+        return int(value) if value is not None else None
+
+    def figure(self, key: str) -> float:
+        """A summary figure as a float; NaN where the summary has none (an empty run)."""
+        value = self.summary.get(key)
+        try:
+            return float(value) if value is not None else float("nan")
+        except (TypeError, ValueError):
+            return float("nan")
+
+    def waste_shares(self) -> dict[str, float]:
+        """Time-weighted shares of backed memory: live, reserved, internal, external, cached and
+        free, summing to 1. Free is what the summary's other shares leave over, so it reads the
+        same whether the engine counts fragmented free slots inside waste_free or not."""
+        shares = {"live": self.figure("utilization_mean")}
+        for key in ("reserved", "internal", "external", "cached"):
+            shares[key] = self.figure(f"waste_{key}")
+        if not all(np.isfinite(value) for value in shares.values()):
+            return {key: float("nan") for key in (*shares, "free")}
+        shares["free"] = max(0.0, 1.0 - sum(shares.values()))
+        return shares
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.requests)
+
+    def status_counts(self) -> dict[str, int]:
+        counts = self.requests["status"].value_counts()
+        return {str(status): int(count) for status, count in counts.items()}
+
+
+def allocator_config(config: dict[str, Any]) -> dict[str, Any]:
+    allocator = config.get("allocator") or {}
+    return allocator if isinstance(allocator, dict) else {"name": str(allocator)}
+
+
+def allocator_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The allocator parameters, whether to_dict wrote them as a mapping or as (key, value) pairs
+    (the frozen config keeps them as a tuple of pairs to stay hashable)."""
+    params = allocator_config(config).get("params") or {}
+    if isinstance(params, dict):
+        return dict(params)
+    return {str(key): value for key, value in params}
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    if not path.is_file():
+        raise RunDirError(f"{path.parent}: missing {path.name} (a run directory holds "
+                          "steps.csv, requests.csv and run.json)")
+    try:
+        table = pd.read_csv(path, keep_default_na=True)
+    except pd.errors.EmptyDataError as exc:
+        raise RunDirError(f"{path}: empty file, expected a header with columns "
+                          f"{', '.join(columns)}") from exc
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise RunDirError(f"{path}: missing columns {', '.join(missing)}")
+    return table
+
+
+def load_run(path: str | Path) -> Run:
+    """Load one run directory; raise RunDirError naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: not a directory (expected a run directory)")
+    meta_path = path / "run.json"
+    if not meta_path.is_file():
+        raise RunDirError(f"{path}: missing run.json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{meta_path}: not valid JSON ({exc})") from exc
+    steps = _read_csv(path / "steps.csv", STEP_COLUMNS)
+    requests = _read_csv(path / "requests.csv", REQUEST_COLUMNS)
+    requests["status"] = requests["status"].astype(str)
+    # An all-empty reason column reads as float NaN; reasons are text.
+    requests["reason"] = requests["reason"].astype(object).where(requests["reason"].notna(), "")
+    requests["reason"] = requests["reason"].astype(str)
+    return Run(path=path, steps=steps, requests=requests, meta=meta)
+
+
+def _sort_key(run: Run) -> tuple:
+    name = run.allocator
+    rank = ALLOCATOR_ORDER.index(name) if name in ALLOCATOR_ORDER else len(ALLOCATOR_ORDER)
+    return (rank, name, run.block_size or 0, str(run.path))
+
+
+def group_by_trace(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs per trace name, traces in first-seen order, allocators in ALLOCATOR_ORDER."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.trace_name, []).append(run)
+    return {trace: sorted(group, key=_sort_key) for trace, group in groups.items()}
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """A short, unique label per run: the allocator name, plus the parameters that tell apart
+    runs of the same allocator ("paged bs=16", "paged bs=64"), plus the directory as last resort."""
+    labels = []
+    for run in runs:
+        siblings = [other for other in runs if other.allocator == run.allocator]
+        keys = sorted({key for other in siblings for key in other.allocator_params})
+        differing = [key for key in keys
+                     if len({repr(other.allocator_params.get(key)) for other in siblings}) > 1]
+        parts = [f"{PARAM_ABBREVIATIONS.get(key, key)}={run.allocator_params.get(key, 'default')}"
+                 for key in differing]
+        labels.append(" ".join([run.allocator, *parts]))
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} ({run.path.name})" for label, run in zip(labels, runs)]
+    return labels
+
+
+def time_weights(steps: pd.DataFrame) -> np.ndarray:
+    """Per-step weights for time-weighted means: the step's duration, or equal weights when the
+    durations are all zero (a run that never ran a batch)."""
+    weights = steps["step_ms"].to_numpy(dtype=float)
+    weights = np.where(np.isfinite(weights) & (weights > 0), weights, 0.0)
+    if weights.sum() <= 0:
+        return np.ones(len(steps))
+    return weights
+
+
+def time_weighted_mean(steps: pd.DataFrame, column: str) -> float:
+    if steps.empty:
+        return float("nan")
+    return float(np.average(steps[column].to_numpy(dtype=float), weights=time_weights(steps)))

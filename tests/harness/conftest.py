@@ -1,0 +1,79 @@
+"""Helpers for the harness tests: small canonical traces and configs with a tiny KV budget."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.config import AllocatorConfig, RunConfig, SchedulerConfig
+
+
+def make_trace(
+    prompts, outputs, *, arrivals=None, n=None, hashes=None, chunk_tokens=0, name="test"
+) -> pd.DataFrame:
+    """A canonical trace (workloads/trace.py schema) from plain lists."""
+    rows = len(prompts)
+    arrivals = np.zeros(rows) if arrivals is None else np.asarray(arrivals, dtype=np.float64)
+    frame = pd.DataFrame(
+        {
+            "request_id": np.arange(rows, dtype=np.int64),
+            "arrival_s": arrivals,
+            "prompt_tokens": np.asarray(prompts, dtype=np.int64),
+            "output_tokens": np.asarray(outputs, dtype=np.int64),
+            "n": np.asarray(n if n is not None else [1] * rows, dtype=np.int64),
+            "prefix_hashes": pd.Series(hashes if hashes is not None else [None] * rows,
+                                       dtype=object),
+            "failed": np.asarray(outputs) == 0,
+        }
+    )
+    frame.attrs.update(
+        {"name": name, "source": "tests", "format": "synthetic", "chunk_tokens": chunk_tokens,
+         "skipped_rows": []}
+    )
+    return frame
+
+
+def random_trace(rng: np.random.Generator, rows: int, *, max_prompt=300, max_output=60,
+                 rate_per_s=50.0, max_n=1) -> pd.DataFrame:
+    arrivals = np.cumsum(rng.exponential(1 / rate_per_s, rows))
+    arrivals -= arrivals[0]
+    return make_trace(
+        rng.integers(1, max_prompt + 1, rows),
+        rng.integers(1, max_output + 1, rows),
+        arrivals=arrivals,
+        n=rng.integers(1, max_n + 1, rows),
+    )
+
+
+def tiny_config(allocator="paged", *, slots=4096, **sched) -> RunConfig:
+    """llama3-8b step times over a small KV budget, so memory pressure is easy to create."""
+    params = {"block_size": 16} if allocator in ("paged", "hybrid") else {}
+    if allocator in ("segmented", "hybrid"):
+        params["segment_tokens"] = 1024
+    return RunConfig(
+        allocator=AllocatorConfig.of(allocator, **params),
+        scheduler=dataclasses.replace(SchedulerConfig(), **sched),
+        budget_slots_override=slots,
+    )
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(name="make_trace")
+def _make_trace_fixture():
+    return make_trace
+
+
+@pytest.fixture(name="random_trace")
+def _random_trace_fixture():
+    return random_trace
+
+
+@pytest.fixture(name="tiny_config")
+def _tiny_config_fixture():
+    return tiny_config

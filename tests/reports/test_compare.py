@@ -1,0 +1,69 @@
+"""benchmarks/compare.py, the benchmark regression gate (it sits outside the packages, so it is
+loaded from its path)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("benchmarks_compare", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench_json(path: Path, medians: dict[str, float]) -> Path:
+    path.write_text(json.dumps({"benchmarks": [
+        {"name": name.split("::")[-1], "fullname": name, "stats": {"median": median}}
+        for name, median in medians.items()]}))
+    return path
+
+
+def test_update_then_check_passes(compare, tmp_path, capsys):
+    runs = [_bench_json(tmp_path / f"{i}.json", {"t::a": 1e-3 * (1 + i / 10), "t::b": 2e-6})
+            for i in range(3)]
+    baseline = tmp_path / "baseline.json"
+    assert compare.main([*map(str, runs), "--update", "--baseline", str(baseline)]) == 0
+    assert json.loads(baseline.read_text()) == {"t::a": pytest.approx(1.1e-3), "t::b": 2e-6}
+    assert compare.main([str(runs[2]), "--baseline", str(baseline)]) == 0
+
+
+def test_regression_beyond_threshold_fails(compare, tmp_path, capsys):
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"t::a": 1e-3, "t::b": 1e-3, "t::gone": 1e-3}))
+    slower = 1 + compare.THRESHOLD
+    run = _bench_json(tmp_path / "run.json", {"t::a": 0.95 * slower * 1e-3,
+                                              "t::b": 1.05 * slower * 1e-3, "t::new": 1.0})
+    assert compare.main([str(run), "--baseline", str(baseline)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED  t::b" in out and "ok         t::a" in out
+    assert "new        t::new" in out and "missing    t::gone" in out
+    looser = str(compare.THRESHOLD + 0.2)
+    assert compare.main([str(run), "--baseline", str(baseline), "--threshold", looser]) == 0
+
+
+def test_faster_is_fine(compare, tmp_path):
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"t::a": 1.0}))
+    run = _bench_json(tmp_path / "run.json", {"t::a": 0.01})
+    assert compare.main([str(run), "--baseline", str(baseline)]) == 0
+
+
+def test_spread_reports_the_worst_ratio(compare, tmp_path, capsys):
+    runs = [_bench_json(tmp_path / f"{i}.json", {"t::a": m}) for i, m in enumerate((1.0, 1.3))]
+    assert compare.main([*map(str, runs), "--spread"]) == 0
+    assert "worst max/min: 1.30x" in capsys.readouterr().out
+
+
+def test_unreadable_files_exit_2(compare, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert compare.main([str(bad)]) == 2
+    assert "not a pytest-benchmark JSON" in capsys.readouterr().err

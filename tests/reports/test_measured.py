@@ -1,0 +1,49 @@
+"""Measured GPU results files: header comments, kernel classification, per-block-size figures."""
+from __future__ import annotations
+
+import pytest
+
+from reports.measured import (MeasurementError, find_measurements, kernel_by_block_size,
+                              read_measurement)
+
+
+def test_header_and_table(kernel_csv):
+    measurement = read_measurement(kernel_csv)
+    assert measurement.device == "NVIDIA H100 80GB HBM3"
+    assert measurement.date == "2025-01-15"
+    assert measurement.header["triton"] == "3.1.0"
+    assert measurement.is_kernel
+    assert len(measurement.table) == 2 * (1 + 6 * 2)
+
+
+def test_efficiency_is_paged_over_sdpa(kernel_csv):
+    table = kernel_by_block_size(read_measurement(kernel_csv).table)
+    contiguous = table[table["layout"] == "contiguous"].set_index("block_size")
+    assert contiguous.loc[1, "efficiency"] == pytest.approx(0.5)
+    assert contiguous.loc[64, "efficiency"] == pytest.approx(1 - 0.5 / 8, abs=1e-4)
+    assert (contiguous["shapes"] == 2).all()
+
+
+def test_other_results_files_are_not_kernels(kernel_csv):
+    tmp_path = kernel_csv.parent
+    (tmp_path / "decode_h100.csv").write_text("# device: H100\n# date: 2025-02-01\n"
+                                              "allocator,tok_s\npaged,1234.5\n")
+    kernels, others = find_measurements(tmp_path)
+    assert [m.path.name for m in kernels] == ["paged_decode_h100.csv"]
+    assert [m.path.name for m in others] == ["decode_h100.csv"]
+    assert others[0].device == "H100"
+
+
+def test_missing_results_dir_means_nothing_measured(tmp_path):
+    assert find_measurements(tmp_path / "absent") == ([], [])
+
+
+def test_bad_header_and_headers_only_raise(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# no colon here\na,b\n1,2\n")
+    with pytest.raises(MeasurementError, match="bad.csv:1"):
+        read_measurement(bad)
+    bare = tmp_path / "bare.csv"
+    bare.write_text("# device: x\n")
+    with pytest.raises(MeasurementError, match="no CSV table"):
+        read_measurement(bare)
