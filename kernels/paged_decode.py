@@ -1,0 +1,370 @@
+"""Paged decode attention in Triton: one query token per sequence over KV spread in segments.
+
+Cache layout: segment s is a contiguous tensor [blocks_per_segment, block_size, num_kv_heads,
+head_dim] (token-major, as vLLM's flash layout) holding global blocks s * blocks_per_segment ...
+Token-major keeps one token's K (or V) for all heads in one run of memory, so writing a new
+token is one contiguous store and every block_size, 1 included, is the same memory viewed
+differently; a program reads one head's 2 * head_dim bytes per token, whole 128-byte lines at
+head_dim 64 and up. Measured on an H100 (benchmarks/results/paged_decode_h100.md) it streams
+at 96-100% of SDPA on a contiguous heads-major cache at block_size 1, 64 and 256.
+
+Segments: the kernel addresses segment s through a table of offsets from one base tensor per
+K and V (the first live segment): pointer arithmetic across allocations, which the GPU and the
+Triton interpreter (raw host addresses of CPU tensors) both accept. Offsets are stored in units
+of 16 bytes so that the compiler can prove 16-byte alignment and issue vector loads.
+
+Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
+share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
+tokens with an online softmax in base 2, and writes either the output (one split) or a
+normalised partial output and its log-sum-exp, which a second kernel combines. A block that
+holds whole tiles costs one table lookup per tile; smaller blocks are looked up per token.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+ALIGN_BYTES = 16
+MIN_SPLIT_TOKENS = 128
+MAX_SPLITS = 64
+WAVES = 2
+
+
+class KVLayoutError(ValueError):
+    """Segment tensors, block tables or inputs do not match the layout the kernels expect."""
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """Where each segment's K and V start, as seen by the kernels.
+
+    Build it once with `segment_table` and reuse it while the live segments stay the same (a
+    GPU pool rebuilds it when a segment is added or released): building it copies a small
+    table to the device.
+    """
+
+    k_base: torch.Tensor
+    v_base: torch.Tensor
+    k_offsets: torch.Tensor  # int64 [num_segments], in units of ALIGN_BYTES from k_base
+    v_offsets: torch.Tensor
+    blocks_per_segment: int
+    block_size: int
+    num_kv_heads: int
+    head_dim: int
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.k_base.dtype
+
+
+def segment_table(
+    k_segments: Sequence[torch.Tensor | None],
+    v_segments: Sequence[torch.Tensor | None],
+) -> SegmentTable:
+    """Check the segment tensors and tabulate their addresses (None = segment id not backed)."""
+    if len(k_segments) != len(v_segments):
+        raise KVLayoutError(f"{len(k_segments)} K segments but {len(v_segments)} V segments")
+    live = [(k, v) for k, v in zip(k_segments, v_segments) if k is not None or v is not None]
+    if not live:
+        raise KVLayoutError("no segment tensor given")
+    k_base, v_base = live[0]
+    shape = tuple(k_base.shape) if k_base is not None else None
+    if shape is None or len(shape) != 4:
+        raise KVLayoutError("segments must be [blocks_per_segment, block_size, kv_heads, head_dim]")
+    for k, v in live:
+        for t in (k, v):
+            if t is None or tuple(t.shape) != shape or t.dtype != k_base.dtype:
+                raise KVLayoutError(f"every live segment needs K and V of shape {shape}, "
+                                    f"dtype {k_base.dtype}")
+            if not t.is_contiguous() or t.device != k_base.device:
+                raise KVLayoutError("segment tensors must be contiguous and on one device")
+    return SegmentTable(
+        k_base=k_base,
+        v_base=v_base,
+        k_offsets=_offsets(k_segments, k_base),
+        v_offsets=_offsets(v_segments, v_base),
+        blocks_per_segment=shape[0],
+        block_size=shape[1],
+        num_kv_heads=shape[2],
+        head_dim=shape[3],
+    )
+
+
+def _offsets(segments: Sequence[torch.Tensor | None], base: torch.Tensor) -> torch.Tensor:
+    offsets = []
+    for seg, t in enumerate(segments):
+        delta = 0 if t is None else t.data_ptr() - base.data_ptr()
+        if delta % ALIGN_BYTES or (t is not None and t.data_ptr() % ALIGN_BYTES):
+            raise KVLayoutError(f"segment {seg} is not {ALIGN_BYTES}-byte aligned")
+        offsets.append(delta // ALIGN_BYTES)
+    return torch.tensor(offsets, dtype=torch.int64, device=base.device)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Launch shape of the split kernel: tokens per tile, warps, software-pipelining depth."""
+
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+def default_config(block_size: int, num_splits: int) -> DecodeConfig:
+    """Launch shape measured best on an H100 (benchmarks/results/paged_decode_tune_h100.csv).
+
+    128-token tiles, 2 stages: more bytes in flight per program, which pays wherever a program
+    looks up every token (block_size 1: 64x4096 in 372 us against 463 with 64-token tiles) and
+    wherever few programs share a small context (split-KV; 1x4096 in 19 us against 21).
+    Unsplit large batches over blocks that hold whole 64-token tiles (one table lookup per
+    tile) run best with 64-token tiles and 3 stages (64x32768 at block_size 256: 2822 us
+    against 3022).
+    """
+    if block_size % 64 == 0 and num_splits == 1:
+        return DecodeConfig(block_n=64, num_warps=4, num_stages=3)
+    return DecodeConfig(block_n=128, num_warps=4, num_stages=2)
+
+
+def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
+    """Split each sequence's context so that about WAVES programs per SM are in flight.
+
+    Splits shorter than MIN_SPLIT_TOKENS cost more in partial writes and reduction than they
+    gain in parallelism, so long enough work per program caps the count.
+    """
+    programs = batch * num_kv_heads
+    if programs >= num_sms:
+        return 1
+    wanted = -(-WAVES * num_sms // programs)
+    return max(1, min(wanted, max_context // MIN_SPLIT_TOKENS, MAX_SPLITS))
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+@triton.jit
+def _token_rows(bt_row, seg_offsets, tok, valid,
+                BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
+                BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr, ALIGN: tl.constexpr):
+    """Element offsets (from the base tensor) of tokens `tok` of one sequence, head 0."""
+    block = tl.load(bt_row + tok // BLOCK_SIZE, mask=valid, other=0)
+    seg = block // BLOCKS_PER_SEGMENT
+    local = (block - seg * BLOCKS_PER_SEGMENT).to(tl.int64)
+    seg_start = tl.load(seg_offsets + seg, mask=valid, other=0) * ALIGN
+    return seg_start + local * BLOCK_STRIDE + (tok % BLOCK_SIZE) * TOKEN_STRIDE
+
+
+@triton.jit
+def _tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
+               BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr, ALIGN: tl.constexpr):
+    """Element offsets from K_base and V_base of the tile's tokens `tok`, KV head 0."""
+    if BLOCK_SIZE % BLOCK_N == 0:
+        # The tile lies inside one block: one table lookup, rows at a fixed stride.
+        block = tl.load(bt_row + tile // BLOCK_SIZE)
+        seg = block // BLOCKS_PER_SEGMENT
+        inner = ((block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE
+                 + (tok % BLOCK_SIZE) * TOKEN_STRIDE)
+        k_rows = tl.load(K_offsets + seg) * ALIGN + inner
+        v_rows = tl.load(V_offsets + seg) * ALIGN + inner
+    else:
+        k_rows = _token_rows(bt_row, K_offsets, tok, valid, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
+                             BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        v_rows = _token_rows(bt_row, V_offsets, tok, valid, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
+                             BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+    return k_rows, v_rows
+
+
+@triton.jit
+def _round_to_bf16(x):
+    """float32 x rounded to the nearest bfloat16 (ties to even), still as float32."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _decode_split_kernel(
+    Q, K_base, V_base, K_offsets, V_offsets, Block_tables, Context_lens, Out, Part_out, Part_lse,
+    stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, qk_scale, num_splits,
+    SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
+    HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
+    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
+
+    context = tl.load(Context_lens + b)
+    split_tokens = tl.cdiv(tl.cdiv(context, num_splits), BLOCK_N) * BLOCK_N
+    start = split * split_tokens
+    end = tl.minimum(start + split_tokens, context)
+
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, HEAD_DIM)
+    heads = kv_head * GROUP + g
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=(g < GROUP)[:, None], other=0.0)
+    if EMULATE_BF16:
+        q = q.to(tl.float32)
+    bt_row = Block_tables + b.to(tl.int64) * stride_bt
+    head_col = kv_head * HEAD_DIM + d
+
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
+    for tile in range(start, end, BLOCK_N):
+        tok = tile + tl.arange(0, BLOCK_N)
+        valid = tok < end
+        k_rows, v_rows = _tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
+                                    BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
+        v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
+        if EMULATE_BF16:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
+        scores = tl.where(valid[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if EMULATE_BF16:
+            p = _round_to_bf16(p)
+        else:
+            p = p.to(v.dtype)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
+        m_i = m_new
+
+    has_tokens = l_i > 0
+    out = acc / tl.where(has_tokens, l_i, 1.0)[:, None]
+    row_mask = (g < GROUP)[:, None]
+    if not SPLIT:
+        if EMULATE_BF16:
+            out = _round_to_bf16(out)
+        tl.store(Out + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
+                 out.to(Out.dtype.element_ty), mask=row_mask)
+    else:
+        part = (b * NUM_KV_HEADS * GROUP + heads) * num_splits + split
+        tl.store(Part_out + part[:, None] * HEAD_DIM + d[None, :], out, mask=row_mask)
+        lse = tl.where(has_tokens, m_i + tl.log2(tl.where(has_tokens, l_i, 1.0)), float("-inf"))
+        tl.store(Part_lse + part, lse, mask=g < GROUP)
+
+
+@triton.jit
+def _decode_reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits,
+                          NUM_HEADS: tl.constexpr, BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr,
+                          EMULATE_BF16: tl.constexpr):
+    b = tl.program_id(0)
+    head = tl.program_id(1)
+    s = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, HEAD_DIM)
+    row = (b * NUM_HEADS + head) * num_splits
+    lse = tl.load(Part_lse + row + s, mask=s < num_splits, other=float("-inf"))
+    top = tl.max(lse, 0)
+    weight = tl.exp2(lse - tl.where(top == float("-inf"), 0.0, top))
+    parts = tl.load(Part_out + (row + s)[:, None] * HEAD_DIM + d[None, :],
+                    mask=(s < num_splits)[:, None], other=0.0)
+    total = tl.sum(weight, 0)
+    out = tl.sum(parts * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
+    if EMULATE_BF16:
+        out = _round_to_bf16(out)
+    tl.store(Out + b * stride_ob + head * stride_oh + d, out.to(Out.dtype.element_ty))
+
+
+def paged_decode(
+    q: torch.Tensor,
+    k_segments: Sequence[torch.Tensor | None] | None,
+    v_segments: Sequence[torch.Tensor | None] | None,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    blocks_per_segment: int,
+    scale: float | None = None,
+    num_splits: int | None = None,
+    *,
+    table: SegmentTable | None = None,
+    config: DecodeConfig | None = None,
+) -> torch.Tensor:
+    """Attention of one query token per sequence over its paged KV: out [B, Hq, D] in q's dtype.
+
+    q [B, Hq, D]; block_tables [B, max_blocks] int32 of global block ids; context_lens [B]
+    int32 (a length of 0 gives zeros). Pass `table` (then the segment lists may be None) to
+    skip rebuilding the segment table on every call. num_splits defaults to a heuristic from
+    the batch, the block-table capacity and the SM count; it never reads context_lens on the
+    host, so the launch needs no synchronisation and can be captured in a CUDA graph. Capture
+    it: the two Triton launches cost about 0.1 ms of host time (triton 3.6, H100 machine), five
+    times the device time of a 1x4096 decode.
+    """
+    table = segment_table(k_segments, v_segments) if table is None else table
+    _check_inputs(q, table, block_tables, context_lens, blocks_per_segment)
+    batch, num_heads, head_dim = q.shape
+    group = num_heads // table.num_kv_heads
+    if num_splits is None:
+        max_context = block_tables.shape[1] * table.block_size
+        num_splits = choose_num_splits(batch, table.num_kv_heads, max_context, _num_sms(q.device))
+    config = config or default_config(table.block_size, num_splits)
+    out = torch.empty_like(q)
+    if num_splits > 1:
+        part_out = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32,
+                               device=q.device)
+        part_lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
+    else:
+        part_out = part_lse = out
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    # The Triton interpreter (the only way CPU tensors run) multiplies bfloat16 bit patterns in
+    # tl.dot (triton-lang/triton#11584) and truncates float32 -> bfloat16: there bfloat16 goes
+    # through float32 with explicit round-to-nearest-even, the arithmetic of the GPU path.
+    emulate_bf16 = q.device.type == "cpu" and q.dtype == torch.bfloat16
+    _decode_split_kernel[(batch, table.num_kv_heads, num_splits)](
+        q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, block_tables,
+        context_lens, out, part_out, part_lse,
+        q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
+        scale * LOG2E, num_splits,
+        SPLIT=num_splits > 1, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=head_dim, NUM_KV_HEADS=table.num_kv_heads, BLOCK_SIZE=table.block_size,
+        BLOCKS_PER_SEGMENT=blocks_per_segment, BLOCK_N=config.block_n,
+        ALIGN=ALIGN_BYTES // table.k_base.element_size(),
+        INPUT_PRECISION="ieee" if q.dtype == torch.float32 else None, EMULATE_BF16=emulate_bf16,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if num_splits > 1:
+        _decode_reduce_kernel[(batch, num_heads)](
+            part_out, part_lse, out, out.stride(0), out.stride(1), num_splits,
+            NUM_HEADS=num_heads, BLOCK_S=triton.next_power_of_2(num_splits), HEAD_DIM=head_dim,
+            EMULATE_BF16=emulate_bf16, num_warps=4,
+        )
+    return out
+
+
+def _check_inputs(q, table, block_tables, context_lens, blocks_per_segment) -> None:
+    batch, num_heads, head_dim = q.shape
+    if head_dim != table.head_dim or head_dim < 16 or head_dim & (head_dim - 1):
+        raise KVLayoutError(f"head_dim {head_dim}: needs a power of two >= 16 matching the cache "
+                            f"({table.head_dim})")
+    if num_heads % table.num_kv_heads:
+        raise KVLayoutError(f"{num_heads} query heads is not a multiple of "
+                            f"{table.num_kv_heads} KV heads")
+    if q.stride(2) != 1 or q.dtype != table.dtype:
+        raise KVLayoutError(f"q must be {table.dtype} with a contiguous last dimension")
+    if blocks_per_segment != table.blocks_per_segment:
+        raise KVLayoutError(f"blocks_per_segment {blocks_per_segment} but segments hold "
+                            f"{table.blocks_per_segment} blocks")
+    if block_tables.dtype != torch.int32 or block_tables.stride(1) != 1:
+        raise KVLayoutError("block_tables must be int32 with a contiguous last dimension")
+    if block_tables.shape[0] != batch or context_lens.shape != (batch,):
+        raise KVLayoutError(f"block_tables {tuple(block_tables.shape)} and context_lens "
+                            f"{tuple(context_lens.shape)} must have {batch} rows")
+    if context_lens.dtype != torch.int32:
+        raise KVLayoutError("context_lens must be int32")

@@ -1,0 +1,91 @@
+"""Pure-torch oracle for paged decode attention: gather the blocks, then attend.
+
+The "concatenate, then compute" version: every sequence's KV is gathered from the segment
+tensors through its block table into one contiguous tensor, and plain softmax attention runs on
+it in a wide float type. Slow and memory-hungry on purpose: it is the reference every Triton
+kernel in this package is tested against, so it must be obviously right rather than fast.
+
+Cache layout (shared with kernels/paged_decode.py): segment s holds global blocks
+s * blocks_per_segment .. (s + 1) * blocks_per_segment - 1 as a tensor
+[blocks_per_segment, block_size, num_kv_heads, head_dim]; a segment id with no memory behind it
+is None in the list.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+
+def gather_kv(
+    segments: Sequence[torch.Tensor | None],
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    blocks_per_segment: int,
+) -> torch.Tensor:
+    """Copy every sequence's tokens out of the paged cache: [B, max_context, Hkv, D].
+
+    Positions past a sequence's context length are zero. Block-table entries past
+    ceil(context / block_size) are never read, so they may hold any padding value.
+    """
+    first = next(t for t in segments if t is not None)
+    block_size, num_kv_heads, head_dim = first.shape[1:]
+    lens = context_lens.to(device="cpu", dtype=torch.int64)
+    batch = lens.numel()
+    max_context = int(lens.max()) if batch else 0
+    num_blocks = -(-max_context // block_size)
+    out = first.new_zeros(batch, num_blocks, block_size, num_kv_heads, head_dim)
+    blocks = block_tables[:, :num_blocks].to(device="cpu", dtype=torch.int64)
+    used = torch.arange(num_blocks) < ((lens + block_size - 1) // block_size)[:, None]
+    segment_ids = torch.where(used, blocks // blocks_per_segment, -1)
+    local = blocks % blocks_per_segment
+    for seg, tensor in enumerate(segments):
+        picked = segment_ids == seg
+        if tensor is None or not bool(picked.any()):
+            continue
+        out[picked.to(out.device)] = tensor[local[picked].to(tensor.device)]
+    missing = used & ~torch.isin(segment_ids, _backed_ids(segments))
+    if bool(missing.any()):
+        raise IndexError("block table references a segment with no tensor behind it")
+    tokens = out.reshape(batch, num_blocks * block_size, num_kv_heads, head_dim)
+    positions = torch.arange(num_blocks * block_size, device=out.device)
+    tokens[positions[None, :] >= lens.to(out.device)[:, None]] = 0
+    return tokens[:, :max_context]
+
+
+def _backed_ids(segments: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    return torch.tensor([s for s, t in enumerate(segments) if t is not None], dtype=torch.int64)
+
+
+def reference_decode(
+    q: torch.Tensor,
+    k_segments: Sequence[torch.Tensor | None],
+    v_segments: Sequence[torch.Tensor | None],
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    blocks_per_segment: int,
+    scale: float | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Decode attention of one query token per sequence over its paged KV, in compute_dtype.
+
+    q [B, Hq, D]; returns [B, Hq, D] in compute_dtype. Hq must be a multiple of Hkv (GQA: query
+    head h reads KV head h // (Hq // Hkv)). A sequence of context length 0 gets a zero output.
+    """
+    batch, num_heads, head_dim = q.shape
+    keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
+    values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
+    num_kv_heads = keys.shape[2]
+    group = num_heads // num_kv_heads
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    qg = q.to(compute_dtype).reshape(batch, num_kv_heads, group, head_dim)
+    keys = keys.to(device=q.device, dtype=compute_dtype)
+    values = values.to(device=q.device, dtype=compute_dtype)
+    scores = torch.einsum("bhgd,bthd->bhgt", qg, keys) * scale
+    lens = context_lens.to(device=q.device, dtype=torch.int64)
+    past_end = torch.arange(keys.shape[1], device=q.device)[None, :] >= lens[:, None]
+    scores = scores.masked_fill(past_end[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    out = torch.einsum("bhgt,bthd->bhgd", probs, values)
+    return out.reshape(batch, num_heads, head_dim)

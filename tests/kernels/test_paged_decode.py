@@ -1,0 +1,150 @@
+"""The Triton paged decode kernel against the float64 gather-then-attend reference."""
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from kernels.paged_decode import (
+    DecodeConfig,
+    KVLayoutError,
+    choose_num_splits,
+    default_config,
+    paged_decode,
+    segment_table,
+)
+from kernels.reference import reference_decode
+
+HEAD_DIM = 32
+TILE_16 = DecodeConfig(block_n=16, num_warps=4, num_stages=2)
+
+
+def _query(batch, num_heads, dtype, device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, num_heads, HEAD_DIM, generator=gen).to(device=device, dtype=dtype)
+
+
+def _run_both(cache, q, **kwargs):
+    out = paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                       cache.context_lens, cache.blocks_per_segment, **kwargs)
+    k64, v64 = cache.widened()
+    ref = reference_decode(q.double(), k64, v64, cache.block_tables, cache.context_lens,
+                           cache.blocks_per_segment, scale=kwargs.get("scale"),
+                           compute_dtype=torch.float64)
+    return out, ref
+
+
+@pytest.mark.parametrize("num_splits", [1, 3])
+@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("block_size", [1, 16, 5])
+def test_float32_matches_reference(make_cache, rel_err, device, block_size, group, num_splits):
+    # Contexts of 1 token, of one block + 1, and one that no block size here divides.
+    num_kv_heads = 2 if group < 8 else 1
+    cache = make_cache(context_lens=[1, block_size + 1, 37], num_kv_heads=num_kv_heads,
+                       head_dim=HEAD_DIM, block_size=block_size,
+                       blocks_per_segment=max(4, 48 // block_size), num_segments=4,
+                       dtype=torch.float32, seed=block_size * 10 + group)
+    q = _query(3, num_kv_heads * group, torch.float32, device, seed=group)
+    out, ref = _run_both(cache, q, num_splits=num_splits, config=TILE_16)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert rel_err(out, ref) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_half_precision_matches_reference(make_cache, rel_err, device, dtype, block_size):
+    cache = make_cache(context_lens=[17, 1, 70, 33], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=block_size, blocks_per_segment=96 // block_size,
+                       num_segments=3, dtype=dtype, seed=7)
+    q = _query(4, 8, dtype, device, seed=8)
+    out, ref = _run_both(cache, q, num_splits=2)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("block_size, block_n", [(16, 16), (32, 16), (64, 64)])
+def test_tile_inside_one_block(make_cache, rel_err, device, block_size, block_n):
+    """block_size a multiple of the tile: the kernel looks up one block per tile."""
+    cache = make_cache(context_lens=[block_size + 1, 2 * block_size + 3], num_kv_heads=1,
+                       head_dim=HEAD_DIM, block_size=block_size, blocks_per_segment=2,
+                       num_segments=4, dtype=torch.float32, seed=block_size)
+    q = _query(2, 4, torch.float32, device, seed=1)
+    out, ref = _run_both(cache, q, num_splits=2, config=DecodeConfig(block_n, 4, 2))
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_unbacked_segments_and_padding_are_never_read(make_cache, rel_err, device):
+    cache = make_cache(context_lens=[9, 23], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=4, num_segments=5, unbacked=(0, 3),
+                       dtype=torch.float32, seed=3)
+    q = _query(2, 4, torch.float32, device, seed=3)
+    out, ref = _run_both(cache, q, num_splits=1)
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_more_splits_than_tiles_and_custom_scale(make_cache, rel_err, device):
+    cache = make_cache(context_lens=[2, 20], num_kv_heads=2, head_dim=HEAD_DIM, block_size=3,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=4)
+    q = _query(2, 4, torch.float32, device, seed=4)
+    out, ref = _run_both(cache, q, num_splits=7, scale=0.3, config=TILE_16)
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_contiguous_block_table_and_default_splits(make_cache, rel_err, device):
+    cache = make_cache(context_lens=[40, 12, 64], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=16, blocks_per_segment=4, num_segments=3, shuffle=False,
+                       dtype=torch.float32, seed=5)
+    q = _query(3, 8, torch.float32, device, seed=5)
+    out, ref = _run_both(cache, q)
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_zero_context_gives_zeros(make_cache, device):
+    cache = make_cache(context_lens=[0, 5], num_kv_heads=1, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=6)
+    q = _query(2, 2, torch.float32, device, seed=6)
+    for num_splits in (1, 2):
+        out, ref = _run_both(cache, q, num_splits=num_splits, config=TILE_16)
+        assert torch.equal(out[0], torch.zeros_like(out[0]))
+        assert torch.allclose(out[1].double(), ref[1], rtol=1e-4, atol=1e-5)
+
+
+def test_rejects_mismatched_inputs(make_cache, device):
+    cache = make_cache(context_lens=[5], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=0)
+    args = (cache.k_segments, cache.v_segments, cache.block_tables, cache.context_lens, 4)
+    with pytest.raises(KVLayoutError, match="multiple"):
+        paged_decode(_query(1, 3, torch.float32, device, 0), *args)
+    with pytest.raises(KVLayoutError, match="blocks_per_segment"):
+        paged_decode(_query(1, 4, torch.float32, device, 0), *args[:4], 8)
+    with pytest.raises(KVLayoutError, match="int32"):
+        paged_decode(_query(1, 4, torch.float32, device, 0), *args[:2],
+                     cache.block_tables.long(), *args[3:])
+
+
+def test_segment_table_checks_segments(device):
+    seg = torch.zeros(2, 4, 1, 16, device=device)
+    with pytest.raises(KVLayoutError, match="shape"):
+        segment_table([seg, torch.zeros(3, 4, 1, 16, device=device)], [seg, seg])
+    with pytest.raises(KVLayoutError, match="aligned"):
+        flat = torch.zeros(2 * 4 * 16 + 1, device=device)
+        segment_table([seg, flat[1:].view(2, 4, 1, 16)], [seg, seg])
+    table = segment_table([None, seg], [None, seg.clone()])
+    assert table.k_offsets.tolist()[1] == 0 and table.blocks_per_segment == 2
+
+
+@given(batch=st.integers(1, 512), kv_heads=st.sampled_from([1, 8, 32]),
+       context=st.integers(1, 1 << 20), sms=st.sampled_from([1, 108, 132]))
+def test_split_heuristic_bounds(batch, kv_heads, context, sms):
+    splits = choose_num_splits(batch, kv_heads, context, sms)
+    assert 1 <= splits <= 64
+    assert splits == 1 or context // splits >= 128
+    if batch * kv_heads >= sms:
+        assert splits == 1
+
+
+def test_default_config_tiles():
+    # Unsplit batches over blocks of whole tiles take one table lookup per tile.
+    for block_size in (64, 128, 256):
+        assert block_size % default_config(block_size, 1).block_n == 0
+    for block_size in (1, 5, 16, 32):
+        for num_splits in (1, 8):
+            assert block_size % default_config(block_size, num_splits).block_n != 0
