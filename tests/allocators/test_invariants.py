@@ -1,0 +1,302 @@
+"""Invariants every allocator keeps under random operation sequences (a hypothesis state machine).
+
+Beside the allocator the machine keeps a model of what a GPU pool would hold: the symbolic content
+of every written slot. A prompt token inside hashed chunks is named by the chunk hashes up to its
+chunk and its position, so equal names mean equal KV and may share a slot; any other token belongs
+to its sequence (and to the forks that copied it). After every step each live token must still
+read its own content from the slot its layout maps it to: this catches a slot owned twice, a
+prefix-cache hit on the wrong data, a block reused while still referenced, and a write into a
+shared block without copy-on-write.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+
+from allocators import OutOfKVMemory, make_allocator
+
+BUDGET = 512  # slots; a whole number of blocks and segments for every configuration below
+CONFIGS = [
+    pytest.param("static", {"fit": "first", "align_tokens": 16}, id="static-first"),
+    pytest.param("static", {"fit": "best", "align_tokens": 8}, id="static-best"),
+    pytest.param("paged", {"block_size": 16}, id="paged"),
+    pytest.param("segmented", {"segment_tokens": 128}, id="segmented"),
+    pytest.param("hybrid", {"block_size": 8, "segment_tokens": 128}, id="hybrid"),
+]
+# Chunk-hash families: the first two share three chunks, so prefixes of several lengths match.
+PREFIXES = ((1, 2, 3, 4, 5, 6), (1, 2, 3, 7, 8, 9), (10, 11, 12, 13, 14, 15))
+NEVER_ALLOCATED = -1
+SETTINGS = settings(max_examples=200, stateful_step_count=30, deadline=None)
+
+
+class AllocatorMachine(RuleBasedStateMachine):
+    def __init__(self, name: str, params: dict) -> None:
+        super().__init__()
+        self.alloc = make_allocator(name, BUDGET, **params)
+        self.static = name == "static"
+        self.fixed_pool = name in ("static", "paged")  # backed from the start, one segment set
+        self.contents: dict[int, list[tuple]] = {}  # seq -> content of each written token
+        self.prompts: dict[int, tuple[tuple[int, ...], int]] = {}  # seq -> (hashes, chunk_tokens)
+        self.slots: dict[int, list[int]] = {}  # seq -> slot of each token at the last check
+        self.memory: dict[int, tuple] = {}  # slot -> content last written there
+        self.live_segments: tuple[int, ...] = self.alloc.segments()
+        self.blocks_per_segment = 0  # learnt from the first layout
+        self.next_id = 0
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    @rule(
+        num_tokens=st.integers(1, 96),
+        extra=st.one_of(st.none(), st.integers(0, 64)),
+        family=st.integers(-1, len(PREFIXES) - 1),
+        chunks=st.integers(0, 6),
+        chunk_tokens=st.sampled_from([4, 16]),
+    )
+    def allocate(self, num_tokens, extra, family, chunks, chunk_tokens):
+        seq = self._new_id()
+        final = None if extra is None else num_tokens + extra
+        # Hash values differ per chunk size: equal hashes must mean equal tokens.
+        hashes = ()
+        if family >= 0:
+            hashes = tuple(h + 1000 * chunk_tokens for h in PREFIXES[family][:chunks])
+        before = self._snapshot()
+        room = self.alloc.can_allocate(num_tokens, final_tokens=final)
+        assert self._snapshot() == before, "can_allocate changed the state"
+        try:
+            hit = self.alloc.allocate(
+                seq, num_tokens, final_tokens=final, prefix_hashes=hashes or None,
+                chunk_tokens=chunk_tokens if hashes else 0,
+            )
+        except OutOfKVMemory:
+            assert not room, "can_allocate said yes, allocate failed"
+            self._assert_unchanged(before)
+            if not self.static:
+                assert self._available(before[0]) < num_tokens + self.alloc.block_size
+            return
+        if not hashes:
+            assert room, "allocate succeeded without prefix hits where can_allocate said no"
+        assert 0 <= hit <= min(num_tokens, len(hashes) * chunk_tokens)
+        if self.static:
+            assert hit == 0
+        self.prompts[seq] = (hashes, chunk_tokens)
+        self.contents[seq] = [self._token(seq, p) for p in range(num_tokens)]
+        self._check(writes={seq: range(hit, num_tokens)})
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63), k=st.integers(1, 24))
+    def extend(self, pick, k):
+        seq = self._pick(pick)
+        before = self._snapshot()
+        old = len(self.contents[seq])
+        try:
+            self.alloc.extend(seq, k)
+        except OutOfKVMemory:
+            self._assert_unchanged(before)
+            if self.static:
+                assert old + k > len(before[1][seq][0].block_table) * self.alloc.block_size
+            else:
+                assert self._available(before[0]) < k + 2 * self.alloc.block_size
+            return
+        self.contents[seq].extend(self._token(seq, p) for p in range(old, old + k))
+        self._check(writes={seq: range(old, old + k)}, movable={seq: self._last_block(old)})
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63))
+    def fork(self, pick):
+        parent = self._pick(pick)
+        child = self._new_id()
+        before = self._snapshot()
+        try:
+            self.alloc.fork(parent, child)
+        except OutOfKVMemory:
+            self._assert_unchanged(before)
+            if self.static:
+                capacity = len(before[1][parent][0].block_table) * self.alloc.block_size
+                assert before[0].largest_free_run < capacity
+            else:
+                assert self._available(before[0]) < 2 * self.alloc.block_size
+            return
+        self.prompts[child] = self.prompts[parent]
+        self.contents[child] = list(self.contents[parent])
+        self.slots[child] = self.slots[parent]  # the child starts from the parent's slots
+        # The child may copy anything; the parent may only copy its partly written last block.
+        self._check(movable={parent: self._last_block(len(self.contents[parent])), child: 0})
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63))
+    def free(self, pick):
+        seq = self._pick(pick)
+        self.alloc.free(seq)
+        self._forget(seq)
+        self._check()
+
+    @rule(extra=st.integers(1, 64))
+    def allocate_beyond_budget(self, extra):
+        before = self._snapshot()
+        assert not self.alloc.can_allocate(BUDGET + extra)
+        with pytest.raises(OutOfKVMemory):
+            self.alloc.allocate(self._new_id(), BUDGET + extra)
+        self._assert_unchanged(before)
+
+    @rule(op=st.sampled_from(["extend", "fork", "free", "layout", "length", "reuse", "fork-onto"]))
+    def misuse(self, op):
+        """Unknown or reused sequence ids are a ValueError and change nothing."""
+        alloc = self.alloc
+        if op in ("reuse", "fork-onto") and not self.contents:
+            return
+        live = next(iter(self.contents), NEVER_ALLOCATED)
+        calls = {
+            "extend": lambda: alloc.extend(NEVER_ALLOCATED),
+            "fork": lambda: alloc.fork(NEVER_ALLOCATED, self._new_id()),
+            "free": lambda: alloc.free(NEVER_ALLOCATED),
+            "layout": lambda: alloc.layout(NEVER_ALLOCATED),
+            "length": lambda: alloc.length(NEVER_ALLOCATED),
+            "reuse": lambda: alloc.allocate(live, 1),
+            "fork-onto": lambda: alloc.fork(live, live),
+        }
+        before = self._snapshot()
+        with pytest.raises(ValueError):
+            calls[op]()
+        self._assert_unchanged(before)
+
+    @rule()
+    def drain(self):
+        """Free everything: nothing may leak, and the whole budget must be usable again."""
+        for seq in sorted(self.contents):
+            self.alloc.free(seq)
+            self._forget(seq)
+            self._check()
+        u = self.alloc.usage()
+        assert (u.live, u.logical, u.reserved, u.internal) == (0, 0, 0, 0)
+        assert u.free == u.backed - u.cached
+        if self.static:
+            assert u.free == u.largest_free_run == u.backed
+        whole = self._new_id()
+        self.alloc.allocate(whole, BUDGET, final_tokens=BUDGET)
+        self.prompts[whole] = ((), 0)
+        self.contents[whole] = [self._token(whole, p) for p in range(BUDGET)]
+        self._check(writes={whole: range(BUDGET)})  # overwrites every slot, cached ones too
+        self.alloc.free(whole)
+        self._forget(whole)
+        self._check()
+
+    def teardown(self):
+        self.drain()
+
+    # -- the model -----------------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def _pick(self, pick: int) -> int:
+        live = sorted(self.contents)
+        return live[pick % len(live)]
+
+    def _forget(self, seq: int) -> None:
+        del self.contents[seq], self.prompts[seq], self.slots[seq]
+
+    def _token(self, seq: int, position: int) -> tuple:
+        hashes, chunk_tokens = self.prompts[seq]
+        if position < len(hashes) * chunk_tokens:
+            return ("prefix", hashes[: position // chunk_tokens + 1], position)
+        return ("own", seq, position)
+
+    def _available(self, u) -> int:
+        """Slots a request could still get: free, evictable, and budget not yet backed."""
+        return u.free + u.cached + u.budget - u.backed
+
+    def _snapshot(self):
+        layouts = {s: (self.alloc.layout(s), self.alloc.length(s)) for s in self.contents}
+        return self.alloc.usage(), layouts, self.alloc.segments()
+
+    def _assert_unchanged(self, before) -> None:
+        assert self._snapshot() == before, "a failed operation changed the state"
+
+    def _last_block(self, length: int) -> int:
+        """First position of the partly written last block of a sequence of this length."""
+        return length // self.alloc.block_size * self.alloc.block_size
+
+    def _check(self, writes=None, movable=None) -> None:
+        """Replay the step on the memory model, then check accounting and every live token."""
+        alloc = self.alloc
+        layouts = {s: alloc.layout(s) for s in self.contents}
+        if layouts:
+            self.blocks_per_segment = next(iter(layouts.values())).blocks_per_segment
+        segments = alloc.segments()
+        assert list(segments) == sorted(set(segments))
+        self._drop_released(set(segments))
+        new_slots = {}
+        for seq, layout in layouts.items():
+            length = alloc.length(seq)
+            assert length == len(self.contents[seq])
+            self._check_layout(layout, length, set(segments))
+            new_slots[seq] = layout.slot_mapping(0, length)
+        # Written tokens move only by a copy this step allowed (copy-on-write of a partly written
+        # last block, a fork's copy from position movable[seq] on); the copy carries the content.
+        movable = movable or {}
+        for seq, slots in new_slots.items():
+            old = self.slots.get(seq, [])
+            for p, (was, now) in enumerate(zip(old, slots)):
+                if was != now:
+                    assert p >= movable.get(seq, len(old)), (
+                        f"token {p} of seq {seq} moved from slot {was} to {now}"
+                    )
+                    self.memory[now] = self.contents[seq][p]
+        for seq, positions in (writes or {}).items():
+            for p in positions:
+                self.memory[new_slots[seq][p]] = self.contents[seq][p]
+        for seq, slots in new_slots.items():
+            for p, slot in enumerate(slots):
+                assert self.memory.get(slot) == self.contents[seq][p], (
+                    f"token {p} of seq {seq} in slot {slot} reads {self.memory.get(slot)}, "
+                    f"expected {self.contents[seq][p]}"
+                )
+        self.slots = new_slots
+        self._check_usage(layouts, segments)
+
+    def _check_layout(self, layout, length: int, segments: set[int]) -> None:
+        bs = self.alloc.block_size
+        assert layout.block_size == bs
+        assert len(layout.block_table) * bs >= length
+        for block in layout.block_table:
+            assert block >= 0 and layout.segment_of(block) in segments, f"block {block} unbacked"
+            if self.fixed_pool:
+                assert block < self.alloc.usage().backed // bs
+
+    def _drop_released(self, segments: set[int]) -> None:
+        """A released segment's memory is gone; a reused segment id starts empty."""
+        released = set(self.live_segments) - segments
+        self.live_segments = tuple(sorted(segments))
+        if released and self.memory:
+            per_segment = self.alloc.block_size * self.blocks_per_segment
+            self.memory = {s: c for s, c in self.memory.items() if s // per_segment not in released}
+
+    def _check_usage(self, layouts, segments) -> None:
+        u = self.alloc.usage()
+        assert u.budget == BUDGET and 0 <= u.backed <= u.budget
+        assert min(u.live, u.logical, u.reserved, u.internal, u.cached, u.free) >= 0
+        assert u.backed == u.live + u.reserved + u.internal + u.cached + u.free
+        assert u.logical == sum(len(c) for c in self.contents.values())
+        assert u.live <= u.logical
+        # Exact ref counting: live counts each written slot once, and the blocks the running
+        # sequences hold are exactly their live, reserved and internal slots.
+        assert u.live == len({slot for slots in self.slots.values() for slot in slots})
+        held = {block for layout in layouts.values() for block in layout.block_table}
+        assert len(held) * self.alloc.block_size == u.live + u.reserved + u.internal
+        assert u.largest_free_run <= u.free
+        if self.blocks_per_segment:
+            assert u.backed == len(segments) * self.blocks_per_segment * self.alloc.block_size
+        if self.static:
+            assert u.live == u.logical and u.cached == 0
+            tables = [b for layout in layouts.values() for b in layout.block_table]
+            assert len(tables) == len(set(tables)), "static reservations overlap"
+        else:
+            assert u.largest_free_run == u.free, "any free unit serves a non-contiguous allocator"
+
+
+@pytest.mark.parametrize("name, params", CONFIGS)
+def test_allocator_invariants(name, params):
+    run_state_machine_as_test(lambda: AllocatorMachine(name, params), settings=SETTINGS)
