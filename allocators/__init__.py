@@ -6,8 +6,8 @@ from allocators.base import Allocator, OutOfKVMemory, SeqLayout, Usage
 ALLOCATORS = ("static", "paged", "segmented", "hybrid")
 
 
-def make_allocator(name: str, budget_slots: int, **params) -> Allocator:
-    """Build an allocator by name with its own parameters (block_size, segment_tokens, ...)."""
+def allocator_class(name: str) -> type[Allocator]:
+    """The allocator class of a name (its constructor's keywords are its parameters)."""
     if name == "static":
         from allocators.static import StaticAllocator as cls
     elif name == "paged":
@@ -18,7 +18,12 @@ def make_allocator(name: str, budget_slots: int, **params) -> Allocator:
         from allocators.hybrid import HybridAllocator as cls
     else:
         raise ValueError(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
-    return cls(budget_slots, **params)
+    return cls
 
 
-__all__ = ["ALLOCATORS", "Allocator", "OutOfKVMemory", "SeqLayout", "Usage", "make_allocator"]
+def make_allocator(name: str, budget_slots: int, **params) -> Allocator:
+    """Build an allocator by name with its own parameters (block_size, segment_tokens, ...)."""
+    return allocator_class(name)(budget_slots, **params)
+
+
+__all__ = ["ALLOCATORS", "Allocator", "allocator_class", "OutOfKVMemory", "SeqLayout", "Usage", "make_allocator"]

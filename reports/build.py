@@ -64,7 +64,8 @@ def verdict_pages(verdicts: list[TraceVerdict]) -> list[Figure]:
 
 
 def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], results_dir: Path,
-                 built: datetime, sweep_dirs: list[Path]) -> Iterable[Callable[[], list[Figure]]]:
+                 built: datetime, sweep_dirs: list[Path],
+                 slo_ttft_s: float) -> Iterable[Callable[[], list[Figure]]]:
     """One callable per page or run of pages, so that only one figure is in memory at a time."""
     kernels, others = find_measurements(results_dir)
     verdicts = [trace_verdict(trace, labelled) for trace, labelled in groups.items()]
@@ -82,7 +83,7 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
         from reports.sweep_figures import sweep_pages
 
         for sweep_dir in sweep_dirs:
-            yield lambda sweep_dir=sweep_dir: sweep_pages(sweep_dir)
+            yield lambda sweep_dir=sweep_dir: sweep_pages(sweep_dir, slo_ttft_s=slo_ttft_s)
 
 
 def _labelled_groups(run_dirs: Iterable[str | Path]) -> dict[str, Labelled]:
@@ -95,12 +96,14 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
                  ablation_dirs: Iterable[str | Path] = (),
                  results_dir: str | Path = DEFAULT_RESULTS_DIR,
                  sweep_dirs: Iterable[str | Path] = (),
+                 slo_ttft_s: float = 2.0,
                  built: datetime | None = None) -> list[str]:
     """Write the report PDF for the given run directories; return the page titles in order.
 
     Each trace's section compares its run_dirs. ablation_dirs are runs that feed only the
     block-size ablation (one allocator at other block sizes), so that they do not crowd the
-    sections; sweep directories add their own pages after the measured ones."""
+    sections; sweep directories add their own pages after the measured ones, with goodput
+    judged against a p99 TTFT SLO of slo_ttft_s."""
     groups = _labelled_groups(run_dirs)
     ablation = _labelled_groups(ablation_dirs)
     built = built or datetime.now(timezone.utc)
@@ -112,7 +115,7 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
     titles = []
     with plt.rc_context(RC), PdfPages(out_pdf, metadata=metadata) as pdf:
         for make in _page_makers(groups, ablation, Path(results_dir), built,
-                                 [Path(d) for d in sweep_dirs]):
+                                 [Path(d) for d in sweep_dirs], slo_ttft_s):
             for fig in make():
                 titles.append(fig.get_suptitle())
                 pdf.savefig(fig)

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="measured GPU figures to show beside the simulation "
                              "(default the checkout's benchmarks/results)")
+    parser.add_argument("--slo-ttft-s", type=float, default=2.0,
+                        help="p99 TTFT SLO in seconds for the goodput view of sweeps (default 2)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -31,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         titles = build_report(run_dirs, args.output,
                               results_dir=args.results_dir or DEFAULT_RESULTS_DIR,
-                              sweep_dirs=sweep_dirs)
+                              sweep_dirs=sweep_dirs, slo_ttft_s=args.slo_ttft_s)
     except (RunDirError, MeasurementError) as exc:
         print(f"kvharness report: {exc}", file=sys.stderr)
         return 2
