@@ -26,4 +26,7 @@ def make_allocator(name: str, budget_slots: int, **params) -> Allocator:
     return allocator_class(name)(budget_slots, **params)
 
 
-__all__ = ["ALLOCATORS", "Allocator", "allocator_class", "OutOfKVMemory", "SeqLayout", "Usage", "make_allocator"]
+__all__ = [
+    "ALLOCATORS", "Allocator", "OutOfKVMemory", "SeqLayout", "Usage", "allocator_class",
+    "make_allocator",
+]

@@ -56,7 +56,10 @@ class BlockPoolAllocator(Allocator):
         self._pool = pool
         self._cache = PrefixCache() if enable_prefix_cache else None
         self._seqs: dict[int, _Seq] = {}
-        self._ref: dict[int, int] = {}  # unit -> running references; absent when free or cached
+        # Held units -> running references beyond the first, for units that several sequences
+        # hold (forks, prefix hits). Most units have one holder and no entry, so that taking
+        # and giving back thousands of one-token pages stays a bulk operation.
+        self._shared: dict[int, int] = {}
         # Partly written units -> (reserved, internal) slots of their unwritten tail. Keyed by
         # unit, so a tail shared by forks is counted once.
         self._unwritten: dict[int, tuple[int, int]] = {}
@@ -98,10 +101,10 @@ class BlockPoolAllocator(Allocator):
 
         hit_tokens = len(hit_units) * self._unit
         for key in hits:
-            if cache.acquire(key):
+            if cache.acquire(key):  # it waited in the LRU: this sequence is its only holder
                 self._live += len(cache.units(key)) * self._unit
-        for unit in hit_units:
-            self._ref[unit] = self._ref.get(unit, 0) + 1
+            else:
+                self._share(cache.units(key))
         seq = _Seq(hit_units, hit_tokens, final_tokens, keys, entry_units, len(hits))
         self._seqs[seq_id] = seq
         self._logical += hit_tokens
@@ -116,6 +119,8 @@ class BlockPoolAllocator(Allocator):
 
     def extend(self, seq_id: int, num_tokens: int = 1) -> None:
         seq = self._get(seq_id)
+        if num_tokens == 1 and seq.next_entry >= len(seq.keys) and self._decode_step(seq):
+            return
         if num_tokens < 1:
             if num_tokens < 0:
                 raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
@@ -124,13 +129,13 @@ class BlockPoolAllocator(Allocator):
         units = seq.units
         tail = units[-1]
         written = seq.length - (len(units) - 1) * unit  # tokens in the last unit
-        if written < unit and self._ref[tail] > 1:
+        if written < unit and tail in self._shared:
             # The tail is shared by a fork: this sequence rewrites its tokens into a private
             # copy; the other holders keep the original and its unwritten-slot accounting.
             need = -(-(written + num_tokens) // unit)
             self._require(seq_id, need, 0)
             units.pop()
-            self._ref[tail] -= 1
+            self._unshare(tail)
             seq.length -= written
             self._logical -= written
             num_tokens += written
@@ -149,9 +154,7 @@ class BlockPoolAllocator(Allocator):
         parent = self._get(parent_id)
         if child_id in self._seqs:
             raise ValueError(f"seq_id {child_id} is already allocated")
-        ref = self._ref
-        for unit in parent.units:
-            ref[unit] += 1
+        self._share(parent.units)
         self._seqs[child_id] = _Seq(
             list(parent.units), parent.length, parent.final_tokens, parent.keys,
             parent.entry_units, parent.next_entry,
@@ -162,27 +165,25 @@ class BlockPoolAllocator(Allocator):
         seq = self._get(seq_id)
         del self._seqs[seq_id]
         self._logical -= seq.length
-        unit_tokens = self._unit
-        ref, cache, pool = self._ref, self._cache, self._pool
-        # Deepest first, so that a cached entry enters the LRU after its descendants and is
-        # evicted after them (see prefix_cache).
-        for index in range(len(seq.units) - 1, -1, -1):
-            unit = seq.units[index]
-            refs = ref[unit] - 1
-            if refs:
-                ref[unit] = refs
-                continue
-            del ref[unit]
-            written = min(unit_tokens, seq.length - index * unit_tokens)
-            self._live -= written
-            if written < unit_tokens:
-                self._drop_unwritten(unit)
-            key = cache.key_of(unit) if cache is not None else None
-            if key is None:
-                pool.give(unit)
-            elif cache.units(key)[0] == unit:  # the entry's last unit to lose its reference
-                cache.release(key)
-        pool.release_empty()
+        units, unit_tokens, shared = seq.units, self._unit, self._shared
+        # The units that lose their last reference, deepest first, so that a cached entry enters
+        # the LRU after its descendants and is evicted after them (see prefix_cache).
+        if not shared or shared.keys().isdisjoint(units):
+            released = units[::-1]
+        else:
+            released = [unit for unit in reversed(units) if unit not in shared]
+            for unit in shared.keys() & units:
+                self._unshare(unit)
+        # Every unit but the last is full; the last is partly written when length says so.
+        self._live -= len(released) * unit_tokens
+        tail_written = seq.length - (len(units) - 1) * unit_tokens
+        if released and released[0] == units[-1] and tail_written < unit_tokens:
+            self._live += unit_tokens - tail_written
+            self._drop_unwritten(units[-1])
+        if self._cache is not None:
+            released = self._cache.release_units(released)
+        self._pool.give(released)
+        self._pool.release_empty()
 
     def layout(self, seq_id: int) -> SeqLayout:
         seq = self._get(seq_id)
@@ -251,17 +252,17 @@ class BlockPoolAllocator(Allocator):
             )
 
     def _take(self, count: int) -> list[int]:
-        """count fresh units (ref 1): free ones first, then a new segment, then evictions."""
+        """count fresh units (one holder): free ones first, then a new segment, then evictions."""
         if not count:
             return []
         pool, cache = self._pool, self._cache
-        while pool.free + pool.unbacked < count:
-            for unit in cache.evict_oldest():
-                pool.give(unit)
-        units = pool.take(count)
-        for unit in units:
-            self._ref[unit] = 1
-        return units
+        short = count - pool.free - pool.unbacked
+        if short > 0:
+            evicted: list[int] = []
+            while len(evicted) < short:
+                evicted.extend(cache.evict_oldest())
+            pool.give(evicted)
+        return pool.take(count)
 
     def _advance(self, seq: _Seq, count: int) -> None:
         """Write count tokens: the units are there, any shared partial tail was copied."""
@@ -283,6 +284,53 @@ class BlockPoolAllocator(Allocator):
         if seq.next_entry < len(seq.keys):
             self._register(seq)
 
+    def _decode_step(self, seq: _Seq) -> bool:
+        """Write one token on the quick path of a decode step, if it applies; return whether it
+        did. The caller checked that no prefix entry is left to register. The general path is
+        needed for a shared tail (copy-on-write) and for a new unit that no live segment has free
+        (a new segment, or evictions); what is done here is what it would do, step by step."""
+        length = seq.length
+        if not length % self._unit:  # the tail is full: the token starts a new unit
+            if not self._pool.free:
+                return False
+            seq.units.extend(self._pool.take(1))
+            self._advance(seq, 1)
+            return True
+        tail = seq.units[-1]
+        if tail in self._shared:
+            return False
+        # One unwritten slot of the tail is written: a reserved one while any is left, as
+        # split_allocated would count it one token later.
+        reserved, internal = self._unwritten[tail]
+        if reserved:
+            reserved -= 1
+            self._reserved -= 1
+        else:
+            internal -= 1
+            self._internal -= 1
+        if reserved or internal:
+            self._unwritten[tail] = (reserved, internal)
+        else:
+            del self._unwritten[tail]
+        seq.length = length + 1
+        self._live += 1
+        self._logical += 1
+        return True
+
+    def _share(self, units: Sequence[int]) -> None:
+        """Another sequence takes a reference to each of these held units."""
+        shared = self._shared
+        for unit in units:
+            shared[unit] = shared.get(unit, 0) + 1
+
+    def _unshare(self, unit: int) -> None:
+        """One of several holders of unit lets it go."""
+        extra = self._shared[unit] - 1
+        if extra:
+            self._shared[unit] = extra
+        else:
+            del self._shared[unit]
+
     def _drop_unwritten(self, unit: int) -> None:
         reserved, internal = self._unwritten.pop(unit)
         self._reserved -= reserved
@@ -292,12 +340,12 @@ class BlockPoolAllocator(Allocator):
         """Put the sequence's newly completed prompt entries into the prefix cache."""
         group = seq.entry_units
         entry_tokens = group * self._unit
-        cache, ref = self._cache, self._ref
+        cache = self._cache
         while seq.next_entry < len(seq.keys) and seq.length >= (seq.next_entry + 1) * entry_tokens:
             index = seq.next_entry
             key = seq.keys[index]
             units = seq.units[index * group : (index + 1) * group]
-            if key in cache or any(ref[unit] != 1 for unit in units):
+            if key in cache or not self._shared.keys().isdisjoint(units):
                 # Another sequence cached this span first, or a fork shares part of it (an
                 # entry's units must share one reference count). This copy stays private, and
                 # so do the entries after it, so that every cached entry keeps its parent.

@@ -41,10 +41,6 @@ class PrefixCache:
     def units(self, key: int) -> tuple[int, ...]:
         return self._entries[key]
 
-    def key_of(self, unit: int) -> int | None:
-        """The key of the entry holding unit, or None for a unit outside the cache."""
-        return self._key_of.get(unit)
-
     def unreferenced_units(self, keys: Sequence[int]) -> int:
         """Units of these entries now waiting in the LRU (a hit takes them out of it)."""
         return sum(len(self._entries[key]) for key in keys if key in self._lru)
@@ -52,8 +48,7 @@ class PrefixCache:
     def register(self, key: int, units: Sequence[int]) -> None:
         """Add an entry for units that a running sequence holds (so it is not in the LRU)."""
         self._entries[key] = tuple(units)
-        for unit in units:
-            self._key_of[unit] = key
+        self._key_of.update(dict.fromkeys(units, key))
 
     def acquire(self, key: int) -> bool:
         """A sequence takes a reference; return whether the entry was unreferenced before."""
@@ -67,6 +62,35 @@ class PrefixCache:
         """The entry's last reference is gone: it becomes the newest evictable entry."""
         self._lru[key] = None
         self.cached_units += len(self._entries[key])
+
+    def release_units(self, units: list[int]) -> list[int]:
+        """Take units that just lost their last running reference, deepest first. An entry
+        becomes evictable (release) when its first unit, the last of its units to go, comes by;
+        return the units outside the cache, which are free now."""
+        key_of, entries = self._key_of, self._entries
+        if key_of.keys().isdisjoint(units):
+            return units
+        outside = []
+        index = 0
+        while index < len(units):
+            unit = units[index]
+            key = key_of.get(unit)
+            if key is None:
+                outside.append(unit)
+                index += 1
+                continue
+            span = entries[key]
+            stop = index + len(span)
+            # A sequence holds an entry's units in order and lets them go together, so they
+            # come here as one reversed run: the entry is released once for all of them.
+            if tuple(reversed(units[index:stop])) == span:
+                self.release(key)
+                index = stop
+            else:
+                if span[0] == unit:
+                    self.release(key)
+                index += 1
+        return outside
 
     def evict_oldest(self) -> tuple[int, ...]:
         """Drop the least recently used unreferenced entry; return its units (now free)."""

@@ -15,35 +15,65 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 
+import numpy as np
+
 
 class _Segment:
-    """Free units of one segment: returned offsets in a heap, never used ones above a watermark.
+    """Free units of one segment: a byte per unit (1 = free) and a bound below which none is free.
 
-    Every returned offset is below the watermark, so popping the heap first and then the
-    watermark hands out the lowest free offset: ids are deterministic and stay packed low.
+    Units go out lowest offset first, so ids are deterministic and stay packed low. Ids are global
+    (first unit of the segment + offset), so the pool hands them out as they are. A single unit (a
+    decode step) is found with bytearray.find; many (a prefill, a sequence given back) are read
+    and written through a numpy view of the same bytes, since a loop in Python over thousands of
+    one-token pages would dominate a run.
     """
 
-    __slots__ = ("capacity", "watermark", "returned")
+    __slots__ = ("first", "capacity", "free", "lowest", "is_free", "view")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, first: int, capacity: int) -> None:
+        self.first = first
         self.capacity = capacity
-        self.watermark = 0
-        self.returned: list[int] = []
-
-    @property
-    def free(self) -> int:
-        return self.capacity - self.watermark + len(self.returned)
+        self.free = capacity
+        self.lowest = 0  # no free unit below this offset
+        self.is_free = bytearray(b"\x01") * capacity
+        self.view = np.frombuffer(self.is_free, dtype=np.bool_)
 
     def take(self, count: int) -> list[int]:
-        """Up to count free offsets, lowest first."""
-        returned = self.returned
-        if len(returned) >= count:
-            return [heappop(returned) for _ in range(count)]
-        offsets = [heappop(returned) for _ in range(len(returned))]
-        fresh = min(count - len(offsets), self.capacity - self.watermark)
-        offsets.extend(range(self.watermark, self.watermark + fresh))
-        self.watermark += fresh
-        return offsets
+        """Up to count free ids, lowest first."""
+        count = min(count, self.free)
+        if not count:
+            return []
+        self.free -= count
+        if count == 1:
+            offset = self.is_free.find(1, self.lowest)
+            self.is_free[offset] = 0
+            self.lowest = offset + 1
+            return [self.first + offset]
+        offsets = self._lowest_free(count)
+        self.view[offsets] = False
+        self.lowest = int(offsets[-1]) + 1
+        return (offsets + self.first).tolist()
+
+    def give(self, units: np.ndarray) -> None:
+        """Take back units of this segment."""
+        offsets = units - self.first
+        self.view[offsets] = True
+        self.free += len(offsets)
+        self.lowest = min(self.lowest, int(offsets.min()))
+
+    def _lowest_free(self, count: int) -> np.ndarray:
+        """The offsets of the count lowest free units (there are that many), scanning windows
+        that double in size: a small request in a large, mostly free segment reads little."""
+        found = []
+        start = self.is_free.find(1, self.lowest)
+        span = 2 * count + 64
+        while count:
+            offsets = np.flatnonzero(self.view[start : start + span])[:count] + start
+            found.append(offsets)
+            count -= len(offsets)
+            start += span
+            span *= 2
+        return found[0] if len(found) == 1 else np.concatenate(found)
 
 
 class SegmentPool:
@@ -91,20 +121,32 @@ class SegmentPool:
         """count free units, growing the pool as needed; the caller checked free + unbacked."""
         units: list[int] = []
         while len(units) < count:
-            segment_id = self._pick()
-            base = segment_id * self.units_per_segment
-            offsets = self._live[segment_id].take(count - len(units))
-            units.extend(base + offset for offset in offsets)
-            self._free -= len(offsets)
+            taken = self._live[self._pick()].take(count - len(units))
+            units.extend(taken)
+            self._free -= len(taken)
         return units
 
-    def give(self, unit: int) -> None:
-        """Return one unit; its segment is released by the next release_empty if it empties."""
-        segment_id, offset = divmod(unit, self.units_per_segment)
-        segment = self._live[segment_id]
-        heappush(segment.returned, offset)
-        self._free += 1
+    def give(self, units: list[int]) -> None:
+        """Return units; a segment they empty is released by the next release_empty."""
+        if not units:
+            return
+        self._free += len(units)
         self._target = None
+        per_segment = self.units_per_segment
+        units = np.array(units)
+        first, last = int(units.min()) // per_segment, int(units.max()) // per_segment
+        if first == last:
+            self._give_to(first, units)
+            return
+        units.sort()  # split by segment: each one's units are a run of the sorted array
+        bounds = np.searchsorted(units, np.arange(first, last + 2) * per_segment).tolist()
+        for segment_id, start, stop in zip(range(first, last + 1), bounds, bounds[1:]):
+            if stop > start:
+                self._give_to(segment_id, units[start:stop])
+
+    def _give_to(self, segment_id: int, units: np.ndarray) -> None:
+        segment = self._live[segment_id]
+        segment.give(units)
         if segment.free == segment.capacity and not self._preallocated:
             self._maybe_empty.add(segment_id)
 
@@ -144,7 +186,7 @@ class SegmentPool:
     def _grow(self) -> int:
         segment_id = heappop(self._dead)
         capacity = min(self.units_per_segment, self._total - segment_id * self.units_per_segment)
-        self._live[segment_id] = _Segment(capacity)
+        self._live[segment_id] = _Segment(segment_id * self.units_per_segment, capacity)
         self._backed += capacity
         self._free += capacity
         return segment_id

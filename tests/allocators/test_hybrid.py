@@ -169,3 +169,19 @@ def test_fork_copy_on_write_and_prefix_hits_work_as_in_paged(alloc):
     u = alloc.usage()
     assert (u.live, u.logical) == (6 + 4 + 1, 6 + 8 + 5)
     assert conserved(alloc)
+
+
+def test_a_decode_block_comes_from_the_fullest_live_segment(alloc):
+    alloc.allocate(0, 16)  # segment 0 full
+    alloc.allocate(1, 4)  # segment 1: block 4
+    alloc.extend(0)  # the tail is full: a new block from segment 1, not a new segment
+    assert alloc.layout(0).block_table == (0, 1, 2, 3, 5)
+    assert alloc.segments() == (0, 1)
+    alloc.allocate(2, 8)  # blocks 6, 7: every live segment is full
+    alloc.extend(2)
+    alloc.extend(2)  # the partly written new block takes the second token in place
+    assert alloc.layout(2).block_table == (6, 7, 8)
+    assert alloc.segments() == (0, 1, 2)
+    u = alloc.usage()
+    assert (u.live, u.reserved, u.free) == (31, 5, 12)
+    assert conserved(alloc)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from allocators import OutOfKVMemory, make_allocator
 from allocators.paged import PagedAllocator
@@ -291,3 +293,44 @@ def test_drain_leaves_the_whole_pool_usable():
     assert alloc.can_allocate(64)
     alloc.allocate(3, 64)
     assert alloc.usage().live == 64 and alloc.usage().cached == 0
+
+
+def test_decode_writes_reserved_slots_before_internal_ones():
+    alloc = PagedAllocator(64, block_size=4)
+    alloc.allocate(0, 1, final_tokens=2)
+    u = alloc.usage()
+    assert (u.reserved, u.internal) == (1, 2)
+    alloc.extend(0)  # the last reserved slot
+    u = alloc.usage()
+    assert (u.reserved, u.internal) == (0, 2)
+    alloc.extend(0)
+    alloc.extend(0)  # the block is full: nothing unwritten is left
+    u = alloc.usage()
+    assert (u.live, u.reserved, u.internal, u.free) == (4, 0, 0, 60)
+    alloc.extend(0)  # a new block, all past the final length
+    u = alloc.usage()
+    assert (u.live, u.reserved, u.internal) == (5, 0, 3)
+    assert alloc.layout(0).block_table == (0, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    block_size=st.sampled_from([1, 4, 16]),
+    prompt=st.integers(1, 40),
+    extra=st.one_of(st.none(), st.integers(0, 40)),
+    tokens=st.integers(1, 40),
+    neighbour=st.integers(0, 20),
+)
+def test_decoding_token_by_token_equals_one_extend(block_size, prompt, extra, tokens, neighbour):
+    """The decode step's quick path leaves exactly what the general path does."""
+    final = None if extra is None else prompt + extra
+    stepped, whole = (PagedAllocator(256, block_size=block_size) for _ in range(2))
+    for alloc in (stepped, whole):
+        if neighbour:
+            alloc.allocate(1, neighbour)
+        alloc.allocate(0, prompt, final_tokens=final)
+    for _ in range(tokens):
+        stepped.extend(0)
+    whole.extend(0, tokens)
+    seqs = (0, 1) if neighbour else (0,)
+    assert observe(stepped, seqs) == observe(whole, seqs)

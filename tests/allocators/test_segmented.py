@@ -207,3 +207,41 @@ def test_drain_releases_every_segment_without_a_cache():
     alloc.free(1)
     assert alloc.segments() == ()
     assert alloc.usage().backed == 0
+
+
+def test_a_freed_sequence_returns_its_pages_to_every_segment_it_spanned(alloc):
+    alloc.allocate(0, 40)  # segments 0 and 1, pages 32-39 of segment 2
+    alloc.allocate(1, 10)  # pages 40-47 of segment 2, 48-49 of segment 3
+    alloc.free(0)  # segments 0 and 1 are empty: released
+    assert alloc.segments() == (2, 3)
+    alloc.allocate(2, 20)  # the fullest segment (2) first, then 3
+    assert alloc.layout(2).block_table == tuple(range(32, 40)) + tuple(range(50, 62))
+    alloc.free(1)  # now segment 3 is the fullest: 12 pages used against 8
+    alloc.allocate(3, 11)
+    assert alloc.layout(3).block_table == (48, 49, 62, 63) + tuple(range(40, 47))
+    assert conserved(alloc)
+
+
+def test_decode_pages_come_from_live_segments_before_a_new_one(alloc):
+    alloc.allocate(0, 16)  # segment 0
+    alloc.allocate(1, 16)  # segment 1
+    alloc.allocate(2, 3)  # segment 2: pages 32-34
+    alloc.free(0)
+    alloc.extend(1)  # a full tail: the next page comes from segment 2, which has free ones
+    assert alloc.layout(1).block_table[-1] == 35
+    alloc.allocate(3, 12)  # pages 36-47: every live segment is full
+    alloc.extend(3)  # a new segment, the lowest free id
+    assert alloc.layout(3).block_table[-1] == 0
+    assert alloc.segments() == (0, 1, 2)
+
+
+def test_decoding_page_by_page_equals_one_extend():
+    stepped, whole = (SegmentedAllocator(256, segment_tokens=32) for _ in range(2))
+    for alloc in (stepped, whole):
+        alloc.allocate(1, 20)
+        alloc.allocate(0, 7, final_tokens=50)
+        alloc.free(1)
+    for _ in range(60):
+        stepped.extend(0)
+    whole.extend(0, 60)
+    assert observe(stepped, (0,)) == observe(whole, (0,))
