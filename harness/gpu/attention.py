@@ -1,0 +1,120 @@
+"""Attention backends over the KV pool: the Triton kernels on a GPU, the torch reference elsewhere.
+
+Both store new K/V at the allocator's slots and run decode attention for every decoding
+sequence in one call per layer; they differ only in which kernels do it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from harness.gpu.kv_pool import KVPool, LayerCache, SlotIndex
+
+# Split counts of the paged decode kernel are rounded down to powers of two up to this, so
+# that warmup() can compile every variant a run will launch before any step is timed.
+MAX_SPLITS = 64
+
+
+class TritonAttention:
+    """kernels.kv_write.write_kv and kernels.paged_decode.paged_decode, with the segment table
+    built once per change of the live segments."""
+
+    name = "triton"
+    graph_safe = True  # no host synchronisation: a decode step can be captured
+
+    def __init__(self) -> None:
+        from kernels import kv_write, paged_decode
+
+        self._write_kv = kv_write.write_kv
+        self._paged_decode = paged_decode.paged_decode
+        self._choose_splits = paged_decode.choose_num_splits
+        self._segment_table = paged_decode.segment_table
+        self._align = paged_decode.ALIGN_BYTES
+        self._sms: int | None = None
+
+    def prepare(self, k_segments: list, v_segments: list, previous):
+        """The kernels' segment table of one layer, addressed from a fixed anchor tensor
+        instead of the first live segment, and updated in place when segments come and go:
+        its tensors keep their addresses, so a captured CUDA graph stays valid. Offsets are
+        signed (a segment may lie below the anchor)."""
+        checked = self._segment_table(k_segments, v_segments)  # validates shapes and alignment
+        anchor = previous.k_base if previous is not None else torch.empty(
+            self._align // checked.k_base.element_size(), dtype=checked.dtype,
+            device=checked.k_base.device)
+        k_offsets = self._offsets(k_segments, anchor)
+        v_offsets = self._offsets(v_segments, anchor)
+        if previous is not None and previous.k_offsets.shape == k_offsets.shape:
+            previous.k_offsets.copy_(k_offsets)
+            previous.v_offsets.copy_(v_offsets)
+            return previous
+        return dataclasses.replace(checked, k_base=anchor, v_base=anchor, k_offsets=k_offsets,
+                                   v_offsets=v_offsets)
+
+    def _offsets(self, segments: list, anchor: torch.Tensor) -> torch.Tensor:
+        base = anchor.data_ptr()
+        offsets = [0 if t is None else (t.data_ptr() - base) // self._align for t in segments]
+        return torch.tensor(offsets, dtype=torch.int64).to(anchor.device)
+
+    def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
+        self._write_kv(k, v, None, None, where.slots, pool.block_size, pool.blocks_per_segment,
+                       table=pool.layer(layer).handle)
+
+    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
+        table = cache.handle
+        if self._sms is None:  # the Triton interpreter runs CPU tensors: one "SM"
+            cuda = q.device.type == "cuda"
+            self._sms = torch.cuda.get_device_properties(q.device).multi_processor_count \
+                if cuda else 1
+        splits = self._choose_splits(q.shape[0], table.num_kv_heads,
+                                     block_tables.shape[1] * table.block_size, self._sms)
+        splits = min(1 << (splits.bit_length() - 1), MAX_SPLITS)
+        return self._paged_decode(q, None, None, block_tables, context_lens, blocks_per_segment,
+                                  num_splits=splits, table=table)
+
+    def warmup(self, pool: KVPool, num_heads: int) -> None:
+        """Compile every kernel variant a run can launch (each split count, the KV write)
+        before any step is timed. Nothing in the pool is changed."""
+        table = pool.layer(0).handle
+        device = table.k_base.device
+        q = torch.zeros(1, num_heads, pool.head_dim, dtype=pool.dtype, device=device)
+        first_block = pool.live_segments()[0] * pool.blocks_per_segment
+        blocks = torch.full((1, 16), first_block, dtype=torch.int32, device=device)
+        lens = torch.ones(1, dtype=torch.int32, device=device)
+        for splits in (1 << i for i in range(MAX_SPLITS.bit_length())):
+            self._paged_decode(q, None, None, blocks, lens, pool.blocks_per_segment,
+                               num_splits=splits, table=table)
+        kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=pool.dtype, device=device)
+        skip = torch.full((1,), -1, dtype=torch.int64, device=device)  # < 0: nothing written
+        self._write_kv(kv, kv, None, None, skip, pool.block_size, pool.blocks_per_segment,
+                       table=table)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+
+class ReferenceAttention:
+    """kernels.reference (gather, then attend in float32) and torch indexing for the writes."""
+
+    name = "reference"
+    graph_safe = False  # reads context lengths on the host
+    prepare = None
+
+    def __init__(self) -> None:
+        from kernels.reference import reference_decode
+
+        self._reference_decode = reference_decode
+
+    def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
+        pool.write(layer, k, v, where)
+
+    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
+        out = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,
+                                     context_lens, blocks_per_segment)
+        return out.to(q.dtype)
+
+    def warmup(self, pool: KVPool, num_heads: int) -> None:
+        """Nothing to compile."""
+
+
+def default_backend(device: torch.device) -> TritonAttention | ReferenceAttention:
+    return TritonAttention() if device.type == "cuda" else ReferenceAttention()

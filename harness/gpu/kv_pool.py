@@ -1,0 +1,210 @@
+"""KV tensors that follow the allocator's segments.
+
+The allocator decides which segments exist; the pool mirrors that in device memory: one tensor
+per live segment, [num_layers, 2 (K, V), blocks_per_segment, block_size, num_kv_heads, head_dim],
+created when the allocator adds the segment and dropped when it releases it. Static and paged
+allocators hold one segment from the start (preallocated); segmented and hybrid add and release
+segments as the load moves, so the real memory held follows the allocator's `backed` figure.
+Every segment tensor has the full blocks_per_segment (the kernels want one shape), so a last
+segment the budget cuts short is backed whole: a budget of whole segments avoids that.
+
+Slots are the allocator's global slot ids: block b = slot // block_size lives in segment
+b // blocks_per_segment. Per layer the kernels see a list indexed by segment id of
+[blocks_per_segment, block_size, num_kv_heads, head_dim] views, None where no segment is live.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from allocators.base import Allocator
+
+# prepare(k_segments, v_segments, previous) -> a kernel's per-layer segment handle
+# (kernels.paged_decode's SegmentTable), called when the live segments change; previous is the
+# layer's last handle (None the first time), which a backend may update in place so that
+# captured CUDA graphs stay valid.
+PrepareLayer = Callable[[list, list, object], object]
+
+
+@dataclass(frozen=True)
+class LayerCache:
+    """One layer's segment views, indexed by segment id (None: not live), and the kernel's
+    handle on them."""
+
+    k_segments: list
+    v_segments: list
+    handle: object | None
+
+
+@dataclass(frozen=True)
+class SlotIndex:
+    """Global slot ids on the device, and per segment the local indices (and the rows of the
+    slot list they serve, None when every slot is in that one segment)."""
+
+    slots: torch.Tensor  # int64 [n]
+    parts: tuple[tuple[int, torch.Tensor, torch.Tensor | None], ...]
+
+
+class SegmentMismatch(RuntimeError):
+    """A layout's geometry disagrees with the pool's (the allocator changed its segment size)."""
+
+
+class KVPool:
+    """Device KV memory mirroring allocator.segments(); call sync() after the allocator moved."""
+
+    def __init__(
+        self,
+        allocator: Allocator,
+        *,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        prepare: PrepareLayer | None = None,
+    ) -> None:
+        self.allocator = allocator
+        self.num_layers = num_layers
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.block_size = allocator.block_size
+        self._bps: int | None = None
+        self._prepare = prepare
+        self._tensors: dict[int, torch.Tensor] = {}
+        self._layers: list[LayerCache] = []
+
+    @property
+    def blocks_per_segment(self) -> int:
+        if self._bps is None:
+            raise SegmentMismatch("the pool has not seen a segment yet")
+        return self._bps
+
+    @property
+    def slots_per_segment(self) -> int:
+        return self.blocks_per_segment * self.block_size
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._tensors.values())
+
+    def sync(self, blocks_per_segment: int) -> bool:
+        """Create tensors for segments the allocator added, drop those it released; True when
+        anything changed. Data in surviving segments is untouched.
+
+        blocks_per_segment comes from the allocator's layouts (SeqLayout): the contract has no
+        other place that states a segment's size before a sequence exists.
+        """
+        if self._bps is None:
+            self._bps = blocks_per_segment
+        elif blocks_per_segment != self._bps:
+            raise SegmentMismatch(
+                f"layout says {blocks_per_segment} blocks per segment; the pool has {self._bps}"
+            )
+        live = set(self.allocator.segments())
+        gone = [s for s in self._tensors if s not in live]
+        new = sorted(live.difference(self._tensors))
+        for seg in gone:
+            del self._tensors[seg]
+        for seg in new:
+            self._tensors[seg] = torch.empty(
+                self.num_layers, 2, self._bps, self.block_size, self.num_kv_heads, self.head_dim,
+                dtype=self.dtype, device=self.device,
+            )
+        if gone or new:
+            self._rebuild_views()
+        return bool(gone or new)
+
+    def _rebuild_views(self) -> None:
+        # Lists as long as the most segments the budget allows, so their length (and a
+        # kernel's segment table) keeps one size for the whole run.
+        count = max(self._max_segments(), max(self._tensors, default=-1) + 1)
+        previous = self._layers or [None] * self.num_layers
+        self._layers = []
+        for layer in range(self.num_layers):
+            k: list[torch.Tensor | None] = [None] * count
+            v: list[torch.Tensor | None] = [None] * count
+            for seg, t in self._tensors.items():
+                k[seg], v[seg] = t[layer, 0], t[layer, 1]
+            handle = previous[layer].handle if previous[layer] is not None else None
+            if self._prepare and self._tensors:
+                handle = self._prepare(k, v, handle)
+            self._layers.append(LayerCache(k, v, handle))
+
+    def _max_segments(self) -> int:
+        return -(-self.allocator.usage().budget // self.slots_per_segment)
+
+    def live_segments(self) -> list[int]:
+        return sorted(self._tensors)
+
+    def layer(self, layer: int) -> LayerCache:
+        return self._layers[layer]
+
+    def index(self, slots: np.ndarray) -> SlotIndex:
+        """Split host slot ids by segment once, so every layer reuses the device indices."""
+        slots = np.asarray(slots, dtype=np.int64)
+        device_slots = torch.from_numpy(slots).to(self.device, non_blocking=True)
+        sps = self.slots_per_segment if self._bps is not None else 1
+        seg_of = slots // sps
+        found = np.unique(seg_of)
+        missing = [int(s) for s in found if int(s) not in self._tensors]
+        if missing:
+            raise SegmentMismatch(f"slots reference segments {missing} with no tensor behind them")
+        if found.size == 1:
+            seg = int(found[0])
+            return SlotIndex(device_slots, ((seg, device_slots - seg * sps, None),))
+        parts = []
+        for seg in found.tolist():
+            rows = np.flatnonzero(seg_of == seg)
+            local = torch.from_numpy(slots[rows] - seg * sps).to(self.device, non_blocking=True)
+            parts.append((seg, local, torch.from_numpy(rows).to(self.device, non_blocking=True)))
+        return SlotIndex(device_slots, tuple(parts))
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, where: SlotIndex) -> None:
+        """Store one layer's K/V rows [n, Hkv, D] at the slots of `where` (torch indexing; a
+        GPU backend writes with kernels.kv_write instead)."""
+        cache = self._layers[layer]
+        k_segments, v_segments = cache.k_segments, cache.v_segments
+        shape = (-1, self.num_kv_heads, self.head_dim)
+        for seg, local, rows in where.parts:
+            k_segments[seg].view(shape).index_copy_(0, local, k if rows is None else k[rows])
+            v_segments[seg].view(shape).index_copy_(0, local, v if rows is None else v[rows])
+
+    def gather(self, layer: int, where: SlotIndex) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's K and V at the slots of `where`, [n, Hkv, D] each, in slot order."""
+        cache = self._layers[layer]
+        k_segments, v_segments = cache.k_segments, cache.v_segments
+        shape = (-1, self.num_kv_heads, self.head_dim)
+        if len(where.parts) == 1:
+            seg, local, _ = where.parts[0]
+            return k_segments[seg].view(shape)[local], v_segments[seg].view(shape)[local]
+        k = torch.empty(where.slots.numel(), *shape[1:], dtype=self.dtype, device=self.device)
+        v = torch.empty_like(k)
+        for seg, local, rows in where.parts:
+            k[rows] = k_segments[seg].view(shape)[local]
+            v[rows] = v_segments[seg].view(shape)[local]
+        return k, v
+
+    def read_slots(self, where: SlotIndex) -> torch.Tensor:
+        """Every layer's K and V at the slots: [num_layers, 2, n, Hkv, D] (swap-out, fork)."""
+        if len(where.parts) == 1:
+            seg, local, _ = where.parts[0]
+            return self._flat(seg)[:, :, local]
+        out = torch.empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
+                          self.head_dim, dtype=self.dtype, device=self.device)
+        for seg, local, rows in where.parts:
+            out[:, :, rows] = self._flat(seg)[:, :, local]
+        return out
+
+    def write_slots(self, where: SlotIndex, data: torch.Tensor) -> None:
+        """Inverse of read_slots: data [num_layers, 2, n, Hkv, D] on the pool's device."""
+        for seg, local, rows in where.parts:
+            self._flat(seg)[:, :, local] = data if rows is None else data[:, :, rows]
+
+    def _flat(self, seg: int) -> torch.Tensor:
+        return self._tensors[seg].view(self.num_layers, 2, -1, self.num_kv_heads, self.head_dim)
+

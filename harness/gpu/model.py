@@ -1,0 +1,237 @@
+"""A Llama-style decoder in plain torch with seeded random weights at real shapes.
+
+RMSNorm, rotary embeddings, grouped-query attention and a SwiGLU MLP, written to follow the
+operation order of transformers' Llama so that greedy tokens match it on the same weights. One
+forward runs a whole engine step: every token of the step (prefill chunks and decode tokens) goes
+through the linear layers together; attention writes the new K/V into the KV pool's slots, runs
+SDPA per prefill chunk and one paged decode call for all decoding sequences.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from harness.gpu.kv_pool import KVPool, SlotIndex
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The shape of the decoder; rope_theta and rms_norm_eps are Llama 3's."""
+
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} must be a multiple of num_kv_heads {self.num_kv_heads}"
+            )
+
+    @classmethod
+    def from_model_spec(cls, spec) -> DecoderConfig:
+        """The decoder of a harness.config.ModelSpec preset (same shape, Llama 3 constants)."""
+        return cls(
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            num_kv_heads=spec.num_kv_heads,
+            head_dim=spec.head_dim,
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            vocab_size=spec.vocab_size,
+        )
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One decoder layer. qkv and gate_up are fused along the output rows (fewer launches); their
+    row slices are the separate q/k/v and gate/up projections of transformers."""
+
+    attn_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor  # [(num_heads + 2 * num_kv_heads) * head_dim, hidden]
+    o: torch.Tensor  # [hidden, num_heads * head_dim]
+    mlp_norm: torch.Tensor  # [hidden]
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]
+    down: torch.Tensor  # [hidden, intermediate]
+
+
+@dataclass(frozen=True)
+class DecoderWeights:
+    embed: torch.Tensor  # [vocab, hidden]
+    layers: tuple[LayerWeights, ...]
+    norm: torch.Tensor  # [hidden]
+    lm_head: torch.Tensor  # [vocab, hidden]
+
+
+def random_weights(
+    config: DecoderConfig, *, seed: int, dtype: torch.dtype, device: torch.device | str
+) -> DecoderWeights:
+    """Seeded random weights: projections N(0, 1/fan_in) so activations stay of order one and
+    attention is far from uniform (the KV cache matters to every token); norms near one."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def matrix(rows: int, cols: int) -> torch.Tensor:
+        w = torch.empty(rows, cols, dtype=dtype, device=device)
+        return w.normal_(0.0, cols**-0.5, generator=gen)
+
+    def norm() -> torch.Tensor:
+        w = torch.empty(config.hidden_size, dtype=dtype, device=device)
+        return w.normal_(1.0, 0.1, generator=gen)
+
+    c = config
+    qkv_rows = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
+    layers = tuple(
+        LayerWeights(
+            attn_norm=norm(),
+            qkv=matrix(qkv_rows, c.hidden_size),
+            o=matrix(c.hidden_size, c.num_heads * c.head_dim),
+            mlp_norm=norm(),
+            gate_up=matrix(2 * c.intermediate_size, c.hidden_size),
+            down=matrix(c.hidden_size, c.intermediate_size),
+        )
+        for _ in range(c.num_layers)
+    )
+    embed = torch.empty(c.vocab_size, c.hidden_size, dtype=dtype, device=device)
+    embed.normal_(0.0, 1.0, generator=gen)
+    return DecoderWeights(embed, layers, norm(), matrix(c.vocab_size, c.hidden_size))
+
+
+@dataclass(frozen=True)
+class PrefillChunk:
+    """Rows [start, start + num_new) of the step are one sequence's prefill tokens at positions
+    context .. context + num_new - 1; context_slots are the pool slots of its first context tokens
+    (already written: a prefix-cache hit, an earlier chunk, or a recomputed prefix)."""
+
+    start: int
+    num_new: int
+    context: int
+    context_slots: SlotIndex | None
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """Everything one forward needs, already on the device. Prefill rows come first, then one row
+    per decoding sequence."""
+
+    input_ids: torch.Tensor  # int64 [T]
+    positions: torch.Tensor  # int64 [T]
+    slot_mapping: SlotIndex  # where each row's K/V is written
+    prefills: tuple[PrefillChunk, ...]
+    num_prefill_tokens: int
+    block_tables: torch.Tensor  # int32 [num_decode, max_blocks]
+    context_lens: torch.Tensor  # int32 [num_decode], the new token included
+    logit_rows: torch.Tensor  # int64 [S]: rows whose next token is sampled
+
+
+class AttentionBackend(Protocol):
+    """Stores K/V at pool slots and runs decode attention (harness.gpu.attention)."""
+
+    def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None: ...
+
+    def decode(self, q, cache, block_tables, context_lens, blocks_per_segment) -> torch.Tensor: ...
+
+
+class Decoder:
+    """Runs engine steps on a KVPool; owns no KV state itself."""
+
+    def __init__(
+        self, config: DecoderConfig, weights: DecoderWeights, backend: AttentionBackend
+    ) -> None:
+        self.config = config
+        self.weights = weights
+        self.backend = backend
+        device = weights.embed.device
+        dim = config.head_dim
+        # Computed on the CPU exactly as transformers does, then moved: equal rotary tables.
+        self._inv_freq = (
+            1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        ).to(device)
+
+    @torch.inference_mode()
+    def forward(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
+        """Logits [S, vocab] of the rows in step.logit_rows; K/V of every row land in the pool."""
+        w = self.weights
+        x = F.embedding(step.input_ids, w.embed)
+        cos, sin = self._rotary(step.positions, x.dtype)
+        for layer, lw in enumerate(w.layers):
+            x = x + self._attention(layer, lw, _rms_norm(x, lw.attn_norm, self._eps), cos, sin,
+                                    step, pool)
+            x = x + _swiglu(_rms_norm(x, lw.mlp_norm, self._eps), lw.gate_up, lw.down)
+        x = _rms_norm(x.index_select(0, step.logit_rows), w.norm, self._eps)
+        return F.linear(x, w.lm_head)
+
+    @property
+    def _eps(self) -> float:
+        return self.config.rms_norm_eps
+
+    def _rotary(self, positions: torch.Tensor, dtype: torch.dtype):
+        freqs = positions[:, None].float() * self._inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype)[:, None, :], emb.sin().to(dtype)[:, None, :]
+
+    def _attention(self, layer, lw, x, cos, sin, step: StepInputs, pool: KVPool) -> torch.Tensor:
+        c = self.config
+        q_width, kv_width = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        qkv = F.linear(x, lw.qkv)
+        q = qkv[:, :q_width].view(-1, c.num_heads, c.head_dim)
+        k = qkv[:, q_width : q_width + kv_width].view(-1, c.num_kv_heads, c.head_dim)
+        v = qkv[:, q_width + kv_width :].view(-1, c.num_kv_heads, c.head_dim)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        self.backend.write(pool, layer, k, v, step.slot_mapping)
+
+        out = torch.empty_like(q)
+        for chunk in step.prefills:
+            rows = slice(chunk.start, chunk.start + chunk.num_new)
+            out[rows] = self._prefill_attention(layer, q[rows], k[rows], v[rows], chunk, pool)
+        n_pre = step.num_prefill_tokens
+        if n_pre < q.shape[0]:
+            out[n_pre:] = self.backend.decode(
+                q[n_pre:], pool.layer(layer), step.block_tables, step.context_lens,
+                pool.blocks_per_segment,
+            )
+        return F.linear(out.view(-1, q_width), lw.o)
+
+    def _prefill_attention(self, layer, q, k, v, chunk: PrefillChunk, pool: KVPool):
+        """SDPA of one sequence's new rows over its whole KV (context from the pool + new)."""
+        if chunk.context:
+            k_ctx, v_ctx = pool.gather(layer, chunk.context_slots)
+            k, v = torch.cat((k_ctx, k)), torch.cat((v_ctx, v))
+        group = self.config.num_heads // self.config.num_kv_heads
+        qh = q.transpose(0, 1).unsqueeze(0)
+        kh = k.repeat_interleave(group, dim=1).transpose(0, 1).unsqueeze(0)
+        vh = v.repeat_interleave(group, dim=1).transpose(0, 1).unsqueeze(0)
+        if chunk.context:
+            # Bottom-right causal: row i sits at position context + i and sees keys 0..context + i.
+            total = chunk.context + chunk.num_new
+            rows = torch.arange(chunk.num_new, device=q.device)[:, None] + chunk.context
+            mask = torch.arange(total, device=q.device)[None, :] <= rows
+            o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
+        else:
+            o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=chunk.num_new > 1)
+        return o.squeeze(0).transpose(0, 1)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, down)

@@ -1,0 +1,80 @@
+"""What a measured run starts from: a trace slice, and a RunConfig sized for the real device."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from harness.config import AllocatorConfig, RunConfig
+from harness.presets import gpu_preset, model_preset
+
+CPU_BUDGET_SLOTS = 65536
+# Device names (torch.cuda.get_device_name) to GPU presets, first match wins.
+DEVICE_PRESETS = (("H200", "h200-141gb"), ("H100", "h100-80gb"), ("A100", "a100-80gb"))
+
+
+def device_name(device: torch.device) -> str:
+    """What run.json and the results files call the device."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def gpu_preset_for(device: torch.device) -> str:
+    """The GPU preset of the device the run is on (the KV budget follows its memory)."""
+    name = device_name(device)
+    for key, preset in DEVICE_PRESETS:
+        if key in name:
+            return preset
+    raise ValueError(f"no GPU preset for device {name!r}; pass --gpu "
+                     f"or --budget-slots")
+
+
+def load_slice(
+    source: str, *, start: int = 0, count: int | None = None, rate_scale: float = 1.0,
+    max_model_len: int | None = None,
+) -> pd.DataFrame:
+    """A trace, cut to requests [start, start + count), replayed rate_scale times faster, with
+    lengths capped at max_model_len (each step noted in attrs["transforms"])."""
+    from workloads import cap_lengths, load_trace, scale_rate, take
+
+    trace = load_trace(source)
+    if start or count is not None:
+        trace = take(trace, len(trace) - start if count is None else count, start)
+    if rate_scale != 1.0:
+        trace = scale_rate(trace, rate_scale)
+    if max_model_len is not None:
+        trace = cap_lengths(trace, max_model_len)
+    return trace
+
+
+def gpu_run_config(
+    device: torch.device,
+    *,
+    model: str,
+    allocator: str,
+    params: dict | None = None,
+    base: Path | None = None,
+    gpu: str | None = None,
+    budget_slots: int | None = None,
+    preemption: str | None = None,
+    seed: int | None = None,
+) -> RunConfig:
+    """The run's config: the base TOML (or defaults) with the model, allocator and GPU of this
+    run; on a CPU the budget defaults to CPU_BUDGET_SLOTS slots."""
+    config = RunConfig.from_file(base) if base else RunConfig()
+    if budget_slots is None and device.type != "cuda":
+        budget_slots = CPU_BUDGET_SLOTS
+    changes = {
+        "model": model_preset(model),
+        "allocator": AllocatorConfig.of(allocator, **(params or {})),
+    }
+    if gpu or device.type == "cuda":
+        changes["gpu"] = gpu_preset(gpu or gpu_preset_for(device))
+    if budget_slots is not None:
+        changes["budget_slots_override"] = budget_slots
+    if seed is not None:
+        changes["seed"] = seed
+    if preemption is not None:
+        changes["scheduler"] = dataclasses.replace(config.scheduler, preemption=preemption)
+    return dataclasses.replace(config, **changes)

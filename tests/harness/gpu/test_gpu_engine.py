@@ -1,0 +1,162 @@
+"""Greedy tokens through the engine equal transformers' LlamaForCausalLM on the same weights,
+for every allocator, with preemption by recompute and by swap, forks and prefix-cache hits."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from harness.config import AllocatorConfig, RunConfig, SchedulerConfig  # noqa: E402
+from harness.gpu.baseline import build_hf_model, hf_greedy  # noqa: E402
+from harness.gpu.executor import build_decoder  # noqa: E402
+from harness.gpu.prompts import prompt_tokens  # noqa: E402
+from harness.gpu.run import run_on_device  # noqa: E402
+from harness.presets import model_preset  # noqa: E402
+
+# Budgets (slots) small enough to force preemptions of every kind on the traces below; static
+# reserves prompt + output per sample, so it needs more to finish every request.
+CPU_BUDGETS = {"static": 160, "paged": 100, "segmented": 100, "hybrid": 100}
+GPU_BUDGETS = {"static": 1000, "paged": 600, "segmented": 600, "hybrid": 600}
+ALLOCATORS = {
+    "static": {},
+    "paged": {"block_size": 4},
+    "segmented": {"segment_tokens": 64},
+    "hybrid": {"block_size": 4, "segment_tokens": 64},
+}
+
+
+def reference_outputs(decoder, trace, seed=0):
+    """transformers' greedy tokens for every request, prompt by prompt (no padding)."""
+    hf = build_hf_model(decoder.config, decoder.weights)
+    hashes = trace["prefix_hashes"].tolist()
+    chunk = trace.attrs["chunk_tokens"]
+    out = {}
+    for rid, (p, o) in enumerate(zip(trace.prompt_tokens, trace.output_tokens)):
+        prompt = prompt_tokens(rid, int(p), decoder.config.vocab_size, seed=seed,
+                               prefix_hashes=hashes[rid], chunk_tokens=chunk)
+        out[rid] = hf_greedy(hf, prompt.tolist(), int(o))
+    return out
+
+
+def check_run(decoder, trace, allocator, params, *, budget, preemption, model="tiny",
+              batched_tokens=48):
+    config = RunConfig(
+        model=model_preset(model),
+        allocator=AllocatorConfig.of(allocator, **params),
+        scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=batched_tokens,
+                                  preemption=preemption),
+        budget_slots_override=budget,
+    )
+    result, executor = run_on_device(config, trace, decoder)
+    return result, executor.outputs(), executor.details
+
+
+def assert_same_tokens(trace, result, outputs, refs):
+    requests = result.requests
+    completed = requests.index[requests.status == "completed"].tolist()
+    assert len(completed) == len(trace)
+    for rid in completed:
+        assert outputs[rid][: len(refs[rid])] == refs[rid], f"request {rid}"
+    next_child = len(trace)
+    for rid, n in enumerate(trace.n.tolist()):
+        for child in range(next_child, next_child + n - 1):
+            if rid in completed:
+                assert outputs[child][: len(refs[rid])] == refs[rid], f"request {rid} child"
+        next_child += n - 1
+
+
+@pytest.fixture(scope="module")
+def forked_trace(small_trace):
+    return small_trace(1, 8, n=[1, 1, 3, 1, 1, 2, 1, 1], max_prompt=50, max_output=24)
+
+
+@pytest.fixture(scope="module")
+def forked_refs(tiny_decoder, forked_trace):
+    return reference_outputs(tiny_decoder, forked_trace)
+
+
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+@pytest.mark.parametrize("allocator", list(ALLOCATORS))
+def test_engine_matches_transformers_under_preemption(
+    tiny_decoder, forked_trace, forked_refs, allocator, preemption
+):
+    result, outputs, details = check_run(
+        tiny_decoder, forked_trace, allocator, ALLOCATORS[allocator],
+        budget=CPU_BUDGETS[allocator], preemption=preemption,
+    )
+    assert result.summary["preemptions"] > 0  # the budget is small enough to force them
+    if preemption == "swap":
+        assert details["swapped_out_seqs"] > 0
+    assert_same_tokens(forked_trace, result, outputs, forked_refs)
+
+
+@pytest.mark.parametrize("allocator", ["paged", "segmented", "hybrid"])
+def test_prefix_cache_hits_reuse_real_kv(tiny_decoder, small_trace, allocator):
+    shared = (11, 12, 13)
+    hashes = [shared[: 1 + i % 3] + (100 + i,) for i in range(6)]
+    trace = small_trace(2, 6, prefix_hashes=hashes, chunk_tokens=8, max_prompt=30)
+    refs = reference_outputs(tiny_decoder, trace)
+    result, outputs, _ = check_run(tiny_decoder, trace, allocator, ALLOCATORS[allocator],
+                                   budget=4096, preemption="recompute")
+    assert result.summary["prefix_hit_tokens"] > 0
+    assert_same_tokens(trace, result, outputs, refs)
+
+
+GPU_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+@pytest.mark.parametrize("allocator", list(ALLOCATORS))
+def test_gpu_engine_matches_transformers_1b(small_trace, allocator, preemption):
+    """The Triton kernels at the llama3.2-1b shape in float32 (IEEE dots): token for token."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    decoder = _gpu_decoder()
+    trace = small_trace(3, 10, n=[1, 1, 2, 1, 1, 1, 3, 1, 1, 1], max_prompt=300, max_output=24)
+    refs = _gpu_refs(decoder, trace)
+    params = {**ALLOCATORS[allocator]}
+    if "segment_tokens" in params:
+        params["segment_tokens"] = 512
+    result, outputs, details = check_run(decoder, trace, allocator, params,
+                                         budget=GPU_BUDGETS[allocator], preemption=preemption,
+                                         model="llama3.2-1b", batched_tokens=256)
+    assert result.summary["preemptions"] > 0
+    if preemption == "swap":
+        assert details["swapped_out_seqs"] > 0
+    assert_same_tokens(trace, result, outputs, refs)
+
+
+_GPU_CACHE: dict = {}
+
+
+def _gpu_decoder():
+    if "decoder" not in _GPU_CACHE:
+        _GPU_CACHE["decoder"] = build_decoder(model_preset("llama3.2-1b"), device="cuda",
+                                              dtype="float32", seed=0)
+    return _GPU_CACHE["decoder"]
+
+
+def _gpu_refs(decoder, trace):
+    key = ("refs", trace.attrs["name"])
+    if key not in _GPU_CACHE:
+        _GPU_CACHE[key] = reference_outputs(decoder, trace)
+    return _GPU_CACHE[key]
+
+
+@pytest.mark.parametrize("allocator", ["static", "hybrid"])
+def test_triton_kernels_give_the_reference_tokens(tiny_decoder, small_trace, allocator):
+    """The GPU path (write_kv, paged_decode, warmup) through the engine; on a CPU the Triton
+    interpreter runs it."""
+    from harness.gpu.attention import ReferenceAttention, TritonAttention
+    from harness.gpu.model import Decoder
+
+    trace = small_trace(4, 3, max_prompt=20, max_output=6)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    weights = build_decoder(model_preset("tiny"), device=device, dtype="float32").weights
+    decoders = [Decoder(tiny_decoder.config, weights, backend())
+                for backend in (ReferenceAttention, TritonAttention)]
+    runs = [check_run(d, trace, allocator, ALLOCATORS[allocator], budget=CPU_BUDGETS[allocator],
+                      preemption="recompute") for d in decoders]
+    assert runs[1][2]["attention"] == "triton"
+    assert runs[0][1] == runs[1][1]

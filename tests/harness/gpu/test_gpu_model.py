@@ -1,0 +1,70 @@
+"""The decoder: seeded weights, transformers' names as views, the same logits as transformers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from allocators import make_allocator  # noqa: E402
+from harness.gpu.kv_pool import KVPool  # noqa: E402
+from harness.gpu.model import DecoderConfig, PrefillChunk, StepInputs, random_weights  # noqa: E402
+from harness.presets import model_preset  # noqa: E402
+
+
+def test_weights_are_seeded_and_shaped_like_the_preset():
+    config = DecoderConfig.from_model_spec(model_preset("tiny"))
+    a = random_weights(config, seed=3, dtype=torch.float32, device="cpu")
+    b = random_weights(config, seed=3, dtype=torch.float32, device="cpu")
+    assert torch.equal(a.layers[1].qkv, b.layers[1].qkv)
+    assert a.layers[0].qkv.shape == ((4 + 2 * 2) * 16, 64)
+    assert a.layers[0].gate_up.shape == (256, 64)
+    count = sum(t.numel() for t in (a.embed, a.norm, a.lm_head))
+    count += sum(t.numel() for lw in a.layers for t in vars(lw).values())
+    assert count == model_preset("tiny").num_params
+
+
+def test_transformers_state_dict_is_views_of_our_tensors(tiny_decoder):
+    pytest.importorskip("transformers")
+    from harness.gpu.baseline import build_hf_model
+
+    hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)
+    ours = {t.untyped_storage().data_ptr() for lw in tiny_decoder.weights.layers
+            for t in vars(lw).values()}
+    theirs = hf.model.layers[0].self_attn.k_proj.weight.untyped_storage().data_ptr()
+    assert theirs in ours
+
+
+def test_prefill_logits_match_transformers(tiny_decoder):
+    pytest.importorskip("transformers")
+    from harness.gpu.baseline import build_hf_model
+
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(1, 256, n) for n in (5, 19, 11)]
+    alloc = make_allocator("paged", 256, block_size=4)
+    pool = KVPool(alloc, num_layers=2, num_kv_heads=2, head_dim=16, dtype=torch.float32,
+                  device="cpu")
+    slots, chunks, start = [], [], 0
+    for sid, prompt in enumerate(prompts):
+        alloc.allocate(sid, len(prompt))
+        slots += alloc.layout(sid).slot_mapping(0, len(prompt))
+        chunks.append(PrefillChunk(start, len(prompt), 0, None))
+        start += len(prompt)
+    pool.sync(alloc.layout(0).blocks_per_segment)
+    ids = torch.from_numpy(np.concatenate(prompts))
+    step = StepInputs(
+        input_ids=ids,
+        positions=torch.from_numpy(np.concatenate([np.arange(len(p)) for p in prompts])),
+        slot_mapping=pool.index(np.asarray(slots)),
+        prefills=tuple(chunks), num_prefill_tokens=start,
+        block_tables=torch.zeros(0, 1, dtype=torch.int32),
+        context_lens=torch.zeros(0, dtype=torch.int32),
+        logit_rows=torch.arange(start),
+    )
+    logits = tiny_decoder.forward(step, pool)
+    hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)
+    with torch.inference_mode():
+        for chunk, prompt in zip(chunks, prompts):
+            ref = hf(torch.from_numpy(prompt)[None]).logits[0]
+            got = logits[chunk.start : chunk.start + chunk.num_new]
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
