@@ -6,8 +6,10 @@ each call), and writes paged_decode_<device>.csv and .md to --out. Shapes: llama
 (32 query heads, 8 KV heads, head_dim 128), bf16, one KV pool per (batch, context) cut into
 segments of 65536 tokens (as the segmented and hybrid allocators cut it), viewed at each block
 size, addressed by contiguous or shuffled block tables. SDPA runs on a contiguous [B, Hkv, T, D]
-cache of the same data: the non-paged ceiling. `--tune` times launch configurations instead and
-writes paged_decode_tune_<device>.csv. The committed results came from (on the GPU machine):
+cache of the same data: the non-paged ceiling. `--tune` times launch configurations and split
+counts instead (--tune-profile adds per-kernel device times of graph replays) and writes
+paged_decode_tune_<device>.csv; paged_decode_tune_splits_h100.csv holds such runs, its header
+says which. The committed sweep came from (on the GPU machine):
 
     PYTHONPATH=. python3 benchmarks/bench_paged_decode.py --out benchmarks/results
 """
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from kernels.paged_decode import DecodeConfig, choose_num_splits, paged_decode, segment_table
+from kernels.paged_decode import DecodeConfig, paged_decode, plan_launch, segment_table
 from kernels.reference import reference_decode
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 32, 8, 128
@@ -127,6 +129,12 @@ def run_sdpa(case: Case):
     return time_us(call), err
 
 
+def auto_splits(case: Case, block_size: int, tables: torch.Tensor) -> int:
+    """The split count paged_decode picks for this case when none is given."""
+    k_segs, v_segs, _ = case.segments(block_size)
+    return plan_launch(case.q, segment_table(k_segs, v_segs), tables).num_splits
+
+
 def paged_call(case: Case, block_size: int, tables: torch.Tensor, config=None, num_splits=None):
     k_segs, v_segs, bps = case.segments(block_size)
     table = segment_table(k_segs, v_segs)
@@ -220,8 +228,8 @@ def fits(batch: int, context: int) -> bool:
     return 2 * pool + (1 << 30) < 0.9 * free  # pool + SDPA's contiguous copy + slack
 
 
-def sweep(args, copy_gbs: float) -> tuple[list[dict], list[str], bool]:
-    rows, notes, ok = [], [], True
+def sweep(args, copy_gbs: float) -> tuple[list[dict], list[str], bool, dict]:
+    rows, notes, ok, splits = [], [], True, {}
     flex = Flex(args.flex_budget_s) if args.flex_budget_s > 0 else None
 
     def add(case, block_size, layout, impl, us, err):
@@ -247,6 +255,8 @@ def sweep(args, copy_gbs: float) -> tuple[list[dict], list[str], bool]:
             if (batch, context) == (1, 4096):
                 notes.append(launch_overhead_note(case))
             for block_size in args.block_sizes:
+                splits[(batch, context, block_size)] = auto_splits(
+                    case, block_size, case.block_tables(block_size, "contiguous", 0))
                 for layout in ("contiguous", "shuffled"):
                     tables = case.block_tables(block_size, layout, seed=block_size)
                     add(case, block_size, layout, "paged", *run_paged(case, block_size, tables))
@@ -259,7 +269,7 @@ def sweep(args, copy_gbs: float) -> tuple[list[dict], list[str], bool]:
             torch.cuda.empty_cache()
     if flex:
         notes.extend(flex.notes)
-    return rows, notes, ok
+    return rows, notes, ok, splits
 
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
@@ -270,13 +280,14 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def markdown(rows: list[dict], notes: list[str], copy_gbs: float, block_sizes) -> str:
+def markdown(rows: list[dict], notes: list[str], copy_gbs: float, block_sizes,
+             splits: dict) -> str:
     sdpa = {(r["batch"], r["context"]): r for r in rows if r["impl"] == "sdpa"}
     lines = header() + ["", f"Copy bandwidth (device-to-device, read + write): {copy_gbs:.0f} GB/s.",
                         "Llama3-8b heads (32 q, 8 kv, dim 128), bf16; GB/s = K+V bytes / median time.",
                         "Paged cells: GB/s (% of SDPA on the contiguous cache). Each pool is cut "
                         f"into segments of {SEGMENT_TOKENS} tokens; launch shape and split count "
-                        "are kernels.paged_decode's defaults.",
+                        "are kernels.paged_decode's defaults (split counts below).",
                         "Times: median of CUDA-graph replays (triton.testing.do_bench, L2 flushed "
                         "before each).", ""]
     for impl, layout in (("paged", "shuffled"), ("paged", "contiguous"), ("flex", "shuffled")):
@@ -299,6 +310,13 @@ def markdown(rows: list[dict], notes: list[str], copy_gbs: float, block_sizes) -
             lines.append(f"| {batch} | {context} | {ref['median_us']:.1f} | "
                          f"{ref['bandwidth_gbs']:.0f} | " + " | ".join(cols) + " |")
         lines.append("")
+    lines += ["### Split counts (kernels.paged_decode.plan_launch)", "",
+              "| batch | context | " + " | ".join(f"bs {bs}" for bs in block_sizes) + " |",
+              "|---" * (2 + len(block_sizes)) + "|"]
+    for batch, context in sdpa:
+        lines.append(f"| {batch} | {context} | " + " | ".join(
+            str(splits.get((batch, context, bs), "-")) for bs in block_sizes) + " |")
+    lines.append("")
     lines += ["### Targets", ""] + [f"- {t}" for t in targets(rows, sdpa, copy_gbs)] + [""]
     if notes:
         lines += ["### Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -344,37 +362,110 @@ def targets(rows: list[dict], sdpa: dict, copy_gbs: float) -> list[str]:
 def tune(args, copy_gbs: float) -> list[dict]:
     """Time launch configurations and split counts on a few shapes of the sweep."""
     rows = []
-    configs = args.tune_configs
+    path = os.path.join(args.out, f"paged_decode_tune_{device_slug()}.csv")
     for batch, context in args.tune_shapes:
+        if not fits(batch, context):
+            print(f"tune {batch}x{context}: skipped, does not fit")
+            continue
         case = make_case(batch, context, seed=1)
         sdpa_us, _ = run_sdpa(case)
-        base = choose_num_splits(batch, NUM_KV_HEADS, context, torch.cuda.get_device_properties(0).multi_processor_count)
+        print(f"tune B={batch} T={context} sdpa {sdpa_us:.2f} us, again {run_sdpa(case)[0]:.2f} us",
+              flush=True)
+        if args.tune_profile:
+            profile_breakdown(case, sdpa=True)
         for block_size in args.block_sizes:
             tables = case.block_tables(block_size, "shuffled", seed=block_size)
-            trials = [(c, base) for c in configs]
-            trials += [(configs[0], max(1, round(base * f))) for f in args.tune_split_factors]
-            for config, splits in trials:
-                us, (abs_err, rel) = run_paged(case, block_size, tables, config, splits)
-                rows.append(dict(batch=batch, context=context, block_size=block_size,
-                                 block_n=config.block_n, num_warps=config.num_warps,
-                                 num_stages=config.num_stages, num_splits=splits,
-                                 median_us=round(us, 2), sdpa_us=round(sdpa_us, 2),
-                                 bandwidth_gbs=round(case.kv_bytes / us / 1e3, 1), rel_err=f"{rel:.2e}"))
-                print(f"tune B={batch} T={context} bs={block_size} {config} S={splits}: "
-                      f"{us:.1f} us ({100 * sdpa_us / us:.0f}% of SDPA {sdpa_us:.1f}) rel {rel:.1e}",
-                      flush=True)
+            base = auto_splits(case, block_size, tables)
+            print(f"tune B={batch} T={context} bs={block_size}: default split count {base}")
+            split_counts = args.tune_splits or sorted({base} | {max(1, round(base * f))
+                                                                for f in args.tune_split_factors})
+            for config in args.tune_configs:
+                if args.tune_profile and block_size == args.block_sizes[0]:
+                    profile_breakdown(case, tables=tables, block_size=block_size, config=config,
+                                      num_splits=base)
+                for splits in split_counts:
+                    try:
+                        us, (abs_err, rel) = run_paged(case, block_size, tables, config, splits)
+                    except Exception as exc:  # noqa: BLE001 - a failing variant is a result
+                        print(f"tune B={batch} T={context} bs={block_size} {config} S={splits}: "
+                              f"failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+                        continue
+                    rows.append(dict(batch=batch, context=context, block_size=block_size,
+                                     config=config_text(config), num_splits=splits,
+                                     median_us=round(us, 2), sdpa_us=round(sdpa_us, 2),
+                                     bandwidth_gbs=round(case.kv_bytes / us / 1e3, 1),
+                                     rel_err=f"{rel:.2e}"))
+                    print(f"tune B={batch} T={context} bs={block_size} {config_text(config)} "
+                          f"S={splits}: {us:.2f} us ({100 * sdpa_us / us:.1f}% of SDPA "
+                          f"{sdpa_us:.2f}) rel {rel:.1e}", flush=True)
+                    write_csv(path, rows, list(rows[0]))
         del case
         torch.cuda.empty_cache()
     return rows
+
+
+def config_text(config) -> str:
+    if config is None:
+        return "default"
+    return f"{config.block_n}:{config.num_warps}:{config.num_stages}"
+
+
+def profile_breakdown(case: Case, sdpa: bool = False, tables=None, block_size=0, config=None,
+                      num_splits=None, replays: int = 30) -> None:
+    """Per-kernel device times and the first-to-last kernel span of graph replays."""
+    from torch.profiler import ProfilerActivity, profile
+    if sdpa:
+        k = case.pool_k.view(case.batch, case.context, NUM_KV_HEADS, HEAD_DIM).transpose(1, 2)
+        v = case.pool_v.view(case.batch, case.context, NUM_KV_HEADS, HEAD_DIM).transpose(1, 2)
+        k, v, q = k.contiguous(), v.contiguous(), case.q.unsqueeze(2)
+
+        def fn():
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        label = "sdpa"
+    else:
+        fn = paged_call(case, block_size, tables, config, num_splits)
+        label = f"paged bs={block_size} {config_text(config)} S={num_splits}"
+    try:
+        fn()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        flush = torch.empty(64 << 20, dtype=torch.int32, device="cuda")
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for i in range(replays):
+                flush.fill_(i)
+                graph.replay()
+            torch.cuda.synchronize()
+        kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"),
+                         key=lambda e: e.time_range.start)
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        print(f"profile {label}: failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+        return
+    spans, durations, current = [], {}, []
+    for e in kernels + [None]:
+        if e is None or "fill" in e.name.lower() or "Fill" in e.name:
+            if current:
+                spans.append(max(x.time_range.end for x in current)
+                             - min(x.time_range.start for x in current))
+            current = []
+            continue
+        current.append(e)
+        durations.setdefault(e.name[:60], []).append(e.time_range.end - e.time_range.start)
+    spans.sort()
+    parts = ", ".join(f"{name} {sorted(d)[len(d) // 2]:.2f}" for name, d in durations.items())
+    print(f"profile {label}: span median {spans[len(spans) // 2] if spans else float('nan'):.2f} "
+          f"us over {len(spans)} replays; kernels (median us): {parts}", flush=True)
 
 
 def shapes(text: str) -> list[tuple[int, int]]:
     return [tuple(int(x) for x in item.split("x")) for item in text.split(",")]
 
 
-def configs(text: str) -> list[DecodeConfig]:
-    """block_n:num_warps:num_stages, comma separated."""
-    return [DecodeConfig(*(int(x) for x in item.split(":"))) for item in text.split(",")]
+def configs(text: str) -> list[DecodeConfig | None]:
+    """block_n:num_warps:num_stages or "default" (kernels.paged_decode's), comma separated."""
+    return [None if item == "default" else DecodeConfig(*(int(x) for x in item.split(":")))
+            for item in text.split(",")]
 
 
 def ints(text: str) -> list[int]:
@@ -396,18 +487,19 @@ def main() -> int:
                         default=configs("64:4:3,32:4:3,128:4:2,128:4:3,128:8:2,64:8:3"))
     parser.add_argument("--tune-split-factors", type=lambda t: [float(x) for x in t.split(",")],
                         default=[0.5, 2.0])
+    parser.add_argument("--tune-splits", type=ints, default=None)
+    parser.add_argument("--tune-profile", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     copy_gbs = copy_bandwidth_gbs()
     print(f"copy bandwidth {copy_gbs:.0f} GB/s on {torch.cuda.get_device_name()}", flush=True)
     slug = device_slug()
     if args.tune:
-        rows = tune(args, copy_gbs)
-        write_csv(os.path.join(args.out, f"paged_decode_tune_{slug}.csv"), rows, list(rows[0]))
+        tune(args, copy_gbs)
         return 0
-    rows, notes, ok = sweep(args, copy_gbs)
+    rows, notes, ok, splits = sweep(args, copy_gbs)
     write_csv(os.path.join(args.out, f"paged_decode_{slug}.csv"), rows, COLUMNS)
-    text = markdown(rows, notes, copy_gbs, args.block_sizes)
+    text = markdown(rows, notes, copy_gbs, args.block_sizes, splits)
     with open(os.path.join(args.out, f"paged_decode_{slug}.md"), "w") as fh:
         fh.write(text)
     print(text)

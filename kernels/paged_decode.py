@@ -18,13 +18,16 @@ share its KV head (GQA) as one tile, streams its slice of the context in tiles o
 tokens with an online softmax in base 2, and writes either the output (one split) or a
 normalised partial output and its log-sum-exp, which a second kernel combines. A block that
 holds whole tiles costs one table lookup per tile; smaller blocks are looked up per token.
+
+Launch heuristics (default_config, choose_num_splits) size the grid in waves: a wave is as many
+programs as the GPU holds at once, read off the compiled kernel's registers and shared memory.
 """
 from __future__ import annotations
 
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import triton
@@ -32,9 +35,16 @@ import triton.language as tl
 
 LOG2E = 1.4426950408889634
 ALIGN_BYTES = 16
-MIN_SPLIT_TOKENS = 128
 MAX_SPLITS = 64
-WAVES = 2
+TILE_TOKENS = 128
+SHORT_TILE_TOKENS = 64
+# Splits that only even out the last wave of a grid larger than the GPU stay this long: the
+# partial writes and the reduction of shorter ones cost more than the wave they fill.
+MIN_BALANCING_SPLIT_TOKENS = 1024
+# A grid over several waves is split until its last wave is at least this full.
+LAST_WAVE_FILL = 0.9
+# griddepcontrol (programmatic dependent launch) exists from Hopper on and in Triton >= 3.4.
+HAS_PDL = hasattr(getattr(tl.extra, "cuda", None), "gdc_wait")
 
 
 class KVLayoutError(ValueError):
@@ -116,32 +126,62 @@ class DecodeConfig:
     num_stages: int
 
 
-def default_config(block_size: int, num_splits: int) -> DecodeConfig:
-    """Launch shape measured best on an H100 (benchmarks/results/paged_decode_tune_h100.csv).
+def default_config(block_size: int, num_splits: int, max_context: int = 0) -> DecodeConfig:
+    """Launch shape measured best on an H100 (benchmarks/results/paged_decode_tune_h100.csv,
+    and paged_decode_tune_splits_h100.csv for split launches).
 
-    128-token tiles, 2 stages: more bytes in flight per program, which pays wherever a program
-    looks up every token (block_size 1: 64x4096 in 372 us against 463 with 64-token tiles) and
-    wherever few programs share a small context (split-KV; 1x4096 in 19 us against 21).
-    Unsplit large batches over blocks that hold whole 64-token tiles (one table lookup per
-    tile) run best with 64-token tiles and 3 stages (64x32768 at block_size 256: 2822 us
-    against 3022).
+    TILE_TOKENS-token tiles, 2 stages: more bytes in flight per program, which pays wherever a
+    program looks up every token (block_size 1: 64x4096 in 372 us against 463 with 64-token
+    tiles) and wherever few programs share a small context (split-KV). Over blocks that hold
+    whole SHORT_TILE_TOKENS-token tiles (one table lookup per tile), unsplit large batches run
+    best with those tiles and 3 stages (64x32768 at block_size 256: 2822 us against 3022), and
+    splits of one such tile, which have nothing to pipeline, with one stage (1x4096 at
+    block_size 64 and 256: 17.7 us, against 18.0-18.2 with two stages).
     """
-    if block_size % 64 == 0 and num_splits == 1:
-        return DecodeConfig(block_n=64, num_warps=4, num_stages=3)
-    return DecodeConfig(block_n=128, num_warps=4, num_stages=2)
+    if block_size % SHORT_TILE_TOKENS == 0:
+        if num_splits == 1:
+            return DecodeConfig(block_n=SHORT_TILE_TOKENS, num_warps=4, num_stages=3)
+        if 0 < max_context <= num_splits * SHORT_TILE_TOKENS:
+            return DecodeConfig(block_n=SHORT_TILE_TOKENS, num_warps=4, num_stages=1)
+    return DecodeConfig(block_n=TILE_TOKENS, num_warps=4, num_stages=2)
 
 
-def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
-    """Split each sequence's context so that about WAVES programs per SM are in flight.
+def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int, *,
+                      block_size: int = 1,
+                      programs_per_sm: Callable[[int], int] | None = None) -> int:
+    """Split count that fills the GPU in whole waves, for default_config's launch shapes;
+    programs_per_sm(splits) is how many programs of that launch one SM holds (plan_launch reads
+    it off the compiled kernels; without it, 2, the fewest any default launch gets on an H100).
 
-    Splits shorter than MIN_SPLIT_TOKENS cost more in partial writes and reduction than they
-    gain in parallelism, so long enough work per program caps the count.
+    Measured on an H100 (benchmarks/results/paged_decode_tune_splits_h100.csv). A grid that
+    fits in one wave takes as many splits as still fit, each at least a tile:
+    more programs put more loads in flight (1x4096 at block_size 64: 17.7 us with 64 splits of
+    one 64-token tile, 18.9 with 32 of two). A larger grid is split only until its last wave is
+    LAST_WAVE_FILL full, since a nearly empty last wave leaves SMs idle while it drains
+    (64x32768 at block_size 16, 3 programs per SM: 1.29 waves unsplit at 91% of SDPA, 3.88
+    waves with 3 splits at 97%); such splits stay MIN_BALANCING_SPLIT_TOKENS long.
     """
     programs = batch * num_kv_heads
-    if programs >= num_sms:
-        return 1
-    wanted = -(-WAVES * num_sms // programs)
-    return max(1, min(wanted, max_context // MIN_SPLIT_TOKENS, MAX_SPLITS))
+    per_sm = programs_per_sm or (lambda splits: 2)
+    if programs <= per_sm(1) * num_sms:
+        short_tiles = -(-max_context // SHORT_TILE_TOKENS)
+        if (block_size % SHORT_TILE_TOKENS == 0 and 1 < short_tiles <= MAX_SPLITS
+                and programs * short_tiles <= per_sm(short_tiles) * num_sms):
+            return short_tiles
+        tiles = -(-max_context // TILE_TOKENS)
+        most = max((splits for splits in range(1, min(MAX_SPLITS, tiles) + 1)
+                    if programs * splits <= per_sm(splits) * num_sms), default=1)
+        # The fewest splits of the length that `most` gives: none of them left empty.
+        return 1 if most == 1 else -(-tiles // -(-tiles // most))
+    best, best_fill = 1, 0.0
+    for splits in range(1, min(MAX_SPLITS, max_context // MIN_BALANCING_SPLIT_TOKENS) + 1):
+        waves = programs * splits / (per_sm(splits) * num_sms)
+        fill = waves / math.ceil(waves)
+        if fill >= LAST_WAVE_FILL:
+            return splits
+        if fill > best_fill:
+            best, best_fill = splits, fill
+    return best
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,16 +191,28 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-@triton.jit
-def _token_rows(bt_row, seg_offsets, tok, valid,
-                BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
-                BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr, ALIGN: tl.constexpr):
-    """Element offsets (from the base tensor) of tokens `tok` of one sequence, head 0."""
-    block = tl.load(bt_row + tok // BLOCK_SIZE, mask=valid, other=0)
-    seg = block // BLOCKS_PER_SEGMENT
-    local = (block - seg * BLOCKS_PER_SEGMENT).to(tl.int64)
-    seg_start = tl.load(seg_offsets + seg, mask=valid, other=0) * ALIGN
-    return seg_start + local * BLOCK_STRIDE + (tok % BLOCK_SIZE) * TOKEN_STRIDE
+@functools.lru_cache(maxsize=None)
+def _use_pdl(device: torch.device) -> bool:
+    return HAS_PDL and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+@functools.lru_cache(maxsize=None)
+def _programs_per_sm(device: torch.device, signature: tuple, constexprs: tuple,
+                     num_warps: int, num_stages: int) -> int:
+    """Programs of one compiled split-kernel variant that an SM holds at once: the tightest of
+    its threads, registers (allocated per warp in units of 256) and shared memory (the largest
+    a program may take, about what an SM has; 1 KiB more per program is reserved), as in
+    Triton's fused-softmax tutorial."""
+    kernel = _decode_split_kernel.warmup(*signature, grid=(1,), num_warps=num_warps,
+                                         num_stages=num_stages, **dict(constexprs))
+    kernel._init_handles()
+    limits = triton.runtime.driver.active.utils.get_device_properties(device.index)
+    threads = torch.cuda.get_device_properties(device).max_threads_per_multi_processor
+    warp_regs = -(-kernel.n_regs * 32 // 256) * 256
+    return max(1, min(threads // (32 * num_warps),
+                      limits["max_num_regs"] // max(warp_regs, 1) // num_warps,
+                      limits["max_shared_mem"] // (kernel.metadata.shared + 1024),
+                      32))
 
 
 @triton.jit
@@ -177,10 +229,13 @@ def _tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
         k_rows = tl.load(K_offsets + seg) * ALIGN + inner
         v_rows = tl.load(V_offsets + seg) * ALIGN + inner
     else:
-        k_rows = _token_rows(bt_row, K_offsets, tok, valid, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
-                             BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
-        v_rows = _token_rows(bt_row, V_offsets, tok, valid, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
-                             BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        # One lookup per token, shared by K and V.
+        block = tl.load(bt_row + tok // BLOCK_SIZE, mask=valid, other=0)
+        seg = block // BLOCKS_PER_SEGMENT
+        inner = ((block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE
+                 + (tok % BLOCK_SIZE) * TOKEN_STRIDE)
+        k_rows = tl.load(K_offsets + seg, mask=valid, other=0) * ALIGN + inner
+        v_rows = tl.load(V_offsets + seg, mask=valid, other=0) * ALIGN + inner
     return k_rows, v_rows
 
 
@@ -199,8 +254,11 @@ def _decode_split_kernel(
     SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:
+        # The reduce kernel may be scheduled now; its programs wait in gdc_wait for this grid.
+        tl.extra.cuda.gdc_launch_dependents()
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -266,12 +324,14 @@ def _decode_split_kernel(
 @triton.jit
 def _decode_reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits,
                           NUM_HEADS: tl.constexpr, BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr,
-                          EMULATE_BF16: tl.constexpr):
+                          EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr):
     b = tl.program_id(0)
     head = tl.program_id(1)
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, HEAD_DIM)
     row = (b * NUM_HEADS + head) * num_splits
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
     lse = tl.load(Part_lse + row + s, mask=s < num_splits, other=float("-inf"))
     top = tl.max(lse, 0)
     weight = tl.exp2(lse - tl.where(top == float("-inf"), 0.0, top))
@@ -282,6 +342,65 @@ def _decode_reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_spl
     if EMULATE_BF16:
         out = _round_to_bf16(out)
     tl.store(Out + b * stride_ob + head * stride_oh + d, out.to(Out.dtype.element_ty))
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Split count, launch shape and compile-time constants of one paged_decode launch."""
+
+    num_splits: int
+    config: DecodeConfig
+    constexprs: dict
+
+
+def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
+                num_splits: int | None = None, config: DecodeConfig | None = None) -> LaunchPlan:
+    """What paged_decode launches for these shapes: the given split count and config, or the
+    defaults (choose_num_splits with the occupancy of the compiled kernels, default_config).
+    Reads no tensor data, so a caller can plan once per batch shape (and compile ahead)."""
+    num_heads, head_dim = q.shape[1:]
+    group = num_heads // table.num_kv_heads
+    max_context = block_tables.shape[1] * table.block_size
+    # The Triton interpreter (the only way CPU tensors run) multiplies bfloat16 bit patterns in
+    # tl.dot (triton-lang/triton#11584) and truncates float32 -> bfloat16: there bfloat16 goes
+    # through float32 with explicit round-to-nearest-even, the arithmetic of the GPU path.
+    common = dict(
+        GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
+        NUM_KV_HEADS=table.num_kv_heads, BLOCK_SIZE=table.block_size,
+        BLOCKS_PER_SEGMENT=table.blocks_per_segment,
+        ALIGN=ALIGN_BYTES // table.k_base.element_size(),
+        INPUT_PRECISION="ieee" if q.dtype == torch.float32 else None,
+        EMULATE_BF16=q.device.type == "cpu" and q.dtype == torch.bfloat16,
+    )
+
+    def plan(splits: int) -> LaunchPlan:
+        chosen = config or default_config(table.block_size, splits, max_context)
+        return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
+                                               USE_PDL=splits > 1 and _use_pdl(q.device)))
+
+    occupancy: dict[tuple, int] = {}
+
+    def programs_per_sm(splits: int) -> int:
+        if q.device.type != "cuda":
+            return 1
+        candidate = plan(splits)
+        key = (candidate.config, splits > 1)
+        if key not in occupancy:
+            partial = torch.float32 if splits > 1 else q.dtype
+            signature = (q.dtype, table.dtype, table.dtype, torch.int64, torch.int64,
+                         torch.int32, torch.int32, q.dtype, partial, partial, q.stride(0),
+                         q.stride(1), block_tables.stride(0), q.stride(0), q.stride(1), 1.0,
+                         min(splits, 2))
+            occupancy[key] = _programs_per_sm(
+                q.device, signature, tuple(sorted(candidate.constexprs.items())),
+                candidate.config.num_warps, candidate.config.num_stages)
+        return occupancy[key]
+
+    if num_splits is None:
+        num_splits = choose_num_splits(q.shape[0], table.num_kv_heads, max_context,
+                                       _num_sms(q.device), block_size=table.block_size,
+                                       programs_per_sm=programs_per_sm)
+    return plan(num_splits)
 
 
 def paged_decode(
@@ -301,20 +420,19 @@ def paged_decode(
 
     q [B, Hq, D]; block_tables [B, max_blocks] int32 of global block ids; context_lens [B]
     int32 (a length of 0 gives zeros). Pass `table` (then the segment lists may be None) to
-    skip rebuilding the segment table on every call. num_splits defaults to a heuristic from
-    the batch, the block-table capacity and the SM count; it never reads context_lens on the
-    host, so the launch needs no synchronisation and can be captured in a CUDA graph. Capture
-    it: the two Triton launches cost about 0.1 ms of host time (triton 3.6, H100 machine), five
-    times the device time of a 1x4096 decode.
+    skip rebuilding the segment table on every call. num_splits defaults to plan_launch's choice
+    from the batch, the block-table capacity, the SM count and the compiled kernels' occupancy;
+    it never reads context_lens on the host, so the launch needs no synchronisation and can be
+    captured in a CUDA graph (capture it: the two Triton launches cost about 0.1 ms of host
+    time, triton 3.6 on an H100 machine, five times the device time of a 1x4096 decode). From
+    Hopper on, the reduce kernel is a programmatic dependent launch: it is scheduled while the
+    split kernel runs and waits for it on the GPU.
     """
     table = segment_table(k_segments, v_segments) if table is None else table
     _check_inputs(q, table, block_tables, context_lens, blocks_per_segment)
     batch, num_heads, head_dim = q.shape
-    group = num_heads // table.num_kv_heads
-    if num_splits is None:
-        max_context = block_tables.shape[1] * table.block_size
-        num_splits = choose_num_splits(batch, table.num_kv_heads, max_context, _num_sms(q.device))
-    config = config or default_config(table.block_size, num_splits)
+    plan = plan_launch(q, table, block_tables, num_splits, config)
+    num_splits, config, consts = plan.num_splits, plan.config, plan.constexprs
     out = torch.empty_like(q)
     if num_splits > 1:
         part_out = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32,
@@ -323,27 +441,23 @@ def paged_decode(
     else:
         part_out = part_lse = out
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
-    # The Triton interpreter (the only way CPU tensors run) multiplies bfloat16 bit patterns in
-    # tl.dot (triton-lang/triton#11584) and truncates float32 -> bfloat16: there bfloat16 goes
-    # through float32 with explicit round-to-nearest-even, the arithmetic of the GPU path.
-    emulate_bf16 = q.device.type == "cpu" and q.dtype == torch.bfloat16
     _decode_split_kernel[(batch, table.num_kv_heads, num_splits)](
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, block_tables,
         context_lens, out, part_out, part_lse,
         q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        scale * LOG2E, num_splits,
-        SPLIT=num_splits > 1, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
-        HEAD_DIM=head_dim, NUM_KV_HEADS=table.num_kv_heads, BLOCK_SIZE=table.block_size,
-        BLOCKS_PER_SEGMENT=blocks_per_segment, BLOCK_N=config.block_n,
-        ALIGN=ALIGN_BYTES // table.k_base.element_size(),
-        INPUT_PRECISION="ieee" if q.dtype == torch.float32 else None, EMULATE_BF16=emulate_bf16,
+        scale * LOG2E, num_splits, **consts,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if num_splits > 1:
+        block_s = triton.next_power_of_2(num_splits)
+        # One warp sums the splits inside each thread, with no exchange between warps: 1.2 us
+        # less than four warps at 1x4096 with 32 splits, but 1.1 us more with 64.
         _decode_reduce_kernel[(batch, num_heads)](
             part_out, part_lse, out, out.stride(0), out.stride(1), num_splits,
-            NUM_HEADS=num_heads, BLOCK_S=triton.next_power_of_2(num_splits), HEAD_DIM=head_dim,
-            EMULATE_BF16=emulate_bf16, num_warps=4,
+            NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
+            EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"],
+            num_warps=1 if block_s <= 32 else 4,
+            **({"launch_pdl": True} if consts["USE_PDL"] else {}),
         )
     return out
 
