@@ -101,6 +101,12 @@ class Allocator(ABC):
     @abstractmethod
     def block_size(self) -> int: ...
 
+    @property
+    @abstractmethod
+    def blocks_per_segment(self) -> int:
+        """Blocks of every segment, fixed for the allocator's life (the SeqLayout geometry), so
+        that a GPU pool can size its segment tensors before any sequence exists."""
+
     @abstractmethod
     def allocate(
         self,

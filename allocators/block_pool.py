@@ -72,6 +72,10 @@ class BlockPoolAllocator(Allocator):
     def block_size(self) -> int:
         return self._unit
 
+    @property
+    def blocks_per_segment(self) -> int:
+        return self._pool.units_per_segment
+
     def _entry_units(self, chunk_tokens: int) -> int:
         """Units per prefix-cache entry for a prompt hashed in chunks of chunk_tokens."""
         return 1
@@ -187,7 +191,7 @@ class BlockPoolAllocator(Allocator):
 
     def layout(self, seq_id: int) -> SeqLayout:
         seq = self._get(seq_id)
-        return SeqLayout(self._unit, self._pool.units_per_segment, tuple(seq.units))
+        return SeqLayout(self._unit, self.blocks_per_segment, tuple(seq.units))
 
     def length(self, seq_id: int) -> int:
         return self._get(seq_id).length

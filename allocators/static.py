@@ -71,6 +71,10 @@ class StaticAllocator(Allocator):
     def block_size(self) -> int:
         return self._align
 
+    @property
+    def blocks_per_segment(self) -> int:
+        return self._arena_blocks  # the arena is the one segment
+
     def allocate(
         self,
         seq_id: int,

@@ -95,7 +95,8 @@ class Engine:
             )
         except (TypeError, ValueError) as exc:  # an unknown name, parameter or value
             raise ConfigError(f"allocator {config.allocator.name!r}: {exc}") from None
-        self.recorder = Recorder(trace)
+        self.executor = (executor_factory or CostModelExecutor)(config, self.allocator)
+        self.recorder = Recorder(trace, self.executor)
         self.scheduler = Scheduler(
             config.scheduler,
             self.allocator,
@@ -105,7 +106,6 @@ class Engine:
             chunk_tokens=int(trace.attrs.get("chunk_tokens", 0) or 0),
             max_model_len=_effective_max_model_len(config),
         )
-        self.executor = (executor_factory or CostModelExecutor)(config, self.allocator)
         self._groups: list[Group] = []
         self.arrived = 0
         self._idle: simpy.Event | None = None
@@ -221,6 +221,9 @@ class Engine:
             output_tokens=output_tokens,
             sim_time_s=end_s,
         )
+        peak_kv_bytes = self.recorder.peak_kv_allocated_bytes
+        if peak_kv_bytes is not None:
+            summary["peak_kv_allocated_bytes"] = peak_kv_bytes
         info = {
             "trace": {
                 "name": self.trace.attrs.get("name"),

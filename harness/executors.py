@@ -25,27 +25,43 @@ from harness.costmodel import (
 
 class ScheduledSeq(NamedTuple):
     """One sequence's work in a step: num_new_tokens tokens whose K/V are written this step,
-    attending to context_tokens tokens (its KV length once they are written)."""
+    attending to context_tokens tokens (its KV length once they are written). samples: the
+    step samples the sequence's next token (every decode; the prefill chunk that ends it)."""
 
     seq_id: int
     request_id: int
     num_new_tokens: int
     context_tokens: int
     is_prefill: bool
+    samples: bool
 
 
 class Batch:
-    """One engine step: the scheduled sequences plus the aggregates a cost model needs.
+    """One engine step: the scheduled sequences, what happened to sequences since the previous
+    batch, and the aggregates a cost model needs.
 
     The scheduler fills `entries` with plain tuples in ScheduledSeq order; `seqs` builds the
     named tuples on first use, so an executor that prices aggregates pays nothing for them.
-    `forks` lists (parent seq_id, child seq_id) pairs forked before this step (the child's last
-    partial block is a copy of the parent's); swap_in/out_tokens are KV tokens moved over PCIe.
+    swap_in/out_tokens are KV tokens moved over PCIe.
+
+    Sequence lifecycle, told outright so that an executor holding real KV need not infer it, in
+    the order an executor applies it (events of steps that ran nothing arrive with the next):
+    - forks: (parent, child) pairs forked (the child shares the parent's KV as written);
+    - swapped_out: sequences whose written KV goes to the host; their slots are freed and may be
+      reused by this very step, so their KV must be read first;
+    - preempted: (seq_id, kept_tokens) freed for recompute: the KV is gone, and the request
+      keeps its first kept_tokens tokens (prompt and samples) to prefill again;
+    - finished: sequences freed for good (completed or rejected; a rejected one may be swapped);
+    - swapped_in: sequences given new slots this step, into which their host KV comes back.
     """
 
     __slots__ = (
         "entries",
         "forks",
+        "swapped_out",
+        "preempted",
+        "finished",
+        "swapped_in",
         "prefill_tokens",
         "decode_tokens",
         "prefill_context_tokens",
@@ -57,8 +73,12 @@ class Batch:
     )
 
     def __init__(self) -> None:
-        self.entries: list[tuple[int, int, int, int, bool]] = []
+        self.entries: list[tuple[int, int, int, int, bool, bool]] = []
         self.forks: list[tuple[int, int]] = []
+        self.swapped_out: list[int] = []
+        self.preempted: list[tuple[int, int]] = []
+        self.finished: list[int] = []
+        self.swapped_in: list[int] = []
         self.prefill_tokens = 0
         self.decode_tokens = 0
         self.prefill_context_tokens = 0
@@ -78,10 +98,17 @@ class Batch:
     def num_tokens(self) -> int:
         return self.prefill_tokens + self.decode_tokens
 
-    def add_prefill(self, seq_id: int, request_id: int, start: int, num_tokens: int) -> None:
+    @property
+    def has_work(self) -> bool:
+        """Whether the step computes or moves anything (else it is not run)."""
+        return bool(self.entries or self.swap_in_tokens or self.swap_out_tokens)
+
+    def add_prefill(
+        self, seq_id: int, request_id: int, start: int, num_tokens: int, *, samples: bool
+    ) -> None:
         """Prefill tokens [start, start + num_tokens) of a sequence."""
         context = start + num_tokens
-        self.entries.append((seq_id, request_id, num_tokens, context, True))
+        self.entries.append((seq_id, request_id, num_tokens, context, True, samples))
         self.prefill_tokens += num_tokens
         self.prefill_context_tokens += context
         self.prefill_attention_pairs += num_tokens * start + num_tokens * (num_tokens + 1) // 2

@@ -2,7 +2,9 @@
 
 Step rows are kept as tuples in small chunks turned into float64 arrays: the Azure trace makes
 over 400,000 steps, and a tuple of Python numbers per row would take some 300 MB. The
-recorder alone appends rows; the scheduler reports request events to it.
+recorder alone appends rows; the scheduler reports request events to it. An executor that holds
+real KV memory (it has `kv_allocated_bytes`) adds a kv_allocated_bytes column, read after each
+step; cost-model runs keep exactly the columns of STEP_COLUMNS.
 """
 from __future__ import annotations
 
@@ -64,11 +66,17 @@ _CHUNK_ROWS = 8192
 _usage_figures = attrgetter(*USAGE_COLUMNS)
 
 
+KV_BYTES_COLUMN = "kv_allocated_bytes"
+
+
 class Recorder:
     """Collects step rows and request events of one run (requests indexed by request_id)."""
 
-    def __init__(self, trace: pd.DataFrame) -> None:
+    def __init__(self, trace: pd.DataFrame, executor: object | None = None) -> None:
         self.trace = trace
+        # Device memory the executor's KV pool holds, read after each step (measured runs).
+        self._executor = executor if hasattr(executor, KV_BYTES_COLUMN) else None
+        self._kv_bytes: list[int] = []
         n = len(trace)
         self.admit_s = [math.nan] * n
         self.first_token_s = [math.nan] * n
@@ -115,6 +123,8 @@ class Recorder:
         prefill_tokens: int, decode_tokens: int, usage: Usage,
     ) -> None:
         """One step: when it started, how long it took, the queues, its tokens, the KV usage."""
+        if self._executor is not None:
+            self._kv_bytes.append(self._executor.kv_allocated_bytes)
         rows = self._rows
         rows.append(
             (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens)
@@ -124,8 +134,14 @@ class Recorder:
             self._chunks.append(np.array(rows, dtype=np.float64))
             rows.clear()
 
+    @property
+    def peak_kv_allocated_bytes(self) -> int | None:
+        """The most device KV memory held after a step; None when the executor holds none."""
+        return max(self._kv_bytes, default=0) if self._executor is not None else None
+
     def steps_frame(self) -> pd.DataFrame:
-        """The steps table with the columns of STEP_COLUMNS."""
+        """The steps table with the columns of STEP_COLUMNS (and kv_allocated_bytes when the
+        executor has it)."""
         chunks = self._chunks + ([np.array(self._rows, dtype=np.float64)] if self._rows else [])
         data = np.concatenate(chunks) if chunks else np.zeros((0, 7 + len(USAGE_COLUMNS)))
         t, step_s, running, waiting, swapped, prefill, decode = data[:, :7].T
@@ -143,7 +159,10 @@ class Recorder:
         columns.update(zip(USAGE_COLUMNS, data[:, 7:].T))
         frame = pd.DataFrame(columns)
         ints = [c for c in STEP_COLUMNS if c not in FLOAT_STEP_COLUMNS]
-        return frame.astype({c: np.int64 for c in ints})
+        frame = frame.astype({c: np.int64 for c in ints})
+        if self._executor is not None:
+            frame[KV_BYTES_COLUMN] = np.asarray(self._kv_bytes, dtype=np.int64)
+        return frame
 
     def requests_frame(self, end_status: dict[int, str]) -> pd.DataFrame:
         """The requests table; end_status gives "queued" / "running" for unfinished requests."""

@@ -5,7 +5,9 @@ Each step, running requests go first in admission order (decode: one token per s
 unfinished prefill: its next chunk), then swapped requests come back, then waiting requests are
 admitted in arrival order while tokens, sequence slots and KV memory last. When a running request
 cannot grow, the latest admitted request is preempted; a step that preempted admits nobody.
-The scheduler alone moves requests between the waiting, running and swapped queues.
+The scheduler alone moves requests between the waiting, running and swapped queues, and its
+batches tell the executor what became of each sequence (forked, swapped, preempted, finished),
+so that an executor holding real KV follows these rules without re-deriving them.
 """
 from __future__ import annotations
 
@@ -66,6 +68,9 @@ class Scheduler:
         self._blocked = False  # the queue head did not fit; retry once memory is freed
         self._preempted = False
         self._scheduled: list[tuple[Group, int]] = []  # (group, prefill tokens; 0 = decode)
+        # The next step's batch: it collects the lifecycle events from now on (requests that
+        # finish in complete(), events of a step that ran nothing) until a step runs it.
+        self._next = Batch()
 
     @property
     def has_work(self) -> bool:
@@ -100,7 +105,7 @@ class Scheduler:
 
     def schedule(self, now: float) -> Batch | None:
         """Choose this step's work and allocate its KV; None when there is nothing to do."""
-        batch = Batch()
+        batch = self._next
         self._scheduled = []
         self._preempted = False
         budget = self._schedule_running(batch)
@@ -110,9 +115,10 @@ class Scheduler:
             self._swap_in(batch)
         else:
             self._admit(batch, budget, now)
-        if batch.entries or batch.swap_in_tokens or batch.swap_out_tokens:
-            return batch
-        return None
+        if not batch.has_work:
+            return None  # its events, if any, go with the next batch
+        self._next = Batch()
+        return batch
 
     def _schedule_running(self, batch: Batch) -> int:
         """Next prefill chunk or one decode token per sample for every running request, in
@@ -130,8 +136,7 @@ class Scheduler:
                 todo = g.target - g.computed
                 chunk = min(todo, budget) if chunked else (todo if todo <= budget else 0)
                 if chunk:
-                    batch.add_prefill(g.seq_ids[0], g.rid, g.computed, chunk)
-                    scheduled.append((g, chunk))
+                    self._add_prefill(batch, g, chunk)
                     budget -= chunk
                 continue
             if budget < g.n:
@@ -150,7 +155,7 @@ class Scheduler:
             g.kv_len += 1
             ctx = g.kv_len
             for sid in g.seq_ids:
-                entries.append((sid, g.rid, 1, ctx, False))
+                entries.append((sid, g.rid, 1, ctx, False, True))
             decode_tokens += g.n
             decode_context += g.n * ctx
             scheduled.append((g, 0))
@@ -158,6 +163,13 @@ class Scheduler:
         batch.decode_tokens = decode_tokens
         batch.decode_context_tokens = decode_context
         return budget
+
+    def _add_prefill(self, batch: Batch, g: Group, chunk: int) -> None:
+        """Schedule g's next prefill chunk; the one that ends the prefill samples a token,
+        unless the response failed (no output: the request ends with its prefill)."""
+        samples = g.computed + chunk == g.target and g.output > 0
+        batch.add_prefill(g.seq_ids[0], g.rid, g.computed, chunk, samples=samples)
+        self._scheduled.append((g, chunk))
 
     def _grow(self, g: Group, batch: Batch) -> bool:
         """Fork g's samples if due and give every sample one more slot, preempting later
@@ -187,14 +199,14 @@ class Scheduler:
 
     def _make_room(self, g: Group, batch: Batch) -> bool:
         """Preempt the latest admitted request. When that is g, g goes (or, alone, is rejected:
-        a request that cannot grow in an otherwise empty cache never will)."""
+        a request that cannot grow in an otherwise empty cache never will). Forks g made in
+        this step stay in the batch: its children exist until they are freed or swapped."""
         victim = self.running[-1]
         if victim is not g:
             self._preempt(victim, batch)
             return True
-        mine = set(g.seq_ids)
-        batch.forks = [fork for fork in batch.forks if fork[1] not in mine]
         if len(self.running) == 1:
+            batch.finished.extend(g.live_seq_ids)
             self._release(g)
             self.events.rejected(
                 g.rid, f"outgrew the KV budget at {g.kv_len} tokens x {g.num_live} samples"
@@ -216,13 +228,16 @@ class Scheduler:
         self.events.preempted(g.rid)
         tokens = g.swap_tokens()
         swap = self.config.preemption == "swap" and not g.in_prefill and self.swap.fits(tokens)
+        seq_ids = g.live_seq_ids
         self._release(g)
         if swap:
             self.swap.put(tokens)
             batch.swap_out_tokens += tokens
+            batch.swapped_out.extend(seq_ids)
             self.swapped.append(g)
         else:  # recompute, also when the swap space is full or the request is in prefill
             g.reset_for_recompute()
+            batch.preempted.extend((sid, g.target) for sid in seq_ids)
             self.waiting.appendleft(g)
 
     def _swap_in(self, batch: Batch) -> None:
@@ -239,9 +254,11 @@ class Scheduler:
             tokens = g.swap_tokens()
             self.swap.take(tokens)
             if not restored:
+                batch.finished.extend(g.live_seq_ids)
                 self.events.rejected(g.rid, "its swapped KV does not fit in an empty cache")
                 continue
             batch.swap_in_tokens += tokens
+            batch.swapped_in.extend(g.live_seq_ids)
             self.running.append(g)
             self.num_running_seqs += g.n
 
@@ -279,8 +296,7 @@ class Scheduler:
             self.running.append(g)
             self.num_running_seqs += g.n
             chunk = min(g.target - g.computed, budget)
-            batch.add_prefill(sid, g.rid, g.computed, chunk)
-            self._scheduled.append((g, chunk))
+            self._add_prefill(batch, g, chunk)
             budget -= chunk
 
     def complete(self, end: float) -> None:
@@ -309,6 +325,7 @@ class Scheduler:
 
     def _finish(self, g: Group, end: float) -> None:
         """Free a finished request (complete() drops it from running afterwards)."""
+        self._next.finished.extend(g.live_seq_ids)
         for sid in g.live_seq_ids:
             self.allocator.free(sid)
         g.num_live = 0

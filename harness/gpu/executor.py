@@ -5,16 +5,13 @@ are the very objects of a simulated run; only the step time is measured (CUDA ev
 device work) instead of priced, so arrivals, queueing, admission and preemption follow the same
 code. The executor keeps each sequence's token ids (prompts drawn by harness.gpu.prompts, then the
 greedy samples), its block table as last read from the allocator and how much of its KV is
-written, and works out from the batch and the allocator what happened between steps:
-
-- a sequence the allocator no longer knows was preempted or finished; in a step that swaps out
-  (batch.swap_out_tokens), its written KV goes to the host swap space before anything can
-  overwrite those slots, and comes back into its new slots when the allocator knows it again
-  (a swap-in step);
-- a prefill chunk that starts before the KV already written is a recompute from scratch
-  (a request with n > 1 restarts from its prompt, as harness.requests does);
-- a block that moved under written tokens (copy-on-write after a fork in batch.forks) is copied
-  from the old block before the step writes.
+written. The batch tells it what became of sequences since the last step (harness.executors):
+forks share the parent's KV; swapped-out KV goes to the host swap space before anything can
+overwrite its slots, and swapped-in KV comes back into the new slots; a preempted sequence loses
+its KV and keeps the tokens the batch says; a prefill chunk of a sequence with no KV is an
+admission whose earlier tokens are prefix-cache hits. Blocks that moved under written tokens
+(copy-on-write after a fork, or a static allocator's fork into its own reservation) show up as
+block ids that changed in the table and are copied from the old block before the step writes.
 """
 from __future__ import annotations
 
@@ -54,20 +51,16 @@ def build_decoder(model, *, device: str | torch.device, dtype: str = "bfloat16",
 
 
 class _Seq:
-    __slots__ = ("tokens", "prompt_len", "output", "n", "table", "written", "resident")
+    __slots__ = ("tokens", "prompt_len", "n", "table", "written")
 
-    def __init__(self, tokens: list[int], prompt_len: int, output: int, n: int) -> None:
+    def __init__(self, tokens: list[int], prompt_len: int, n: int) -> None:
         self.tokens = tokens
         self.prompt_len = prompt_len
-        self.output = output
         self.n = n
-        self.table: np.ndarray | None = None  # block ids as last read from the allocator
+        # Block ids as last read from the allocator; None while the sequence holds no KV in
+        # the pool (not admitted yet, preempted, swapped out or finished).
+        self.table: np.ndarray | None = None
         self.written = 0  # tokens whose KV is in the pool at the slots of `table`
-        self.resident = False  # holds KV in the pool (allocated and not yet seen gone)
-
-    @property
-    def finished(self) -> bool:
-        return len(self.tokens) - self.prompt_len >= self.output
 
 
 class _Timer:
@@ -113,7 +106,6 @@ class GpuExecutor:
                 config.model.dtype_bytes:
             raise ExecutorError("the decoder's shape differs from the run config's model")
         self._prompt_len = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
-        self._output = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
         self._n = trace["n"].to_numpy(dtype=np.int64).tolist()
         self._hashes = trace["prefix_hashes"].tolist()
         self._chunk_tokens = int(trace.attrs.get("chunk_tokens", 0))
@@ -135,14 +127,12 @@ class GpuExecutor:
             torch.cuda.synchronize(self.device_t)
             self._memory_base = torch.cuda.memory_allocated(self.device_t)
         self._seqs: dict[int, _Seq] = {}
-        self._resident: set[int] = set()
         self._timer = _Timer(self.device_t)
         self._host_s = 0.0
         self._device_s = 0.0
         self._steps = 0
         self._swaps = [0, 0]  # sequences swapped out, in
         self._copied_blocks = 0
-        self.kv_bytes_per_step: list[int] = []
 
     # -- what the engine and the recorder read ---------------------------------------------
 
@@ -183,9 +173,16 @@ class GpuExecutor:
         t0 = time.perf_counter()
         for parent, child in batch.forks:
             self._fork(parent, child)
-        gone = self._gone()
-        prefills, decode, copies, restores = self._plan(batch)
-        if not self._warm and self._bps is not None:
+        for sid, kept_tokens in batch.preempted:
+            self._preempt(sid, kept_tokens)
+        for sid in batch.finished:
+            self.swap.drop(sid)  # a rejected swapped request; a completed one holds none
+            self._seqs[sid].table = None
+        for sid in batch.swapped_in:
+            seq = self._seqs[sid]
+            seq.table, seq.written = self._layout(sid), self.swap.written(sid)
+        prefills, decode, copies = self._plan(batch)
+        if not self._warm:
             self._warm_up()
         graph = (self._graphs is not None and not prefills and bool(decode.seq_ids)
                  and self._graphs.fits(decode))
@@ -194,13 +191,14 @@ class GpuExecutor:
         self._host_s += time.perf_counter() - t0
 
         self._timer.start()
-        if batch.swap_out_tokens:
-            self._swap_out(gone)
-        if self._bps is not None:
-            self.pool.sync(self._bps)
+        # Swapped-out KV is read before the pool follows the allocator (which may have released
+        # its segment) and before anything this step writes reuses its slots.
+        for sid in batch.swapped_out:
+            self._swap_out(sid)
+        self.pool.sync()
         for src, dst in copies:
             self.pool.write_slots(self.pool.index(dst), self.pool.read_slots(self.pool.index(src)))
-        for sid in restores:
+        for sid in batch.swapped_in:
             self._swap_in(sid)
         sampled: list[int] = []
         next_tokens = None
@@ -214,25 +212,20 @@ class GpuExecutor:
 
         if next_tokens is not None:
             for sid, token in zip(sampled, next_tokens.tolist()):
-                seq = self._seqs[sid]
-                seq.tokens.append(token)
-                if seq.finished:
-                    self._resident.discard(sid)
+                self._seqs[sid].tokens.append(token)
         self._steps += 1
         self._device_s += seconds
-        self.kv_bytes_per_step.append(self.kv_allocated_bytes)
         return seconds
 
     def _warm_up(self) -> None:
         """Before the first timed step: back the first segments and compile the kernels, so
         that no step's time holds a compilation."""
-        self.pool.sync(self._bps)
+        self.pool.sync()
         self.decoder.backend.warmup(self.pool, self.decoder.config.num_heads)
         self._warm = True
 
     # -- host-side bookkeeping --------------------------------------------------------------
 
-    _bps: int | None = None
     _warm = False
 
     def _new_seq(self, sid: int, rid: int) -> _Seq:
@@ -241,7 +234,7 @@ class GpuExecutor:
             rid, prompt, self.decoder.config.vocab_size, seed=self.seed,
             prefix_hashes=self._hashes[rid], chunk_tokens=self._chunk_tokens,
         )
-        seq = _Seq(tokens.tolist(), prompt, self._output[rid], self._n[rid])
+        seq = _Seq(tokens.tolist(), prompt, self._n[rid])
         self._seqs[sid] = seq
         return seq
 
@@ -249,74 +242,48 @@ class GpuExecutor:
         """The child starts as the parent: same tokens, and the parent's blocks as the ones its
         KV was written in, so that whatever the allocator gives it is filled by _refresh."""
         p = self._seqs[parent]
-        c = _Seq(list(p.tokens), p.prompt_len, p.output, p.n)
-        c.table, c.written, c.resident = p.table, p.written, True
+        c = _Seq(list(p.tokens), p.prompt_len, p.n)
+        c.table, c.written = p.table, p.written
         self._seqs[child] = c
-        self._resident.add(child)
 
-    def _gone(self) -> list[int]:
-        """Resident sequences the allocator dropped since the last step (finished ones were
-        already let go when their last token was sampled)."""
-        gone = []
-        for sid in self._resident:
-            try:
-                self.allocator.length(sid)
-            except ValueError:
-                gone.append(sid)
-        for sid in gone:
-            self._resident.discard(sid)
-            self._seqs[sid].resident = False
-        return gone
+    def _preempt(self, sid: int, kept_tokens: int) -> None:
+        """Preempted by recompute: the KV is gone; the request prefills its kept tokens again."""
+        seq = self._seqs[sid]
+        del seq.tokens[kept_tokens:]
+        seq.table, seq.written = None, 0
 
     def _layout(self, sid: int) -> np.ndarray:
-        layout = self.allocator.layout(sid)
-        if self._bps is None:
-            if layout.block_size != self.pool.block_size:
-                raise ExecutorError(f"layout block_size {layout.block_size} != pool's")
-            self._bps = layout.blocks_per_segment
-        return np.asarray(layout.block_table, dtype=np.int64)
+        return np.asarray(self.allocator.layout(sid).block_table, dtype=np.int64)
 
     def _plan(self, batch: Batch):
-        """Read layouts and decide the step's work: prefill chunks, decode rows, block copies
-        (copy-on-write) and swap-ins, without touching the device."""
-        restores = self._restorable() if batch.swap_in_tokens else []
-        for sid, rid, _, _, _ in batch.entries:
-            if sid != rid and sid not in self._seqs:
-                # A sample forked in a step that then preempted its request by swap: the fork
-                # never reached a batch, and the swap-in re-forked it from its parent (seq rid).
-                self._fork(rid, sid)
+        """Read layouts and decide the step's work: prefill chunks, decode rows and block
+        copies (copy-on-write, a static fork), without touching the device."""
         prefills: list[PrefillWork] = []
         rows: tuple[list, list, list, list] = ([], [], [], [])  # seq ids, tokens, lens, tables
         copies: list[tuple[np.ndarray, np.ndarray]] = []
-        for sid, rid, num_new, context, is_prefill in batch.entries:
+        for sid, rid, num_new, context, is_prefill, samples in batch.entries:
             seq = self._seqs.get(sid) or self._new_seq(sid, rid)
             if is_prefill:
-                prefills.append(self._plan_prefill(sid, seq, context - num_new, context, copies))
+                prefills.append(self._plan_prefill(sid, seq, context - num_new, context, samples,
+                                                   copies))
             else:
                 self._plan_decode(sid, seq, context, rows, copies)
             seq.written = context
         decode = DecodeWork(rows[0], np.asarray(rows[1], np.int64), np.asarray(rows[2], np.int64),
                             rows[3])
-        return prefills, decode, copies, restores
+        return prefills, decode, copies
 
-    def _restorable(self) -> list[int]:
-        """Swapped-out sequences the allocator holds again (a swap-in step): their new tables."""
-        restores = [sid for sid in self.swap.held_ids() if self._known(sid)]
-        for sid in restores:
-            seq = self._seqs[sid]
-            seq.table, seq.written, seq.resident = self._layout(sid), self.swap.written(sid), True
-            self._resident.add(sid)
-        return restores
-
-    def _plan_prefill(self, sid: int, seq: _Seq, start: int, context: int, copies) -> PrefillWork:
-        if not seq.resident or start < seq.written:
-            self._restart(sid, seq, start)
+    def _plan_prefill(self, sid: int, seq: _Seq, start: int, context: int, samples: bool,
+                      copies) -> PrefillWork:
+        if seq.table is None:  # an admission: the KV before start is a prefix-cache hit
+            seq.written = start
+        elif start != seq.written:
+            raise ExecutorError(f"seq {sid}: prefill from {start} with {seq.written} written")
         self._refresh(seq, self._layout(sid), copies)
-        if len(seq.tokens) < context:
+        if len(seq.tokens) < context or (samples and len(seq.tokens) != context):
             raise ExecutorError(f"seq {sid}: prefill to {context} of {len(seq.tokens)} tokens")
         chunk = np.asarray(seq.tokens[start:context], dtype=np.int64)
-        # The chunk that reaches the last known token samples the next one.
-        return PrefillWork(sid, chunk, start, context, seq.table, context == len(seq.tokens))
+        return PrefillWork(sid, chunk, start, context, seq.table, samples)
 
     def _plan_decode(self, sid: int, seq: _Seq, context: int, rows, copies) -> None:
         if len(seq.tokens) != context or seq.written != context - 1:
@@ -328,21 +295,6 @@ class GpuExecutor:
             self._refresh(seq, self._layout(sid), copies)
         for column, value in zip(rows, (sid, seq.tokens[context - 1], context, seq.table)):
             column.append(value)
-
-    def _known(self, sid: int) -> bool:
-        try:
-            self.allocator.length(sid)
-        except ValueError:
-            return False
-        return True
-
-    def _restart(self, sid: int, seq: _Seq, start: int) -> None:
-        """A (re)admission: the KV before `start` is a prefix-cache hit, nothing else survives."""
-        if seq.n > 1:
-            del seq.tokens[seq.prompt_len:]  # parallel samples restart from the prompt
-        self.swap.drop(sid)
-        seq.table, seq.written, seq.resident = None, start, True
-        self._resident.add(sid)
 
     def _refresh(self, seq: _Seq, table: np.ndarray, copies: list) -> None:
         """Adopt a freshly read block table; written tokens whose block moved are copied."""
@@ -359,16 +311,14 @@ class GpuExecutor:
                 self._copied_blocks += int(moved.size)
         seq.table = table
 
-    def _swap_out(self, gone: list[int]) -> None:
-        """Save the written KV of sequences that left the allocator (before the pool follows
-        the allocator and before anything overwrites their slots)."""
-        for sid in gone:
-            seq = self._seqs[sid]
-            if seq.table is None or not seq.written:
-                continue
-            slots = slots_of(seq.table, np.arange(seq.written), self.pool.block_size)
-            self.swap.save(sid, self.pool.read_slots(self.pool.index(slots)), seq.written)
-            self._swaps[0] += 1
+    def _swap_out(self, sid: int) -> None:
+        """Save a sequence's written KV in the host swap space; its slots are the allocator's
+        again."""
+        seq = self._seqs[sid]
+        slots = slots_of(seq.table, np.arange(seq.written), self.pool.block_size)
+        self.swap.save(sid, self.pool.read_slots(self.pool.index(slots)), seq.written)
+        seq.table = None
+        self._swaps[0] += 1
 
     def _swap_in(self, sid: int) -> None:
         seq = self._seqs[sid]

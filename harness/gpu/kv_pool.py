@@ -49,7 +49,8 @@ class SlotIndex:
 
 
 class SegmentMismatch(RuntimeError):
-    """A layout's geometry disagrees with the pool's (the allocator changed its segment size)."""
+    """Slots refer to a segment the pool holds no tensor for (sync() was not called after the
+    allocator added it)."""
 
 
 class KVPool:
@@ -73,16 +74,10 @@ class KVPool:
         self.dtype = dtype
         self.device = torch.device(device)
         self.block_size = allocator.block_size
-        self._bps: int | None = None
+        self.blocks_per_segment = allocator.blocks_per_segment
         self._prepare = prepare
         self._tensors: dict[int, torch.Tensor] = {}
         self._layers: list[LayerCache] = []
-
-    @property
-    def blocks_per_segment(self) -> int:
-        if self._bps is None:
-            raise SegmentMismatch("the pool has not seen a segment yet")
-        return self._bps
 
     @property
     def slots_per_segment(self) -> int:
@@ -92,19 +87,9 @@ class KVPool:
     def allocated_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
-    def sync(self, blocks_per_segment: int) -> bool:
+    def sync(self) -> bool:
         """Create tensors for segments the allocator added, drop those it released; True when
-        anything changed. Data in surviving segments is untouched.
-
-        blocks_per_segment comes from the allocator's layouts (SeqLayout): the contract has no
-        other place that states a segment's size before a sequence exists.
-        """
-        if self._bps is None:
-            self._bps = blocks_per_segment
-        elif blocks_per_segment != self._bps:
-            raise SegmentMismatch(
-                f"layout says {blocks_per_segment} blocks per segment; the pool has {self._bps}"
-            )
+        anything changed. Data in surviving segments is untouched."""
         live = set(self.allocator.segments())
         gone = [s for s in self._tensors if s not in live]
         new = sorted(live.difference(self._tensors))
@@ -112,7 +97,7 @@ class KVPool:
             del self._tensors[seg]
         for seg in new:
             self._tensors[seg] = torch.empty(
-                self.num_layers, 2, self._bps, self.block_size, self.num_kv_heads, self.head_dim,
+                self.num_layers, 2, self.blocks_per_segment, self.block_size, self.num_kv_heads, self.head_dim,
                 dtype=self.dtype, device=self.device,
             )
         if gone or new:
@@ -148,7 +133,7 @@ class KVPool:
         """Split host slot ids by segment once, so every layer reuses the device indices."""
         slots = np.asarray(slots, dtype=np.int64)
         device_slots = torch.from_numpy(slots).to(self.device, non_blocking=True)
-        sps = self.slots_per_segment if self._bps is not None else 1
+        sps = self.slots_per_segment
         seg_of = slots // sps
         found = np.unique(seg_of)
         missing = [int(s) for s in found if int(s) not in self._tensors]

@@ -1,8 +1,7 @@
-"""One measured run: the engine with a GpuExecutor, and the tables `kvharness simulate` writes
-plus the kv_allocated_bytes column (device memory the KV pool held after each step)."""
+"""One measured run: the engine with a GpuExecutor, writing the tables of `kvharness simulate`
+plus the kv_allocated_bytes column (the recorder reads the executor's pool after each step)."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from harness.config import RunConfig
@@ -23,7 +22,4 @@ def run_on_device(
         return made[0]
 
     result = simulate(config, trace, progress=progress, executor_factory=factory)
-    executor = made[0]
-    result.steps["kv_allocated_bytes"] = np.asarray(executor.kv_bytes_per_step, dtype=np.int64)
-    result.summary["peak_kv_allocated_bytes"] = int(max(executor.kv_bytes_per_step, default=0))
-    return result, executor
+    return result, made[0]

@@ -46,3 +46,24 @@ def test_requests_frame_fills_end_status_and_latencies(make_trace):
 def test_json_writes_nan_as_null(tmp_path):
     write_json(tmp_path / "x.json", {"a": float("nan"), "b": np.int64(3), "c": (1.5,)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": 3, "c": [1.5]}
+
+
+
+class _Pool:
+    """What the recorder reads of a measured run's executor."""
+
+    kv_allocated_bytes = 0
+
+
+def test_kv_allocated_bytes_is_read_after_each_step_only_when_the_executor_has_it(make_trace):
+    usage = Usage(100, 100, 10, 12, 5, 1, 0, 84, 84)
+    pool = _Pool()
+    measured, priced = Recorder(make_trace([1], [1]), pool), Recorder(make_trace([1], [1]))
+    for i in range(3):
+        pool.kv_allocated_bytes = (2 - i) * 1024
+        for recorder in (measured, priced):
+            recorder.row(i * 0.5, 0.25, 1, 0, 0, 0, 1, usage)
+    assert list(measured.steps_frame()["kv_allocated_bytes"]) == [2048, 1024, 0]
+    assert measured.peak_kv_allocated_bytes == 2048
+    assert list(priced.steps_frame().columns) == list(STEP_COLUMNS)
+    assert priced.peak_kv_allocated_bytes is None

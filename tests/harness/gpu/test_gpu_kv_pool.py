@@ -27,16 +27,17 @@ def test_pool_allocates_and_frees_segments_with_the_allocator():
     assert pool.allocated_bytes == 0
     for sid in range(5):
         alloc.allocate(sid, 30)
-    bps = alloc.layout(0).blocks_per_segment
-    assert pool.sync(bps)
+    bps = alloc.blocks_per_segment
+    assert bps == alloc.layout(0).blocks_per_segment
+    assert pool.sync()
     assert sorted(pool._tensors) == list(alloc.segments())
     assert pool.allocated_bytes == len(alloc.segments()) * segment_bytes(bps, 4)
     for sid in range(4):
         alloc.free(sid)
-    assert pool.sync(bps)
+    assert pool.sync()
     assert sorted(pool._tensors) == list(alloc.segments())
     assert pool.allocated_bytes == len(alloc.segments()) * segment_bytes(bps, 4)
-    assert not pool.sync(bps)
+    assert not pool.sync()
 
 
 def test_preallocating_allocators_hold_one_segment_from_the_first_sync():
@@ -44,7 +45,7 @@ def test_preallocating_allocators_hold_one_segment_from_the_first_sync():
         alloc = make_allocator(name, 128)
         pool = make_pool(alloc)
         alloc.allocate(0, 10, final_tokens=20)
-        pool.sync(alloc.layout(0).blocks_per_segment)
+        pool.sync()
         assert pool.allocated_bytes == segment_bytes(pool.blocks_per_segment, pool.block_size)
         assert pool.blocks_per_segment * pool.block_size >= 128 - pool.block_size
 
@@ -54,8 +55,7 @@ def test_write_then_gather_round_trips_across_segments():
     pool = make_pool(alloc)
     for sid in range(3):
         alloc.allocate(sid, 14)
-    layout = alloc.layout(2)
-    pool.sync(layout.blocks_per_segment)
+    pool.sync()
     slots = np.concatenate([np.asarray(alloc.layout(s).slot_mapping(0, 14)) for s in range(3)])
     assert len(np.unique(slots // 16)) >= 2  # the slots span several segments
     where = pool.index(slots)
@@ -75,8 +75,6 @@ def test_slots_in_a_segment_with_no_tensor_are_refused():
     alloc = make_allocator("hybrid", 128, block_size=4, segment_tokens=32)
     pool = make_pool(alloc)
     alloc.allocate(0, 8)
-    pool.sync(alloc.layout(0).blocks_per_segment)
+    pool.sync()
     with pytest.raises(SegmentMismatch):
         pool.index(np.array([100]))
-    with pytest.raises(SegmentMismatch):
-        pool.sync(3)

@@ -50,7 +50,7 @@ def test_prefill_logits_match_transformers(tiny_decoder):
         slots += alloc.layout(sid).slot_mapping(0, len(prompt))
         chunks.append(PrefillChunk(start, len(prompt), 0, None))
         start += len(prompt)
-    pool.sync(alloc.layout(0).blocks_per_segment)
+    pool.sync()
     ids = torch.from_numpy(np.concatenate(prompts))
     step = StepInputs(
         input_ids=ids,
