@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from kernels.paged_decode import DecodeConfig, paged_decode, plan_launch, segment_table
+from kernels.paged_decode import DecodeConfig, paged_decode, plan_launch
+from kernels.segments import segment_table
 from kernels.reference import reference_decode
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 32, 8, 128

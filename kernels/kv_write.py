@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.paged_decode import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
+from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 
 @triton.jit

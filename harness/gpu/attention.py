@@ -24,13 +24,13 @@ class TritonAttention:
     graph_safe = True  # no host synchronisation: a decode step can be captured
 
     def __init__(self) -> None:
-        from kernels import kv_write, paged_decode
+        from kernels import kv_write, paged_decode, segments
 
         self._write_kv = kv_write.write_kv
         self._paged_decode = paged_decode.paged_decode
         self._choose_splits = paged_decode.choose_num_splits
-        self._segment_table = paged_decode.segment_table
-        self._align = paged_decode.ALIGN_BYTES
+        self._segment_table = segments.segment_table
+        self._align = segments.ALIGN_BYTES
         self._sms: int | None = None
 
     def prepare(self, k_segments: list, v_segments: list, previous):

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from kernels.kv_write import write_kv
-from kernels.paged_decode import KVLayoutError, paged_decode, segment_table
+from kernels.paged_decode import paged_decode
+from kernels.segments import KVLayoutError, segment_table
 from kernels.reference import reference_decode
 
 

@@ -12,14 +12,13 @@ from kernels.paged_decode import (
     SHORT_TILE_TOKENS,
     TILE_TOKENS,
     DecodeConfig,
-    KVLayoutError,
     choose_num_splits,
     default_config,
     paged_decode,
     plan_launch,
-    segment_table,
 )
 from kernels.reference import reference_decode
+from kernels.segments import KVLayoutError, segment_table
 
 HEAD_DIM = 32
 TILE_16 = DecodeConfig(block_n=16, num_warps=4, num_stages=2)
