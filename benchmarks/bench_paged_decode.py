@@ -8,8 +8,9 @@ segments of 65536 tokens (as the segmented and hybrid allocators cut it), viewed
 size, addressed by contiguous or shuffled block tables. SDPA runs on a contiguous [B, Hkv, T, D]
 cache of the same data: the non-paged ceiling. `--tune` times launch configurations and split
 counts instead (--tune-profile adds per-kernel device times of graph replays) and writes
-paged_decode_tune_<device>.csv; paged_decode_tune_splits_h100.csv holds such runs, its header
-says which. The committed sweep came from (on the GPU machine):
+paged_decode_tune_<device>.csv (committed under benchmarks/results/tuning/, where the report does
+not look); tuning/paged_decode_tune_splits_h100.csv holds several such runs, and its
+header says which. The committed sweep came from (on the GPU machine):
 
     PYTHONPATH=. python3 benchmarks/bench_paged_decode.py --out benchmarks/results
 """

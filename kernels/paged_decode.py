@@ -56,7 +56,7 @@ class DecodeConfig:
 
 
 def default_config(block_size: int, num_splits: int, max_context: int = 0) -> DecodeConfig:
-    """Launch shape measured best on an H100 (benchmarks/results/paged_decode_tune_h100.csv,
+    """Launch shape measured best on an H100 (benchmarks/results/tuning/paged_decode_tune_h100.csv,
     and paged_decode_tune_splits_h100.csv for split launches).
 
     TILE_TOKENS-token tiles, 2 stages: more bytes in flight per program, which pays wherever a
@@ -82,7 +82,7 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
     programs_per_sm(splits) is how many programs of that launch one SM holds (plan_launch reads
     it off the compiled kernels; without it, 2, the fewest any default launch gets on an H100).
 
-    Measured on an H100 (benchmarks/results/paged_decode_tune_splits_h100.csv). A grid that
+    Measured on an H100 (benchmarks/results/tuning/paged_decode_tune_splits_h100.csv). A grid that
     fits in one wave takes as many splits as still fit, each at least a tile:
     more programs put more loads in flight (1x4096 at block_size 64: 17.7 us with 64 splits of
     one 64-token tile, 18.9 with 32 of two). A larger grid is split only until its last wave is

@@ -1,6 +1,8 @@
 """Measured GPU results files: header comments, kernel classification, per-block-size figures."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from reports.measured import (MeasurementError, find_measurements, kernel_by_block_size,
@@ -47,3 +49,12 @@ def test_bad_header_and_headers_only_raise(tmp_path):
     bare.write_text("# device: x\n")
     with pytest.raises(MeasurementError, match="no CSV table"):
         read_measurement(bare)
+
+
+def test_committed_results_all_read():
+    """Every measured file the report and the cost model read parses, with device and date."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    kernels, others = find_measurements(results)
+    assert kernels and others
+    for measurement in kernels + others:
+        assert measurement.device != "unknown device" and measurement.date != "unknown date"
