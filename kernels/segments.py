@@ -67,8 +67,8 @@ def segment_table(
     return SegmentTable(
         k_base=k_base,
         v_base=v_base,
-        k_offsets=_offsets(k_segments, k_base),
-        v_offsets=_offsets(v_segments, v_base),
+        k_offsets=segment_offsets(k_segments, k_base),
+        v_offsets=segment_offsets(v_segments, v_base),
         blocks_per_segment=shape[0],
         block_size=shape[1],
         num_kv_heads=shape[2],
@@ -76,7 +76,8 @@ def segment_table(
     )
 
 
-def _offsets(segments: Sequence[torch.Tensor | None], base: torch.Tensor) -> torch.Tensor:
+def segment_offsets(segments: Sequence[torch.Tensor | None], base: torch.Tensor) -> torch.Tensor:
+    """Each segment's start in ALIGN_BYTES units from base (signed; 0 for an unbacked id)."""
     offsets = []
     for seg, t in enumerate(segments):
         delta = 0 if t is None else t.data_ptr() - base.data_ptr()

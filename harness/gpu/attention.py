@@ -30,6 +30,7 @@ class TritonAttention:
         self._paged_decode = paged_decode.paged_decode
         self._choose_splits = paged_decode.choose_num_splits
         self._segment_table = segments.segment_table
+        self._segment_offsets = segments.segment_offsets
         self._align = segments.ALIGN_BYTES
         self._sms: int | None = None
 
@@ -42,19 +43,14 @@ class TritonAttention:
         anchor = previous.k_base if previous is not None else torch.empty(
             self._align // checked.k_base.element_size(), dtype=checked.dtype,
             device=checked.k_base.device)
-        k_offsets = self._offsets(k_segments, anchor)
-        v_offsets = self._offsets(v_segments, anchor)
+        k_offsets = self._segment_offsets(k_segments, anchor)
+        v_offsets = self._segment_offsets(v_segments, anchor)
         if previous is not None and previous.k_offsets.shape == k_offsets.shape:
             previous.k_offsets.copy_(k_offsets)
             previous.v_offsets.copy_(v_offsets)
             return previous
         return dataclasses.replace(checked, k_base=anchor, v_base=anchor, k_offsets=k_offsets,
                                    v_offsets=v_offsets)
-
-    def _offsets(self, segments: list, anchor: torch.Tensor) -> torch.Tensor:
-        base = anchor.data_ptr()
-        offsets = [0 if t is None else (t.data_ptr() - base) // self._align for t in segments]
-        return torch.tensor(offsets, dtype=torch.int64).to(anchor.device)
 
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
         self._write_kv(k, v, None, None, where.slots, pool.block_size, pool.blocks_per_segment,
