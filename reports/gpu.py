@@ -3,7 +3,10 @@ block-size ablation (utilization against kernel efficiency), the paged-decode ke
 and the decode throughput of the GPU executor, each with the device and date of measurement."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports.load import Run
@@ -159,15 +162,22 @@ def _utilization_bars(ax, groups: dict[str, Labelled]) -> None:
            title="simulated utilization (cost model)")
 
 
+def _unmeasured_page(title: str, subtitle: str, message: str,
+                     simulated: Callable[[Axes], None]) -> Figure:
+    """The page shown before any GPU measurement is committed: the note beside the simulation."""
+    fig = new_page(title, subtitle)
+    left, right = fig.subplots(1, 2, gridspec_kw={"top": 0.86, "wspace": 0.45})
+    note(left, message)
+    simulated(right)
+    return fig
+
+
 def kernel_pages(groups: dict[str, Labelled], kernels: list[Measurement]) -> list[Figure]:
     if not kernels:
-        fig = new_page("Measured paged-decode kernel throughput",
-                       "Kernel bandwidth per block size, measured on a GPU, beside the "
-                       "simulated utilization of each run.")
-        left, right = fig.subplots(1, 2, gridspec_kw={"top": 0.86, "wspace": 0.45})
-        note(left, NO_KERNEL)
-        _utilization_bars(right, groups)
-        return [fig]
+        return [_unmeasured_page("Measured paged-decode kernel throughput",
+                                 "Kernel bandwidth per block size, measured on a GPU, beside "
+                                 "the simulated utilization of each run.",
+                                 NO_KERNEL, lambda ax: _utilization_bars(ax, groups))]
     pages = []
     for measurement in kernels:
         fig = new_page(f"Measured paged-decode kernel throughput: {measurement.device}",
@@ -197,13 +207,10 @@ def kernel_pages(groups: dict[str, Labelled], kernels: list[Measurement]) -> lis
 
 def decode_pages(groups: dict[str, Labelled], others: list[Measurement]) -> list[Figure]:
     if not others:
-        fig = new_page("Measured decode throughput (GPU executor)",
-                       "Tokens per second measured with real kernels, beside the cost model's "
-                       "simulated throughput.")
-        left, right = fig.subplots(1, 2, gridspec_kw={"top": 0.86, "wspace": 0.45})
-        note(left, NO_DECODE)
-        _throughput_bars(right, groups)
-        return [fig]
+        return [_unmeasured_page("Measured decode throughput (GPU executor)",
+                                 "Tokens per second measured with real kernels, beside the "
+                                 "cost model's simulated throughput.",
+                                 NO_DECODE, lambda ax: _throughput_bars(ax, groups))]
     pages = []
     for measurement in others:
         fig = new_page(f"Measured on GPU: {measurement.path.name}",
