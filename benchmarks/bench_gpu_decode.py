@@ -30,15 +30,15 @@ from pathlib import Path
 import torch
 import triton
 
-from harness.budget import kv_budget
-from harness.engine import simulate
+from harness.model.budget import kv_budget
+from harness.engine.loop import simulate
 from harness.gpu.baseline import build_hf_model, static_batch_generate
 from harness.gpu.executor import build_decoder
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.run import run_on_device
 from harness.gpu.setup import device_name, gpu_run_config, load_slice
-from harness.presets import model_preset
-from harness.recorder import write_run
+from harness.model.presets import model_preset
+from harness.engine.recorder import write_run
 
 ALLOCATORS = ("static", "paged", "segmented", "hybrid")
 SEGMENT_TOKENS = 65536  # the segmented and hybrid allocators' default segment

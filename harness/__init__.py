@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "AllocatorConfig": "harness.config",
-    "ConfigError": "harness.config",
-    "RunConfig": "harness.config",
-    "SchedulerConfig": "harness.config",
-    "RunResult": "harness.engine",
-    "simulate": "harness.engine",
-    "write_run": "harness.recorder",
+    "AllocatorConfig": "harness.model.config",
+    "ConfigError": "harness.model.config",
+    "RunConfig": "harness.model.config",
+    "SchedulerConfig": "harness.model.config",
+    "RunResult": "harness.engine.loop",
+    "simulate": "harness.engine.loop",
+    "write_run": "harness.engine.recorder",
 }
 __all__ = list(_EXPORTS)
 

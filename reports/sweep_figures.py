@@ -1,4 +1,4 @@
-"""Sweep-level report pages, read from a sweep directory's results.csv (schema: harness/sweep.py).
+"""Sweep-level report pages, read from a sweep directory's results.csv (schema: harness/sweep/runner.py).
 
 - Block size: mean utilization and peak concurrency (peak_running) against block size, one line
   per allocator (and per value of any other grid key that varies); an allocator without a block
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.sweep import RESULTS_CSV, SWEEP_JSON, config_columns
+from harness.sweep.runner import RESULTS_CSV, SWEEP_JSON, config_columns
 from reports.load import ALLOCATOR_ORDER, PARAM_ABBREVIATIONS
 from reports.style import PLOT_AREA, RC, block_size_axis, new_page, note, page_legend, run_style
 

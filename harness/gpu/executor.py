@@ -1,11 +1,11 @@
 """The GPU executor: runs each engine step on the device and returns its measured time.
 
-It plugs into the engine's Executor protocol (harness.executors): the scheduler and the allocator
+It plugs into the engine's Executor protocol (harness.engine.executor): the scheduler and the allocator
 are the very objects of a simulated run; only the step time is measured (CUDA events around the
 device work) instead of priced, so arrivals, queueing, admission and preemption follow the same
 code. The executor keeps each sequence's token ids (prompts drawn by harness.gpu.prompts, then the
 greedy samples), its block table as last read from the allocator and how much of its KV is
-written. The batch tells it what became of sequences since the last step (harness.executors):
+written. The batch tells it what became of sequences since the last step (harness.engine.executor):
 forks share the parent's KV; swapped-out KV goes to the host swap space before anything can
 overwrite its slots, and swapped-in KV comes back into the new slots; a preempted sequence loses
 its KV and keeps the tokens the batch says; a prefill chunk of a sequence with no KV is an
@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 from allocators import Allocator
-from harness.budget import bytes_per_token
-from harness.config import RunConfig
-from harness.executors import Batch
+from harness.model.budget import bytes_per_token
+from harness.model.config import RunConfig
+from harness.engine.executor import Batch
 from harness.gpu.attention import default_backend
 from harness.gpu.batching import DecodeWork, PrefillWork, build_step, slots_of
 from harness.gpu.graphs import DecodeGraphs

@@ -39,7 +39,7 @@ class DecoderConfig:
 
     @classmethod
     def from_model_spec(cls, spec) -> DecoderConfig:
-        """The decoder of a harness.config.ModelSpec preset (same shape, Llama 3 constants)."""
+        """The decoder of a harness.model.config.ModelSpec preset (same shape, Llama 3 constants)."""
         return cls(
             num_layers=spec.num_layers,
             num_heads=spec.num_heads,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.config import RunConfig
-from harness.engine import RunResult, simulate
+from harness.model.config import RunConfig
+from harness.engine.loop import RunResult, simulate
 from harness.gpu.executor import GpuExecutor
 from harness.gpu.model import Decoder
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from harness.config import AllocatorConfig, RunConfig
-from harness.presets import gpu_preset, model_preset
+from harness.model.config import AllocatorConfig, RunConfig
+from harness.model.presets import gpu_preset, model_preset
 
 CPU_BUDGET_SLOTS = 65536
 # Device names (torch.cuda.get_device_name) to GPU presets, first match wins.

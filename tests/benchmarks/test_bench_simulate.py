@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import AllocatorConfig, RunConfig
-from harness.engine import simulate
+from harness.model.config import AllocatorConfig, RunConfig
+from harness.engine.loop import simulate
 
 workloads = pytest.importorskip("workloads")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import AllocatorConfig, RunConfig, SchedulerConfig
+from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig
 
 
 def make_trace(

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from harness.cli import build_parser, main
-from harness.commands.run import DEFAULT_ALLOCATORS, DEFAULT_TRACES, plan_jobs
+from harness.cli.run import DEFAULT_ALLOCATORS, DEFAULT_TRACES, plan_jobs
 
 pypdf = pytest.importorskip("pypdf")
 

@@ -7,8 +7,8 @@ import math
 import pytest
 from matplotlib.backends.backend_pdf import PdfPages
 
-from harness.grid import Grid, expand
-from harness.sweep import SUMMARY_KEYS, LocalExecutor, run_sweep
+from harness.sweep.grid import Grid, expand
+from harness.sweep.runner import SUMMARY_KEYS, LocalExecutor, run_sweep
 from reports.sweep_figures import add_sweep_pages, goodput, is_sweep_dir, load_results
 
 # p99 TTFT (s) per allocator at rate scales 1, 2, 4: paged fails from 4x, static from 2x, hybrid

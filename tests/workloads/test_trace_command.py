@@ -9,7 +9,7 @@ from harness.cli import main as cli
 
 def test_the_subcommand_module_imports_cheaply():
     code = (
-        "import sys, harness.commands.trace; "
+        "import sys, harness.cli.trace; "
         "heavy = {'pandas', 'numpy', 'workloads'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

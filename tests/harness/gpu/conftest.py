@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from harness.gpu.executor import build_decoder  # noqa: E402
-from harness.presets import model_preset  # noqa: E402
+from harness.model.presets import model_preset  # noqa: E402
 from workloads.trace import make_trace  # noqa: E402
 
 

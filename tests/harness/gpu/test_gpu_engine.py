@@ -7,12 +7,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from harness.config import AllocatorConfig, RunConfig, SchedulerConfig  # noqa: E402
+from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig  # noqa: E402
 from harness.gpu.baseline import build_hf_model, hf_greedy  # noqa: E402
 from harness.gpu.executor import build_decoder  # noqa: E402
 from harness.gpu.prompts import prompt_tokens  # noqa: E402
 from harness.gpu.run import run_on_device  # noqa: E402
-from harness.presets import model_preset  # noqa: E402
+from harness.model.presets import model_preset  # noqa: E402
 
 # Budgets (slots) small enough to force preemptions of every kind on the traces below; static
 # reserves prompt + output per sample, so it needs more to finish every request.

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from allocators import make_allocator  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
 from harness.gpu.model import DecoderConfig, PrefillChunk, StepInputs, random_weights  # noqa: E402
-from harness.presets import model_preset  # noqa: E402
+from harness.model.presets import model_preset  # noqa: E402
 
 
 def test_weights_are_seeded_and_shaped_like_the_preset():

@@ -1,0 +1,98 @@
+"""`kvharness plan`: KV budget, the longest context that fits, and concurrency per allocator.
+
+    kvharness plan --model llama3-8b --gpu h100-80gb --context 8192
+    kvharness plan --model llama3-8b --gpu h200-141gb --tp 8 --max-model-len 10000000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="llama3-8b", help="model preset")
+    parser.add_argument("--gpu", default="h100-80gb", help="GPU preset")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
+    parser.add_argument("--context", type=int, default=8192, help="tokens per sequence")
+    parser.add_argument("--max-model-len", type=int,
+                        help="configured maximum length (static engines preallocate it)")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--block-size", type=int, default=16, help="paged and hybrid block")
+    parser.add_argument("--align-tokens", type=int, default=16, help="static alignment")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=8192,
+                        help="sizes the activation reserve, as in vLLM's profile run")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.cli.simulate import user_errors
+    from harness.model.config import RunConfig, SchedulerConfig
+    from harness.model.planner import plan_capacity
+    from harness.model.presets import gpu_preset, model_preset
+
+    try:
+        config = RunConfig(
+            model=model_preset(args.model),
+            gpu=gpu_preset(args.gpu),
+            tp=args.tp,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            scheduler=SchedulerConfig(max_num_batched_tokens=args.max_num_batched_tokens),
+        )
+        plan = plan_capacity(
+            config, context=args.context, max_model_len=args.max_model_len,
+            block_size=args.block_size, align_tokens=args.align_tokens,
+        )
+    except (*user_errors(), ValueError) as exc:
+        print(f"kvharness plan: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def plan_dict(plan) -> dict:
+    b = plan.budget
+    return {
+        "model": plan.config.model.name,
+        "gpu": plan.config.gpu.name,
+        "tp": plan.config.tp,
+        "bytes_per_token": b.bytes_per_token,
+        "weight_bytes": b.weight_bytes,
+        "activation_bytes": b.activation_bytes,
+        "kv_bytes": b.kv_bytes,
+        "kv_tokens": b.slots,
+        "context": plan.context,
+        "max_model_len": plan.max_model_len,
+        "allocators": [vars(cap) for cap in plan.allocators],
+        "warnings": list(plan.warnings),
+    }
+
+
+def format_plan(plan) -> str:
+    from harness.model.presets import GIB
+
+    b, c = plan.budget, plan.config
+    lines = [
+        f"{c.model.name} on {c.gpu.name} x tp {c.tp} "
+        f"(gpu_memory_utilization {c.gpu_memory_utilization:g}), per GPU:",
+        f"  memory {c.gpu.memory_bytes / GIB:,.1f} GiB, weights {b.weight_bytes / GIB:,.2f} GiB, "
+        f"activations {b.activation_bytes / GIB:,.2f} GiB",
+        f"  KV cache {b.kv_bytes / GIB:,.2f} GiB = {b.slots:,} tokens at "
+        f"{b.bytes_per_token:,} bytes per token",
+        "",
+        f"at context {plan.context:,}" + _static_note(plan),
+        f"  {'allocator':<10} {'tokens/seq':>12} {'max concurrent':>15} {'longest context':>16}",
+    ]
+    for cap in plan.allocators:
+        lines.append(
+            f"  {cap.name:<10} {cap.tokens_per_seq:>12,} {cap.max_concurrency:>15,} "
+            f"{cap.largest_context:>16,}"
+        )
+    lines.extend(f"\nWARNING: {w}" for w in plan.warnings)
+    return "\n".join(lines)
+
+
+def _static_note(plan) -> str:
+    if plan.max_model_len is None:
+        return ""
+    return f" (static reserves max_model_len {plan.max_model_len:,})"

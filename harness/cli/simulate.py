@@ -1,0 +1,173 @@
+"""`kvharness simulate`: replay one trace through one allocator and write the run directory.
+
+    kvharness simulate --trace azure-conv --allocator paged --block-size 16 \
+        --model llama3-8b --gpu h100-80gb --out runs/azure-paged
+
+Flags override the values of --config FILE.toml; everything left unset keeps the defaults of
+harness.model.config.RunConfig.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+# --block-size sets the allocation grain of each allocator under its own parameter name.
+GRAIN_PARAM = {"static": "align_tokens", "paged": "block_size", "segmented": "page_size",
+               "hybrid": "block_size"}
+GIB = 1 << 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trace", required=True, help="trace file or bundled name (azure-conv)")
+    parser.add_argument("--out", required=True, help="run directory to write")
+    parser.add_argument("--config", help="a RunConfig as TOML (YAML with PyYAML)")
+    parser.add_argument("--requests", type=int, help="replay only the first N requests")
+    parser.add_argument("--rate-scale", type=float, help="replay at this multiple of the rate")
+    add_config_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that override a RunConfig (shared with other subcommands)."""
+    parser.add_argument("--allocator",
+                        help="static | paged | segmented | hybrid, or a comma-separated list "
+                        "(simulate: one run directory each under --out, and a table)")
+    parser.add_argument("--block-size", type=int,
+                        help="allocation grain: block_size (paged, hybrid), page_size "
+                        "(segmented), align_tokens (static)")
+    parser.add_argument("--param", action="append", default=[], metavar="[ALLOCATOR.]KEY=VALUE",
+                        help="another allocator parameter, e.g. segment_tokens=65536; with a "
+                        "prefix (segmented.segment_tokens=4096) only for that allocator")
+    parser.add_argument("--model", help="model preset (llama3-8b, llama3-70b, qwen2.5-7b, ...)")
+    parser.add_argument("--gpu", help="GPU preset (h100-80gb, h200-141gb, a100-80gb)")
+    parser.add_argument("--tp", type=int, help="tensor-parallel degree")
+    parser.add_argument("--gpu-memory-utilization", type=float)
+    parser.add_argument("--budget-slots", type=int, help="KV slots, instead of memory arithmetic")
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--max-num-batched-tokens", type=int)
+    parser.add_argument("--no-chunked-prefill", action="store_true")
+    parser.add_argument("--preemption", choices=("recompute", "swap"))
+    parser.add_argument("--swap-space-gib", type=float, help="CPU swap space per GPU")
+    parser.add_argument("--max-model-len", type=int, help="reject longer requests")
+    parser.add_argument("--horizon-s", type=float, help="stop the clock at this time")
+    parser.add_argument("--seed", type=int)
+
+
+def _value(text: str) -> Any:
+    """A --param value: int, float, true/false, or the string itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_config(args: argparse.Namespace):
+    """The RunConfig of --config with the flags applied."""
+    from harness.model.config import AllocatorConfig, ConfigError, RunConfig
+    from harness.model.presets import gpu_preset, model_preset
+
+    config = RunConfig.from_file(args.config) if args.config else RunConfig()
+    top: dict[str, Any] = {}
+    if args.model:
+        top["model"] = model_preset(args.model)
+    if args.gpu:
+        top["gpu"] = gpu_preset(args.gpu)
+    for flag, name in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
+                       ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
+                       ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            top[name] = getattr(args, flag)
+    sched: dict[str, Any] = {}
+    for name in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len"):
+        if getattr(args, name) is not None:
+            sched[name] = getattr(args, name)
+    if args.no_chunked_prefill:
+        sched["chunked_prefill"] = False
+    if args.swap_space_gib is not None:
+        sched["swap_space_bytes"] = int(args.swap_space_gib * GIB)
+    name = args.allocator or config.allocator.name
+    params = config.allocator.kwargs if name == config.allocator.name else {}
+    if args.block_size is not None:
+        params[GRAIN_PARAM.get(name, "block_size")] = args.block_size
+    for item in args.param:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {item!r}: expected [ALLOCATOR.]KEY=VALUE")
+        owner, dot, key = key.rpartition(".")
+        if not dot or owner == name:
+            params[key] = _value(text)
+    top["allocator"] = AllocatorConfig.of(name, **params)
+    top["scheduler"] = dataclasses.replace(config.scheduler, **sched)
+    return dataclasses.replace(config, **top)
+
+
+def load_trace(args: argparse.Namespace):
+    import workloads
+
+    trace = workloads.load_trace(args.trace)
+    if args.requests is not None:
+        trace = workloads.take(trace, args.requests)
+    if args.rate_scale is not None:
+        trace = workloads.scale_rate(trace, args.rate_scale)
+    return trace
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that describe a bad input (config, preset, budget, trace), not a bug."""
+    from harness.model.budget import BudgetError
+    from harness.model.config import ConfigError
+    from harness.model.presets import PresetError
+    from workloads import TraceError
+
+    return (BudgetError, ConfigError, PresetError, TraceError, OSError)
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.engine.summary import comparison_table
+
+    names = (args.allocator or "").split(",") if args.allocator else [None]
+    summaries = {}
+    try:
+        trace = load_trace(args)
+        for name in names:
+            config = build_config(argparse.Namespace(**{**vars(args), "allocator": name}))
+            out = Path(args.out) / config.allocator.name if len(names) > 1 else Path(args.out)
+            result = _run(config, trace, out, progress=not args.no_progress)
+            summaries[config.allocator.name] = result.summary
+    except user_errors() as exc:
+        print(f"kvharness simulate: error: {exc}", file=sys.stderr)
+        return 2
+    if len(names) > 1:
+        print(comparison_table(summaries))
+    return 0
+
+
+def _run(config, trace, out: Path, *, progress: bool):
+    """Simulate, write the run directory, and say in one line how it went (on stderr)."""
+    import time
+
+    from harness.engine.loop import simulate
+    from harness.engine.recorder import write_run
+
+    started = time.perf_counter()
+    result = simulate(config, trace, progress=progress)
+    elapsed = time.perf_counter() - started
+    write_run(result, out)
+    s = result.summary
+    print(
+        f"{config.allocator.name}: {s['completed']}/{s['requests']} completed, "
+        f"{s['rejected']} rejected, utilization {s['utilization_mean']:.1%}, "
+        f"peak running {s['peak_running']}, {s['throughput_tok_s']:.0f} tok/s, "
+        f"TTFT p50 {s['ttft_p50_s'] * 1e3:.0f} ms; simulated {s['sim_time_s']:.0f} s "
+        f"in {elapsed:.1f} s wall -> {out}",
+        file=sys.stderr,
+    )
+    return result

@@ -1,0 +1,245 @@
+"""The SimPy engine: arrivals -> scheduler -> executor -> clock -> recorder.
+
+Two processes share one clock. The arrival process sleeps until each request's arrival and puts
+it in the waiting queue. The engine loop schedules a step, asks the executor how long it takes,
+records it and advances the clock by that much; with nothing to run it sleeps until the next
+arrival. The executor is the only part that differs between a simulated and a measured run.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from allocators import make_allocator
+from harness.model.budget import kv_budget
+from harness.model.config import ConfigError, RunConfig
+from harness.engine.executor import CostModelExecutor, ExecutorFactory
+from harness.model.planner import max_model_len_warning
+from harness.engine.recorder import Recorder
+from harness.engine.sequences import Group
+from harness.engine.scheduler import DecodeRun, Scheduler
+from harness.engine.summary import summarize
+
+
+# Decode-run steps priced per call: enough to amortize numpy, few enough not to price steps
+# that the next arrival (every ~30 steps on the Azure trace) cuts off.
+DECODE_RUN_CHUNK = 32
+
+
+class SchedulerStalled(RuntimeError):
+    """Work remains but the scheduler finds nothing to run and nothing will arrive."""
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the two tables, the summary, and where it came from."""
+
+    config: RunConfig
+    steps: pd.DataFrame
+    requests: pd.DataFrame
+    summary: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)  # trace, executor, device
+
+
+def simulate(
+    config: RunConfig,
+    trace: pd.DataFrame,
+    *,
+    progress: bool = False,
+    executor_factory: ExecutorFactory | None = None,
+) -> RunResult:
+    """Replay a canonical trace through one allocator; the cost model prices steps unless
+    another executor factory (config, allocator) -> Executor is given."""
+    return Engine(config, trace, executor_factory=executor_factory).run(progress=progress)
+
+
+def _effective_max_model_len(config: RunConfig) -> int | None:
+    """The tighter of the scheduler's limit and a static allocator's per-request reservation."""
+    limits = [config.scheduler.max_model_len, config.allocator.kwargs.get("max_model_len")]
+    limits = [x for x in limits if x is not None]
+    return min(limits) if limits else None
+
+
+class Engine:
+    """One run's objects: budget, allocator, recorder, scheduler, executor."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        trace: pd.DataFrame,
+        *,
+        executor_factory: ExecutorFactory | None = None,
+    ) -> None:
+        if config.horizon_s is not None:  # requests arriving later are not part of the run
+            attrs = dict(trace.attrs)
+            trace = trace[trace["arrival_s"] < config.horizon_s]
+            trace.attrs.update(attrs)
+        self.config = config
+        self.trace = trace
+        self.budget = kv_budget(config)
+        static_len = config.allocator.kwargs.get("max_model_len")
+        if config.allocator.name == "static" and static_len is not None:
+            align = config.allocator.kwargs.get("align_tokens", 16)
+            warning = max_model_len_warning(config, static_len, align_tokens=align)
+            if warning:
+                raise ConfigError(warning)
+        try:
+            self.allocator = make_allocator(
+                config.allocator.name, self.budget.slots, **config.allocator.kwargs
+            )
+        except (TypeError, ValueError) as exc:  # an unknown name, parameter or value
+            raise ConfigError(f"allocator {config.allocator.name!r}: {exc}") from None
+        self.executor = (executor_factory or CostModelExecutor)(config, self.allocator)
+        self.recorder = Recorder(trace, self.executor)
+        self.scheduler = Scheduler(
+            config.scheduler,
+            self.allocator,
+            self.recorder,
+            budget_slots=self.budget.slots,
+            swap_slots=config.scheduler.swap_space_bytes // self.budget.bytes_per_token,
+            chunk_tokens=int(trace.attrs.get("chunk_tokens", 0) or 0),
+            max_model_len=_effective_max_model_len(config),
+        )
+        self._groups: list[Group] = []
+        self.arrived = 0
+        self._idle: simpy.Event | None = None
+        self._arrivals_done = False
+
+    def run(self, *, progress: bool = False) -> RunResult:
+        env = simpy.Environment()
+        env.process(self._arrivals(env))
+        loop = env.process(self._loop(env, progress))
+        env.run(until=loop)
+        return self._result(env.now)
+
+    def _arrivals(self, env: simpy.Environment):
+        """Put each request in the waiting queue at its arrival time; wake an idle engine."""
+        trace = self.trace
+        arrival = trace["arrival_s"].to_numpy(dtype=np.float64).tolist()
+        prompt = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
+        output = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
+        samples = trace["n"].to_numpy(dtype=np.int64).tolist()
+        hashes = trace["prefix_hashes"].tolist()
+        next_child = len(trace)  # children's seq ids follow the request ids
+        for rid in range(len(trace)):
+            delay = arrival[rid] - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            n = samples[rid]
+            seq_ids = (rid, *range(next_child, next_child + n - 1))
+            next_child += n - 1
+            group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids)
+            self._groups.append(group)
+            self.scheduler.add(group)
+            self.arrived += 1
+            self._wake()
+        self._arrivals_done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._idle is not None and not self._idle.triggered:
+            self._idle.succeed()
+
+    def _loop(self, env: simpy.Environment, progress: bool):
+        sched, executor, recorder = self.scheduler, self.executor, self.recorder
+        usage = self.allocator.usage
+        waiting, swapped = sched.waiting, sched.swapped
+        decode_steps = getattr(executor, "decode_steps", None)
+        bar = _progress_bar(len(self.trace), progress)
+        shown = 0
+        horizon = self.config.horizon_s
+        while horizon is None or env.now < horizon:
+            batch = sched.schedule(env.now)
+            if batch is None:
+                if self._arrivals_done:
+                    if sched.has_work:
+                        raise SchedulerStalled(
+                            f"t={env.now:.3f}s: {len(sched.running)} running, {len(waiting)} "
+                            f"waiting, {len(swapped)} swapped, nothing schedulable"
+                        )
+                    break
+                self._idle = env.event()
+                yield self._idle
+                self._idle = None
+                continue
+            step_s = executor.step(batch)
+            recorder.step(
+                env.now, step_s, sched.num_running_seqs, len(waiting), len(swapped), batch, usage()
+            )
+            yield env.timeout(step_s)
+            sched.complete(env.now)
+            if decode_steps is not None:
+                run = sched.decode_run()
+                if run is not None:
+                    yield from self._decode_run(env, run, decode_steps)
+            if bar is not None and recorder.num_done != shown:
+                bar.update(recorder.num_done - shown)
+                shown = recorder.num_done
+        if bar is not None:
+            bar.close()
+
+    def _decode_run(self, env: simpy.Environment, run: DecodeRun, decode_steps):
+        """Decode-only steps priced together and recorded one by one, exactly as the loop would
+        run them; an arrival ends the run, since the next step may admit it. Steps are priced
+        in chunks: a run is often cut short by the next arrival."""
+        sched, recorder, usage = self.scheduler, self.recorder, self.allocator.usage
+        horizon = self.config.horizon_s if self.config.horizon_s is not None else math.inf
+        arrived = self.arrived
+        running, waiting = sched.num_running_seqs, len(sched.waiting)
+        done = 0
+        while done < run.steps and self.arrived == arrived and env.now < horizon:
+            count = min(DECODE_RUN_CHUNK, run.steps - done)
+            offsets = np.arange(done, done + count, dtype=np.int64)
+            for step_s in decode_steps(run.decode_tokens, run.context_tokens +
+                                       run.decode_tokens * offsets).tolist():
+                if self.arrived != arrived or env.now >= horizon:
+                    break
+                sched.decode_step(run)
+                recorder.row(env.now, step_s, running, waiting, 0, 0, run.decode_tokens, usage())
+                yield env.timeout(step_s)
+                done += 1
+        sched.end_decode_run(done)
+
+    def _result(self, end_s: float) -> RunResult:
+        sched = self.scheduler
+        end_status = {g.rid: "running" for g in sched.running}
+        end_status.update({g.rid: "queued" for g in (*sched.waiting, *sched.swapped)})
+        steps = self.recorder.steps_frame()
+        requests = self.recorder.requests_frame(end_status)
+        output_tokens = sum(g.n * g.generated for g in self._groups)
+        summary = summarize(
+            steps,
+            requests,
+            budget_slots=self.budget.slots,
+            bytes_per_token=self.budget.bytes_per_token,
+            output_tokens=output_tokens,
+            sim_time_s=end_s,
+        )
+        peak_kv_bytes = self.recorder.peak_kv_allocated_bytes
+        if peak_kv_bytes is not None:
+            summary["peak_kv_allocated_bytes"] = peak_kv_bytes
+        info = {
+            "trace": {
+                "name": self.trace.attrs.get("name"),
+                "source": self.trace.attrs.get("source"),
+                "rows": len(self.trace),
+            },
+            "executor": self.executor.name,
+            "device": self.executor.device,
+            "executor_details": dict(getattr(self.executor, "details", {})),
+        }
+        return RunResult(self.config, steps, requests, summary, info)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="req", file=sys.stderr, desc="requests done")

@@ -1,0 +1,260 @@
+"""The results of a run: one row per engine step and one row per request, and their files.
+
+Step rows are kept as tuples in small chunks turned into float64 arrays: the Azure trace makes
+over 400,000 steps, and a tuple of Python numbers per row would take some 300 MB. The
+recorder alone appends rows; the scheduler reports request events to it. An executor that holds
+real KV memory (it has `kv_allocated_bytes`) adds a kv_allocated_bytes column, read after each
+step; cost-model runs keep exactly the columns of STEP_COLUMNS.
+"""
+from __future__ import annotations
+
+import json
+import math
+from operator import attrgetter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from allocators import Usage
+from harness.engine.executor import Batch
+
+USAGE_COLUMNS = (
+    "budget",
+    "backed",
+    "live",
+    "logical",
+    "reserved",
+    "internal",
+    "cached",
+    "free",
+    "largest_free_run",
+    "utilization",
+    "external_fragmentation",
+)
+STEP_COLUMNS = (
+    "step",
+    "time_s",
+    "step_ms",
+    "running",
+    "waiting",
+    "swapped",
+    "batch_tokens",
+    "prefill_tokens",
+    "decode_tokens",
+) + USAGE_COLUMNS
+REQUEST_COLUMNS = (
+    "request_id",
+    "arrival_s",
+    "prompt_tokens",
+    "output_tokens",
+    "n",
+    "status",
+    "reason",
+    "admit_s",
+    "first_token_s",
+    "finish_s",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "preemptions",
+    "prefix_hit_tokens",
+)
+FLOAT_STEP_COLUMNS = ("time_s", "step_ms", "utilization", "external_fragmentation")
+FLOAT_FORMAT = "%.9g"  # fixed, so equal runs write byte-identical files
+_CHUNK_ROWS = 8192
+_usage_figures = attrgetter(*USAGE_COLUMNS)
+
+
+KV_BYTES_COLUMN = "kv_allocated_bytes"
+
+
+class Recorder:
+    """Collects step rows and request events of one run (requests indexed by request_id)."""
+
+    def __init__(self, trace: pd.DataFrame, executor: object | None = None) -> None:
+        self.trace = trace
+        # Device memory the executor's KV pool holds, read after each step (measured runs).
+        self._executor = executor if hasattr(executor, KV_BYTES_COLUMN) else None
+        self._kv_bytes: list[int] = []
+        n = len(trace)
+        self.admit_s = [math.nan] * n
+        self.first_token_s = [math.nan] * n
+        self.finish_s = [math.nan] * n
+        self.preemptions = [0] * n
+        self.prefix_hit_tokens = [0] * n
+        self.status = [""] * n
+        self.reason = [""] * n
+        self.num_done = 0  # completed or rejected
+        self._chunks: list[np.ndarray] = []
+        self._rows: list[tuple] = []
+
+    # request events, called by the scheduler
+    def admitted(self, rid: int, t: float, hit_tokens: int) -> None:
+        if math.isnan(self.admit_s[rid]):  # the first admission; later ones follow preemptions
+            self.admit_s[rid] = t
+        self.prefix_hit_tokens[rid] += hit_tokens
+
+    def first_token(self, rid: int, t: float) -> None:
+        self.first_token_s[rid] = t
+
+    def finished(self, rid: int, t: float) -> None:
+        self.finish_s[rid] = t
+        self.status[rid] = "completed"
+        self.num_done += 1
+
+    def rejected(self, rid: int, reason: str) -> None:
+        self.status[rid] = "rejected"
+        self.reason[rid] = reason
+        self.num_done += 1
+
+    def preempted(self, rid: int) -> None:
+        self.preemptions[rid] += 1
+
+    def step(
+        self, time_s: float, step_s: float, running: int, waiting: int, swapped: int,
+        batch: Batch, usage: Usage,
+    ) -> None:
+        self.row(time_s, step_s, running, waiting, swapped, batch.prefill_tokens,
+                 batch.decode_tokens, usage)
+
+    def row(
+        self, time_s: float, step_s: float, running: int, waiting: int, swapped: int,
+        prefill_tokens: int, decode_tokens: int, usage: Usage,
+    ) -> None:
+        """One step: when it started, how long it took, the queues, its tokens, the KV usage."""
+        if self._executor is not None:
+            self._kv_bytes.append(self._executor.kv_allocated_bytes)
+        rows = self._rows
+        rows.append(
+            (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens)
+            + _usage_figures(usage)
+        )
+        if len(rows) == _CHUNK_ROWS:
+            self._chunks.append(np.array(rows, dtype=np.float64))
+            rows.clear()
+
+    @property
+    def peak_kv_allocated_bytes(self) -> int | None:
+        """The most device KV memory held after a step; None when the executor holds none."""
+        return max(self._kv_bytes, default=0) if self._executor is not None else None
+
+    def steps_frame(self) -> pd.DataFrame:
+        """The steps table with the columns of STEP_COLUMNS (and kv_allocated_bytes when the
+        executor has it)."""
+        chunks = self._chunks + ([np.array(self._rows, dtype=np.float64)] if self._rows else [])
+        data = np.concatenate(chunks) if chunks else np.zeros((0, 7 + len(USAGE_COLUMNS)))
+        t, step_s, running, waiting, swapped, prefill, decode = data[:, :7].T
+        columns = {
+            "step": np.arange(len(data), dtype=np.int64),
+            "time_s": t,
+            "step_ms": step_s * 1e3,
+            "running": running,
+            "waiting": waiting,
+            "swapped": swapped,
+            "batch_tokens": prefill + decode,
+            "prefill_tokens": prefill,
+            "decode_tokens": decode,
+        }
+        columns.update(zip(USAGE_COLUMNS, data[:, 7:].T))
+        frame = pd.DataFrame(columns)
+        ints = [c for c in STEP_COLUMNS if c not in FLOAT_STEP_COLUMNS]
+        frame = frame.astype({c: np.int64 for c in ints})
+        if self._executor is not None:
+            frame[KV_BYTES_COLUMN] = np.asarray(self._kv_bytes, dtype=np.int64)
+        return frame
+
+    def requests_frame(self, end_status: dict[int, str]) -> pd.DataFrame:
+        """The requests table; end_status gives "queued" / "running" for unfinished requests."""
+        trace = self.trace
+        status = [s or end_status.get(rid, "queued") for rid, s in enumerate(self.status)]
+        arrival = trace["arrival_s"].to_numpy(dtype=np.float64)
+        first = np.array(self.first_token_s)
+        finish = np.array(self.finish_s)
+        completed = np.array(status) == "completed"
+        output = trace["output_tokens"].to_numpy(dtype=np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpot = np.where(completed & (output > 1), (finish - first) / (output - 1), np.nan)
+        frame = pd.DataFrame(
+            {
+                "request_id": trace["request_id"].to_numpy(dtype=np.int64),
+                "arrival_s": arrival,
+                "prompt_tokens": trace["prompt_tokens"].to_numpy(dtype=np.int64),
+                "output_tokens": output,
+                "n": trace["n"].to_numpy(dtype=np.int64),
+                "status": status,
+                "reason": self.reason,
+                "admit_s": np.array(self.admit_s),
+                "first_token_s": first,
+                "finish_s": finish,
+                "ttft_s": first - arrival,
+                "tpot_s": tpot,
+                "e2e_s": np.where(completed, finish - arrival, np.nan),
+                "preemptions": np.array(self.preemptions, dtype=np.int64),
+                "prefix_hit_tokens": np.array(self.prefix_hit_tokens, dtype=np.int64),
+            }
+        )
+        return frame
+
+
+def write_tables(out_dir: Path, steps: pd.DataFrame, requests: pd.DataFrame) -> None:
+    """steps.csv and requests.csv with a fixed float format (NaN as an empty field)."""
+    for name, frame in (("steps", steps), ("requests", requests)):
+        frame.to_csv(
+            out_dir / f"{name}.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n"
+        )
+
+
+def write_json(path: Path, data: dict) -> None:
+    """JSON with NaN written as null, keys in insertion order, a final newline."""
+    with open(path, "w") as fh:
+        json.dump(_jsonable(data), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    return value
+
+
+def versions() -> dict[str, str]:
+    """Versions of what shaped the numbers (no timestamps: results files stay reproducible)."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("kvharness", "numpy", "pandas", "simpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def write_run(result, out_dir: str | Path) -> Path:
+    """Write a RunResult as steps.csv, requests.csv and run.json into out_dir (created)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(out, result.steps, result.requests)
+    info = result.info
+    write_json(
+        out / "run.json",
+        {
+            "config": result.config.to_dict(),
+            "trace": info.get("trace", {}),
+            "executor": info.get("executor"),
+            "device": info.get("device"),
+            "executor_details": info.get("executor_details", {}),
+            "versions": versions(),
+            "seed": result.config.seed,
+            "summary": result.summary,
+        },
+    )
+    return out

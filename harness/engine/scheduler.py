@@ -1,0 +1,393 @@
+"""Continuous batching like vLLM's: FCFS admission, token and sequence limits, chunked prefill,
+preemption by recompute or swap, and rejection of requests that can never run.
+
+Each step, running requests go first in admission order (decode: one token per sample; an
+unfinished prefill: its next chunk), then swapped requests come back, then waiting requests are
+admitted in arrival order while tokens, sequence slots and KV memory last. When a running request
+cannot grow, the latest admitted request is preempted; a step that preempted admits nobody.
+The scheduler alone moves requests between the waiting, running and swapped queues, and its
+batches tell the executor what became of each sequence (forked, swapped, preempted, finished),
+so that an executor holding real KV follows these rules without re-deriving them.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple, Protocol
+
+from allocators import Allocator, OutOfKVMemory
+from harness.model.config import SchedulerConfig
+from harness.engine.executor import Batch
+from harness.engine.sequences import Group
+from harness.engine.swap import SwapSpace, restore
+
+
+class RequestEvents(Protocol):
+    """Where the scheduler reports what happens to requests (the recorder)."""
+
+    def admitted(self, rid: int, t: float, hit_tokens: int) -> None: ...
+    def first_token(self, rid: int, t: float) -> None: ...
+    def finished(self, rid: int, t: float) -> None: ...
+    def rejected(self, rid: int, reason: str) -> None: ...
+    def preempted(self, rid: int) -> None: ...
+
+
+class DecodeRun(NamedTuple):
+    """Steps that can only decode every running sample by one token (see decode_run)."""
+
+    seq_ids: list[int]  # every running sequence, in scheduling order
+    decode_tokens: int  # tokens per step: one per sequence
+    context_tokens: int  # KV tokens the first step reads; each next step reads decode_tokens more
+    steps: int
+
+
+class Scheduler:
+    """The waiting, running and swapped queues of one run and the per-step decisions."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        allocator: Allocator,
+        events: RequestEvents,
+        *,
+        budget_slots: int,
+        swap_slots: int,
+        chunk_tokens: int = 0,
+        max_model_len: int | None = None,
+    ) -> None:
+        self.config = config
+        self.allocator = allocator
+        self.events = events
+        self.budget_slots = budget_slots
+        self.swap = SwapSpace(swap_slots)
+        self.chunk_tokens = chunk_tokens  # tokens per prefix hash of the trace
+        self.max_model_len = max_model_len
+        self.waiting: deque[Group] = deque()
+        self.running: list[Group] = []  # admission order: the last is the preemption victim
+        self.swapped: deque[Group] = deque()
+        self.num_running_seqs = 0
+        self._blocked = False  # the queue head did not fit; retry once memory is freed
+        self._preempted = False
+        self._scheduled: list[tuple[Group, int]] = []  # (group, prefill tokens; 0 = decode)
+        # The next step's batch: it collects the lifecycle events from now on (requests that
+        # finish in complete(), events of a step that ran nothing) until a step runs it.
+        self._next = Batch()
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting or self.swapped)
+
+    def add(self, g: Group) -> None:
+        """A request arrives: queue it, or reject it at once when it can never run."""
+        reason = self._impossible(g)
+        if reason:
+            self.events.rejected(g.rid, reason)
+        else:
+            self.waiting.append(g)
+
+    def _impossible(self, g: Group) -> str:
+        """Why g can never run (empty when it can): lengths, sample count, memory."""
+        cfg = self.config
+        total = g.prompt + g.output
+        if self.max_model_len is not None and total > self.max_model_len:
+            return f"prompt + output = {total} tokens > max_model_len {self.max_model_len}"
+        if g.n > cfg.max_num_seqs:
+            return f"n = {g.n} samples > max_num_seqs {cfg.max_num_seqs}"
+        if not cfg.chunked_prefill and total - 1 > cfg.max_num_batched_tokens:
+            # Unchunked, a prefill runs whole in one step, and a recomputed request prefills
+            # its prompt and output (vLLM asks max_num_batched_tokens >= max_model_len).
+            return (
+                f"prompt + output = {total} tokens > max_num_batched_tokens "
+                f"{cfg.max_num_batched_tokens} without chunked prefill"
+            )
+        if g.min_kv_slots > self.budget_slots:
+            return f"needs at least {g.min_kv_slots} KV slots; the budget holds {self.budget_slots}"
+        return ""
+
+    def schedule(self, now: float) -> Batch | None:
+        """Choose this step's work and allocate its KV; None when there is nothing to do."""
+        batch = self._next
+        self._scheduled = []
+        self._preempted = False
+        budget = self._schedule_running(batch)
+        if self.running and self._preempted:
+            pass  # like vLLM: a step that had to preempt admits nobody
+        elif self.swapped:
+            self._swap_in(batch)
+        else:
+            self._admit(batch, budget, now)
+        if not batch.has_work:
+            return None  # its events, if any, go with the next batch
+        self._next = Batch()
+        return batch
+
+    def _schedule_running(self, batch: Batch) -> int:
+        """Next prefill chunk or one decode token per sample for every running request, in
+        admission order; returns the token budget left."""
+        budget = self.config.max_num_batched_tokens
+        chunked = self.config.chunked_prefill
+        entries, scheduled, running = batch.entries, self._scheduled, self.running
+        extend = self.allocator.extend
+        decode_tokens = decode_context = 0
+        i = 0
+        while i < len(running):
+            g = running[i]
+            i += 1
+            if g.computed < g.target:
+                todo = g.target - g.computed
+                chunk = min(todo, budget) if chunked else (todo if todo <= budget else 0)
+                if chunk:
+                    self._add_prefill(batch, g, chunk)
+                    budget -= chunk
+                continue
+            if budget < g.n:
+                continue
+            if g.num_live == g.n:
+                try:  # the common case: every sample grows by one token
+                    for sid in g.seq_ids:
+                        extend(sid, 1)
+                    grown = True
+                except OutOfKVMemory:
+                    grown = False
+            else:
+                grown = False
+            if not grown and not self._grow(g, batch):
+                break  # g was the latest admitted and went itself
+            g.kv_len += 1
+            ctx = g.kv_len
+            for sid in g.seq_ids:
+                entries.append((sid, g.rid, 1, ctx, False, True))
+            decode_tokens += g.n
+            decode_context += g.n * ctx
+            scheduled.append((g, 0))
+            budget -= g.n
+        batch.decode_tokens = decode_tokens
+        batch.decode_context_tokens = decode_context
+        return budget
+
+    def _add_prefill(self, batch: Batch, g: Group, chunk: int) -> None:
+        """Schedule g's next prefill chunk; the one that ends the prefill samples a token,
+        unless the response failed (no output: the request ends with its prefill)."""
+        samples = g.computed + chunk == g.target and g.output > 0
+        batch.add_prefill(g.seq_ids[0], g.rid, g.computed, chunk, samples=samples)
+        self._scheduled.append((g, chunk))
+
+    def _grow(self, g: Group, batch: Batch) -> bool:
+        """Fork g's samples if due and give every sample one more slot, preempting later
+        requests while memory runs short. False when g itself had to go."""
+        alloc = self.allocator
+        parent = g.seq_ids[0]
+        while g.num_live < g.n:
+            child = g.seq_ids[g.num_live]
+            try:
+                alloc.fork(parent, child)
+            except OutOfKVMemory:
+                if not self._make_room(g, batch):
+                    return False
+                continue
+            batch.forks.append((parent, child))
+            g.num_live += 1
+            g.fork_len = g.kv_len
+        for sid in g.seq_ids:
+            # A sample extended before a failure is not extended again.
+            while alloc.length(sid) == g.kv_len:
+                try:
+                    alloc.extend(sid, 1)
+                except OutOfKVMemory:
+                    if not self._make_room(g, batch):
+                        return False
+        return True
+
+    def _make_room(self, g: Group, batch: Batch) -> bool:
+        """Preempt the latest admitted request. When that is g, g goes (or, alone, is rejected:
+        a request that cannot grow in an otherwise empty cache never will). Forks g made in
+        this step stay in the batch: its children exist until they are freed or swapped."""
+        victim = self.running[-1]
+        if victim is not g:
+            self._preempt(victim, batch)
+            return True
+        if len(self.running) == 1:
+            batch.finished.extend(g.live_seq_ids)
+            self._release(g)
+            self.events.rejected(
+                g.rid, f"outgrew the KV budget at {g.kv_len} tokens x {g.num_live} samples"
+            )
+        else:
+            self._preempt(g, batch)
+        return False
+
+    def _release(self, g: Group) -> None:
+        """Free g's sequences and drop it from running (it is always the last)."""
+        for sid in g.live_seq_ids:
+            self.allocator.free(sid)
+        self.running.pop()  # g is the last: a victim, or a request that cannot grow
+        self.num_running_seqs -= g.n
+        self._blocked = False
+
+    def _preempt(self, g: Group, batch: Batch) -> None:
+        self._preempted = True
+        self.events.preempted(g.rid)
+        tokens = g.swap_tokens()
+        swap = self.config.preemption == "swap" and not g.in_prefill and self.swap.fits(tokens)
+        seq_ids = g.live_seq_ids
+        self._release(g)
+        if swap:
+            self.swap.put(tokens)
+            batch.swap_out_tokens += tokens
+            batch.swapped_out.extend(seq_ids)
+            self.swapped.append(g)
+        else:  # recompute, also when the swap space is full or the request is in prefill
+            g.reset_for_recompute()
+            batch.preempted.extend((sid, g.target) for sid in seq_ids)
+            self.waiting.appendleft(g)
+
+    def _swap_in(self, batch: Batch) -> None:
+        """Bring swapped requests back, oldest first, while memory and sequence slots last."""
+        while self.swapped and not self._blocked:
+            g = self.swapped[0]
+            if self.num_running_seqs + g.n > self.config.max_num_seqs:
+                return
+            restored = restore(self.allocator, g)
+            if not restored and self.running:
+                self._blocked = True
+                return
+            self.swapped.popleft()
+            tokens = g.swap_tokens()
+            self.swap.take(tokens)
+            if not restored:
+                batch.finished.extend(g.live_seq_ids)
+                self.events.rejected(g.rid, "its swapped KV does not fit in an empty cache")
+                continue
+            batch.swap_in_tokens += tokens
+            batch.swapped_in.extend(g.live_seq_ids)
+            self.running.append(g)
+            self.num_running_seqs += g.n
+
+    def _admit(self, batch: Batch, budget: int, now: float) -> None:
+        """Admit waiting requests in arrival order: allocate the whole prefill target (prefix
+        hits included) and schedule its first chunk."""
+        cfg = self.config
+        while self.waiting and budget > 0 and not self._blocked:
+            g = self.waiting[0]
+            if self.num_running_seqs + g.n > cfg.max_num_seqs:
+                return
+            if not cfg.chunked_prefill and g.target > budget:
+                return
+            sid = g.seq_ids[0]
+            try:
+                hit = self.allocator.allocate(
+                    sid,
+                    g.target,
+                    final_tokens=g.final_tokens,
+                    prefix_hashes=g.prefix_hashes,
+                    chunk_tokens=self.chunk_tokens,
+                )
+            except OutOfKVMemory as exc:
+                if self.running:
+                    self._blocked = True
+                    return
+                self.waiting.popleft()
+                self.events.rejected(g.rid, f"does not fit in an empty KV cache: {exc}")
+                continue
+            self.waiting.popleft()
+            g.num_live = 1
+            g.kv_len = g.target
+            g.computed = min(hit, g.target - 1)  # the last token is recomputed for its logits
+            self.events.admitted(g.rid, now, g.computed)
+            self.running.append(g)
+            self.num_running_seqs += g.n
+            chunk = min(g.target - g.computed, budget)
+            self._add_prefill(batch, g, chunk)
+            budget -= chunk
+
+    def complete(self, end: float) -> None:
+        """The step ended at `end`: advance prefills, count sampled tokens, finish requests."""
+        done = False
+        events = self.events
+        for g, chunk in self._scheduled:
+            if chunk:
+                g.computed += chunk
+                if g.computed < g.target:
+                    continue
+                if g.output == 0:  # a failed response: prefill only
+                    self._finish(g, end)
+                    done = True
+                    continue
+            g.generated += 1
+            if not g.first_token_done:
+                g.first_token_done = True
+                events.first_token(g.rid, end)
+            if g.generated >= g.output:
+                self._finish(g, end)
+                done = True
+        if done:
+            self.running = [g for g in self.running if g.num_live]
+        self._scheduled = []
+
+    def _finish(self, g: Group, end: float) -> None:
+        """Free a finished request (complete() drops it from running afterwards)."""
+        self._next.finished.extend(g.live_seq_ids)
+        for sid in g.live_seq_ids:
+            self.allocator.free(sid)
+        g.num_live = 0
+        self.num_running_seqs -= g.n
+        self._blocked = False
+        self.events.finished(g.rid, end)
+
+    # -- decode runs: what schedule() and complete() would do, many steps at once --------------
+
+    def decode_run(self) -> DecodeRun | None:
+        """The next steps, when each of them can only decode every running sample by one token:
+        nothing in prefill, to fork or swapped, nothing admissible, no request finishing before
+        the last of them (that step goes through schedule()), and memory for all of them."""
+        running = self.running
+        if self.swapped or not running or not self._admission_blocked():
+            return None
+        steps = 1 << 62
+        for g in running:
+            if g.computed < g.target or g.num_live != g.n:
+                return None
+            if g.output - g.generated < steps:
+                steps = g.output - g.generated
+        decode_tokens = self.num_running_seqs
+        steps = min(steps - 1, self._growth_room(decode_tokens))
+        if steps < 1:
+            return None
+        seq_ids = [sid for g in running for sid in g.seq_ids]
+        context = sum(g.n * (g.kv_len + 1) for g in running)
+        return DecodeRun(seq_ids, decode_tokens, context, steps)
+
+    def _admission_blocked(self) -> bool:
+        """Whether _admit, after this step's decodes, would admit nobody (its loop conditions)."""
+        if not self.waiting:
+            return True
+        cfg = self.config
+        budget = cfg.max_num_batched_tokens - self.num_running_seqs
+        head = self.waiting[0]
+        return (
+            budget <= 0
+            or self._blocked
+            or self.num_running_seqs + head.n > cfg.max_num_seqs
+            or (not cfg.chunked_prefill and head.target > budget)
+        )
+
+    def _growth_room(self, num_seqs: int) -> int:
+        """Decode steps every sequence can surely take: the slots an allocation can still get
+        (free, evictable, not yet backed) cover a new unit per block_size tokens per sequence,
+        plus a partial and a copied-on-write unit each."""
+        usage = self.allocator.usage()
+        unit = self.allocator.block_size
+        room = usage.free + usage.cached + max(0, usage.budget - usage.backed - unit)
+        return room // num_seqs - 2 * unit
+
+    def decode_step(self, run: DecodeRun) -> None:
+        """One step of a decode run: every sequence grows by one slot."""
+        extend = self.allocator.extend
+        for sid in run.seq_ids:
+            extend(sid, 1)
+
+    def end_decode_run(self, steps: int) -> None:
+        """steps steps of a decode run are over: every sample sampled that many tokens."""
+        for g in self.running:
+            g.kv_len += steps
+            g.generated += steps
+

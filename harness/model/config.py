@@ -1,0 +1,169 @@
+"""The run configuration: one frozen dataclass that fully describes a run.
+
+It flows top-down from the CLI or a TOML file (YAML too when PyYAML is installed). `to_dict()` and
+`from_dict()` round-trip, so a run.json's "config" rebuilds the run that wrote it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.model.presets import GIB, GpuSpec, ModelSpec, gpu_preset, model_preset
+
+PREEMPTION_MODES = ("recompute", "swap")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot describe a run (names the field and the value)."""
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Continuous-batching limits; defaults are vLLM's (v1 engine, chunked prefill on)."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    chunked_prefill: bool = True
+    preemption: str = "recompute"  # "recompute" | "swap"
+    swap_space_bytes: int = 4 * GIB  # CPU swap space per GPU (vLLM's --swap-space 4)
+    max_model_len: int | None = None  # None: any length the KV budget holds
+
+    def __post_init__(self) -> None:
+        if self.preemption not in PREEMPTION_MODES:
+            raise ConfigError(
+                f"scheduler.preemption must be one of {PREEMPTION_MODES}, got {self.preemption!r}"
+            )
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"scheduler.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            # vLLM's rule too: every running sequence must be able to decode in one step.
+            raise ConfigError(
+                f"scheduler.max_num_batched_tokens {self.max_num_batched_tokens} must be >= "
+                f"max_num_seqs {self.max_num_seqs}"
+            )
+        if self.swap_space_bytes < 0:
+            raise ConfigError(
+                f"scheduler.swap_space_bytes must be >= 0, got {self.swap_space_bytes}"
+            )
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ConfigError(f"scheduler.max_model_len must be >= 1, got {self.max_model_len}")
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    """An allocator by name and its constructor parameters (pairs, to stay hashable)."""
+
+    name: str = "paged"
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @classmethod
+    def of(cls, name: str, **params: Any) -> AllocatorConfig:
+        return cls(name, tuple(sorted(params.items())))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Model shape, GPU, budget, allocator, scheduler limits and seed of one run."""
+
+    model: ModelSpec = field(default_factory=lambda: model_preset("llama3-8b"))
+    gpu: GpuSpec = field(default_factory=lambda: gpu_preset("h100-80gb"))
+    tp: int = 1
+    gpu_memory_utilization: float = 0.9
+    allocator: AllocatorConfig = AllocatorConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    seed: int = 0
+    budget_slots_override: int | None = None  # skip the memory arithmetic: this many KV slots
+    horizon_s: float | None = None  # stop the clock here; None runs until every request is done
+
+    def __post_init__(self) -> None:
+        if self.tp < 1:
+            raise ConfigError(f"tp must be >= 1, got {self.tp}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        if self.budget_slots_override is not None and self.budget_slots_override < 0:
+            raise ConfigError(
+                f"budget_slots_override must be >= 0, got {self.budget_slots_override}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["allocator"] = {"name": self.allocator.name, "params": self.allocator.kwargs}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a mapping: presets by name ("llama3-8b") or as tables that may name a
+        "preset" and override its fields; unknown keys are errors, not silently ignored."""
+        data = dict(data)
+        kwargs: dict[str, Any] = {}
+        if "model" in data:
+            kwargs["model"] = _spec(data.pop("model"), ModelSpec, model_preset, "model")
+        if "gpu" in data:
+            kwargs["gpu"] = _spec(data.pop("gpu"), GpuSpec, gpu_preset, "gpu")
+        if "allocator" in data:
+            kwargs["allocator"] = _allocator(data.pop("allocator"))
+        if "scheduler" in data:
+            kwargs["scheduler"] = _build(SchedulerConfig, dict(data.pop("scheduler")), "scheduler")
+        kwargs.update(data)
+        return _build(cls, kwargs, "config")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        with open(path, "rb") as fh:
+            try:
+                return cls.from_dict(tomllib.load(fh))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        """A .toml file, or a .yaml/.yml file when PyYAML is installed."""
+        if Path(path).suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ModuleNotFoundError:
+                raise ConfigError(f"{path}: YAML configs need PyYAML; use TOML") from None
+            with open(path) as fh:
+                return cls.from_dict(yaml.safe_load(fh) or {})
+        return cls.from_toml(path)
+
+
+def _build(cls, kwargs: dict[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(names)}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _spec(value: Any, cls, preset, where: str):
+    if isinstance(value, str):
+        return preset(value)
+    fields = dict(value)
+    base = fields.pop("preset", None)
+    if base is not None:
+        fields = {**dataclasses.asdict(preset(base)), **fields}
+    return _build(cls, fields, where)
+
+
+def _allocator(value: Any) -> AllocatorConfig:
+    if isinstance(value, str):
+        return AllocatorConfig(value)
+    fields = dict(value)
+    name = fields.pop("name", "paged")
+    params = dict(fields.pop("params", {}))
+    params.update(fields)  # TOML: [allocator] name = "paged", block_size = 16
+    return AllocatorConfig.of(name, **params)

@@ -1,0 +1,140 @@
+"""Roofline step time: weights and KV bytes over HBM bandwidth, FLOPs over the tensor rate.
+
+A step reads every weight once and the KV of every scheduled sequence's context; it computes
+2 x params FLOPs per token plus attention (4 x layers x heads x head_dim per query-key pair). The
+step takes max(memory time, compute time) plus a fixed overhead, plus tensor-parallel all-reduces
+and swap traffic over PCIe, which do not overlap with the forward pass. The decode attention
+kernel's efficiency per block size comes from measured kernel benchmarks when they exist.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.model.budget import bytes_per_token, weight_bytes
+from harness.model.config import RunConfig
+
+# Fraction of datasheet HBM bandwidth that streaming kernels reach (GEMV-bound decode: vLLM's
+# batch-1 Llama-3-8B decode on H100 runs at ~150 tokens/s, about 80% of the 3.35 TB/s roofline).
+MEMORY_EFFICIENCY = 0.8
+# Fraction of dense BF16 peak that serving GEMMs reach (prefill MFU of well-tuned engines).
+COMPUTE_EFFICIENCY = 0.6
+# Per step, outside the forward pass: scheduling, input preparation, sampling, launches with CUDA
+# graphs.
+STEP_OVERHEAD_S = 0.5e-3
+# Latency of one NVLink all-reduce of a small message; a Llama layer does two under tensor
+# parallelism (after attention and after the MLP).
+ALLREDUCE_LATENCY_S = 10e-6
+DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Per-GPU constants of one run; step_s() prices one engine step."""
+
+    weight_bytes: float
+    bytes_per_token: float
+    flops_per_token: float  # 2 x params / tp
+    attention_flops_per_pair: float  # 4 x layers x heads/tp x head_dim
+    allreduce_bytes_per_token: float  # 2 all-reduces per layer of hidden x dtype, ring traffic
+    allreduce_latency_s: float  # 2 x layers x latency (0 without tensor parallelism)
+    bandwidth_bytes_s: float
+    flops_s: float
+    pcie_bytes_s: float
+    nvlink_bytes_s: float
+    decode_efficiency: float  # paged decode attention bandwidth / contiguous SDPA bandwidth
+    step_overhead_s: float = STEP_OVERHEAD_S
+
+    @classmethod
+    def from_config(cls, config: RunConfig, *, decode_efficiency: float = 1.0) -> CostModel:
+        model, gpu, tp = config.model, config.gpu, config.tp
+        ring = 2 * (tp - 1) / tp
+        return cls(
+            weight_bytes=weight_bytes(model, tp),
+            bytes_per_token=bytes_per_token(model, tp),
+            flops_per_token=2 * model.num_params / tp,
+            attention_flops_per_pair=4 * model.num_layers * (model.num_heads // tp)
+            * model.head_dim,
+            allreduce_bytes_per_token=2 * model.num_layers * model.hidden_size * model.dtype_bytes
+            * ring,
+            allreduce_latency_s=2 * model.num_layers * ALLREDUCE_LATENCY_S if tp > 1 else 0.0,
+            bandwidth_bytes_s=gpu.bandwidth_bytes_s * MEMORY_EFFICIENCY,
+            flops_s=gpu.bf16_flops * COMPUTE_EFFICIENCY,
+            pcie_bytes_s=gpu.pcie_bytes_s,
+            nvlink_bytes_s=gpu.nvlink_bytes_s,
+            decode_efficiency=decode_efficiency,
+        )
+
+    def step_s(
+        self,
+        *,
+        prefill_tokens: int,
+        decode_tokens: int,
+        prefill_context_tokens: int,
+        decode_context_tokens: int,
+        prefill_attention_pairs: int,
+        swap_tokens: int = 0,
+        maximum=max,
+    ):
+        """Seconds of one step. Decode reads its context through the paged kernel (scaled by
+        its efficiency); prefill attention is compute-bound and read at full bandwidth.
+        Any argument may be a numpy array (with maximum=np.maximum) to price many steps at once
+        with the very same arithmetic."""
+        tokens = prefill_tokens + decode_tokens
+        kv_bytes = self.bytes_per_token * (
+            prefill_context_tokens + decode_context_tokens / self.decode_efficiency + tokens
+        )
+        memory_s = (self.weight_bytes + kv_bytes) / self.bandwidth_bytes_s
+        pairs = prefill_attention_pairs + decode_context_tokens
+        compute_s = (self.flops_per_token * tokens + self.attention_flops_per_pair * pairs) / (
+            self.flops_s
+        )
+        step = maximum(memory_s, compute_s) + self.step_overhead_s
+        if self.allreduce_latency_s:
+            step += self.allreduce_latency_s + tokens * self.allreduce_bytes_per_token / (
+                self.nvlink_bytes_s
+            )
+        if swap_tokens:
+            step += swap_tokens * self.bytes_per_token / self.pcie_bytes_s
+        return step
+
+
+def decode_efficiency(
+    gpu_name: str, block_size: int, *, contiguous: bool, results_dir: Path = DEFAULT_RESULTS_DIR
+) -> tuple[float, str | None]:
+    """(efficiency, source file) of the paged decode kernel at block_size on this GPU family.
+
+    Efficiency is the median, over the benchmark's shapes, of paged bandwidth / SDPA bandwidth
+    at the same (batch, context); the nearest measured block size (in log2) stands in for one
+    not measured. With no table for this GPU the kernel is taken at the SDPA ceiling (1.0).
+    """
+    family = gpu_name.split("-")[0].lower()
+    files = sorted(
+        p for p in Path(results_dir).glob("paged_decode_*.csv") if family in p.name.lower()
+    )
+    if not files:
+        return 1.0, None
+    table = _efficiency_table(files[0], "contiguous" if contiguous else "shuffled")
+    if not table:
+        return 1.0, None
+    nearest = min(table, key=lambda bs: (abs(math.log2(bs) - math.log2(block_size)), bs))
+    return table[nearest], str(files[0].name)
+
+
+def _efficiency_table(path: Path, layout: str) -> dict[int, float]:
+    """block_size -> median paged/SDPA bandwidth ratio over matching shapes of one layout."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    sdpa = {
+        (r["batch"], r["context"]): float(r["bandwidth_gbs"]) for r in rows if r["impl"] == "sdpa"
+    }
+    ratios: dict[int, list[float]] = {}
+    for r in rows:
+        key = (r["batch"], r["context"])
+        if r["impl"] != "paged" or r["layout"] != layout or not sdpa.get(key):
+            continue
+        ratios.setdefault(int(r["block_size"]), []).append(float(r["bandwidth_gbs"]) / sdpa[key])
+    return {bs: statistics.median(v) for bs, v in sorted(ratios.items())}

@@ -1,0 +1,1 @@
+"""Grids of run configurations, run in local processes or on Dask, resumable."""

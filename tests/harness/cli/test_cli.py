@@ -1,0 +1,69 @@
+"""The simulate and plan subcommands, end to end through the kvharness entry point."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.engine.summary import SUMMARY_KEYS
+
+pytest.importorskip("workloads")
+
+
+def test_simulate_writes_a_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["simulate", "--trace", "azure-conv", "--requests", "40", "--allocator", "hybrid",
+                 "--block-size", "32", "--param", "segment_tokens=4096", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["allocator"] == {"name": "hybrid",
+                                          "params": {"block_size": 32, "segment_tokens": 4096}}
+    assert run["trace"] == {"name": "azure-conv", "source": run["trace"]["source"], "rows": 40}
+    assert run["executor"] == "costmodel" and run["device"] is None
+    assert tuple(run["summary"]) == SUMMARY_KEYS
+    assert len(pd.read_csv(out / "requests.csv")) == 40
+    assert "hybrid: 40/40 completed" in capsys.readouterr().err
+
+
+def test_simulate_several_allocators_prints_a_table(tmp_path, capsys):
+    code = main(["simulate", "--trace", "azure-conv", "--requests", "20", "--allocator",
+                 "static,paged", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    assert (tmp_path / "static" / "steps.csv").exists() and (tmp_path / "paged").exists()
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["static", "paged"]
+
+
+def test_simulate_reads_a_toml_config_and_flags_override_it(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('seed = 5\n[scheduler]\nmax_num_seqs = 8\n[allocator]\nname = "static"\n')
+    out = tmp_path / "run"
+    assert main(["simulate", "--trace", "azure-conv", "--requests", "10", "--config", str(config),
+                 "--max-num-seqs", "4", "--out", str(out), "--no-progress"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 5 and run["config"]["scheduler"]["max_num_seqs"] == 4
+    assert run["config"]["allocator"]["name"] == "static"
+
+
+def test_bad_input_is_a_message_not_a_traceback(tmp_path, capsys):
+    assert main(["simulate", "--trace", "azure-conv", "--model", "gpt-9", "--out",
+                 str(tmp_path), "--no-progress"]) == 2
+    assert "unknown model 'gpt-9'" in capsys.readouterr().err
+
+
+def test_plan_warns_about_a_context_past_memory(capsys):
+    assert main(["plan", "--model", "llama3-8b", "--gpu", "h200-141gb", "--tp", "8",
+                 "--max-model-len", "10000000"]) == 0
+    out = capsys.readouterr().out
+    assert "static preallocation fails at start" in out
+    assert "8,104,320" in out  # the clamp, in whole 16-token units
+
+
+def test_plan_json(capsys):
+    assert main(["plan", "--context", "4096", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["bytes_per_token"] == 131072
+    assert [a["name"] for a in plan["allocators"]] == ["static", "paged", "segmented", "hybrid"]
