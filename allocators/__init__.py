@@ -1,7 +1,7 @@
 """KV-cache allocators: static, paged, segmented and hybrid, behind one contract (base.py)."""
 from __future__ import annotations
 
-from allocators.base import Allocator, OutOfKVMemory, SeqLayout, Usage
+from allocators.base import Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage
 
 ALLOCATORS = ("static", "paged", "segmented", "hybrid")
 
@@ -27,6 +27,6 @@ def make_allocator(name: str, budget_slots: int, **params) -> Allocator:
 
 
 __all__ = [
-    "ALLOCATORS", "Allocator", "OutOfKVMemory", "SeqLayout", "Usage", "allocator_class",
+    "ALLOCATORS", "Allocator", "BlockCopy", "OutOfKVMemory", "SeqLayout", "Usage", "allocator_class",
     "make_allocator",
 ]

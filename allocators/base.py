@@ -46,11 +46,6 @@ class Usage:
     def sharing_gain(self) -> float:
         return self.logical / self.live if self.live else 1.0
 
-    def as_dict(self) -> dict[str, float]:
-        figures = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        figures["utilization"] = self.utilization
-        figures["external_fragmentation"] = self.external_fragmentation
-        return figures
 
 
 def split_allocated(allocated: int, length: int, final_length: int | None) -> tuple[int, int]:
@@ -88,6 +83,17 @@ class SeqLayout:
         return [self.block_table[i // bs] * bs + i % bs for i in range(start, stop)]
 
 
+@dataclass(frozen=True, slots=True)
+class BlockCopy:
+    """A copy the allocator decided on: the first num_tokens slots of block src go to block dst
+    (copy-on-write of a shared, partly written block; a static fork into its own reservation).
+    An executor holding real KV applies it before the step that follows writes anything."""
+
+    src: int
+    dst: int
+    num_tokens: int
+
+
 class Allocator(ABC):
     """The shared interface. Every operation is atomic: it succeeds, or raises OutOfKVMemory
     (or ValueError for a misuse such as an unknown seq_id) and leaves the state exactly as before.
@@ -95,7 +101,12 @@ class Allocator(ABC):
     Prefix sharing: `prefix_hashes` are the trace's chunk hashes, one per `chunk_tokens` tokens of
     the prompt, position-dependent (equal hash at equal position = reusable prefix). Allocators
     derive their own cache keys from them with `allocators.prefix.block_keys`.
+
+    Block copies an operation decides on are appended to `_block_copies` (set up by each
+    allocator's constructor) and handed over by take_block_copies().
     """
+
+    _block_copies: list[BlockCopy]
 
     @property
     @abstractmethod
@@ -146,6 +157,11 @@ class Allocator(ABC):
 
     @abstractmethod
     def usage(self) -> Usage: ...
+
+    def take_block_copies(self) -> list[BlockCopy]:
+        """The copies decided since the last call, in order; the list is handed over."""
+        copies, self._block_copies = self._block_copies, []
+        return copies
 
     @abstractmethod
     def segments(self) -> tuple[int, ...]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from allocators.base import Allocator, OutOfKVMemory, SeqLayout, Usage, split_allocated
+from allocators.base import (
+    Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
+)
 from allocators.prefix import block_keys
 from allocators.prefix_cache import PrefixCache
 from allocators.segment_pool import SegmentPool
@@ -56,6 +58,7 @@ class BlockPoolAllocator(Allocator):
         self._pool = pool
         self._cache = PrefixCache() if enable_prefix_cache else None
         self._seqs: dict[int, _Seq] = {}
+        self._block_copies: list[BlockCopy] = []
         # Held units -> running references beyond the first, for units that several sequences
         # hold (forks, prefix hits). Most units have one holder and no entry, so that taking
         # and giving back thousands of one-token pages stays a bulk operation.
@@ -133,6 +136,7 @@ class BlockPoolAllocator(Allocator):
         units = seq.units
         tail = units[-1]
         written = seq.length - (len(units) - 1) * unit  # tokens in the last unit
+        copied = 0
         if written < unit and tail in self._shared:
             # The tail is shared by a fork: this sequence rewrites its tokens into a private
             # copy; the other holders keep the original and its unwritten-slot accounting.
@@ -143,12 +147,15 @@ class BlockPoolAllocator(Allocator):
             seq.length -= written
             self._logical -= written
             num_tokens += written
+            copied = written
         else:
             need = -(-(num_tokens - unit + written) // unit)
             if need > 0:
                 self._require(seq_id, need, 0)
         if need > 0:
             units.extend(self._take(need))
+            if copied:
+                self._block_copies.append(BlockCopy(tail, units[-need], copied))
             self._advance(seq, num_tokens)
             self._pool.release_empty()  # an eviction may have emptied a segment
         else:  # a decode step inside the last unit: nothing to take, nothing to release

@@ -11,7 +11,9 @@ from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import Sequence
 
-from allocators.base import Allocator, OutOfKVMemory, SeqLayout, Usage, split_allocated
+from allocators.base import (
+    Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
+)
 
 FITS = ("first", "best")
 
@@ -60,6 +62,7 @@ class StaticAllocator(Allocator):
         self._run_sizes: list[int] = []
         self._free_blocks = 0
         self._seqs: dict[int, _Reservation] = {}
+        self._block_copies: list[BlockCopy] = []
         # Running totals so usage() stays O(1) however many sequences run.
         self._live = 0
         self._reserved = 0
@@ -124,6 +127,10 @@ class StaticAllocator(Allocator):
         child = _Reservation(start, parent.num_blocks, parent.length, parent.final_tokens)
         self._seqs[child_id] = child
         self._account(child, +1)
+        align = self._align
+        for i in range(-(-parent.length // align)):
+            tokens = min(align, parent.length - i * align)
+            self._block_copies.append(BlockCopy(parent.start + i, start + i, tokens))
 
     def free(self, seq_id: int) -> None:
         seq = self._get(seq_id)

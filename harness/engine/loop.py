@@ -19,7 +19,7 @@ import simpy
 from allocators import make_allocator
 from harness.model.budget import kv_budget
 from harness.model.config import ConfigError, RunConfig
-from harness.engine.executor import CostModelExecutor, ExecutorFactory
+from harness.engine.executor import CostModelExecutor, ExecutorFactory, KVGeometry
 from harness.model.planner import max_model_len_warning
 from harness.engine.recorder import Recorder
 from harness.engine.sequences import Group
@@ -53,10 +53,13 @@ def simulate(
     *,
     progress: bool = False,
     executor_factory: ExecutorFactory | None = None,
+    decode_runs: bool = True,
 ) -> RunResult:
     """Replay a canonical trace through one allocator; the cost model prices steps unless
-    another executor factory (config, allocator) -> Executor is given."""
-    return Engine(config, trace, executor_factory=executor_factory).run(progress=progress)
+    another executor factory (config, geometry) -> Executor is given. decode_runs=False takes
+    every step through schedule() (the decode-run shortcut must change nothing)."""
+    engine = Engine(config, trace, executor_factory=executor_factory, decode_runs=decode_runs)
+    return engine.run(progress=progress)
 
 
 def _effective_max_model_len(config: RunConfig) -> int | None:
@@ -75,6 +78,7 @@ class Engine:
         trace: pd.DataFrame,
         *,
         executor_factory: ExecutorFactory | None = None,
+        decode_runs: bool = True,
     ) -> None:
         if config.horizon_s is not None:  # requests arriving later are not part of the run
             attrs = dict(trace.attrs)
@@ -95,7 +99,11 @@ class Engine:
             )
         except (TypeError, ValueError) as exc:  # an unknown name, parameter or value
             raise ConfigError(f"allocator {config.allocator.name!r}: {exc}") from None
-        self.executor = (executor_factory or CostModelExecutor)(config, self.allocator)
+        geometry = KVGeometry(
+            self.allocator.block_size, self.allocator.blocks_per_segment, self.budget.slots
+        )
+        self.executor = (executor_factory or CostModelExecutor)(config, geometry)
+        self.decode_runs = decode_runs
         self.recorder = Recorder(trace, self.executor)
         self.scheduler = Scheduler(
             config.scheduler,
@@ -105,6 +113,7 @@ class Engine:
             swap_slots=config.scheduler.swap_space_bytes // self.budget.bytes_per_token,
             chunk_tokens=int(trace.attrs.get("chunk_tokens", 0) or 0),
             max_model_len=_effective_max_model_len(config),
+            with_layouts=self.executor.needs_layouts,
         )
         self._groups: list[Group] = []
         self.arrived = 0
@@ -150,7 +159,6 @@ class Engine:
         sched, executor, recorder = self.scheduler, self.executor, self.recorder
         usage = self.allocator.usage
         waiting, swapped = sched.waiting, sched.swapped
-        decode_steps = getattr(executor, "decode_steps", None)
         bar = _progress_bar(len(self.trace), progress)
         shown = 0
         horizon = self.config.horizon_s
@@ -174,33 +182,41 @@ class Engine:
             )
             yield env.timeout(step_s)
             sched.complete(env.now)
-            if decode_steps is not None:
+            if self.decode_runs:
                 run = sched.decode_run()
                 if run is not None:
-                    yield from self._decode_run(env, run, decode_steps)
+                    yield from self._decode_run(env, run)
             if bar is not None and recorder.num_done != shown:
                 bar.update(recorder.num_done - shown)
                 shown = recorder.num_done
         if bar is not None:
             bar.close()
 
-    def _decode_run(self, env: simpy.Environment, run: DecodeRun, decode_steps):
-        """Decode-only steps priced together and recorded one by one, exactly as the loop would
-        run them; an arrival ends the run, since the next step may admit it. Steps are priced
-        in chunks: a run is often cut short by the next arrival."""
+    def _decode_run(self, env: simpy.Environment, run: DecodeRun):
+        """Decode-only steps that the scheduler knows in advance, run and recorded one by one
+        exactly as the loop would; an arrival ends the run, since the next step may admit it.
+        An executor that prices decode steps in bulk prices them in chunks (a run is often cut
+        short by the next arrival); any other executor runs each step's batch."""
         sched, recorder, usage = self.scheduler, self.recorder, self.allocator.usage
+        executor = self.executor
+        decode_steps = getattr(executor, "decode_steps", None)
         horizon = self.config.horizon_s if self.config.horizon_s is not None else math.inf
         arrived = self.arrived
         running, waiting = sched.num_running_seqs, len(sched.waiting)
         done = 0
         while done < run.steps and self.arrived == arrived and env.now < horizon:
             count = min(DECODE_RUN_CHUNK, run.steps - done)
-            offsets = np.arange(done, done + count, dtype=np.int64)
-            for step_s in decode_steps(run.decode_tokens, run.context_tokens +
-                                       run.decode_tokens * offsets).tolist():
+            priced: list[float | None] = [None] * count
+            if decode_steps is not None:
+                offsets = np.arange(done, done + count, dtype=np.int64)
+                priced = decode_steps(run.decode_tokens,
+                                      run.context_tokens + run.decode_tokens * offsets).tolist()
+            for step_s in priced:
                 if self.arrived != arrived or env.now >= horizon:
                     break
-                sched.decode_step(run)
+                batch = sched.decode_step(run, done, build=step_s is None)
+                if step_s is None:
+                    step_s = executor.step(batch)
                 recorder.row(env.now, step_s, running, waiting, 0, 0, run.decode_tokens, usage())
                 yield env.timeout(step_s)
                 done += 1

@@ -15,10 +15,10 @@ from collections import deque
 from typing import NamedTuple, Protocol
 
 from allocators import Allocator, OutOfKVMemory
-from harness.model.config import SchedulerConfig
-from harness.engine.executor import Batch
+from harness.engine.batch import Batch, Fork, Preemption, ScheduledSeq, SwapOp
 from harness.engine.sequences import Group
 from harness.engine.swap import SwapSpace, restore
+from harness.model.config import SchedulerConfig
 
 
 class RequestEvents(Protocol):
@@ -53,6 +53,7 @@ class Scheduler:
         swap_slots: int,
         chunk_tokens: int = 0,
         max_model_len: int | None = None,
+        with_layouts: bool = False,
     ) -> None:
         self.config = config
         self.allocator = allocator
@@ -61,6 +62,9 @@ class Scheduler:
         self.swap = SwapSpace(swap_slots)
         self.chunk_tokens = chunk_tokens  # tokens per prefix hash of the trace
         self.max_model_len = max_model_len
+        # Whether batches carry block tables and segment changes (an executor holding real KV).
+        self.with_layouts = with_layouts
+        self._segments: tuple[int, ...] = ()  # the allocator's segments as the last batch told
         self.waiting: deque[Group] = deque()
         self.running: list[Group] = []  # admission order: the last is the preemption victim
         self.swapped: deque[Group] = deque()
@@ -118,14 +122,32 @@ class Scheduler:
         if not batch.has_work:
             return None  # its events, if any, go with the next batch
         self._next = Batch()
+        self._hand_over_memory(batch)
         return batch
+
+    def _hand_over_memory(self, batch: Batch) -> None:
+        """Put the allocator's block copies (always drained), and for an executor holding real
+        KV the block tables and segment changes, into the batch."""
+        alloc = self.allocator
+        batch.block_copies.extend(alloc.take_block_copies())
+        if not self.with_layouts:
+            return
+        layout = alloc.layout
+        for seq in batch.seqs:
+            seq.block_table = layout(seq.seq_id).block_table
+        segments = alloc.segments()
+        if segments != self._segments:
+            now, before = set(segments), set(self._segments)
+            batch.segments_released.extend(sorted(before - now))
+            batch.segments_added.extend(sorted(now - before))
+            self._segments = segments
 
     def _schedule_running(self, batch: Batch) -> int:
         """Next prefill chunk or one decode token per sample for every running request, in
         admission order; returns the token budget left."""
         budget = self.config.max_num_batched_tokens
         chunked = self.config.chunked_prefill
-        entries, scheduled, running = batch.entries, self._scheduled, self.running
+        seqs, scheduled, running = batch.seqs, self._scheduled, self.running
         extend = self.allocator.extend
         decode_tokens = decode_context = 0
         i = 0
@@ -155,7 +177,7 @@ class Scheduler:
             g.kv_len += 1
             ctx = g.kv_len
             for sid in g.seq_ids:
-                entries.append((sid, g.rid, 1, ctx, False, True))
+                seqs.append(ScheduledSeq(sid, g.rid, 1, ctx, False, True))
             decode_tokens += g.n
             decode_context += g.n * ctx
             scheduled.append((g, 0))
@@ -184,7 +206,7 @@ class Scheduler:
                 if not self._make_room(g, batch):
                     return False
                 continue
-            batch.forks.append((parent, child))
+            batch.forks.append(Fork(parent, child))
             g.num_live += 1
             g.fork_len = g.kv_len
         for sid in g.seq_ids:
@@ -229,16 +251,25 @@ class Scheduler:
         tokens = g.swap_tokens()
         swap = self.config.preemption == "swap" and not g.in_prefill and self.swap.fits(tokens)
         seq_ids = g.live_seq_ids
+        if swap:
+            # Copies decided so far (a fork of g this step) come before its KV is read.
+            batch.block_copies.extend(self.allocator.take_block_copies())
+            before = len(batch.block_copies)
+            batch.swap_out.extend(self._swap_op(sid, before) for sid in seq_ids)
         self._release(g)
         if swap:
             self.swap.put(tokens)
             batch.swap_out_tokens += tokens
-            batch.swapped_out.extend(seq_ids)
             self.swapped.append(g)
         else:  # recompute, also when the swap space is full or the request is in prefill
             g.reset_for_recompute()
-            batch.preempted.extend((sid, g.target) for sid in seq_ids)
+            batch.preempted.extend(Preemption(sid, g.target) for sid in seq_ids)
             self.waiting.appendleft(g)
+
+    def _swap_op(self, seq_id: int, copies_before: int = 0) -> SwapOp:
+        alloc = self.allocator
+        return SwapOp(seq_id, alloc.length(seq_id), alloc.layout(seq_id).block_table,
+                      copies_before)
 
     def _swap_in(self, batch: Batch) -> None:
         """Bring swapped requests back, oldest first, while memory and sequence slots last."""
@@ -258,7 +289,7 @@ class Scheduler:
                 self.events.rejected(g.rid, "its swapped KV does not fit in an empty cache")
                 continue
             batch.swap_in_tokens += tokens
-            batch.swapped_in.extend(g.live_seq_ids)
+            batch.swap_in.extend(self._swap_op(sid) for sid in g.live_seq_ids)
             self.running.append(g)
             self.num_running_seqs += g.n
 
@@ -379,11 +410,24 @@ class Scheduler:
         room = usage.free + usage.cached + max(0, usage.budget - usage.backed - unit)
         return room // num_seqs - 2 * unit
 
-    def decode_step(self, run: DecodeRun) -> None:
-        """One step of a decode run: every sequence grows by one slot."""
+    def decode_step(self, run: DecodeRun, done: int, *, build: bool) -> Batch | None:
+        """Step done + 1 of a decode run: every sequence grows by one slot. With build, the
+        step's batch too, the one schedule() would make (an executor that prices decode runs
+        in bulk needs none)."""
         extend = self.allocator.extend
         for sid in run.seq_ids:
             extend(sid, 1)
+        if not build:
+            return None
+        batch, self._next = self._next, Batch()  # it carries the events since the last batch
+        batch.decode_tokens = run.decode_tokens
+        batch.decode_context_tokens = run.context_tokens + done * run.decode_tokens
+        for g in self.running:
+            ctx = g.kv_len + 1 + done
+            for sid in g.seq_ids:
+                batch.seqs.append(ScheduledSeq(sid, g.rid, 1, ctx, False, True))
+        self._hand_over_memory(batch)
+        return batch
 
     def end_decode_run(self, steps: int) -> None:
         """steps steps of a decode run are over: every sample sampled that many tokens."""

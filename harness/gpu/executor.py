@@ -1,17 +1,13 @@
 """The GPU executor: runs each engine step on the device and returns its measured time.
 
-It plugs into the engine's Executor protocol (harness.engine.executor): the scheduler and the allocator
-are the very objects of a simulated run; only the step time is measured (CUDA events around the
-device work) instead of priced, so arrivals, queueing, admission and preemption follow the same
-code. The executor keeps each sequence's token ids (prompts drawn by harness.gpu.prompts, then the
-greedy samples), its block table as last read from the allocator and how much of its KV is
-written. The batch tells it what became of sequences since the last step (harness.engine.executor):
-forks share the parent's KV; swapped-out KV goes to the host swap space before anything can
-overwrite its slots, and swapped-in KV comes back into the new slots; a preempted sequence loses
-its KV and keeps the tokens the batch says; a prefill chunk of a sequence with no KV is an
-admission whose earlier tokens are prefix-cache hits. Blocks that moved under written tokens
-(copy-on-write after a fork, or a static allocator's fork into its own reservation) show up as
-block ids that changed in the table and are copied from the old block before the step writes.
+It plugs into the engine's Executor protocol (harness.engine.executor): the scheduler and the
+allocator are the very objects of a simulated run; only the step time is measured (CUDA events
+around the device work) instead of priced, so arrivals, queueing, admission and preemption follow
+the same code. It never sees the allocator: each batch (harness.engine.batch) brings the block
+tables of the scheduled sequences, the segments added and released, the block copies the
+allocator decided on, and what became of sequences (forks, swaps, preemptions, finishes). The
+executor keeps only what the model produces: each sequence's token ids (prompts drawn by
+harness.gpu.prompts, then the greedy samples), and the KV of swapped-out sequences on the host.
 """
 from __future__ import annotations
 
@@ -21,10 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from allocators import Allocator
+from allocators import BlockCopy
+from harness.engine.batch import Batch, SwapOp
+from harness.engine.executor import KVGeometry
 from harness.model.budget import bytes_per_token
 from harness.model.config import RunConfig
-from harness.engine.executor import Batch
 from harness.gpu.attention import default_backend
 from harness.gpu.batching import DecodeWork, PrefillWork, build_step, slots_of
 from harness.gpu.graphs import DecodeGraphs
@@ -48,19 +45,6 @@ def build_decoder(model, *, device: str | torch.device, dtype: str = "bfloat16",
     config = DecoderConfig.from_model_spec(model)
     weights = random_weights(config, seed=seed, dtype=DTYPES[dtype], device=device)
     return Decoder(config, weights, default_backend(device))
-
-
-class _Seq:
-    __slots__ = ("tokens", "prompt_len", "n", "table", "written")
-
-    def __init__(self, tokens: list[int], prompt_len: int, n: int) -> None:
-        self.tokens = tokens
-        self.prompt_len = prompt_len
-        self.n = n
-        # Block ids as last read from the allocator; None while the sequence holds no KV in
-        # the pool (not admitted yet, preempted, swapped out or finished).
-        self.table: np.ndarray | None = None
-        self.written = 0  # tokens whose KV is in the pool at the slots of `table`
 
 
 class _Timer:
@@ -90,28 +74,27 @@ class GpuExecutor:
     """Runs engine steps on a Decoder and a KVPool that follows the allocator's segments."""
 
     name = "gpu"
+    needs_layouts = True
 
     def __init__(
-        self, config: RunConfig, allocator: Allocator, *, decoder: Decoder, trace: pd.DataFrame,
+        self, config: RunConfig, geometry: KVGeometry, *, decoder: Decoder, trace: pd.DataFrame,
         cuda_graphs: bool = True,
     ) -> None:
         weights = decoder.weights
         self.device_t = weights.embed.device
         self.device = device_name(self.device_t)
         self.decoder = decoder
-        self.allocator = allocator
         self.seed = config.seed
         c = decoder.config
         if bytes_per_token(config.model) != 2 * c.num_layers * c.num_kv_heads * c.head_dim * \
                 config.model.dtype_bytes:
             raise ExecutorError("the decoder's shape differs from the run config's model")
         self._prompt_len = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
-        self._n = trace["n"].to_numpy(dtype=np.int64).tolist()
         self._hashes = trace["prefix_hashes"].tolist()
         self._chunk_tokens = int(trace.attrs.get("chunk_tokens", 0))
         self._cuda = self.device_t.type == "cuda"
         self.pool = KVPool(
-            allocator, num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
+            geometry, num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
             head_dim=c.head_dim, dtype=weights.embed.dtype, device=self.device_t,
             prepare=decoder.backend.prepare,
         )
@@ -126,8 +109,13 @@ class GpuExecutor:
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
             self._memory_base = torch.cuda.memory_allocated(self.device_t)
-        self._seqs: dict[int, _Seq] = {}
+        self._tokens: dict[int, list[int]] = {}  # seq_id -> prompt and sampled token ids
+        self._rid: dict[int, int] = {}  # seq_id -> request id
+        # seq_id -> the block table last seen and its array, so that a decoding sequence whose
+        # table did not change costs no conversion
+        self._tables: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
         self._timer = _Timer(self.device_t)
+        self._warm = False
         self._host_s = 0.0
         self._device_s = 0.0
         self._steps = 0
@@ -165,25 +153,24 @@ class GpuExecutor:
 
     def outputs(self) -> dict[int, list[int]]:
         """Generated token ids of every sequence seen, by seq_id."""
-        return {sid: s.tokens[s.prompt_len:] for sid, s in self._seqs.items()}
+        return {sid: tokens[self._prompt_len[self._rid[sid]]:]
+                for sid, tokens in self._tokens.items()}
 
     # -- one step -------------------------------------------------------------------------
 
     def step(self, batch: Batch) -> float:
         t0 = time.perf_counter()
-        for parent, child in batch.forks:
-            self._fork(parent, child)
-        for sid, kept_tokens in batch.preempted:
-            self._preempt(sid, kept_tokens)
+        for fork in batch.forks:
+            self._tokens[fork.child] = list(self._tokens[fork.parent])
+            self._rid[fork.child] = self._rid[fork.parent]
+        for preemption in batch.preempted:
+            del self._tokens[preemption.seq_id][preemption.kept_tokens:]
         for sid in batch.finished:
             self.swap.drop(sid)  # a rejected swapped request; a completed one holds none
-            self._seqs[sid].table = None
-        for sid in batch.swapped_in:
-            seq = self._seqs[sid]
-            seq.table, seq.written = self._layout(sid), self.swap.written(sid)
-        prefills, decode, copies = self._plan(batch)
+            self._tables.pop(sid, None)
+        prefills, decode = self._plan(batch)
         if not self._warm:
-            self._warm_up()
+            self._warm_up(batch)
         graph = (self._graphs is not None and not prefills and bool(decode.seq_ids)
                  and self._graphs.fits(decode))
         if graph:
@@ -191,15 +178,18 @@ class GpuExecutor:
         self._host_s += time.perf_counter() - t0
 
         self._timer.start()
-        # Swapped-out KV is read before the pool follows the allocator (which may have released
-        # its segment) and before anything this step writes reuses its slots.
-        for sid in batch.swapped_out:
-            self._swap_out(sid)
-        self.pool.sync()
-        for src, dst in copies:
-            self.pool.write_slots(self.pool.index(dst), self.pool.read_slots(self.pool.index(src)))
-        for sid in batch.swapped_in:
-            self._swap_in(sid)
+        self.pool.sync(batch.segments_added, [])
+        # Swapped-out KV is read where the scheduler decided it among the block copies, before
+        # the pool drops a released segment and before anything this step writes reuses it.
+        copied = 0
+        for op in batch.swap_out:
+            self._copy(batch.block_copies[copied:op.copies_before])
+            copied = op.copies_before
+            self._swap_out(op)
+        self._copy(batch.block_copies[copied:])
+        self.pool.sync([], batch.segments_released)
+        for op in batch.swap_in:
+            self._swap_in(op)
         sampled: list[int] = []
         next_tokens = None
         if graph:
@@ -212,116 +202,83 @@ class GpuExecutor:
 
         if next_tokens is not None:
             for sid, token in zip(sampled, next_tokens.tolist()):
-                self._seqs[sid].tokens.append(token)
+                self._tokens[sid].append(token)
         self._steps += 1
         self._device_s += seconds
         return seconds
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, batch: Batch) -> None:
         """Before the first timed step: back the first segments and compile the kernels, so
         that no step's time holds a compilation."""
-        self.pool.sync()
+        self.pool.sync(batch.segments_added, batch.segments_released)
         self.decoder.backend.warmup(self.pool, self.decoder.config.num_heads)
         self._warm = True
 
-    # -- host-side bookkeeping --------------------------------------------------------------
+    # -- host-side preparation ----------------------------------------------------------------
 
-    _warm = False
+    def _tokens_of(self, sid: int, rid: int) -> list[int]:
+        tokens = self._tokens.get(sid)
+        if tokens is None:  # the request's first admission: draw its prompt
+            tokens = prompt_tokens(
+                rid, self._prompt_len[rid], self.decoder.config.vocab_size, seed=self.seed,
+                prefix_hashes=self._hashes[rid], chunk_tokens=self._chunk_tokens,
+            ).tolist()
+            self._tokens[sid] = tokens
+            self._rid[sid] = rid
+        return tokens
 
-    def _new_seq(self, sid: int, rid: int) -> _Seq:
-        prompt = self._prompt_len[rid]
-        tokens = prompt_tokens(
-            rid, prompt, self.decoder.config.vocab_size, seed=self.seed,
-            prefix_hashes=self._hashes[rid], chunk_tokens=self._chunk_tokens,
-        )
-        seq = _Seq(tokens.tolist(), prompt, self._n[rid])
-        self._seqs[sid] = seq
-        return seq
+    def _table(self, sid: int, block_table: tuple[int, ...]) -> np.ndarray:
+        seen = self._tables.get(sid)
+        if seen is not None and seen[0] == block_table:
+            return seen[1]
+        table = np.asarray(block_table, dtype=np.int64)
+        self._tables[sid] = (block_table, table)
+        return table
 
-    def _fork(self, parent: int, child: int) -> None:
-        """The child starts as the parent: same tokens, and the parent's blocks as the ones its
-        KV was written in, so that whatever the allocator gives it is filled by _refresh."""
-        p = self._seqs[parent]
-        c = _Seq(list(p.tokens), p.prompt_len, p.n)
-        c.table, c.written = p.table, p.written
-        self._seqs[child] = c
-
-    def _preempt(self, sid: int, kept_tokens: int) -> None:
-        """Preempted by recompute: the KV is gone; the request prefills its kept tokens again."""
-        seq = self._seqs[sid]
-        del seq.tokens[kept_tokens:]
-        seq.table, seq.written = None, 0
-
-    def _layout(self, sid: int) -> np.ndarray:
-        return np.asarray(self.allocator.layout(sid).block_table, dtype=np.int64)
-
-    def _plan(self, batch: Batch):
-        """Read layouts and decide the step's work: prefill chunks, decode rows and block
-        copies (copy-on-write, a static fork), without touching the device."""
+    def _plan(self, batch: Batch) -> tuple[list[PrefillWork], DecodeWork]:
+        """The step's work from the batch: prefill chunks and decode rows, on the host."""
         prefills: list[PrefillWork] = []
         rows: tuple[list, list, list, list] = ([], [], [], [])  # seq ids, tokens, lens, tables
-        copies: list[tuple[np.ndarray, np.ndarray]] = []
-        for sid, rid, num_new, context, is_prefill, samples in batch.entries:
-            seq = self._seqs.get(sid) or self._new_seq(sid, rid)
-            if is_prefill:
-                prefills.append(self._plan_prefill(sid, seq, context - num_new, context, samples,
-                                                   copies))
+        for seq in batch.seqs:
+            sid, context = seq.seq_id, seq.context_tokens
+            tokens = self._tokens_of(sid, seq.request_id)
+            table = self._table(sid, seq.block_table)
+            if seq.is_prefill:
+                if len(tokens) < context or (seq.samples and len(tokens) != context):
+                    raise ExecutorError(f"seq {sid}: prefill to {context} of {len(tokens)} tokens")
+                chunk = np.asarray(tokens[seq.start:context], dtype=np.int64)
+                prefills.append(PrefillWork(sid, chunk, seq.start, context, table, seq.samples))
             else:
-                self._plan_decode(sid, seq, context, rows, copies)
-            seq.written = context
+                if len(tokens) != context:
+                    raise ExecutorError(f"seq {sid}: decode to {context} with {len(tokens)} tokens")
+                for column, value in zip(rows, (sid, tokens[-1], context, table)):
+                    column.append(value)
         decode = DecodeWork(rows[0], np.asarray(rows[1], np.int64), np.asarray(rows[2], np.int64),
                             rows[3])
-        return prefills, decode, copies
+        return prefills, decode
 
-    def _plan_prefill(self, sid: int, seq: _Seq, start: int, context: int, samples: bool,
-                      copies) -> PrefillWork:
-        if seq.table is None:  # an admission: the KV before start is a prefix-cache hit
-            seq.written = start
-        elif start != seq.written:
-            raise ExecutorError(f"seq {sid}: prefill from {start} with {seq.written} written")
-        self._refresh(seq, self._layout(sid), copies)
-        if len(seq.tokens) < context or (samples and len(seq.tokens) != context):
-            raise ExecutorError(f"seq {sid}: prefill to {context} of {len(seq.tokens)} tokens")
-        chunk = np.asarray(seq.tokens[start:context], dtype=np.int64)
-        return PrefillWork(sid, chunk, start, context, seq.table, samples)
+    def _copy(self, copies: list[BlockCopy]) -> None:
+        """Apply block copies decided by the allocator (one gather and one scatter)."""
+        if not copies:
+            return
+        bs = self.pool.block_size
+        src = np.concatenate([c.src * bs + np.arange(c.num_tokens) for c in copies])
+        dst = np.concatenate([c.dst * bs + np.arange(c.num_tokens) for c in copies])
+        self.pool.write_slots(self.pool.index(dst), self.pool.read_slots(self.pool.index(src)))
+        self._copied_blocks += len(copies)
 
-    def _plan_decode(self, sid: int, seq: _Seq, context: int, rows, copies) -> None:
-        if len(seq.tokens) != context or seq.written != context - 1:
-            raise ExecutorError(f"seq {sid}: decode to {context} with {len(seq.tokens)} tokens, "
-                                f"{seq.written} written")
-        # Blocks of a running sequence only move by copy-on-write, which needs samples sharing
-        # them (n > 1); otherwise its table only grows, at block boundaries.
-        if seq.n > 1 or len(seq.table) * self.pool.block_size < context:
-            self._refresh(seq, self._layout(sid), copies)
-        for column, value in zip(rows, (sid, seq.tokens[context - 1], context, seq.table)):
-            column.append(value)
+    def _op_slots(self, op: SwapOp) -> np.ndarray:
+        table = np.asarray(op.block_table, dtype=np.int64)
+        return slots_of(table, np.arange(op.num_tokens), self.pool.block_size)
 
-    def _refresh(self, seq: _Seq, table: np.ndarray, copies: list) -> None:
-        """Adopt a freshly read block table; written tokens whose block moved are copied."""
-        old = seq.table
-        if old is not None and seq.written:
-            bs = self.pool.block_size
-            used = min(-(-seq.written // bs), len(old), len(table))
-            moved = np.flatnonzero(old[:used] != table[:used])
-            if moved.size:
-                offsets = np.arange(bs)
-                pos = (moved[:, None] * bs + offsets).ravel()
-                pos = pos[pos < seq.written]
-                copies.append((slots_of(old, pos, bs), slots_of(table, pos, bs)))
-                self._copied_blocks += int(moved.size)
-        seq.table = table
-
-    def _swap_out(self, sid: int) -> None:
+    def _swap_out(self, op: SwapOp) -> None:
         """Save a sequence's written KV in the host swap space; its slots are the allocator's
         again."""
-        seq = self._seqs[sid]
-        slots = slots_of(seq.table, np.arange(seq.written), self.pool.block_size)
-        self.swap.save(sid, self.pool.read_slots(self.pool.index(slots)), seq.written)
-        seq.table = None
+        self.swap.save(op.seq_id, self.pool.read_slots(self.pool.index(self._op_slots(op))))
+        self._tables.pop(op.seq_id, None)
         self._swaps[0] += 1
 
-    def _swap_in(self, sid: int) -> None:
-        seq = self._seqs[sid]
-        slots = slots_of(seq.table, np.arange(seq.written), self.pool.block_size)
-        self.pool.write_slots(self.pool.index(slots), self.swap.load(sid, self.device_t))
+    def _swap_in(self, op: SwapOp) -> None:
+        self.pool.write_slots(self.pool.index(self._op_slots(op)),
+                              self.swap.load(op.seq_id, self.device_t))
         self._swaps[1] += 1

@@ -1,8 +1,9 @@
 """KV tensors that follow the allocator's segments.
 
-The allocator decides which segments exist; the pool mirrors that in device memory: one tensor
-per live segment, [num_layers, 2 (K, V), blocks_per_segment, block_size, num_kv_heads, head_dim],
-created when the allocator adds the segment and dropped when it releases it. Static and paged
+The allocator decides which segments exist and each batch says what changed; the pool mirrors
+that in device memory: one tensor per live segment, [num_layers, 2 (K, V), blocks_per_segment,
+block_size, num_kv_heads, head_dim], created when the allocator adds the segment and dropped when
+it releases it. Static and paged
 allocators hold one segment from the start (preallocated); segmented and hybrid add and release
 segments as the load moves, so the real memory held follows the allocator's `backed` figure.
 Every segment tensor has the full blocks_per_segment (the kernels want one shape), so a last
@@ -20,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from allocators.base import Allocator
+from harness.engine.executor import KVGeometry
 
 # prepare(k_segments, v_segments, previous) -> a kernel's per-layer segment handle
 # (kernels.paged_decode's SegmentTable), called when the live segments change; previous is the
@@ -50,15 +51,15 @@ class SlotIndex:
 
 class SegmentMismatch(RuntimeError):
     """Slots refer to a segment the pool holds no tensor for (sync() was not called after the
-    allocator added it)."""
+    batch added it)."""
 
 
 class KVPool:
-    """Device KV memory mirroring allocator.segments(); call sync() after the allocator moved."""
+    """Device KV memory mirroring the allocator's segments, as the batches report them."""
 
     def __init__(
         self,
-        allocator: Allocator,
+        geometry: KVGeometry,
         *,
         num_layers: int,
         num_kv_heads: int,
@@ -67,14 +68,14 @@ class KVPool:
         device: torch.device | str,
         prepare: PrepareLayer | None = None,
     ) -> None:
-        self.allocator = allocator
+        self.budget_slots = geometry.budget_slots
         self.num_layers = num_layers
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.dtype = dtype
         self.device = torch.device(device)
-        self.block_size = allocator.block_size
-        self.blocks_per_segment = allocator.blocks_per_segment
+        self.block_size = geometry.block_size
+        self.blocks_per_segment = geometry.blocks_per_segment
         self._prepare = prepare
         self._tensors: dict[int, torch.Tensor] = {}
         self._layers: list[LayerCache] = []
@@ -87,12 +88,12 @@ class KVPool:
     def allocated_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
-    def sync(self) -> bool:
-        """Create tensors for segments the allocator added, drop those it released; True when
-        anything changed. Data in surviving segments is untouched."""
-        live = set(self.allocator.segments())
-        gone = [s for s in self._tensors if s not in live]
-        new = sorted(live.difference(self._tensors))
+    def sync(self, added: list[int], released: list[int]) -> bool:
+        """Drop the tensors of released segments, create those of added ones (either may be
+        known already: nothing happens then); True when anything changed. Data in surviving
+        segments is untouched."""
+        gone = [s for s in released if s in self._tensors]
+        new = [s for s in added if s not in self._tensors]
         for seg in gone:
             del self._tensors[seg]
         for seg in new:
@@ -121,7 +122,7 @@ class KVPool:
             self._layers.append(LayerCache(k, v, handle))
 
     def _max_segments(self) -> int:
-        return -(-self.allocator.usage().budget // self.slots_per_segment)
+        return -(-self.budget_slots // self.slots_per_segment)
 
     def live_segments(self) -> list[int]:
         return sorted(self._tensors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.model.config import RunConfig
+from harness.engine.executor import KVGeometry
 from harness.engine.loop import RunResult, simulate
 from harness.gpu.executor import GpuExecutor
 from harness.gpu.model import Decoder
@@ -17,8 +18,8 @@ def run_on_device(
     outputs() are the generated tokens)."""
     made: list[GpuExecutor] = []
 
-    def factory(cfg: RunConfig, allocator) -> GpuExecutor:
-        made.append(GpuExecutor(cfg, allocator, decoder=decoder, trace=trace))
+    def factory(cfg: RunConfig, geometry: KVGeometry) -> GpuExecutor:
+        made.append(GpuExecutor(cfg, geometry, decoder=decoder, trace=trace))
         return made[0]
 
     result = simulate(config, trace, progress=progress, executor_factory=factory)

@@ -13,28 +13,17 @@ import torch
 class SwapSpace:
     def __init__(self, device: torch.device) -> None:
         self._pin = device.type == "cuda"
-        self._held: dict[int, tuple[torch.Tensor, int]] = {}
+        self._held: dict[int, torch.Tensor] = {}
 
-    def held_ids(self) -> list[int]:
-        return list(self._held)
-
-    def written(self, seq_id: int) -> int:
-        return self._held[seq_id][1]
-
-    @property
-    def used_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t, _ in self._held.values())
-
-    def save(self, seq_id: int, kv: torch.Tensor, written: int) -> None:
-        """Keep kv [num_layers, 2, written, Hkv, D] (on the device) in host memory."""
+    def save(self, seq_id: int, kv: torch.Tensor) -> None:
+        """Keep kv [num_layers, 2, tokens, Hkv, D] (on the device) in host memory."""
         host = torch.empty(kv.shape, dtype=kv.dtype, pin_memory=self._pin)
         host.copy_(kv, non_blocking=True)
-        self._held[seq_id] = (host, written)
+        self._held[seq_id] = host
 
     def load(self, seq_id: int, device: torch.device) -> torch.Tensor:
         """Give back (and forget) a sequence's KV, on its way to the device."""
-        host, _ = self._held.pop(seq_id)
-        return host.to(device, non_blocking=True)
+        return self._held.pop(seq_id).to(device, non_blocking=True)
 
     def drop(self, seq_id: int) -> None:
         self._held.pop(seq_id, None)

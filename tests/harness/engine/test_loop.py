@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.engine.loop import Engine, simulate
-from harness.engine.executor import Batch, CostModelExecutor
+from harness.engine.batch import Batch
+from harness.engine.executor import CostModelExecutor
 from harness.engine.recorder import REQUEST_COLUMNS, STEP_COLUMNS, write_run
 from harness.engine.summary import SUMMARY_KEYS
 from harness.engine.swap import SwapSpace
@@ -172,13 +173,14 @@ def test_a_horizon_leaves_requests_queued_or_running(tiny_config, random_trace, 
 
 
 class _Checking:
-    """An executor that checks every batch against the allocator, as a GPU executor reads it."""
+    """An executor that checks every batch against the allocator (set by the test)."""
 
     name = "checking"
     device = None
+    needs_layouts = True
 
-    def __init__(self, config, allocator):
-        self.allocator = allocator
+    def __init__(self, config, geometry):
+        self.allocator = None
         self.steps = 0
 
     def step(self, batch: Batch) -> float:
@@ -188,6 +190,7 @@ class _Checking:
                 assert seq.context_tokens <= length
             else:
                 assert seq.num_new_tokens == 1 and seq.context_tokens == length
+            assert seq.block_table == self.allocator.layout(seq.seq_id).block_table
         self.steps += 1
         return 0.01
 
@@ -195,35 +198,40 @@ class _Checking:
 def test_a_plugged_executor_sees_batches_that_match_the_allocator(tiny_config, random_trace, rng):
     trace = random_trace(rng, 30, max_n=3)
     engine = Engine(tiny_config("hybrid", slots=2048), trace, executor_factory=_Checking)
+    engine.executor.allocator = engine.allocator
     result = engine.run()
     assert engine.executor.steps == len(result.steps) > 0
     assert np.allclose(np.diff(result.steps["time_s"]) >= 0.01 - 1e-12, True)
     assert result.info["executor"] == "checking"
 
 
-class _StepByStep:
-    """The cost-model executor without decode_steps: the engine then runs every step alone."""
-
-    name = "costmodel"
-    device = None
-
-    def __init__(self, config, allocator):
-        self.inner = CostModelExecutor(config, allocator)
-
-    def step(self, batch: Batch) -> float:
-        return self.inner.step(batch)
-
-
-@pytest.mark.parametrize("allocator", ["static", "paged", "segmented", "hybrid"])
-@pytest.mark.parametrize("slots", [1024, 8192])
-def test_decode_runs_change_nothing(tiny_config, random_trace, allocator, slots, tmp_path):
-    trace = random_trace(np.random.default_rng(7), 60, max_output=200, rate_per_s=20.0, max_n=2)
-    config = tiny_config(allocator, slots=slots, preemption="swap",
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(allocator=st.sampled_from(["static", "paged", "segmented", "hybrid"]),
+       slots=st.sampled_from([1024, 8192]), seed=st.integers(0, 2**16),
+       preemption=st.sampled_from(["recompute", "swap"]))
+def test_decode_runs_change_nothing(tiny_config, random_trace, allocator, slots, seed, preemption,
+                                    tmp_path_factory):
+    """The decode-run shortcut (both executors take it) gives the results of scheduling every
+    step through schedule()."""
+    trace = random_trace(np.random.default_rng(seed), 60, max_output=200, rate_per_s=20.0,
+                         max_n=2)
+    config = tiny_config(allocator, slots=slots, preemption=preemption,
                          swap_space_bytes=2000 * 131072)
-    write_run(simulate(config, trace), tmp_path / "runs")
-    write_run(simulate(config, trace, executor_factory=_StepByStep), tmp_path / "steps")
+    out = tmp_path_factory.mktemp("runs")
+    write_run(simulate(config, trace), out / "runs")
+    write_run(simulate(config, trace, decode_runs=False), out / "steps")
     for file in ("steps.csv", "requests.csv"):
-        assert (tmp_path / "runs" / file).read_bytes() == (tmp_path / "steps" / file).read_bytes()
+        assert (out / "runs" / file).read_bytes() == (out / "steps" / file).read_bytes()
+
+
+def test_an_executor_without_bulk_pricing_runs_every_decode_run_step(tiny_config, random_trace):
+    trace = random_trace(np.random.default_rng(3), 40, max_output=100, rate_per_s=5.0)
+    config = tiny_config("paged", slots=8192)
+    engine = Engine(config, trace, executor_factory=_Checking)
+    engine.executor.allocator = engine.allocator
+    result = engine.run()
+    assert engine.executor.steps == len(result.steps)
 
 
 def test_swap_space_refuses_what_does_not_fit():

@@ -7,14 +7,23 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from allocators import make_allocator  # noqa: E402
+from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.kv_pool import KVPool, SegmentMismatch  # noqa: E402
 
 LAYERS, HEADS, DIM = 2, 2, 8
 
 
 def make_pool(allocator):
-    return KVPool(allocator, num_layers=LAYERS, num_kv_heads=HEADS, head_dim=DIM,
+    geometry = KVGeometry(allocator.block_size, allocator.blocks_per_segment,
+                          allocator.usage().budget)
+    return KVPool(geometry, num_layers=LAYERS, num_kv_heads=HEADS, head_dim=DIM,
                   dtype=torch.float32, device="cpu")
+
+
+def follow(pool, allocator) -> bool:
+    """What a batch tells the pool: the segments added and released since it last looked."""
+    now, before = set(allocator.segments()), set(pool.live_segments())
+    return pool.sync(sorted(now - before), sorted(before - now))
 
 
 def segment_bytes(blocks_per_segment, block_size):
@@ -29,15 +38,15 @@ def test_pool_allocates_and_frees_segments_with_the_allocator():
         alloc.allocate(sid, 30)
     bps = alloc.blocks_per_segment
     assert bps == alloc.layout(0).blocks_per_segment
-    assert pool.sync()
+    assert follow(pool, alloc)
     assert sorted(pool._tensors) == list(alloc.segments())
     assert pool.allocated_bytes == len(alloc.segments()) * segment_bytes(bps, 4)
     for sid in range(4):
         alloc.free(sid)
-    assert pool.sync()
+    assert follow(pool, alloc)
     assert sorted(pool._tensors) == list(alloc.segments())
     assert pool.allocated_bytes == len(alloc.segments()) * segment_bytes(bps, 4)
-    assert not pool.sync()
+    assert not follow(pool, alloc)
 
 
 def test_preallocating_allocators_hold_one_segment_from_the_first_sync():
@@ -45,7 +54,7 @@ def test_preallocating_allocators_hold_one_segment_from_the_first_sync():
         alloc = make_allocator(name, 128)
         pool = make_pool(alloc)
         alloc.allocate(0, 10, final_tokens=20)
-        pool.sync()
+        follow(pool, alloc)
         assert pool.allocated_bytes == segment_bytes(pool.blocks_per_segment, pool.block_size)
         assert pool.blocks_per_segment * pool.block_size >= 128 - pool.block_size
 
@@ -55,7 +64,7 @@ def test_write_then_gather_round_trips_across_segments():
     pool = make_pool(alloc)
     for sid in range(3):
         alloc.allocate(sid, 14)
-    pool.sync()
+    follow(pool, alloc)
     slots = np.concatenate([np.asarray(alloc.layout(s).slot_mapping(0, 14)) for s in range(3)])
     assert len(np.unique(slots // 16)) >= 2  # the slots span several segments
     where = pool.index(slots)
@@ -75,6 +84,6 @@ def test_slots_in_a_segment_with_no_tensor_are_refused():
     alloc = make_allocator("hybrid", 128, block_size=4, segment_tokens=32)
     pool = make_pool(alloc)
     alloc.allocate(0, 8)
-    pool.sync()
+    follow(pool, alloc)
     with pytest.raises(SegmentMismatch):
         pool.index(np.array([100]))

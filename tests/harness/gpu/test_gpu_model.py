@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from allocators import make_allocator  # noqa: E402
+from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
 from harness.gpu.model import DecoderConfig, PrefillChunk, StepInputs, random_weights  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
@@ -42,15 +43,15 @@ def test_prefill_logits_match_transformers(tiny_decoder):
     rng = np.random.default_rng(0)
     prompts = [rng.integers(1, 256, n) for n in (5, 19, 11)]
     alloc = make_allocator("paged", 256, block_size=4)
-    pool = KVPool(alloc, num_layers=2, num_kv_heads=2, head_dim=16, dtype=torch.float32,
-                  device="cpu")
+    pool = KVPool(KVGeometry(4, alloc.blocks_per_segment, 256), num_layers=2, num_kv_heads=2,
+                  head_dim=16, dtype=torch.float32, device="cpu")
     slots, chunks, start = [], [], 0
     for sid, prompt in enumerate(prompts):
         alloc.allocate(sid, len(prompt))
         slots += alloc.layout(sid).slot_mapping(0, len(prompt))
         chunks.append(PrefillChunk(start, len(prompt), 0, None))
         start += len(prompt)
-    pool.sync()
+    pool.sync(list(alloc.segments()), [])
     ids = torch.from_numpy(np.concatenate(prompts))
     step = StepInputs(
         input_ids=ids,

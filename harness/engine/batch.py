@@ -1,0 +1,113 @@
+"""The scheduler's output: one engine step, everything an executor needs to price or run it.
+
+Per scheduled sequence: its new tokens, its context length and, for an executor that holds real
+KV, its physical layout (block table). Then the step's memory operations as explicit lists, in
+the order an executor applies them, and the sequences' lifecycle events (what became of
+sequences since the previous batch; events of steps that ran nothing arrive with the next):
+1. forks: the child starts as the parent (tokens, and KV as written); preempted: freed for
+   recompute, the request keeps its first kept_tokens tokens to prefill again; finished: freed
+   for good (completed or rejected);
+2. segments_added: new segments of the allocator;
+3. block_copies and swap_out, in the order they were decided: a swap-out's KV is read after the
+   first copies_before block copies (say, a fork copied into the reservation it swaps out) and
+   before the rest (which may reuse the slots it freed); block_copies are copy-on-write of a
+   shared, partly written block, or a static fork's copy;
+4. segments_released: segments the allocator let go (after the reads above);
+5. swap_in: host KV to write into the new slots given this step;
+6. seqs: the attention work, which writes the new tokens' K/V.
+Aggregates (token and context counts, attention pairs, swapped tokens) serve a cost model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from allocators import BlockCopy
+
+
+@dataclass(slots=True)
+class ScheduledSeq:
+    """num_new_tokens tokens whose K/V are written this step, attending to context_tokens tokens
+    (the sequence's KV length once they are written). samples: the step samples the sequence's
+    next token (every decode; the prefill chunk that ends a prefill). block_table: global block
+    ids of the sequence after this step's allocation, for executors that ask for layouts."""
+
+    seq_id: int
+    request_id: int
+    num_new_tokens: int
+    context_tokens: int
+    is_prefill: bool
+    samples: bool
+    block_table: tuple[int, ...] | None = None
+
+    @property
+    def start(self) -> int:
+        """Position of the first new token: the KV before it is written (or a prefix hit)."""
+        return self.context_tokens - self.num_new_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class SwapOp:
+    """The KV of a sequence's first num_tokens tokens moves between device and host through
+    the blocks of block_table; a swap-out comes after the batch's first copies_before block
+    copies."""
+
+    seq_id: int
+    num_tokens: int
+    block_table: tuple[int, ...]
+    copies_before: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    parent: int
+    child: int
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    seq_id: int
+    kept_tokens: int
+
+
+@dataclass(slots=True)
+class Batch:
+    seqs: list[ScheduledSeq] = field(default_factory=list)
+    forks: list[Fork] = field(default_factory=list)
+    preempted: list[Preemption] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)
+    segments_added: list[int] = field(default_factory=list)
+    block_copies: list[BlockCopy] = field(default_factory=list)
+    swap_out: list[SwapOp] = field(default_factory=list)
+    segments_released: list[int] = field(default_factory=list)
+    swap_in: list[SwapOp] = field(default_factory=list)
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    prefill_context_tokens: int = 0
+    decode_context_tokens: int = 0
+    prefill_attention_pairs: int = 0  # sum over prefill tokens of the keys each attends to
+    swap_in_tokens: int = 0
+    swap_out_tokens: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prefill_tokens + self.decode_tokens
+
+    @property
+    def has_work(self) -> bool:
+        """Whether the step computes or moves anything (else it is not run)."""
+        return bool(self.seqs or self.swap_in_tokens or self.swap_out_tokens)
+
+    def add_prefill(
+        self, seq_id: int, request_id: int, start: int, num_tokens: int, *, samples: bool
+    ) -> None:
+        """Prefill tokens [start, start + num_tokens) of a sequence."""
+        context = start + num_tokens
+        self.seqs.append(ScheduledSeq(seq_id, request_id, num_tokens, context, True, samples))
+        self.prefill_tokens += num_tokens
+        self.prefill_context_tokens += context
+        self.prefill_attention_pairs += num_tokens * start + num_tokens * (num_tokens + 1) // 2
+
+    def add_decode(self, seq_id: int, request_id: int, context: int) -> None:
+        self.seqs.append(ScheduledSeq(seq_id, request_id, 1, context, False, True))
+        self.decode_tokens += 1
+        self.decode_context_tokens += context
