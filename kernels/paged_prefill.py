@@ -44,14 +44,23 @@ class PrefillConfig:
 
 # GPU: 128 x 64 tiles, the flash-attention forward shape that keeps a head_dim-128 tile of Q, a
 # pipelined K/V tile per stage and the float32 accumulator on chip with 8 warps
-# (benchmarks/bench_prefill.py --tune measures the alternatives). The interpreter runs one
-# program at a time in numpy, where small tiles waste the least on masked rows.
+# (benchmarks/bench_prefill.py --tune measures the alternatives). Wide rows (float32 at head_dim
+# 128) would not fit those tiles in shared memory and take the small GPU shape. The interpreter
+# runs one program at a time in numpy, where small tiles waste the least on masked rows.
 GPU_CONFIG = PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
+SMALL_GPU_CONFIG = PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
 INTERPRETER_CONFIG = PrefillConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
+SHARED_MEMORY_BUDGET = 160 * 1024  # bytes of Q and staged K/V tiles, under Hopper's 227 KiB
 
 
-def default_config(device: torch.device) -> PrefillConfig:
-    return GPU_CONFIG if device.type == "cuda" else INTERPRETER_CONFIG
+def default_config(device: torch.device, row_bytes: int) -> PrefillConfig:
+    """The launch shape for query and key rows of row_bytes (head_dim * element size)."""
+    if device.type != "cuda":
+        return INTERPRETER_CONFIG
+    c = GPU_CONFIG
+    if (c.block_m + 2 * c.block_n * c.num_stages) * row_bytes > SHARED_MEMORY_BUDGET:
+        return SMALL_GPU_CONFIG
+    return c
 
 
 @triton.jit
@@ -187,7 +196,8 @@ def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: i
                  config: PrefillConfig | None = None) -> PrefillPlan:
     """What paged_prefill launches for this shape, computed once per shape and reused: a
     launch then costs the host only the grid's arithmetic and Triton's own dispatch."""
-    config = config or default_config(device)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    config = config or default_config(device, head_dim * itemsize)
     group = num_heads // num_kv_heads
     block_g = triton.next_power_of_2(group)
     block_q = max(1, config.block_m // block_g)
@@ -196,7 +206,7 @@ def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: i
     consts = dict(
         GROUP=group, BLOCK_G=block_g, BLOCK_Q=block_q, HEAD_DIM=head_dim,
         NUM_KV_HEADS=num_kv_heads, BLOCK_SIZE=block_size, BLOCKS_PER_SEGMENT=blocks_per_segment,
-        BLOCK_N=config.block_n, ALIGN=ALIGN_BYTES // torch.empty(0, dtype=dtype).element_size(),
+        BLOCK_N=config.block_n, ALIGN=ALIGN_BYTES // itemsize,
         INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
     )

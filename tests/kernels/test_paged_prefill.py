@@ -4,7 +4,14 @@ import itertools
 import pytest
 import torch
 
-from kernels.paged_prefill import PrefillConfig, paged_prefill, plan_prefill
+from kernels.paged_prefill import (
+    GPU_CONFIG,
+    SMALL_GPU_CONFIG,
+    PrefillConfig,
+    default_config,
+    paged_prefill,
+    plan_prefill,
+)
 from kernels.reference import reference_prefill
 from kernels.segments import KVLayoutError, segment_table
 
@@ -98,6 +105,13 @@ def test_plan_is_cached_per_shape(device):
     consts = dict(first.constexprs)
     assert consts["BLOCK_Q"] * consts["BLOCK_G"] == first.config.block_m and consts["GROUP"] == 4
     assert first.num_tiles(100, 3) >= 3
+
+
+def test_default_config_fits_shared_memory():
+    cuda = torch.device("cuda")
+    assert default_config(cuda, 128 * 2) == GPU_CONFIG  # bf16 / fp16 at head_dim 128
+    assert default_config(cuda, 128 * 4) == SMALL_GPU_CONFIG  # float32 at head_dim 128
+    assert default_config(torch.device("cpu"), 128 * 2).block_m == 16
 
 
 def test_rejects_mismatched_inputs(make_cache, device):
