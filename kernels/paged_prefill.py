@@ -44,7 +44,8 @@ class PrefillConfig:
 
 # GPU: 128 x 64 tiles, the flash-attention forward shape that keeps a head_dim-128 tile of Q, a
 # pipelined K/V tile per stage and the float32 accumulator on chip with 8 warps
-# (benchmarks/bench_prefill.py --tune measures the alternatives). Wide rows (float32 at head_dim
+# (the alternatives measured by benchmarks/bench_prefill.py --tune are in
+# benchmarks/results/tuning/prefill_tune_h200.csv). Wide rows (float32 at head_dim
 # 128) would not fit those tiles in shared memory and take the small GPU shape. The interpreter
 # runs one program at a time in numpy, where small tiles waste the least on masked rows.
 GPU_CONFIG = PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
