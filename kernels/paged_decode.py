@@ -145,10 +145,11 @@ def _programs_per_sm(device: torch.device, signature: tuple, constexprs: tuple,
 
 
 @triton.jit
-def _tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
-               BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr, ALIGN: tl.constexpr):
-    """Element offsets from K_base and V_base of the tile's tokens `tok`, KV head 0."""
+def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
+              BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr, ALIGN: tl.constexpr):
+    """Element offsets from K_base and V_base of the tile's tokens `tok`, KV head 0 (shared with
+    kernels/paged_prefill.py: one addressing of the paged cache for both kernels)."""
     if BLOCK_SIZE % BLOCK_N == 0:
         # The tile lies inside one block: one table lookup, rows at a fixed stride.
         block = tl.load(bt_row + tile // BLOCK_SIZE)
@@ -169,7 +170,7 @@ def _tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
 
 
 @triton.jit
-def _round_to_bf16(x):
+def round_to_bf16(x):
     """float32 x rounded to the nearest bfloat16 (ties to even), still as float32."""
     bits = x.to(tl.uint32, bitcast=True)
     bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
@@ -215,8 +216,8 @@ def _decode_split_kernel(
     for tile in range(start, end, BLOCK_N):
         tok = tile + tl.arange(0, BLOCK_N)
         valid = tok < end
-        k_rows, v_rows = _tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
-                                    BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
+                                   BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
         k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
         if EMULATE_BF16:
@@ -229,7 +230,7 @@ def _decode_split_kernel(
         p = tl.exp2(scores - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         if EMULATE_BF16:
-            p = _round_to_bf16(p)
+            p = round_to_bf16(p)
         else:
             p = p.to(v.dtype)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
@@ -240,7 +241,7 @@ def _decode_split_kernel(
     row_mask = (g < GROUP)[:, None]
     if not SPLIT:
         if EMULATE_BF16:
-            out = _round_to_bf16(out)
+            out = round_to_bf16(out)
         tl.store(Out + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
                  out.to(Out.dtype.element_ty), mask=row_mask)
     else:
@@ -269,7 +270,7 @@ def _decode_reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_spl
     total = tl.sum(weight, 0)
     out = tl.sum(parts * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
     if EMULATE_BF16:
-        out = _round_to_bf16(out)
+        out = round_to_bf16(out)
     tl.store(Out + b * stride_ob + head * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
@@ -282,52 +283,88 @@ class LaunchPlan:
     constexprs: dict
 
 
+@dataclass(frozen=True)
+class DecodeShape:
+    """Everything plan_launch reads off its inputs: shapes, strides, dtypes and the device. A
+    hashable key, so that a plan is computed once per shape and reused."""
+
+    batch: int
+    num_heads: int
+    head_dim: int
+    q_strides: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+    num_kv_heads: int
+    block_size: int
+    blocks_per_segment: int
+    cache_element_size: int
+    table_width: int
+    table_stride: int
+
+    @classmethod
+    def of(cls, q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor) -> DecodeShape:
+        return cls(q.shape[0], q.shape[1], q.shape[2], (q.stride(0), q.stride(1)), q.dtype,
+                   q.device, table.num_kv_heads, table.block_size, table.blocks_per_segment,
+                   table.k_base.element_size(), block_tables.shape[1], block_tables.stride(0))
+
+
 def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
                 num_splits: int | None = None, config: DecodeConfig | None = None) -> LaunchPlan:
     """What paged_decode launches for these shapes: the given split count and config, or the
     defaults (choose_num_splits with the occupancy of the compiled kernels, default_config).
-    Reads no tensor data, so a caller can plan once per batch shape (and compile ahead)."""
-    num_heads, head_dim = q.shape[1:]
-    group = num_heads // table.num_kv_heads
-    max_context = block_tables.shape[1] * table.block_size
+    Reads no tensor data; the plan is cached per DecodeShape, since choosing the split count
+    takes far longer on the host than a small decode kernel runs. The returned plan is shared:
+    do not change its constexprs."""
+    if table.dtype != q.dtype:
+        raise KVLayoutError(f"q is {q.dtype} but the cache is {table.dtype}")
+    return plan_for_shape(DecodeShape.of(q, table, block_tables), num_splits, config)
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
+                   config: DecodeConfig | None = None) -> LaunchPlan:
+    """plan_launch's work for one shape (plan_for_shape.__wrapped__ is the uncached form)."""
+    device, dtype = shape.device, shape.dtype
+    group = shape.num_heads // shape.num_kv_heads
+    max_context = shape.table_width * shape.block_size
     # The Triton interpreter (the only way CPU tensors run) multiplies bfloat16 bit patterns in
     # tl.dot (triton-lang/triton#11584) and truncates float32 -> bfloat16: there bfloat16 goes
     # through float32 with explicit round-to-nearest-even, the arithmetic of the GPU path.
     common = dict(
-        GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-        NUM_KV_HEADS=table.num_kv_heads, BLOCK_SIZE=table.block_size,
-        BLOCKS_PER_SEGMENT=table.blocks_per_segment,
-        ALIGN=ALIGN_BYTES // table.k_base.element_size(),
-        INPUT_PRECISION="ieee" if q.dtype == torch.float32 else None,
-        EMULATE_BF16=q.device.type == "cpu" and q.dtype == torch.bfloat16,
+        GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=shape.head_dim,
+        NUM_KV_HEADS=shape.num_kv_heads, BLOCK_SIZE=shape.block_size,
+        BLOCKS_PER_SEGMENT=shape.blocks_per_segment,
+        ALIGN=ALIGN_BYTES // shape.cache_element_size,
+        INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
+        EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
     )
 
     def plan(splits: int) -> LaunchPlan:
-        chosen = config or default_config(table.block_size, splits, max_context)
+        chosen = config or default_config(shape.block_size, splits, max_context)
         return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
-                                               USE_PDL=splits > 1 and _use_pdl(q.device)))
+                                               USE_PDL=splits > 1 and _use_pdl(device)))
 
     occupancy: dict[tuple, int] = {}
 
     def programs_per_sm(splits: int) -> int:
-        if q.device.type != "cuda":
+        if device.type != "cuda":
             return 1
         candidate = plan(splits)
         key = (candidate.config, splits > 1)
         if key not in occupancy:
-            partial = torch.float32 if splits > 1 else q.dtype
-            signature = (q.dtype, table.dtype, table.dtype, torch.int64, torch.int64,
-                         torch.int32, torch.int32, q.dtype, partial, partial, q.stride(0),
-                         q.stride(1), block_tables.stride(0), q.stride(0), q.stride(1), 1.0,
-                         min(splits, 2))
+            partial = torch.float32 if splits > 1 else dtype
+            q_strides = shape.q_strides
+            signature = (dtype, dtype, dtype, torch.int64, torch.int64, torch.int32,
+                         torch.int32, dtype, partial, partial, *q_strides, shape.table_stride,
+                         *q_strides, 1.0, min(splits, 2))
             occupancy[key] = _programs_per_sm(
-                q.device, signature, tuple(sorted(candidate.constexprs.items())),
+                device, signature, tuple(sorted(candidate.constexprs.items())),
                 candidate.config.num_warps, candidate.config.num_stages)
         return occupancy[key]
 
     if num_splits is None:
-        num_splits = choose_num_splits(q.shape[0], table.num_kv_heads, max_context,
-                                       _num_sms(q.device), block_size=table.block_size,
+        num_splits = choose_num_splits(shape.batch, shape.num_kv_heads, max_context,
+                                       _num_sms(device), block_size=shape.block_size,
                                        programs_per_sm=programs_per_sm)
     return plan(num_splits)
 

@@ -1,4 +1,4 @@
-"""Pure-torch oracle for paged decode attention: gather the blocks, then attend.
+"""Pure-torch oracles for paged decode and prefill attention: gather the blocks, then attend.
 
 The "concatenate, then compute" version: every sequence's KV is gathered from the segment
 tensors through its block table into one contiguous tensor, and plain softmax attention runs on
@@ -89,3 +89,44 @@ def reference_decode(
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
     out = torch.einsum("bhgt,bthd->bhgd", probs, values)
     return out.reshape(batch, num_heads, head_dim)
+
+
+def reference_prefill(
+    q: torch.Tensor,
+    k_segments: Sequence[torch.Tensor | None],
+    v_segments: Sequence[torch.Tensor | None],
+    block_tables: torch.Tensor,
+    query_starts: torch.Tensor,
+    context_lens: torch.Tensor,
+    blocks_per_segment: int,
+    scale: float | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Causal attention of packed query chunks over their sequences' paged KV, in compute_dtype.
+
+    q [T, Hq, D]: rows query_starts[p] .. query_starts[p+1]-1 are the last q_len tokens of
+    sequence p, whose KV is context_lens[p] long (those tokens included); query token i sits
+    at position context - q_len + i and attends keys 0 .. that position. Returns [T, Hq, D].
+    """
+    num_tokens, num_heads, head_dim = q.shape
+    keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
+    values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
+    num_kv_heads = keys.shape[2]
+    group = num_heads // num_kv_heads
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    starts = query_starts.tolist()
+    out = torch.zeros(num_tokens, num_heads, head_dim, dtype=compute_dtype, device=q.device)
+    for seq, context in enumerate(context_lens.tolist()):
+        rows = slice(starts[seq], starts[seq + 1])
+        q_len = starts[seq + 1] - starts[seq]
+        if q_len == 0:
+            continue
+        qs = q[rows].to(compute_dtype).reshape(q_len, num_kv_heads, group, head_dim)
+        ks = keys[seq, :context].to(device=q.device, dtype=compute_dtype)
+        vs = values[seq, :context].to(device=q.device, dtype=compute_dtype)
+        scores = torch.einsum("qhgd,khd->hgqk", qs, ks) * scale
+        positions = torch.arange(q_len, device=q.device) + context - q_len
+        future = torch.arange(context, device=q.device)[None, :] > positions[:, None]
+        probs = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        out[rows] = torch.einsum("hgqk,khd->qhgd", probs, vs).reshape(q_len, num_heads, head_dim)
+    return out

@@ -1,7 +1,8 @@
 """Attention backends over the KV pool: the Triton kernels on a GPU, the torch reference elsewhere.
 
-Both store new K/V at the allocator's slots and run decode attention for every decoding
-sequence in one call per layer; they differ only in which kernels do it.
+Both store new K/V at the allocator's slots, run prefill attention for every prefill chunk of a
+step in one call per layer and decode attention for every decoding sequence in another; they
+differ only in which kernels do it.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dataclasses
 import torch
 
 from harness.gpu.kv_pool import KVPool, LayerCache, SlotIndex
+from harness.gpu.model import PrefillBatch
 
 # Split counts of the paged decode kernel are rounded down to powers of two up to this, so
 # that warmup() can compile every variant a run will launch before any step is timed.
@@ -17,16 +19,18 @@ MAX_SPLITS = 64
 
 
 class TritonAttention:
-    """kernels.kv_write.write_kv and kernels.paged_decode.paged_decode, with the segment table
-    built once per change of the live segments."""
+    """kernels.kv_write.write_kv, kernels.paged_prefill.paged_prefill and
+    kernels.paged_decode.paged_decode, with the segment table built once per change of the live
+    segments."""
 
     name = "triton"
     graph_safe = True  # no host synchronisation: a decode step can be captured
 
     def __init__(self) -> None:
-        from kernels import kv_write, paged_decode, segments
+        from kernels import kv_write, paged_decode, paged_prefill, segments
 
         self._write_kv = kv_write.write_kv
+        self._paged_prefill = paged_prefill.paged_prefill
         self._paged_decode = paged_decode.paged_decode
         self._choose_splits = paged_decode.choose_num_splits
         self._segment_table = segments.segment_table
@@ -56,6 +60,10 @@ class TritonAttention:
         self._write_kv(k, v, None, None, where.slots, pool.block_size, pool.blocks_per_segment,
                        table=pool.layer(layer).handle)
 
+    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment):
+        return self._paged_prefill(q, None, None, batch.block_tables, batch.query_starts,
+                                   batch.context_lens, blocks_per_segment, table=cache.handle)
+
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
         table = cache.handle
         if self._sms is None:  # the Triton interpreter runs CPU tensors: one "SM"
@@ -69,8 +77,8 @@ class TritonAttention:
                                   num_splits=splits, table=table)
 
     def warmup(self, pool: KVPool, num_heads: int) -> None:
-        """Compile every kernel variant a run can launch (each split count, the KV write)
-        before any step is timed. Nothing in the pool is changed."""
+        """Compile every kernel variant a run can launch (each split count, the prefill kernel,
+        the KV write) before any step is timed. Nothing in the pool is changed."""
         table = pool.layer(0).handle
         device = table.k_base.device
         q = torch.zeros(1, num_heads, pool.head_dim, dtype=pool.dtype, device=device)
@@ -80,6 +88,9 @@ class TritonAttention:
         for splits in (1 << i for i in range(MAX_SPLITS.bit_length())):
             self._paged_decode(q, None, None, blocks, lens, pool.blocks_per_segment,
                                num_splits=splits, table=table)
+        starts = torch.tensor([0, 1], dtype=torch.int32, device=device)
+        self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
+                            table=table)
         kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=pool.dtype, device=device)
         skip = torch.full((1,), -1, dtype=torch.int64, device=device)  # < 0: nothing written
         self._write_kv(kv, kv, None, None, skip, pool.block_size, pool.blocks_per_segment,
@@ -96,12 +107,18 @@ class ReferenceAttention:
     prepare = None
 
     def __init__(self) -> None:
-        from kernels.reference import reference_decode
+        from kernels.reference import reference_decode, reference_prefill
 
         self._reference_decode = reference_decode
+        self._reference_prefill = reference_prefill
 
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
         pool.write(layer, k, v, where)
+
+    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment):
+        out = self._reference_prefill(q, cache.k_segments, cache.v_segments, batch.block_tables,
+                                      batch.query_starts, batch.context_lens, blocks_per_segment)
+        return out.to(q.dtype)
 
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
         out = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,

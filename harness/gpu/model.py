@@ -3,8 +3,9 @@
 RMSNorm, rotary embeddings, grouped-query attention and a SwiGLU MLP, written to follow the
 operation order of transformers' Llama so that greedy tokens match it on the same weights. One
 forward runs a whole engine step: every token of the step (prefill chunks and decode tokens) goes
-through the linear layers together; attention writes the new K/V into the KV pool's slots, runs
-SDPA per prefill chunk and one paged decode call for all decoding sequences.
+through the linear layers together; attention writes the step's new K/V into the KV pool's slots
+once, then runs one paged prefill call for all prefill chunks (each over its sequence's whole KV
+in the pool) and one paged decode call for all decoding sequences.
 """
 from __future__ import annotations
 
@@ -108,19 +109,30 @@ def random_weights(
 @dataclass(frozen=True)
 class PrefillChunk:
     """Rows [start, start + num_new) of the step are one sequence's prefill tokens at positions
-    context .. context + num_new - 1; context_slots are the pool slots of its first context tokens
-    (already written: a prefix-cache hit, an earlier chunk, or a recomputed prefix)."""
+    context .. context + num_new - 1, after `context` tokens whose KV is already in the pool
+    (a prefix-cache hit, an earlier chunk, or a recomputed prefix)."""
 
     start: int
     num_new: int
     context: int
-    context_slots: SlotIndex | None
+
+
+@dataclass(frozen=True)
+class PrefillBatch:
+    """The step's prefill chunks as one paged prefill launch reads them, on the device: chunk p
+    is rows query_starts[p] .. query_starts[p + 1] - 1, the last tokens of a sequence whose KV
+    in the pool (through block_tables[p]) is context_lens[p] tokens long once they are written."""
+
+    query_starts: torch.Tensor  # int32 [P + 1]
+    context_lens: torch.Tensor  # int32 [P]
+    block_tables: torch.Tensor  # int32 [P, max_blocks]
 
 
 @dataclass(frozen=True)
 class StepInputs:
     """Everything one forward needs, already on the device. Prefill rows come first, then one row
-    per decoding sequence."""
+    per decoding sequence. A decode-only step (the CUDA graphs) has no prefills and no
+    prefill_batch."""
 
     input_ids: torch.Tensor  # int64 [T]
     positions: torch.Tensor  # int64 [T]
@@ -130,12 +142,16 @@ class StepInputs:
     block_tables: torch.Tensor  # int32 [num_decode, max_blocks]
     context_lens: torch.Tensor  # int32 [num_decode], the new token included
     logit_rows: torch.Tensor  # int64 [S]: rows whose next token is sampled
+    prefill_batch: PrefillBatch | None = None  # the prefills, for the kernel
 
 
 class AttentionBackend(Protocol):
-    """Stores K/V at pool slots and runs decode attention (harness.gpu.attention)."""
+    """Stores K/V at pool slots and runs prefill and decode attention over the pool
+    (harness.gpu.attention)."""
 
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None: ...
+
+    def prefill(self, q, cache, batch: PrefillBatch, blocks_per_segment) -> torch.Tensor: ...
 
     def decode(self, q, cache, block_tables, context_lens, blocks_per_segment) -> torch.Tensor: ...
 
@@ -189,36 +205,19 @@ class Decoder:
         k = k * cos + _rotate_half(k) * sin
         self.backend.write(pool, layer, k, v, step.slot_mapping)
 
-        out = torch.empty_like(q)
-        for chunk in step.prefills:
-            rows = slice(chunk.start, chunk.start + chunk.num_new)
-            out[rows] = self._prefill_attention(layer, q[rows], k[rows], v[rows], chunk, pool)
         n_pre = step.num_prefill_tokens
-        if n_pre < q.shape[0]:
-            out[n_pre:] = self.backend.decode(
-                q[n_pre:], pool.layer(layer), step.block_tables, step.context_lens,
-                pool.blocks_per_segment,
-            )
-        return F.linear(out.view(-1, q_width), lw.o)
-
-    def _prefill_attention(self, layer, q, k, v, chunk: PrefillChunk, pool: KVPool):
-        """SDPA of one sequence's new rows over its whole KV (context from the pool + new)."""
-        if chunk.context:
-            k_ctx, v_ctx = pool.gather(layer, chunk.context_slots)
-            k, v = torch.cat((k_ctx, k)), torch.cat((v_ctx, v))
-        group = self.config.num_heads // self.config.num_kv_heads
-        qh = q.transpose(0, 1).unsqueeze(0)
-        kh = k.repeat_interleave(group, dim=1).transpose(0, 1).unsqueeze(0)
-        vh = v.repeat_interleave(group, dim=1).transpose(0, 1).unsqueeze(0)
-        if chunk.context:
-            # Bottom-right causal: row i sits at position context + i and sees keys 0..context + i.
-            total = chunk.context + chunk.num_new
-            rows = torch.arange(chunk.num_new, device=q.device)[:, None] + chunk.context
-            mask = torch.arange(total, device=q.device)[None, :] <= rows
-            o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
+        cache, bps = pool.layer(layer), pool.blocks_per_segment
+        # One launch per kind of row; a step of one kind writes no output copy.
+        if n_pre == 0:
+            out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps)
+        elif n_pre == q.shape[0]:
+            out = self.backend.prefill(q, cache, step.prefill_batch, bps)
         else:
-            o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=chunk.num_new > 1)
-        return o.squeeze(0).transpose(0, 1)
+            out = torch.empty_like(q)
+            out[:n_pre] = self.backend.prefill(q[:n_pre], cache, step.prefill_batch, bps)
+            out[n_pre:] = self.backend.decode(q[n_pre:], cache, step.block_tables,
+                                              step.context_lens, bps)
+        return F.linear(out.reshape(-1, q_width), lw.o)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

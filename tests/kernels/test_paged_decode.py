@@ -12,9 +12,11 @@ from kernels.paged_decode import (
     SHORT_TILE_TOKENS,
     TILE_TOKENS,
     DecodeConfig,
+    DecodeShape,
     choose_num_splits,
     default_config,
     paged_decode,
+    plan_for_shape,
     plan_launch,
 )
 from kernels.reference import reference_decode
@@ -200,3 +202,18 @@ def test_plan_launch_defaults(make_cache, device):
     assert plan.num_splits >= 1 and plan.constexprs["SPLIT"] == (plan.num_splits > 1)
     fixed = plan_launch(q, table, cache.block_tables, num_splits=3, config=TILE_16)
     assert fixed.num_splits == 3 and fixed.config == TILE_16 and fixed.constexprs["BLOCK_N"] == 16
+
+
+def test_plan_is_cached_and_equals_the_uncached_plan(make_cache, device):
+    cache = make_cache(context_lens=[40, 12, 3], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=16, blocks_per_segment=4, num_segments=3, dtype=torch.float32,
+                       seed=10)
+    table = segment_table(cache.k_segments, cache.v_segments)
+    q = _query(3, 8, torch.float32, device, seed=10)
+    shape = DecodeShape.of(q, table, cache.block_tables)
+    for num_splits, config in ((None, None), (2, None), (None, TILE_16)):
+        first = plan_launch(q, table, cache.block_tables, num_splits, config)
+        assert plan_launch(q, table, cache.block_tables, num_splits, config) is first
+        assert plan_for_shape.__wrapped__(shape, num_splits, config) == first
+    wider = cache.block_tables.new_zeros(3, cache.block_tables.shape[1] + 16)
+    assert DecodeShape.of(q, table, wider) != shape

@@ -160,3 +160,22 @@ def test_triton_kernels_give_the_reference_tokens(tiny_decoder, small_trace, all
                       preemption="recompute") for d in decoders]
     assert runs[1][2]["attention"] == "triton"
     assert runs[0][1] == runs[1][1]
+
+
+def test_triton_chunked_prefill_after_prefix_hits(tiny_decoder, small_trace):
+    """Prefill chunks after prefix-cache hits and after earlier chunks, mixed with decode rows
+    in one step, through the Triton kernels: the reference backend's tokens."""
+    from harness.gpu.attention import ReferenceAttention, TritonAttention
+    from harness.gpu.model import Decoder
+
+    shared = (21, 22)
+    hashes = [shared[: 1 + i % 2] + (200 + i,) for i in range(4)]
+    trace = small_trace(5, 4, prefix_hashes=hashes, chunk_tokens=8, max_prompt=30, max_output=5)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    weights = build_decoder(model_preset("tiny"), device=device, dtype="float32").weights
+    runs = [check_run(Decoder(tiny_decoder.config, weights, backend()), trace, "paged",
+                      ALLOCATORS["paged"], budget=4096, preemption="recompute",
+                      batched_tokens=12)
+            for backend in (ReferenceAttention, TritonAttention)]
+    assert runs[1][0].summary["prefix_hit_tokens"] > 0
+    assert runs[0][1] == runs[1][1]

@@ -1,6 +1,8 @@
 """The decoder: seeded weights, transformers' names as views, the same logits as transformers."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,8 @@ torch = pytest.importorskip("torch")
 from allocators import make_allocator  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
-from harness.gpu.model import DecoderConfig, PrefillChunk, StepInputs, random_weights  # noqa: E402
+from harness.gpu.batching import DecodeWork, PrefillWork, build_step  # noqa: E402
+from harness.gpu.model import DecoderConfig, random_weights  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
 
 
@@ -45,27 +48,20 @@ def test_prefill_logits_match_transformers(tiny_decoder):
     alloc = make_allocator("paged", 256, block_size=4)
     pool = KVPool(KVGeometry(4, alloc.blocks_per_segment, 256), num_layers=2, num_kv_heads=2,
                   head_dim=16, dtype=torch.float32, device="cpu")
-    slots, chunks, start = [], [], 0
+    work = []
     for sid, prompt in enumerate(prompts):
         alloc.allocate(sid, len(prompt))
-        slots += alloc.layout(sid).slot_mapping(0, len(prompt))
-        chunks.append(PrefillChunk(start, len(prompt), 0, None))
-        start += len(prompt)
+        table = np.asarray(alloc.layout(sid).block_table, np.int64)
+        work.append(PrefillWork(sid, prompt.astype(np.int64), 0, len(prompt), table, True))
     pool.sync(list(alloc.segments()), [])
-    ids = torch.from_numpy(np.concatenate(prompts))
-    step = StepInputs(
-        input_ids=ids,
-        positions=torch.from_numpy(np.concatenate([np.arange(len(p)) for p in prompts])),
-        slot_mapping=pool.index(np.asarray(slots)),
-        prefills=tuple(chunks), num_prefill_tokens=start,
-        block_tables=torch.zeros(0, 1, dtype=torch.int32),
-        context_lens=torch.zeros(0, dtype=torch.int32),
-        logit_rows=torch.arange(start),
-    )
+    no_decode = DecodeWork([], np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    step, _ = build_step(work, no_decode, pool, torch.device("cpu"))
+    step = dataclasses.replace(step, logit_rows=torch.arange(step.num_prefill_tokens))
     logits = tiny_decoder.forward(step, pool)
     hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)
     with torch.inference_mode():
-        for chunk, prompt in zip(chunks, prompts):
+        for chunk, prompt in zip(step.prefills, prompts):
             ref = hf(torch.from_numpy(prompt)[None]).logits[0]
             got = logits[chunk.start : chunk.start + chunk.num_new]
+            assert chunk.num_new == len(prompt) and chunk.context == 0
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,282 @@
+"""Paged prefill attention in Triton: variable-length query chunks over KV spread in segments.
+
+A step packs the query tokens of several sequences: rows query_starts[p] .. query_starts[p+1]-1
+are the last q_len tokens of sequence p, whose KV (context before the chunk and the chunk
+itself, already stored by kernels/kv_write.py) is context_lens[p] long. Query token i sits at
+position context - q_len + i and attends keys 0 .. that position (causal, bottom-right): a
+fresh prompt, a chunk after a prefix-cache hit, a later chunk of a long prompt and a
+recomputed prefix are all the same case. K/V are read through the block table and the segment
+table exactly as kernels/paged_decode.py reads them (shared tile_rows), so no context is
+gathered and no KV head is repeated.
+
+Algorithm (flash attention, forward): grid (query tile, kv_head). A tile holds BLOCK_Q query
+tokens times the query heads of one KV head (GQA), BLOCK_M = BLOCK_Q * BLOCK_G rows, so every
+K/V tile loaded feeds the whole group. Keys below the tile's first position are seen by every
+row and stream with no mask; the few tiles on the diagonal apply the causal mask. Online
+softmax in base 2, in float32. Tiles of all sequences are numbered in one range: sequence p's
+first tile is query_starts[p] // BLOCK_Q + p, which bounds the grid from the host shapes
+alone (no synchronisation) and lets a program find its sequence by binary search.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.paged_decode import LOG2E, round_to_bf16, tile_rows
+from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
+
+
+@dataclass(frozen=True)
+class PrefillConfig:
+    """Launch shape: query rows per tile (tokens x grouped heads), keys per tile, warps, stages."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+# GPU: 128 x 64 tiles, the flash-attention forward shape that keeps a head_dim-128 tile of Q, a
+# pipelined K/V tile per stage and the float32 accumulator on chip with 8 warps
+# (the alternatives measured by benchmarks/bench_prefill.py --tune are in
+# benchmarks/results/tuning/prefill_tune_h200.csv). Wide rows (float32 at head_dim
+# 128) would not fit those tiles in shared memory and take the small GPU shape. The interpreter
+# runs one program at a time in numpy, where small tiles waste the least on masked rows.
+GPU_CONFIG = PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
+SMALL_GPU_CONFIG = PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
+INTERPRETER_CONFIG = PrefillConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
+SHARED_MEMORY_BUDGET = 160 * 1024  # bytes of Q and staged K/V tiles, under Hopper's 227 KiB
+
+
+def default_config(device: torch.device, row_bytes: int) -> PrefillConfig:
+    """The launch shape for query and key rows of row_bytes (head_dim * element size)."""
+    if device.type != "cuda":
+        return INTERPRETER_CONFIG
+    c = GPU_CONFIG
+    if (c.block_m + 2 * c.block_n * c.num_stages) * row_bytes > SHARED_MEMORY_BUDGET:
+        return SMALL_GPU_CONFIG
+    return c
+
+
+@triton.jit
+def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
+            start, end, qk_scale,
+            CAUSAL: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
+            BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
+            ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr):
+    """Online softmax of the tile's rows over keys start..end-1 (start a multiple of BLOCK_N).
+    Without CAUSAL every key is visible to every row and end is a multiple of BLOCK_N."""
+    for tile in range(start, end, BLOCK_N):
+        tok = tile + tl.arange(0, BLOCK_N)
+        valid = tok < end
+        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
+                                   BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        if CAUSAL:
+            k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None],
+                        other=0.0)
+            v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None],
+                        other=0.0)
+        else:
+            k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
+            v = tl.load(V_base + v_rows[:, None] + head_col[None, :])
+        if EMULATE_BF16:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
+        if CAUSAL:
+            seen = (tok[None, :] <= pos[:, None]) & valid[None, :]
+            scores = tl.where(seen, scores, float("-inf"))
+        # Every row has a finite maximum from its first tile on: the first diagonal tile holds
+        # key 0 or follows unmasked tiles, so m_new is never -inf here.
+        m_new = tl.maximum(m_i, tl.max(scores, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if EMULATE_BF16:
+            p = round_to_bf16(p)
+        else:
+            p = p.to(v.dtype)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
+        m_i = m_new
+    return m_i, l_i, acc
+
+
+@triton.jit(do_not_specialize=["num_seqs", "num_tiles"])
+def _prefill_kernel(
+    Q, K_base, V_base, K_offsets, V_offsets, Block_tables, Query_starts, Context_lens, Out,
+    stride_qt, stride_qh, stride_bt, stride_ot, stride_oh, qk_scale, num_seqs, num_tiles,
+    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_Q: tl.constexpr,
+    HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+):
+    BLOCK_M: tl.constexpr = BLOCK_Q * BLOCK_G
+    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
+    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
+    # Highest tile numbers first: a sequence's later query tiles attend to the most keys, and
+    # starting the longest programs first leaves short ones to fill the last wave.
+    tile_id = num_tiles - 1 - tl.program_id(0)
+    kv_head = tl.program_id(1)
+
+    # The sequence: the last p whose first tile number is <= tile_id.
+    lo = num_seqs * 0
+    hi = num_seqs
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        below = tl.load(Query_starts + mid) // BLOCK_Q + mid <= tile_id
+        lo = tl.where(below, mid, lo)
+        hi = tl.where(below, hi, mid)
+    seq = lo
+    q_start = tl.load(Query_starts + seq)
+    q_len = tl.load(Query_starts + seq + 1) - q_start
+    first_q = (tile_id - (q_start // BLOCK_Q + seq)) * BLOCK_Q
+    if first_q >= q_len:
+        return  # the grid is an upper bound on the tiles
+    prefix = tl.load(Context_lens + seq) - q_len
+
+    r = tl.arange(0, BLOCK_M)
+    q_idx = first_q + r // BLOCK_G
+    g = r % BLOCK_G
+    row_valid = (q_idx < q_len) & (g < GROUP)
+    pos = prefix + q_idx
+    heads = kv_head * GROUP + g
+    d = tl.arange(0, HEAD_DIM)
+    row_t = (q_start + q_idx).to(tl.int64)
+    q = tl.load(Q + row_t[:, None] * stride_qt + heads[:, None] * stride_qh + d[None, :],
+                mask=row_valid[:, None], other=0.0)
+    if EMULATE_BF16:
+        q = q.to(tl.float32)
+    bt_row = Block_tables + seq.to(tl.int64) * stride_bt
+    head_col = kv_head * HEAD_DIM + d
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    # Keys every row of the tile sees (up to its first position), in whole tiles, unmasked.
+    full_end = (prefix + first_q + 1) // BLOCK_N * BLOCK_N
+    m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
+                            head_col, 0, full_end, qk_scale, False, BLOCK_SIZE,
+                            BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
+                            INPUT_PRECISION, EMULATE_BF16)
+    # The diagonal: up to one past the tile's last valid position.
+    end = prefix + tl.minimum(q_len, first_q + BLOCK_Q)
+    m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
+                            head_col, full_end, end, qk_scale, True, BLOCK_SIZE,
+                            BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
+                            INPUT_PRECISION, EMULATE_BF16)
+
+    out = acc / l_i[:, None]
+    if EMULATE_BF16:
+        out = round_to_bf16(out)
+    tl.store(Out + row_t[:, None] * stride_ot + heads[:, None] * stride_oh + d[None, :],
+             out.to(Out.dtype.element_ty), mask=row_valid[:, None])
+
+
+@dataclass(frozen=True)
+class PrefillPlan:
+    """Launch shape and compile-time constants of paged_prefill for one model/cache shape."""
+
+    config: PrefillConfig
+    block_q: int
+    constexprs: tuple  # sorted (name, value) pairs
+
+    def num_tiles(self, num_tokens: int, num_seqs: int) -> int:
+        """Grid size along the query tiles: an upper bound read off the shapes alone."""
+        return num_tokens // self.block_q + num_seqs
+
+
+@functools.lru_cache(maxsize=256)
+def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int,
+                 blocks_per_segment: int, dtype: torch.dtype, device: torch.device,
+                 config: PrefillConfig | None = None) -> PrefillPlan:
+    """What paged_prefill launches for this shape, computed once per shape and reused: a
+    launch then costs the host only the grid's arithmetic and Triton's own dispatch."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    config = config or default_config(device, head_dim * itemsize)
+    group = num_heads // num_kv_heads
+    block_g = triton.next_power_of_2(group)
+    block_q = max(1, config.block_m // block_g)
+    # The Triton interpreter multiplies bfloat16 bit patterns in tl.dot (see paged_decode):
+    # there bfloat16 goes through float32 with explicit rounding, the GPU's arithmetic.
+    consts = dict(
+        GROUP=group, BLOCK_G=block_g, BLOCK_Q=block_q, HEAD_DIM=head_dim,
+        NUM_KV_HEADS=num_kv_heads, BLOCK_SIZE=block_size, BLOCKS_PER_SEGMENT=blocks_per_segment,
+        BLOCK_N=config.block_n, ALIGN=ALIGN_BYTES // itemsize,
+        INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
+        EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
+    )
+    return PrefillPlan(config, block_q, tuple(sorted(consts.items())))
+
+
+def paged_prefill(
+    q: torch.Tensor,
+    k_segments: Sequence[torch.Tensor | None] | None,
+    v_segments: Sequence[torch.Tensor | None] | None,
+    block_tables: torch.Tensor,
+    query_starts: torch.Tensor,
+    context_lens: torch.Tensor,
+    blocks_per_segment: int,
+    scale: float | None = None,
+    *,
+    table: SegmentTable | None = None,
+    config: PrefillConfig | None = None,
+) -> torch.Tensor:
+    """Causal attention of packed query chunks over their sequences' paged KV: out [T, Hq, D]
+    in q's dtype.
+
+    q [T, Hq, D] (any row and head strides, contiguous last dimension); query_starts [P + 1]
+    int32 cumulative row offsets (query_starts[0] == 0, query_starts[P] == T); context_lens [P]
+    int32, each sequence's KV length with its query tokens included (so >= its query length);
+    block_tables [P, max_blocks] int32 global block ids. The chunks' own K/V must be in the
+    cache already. Pass `table` to skip rebuilding the segment table. Reads no tensor data on
+    the host, so it needs no synchronisation.
+    """
+    table = segment_table(k_segments, v_segments) if table is None else table
+    _check_inputs(q, table, block_tables, query_starts, context_lens, blocks_per_segment)
+    num_tokens, num_heads, head_dim = q.shape
+    num_seqs = context_lens.shape[0]
+    plan = plan_prefill(num_heads, table.num_kv_heads, head_dim, table.block_size,
+                        table.blocks_per_segment, q.dtype, q.device, config)
+    out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    if num_tokens == 0:
+        return out
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    num_tiles = plan.num_tiles(num_tokens, num_seqs)
+    _prefill_kernel[(num_tiles, table.num_kv_heads)](
+        q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, block_tables,
+        query_starts, context_lens, out,
+        q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
+        scale * LOG2E, num_seqs, num_tiles, **dict(plan.constexprs),
+        num_warps=plan.config.num_warps, num_stages=plan.config.num_stages,
+    )
+    return out
+
+
+def _check_inputs(q, table, block_tables, query_starts, context_lens, blocks_per_segment):
+    num_heads, head_dim = q.shape[1:]
+    if head_dim != table.head_dim or head_dim < 16 or head_dim & (head_dim - 1):
+        raise KVLayoutError(f"head_dim {head_dim}: needs a power of two >= 16 matching the cache "
+                            f"({table.head_dim})")
+    if num_heads % table.num_kv_heads:
+        raise KVLayoutError(f"{num_heads} query heads is not a multiple of "
+                            f"{table.num_kv_heads} KV heads")
+    if q.stride(2) != 1 or q.dtype != table.dtype:
+        raise KVLayoutError(f"q must be {table.dtype} with a contiguous last dimension")
+    if blocks_per_segment != table.blocks_per_segment:
+        raise KVLayoutError(f"blocks_per_segment {blocks_per_segment} but segments hold "
+                            f"{table.blocks_per_segment} blocks")
+    if block_tables.dtype != torch.int32 or block_tables.stride(1) != 1:
+        raise KVLayoutError("block_tables must be int32 with a contiguous last dimension")
+    num_seqs = context_lens.shape[0]
+    if block_tables.shape[0] != num_seqs or query_starts.shape != (num_seqs + 1,):
+        raise KVLayoutError(f"block_tables {tuple(block_tables.shape)}, query_starts "
+                            f"{tuple(query_starts.shape)} and context_lens "
+                            f"{tuple(context_lens.shape)} disagree on the number of sequences")
+    if query_starts.dtype != torch.int32 or context_lens.dtype != torch.int32:
+        raise KVLayoutError("query_starts and context_lens must be int32")

@@ -1,0 +1,60 @@
+"""build_step: the vectorised step layout equals the plain per-sequence construction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from allocators import make_allocator  # noqa: E402
+from harness.gpu.batching import DecodeWork, PrefillWork, build_step, pad_tables  # noqa: E402
+from harness.engine.executor import KVGeometry  # noqa: E402
+from harness.gpu.kv_pool import KVPool  # noqa: E402
+
+
+def test_mixed_step_rows_slots_and_prefill_batch():
+    bs = 4
+    alloc = make_allocator("paged", 256, block_size=bs)
+    pool = KVPool(KVGeometry(bs, alloc.blocks_per_segment, 256), num_layers=1, num_kv_heads=1,
+                  head_dim=16, dtype=torch.float32, device="cpu")
+    rng = np.random.default_rng(0)
+    spans = [(0, 5, True), (8, 19, False), (3, 4, True)]  # (start, context, samples)
+    work, decode_tables = [], []
+    for sid, (start, context, sample) in enumerate(spans):
+        alloc.allocate(sid, context)
+        table = np.asarray(alloc.layout(sid).block_table, np.int64)
+        tokens = rng.integers(1, 100, context - start)
+        work.append(PrefillWork(sid, tokens, start, context, table, sample))
+    decode_lens = np.array([7, 1])
+    for sid, n in zip((10, 11), decode_lens):
+        alloc.allocate(sid, int(n))
+        decode_tables.append(np.asarray(alloc.layout(sid).block_table, np.int64))
+    pool.sync(list(alloc.segments()), [])
+    decode = DecodeWork([10, 11], np.array([5, 6]), decode_lens, decode_tables)
+    step, sampled = build_step(work, decode, pool, torch.device("cpu"))
+
+    positions = [np.arange(s, c) for s, c, _ in spans] + [decode_lens - 1]
+    tables = [w.block_table for w in work] + decode_tables
+    rows = [np.full(len(p), i) for i, p in enumerate(positions[:3])] + [np.array([3, 4])]
+    pos = np.concatenate(positions)
+    slots = np.concatenate([np.array([tables[r][p // bs] * bs + p % bs for r, p in
+                                      zip(rr, pp)]) for rr, pp in zip(rows, positions)])
+    assert step.positions.tolist() == pos.tolist()
+    assert step.slot_mapping.slots.tolist() == slots.tolist()
+    assert step.num_prefill_tokens == 5 + 11 + 1
+    assert [(c.start, c.num_new, c.context) for c in step.prefills] == [(0, 5, 0), (5, 11, 8),
+                                                                        (16, 1, 3)]
+    batch = step.prefill_batch
+    assert batch.query_starts.tolist() == [0, 5, 16, 17]
+    assert batch.context_lens.tolist() == [5, 19, 4]
+    assert batch.block_tables.dtype == torch.int32 and batch.block_tables.shape[1] % 16 == 0
+    assert batch.block_tables[1, :5].tolist() == tables[1][:5].tolist()
+    assert step.context_lens.tolist() == [7, 1]
+    assert step.block_tables[0, :2].tolist() == decode_tables[0][:2].tolist()
+    assert step.logit_rows.tolist() == [4, 16, 17, 18] and sampled == [0, 2, 10, 11]
+
+
+def test_pad_tables_rounds_width_and_zero_fills():
+    out = pad_tables([np.array([3, 4, 5]), np.array([7])], np.array([2, 1]))
+    assert out.shape == (2, 16) and out.dtype == np.int32
+    assert out[0, :3].tolist() == [3, 4, 0] and out[1, :2].tolist() == [7, 0]

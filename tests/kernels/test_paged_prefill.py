@@ -1,0 +1,130 @@
+"""The Triton paged prefill kernel against the float64 gather-then-attend reference."""
+import itertools
+
+import pytest
+import torch
+
+from kernels.paged_prefill import (
+    GPU_CONFIG,
+    SMALL_GPU_CONFIG,
+    PrefillConfig,
+    default_config,
+    paged_prefill,
+    plan_prefill,
+)
+from kernels.reference import reference_prefill
+from kernels.segments import KVLayoutError, segment_table
+
+HEAD_DIM = 32
+SMALL = PrefillConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
+
+
+def _inputs(query_lens, num_heads, dtype, device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(sum(query_lens), num_heads, HEAD_DIM, generator=gen)
+    starts = torch.tensor([0, *itertools.accumulate(query_lens)], dtype=torch.int32)
+    return q.to(device=device, dtype=dtype), starts.to(device)
+
+
+def _run_both(cache, query_lens, num_heads, dtype, device, seed=0, **kwargs):
+    q, starts = _inputs(query_lens, num_heads, dtype, device, seed)
+    out = paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                        cache.context_lens, cache.blocks_per_segment, **kwargs)
+    k64, v64 = cache.widened()
+    ref = reference_prefill(q.double(), k64, v64, cache.block_tables, starts.cpu(),
+                            cache.context_lens.cpu(), cache.blocks_per_segment,
+                            scale=kwargs.get("scale"), compute_dtype=torch.float64)
+    assert out.shape == q.shape and out.dtype == dtype
+    return out, ref
+
+
+# Query lengths 1 and ragged; contexts equal to them (fresh prompts) or longer (a prefix hit or
+# a later chunk), one of them past a tile and a block boundary at every block size here.
+QUERY_LENS = [1, 7, 20, 3]
+CONTEXTS = [1, 25, 20, 40]
+
+
+@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_float32_matches_reference(make_cache, rel_err, device, block_size, group):
+    num_kv_heads = 2 if group < 8 else 1
+    cache = make_cache(context_lens=CONTEXTS, num_kv_heads=num_kv_heads, head_dim=HEAD_DIM,
+                       block_size=block_size, blocks_per_segment=max(2, 48 // block_size),
+                       num_segments=3, dtype=torch.float32, seed=block_size * 10 + group)
+    out, ref = _run_both(cache, QUERY_LENS, num_kv_heads * group, torch.float32, device,
+                         seed=group, config=SMALL)
+    assert rel_err(out, ref) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_matches_reference(make_cache, rel_err, device, dtype):
+    cache = make_cache(context_lens=CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM, block_size=16,
+                       blocks_per_segment=4, num_segments=3, dtype=dtype, seed=7)
+    out, ref = _run_both(cache, QUERY_LENS, 8, dtype, device, seed=8)
+    assert rel_err(out, ref) < 1e-2
+
+
+def test_block_holding_whole_tiles(make_cache, rel_err, device):
+    """block_size 256, a multiple of the key tile: one table lookup per tile."""
+    cache = make_cache(context_lens=[300, 40], num_kv_heads=1, head_dim=HEAD_DIM, block_size=256,
+                       blocks_per_segment=1, num_segments=4, dtype=torch.float32, seed=11)
+    out, ref = _run_both(cache, [5, 40], 4, torch.float32, device, seed=11,
+                         config=PrefillConfig(block_m=16, block_n=64, num_warps=4, num_stages=1))
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_unbacked_segments_padding_and_custom_scale(make_cache, rel_err, device):
+    cache = make_cache(context_lens=[9, 23], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=4, num_segments=5, unbacked=(0, 3),
+                       dtype=torch.float32, seed=3)
+    out, ref = _run_both(cache, [9, 2], 4, torch.float32, device, seed=3, scale=0.3,
+                         config=SMALL)
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_chunks_of_one_prompt_equal_the_whole_prompt(make_cache, device):
+    """Prefilling a prompt in chunks (each over the KV of the ones before) gives the rows a
+    single prefill gives."""
+    cache = make_cache(context_lens=[29], num_kv_heads=1, head_dim=HEAD_DIM, block_size=3,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=5)
+    q, starts = _inputs([29], 2, torch.float32, device, seed=5)
+    args = (cache.k_segments, cache.v_segments, cache.block_tables)
+    whole = paged_prefill(q, *args, starts, cache.context_lens, cache.blocks_per_segment,
+                          config=SMALL)
+    for lo, hi in ((0, 11), (11, 12), (12, 29)):
+        part = paged_prefill(q[lo:hi], *args, starts.new_tensor([0, hi - lo]),
+                             cache.context_lens.new_tensor([hi]), cache.blocks_per_segment,
+                             config=SMALL)
+        torch.testing.assert_close(part, whole[lo:hi], rtol=1e-5, atol=1e-5)
+
+
+def test_plan_is_cached_per_shape(device):
+    dev = torch.device(device)
+    first = plan_prefill(32, 8, 128, 16, 64, torch.bfloat16, dev)
+    assert plan_prefill(32, 8, 128, 16, 64, torch.bfloat16, dev) is first
+    consts = dict(first.constexprs)
+    assert consts["BLOCK_Q"] * consts["BLOCK_G"] == first.config.block_m and consts["GROUP"] == 4
+    assert first.num_tiles(100, 3) >= 3
+
+
+def test_default_config_fits_shared_memory():
+    cuda = torch.device("cuda")
+    assert default_config(cuda, 128 * 2) == GPU_CONFIG  # bf16 / fp16 at head_dim 128
+    assert default_config(cuda, 128 * 4) == SMALL_GPU_CONFIG  # float32 at head_dim 128
+    assert default_config(torch.device("cpu"), 128 * 2).block_m == 16
+
+
+def test_rejects_mismatched_inputs(make_cache, device):
+    cache = make_cache(context_lens=[5], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=0)
+    q, starts = _inputs([5], 4, torch.float32, device, 0)
+    table = segment_table(cache.k_segments, cache.v_segments)
+    with pytest.raises(KVLayoutError, match="multiple"):
+        paged_prefill(q[:, :3], None, None, cache.block_tables, starts, cache.context_lens, 4,
+                      table=table)
+    with pytest.raises(KVLayoutError, match="disagree"):
+        paged_prefill(q, None, None, cache.block_tables, starts[:1], cache.context_lens, 4,
+                      table=table)
+    with pytest.raises(KVLayoutError, match="int32"):
+        paged_prefill(q, None, None, cache.block_tables, starts.long(), cache.context_lens, 4,
+                      table=table)
