@@ -14,6 +14,7 @@ from reports.gpu import ablation_page, decode_pages, kernel_pages
 from reports.latency import latency_page
 from reports.load import Run, group_by_trace, load_run, run_labels
 from reports.measured import find_measurements
+from reports.schema import results_dir as measured_results_dir
 from reports.style import RC
 from reports.table import summary_page
 from reports.textpage import Block, bullet, heading, mono, para, sub, text_pages
@@ -25,7 +26,6 @@ from reports.waste import waste_page
 SECTION_PAGES = (utilization_page, waste_page, queue_page, concurrency_page, latency_page,
                  summary_page)
 # The checkout's committed GPU measurements, wherever the command is run from.
-DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 METRIC_TITLES = {"utilization": "Utilization", "admitted concurrency": "Admitted concurrency",
                  "throughput": "Throughput", "TTFT p99": "TTFT p99"}
 
@@ -94,7 +94,7 @@ def _labelled_groups(run_dirs: Iterable[str | Path]) -> dict[str, Labelled]:
 
 def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
                  ablation_dirs: Iterable[str | Path] = (),
-                 results_dir: str | Path = DEFAULT_RESULTS_DIR,
+                 results_dir: str | Path | None = None,
                  sweep_dirs: Iterable[str | Path] = (),
                  slo_ttft_s: float = 2.0,
                  built: datetime | None = None) -> list[str]:
@@ -114,7 +114,7 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
                 "CreationDate": built}
     titles = []
     with plt.rc_context(RC), PdfPages(out_pdf, metadata=metadata) as pdf:
-        for make in _page_makers(groups, ablation, Path(results_dir), built,
+        for make in _page_makers(groups, ablation, Path(results_dir or measured_results_dir()), built,
                                  [Path(d) for d in sweep_dirs], slo_ttft_s):
             for fig in make():
                 titles.append(fig.get_suptitle())

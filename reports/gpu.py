@@ -10,7 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports.load import Run
-from reports.measured import Measurement, kernel_by_block_size
+from reports.measured import kernel_by_block_size
+from reports.schema import Measurement
 from reports.style import block_size_axis, new_page, note, run_style
 from reports.units import count
 

@@ -14,16 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STEP_COLUMNS = (
-    "step", "time_s", "step_ms", "running", "waiting", "swapped", "batch_tokens",
-    "prefill_tokens", "decode_tokens", "budget", "backed", "live", "logical", "reserved",
-    "internal", "cached", "free", "largest_free_run", "utilization", "external_fragmentation",
-)
-REQUEST_COLUMNS = (
-    "request_id", "arrival_s", "prompt_tokens", "output_tokens", "n", "status", "reason",
-    "admit_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions",
-    "prefix_hit_tokens",
-)
+from reports.schema import REQUEST_COLUMNS, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE
+
 # Order in which allocators appear in every section, so a reader finds them in the same place.
 ALLOCATOR_ORDER = ("static", "paged", "segmented", "hybrid")
 # Short names for allocator parameters in labels ("paged bs=32").

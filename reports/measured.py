@@ -6,59 +6,19 @@ The paged-decode kernel benchmark has fixed columns (KERNEL_COLUMNS); any other 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from reports.schema import Measurement, read_measurement
 
 KERNEL_COLUMNS = ("batch", "context", "block_size", "layout", "impl", "median_us", "kv_bytes",
                   "bandwidth_gbs", "copy_bandwidth_gbs", "max_abs_err")
 
 
-class MeasurementError(ValueError):
-    """A results CSV that cannot be read (bad header comment or CSV body)."""
-
-
-@dataclass(frozen=True)
-class Measurement:
-    path: Path
-    header: dict[str, str]  # from the `# key: value` lines
-    table: pd.DataFrame
-
-    @property
-    def device(self) -> str:
-        return self.header.get("device", "unknown device")
-
-    @property
-    def date(self) -> str:
-        return self.header.get("date", "unknown date")
-
-    @property
-    def is_kernel(self) -> bool:
-        return all(column in self.table.columns for column in KERNEL_COLUMNS)
-
-
-def read_measurement(path: str | Path) -> Measurement:
-    path = Path(path)
-    header: dict[str, str] = {}
-    lines = path.read_text().splitlines()
-    body_start = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.startswith("#"):
-            break
-        key, sep, value = line[1:].partition(":")
-        if not sep:
-            raise MeasurementError(f"{path}:{number}: header comment {line!r} is not "
-                                   "`# key: value`")
-        header[key.strip()] = value.strip()
-        body_start = number
-    if body_start == len(lines):
-        raise MeasurementError(f"{path}: no CSV table after the header comments")
-    try:
-        table = pd.read_csv(path, skiprows=body_start)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise MeasurementError(f"{path}: {exc}") from exc
-    return Measurement(path=path, header=header, table=table)
+def is_kernel(measurement: Measurement) -> bool:
+    """Whether the table is the paged-decode kernel benchmark's."""
+    return all(column in measurement.table.columns for column in KERNEL_COLUMNS)
 
 
 def find_measurements(results_dir: str | Path) -> tuple[list[Measurement], list[Measurement]]:
@@ -68,8 +28,8 @@ def find_measurements(results_dir: str | Path) -> tuple[list[Measurement], list[
     if not results_dir.is_dir():
         return [], []
     measurements = [read_measurement(path) for path in sorted(results_dir.glob("*.csv"))]
-    kernels = [m for m in measurements if m.is_kernel]
-    others = [m for m in measurements if not m.is_kernel]
+    kernels = [m for m in measurements if is_kernel(m)]
+    others = [m for m in measurements if not is_kernel(m)]
     return kernels, others
 
 

@@ -1,4 +1,4 @@
-"""Sweep-level report pages, read from a sweep directory's results.csv (schema: harness/sweep/runner.py).
+"""Sweep-level report pages, read from a sweep directory's results.csv (schema: reports/schema.py).
 
 - Block size: mean utilization and peak concurrency (peak_running) against block size, one line
   per allocator (and per value of any other grid key that varies); an allocator without a block
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.sweep.runner import RESULTS_CSV, SWEEP_JSON, config_columns
 from reports.load import ALLOCATOR_ORDER, PARAM_ABBREVIATIONS
+from reports.schema import RESULTS_CSV, SWEEP_JSON, config_columns
 from reports.style import PLOT_AREA, RC, block_size_axis, new_page, note, page_legend, run_style
 
 DEFAULT_SLO_TTFT_S = 2.0

@@ -23,16 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from reports.build import DEFAULT_RESULTS_DIR, build_report
+    from reports.build import build_report
     from reports.load import RunDirError
-    from reports.measured import MeasurementError
+    from reports.schema import MeasurementError
     from reports.sweep_figures import is_sweep_dir
 
     sweep_dirs = [d for d in args.dirs if is_sweep_dir(d)]
     run_dirs = [d for d in args.dirs if d not in sweep_dirs]
     try:
         titles = build_report(run_dirs, args.output,
-                              results_dir=args.results_dir or DEFAULT_RESULTS_DIR,
+                              results_dir=args.results_dir,
                               sweep_dirs=sweep_dirs, slo_ttft_s=args.slo_ttft_s)
     except (RunDirError, MeasurementError) as exc:
         print(f"kvharness report: {exc}", file=sys.stderr)

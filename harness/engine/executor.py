@@ -18,7 +18,6 @@ from harness.engine.batch import Batch
 from harness.model.config import RunConfig
 from harness.model.costmodel import (
     COMPUTE_EFFICIENCY,
-    DEFAULT_RESULTS_DIR,
     MEMORY_EFFICIENCY,
     CostModel,
     decode_efficiency,
@@ -63,7 +62,7 @@ class CostModelExecutor:
     needs_layouts = False
 
     def __init__(
-        self, config: RunConfig, geometry: KVGeometry, *, results_dir: Path = DEFAULT_RESULTS_DIR
+        self, config: RunConfig, geometry: KVGeometry, *, results_dir: Path | None = None
     ) -> None:
         efficiency, source = decode_efficiency(
             config.gpu.name,

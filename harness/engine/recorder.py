@@ -17,56 +17,14 @@ import numpy as np
 import pandas as pd
 
 from allocators import Usage
-from harness.engine.executor import Batch
+from harness.engine.batch import Batch
+from reports.schema import (
+    FLOAT_FORMAT, FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS,
+    STEPS_FILE, USAGE_COLUMNS,
+)
 
-USAGE_COLUMNS = (
-    "budget",
-    "backed",
-    "live",
-    "logical",
-    "reserved",
-    "internal",
-    "cached",
-    "free",
-    "largest_free_run",
-    "utilization",
-    "external_fragmentation",
-)
-STEP_COLUMNS = (
-    "step",
-    "time_s",
-    "step_ms",
-    "running",
-    "waiting",
-    "swapped",
-    "batch_tokens",
-    "prefill_tokens",
-    "decode_tokens",
-) + USAGE_COLUMNS
-REQUEST_COLUMNS = (
-    "request_id",
-    "arrival_s",
-    "prompt_tokens",
-    "output_tokens",
-    "n",
-    "status",
-    "reason",
-    "admit_s",
-    "first_token_s",
-    "finish_s",
-    "ttft_s",
-    "tpot_s",
-    "e2e_s",
-    "preemptions",
-    "prefix_hit_tokens",
-)
-FLOAT_STEP_COLUMNS = ("time_s", "step_ms", "utilization", "external_fragmentation")
-FLOAT_FORMAT = "%.9g"  # fixed, so equal runs write byte-identical files
 _CHUNK_ROWS = 8192
 _usage_figures = attrgetter(*USAGE_COLUMNS)
-
-
-KV_BYTES_COLUMN = "kv_allocated_bytes"
 
 
 class Recorder:
@@ -198,11 +156,9 @@ class Recorder:
 
 
 def write_tables(out_dir: Path, steps: pd.DataFrame, requests: pd.DataFrame) -> None:
-    """steps.csv and requests.csv with a fixed float format (NaN as an empty field)."""
-    for name, frame in (("steps", steps), ("requests", requests)):
-        frame.to_csv(
-            out_dir / f"{name}.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n"
-        )
+    """The steps and requests tables at full float precision (NaN as an empty field)."""
+    for name, frame in ((STEPS_FILE, steps), (REQUESTS_FILE, requests)):
+        frame.to_csv(out_dir / name, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -245,7 +201,7 @@ def write_run(result, out_dir: str | Path) -> Path:
     write_tables(out, result.steps, result.requests)
     info = result.info
     write_json(
-        out / "run.json",
+        out / RUN_JSON,
         {
             "config": result.config.to_dict(),
             "trace": info.get("trace", {}),

@@ -9,15 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SUMMARY_KEYS = (
-    "requests", "completed", "rejected", "queued_at_end", "running_at_end", "budget_slots",
-    "bytes_per_token", "utilization_mean", "utilization_p50", "utilization_p99",
-    "waste_reserved", "waste_internal", "waste_external", "waste_cached", "waste_free",
-    "peak_running", "mean_running", "peak_backed_bytes", "throughput_tok_s", "output_tokens",
-    "prefill_tokens", "prefix_hit_tokens", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
-    "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "preemptions", "sim_time_s", "mean_step_ms",
-)
-
+from reports.schema import SUMMARY_KEYS
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     """The smallest value whose cumulative weight reaches q of the total (NaN when empty)."""

@@ -8,7 +8,6 @@ kernel's efficiency per block size comes from measured kernel benchmarks when th
 """
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from pathlib import Path
 
 from harness.model.budget import bytes_per_token, weight_bytes
 from harness.model.config import RunConfig
+from reports.schema import read_measurement
+from reports.schema import results_dir as measured_results_dir
 
 # Fraction of datasheet HBM bandwidth that streaming kernels reach (GEMV-bound decode: vLLM's
 # batch-1 Llama-3-8B decode on H100 runs at ~150 tokens/s, about 80% of the 3.35 TB/s roofline).
@@ -28,7 +29,6 @@ STEP_OVERHEAD_S = 0.5e-3
 # Latency of one NVLink all-reduce of a small message; a Llama layer does two under tensor
 # parallelism (after attention and after the MLP).
 ALLREDUCE_LATENCY_S = 10e-6
-DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class CostModel:
 
 
 def decode_efficiency(
-    gpu_name: str, block_size: int, *, contiguous: bool, results_dir: Path = DEFAULT_RESULTS_DIR
+    gpu_name: str, block_size: int, *, contiguous: bool, results_dir: Path | None = None
 ) -> tuple[float, str | None]:
     """(efficiency, source file) of the paged decode kernel at block_size on this GPU family.
 
@@ -112,9 +112,8 @@ def decode_efficiency(
     not measured. With no table for this GPU the kernel is taken at the SDPA ceiling (1.0).
     """
     family = gpu_name.split("-")[0].lower()
-    files = sorted(
-        p for p in Path(results_dir).glob("paged_decode_*.csv") if family in p.name.lower()
-    )
+    where = Path(results_dir) if results_dir is not None else measured_results_dir()
+    files = sorted(p for p in where.glob("paged_decode_*.csv") if family in p.name.lower())
     if not files:
         return 1.0, None
     table = _efficiency_table(files[0], "contiguous" if contiguous else "shuffled")
@@ -126,8 +125,7 @@ def decode_efficiency(
 
 def _efficiency_table(path: Path, layout: str) -> dict[int, float]:
     """block_size -> median paged/SDPA bandwidth ratio over matching shapes of one layout."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    rows = read_measurement(path).table.to_dict("records")
     sdpa = {
         (r["batch"], r["context"]): float(r["bandwidth_gbs"]) for r in rows if r["impl"] == "sdpa"
     }

@@ -37,12 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from harness.sweep.grid import Cell, Grid
-from harness.engine.summary import SUMMARY_KEYS
-
-RESULTS_CSV = "results.csv"
-SWEEP_JSON = "sweep.json"
-CELLS_DIR = "cells"
-KEY_COLUMNS = ("cell", "config_hash", "status", "error")
+from reports.schema import CELLS_DIR, KEY_COLUMNS, RESULTS_CSV, RUN_JSON, SUMMARY_KEYS, SWEEP_JSON
 
 CellFn = Callable[[Cell], dict[str, bytes]]
 
@@ -182,7 +177,7 @@ def run_sweep(
     with tqdm(total=len(cells), initial=skipped, disable=not progress, unit="cell") as bar:
         say = log or bar.write
         for cell, outcome in executor.map_unordered(cell_fn, todo):
-            if not outcome.error and "run.json" not in outcome.files:
+            if not outcome.error and RUN_JSON not in outcome.files:
                 outcome = CellOutcome(error="SweepError: the cell function wrote no run.json")
             if outcome.error:
                 errors += 1
@@ -192,7 +187,7 @@ def run_sweep(
                     say(outcome.traceback.rstrip())
             else:
                 install_cell(cells_dir, cell.config_hash, outcome.files)
-                rows[cell.index] = ok_row(cell, cells_dir / cell.config_hash / "run.json")
+                rows[cell.index] = ok_row(cell, cells_dir / cell.config_hash / RUN_JSON)
             write_results(out / RESULTS_CSV, cells, rows)
             bar.update()
     return SweepSummary(len(cells), skipped, len(rows) - errors, errors)
@@ -202,18 +197,10 @@ def done_rows(cells: list[Cell], cells_dir: Path) -> dict[int, dict[str, Any]]:
     """The rows of the cells finished before: those whose run directory holds run.json."""
     rows = {}
     for cell in cells:
-        run_json = cells_dir / cell.config_hash / "run.json"
+        run_json = cells_dir / cell.config_hash / RUN_JSON
         if run_json.exists():
             rows[cell.index] = ok_row(cell, run_json)
     return rows
-
-
-def config_columns(header: Iterable[str]) -> list[str]:
-    """The config columns of a results table: those between `error` and the first summary key."""
-    header = list(header)
-    start = header.index("error") + 1
-    end = next((i for i, name in enumerate(header) if name in SUMMARY_KEYS), len(header))
-    return header[start:end]
 
 
 def ok_row(cell: Cell, run_json: Path) -> dict[str, Any]:
@@ -254,7 +241,7 @@ def install_cell(cells_dir: Path, config_hash: str, files: dict[str, bytes]) -> 
     try:
         os.rename(tmp, final)
     except OSError:
-        if not (final / "run.json").exists():
+        if not (final / RUN_JSON).exists():
             raise
         shutil.rmtree(tmp)  # another sweep of this directory finished the same cell first
 

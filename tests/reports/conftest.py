@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.load import REQUEST_COLUMNS, STEP_COLUMNS
+from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS
 
 # Typical live/backed share and the waste it leaves, per allocator (reserved, internal, external,
 # cached): static reserves, paged wastes block tails, segmented backs memory on demand.

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.measured import (MeasurementError, find_measurements, kernel_by_block_size,
-                              read_measurement)
+from reports.measured import find_measurements, is_kernel, kernel_by_block_size
+from reports.schema import MeasurementError, read_measurement
 
 
 def test_header_and_table(kernel_csv):
@@ -14,7 +14,7 @@ def test_header_and_table(kernel_csv):
     assert measurement.device == "NVIDIA H100 80GB HBM3"
     assert measurement.date == "2025-01-15"
     assert measurement.header["triton"] == "3.1.0"
-    assert measurement.is_kernel
+    assert is_kernel(measurement)
     assert len(measurement.table) == 2 * (1 + 6 * 2)
 
 

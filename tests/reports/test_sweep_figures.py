@@ -8,7 +8,8 @@ import pytest
 from matplotlib.backends.backend_pdf import PdfPages
 
 from harness.sweep.grid import Grid, expand
-from harness.sweep.runner import SUMMARY_KEYS, LocalExecutor, run_sweep
+from harness.sweep.runner import LocalExecutor, run_sweep
+from reports.schema import SUMMARY_KEYS
 from reports.sweep_figures import add_sweep_pages, goodput, is_sweep_dir, load_results
 
 # p99 TTFT (s) per allocator at rate scales 1, 2, 4: paged fails from 4x, static from 2x, hybrid

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.engine.summary import SUMMARY_KEYS
+from reports.schema import SUMMARY_KEYS
 
 pytest.importorskip("workloads")
 

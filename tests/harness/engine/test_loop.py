@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from harness.engine.loop import Engine, simulate
 from harness.engine.batch import Batch
 from harness.engine.executor import CostModelExecutor
-from harness.engine.recorder import REQUEST_COLUMNS, STEP_COLUMNS, write_run
-from harness.engine.summary import SUMMARY_KEYS
+from harness.engine.recorder import write_run
+from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS, SUMMARY_KEYS
 from harness.engine.swap import SwapSpace
 
 STATUSES = {"completed", "rejected", "queued", "running"}

@@ -6,7 +6,8 @@ import math
 import numpy as np
 
 from allocators import Usage
-from harness.engine.recorder import STEP_COLUMNS, Recorder, write_json
+from harness.engine.recorder import Recorder, write_json
+from reports.schema import STEP_COLUMNS
 
 
 def test_step_rows_survive_chunking_in_order(make_trace):

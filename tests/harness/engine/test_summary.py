@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from harness.engine.loop import simulate
-from harness.engine.summary import SUMMARY_KEYS, comparison_table, summarize, weighted_quantile
+from harness.engine.summary import comparison_table, summarize, weighted_quantile
+from reports.schema import SUMMARY_KEYS
 
 
 def _steps(step_ms, utilization, running):

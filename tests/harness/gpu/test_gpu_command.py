@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from harness.cli import main  # noqa: E402
-from harness.engine.recorder import REQUEST_COLUMNS, STEP_COLUMNS  # noqa: E402
+from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS  # noqa: E402
 
 
 @pytest.mark.parametrize("allocator", ["static", "hybrid"])

@@ -14,13 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.sweep.grid import Grid, GridError, expand
-from harness.sweep.runner import (
-    RESULTS_CSV,
-    SUMMARY_KEYS,
-    DaskExecutor,
-    LocalExecutor,
-    run_sweep,
-)
+from harness.sweep.runner import DaskExecutor, LocalExecutor, run_sweep
+from reports.schema import RESULTS_CSV, SUMMARY_KEYS
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "sweeps"
 GRID = {

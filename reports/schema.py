@@ -1,0 +1,118 @@
+"""The files kvharness writes and reads, defined once: a run directory, a sweep directory, and
+the measured tables under benchmarks/results/.
+
+The engine's recorder and the sweep runner write these names and columns; reports/ reads them;
+the cost model reads measured tables through read_measurement. This module imports nothing of
+the project, so every layer may use it (it is the one module of reports/ outside the CLI's reach
+that harness/ imports).
+
+Units are in the names: *_s seconds (times from the start of the trace), *_ms milliseconds,
+*_tokens and the slot figures in KV slots (one token's K and V in every layer), *_bytes bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+# -- a run directory ----------------------------------------------------------------------------
+STEPS_FILE = "steps.csv"  # one row per engine step
+REQUESTS_FILE = "requests.csv"  # one row per trace request
+RUN_JSON = "run.json"  # the run description (config, trace spec), versions and summary
+
+USAGE_COLUMNS = (
+    "budget", "backed", "live", "logical", "reserved", "internal", "cached", "free",
+    "largest_free_run", "utilization", "external_fragmentation",
+)
+STEP_COLUMNS = (
+    "step", "time_s", "step_ms", "running", "waiting", "swapped", "batch_tokens",
+    "prefill_tokens", "decode_tokens",
+) + USAGE_COLUMNS
+FLOAT_STEP_COLUMNS = ("time_s", "step_ms", "utilization", "external_fragmentation")
+KV_BYTES_COLUMN = "kv_allocated_bytes"  # measured runs only: device KV memory after the step
+REQUEST_COLUMNS = (
+    "request_id", "arrival_s", "prompt_tokens", "output_tokens", "n", "status", "reason",
+    "admit_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions",
+    "prefix_hit_tokens",
+)
+# Floats are written at full precision (shortest repr that reads back exactly), so equal runs
+# give byte-identical files and late times keep their microseconds.
+FLOAT_FORMAT = None
+SUMMARY_KEYS = (
+    "requests", "completed", "rejected", "queued_at_end", "running_at_end", "budget_slots",
+    "bytes_per_token", "utilization_mean", "utilization_p50", "utilization_p99",
+    "waste_reserved", "waste_internal", "waste_external", "waste_cached", "waste_free",
+    "peak_running", "mean_running", "peak_backed_bytes", "throughput_tok_s", "output_tokens",
+    "prefill_tokens", "prefix_hit_tokens", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
+    "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "preemptions", "sim_time_s", "mean_step_ms",
+)
+
+# -- a sweep directory ----------------------------------------------------------------------------
+RESULTS_CSV = "results.csv"  # one row per cell: KEY_COLUMNS, config columns, SUMMARY_KEYS
+SWEEP_JSON = "sweep.json"
+CELLS_DIR = "cells"  # one run directory per cell, named by its config hash
+KEY_COLUMNS = ("cell", "config_hash", "status", "error")
+
+
+def config_columns(header) -> list[str]:
+    """The config columns of a results table: those between `error` and the first summary key."""
+    header = list(header)
+    start = header.index("error") + 1
+    end = next((i for i, name in enumerate(header) if name in SUMMARY_KEYS), len(header))
+    return header[start:end]
+
+
+# -- measured tables ----------------------------------------------------------------------------
+class MeasurementError(ValueError):
+    """A results CSV that cannot be read (bad header comment or CSV body)."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measured table: `# key: value` comment lines (device, torch, triton, date, command),
+    then a CSV table."""
+
+    path: Path
+    header: dict[str, str]
+    table: pd.DataFrame
+
+    @property
+    def device(self) -> str:
+        return self.header.get("device", "unknown device")
+
+    @property
+    def date(self) -> str:
+        return self.header.get("date", "unknown date")
+
+
+def read_measurement(path: str | Path) -> Measurement:
+    path = Path(path)
+    header: dict[str, str] = {}
+    lines = path.read_text().splitlines()
+    body_start = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.startswith("#"):
+            break
+        key, sep, value = line[1:].partition(":")
+        if not sep:
+            raise MeasurementError(f"{path}:{number}: header comment {line!r} is not "
+                                   "`# key: value`")
+        header[key.strip()] = value.strip()
+        body_start = number
+    if body_start == len(lines):
+        raise MeasurementError(f"{path}: no CSV table after the header comments")
+    try:
+        table = pd.read_csv(path, skiprows=body_start)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise MeasurementError(f"{path}: {exc}") from exc
+    return Measurement(path=path, header=header, table=table)
+
+
+def results_dir() -> Path:
+    """Where the measured tables are: shipped inside an installed package (the wheel maps
+    benchmarks/results to reports/measured_tables), else the source checkout's folder."""
+    shipped = Path(__file__).with_name("measured_tables")
+    if shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parents[1] / "benchmarks" / "results"
