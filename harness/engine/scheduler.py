@@ -255,7 +255,7 @@ class Scheduler:
             # Copies decided so far (a fork of g this step) come before its KV is read.
             batch.block_copies.extend(self.allocator.take_block_copies())
             before = len(batch.block_copies)
-            batch.swap_out.extend(self._swap_op(sid, before) for sid in seq_ids)
+            batch.swap_out.extend(self._swap_op(sid, g.kv_len, before) for sid in seq_ids)
         self._release(g)
         if swap:
             self.swap.put(tokens)
@@ -266,10 +266,10 @@ class Scheduler:
             batch.preempted.extend(Preemption(sid, g.target) for sid in seq_ids)
             self.waiting.appendleft(g)
 
-    def _swap_op(self, seq_id: int, copies_before: int = 0) -> SwapOp:
-        alloc = self.allocator
-        return SwapOp(seq_id, alloc.length(seq_id), alloc.layout(seq_id).block_table,
-                      copies_before)
+    def _swap_op(self, seq_id: int, written: int, copies_before: int = 0) -> SwapOp:
+        """The move of a sequence's written KV (a sample grown before its request was preempted
+        in the same step holds one more slot, not yet written)."""
+        return SwapOp(seq_id, written, self.allocator.layout(seq_id).block_table, copies_before)
 
     def _swap_in(self, batch: Batch) -> None:
         """Bring swapped requests back, oldest first, while memory and sequence slots last."""
@@ -289,7 +289,7 @@ class Scheduler:
                 self.events.rejected(g.rid, "its swapped KV does not fit in an empty cache")
                 continue
             batch.swap_in_tokens += tokens
-            batch.swap_in.extend(self._swap_op(sid) for sid in g.live_seq_ids)
+            batch.swap_in.extend(self._swap_op(sid, g.kv_len) for sid in g.live_seq_ids)
             self.running.append(g)
             self.num_running_seqs += g.n
 
