@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -44,11 +45,25 @@ class Source:
     name: str
     display: str
 
-    def open(self) -> BinaryIO:
-        """The file's bytes, decompressed if it is gzip."""
+    @contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        """The file's bytes, decompressed if it is gzip; damaged gzip data raises TraceError."""
         with open(self.path, "rb") as probe:
             compressed = probe.read(2) == _GZIP_MAGIC
-        return gzip.open(self.path, "rb") if compressed else open(self.path, "rb")
+        if not compressed:
+            with open(self.path, "rb") as handle:
+                yield handle
+            return
+        # The damage surfaces wherever a reader happens to be reading, possibly inside pandas;
+        # catching it here turns it into one message whichever reader hit it.
+        try:
+            with gzip.open(self.path, "rb") as handle:
+                yield handle
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            line, detail = gzip_damage(self.path)
+            raise TraceError(
+                self.display, line, "(file)", f"damaged gzip data: {detail or exc}"
+            ) from None
 
     def first_line(self) -> bytes:
         """The first line (decompressed), after checking it is not UTF-16 or UTF-32 text."""
@@ -72,7 +87,50 @@ class Source:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise TraceError(self.display, 1, "header", f"{NOT_UTF8} (byte {exc.start})") from None
-        return [name.strip() for name in next(csv.reader([text]))] if text else []
+        if "\r" in text:
+            # A lone carriage return splits the line for pandas but not for csv: refuse it here.
+            at = text.index("\r")
+            raise TraceError(
+                self.display, 1, "header",
+                f"a carriage return (\\r) inside the line, at character {at + 1}; save the "
+                "file with \\n or \\r\\n line endings", text[max(0, at - 20) : at + 20],
+            )
+        try:
+            names = next(csv.reader([text]), [])
+        except csv.Error as exc:
+            raise TraceError(self.display, 1, "header", f"unreadable CSV: {exc}", text) from None
+        return [name.strip() for name in names]
+
+
+def gzip_damage(path: Path) -> tuple[int, str]:
+    """(line the decompressed text had reached, what is wrong) for a damaged gzip file.
+
+    Decompresses again from the start, so it costs a second pass; it only runs once reading failed.
+    The detail is "" when this pass finds nothing wrong (then the gzip module's own error says it).
+    """
+    lines = 1
+    decompressor = zlib.decompressobj(wbits=31)  # 31: expect a gzip header and trailer
+    in_member = True
+    pending = b""
+    with open(path, "rb") as handle:
+        while True:
+            # Small blocks, so that the count stops close to where the data breaks.
+            block = pending or handle.read(4096)
+            pending = b""
+            if not block:
+                return lines, "the file ends before the compressed data does (truncated?)" if in_member else ""
+            in_member = True
+            try:
+                lines += decompressor.decompress(block).count(b"\n")
+            except zlib.error as exc:
+                if "check" in str(exc):  # zlib's words for a CRC or length mismatch
+                    return lines, "the data does not match its gzip checksum (corrupted file)"
+                return lines, f"corrupt compressed data (zlib: {exc})"
+            if decompressor.eof:
+                # A gzip file may hold several members, one after another.
+                pending = decompressor.unused_data
+                decompressor = zlib.decompressobj(wbits=31)
+                in_member = False
 
 
 @contextmanager
