@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from workloads.trace import TraceError
+from workloads.trace import NO_VALUE, TraceError
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Problem:
     line: int
     field: str
     reason: str
-    value: object
+    value: object = NO_VALUE
 
 
 @dataclass(frozen=True)

@@ -43,22 +43,22 @@ COLUMNS = (
     "failed",
 )
 
-_NO_VALUE = object()
+NO_VALUE = object()  # a TraceError or Problem about something that has no value to show
 
 
 class TraceError(ValueError):
     """A trace file that cannot be read as a trace: names the file, line, field and value."""
 
     def __init__(
-        self, path: str, line: int, field: str, reason: str, value: Any = _NO_VALUE
+        self, path: str, line: int, field: str, reason: str, value: Any = NO_VALUE
     ) -> None:
         self.path = path
         self.line = line
         self.field = field
         self.reason = reason
-        self.value = None if value is _NO_VALUE else value
+        self.value = None if value is NO_VALUE else value
         message = f"{path}, line {line}, field {field!r}: {reason}"
-        if value is not _NO_VALUE:
+        if value is not NO_VALUE:
             message += f" (got {_short(value)})"
         super().__init__(message)
 

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from workloads import TraceError, load_trace
+from workloads import TraceError, iter_requests, load_trace
 
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 AZURE = AZURE_HEADER + "".join(
@@ -82,3 +82,78 @@ def test_a_stray_carriage_return_in_the_csv_header(header, write):
 def test_an_overlong_csv_header_field(write):
     path = write("azure.csv", '"' + "x" * 200_000 + '",ContextTokens\n1,2\n')
     _raises(path, 1, "header", "unreadable CSV")
+
+
+def _azure_rows(*rows: str) -> str:
+    return AZURE_HEADER + "".join(row + "\n" for row in rows)
+
+
+def test_a_csv_row_with_an_extra_field(write):
+    path = write("azure.csv", _azure_rows(
+        "2023-11-16 18:15:46.0,374,44", "2023-11-16 18:15:47.0,396,109,7", "2023-11-16 18:15:48.0,9,5",
+    ))
+    _raises(path, 3, "(field 4)", "4 fields", "header 3")
+    _raises(path, 3, "(field 4)", "4 fields", format="azure")
+
+
+def test_an_extra_field_in_the_first_row_is_not_taken_for_an_index(write):
+    path = write("azure.csv", _azure_rows("2023-11-16 18:15:46.0,374,44,surplus", "2023-11-16 18:15:47.0,396,109"))
+    _raises(path, 2, "(field 4)", "4 fields", "surplus")
+
+
+def test_a_burstgpt_row_with_an_extra_field(write):
+    header = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+    rows = "5,ChatGPT,472,18,490,API log\n45,ChatGPT,1087,3,1090,API log,x\n"
+    _raises(write("burst.csv", header + rows), 3, "(field 7)", "7 fields")
+
+
+def test_skip_invalid_drops_long_rows_and_keeps_every_other_line_right(write):
+    path = write("azure.csv", _azure_rows(
+        "2023-11-16 18:15:46.0,1,1,x",  # line 2: long, right after the header
+        "2023-11-16 18:15:46.0,2,1,y,z",  # line 3: long
+        "2023-11-16 18:15:47.0,3,1",  # line 4
+        "2023-11-16 18:15:48.0,4,1,x",  # line 5: long
+        "",  # line 6: blank
+        "2023-11-16 18:15:49.0,5,1",  # line 7
+        "2023-11-16 18:15:50.0,-6,1",  # line 8: negative
+        "2023-11-16 18:15:51.0,7,1,x",  # line 9: long
+        "2023-11-16 18:15:52.0,8,1",  # line 10
+        "2023-11-16 18:15:53.0,9,1,",  # line 11: long, by a trailing comma
+    ))
+    _raises(path, 2, "(field 4)")
+    trace = load_trace(path, skip_invalid=True)
+    assert trace["prompt_tokens"].tolist() == [3, 5, 8]
+    skipped = trace.attrs["skipped_rows"]
+    assert [line for line, _ in skipped] == [2, 3, 5, 8, 9, 11]
+    assert skipped[2][1].startswith("(field 4)") and skipped[3][1].startswith("ContextTokens")
+    for chunk_rows in (1, 2, 3):
+        streamed = list(iter_requests(path, skip_invalid=True, chunk_rows=chunk_rows))
+        assert streamed == list(trace.itertuples(index=False, name=None))
+
+
+def test_the_first_invalid_line_is_reported_across_chunks(write):
+    rows = [f"2023-11-16 18:15:{s:02d}.0,{s + 1},1" for s in range(40)]
+    rows[30] += ",x"  # line 32
+    rows[20] = rows[20].replace(",21,", ",-21,")  # line 22
+    path = write("azure.csv", _azure_rows(*rows))
+    for chunk_rows in (1, 7, 100):
+        with pytest.raises(TraceError, match="line 22,"):
+            list(iter_requests(path, chunk_rows=chunk_rows))
+
+
+MOONCAKE_LINE = '{{"timestamp": 0, "input_length": {length}, "output_length": 5, "hash_ids": {hashes}}}\n'
+
+
+@pytest.mark.parametrize("length, hashes", [(512, [0, 1]), (1, [0, 1]), (1025, [0, 1, 2, 3])])
+def test_mooncake_hash_ids_beyond_the_input_length(length, hashes, write):
+    content = MOONCAKE_LINE.format(length=700, hashes=[0, 1]) + MOONCAKE_LINE.format(
+        length=length, hashes=hashes
+    )
+    error = _raises(write("m.jsonl", content), 2, "hash_ids", f"input_length {length}", str(hashes))
+    assert str(len(hashes)) in error.reason
+
+
+@pytest.mark.parametrize("length, hashes", [(512, [0]), (513, [0, 1]), (1025, [0, 1, 2]), (700, [])])
+def test_mooncake_hash_ids_within_the_input_length(length, hashes, write):
+    trace = load_trace(write("m.jsonl", MOONCAKE_LINE.format(length=length, hashes=hashes)))
+    assert trace["prefix_hashes"].tolist() == [tuple(hashes)]
