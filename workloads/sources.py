@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ BUNDLED = {
 NOT_UTF8 = "bytes that are not UTF-8; save the file as UTF-8"
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_TEXT_SAMPLE_BYTES = 4096  # how much of the start is checked for being UTF-8 text
+# Control bytes that UTF-8 text of any trace format has no use for (tab, line and page breaks are
+# fine); one of them near the start means the file is not text at all.
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
 _SNIFF_BYTES = 1 << 20  # enough for any header or Mooncake line; a one-line JSON document is cut
 UTF8_BOM = b"\xef\xbb\xbf"
 _WIDE_BOMS = {
@@ -66,19 +71,38 @@ class Source:
             ) from None
 
     def first_line(self) -> bytes:
-        """The first line (decompressed), after checking it is not UTF-16 or UTF-32 text."""
+        """The first line (decompressed), after checking that the file starts as UTF-8 text."""
         with self.open() as handle:
-            line = handle.readline(_SNIFF_BYTES)
+            head = handle.read(_TEXT_SAMPLE_BYTES)
+            end = head.find(b"\n")
+            if end >= 0:
+                line = head[: end + 1]
+            else:
+                line = head + handle.readline(_SNIFF_BYTES - len(head))
+        self._check_text(head)
+        return line.removeprefix(UTF8_BOM)
+
+    def _check_text(self, head: bytes) -> None:
+        """Refuse UTF-16 and UTF-32 text, named as such, and binary data, named as that."""
         for bom, encoding in _WIDE_BOMS.items():
-            if line.startswith(bom):
+            if head.startswith(bom):
                 raise TraceError(
                     self.display, 1, "encoding", f"the file is {encoding}; save it as UTF-8"
                 )
-        if b"\x00" in line:
+        encoding = _wide_encoding(head)
+        if encoding is not None:
             raise TraceError(
-                self.display, 1, "encoding", "NUL bytes: the file looks like UTF-16; save it as UTF-8",
+                self.display, 1, "encoding",
+                f"the file looks like {encoding} without a byte-order mark (NUL bytes in a regular "
+                "pattern); save it as UTF-8",
             )
-        return line.removeprefix(UTF8_BOM)
+        found = _BINARY.search(head)
+        if found is not None:
+            at = found.start()
+            raise TraceError(
+                self.display, head.count(b"\n", 0, at) + 1, "(file)",
+                f"not a text trace: binary data at byte {at}", head[at : at + 8],
+            )
 
     def csv_header(self) -> list[str]:
         """The column names of the first line, stripped; [] when it is empty."""
@@ -100,6 +124,23 @@ class Source:
         except csv.Error as exc:
             raise TraceError(self.display, 1, "header", f"unreadable CSV: {exc}", text) from None
         return [name.strip() for name in names]
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """"UTF-16" or "UTF-32" when the NUL bytes of head fall as they do in such text; else None.
+
+    In UTF-16 text of mostly ASCII characters, every other byte is NUL and the bytes between are
+    not; in UTF-32, three bytes of four. Binary data has NUL bytes, but not in that pattern.
+    """
+    if head.count(0) < len(head) // 4 or len(head) < 4:
+        return None
+    for width, encoding in ((4, "UTF-32"), (2, "UTF-16")):
+        lanes = [head[lane::width] for lane in range(width)]
+        text_lanes = [lane for lane in lanes if 0 not in lane]
+        nul_lanes = [lane for lane in lanes if lane.count(0) * 2 >= len(lane)]
+        if len(text_lanes) == 1 and len(nul_lanes) == width - 1:
+            return encoding
+    return None
 
 
 def gzip_damage(path: Path) -> tuple[int, str]:

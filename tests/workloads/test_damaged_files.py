@@ -3,6 +3,7 @@ naming the file, the line and the field, never another exception and never silen
 from __future__ import annotations
 
 import gzip
+import random
 
 import pytest
 
@@ -157,3 +158,28 @@ def test_mooncake_hash_ids_beyond_the_input_length(length, hashes, write):
 def test_mooncake_hash_ids_within_the_input_length(length, hashes, write):
     trace = load_trace(write("m.jsonl", MOONCAKE_LINE.format(length=length, hashes=hashes)))
     assert trace["prefix_hashes"].tolist() == [tuple(hashes)]
+
+
+BINARY = {
+    "all bytes": bytes(range(256)) * 4,
+    "random": random.Random(7).randbytes(5000),
+    "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64),
+    "nul after text": AZURE_HEADER.encode() + b"2023-11-16 18:15:46.68,1\x00\x00\x00,2\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BINARY))
+@pytest.mark.parametrize("fmt", [None, "azure", "mooncake", "burstgpt", "sharegpt"])
+def test_binary_data_is_called_binary_not_utf16(kind, fmt, write):
+    content = BINARY[kind]
+    for name, data in [("junk.bin", content), ("junk.bin.gz", gzip.compress(content, mtime=0))]:
+        error = _raises(write(name, data), None, "(file)", "not a text trace: binary data at byte", format=fmt)
+        assert "UTF-16" not in str(error)
+    at = content.index(next(b for b in content if b < 9 or 13 < b < 32 or b == 127).to_bytes(1, "big"))
+    assert f"at byte {at}" in str(error) and error.line == content.count(b"\n", 0, at) + 1
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_wide_text_without_a_byte_order_mark_is_named(encoding, write):
+    path = write("azure.csv", AZURE.encode(encoding))
+    _raises(path, 1, "encoding", encoding[:6].upper(), "save it as UTF-8")
