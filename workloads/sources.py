@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from workloads.trace import TraceError
+from workloads.trace import FORMAT_HINT, TraceError
 
 # bundled name -> file in workloads/data/ (see workloads/data/README.md for attribution)
 BUNDLED = {
@@ -209,7 +209,7 @@ def detect_format(source: Source) -> str:
     if columns & {"Request tokens", "Response tokens"}:
         return "burstgpt"
     raise TraceError(
-        source.display, 1, "header", "not a known trace format; pass format=", sorted(columns)
+        source.display, 1, "header", "not a known trace format", sorted(columns), hint=FORMAT_HINT
     )
 
 
@@ -225,6 +225,6 @@ def _detect_json(source: Source, text: str) -> str:
     if isinstance(first, dict) and "conversations" in first:
         return "sharegpt"
     raise TraceError(
-        source.display, 1, "header", "a JSON object of no known trace format; pass format=",
-        sorted(first) if isinstance(first, dict) else first,
+        source.display, 1, "header", "a JSON object of no known trace format",
+        sorted(first) if isinstance(first, dict) else first, hint=FORMAT_HINT,
     )
