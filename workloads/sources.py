@@ -3,6 +3,11 @@
 Formats are told apart by content, never by file name: the first line of the (decompressed) file
 is a CSV header naming Azure's or BurstGPT's columns, a JSON object with Mooncake's
 `input_length`, or the start of a ShareGPT document (`[` or an object with `conversations`).
+
+Before any format is read, the start of the file must be UTF-8 text: UTF-16 and UTF-32 (with a
+byte-order mark or the NUL pattern of mostly ASCII text) and binary data are refused, each by name.
+Damaged gzip data raises TraceError at the line the decompressed text had reached, whichever
+reader meets it.
 """
 from __future__ import annotations
 
@@ -159,7 +164,9 @@ def gzip_damage(path: Path) -> tuple[int, str]:
             block = pending or handle.read(4096)
             pending = b""
             if not block:
-                return lines, "the file ends before the compressed data does (truncated?)" if in_member else ""
+                if not in_member:
+                    return lines, ""
+                return lines, "the file ends before the compressed data does (truncated?)"
             in_member = True
             try:
                 lines += decompressor.decompress(block).count(b"\n")
