@@ -7,6 +7,10 @@ Order. Rows must already be in arrival order (the bundled Azure and Mooncake fil
 earlier than the one before it). A row that arrives before an earlier row is an error, like any
 other invalid row; with skip_invalid=True it is dropped and listed in attrs["skipped_rows"], never
 silently reordered, since a replay of a reordered trace would not be the recorded traffic.
+
+Nothing is dropped silently: load_trace lists every row skip_invalid dropped, as (line, reason), in
+attrs["skipped_rows"]; iter_requests appends them to the `skipped_rows` list its caller gives.
+The CLI's --format and --skip-invalid are these functions' format= and skip_invalid=.
 """
 from __future__ import annotations
 
@@ -72,9 +76,12 @@ def iter_requests(
     seed: int = 0,
     chunk_tokens: int = 64,
     chunk_rows: int = STREAM_CHUNK_ROWS,
+    skipped_rows: list[tuple[int, str]] | None = None,
 ) -> Iterator[Request]:
     """The requests of load_trace(source, ...) one at a time, reading chunk_rows rows at once.
 
+    skipped_rows: a list that receives (line, reason) of each row skip_invalid drops, as the
+    reading passes it (load_trace's attrs["skipped_rows"], for a stream).
     A DataFrame (a canonical trace, e.g. from workloads.generate) is streamed as it is.
     """
     if isinstance(source, pd.DataFrame):
@@ -82,7 +89,7 @@ def iter_requests(
         return
     options = ReadOptions(chunk_rows, rate_per_s, seed, chunk_tokens)
     with resolve(source) as src:
-        _, module, screen = _prepare(src, format, skip_invalid)
+        _, module, screen = _prepare(src, format, skip_invalid, skipped_rows)
         next_id = 0
         first_s = None
         for batch in module.read(src, options):
@@ -95,10 +102,14 @@ def iter_requests(
             next_id += len(rows.time_s)
 
 
-def _prepare(src: Source, format: str | None, skip_invalid: bool):
+def _prepare(
+    src: Source, format: str | None, skip_invalid: bool,
+    skipped_rows: list[tuple[int, str]] | None = None,
+):
     fmt = format if format is not None else detect_format(src)
     module = reader(fmt)
-    return fmt, module, Screen(src.display, module.FIELDS, skip_invalid=skip_invalid)
+    screen = Screen(src.display, module.FIELDS, skip_invalid=skip_invalid, skipped=skipped_rows)
+    return fmt, module, screen
 
 
 def _requests(rows: Rows, first_id: int, first_s: float) -> Iterator[Request]:

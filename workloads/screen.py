@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from workloads.trace import TraceError
+from workloads.trace import NO_VALUE, SKIP_HINT, TraceError
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Problem:
     line: int
     field: str
     reason: str
-    value: object
+    value: object = NO_VALUE
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,15 @@ class Rows:
 class Screen:
     """Checks successive Rows of one file; carries the arrival order across them."""
 
-    def __init__(self, path: str, fields: dict[str, str], *, skip_invalid: bool) -> None:
+    def __init__(
+        self, path: str, fields: dict[str, str], *, skip_invalid: bool,
+        skipped: list[tuple[int, str]] | None = None,
+    ) -> None:
         self.path = path
         self.fields = fields  # canonical name ("time_s", "prompt_tokens", ...) -> file's name
         self.skip_invalid = skip_invalid
-        self.skipped: list[tuple[int, str]] = []
+        # (line, reason) of each dropped row, appended to the caller's list when it gives one
+        self.skipped: list[tuple[int, str]] = [] if skipped is None else skipped
         self._latest_s = -np.inf
 
     def __call__(self, rows: Rows) -> Rows:
@@ -79,7 +83,9 @@ class Screen:
         problems.sort(key=lambda p: p.line)
         if problems and not self.skip_invalid:
             first = problems[0]
-            raise TraceError(self.path, first.line, first.field, first.reason, first.value)
+            raise TraceError(
+                self.path, first.line, first.field, first.reason, first.value, hint=SKIP_HINT
+            )
         self.skipped.extend((p.line, f"{p.field}: {p.reason}") for p in problems)
         return replace(rows, problems=[])
 
@@ -112,7 +118,7 @@ class Screen:
         for i in np.flatnonzero(late).tolist():
             reason = (
                 f"arrives {earlier[i] - rows.time_s[i]:.6g} s before an earlier row; "
-                "a trace must be in arrival order (skip_invalid=True drops such rows)"
+                "a trace must be in arrival order"
             )
             problems.append(Problem(int(rows.lines[i]), self.fields["time_s"], reason, raw[i]))
         return late

@@ -43,23 +43,38 @@ COLUMNS = (
     "failed",
 )
 
-_NO_VALUE = object()
+# Hints name the CLI flags first (most readers of these messages ran kvharness), then the keyword
+# arguments of load_trace and iter_requests that the flags set.
+SKIP_HINT = (
+    "pass --skip-invalid (skip_invalid=True) to drop invalid rows; they are counted and listed"
+)
+FORMATS = ("azure", "mooncake", "burstgpt", "sharegpt")
+FORMAT_HINT = f"name the format with --format {'|'.join(FORMATS)} (format=...)"
+
+NO_VALUE = object()  # a TraceError or Problem about something that has no value to show
 
 
 class TraceError(ValueError):
-    """A trace file that cannot be read as a trace: names the file, line, field and value."""
+    """A trace file that cannot be read as a trace: names the file, line, field and value.
+
+    hint: what the user can do about it, said after the rest (e.g. SKIP_HINT).
+    """
 
     def __init__(
-        self, path: str, line: int, field: str, reason: str, value: Any = _NO_VALUE
+        self, path: str, line: int, field: str, reason: str, value: Any = NO_VALUE,
+        *, hint: str = "",
     ) -> None:
         self.path = path
         self.line = line
         self.field = field
         self.reason = reason
-        self.value = None if value is _NO_VALUE else value
+        self.value = None if value is NO_VALUE else value
+        self.hint = hint
         message = f"{path}, line {line}, field {field!r}: {reason}"
-        if value is not _NO_VALUE:
+        if value is not NO_VALUE:
             message += f" (got {_short(value)})"
+        if hint:
+            message += f"; {hint}"
         super().__init__(message)
 
 

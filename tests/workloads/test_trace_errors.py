@@ -167,3 +167,30 @@ def test_trace_info_reports_errors_on_stderr(write, capsys):
     assert cli(["trace", "info", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "line 2" in err
+
+
+def test_a_row_error_names_the_flag_that_skips_it(write):
+    error = _raises(write("azure.csv", _azure("2023-11-16 18:15:50.9951690,-5,109")), 3, "ContextTokens")
+    assert "--skip-invalid" in str(error) and "skip_invalid=True" in str(error)
+    assert "counted" in error.hint
+
+
+def test_file_errors_do_not_offer_skipping(write):
+    error = _raises(write("azure.csv", _azure(header="TIMESTAMP,ContextTokens\n")), 1, "GeneratedTokens")
+    assert "skip" not in str(error)
+
+
+def test_unknown_content_names_the_format_flag(write):
+    for content in ["a,b,c\n1,2,3\n", '{"a": 1}\n']:
+        error = _raises(write("x.txt", content), 1, "header", "--format azure|mooncake|burstgpt|sharegpt")
+        assert "format=" in str(error)
+
+
+def test_streaming_hands_over_the_skipped_rows(write):
+    content = AZURE_HEADER + AZURE_ROWS[0] + "2023-11-16 18:15:47.0,-1,44\n" + AZURE_ROWS[2]
+    path = write("azure.csv", content)
+    skipped: list = []
+    streamed = list(iter_requests(path, skip_invalid=True, chunk_rows=1, skipped_rows=skipped))
+    trace = load_trace(path, skip_invalid=True)
+    assert len(streamed) == len(trace) == 2
+    assert skipped == trace.attrs["skipped_rows"] == [(3, "ContextTokens: must be >= 1")]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
+from workloads.trace import FORMATS
+
 
 @dataclass(frozen=True)
 class ReadOptions:
@@ -28,9 +30,6 @@ class ReadOptions:
             raise ValueError(f"rate_per_s must be > 0, got {self.rate_per_s}")
         if self.chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
-
-
-FORMATS = ("azure", "mooncake", "burstgpt", "sharegpt")
 
 
 def reader(name: str) -> ModuleType:

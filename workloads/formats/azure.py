@@ -40,8 +40,9 @@ def read(source: Source, options: ReadOptions) -> Iterator[Rows]:
     """Rows of an Azure CSV, in file order."""
     require_columns(source, COLUMNS)
     origin_ns = None  # the first readable timestamp: arrivals are seconds after it
-    for frame, lines in read_table(source, COLUMNS, ("TIMESTAMP",), options.chunk_rows):
-        problems: list[Problem] = []
+    for table in read_table(source, COLUMNS, ("TIMESTAMP",), options.chunk_rows):
+        frame, lines = table.frame, table.lines
+        problems: list[Problem] = list(table.problems)
         stamps = pd.to_datetime(frame["TIMESTAMP"], format="ISO8601", errors="coerce", utc=True)
         bad_time = stamps.isna().to_numpy()
         record_problems(

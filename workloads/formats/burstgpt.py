@@ -34,8 +34,9 @@ def chunk_tokens(options: ReadOptions) -> int:
 def read(source: Source, options: ReadOptions) -> Iterator[Rows]:
     """Rows of a BurstGPT CSV, in file order."""
     require_columns(source, COLUMNS)
-    for frame, lines in read_table(source, COLUMNS, (), options.chunk_rows):
-        problems: list[Problem] = []
+    for table in read_table(source, COLUMNS, (), options.chunk_rows):
+        frame, lines = table.frame, table.lines
+        problems: list[Problem] = list(table.problems)
         time_s, bad_time = float_column(frame, "Timestamp", lines, problems)
         prompt, bad_prompt = int_column(frame, "Request tokens", lines, problems)
         output, bad_output = int_column(frame, "Response tokens", lines, problems)

@@ -20,9 +20,10 @@ def field_at(text: str, pos: int) -> str:
     """The field a broken JSON text was in at pos: the key the text ends in, cut short, if pos is
     at or after its opening quote; else the last key written before pos."""
     cut = _CUT_KEY.search(text.rstrip())
-    if cut is not None and cut.start(1) - 1 <= pos:
+    # An empty key (a text cut right after a quote) names nothing a user could look for.
+    if cut is not None and cut.start(1) - 1 <= pos and cut.group(1):
         return cut.group(1)
-    keys = _KEY.findall(text, 0, pos)
+    keys = [key for key in _KEY.findall(text, 0, pos) if key]
     return keys[-1] if keys else "(line)"
 
 

@@ -73,4 +73,12 @@ def _record(value: object, line: int) -> tuple | Problem:
     hashes = value["hash_ids"]
     if not isinstance(hashes, list) or not all(type(h) is int for h in hashes):
         return Problem(line, "hash_ids", "not a list of integers", hashes)
+    blocks = -(-lengths[0] // BLOCK_TOKENS)  # ceil: the last block may be partial
+    # A length below 1 is the screen's to report, under input_length.
+    if lengths[0] >= 1 and len(hashes) > blocks:
+        reason = (
+            f"{len(hashes)} block hashes, but input_length {lengths[0]} fills only {blocks} "
+            f"blocks of {BLOCK_TOKENS} tokens"
+        )
+        return Problem(line, "hash_ids", reason, hashes)
     return time_ms / 1000.0, value["timestamp"], lengths[0], lengths[1], tuple(hashes)
