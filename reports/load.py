@@ -125,15 +125,15 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path}: not a directory (expected a run directory)")
-    meta_path = path / "run.json"
+    meta_path = path / RUN_JSON
     if not meta_path.is_file():
-        raise RunDirError(f"{path}: missing run.json")
+        raise RunDirError(f"{path}: missing {RUN_JSON}")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{meta_path}: not valid JSON ({exc})") from exc
-    steps = _read_csv(path / "steps.csv", STEP_COLUMNS)
-    requests = _read_csv(path / "requests.csv", REQUEST_COLUMNS)
+    steps = _read_csv(path / STEPS_FILE, STEP_COLUMNS)
+    requests = _read_csv(path / REQUESTS_FILE, REQUEST_COLUMNS)
     requests["status"] = requests["status"].astype(str)
     # An all-empty reason column reads as float NaN; reasons are text.
     requests["reason"] = requests["reason"].astype(object).where(requests["reason"].notna(), "")

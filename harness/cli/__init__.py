@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module under harness.cli, one-line help)
@@ -34,11 +35,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; return the exit status (2 for bad input, said in one line)."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _dispatch(argv or ["run"])
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `kvharness plan --json | head`: the reader has all it wanted. Point stdout at devnull
+        # so the interpreter's own flush at exit does not raise again, and stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv or ["run"])
-    return int(args.handler(args) or 0)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): a status for callers of main()
+        return 0 if exc.code is None else int(exc.code)
+    try:
+        return int(args.handler(args) or 0)
+    except BrokenPipeError:  # an OSError, but not bad input: main() ends quietly
+        raise
+    except user_errors() as exc:
+        print(f"kvharness {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that describe bad input (a file, a config, a preset, a grid), not a bug.
+
+    Imported only when an exception reaches main(), so a command pays for none of them.
+    """
+    from harness.model.budget import BudgetError
+    from harness.model.config import ConfigError
+    from harness.model.presets import PresetError
+    from harness.sweep.grid import GridError
+    from harness.sweep.runner import SweepError
+    from reports.load import RunDirError
+    from reports.schema import MeasurementError
+    from workloads import TraceError
+
+    return (BudgetError, ConfigError, PresetError, GridError, SweepError, TraceError,
+            RunDirError, MeasurementError, OSError)

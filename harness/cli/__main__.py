@@ -1,4 +1,4 @@
-"""`python -m harness.cli` runs the `kvharness` command line."""
+"""`python -m harness.cli ...`: the same entry point as the `kvharness` console script."""
 import sys
 
 from harness.cli import main

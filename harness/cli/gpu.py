@@ -8,37 +8,56 @@ run.json (executor "gpu", the device's name), steps.csv with a kv_allocated_byte
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
+                                  positive_int)
+from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 ALLOCATOR_PARAMS = {"block_size": int, "segment_tokens": int, "page_size": int,
                     "max_model_len": int, "align_tokens": int}
 
 
+def _device(text: str):
+    """--device: a torch device string, checked when parsed rather than at the first step."""
+    import torch
+
+    try:
+        return torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", default="azure-conv", help="trace file or bundled name")
-    parser.add_argument("--allocator", default="paged",
-                        choices=("static", "paged", "segmented", "hybrid"))
+    add_trace_load_arguments(parser)
+    parser.add_argument("--allocator", type=allocator_name, default="paged",
+                        help="one registered allocator (default paged)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help=f"allocator parameter ({', '.join(ALLOCATOR_PARAMS)}); repeatable")
     parser.add_argument("--model", default="llama3-8b", help="model preset (tiny, llama3.2-1b, "
                         "llama3-8b, ...)")
-    parser.add_argument("--requests", type=int, metavar="N", help="the first N requests only")
-    parser.add_argument("--start", type=int, default=0, help="skip this many requests first")
-    parser.add_argument("--rate-scale", type=float, default=1.0,
+    parser.add_argument("--requests", type=positive_int, metavar="N",
+                        help="the first N requests only")
+    parser.add_argument("--start", type=non_negative_int, default=0,
+                        help="skip this many requests first")
+    parser.add_argument("--rate-scale", type=positive_float, default=1.0,
                         help="replay arrivals this many times faster")
-    parser.add_argument("--max-model-len", type=int,
+    # workloads.cap_lengths keeps one prompt token and one output token.
+    parser.add_argument("--max-model-len", type=int_at_least(2),
                         help="cap prompt + output at this many tokens (workloads.cap_lengths)")
     parser.add_argument("--config", type=Path, help="base RunConfig TOML (model/allocator flags "
                         "override it)")
     parser.add_argument("--gpu", help="GPU preset for the KV budget; default: from the device")
-    parser.add_argument("--budget-slots", type=int,
+    parser.add_argument("--budget-slots", type=positive_int,
                         help="KV budget in slots instead of the memory arithmetic "
                         "(default on a CPU: 65536)")
     parser.add_argument("--preemption", choices=("recompute", "swap"))
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    parser.add_argument("--device", help="torch device; default cuda when available, else cpu")
-    parser.add_argument("--seed", type=int, help="weights and prompt tokens seed (config's)")
+    parser.add_argument("--device", type=_device,
+                        help="torch device; default cuda when available, else cpu")
+    parser.add_argument("--seed", type=non_negative_int,
+                        help="weights and prompt tokens seed (config's)")
     parser.add_argument("--out", type=Path, help="run directory (default runs/gpu-<allocator>)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -46,26 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from harness.model.config import ConfigError
+    from harness.engine.recorder import write_run
     from harness.gpu.executor import build_decoder
     from harness.gpu.run import run_on_device
     from harness.gpu.setup import gpu_run_config, load_slice
-    from harness.model.presets import PresetError
-    from harness.engine.recorder import write_run
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        params = _params(args.param)
-        trace = load_slice(args.trace, start=args.start, count=args.requests,
-                           rate_scale=args.rate_scale, max_model_len=args.max_model_len)
-        config = gpu_run_config(
-            device, model=args.model, allocator=args.allocator, params=params, base=args.config,
-            gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
-            seed=args.seed,
-        )
-    except (ConfigError, PresetError, ValueError, OSError) as exc:
-        print(f"kvharness gpu: {exc}", file=sys.stderr)
-        return 2
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    params = _params(args.param)
+    trace = load_slice(args.trace, start=args.start, count=args.requests,
+                       rate_scale=args.rate_scale, max_model_len=args.max_model_len,
+                       **trace_load_options(args))
+    config = gpu_run_config(
+        device, model=args.model, allocator=args.allocator, params=params, base=args.config,
+        gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
+        seed=args.seed,
+    )
     decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed)
     result, executor = run_on_device(config, trace, decoder, progress=not args.no_progress)
     out = write_run(result, args.out or Path("runs") / f"gpu-{args.allocator}")
@@ -81,11 +95,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _params(pairs: list[str]) -> dict:
+    from harness.model.config import ConfigError
+
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in ALLOCATOR_PARAMS:
-            raise ValueError(f"--param {pair!r}: expected KEY=VALUE with KEY in "
-                             f"{', '.join(ALLOCATOR_PARAMS)}")
-        params[key] = ALLOCATOR_PARAMS[key](value)
+            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE with KEY in "
+                              f"{', '.join(ALLOCATOR_PARAMS)}")
+        try:
+            params[key] = ALLOCATOR_PARAMS[key](value)
+        except ValueError:
+            raise ConfigError(f"--param {pair!r}: {key} must be an integer") from None
     return params

@@ -7,45 +7,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from harness.cli.argtypes import fraction, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="llama3-8b", help="model preset")
     parser.add_argument("--gpu", default="h100-80gb", help="GPU preset")
-    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
-    parser.add_argument("--context", type=int, default=8192, help="tokens per sequence")
-    parser.add_argument("--max-model-len", type=int,
+    parser.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel degree")
+    parser.add_argument("--context", type=positive_int, default=8192, help="tokens per sequence")
+    parser.add_argument("--max-model-len", type=positive_int,
                         help="configured maximum length (static engines preallocate it)")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    parser.add_argument("--block-size", type=int, default=16, help="paged and hybrid block")
-    parser.add_argument("--align-tokens", type=int, default=16, help="static alignment")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=8192,
+    parser.add_argument("--gpu-memory-utilization", type=fraction, default=0.9,
+                        help="in (0, 1] (default 0.9)")
+    parser.add_argument("--block-size", type=positive_int, default=16,
+                        help="paged and hybrid block")
+    parser.add_argument("--align-tokens", type=positive_int, default=16, help="static alignment")
+    parser.add_argument("--max-num-batched-tokens", type=positive_int, default=8192,
                         help="sizes the activation reserve, as in vLLM's profile run")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.cli.simulate import user_errors
     from harness.model.config import RunConfig, SchedulerConfig
     from harness.model.planner import plan_capacity
     from harness.model.presets import gpu_preset, model_preset
 
-    try:
-        config = RunConfig(
-            model=model_preset(args.model),
-            gpu=gpu_preset(args.gpu),
-            tp=args.tp,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            scheduler=SchedulerConfig(max_num_batched_tokens=args.max_num_batched_tokens),
-        )
-        plan = plan_capacity(
-            config, context=args.context, max_model_len=args.max_model_len,
-            block_size=args.block_size, align_tokens=args.align_tokens,
-        )
-    except (*user_errors(), ValueError) as exc:
-        print(f"kvharness plan: error: {exc}", file=sys.stderr)
-        return 2
+    config = RunConfig(
+        model=model_preset(args.model),
+        gpu=gpu_preset(args.gpu),
+        tp=args.tp,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        scheduler=SchedulerConfig(max_num_batched_tokens=args.max_num_batched_tokens),
+    )
+    plan = plan_capacity(
+        config, context=args.context, max_model_len=args.max_model_len,
+        block_size=args.block_size, align_tokens=args.align_tokens,
+    )
     print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
     return 0
 

@@ -7,7 +7,7 @@ runs/<trace>/<run>/ (--out-dir to change).
 
 By default the whole traces are replayed (19,366 and 12,031 requests): 147 s wall (280 s of
 CPU over the two worker processes) on this project's 2-core machine; `--requests N` replays only
-the first N requests of each trace (2,000: about 26 s).
+the first N requests of each trace (2,000: about 26 s); leaving it out replays the whole traces.
 """
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.cli.argtypes import (allocator_names, non_negative_int, positive_int, positive_ints,
+                                  unique_names)
+from harness.cli.trace import add_trace_load_arguments, trace_load_options
+
 DEFAULT_TRACES = ("azure-conv", "mooncake-conv")
 DEFAULT_ALLOCATORS = ("static", "paged", "segmented", "hybrid")
-DEFAULT_REQUESTS = 0  # the whole trace
 DEFAULT_BLOCK_SIZE = 16  # paged and hybrid in the per-trace comparison (vLLM's default)
 ABLATION_ALLOCATOR = "paged"
 ABLATION_BLOCK_SIZES = (8, 32, 64, 128)  # beside DEFAULT_BLOCK_SIZE from the main runs
@@ -38,24 +41,28 @@ class Job:
     ablation: bool  # a block-size ablation run, kept out of the per-trace sections
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(item) for item in _csv(text))
+def _request_count(text: str) -> int:
+    """--requests N, N >= 1. `--requests 0` once meant the whole traces; that is the default now,
+    and the error says so rather than replaying nothing."""
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{exc}; leave --requests out to replay the whole traces"
+        ) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--traces", type=_csv, default=DEFAULT_TRACES,
+    parser.add_argument("--traces", type=unique_names, default=DEFAULT_TRACES,
                         help="comma-separated bundled trace names or paths "
                              f"(default {','.join(DEFAULT_TRACES)})")
-    parser.add_argument("--allocators", type=_csv, default=DEFAULT_ALLOCATORS,
+    add_trace_load_arguments(parser)
+    parser.add_argument("--allocators", type=allocator_names, default=DEFAULT_ALLOCATORS,
                         help=f"comma-separated (default {','.join(DEFAULT_ALLOCATORS)})")
-    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, metavar="N",
-                        help="replay the first N requests of each trace; 0 = the whole trace "
-                             f"(default {DEFAULT_REQUESTS})")
-    parser.add_argument("--block-sizes", type=_ints, default=ABLATION_BLOCK_SIZES,
+    parser.add_argument("--requests", type=_request_count, metavar="N",
+                        help="replay the first N requests of each trace (default: the whole "
+                             "traces)")
+    parser.add_argument("--block-sizes", type=positive_ints, default=ABLATION_BLOCK_SIZES,
                         help=f"block sizes of the {ABLATION_ALLOCATOR} ablation, "
                              f"comma-separated; empty to skip (default "
                              f"{','.join(map(str, ABLATION_BLOCK_SIZES))})")
@@ -63,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the trace of the block-size ablation (default {ABLATION_TRACE})")
     parser.add_argument("--model", default="llama3-8b", help="model preset (default llama3-8b)")
     parser.add_argument("--gpu", default="h100-80gb", help="GPU preset (default h100-80gb)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out-dir", type=Path, default=Path("runs"),
                         help="where run directories go (default runs/)")
     parser.add_argument("-o", "--output", type=Path, default=Path("reports/kvharness-report.pdf"),
@@ -71,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="measured GPU figures for the report (default the checkout's "
                              "benchmarks/results)")
-    parser.add_argument("--jobs", type=int, default=2,
+    parser.add_argument("--jobs", type=positive_int, default=2,
                         help="worker processes for the runs (default 2; 1 runs in-process)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -101,13 +108,14 @@ def run_job(job: Job, trace, base) -> tuple[Job, float]:
     return job, time.perf_counter() - started
 
 
-def _load_traces(names: tuple[str, ...], requests: int) -> dict[str, Any]:
+def _load_traces(args: argparse.Namespace) -> dict[str, Any]:
+    """Each of --traces, cut to its first --requests requests when that is given."""
     import workloads
 
     traces = {}
-    for name in names:
-        trace = workloads.load_trace(name)
-        traces[name] = workloads.take(trace, requests) if requests > 0 else trace
+    for name in args.traces:
+        trace = workloads.load_trace(name, **trace_load_options(args))
+        traces[name] = trace if args.requests is None else workloads.take(trace, args.requests)
     return traces
 
 
@@ -140,25 +148,13 @@ def _run_all(jobs: list[Job], traces: dict, base, workers: int, progress: bool) 
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import ConfigError, RunConfig
-    from harness.model.presets import PresetError, gpu_preset, model_preset
+    from harness import RunConfig
+    from harness.model.presets import gpu_preset, model_preset
     from reports.build import build_report
-    from workloads import TraceError
-
-    from allocators import ALLOCATORS
 
     started = time.perf_counter()
-    unknown = [name for name in args.allocators if name not in ALLOCATORS]
-    if unknown:
-        print(f"kvharness run: unknown allocator(s) {', '.join(unknown)}; choose from "
-              f"{', '.join(ALLOCATORS)}", file=sys.stderr)
-        return 2
-    try:
-        base = RunConfig(model=model_preset(args.model), gpu=gpu_preset(args.gpu), seed=args.seed)
-        traces = _load_traces(args.traces, args.requests)
-    except (ConfigError, PresetError, TraceError, FileNotFoundError) as exc:
-        print(f"kvharness run: {exc}", file=sys.stderr)
-        return 2
+    base = RunConfig(model=model_preset(args.model), gpu=gpu_preset(args.gpu), seed=args.seed)
+    traces = _load_traces(args)
     jobs = plan_jobs(args)
     walls = _run_all(jobs, traces, base, args.jobs, not args.no_progress)
     for job, wall_s in zip(jobs, walls):

@@ -14,6 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.cli.argtypes import (allocator_names, fraction, non_negative_float, non_negative_int,
+                                  positive_float, positive_int)
+from harness.cli.trace import add_trace_load_arguments, trace_load_options
+
 # --block-size sets the allocation grain of each allocator under its own parameter name.
 GRAIN_PARAM = {"static": "align_tokens", "paged": "block_size", "segmented": "page_size",
                "hybrid": "block_size"}
@@ -24,18 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", required=True, help="trace file or bundled name (azure-conv)")
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--config", help="a RunConfig as TOML (YAML with PyYAML)")
-    parser.add_argument("--requests", type=int, help="replay only the first N requests")
-    parser.add_argument("--rate-scale", type=float, help="replay at this multiple of the rate")
+    add_trace_load_arguments(parser)
+    parser.add_argument("--requests", type=positive_int, help="replay only the first N requests")
+    parser.add_argument("--rate-scale", type=positive_float,
+                        help="replay at this multiple of the rate")
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that override a RunConfig (shared with other subcommands)."""
-    parser.add_argument("--allocator",
+    parser.add_argument("--allocator", type=allocator_names,
                         help="static | paged | segmented | hybrid, or a comma-separated list "
                         "(simulate: one run directory each under --out, and a table)")
-    parser.add_argument("--block-size", type=int,
+    parser.add_argument("--block-size", type=positive_int,
                         help="allocation grain: block_size (paged, hybrid), page_size "
                         "(segmented), align_tokens (static)")
     parser.add_argument("--param", action="append", default=[], metavar="[ALLOCATOR.]KEY=VALUE",
@@ -43,17 +49,19 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         "prefix (segmented.segment_tokens=4096) only for that allocator")
     parser.add_argument("--model", help="model preset (llama3-8b, llama3-70b, qwen2.5-7b, ...)")
     parser.add_argument("--gpu", help="GPU preset (h100-80gb, h200-141gb, a100-80gb)")
-    parser.add_argument("--tp", type=int, help="tensor-parallel degree")
-    parser.add_argument("--gpu-memory-utilization", type=float)
-    parser.add_argument("--budget-slots", type=int, help="KV slots, instead of memory arithmetic")
-    parser.add_argument("--max-num-seqs", type=int)
-    parser.add_argument("--max-num-batched-tokens", type=int)
+    parser.add_argument("--tp", type=positive_int, help="tensor-parallel degree")
+    parser.add_argument("--gpu-memory-utilization", type=fraction, help="in (0, 1]")
+    parser.add_argument("--budget-slots", type=positive_int,
+                        help="KV slots, instead of memory arithmetic")
+    parser.add_argument("--max-num-seqs", type=positive_int)
+    parser.add_argument("--max-num-batched-tokens", type=positive_int)
     parser.add_argument("--no-chunked-prefill", action="store_true")
     parser.add_argument("--preemption", choices=("recompute", "swap"))
-    parser.add_argument("--swap-space-gib", type=float, help="CPU swap space per GPU")
-    parser.add_argument("--max-model-len", type=int, help="reject longer requests")
-    parser.add_argument("--horizon-s", type=float, help="stop the clock at this time")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--swap-space-gib", type=non_negative_float,
+                        help="CPU swap space per GPU")
+    parser.add_argument("--max-model-len", type=positive_int, help="reject longer requests")
+    parser.add_argument("--horizon-s", type=positive_float, help="stop the clock at this time")
+    parser.add_argument("--seed", type=non_negative_int)
 
 
 def _value(text: str) -> Any:
@@ -69,8 +77,8 @@ def _value(text: str) -> Any:
     return text
 
 
-def build_config(args: argparse.Namespace):
-    """The RunConfig of --config with the flags applied."""
+def build_config(args: argparse.Namespace, allocator: str | None = None):
+    """The RunConfig of --config with the flags applied, for one allocator (None: the config's)."""
     from harness.model.config import AllocatorConfig, ConfigError, RunConfig
     from harness.model.presets import gpu_preset, model_preset
 
@@ -93,7 +101,7 @@ def build_config(args: argparse.Namespace):
         sched["chunked_prefill"] = False
     if args.swap_space_gib is not None:
         sched["swap_space_bytes"] = int(args.swap_space_gib * GIB)
-    name = args.allocator or config.allocator.name
+    name = allocator or config.allocator.name
     params = config.allocator.kwargs if name == config.allocator.name else {}
     if args.block_size is not None:
         params[GRAIN_PARAM.get(name, "block_size")] = args.block_size
@@ -112,7 +120,7 @@ def build_config(args: argparse.Namespace):
 def load_trace(args: argparse.Namespace):
     import workloads
 
-    trace = workloads.load_trace(args.trace)
+    trace = workloads.load_trace(args.trace, **trace_load_options(args))
     if args.requests is not None:
         trace = workloads.take(trace, args.requests)
     if args.rate_scale is not None:
@@ -120,32 +128,18 @@ def load_trace(args: argparse.Namespace):
     return trace
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors that describe a bad input (config, preset, budget, trace), not a bug."""
-    from harness.model.budget import BudgetError
-    from harness.model.config import ConfigError
-    from harness.model.presets import PresetError
-    from workloads import TraceError
-
-    return (BudgetError, ConfigError, PresetError, TraceError, OSError)
-
-
 def main(args: argparse.Namespace) -> int:
     from harness.engine.summary import comparison_table
 
-    names = (args.allocator or "").split(",") if args.allocator else [None]
+    # Build every config first: one that cannot be built stops the command before any run writes.
+    configs = [build_config(args, name) for name in args.allocator or (None,)]
+    trace = load_trace(args)
     summaries = {}
-    try:
-        trace = load_trace(args)
-        for name in names:
-            config = build_config(argparse.Namespace(**{**vars(args), "allocator": name}))
-            out = Path(args.out) / config.allocator.name if len(names) > 1 else Path(args.out)
-            result = _run(config, trace, out, progress=not args.no_progress)
-            summaries[config.allocator.name] = result.summary
-    except user_errors() as exc:
-        print(f"kvharness simulate: error: {exc}", file=sys.stderr)
-        return 2
-    if len(names) > 1:
+    for config in configs:
+        out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)
+        summaries[config.allocator.name] = _run(config, trace, out,
+                                                progress=not args.no_progress).summary
+    if len(configs) > 1:
         print(comparison_table(summaries))
     return 0
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
+
+from harness.cli.argtypes import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", type=Path, help="grid TOML with [base], [trace] and [grid] tables")
     parser.add_argument("--out", type=Path, required=True, help="sweep directory (created)")
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1,
+        "--workers", type=positive_int, default=os.cpu_count() or 1,
         help="worker processes (local or LocalCluster); default: the number of CPUs",
     )
     parser.add_argument(
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Dask scheduler address (tcp://host:8786), or 'local' to start a LocalCluster",
     )
     parser.add_argument(
-        "--limit", type=int, metavar="N",
+        "--limit", type=positive_int, metavar="N",
         help="run at most N of the cells not done yet, then stop (run again to go on)",
     )
     parser.add_argument("--dry-run", action="store_true", help="list the cells and exit")
@@ -33,15 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.sweep.grid import Grid, GridError, expand
-    from harness.sweep.runner import SweepError, open_executor, run_sweep
+    from harness.sweep.grid import Grid, expand
+    from harness.sweep.runner import open_executor, run_sweep
 
-    try:
-        grid = Grid.from_toml(args.grid)
-        cells = expand(grid)
-    except (GridError, OSError) as exc:
-        print(f"kvharness sweep: {exc}", file=sys.stderr)
-        return 2
+    grid = Grid.from_toml(args.grid)
+    cells = expand(grid)
     if args.dry_run:
         for cell in cells:
             axes = " ".join(f"{key}={value}" for key, value in cell.axes)
@@ -49,14 +46,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"{len(cells)} cells")
         return 0
     started = time.perf_counter()
-    try:
-        with open_executor(args.scheduler, args.workers) as executor:
-            summary = run_sweep(
-                grid, cells, args.out, executor, limit=args.limit, progress=not args.no_progress
-            )
-    except SweepError as exc:
-        print(f"kvharness sweep: {exc}", file=sys.stderr)
-        return 2
+    with open_executor(args.scheduler, args.workers) as executor:
+        summary = run_sweep(
+            grid, cells, args.out, executor, limit=args.limit, progress=not args.no_progress
+        )
     wall_s = time.perf_counter() - started
     where = "local processes" if args.scheduler is None else f"Dask {args.scheduler}"
     print(

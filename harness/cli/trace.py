@@ -1,12 +1,14 @@
 """`kvharness trace info PATH|NAME`: what a trace holds (rows, rate, lengths, prefix reuse).
 
-Imports only argparse at module level; pandas and the loaders are imported when the command runs.
+Imports only argparse and harness.cli.argtypes at module level; pandas and the loaders are
+imported when the command runs.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
+
+from harness.cli.argtypes import non_negative_int, positive_float, trace_format
 
 _SKIPPED_SHOWN = 10
 
@@ -17,31 +19,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "info", help="rows, time span, rate, length statistics and prefix reuse of a trace"
     )
     info.add_argument("source", metavar="PATH|NAME", help="a trace file or a bundled trace name")
+    add_trace_load_arguments(info)
     info.add_argument(
-        "--format", default=None,
-        help="azure, mooncake, burstgpt or sharegpt (default: detected from the content)",
-    )
-    info.add_argument(
-        "--skip-invalid", action="store_true", help="drop invalid rows and list them"
-    )
-    info.add_argument(
-        "--rate-per-s", type=float, default=1.0,
+        "--rate-per-s", type=positive_float, default=1.0,
         help="ShareGPT only: rate of the synthetic Poisson arrivals (default 1.0)",
     )
-    info.add_argument("--seed", type=int, default=0, help="ShareGPT only: seed of the arrivals")
+    info.add_argument("--seed", type=non_negative_int, default=0,
+                      help="ShareGPT only: seed of the arrivals")
+
+
+def add_trace_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to read a trace file: the flags of every subcommand that loads one."""
+    parser.add_argument(
+        "--format", type=trace_format, default=None,
+        help="azure, mooncake, burstgpt or sharegpt (default: detected from the content)",
+    )
+    parser.add_argument(
+        "--skip-invalid", action="store_true",
+        help="drop invalid rows of the trace (listed by `kvharness trace info`) instead of "
+             "stopping at the first one",
+    )
+
+
+def trace_load_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of workloads.load_trace that add_trace_load_arguments set."""
+    return {"format": args.format, "skip_invalid": args.skip_invalid}
 
 
 def main(args: argparse.Namespace) -> int:
     from workloads import describe, load_trace
 
-    try:
-        trace = load_trace(
-            args.source, format=args.format, skip_invalid=args.skip_invalid,
-            rate_per_s=args.rate_per_s, seed=args.seed,
-        )
-    except (FileNotFoundError, ValueError) as exc:  # TraceError is a ValueError
-        print(f"kvharness trace: {exc}", file=sys.stderr)
-        return 2
+    trace = load_trace(args.source, **trace_load_options(args), rate_per_s=args.rate_per_s,
+                       seed=args.seed)
     print(format_info(trace.attrs, describe(trace)))
     return 0
 

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from harness.model.config import AllocatorConfig, RunConfig
-from harness.model.presets import gpu_preset, model_preset
+from harness.model.presets import PresetError, gpu_preset, model_preset
 
 CPU_BUDGET_SLOTS = 65536
 # Device names (torch.cuda.get_device_name) to GPU presets, first match wins.
@@ -26,19 +26,19 @@ def gpu_preset_for(device: torch.device) -> str:
     for key, preset in DEVICE_PRESETS:
         if key in name:
             return preset
-    raise ValueError(f"no GPU preset for device {name!r}; pass --gpu "
-                     f"or --budget-slots")
+    raise PresetError(f"no GPU preset for device {name!r}; pass --gpu or --budget-slots")
 
 
 def load_slice(
     source: str, *, start: int = 0, count: int | None = None, rate_scale: float = 1.0,
-    max_model_len: int | None = None,
+    max_model_len: int | None = None, format: str | None = None, skip_invalid: bool = False,
 ) -> pd.DataFrame:
     """A trace, cut to requests [start, start + count), replayed rate_scale times faster, with
-    lengths capped at max_model_len (each step noted in attrs["transforms"])."""
+    lengths capped at max_model_len (each step noted in attrs["transforms"]); format and
+    skip_invalid as in workloads.load_trace."""
     from workloads import cap_lengths, load_trace, scale_rate, take
 
-    trace = load_trace(source)
+    trace = load_trace(source, format=format, skip_invalid=skip_invalid)
     if start or count is not None:
         trace = take(trace, len(trace) - start if count is None else count, start)
     if rate_scale != 1.0:

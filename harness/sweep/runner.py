@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from harness.sweep.grid import Cell, Grid
+from harness.sweep.lifeline import child_context, die_with_parent
 from reports.schema import CELLS_DIR, KEY_COLUMNS, RESULTS_CSV, RUN_JSON, SUMMARY_KEYS, SWEEP_JSON
 
 CellFn = Callable[[Cell], dict[str, bytes]]
@@ -76,12 +77,13 @@ class Executor(Protocol):
 
 @dataclass(frozen=True)
 class LocalExecutor:
-    """Local worker processes (concurrent.futures)."""
+    """Local worker processes (concurrent.futures) that die with this process, even by SIGKILL."""
 
     workers: int
 
     def map_unordered(self, fn: CellFn, cells: list[Cell]) -> Iterator[tuple[Cell, CellOutcome]]:
-        pool = ProcessPoolExecutor(max_workers=self.workers)
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=child_context(),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
         try:
             futures = {pool.submit(guarded, fn, cell): cell for cell in cells}
             for future in as_completed(futures):

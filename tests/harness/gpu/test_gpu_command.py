@@ -40,3 +40,18 @@ def test_gpu_command_rejects_unknown_allocator_parameters(capsys):
     code = main(["gpu", "--model", "tiny", "--param", "colour=blue", "--device", "cpu"])
     assert code == 2
     assert "--param" in capsys.readouterr().err
+
+
+def test_gpu_command_passes_skip_invalid_and_format_to_the_loader(tmp_path, capsys):
+    trace = tmp_path / "trace.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                     "2023-11-16 18:15:46.6805900,374,44\n"
+                     "2023-11-16 18:15:50.9951690,-396,109\n"  # line 3: invalid
+                     "2023-11-16 18:15:51.2224670,879,55\n")
+    argv = ["gpu", "--trace", str(trace), "--model", "tiny", "--max-model-len", "96",
+            "--budget-slots", "4096", "--dtype", "float32", "--device", "cpu",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 2
+    assert "line 3" in capsys.readouterr().err
+    assert main([*argv, "--skip-invalid", "--format", "azure"]) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["trace"]["rows"] == 2
