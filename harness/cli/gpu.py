@@ -11,16 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-ALLOCATOR_PARAMS = {"block_size": int, "segment_tokens": int, "page_size": int,
-                    "max_model_len": int, "align_tokens": int}
+from allocators import DEFAULT_ALLOCATOR, SPECS
+from harness.cli.params import add_param_arguments, cli_params
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", default="azure-conv", help="trace file or bundled name")
-    parser.add_argument("--allocator", default="paged",
-                        choices=("static", "paged", "segmented", "hybrid"))
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"allocator parameter ({', '.join(ALLOCATOR_PARAMS)}); repeatable")
+    parser.add_argument("--allocator", default=DEFAULT_ALLOCATOR, choices=tuple(SPECS))
+    add_param_arguments(parser)
     parser.add_argument("--model", default="llama3-8b", help="model preset (tiny, llama3.2-1b, "
                         "llama3-8b, ...)")
     parser.add_argument("--requests", type=int, metavar="N", help="the first N requests only")
@@ -55,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        params = _params(args.param)
+        params = cli_params([args.allocator], args.block_size, args.param)[args.allocator]
         trace = load_slice(args.trace, start=args.start, count=args.requests,
                            rate_scale=args.rate_scale, max_model_len=args.max_model_len)
         config = gpu_run_config(
@@ -79,13 +77,3 @@ def main(args: argparse.Namespace) -> int:
     )
     return 0
 
-
-def _params(pairs: list[str]) -> dict:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in ALLOCATOR_PARAMS:
-            raise ValueError(f"--param {pair!r}: expected KEY=VALUE with KEY in "
-                             f"{', '.join(ALLOCATOR_PARAMS)}")
-        params[key] = ALLOCATOR_PARAMS[key](value)
-    return params

@@ -1,8 +1,8 @@
 """`kvharness run` (and `kvharness` with no arguments): the main job.
 
-Replays the bundled Azure and Mooncake conversation traces through the four allocators for
-llama3-8b on one H100 80GB (the full KV budget, the recorded arrival times), adds a block-size
-ablation of the paged allocator on Mooncake, and writes the report PDF. Run directories go to
+Replays the bundled Azure and Mooncake conversation traces through every allocator of
+allocators.SPECS for llama3-8b on one H100 80GB (the full KV budget, the recorded arrival times),
+adds a block-size ablation of the default allocator on Mooncake, and writes the report PDF. Run directories go to
 runs/<trace>/<run>/ (--out-dir to change).
 
 By default the whole traces are replayed (19,366 and 12,031 requests): 147 s wall (280 s of
@@ -18,15 +18,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from allocators import DEFAULT_ALLOCATOR, SPECS, AllocatorSpec
+
 DEFAULT_TRACES = ("azure-conv", "mooncake-conv")
-DEFAULT_ALLOCATORS = ("static", "paged", "segmented", "hybrid")
+DEFAULT_ALLOCATORS = tuple(SPECS)
 DEFAULT_REQUESTS = 0  # the whole trace
-DEFAULT_BLOCK_SIZE = 16  # paged and hybrid in the per-trace comparison (vLLM's default)
-ABLATION_ALLOCATOR = "paged"
-ABLATION_BLOCK_SIZES = (8, 32, 64, 128)  # beside DEFAULT_BLOCK_SIZE from the main runs
+ABLATION_ALLOCATOR = DEFAULT_ALLOCATOR
+ABLATION_BLOCK_SIZES = (8, 32, 64, 128)  # beside the default grain of the main runs
 ABLATION_TRACE = "mooncake-conv"  # memory-bound at its recorded rate: block size can matter
-# Relative CPU cost per request, to start the longest runs first and keep both workers busy.
-COST_HINT = {"segmented": 5.0, "hybrid": 1.2, "paged": 1.0, "static": 0.4}
 
 
 @dataclass(frozen=True)
@@ -76,19 +75,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _default_grain(spec: AllocatorSpec) -> int:
+    return spec.param(spec.grain).default
+
+
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
+    """The main runs (every allocator at its default grain, written into run.json so that the
+    ablation page places them among the ablation runs) and the ablation runs."""
     jobs = []
     for trace_name in args.traces:
         trace_dir = args.out_dir / Path(trace_name).name.split(".")[0]
         for allocator in args.allocators:
-            params = (("block_size", DEFAULT_BLOCK_SIZE),) if allocator in ("paged",
-                                                                           "hybrid") else ()
+            spec = SPECS[allocator]
+            params = ((spec.grain, _default_grain(spec)),)
             jobs.append(Job(trace_name, allocator, params, trace_dir / allocator, False))
         if trace_name == args.ablation_trace and ABLATION_ALLOCATOR in args.allocators:
-            jobs += [Job(trace_name, ABLATION_ALLOCATOR, (("block_size", size),),
-                         trace_dir / f"{ABLATION_ALLOCATOR}-bs{size}", True)
-                     for size in args.block_sizes if size != DEFAULT_BLOCK_SIZE]
+            jobs += _ablation_jobs(trace_name, trace_dir, args.block_sizes)
     return jobs
+
+
+def _ablation_jobs(trace_name: str, trace_dir: Path, sizes: tuple[int, ...]) -> list[Job]:
+    spec = SPECS[ABLATION_ALLOCATOR]
+    short = spec.param(spec.grain).label or spec.grain
+    return [Job(trace_name, spec.name, ((spec.grain, size),),
+                trace_dir / f"{spec.name}-{short}{size}", True)
+            for size in sizes if size != _default_grain(spec)]
 
 
 def run_job(job: Job, trace, base) -> tuple[Job, float]:
@@ -116,7 +127,8 @@ def _run_all(jobs: list[Job], traces: dict, base, workers: int, progress: bool) 
 
     from tqdm import tqdm
 
-    order = sorted(jobs, key=lambda job: -COST_HINT.get(job.allocator, 1.0)
+    # Longest runs first, so that the workers stay busy to the end.
+    order = sorted(jobs, key=lambda job: -SPECS[job.allocator].cost_hint
                    * float(traces[job.trace_name]["prompt_tokens"].sum()))
     walls = {}
     bar = tqdm(total=len(jobs), unit="run", desc="simulating", file=sys.stderr,
@@ -145,13 +157,11 @@ def main(args: argparse.Namespace) -> int:
     from reports.build import DEFAULT_RESULTS_DIR, build_report
     from workloads import TraceError
 
-    from allocators import ALLOCATORS
-
     started = time.perf_counter()
-    unknown = [name for name in args.allocators if name not in ALLOCATORS]
+    unknown = [name for name in args.allocators if name not in SPECS]
     if unknown:
         print(f"kvharness run: unknown allocator(s) {', '.join(unknown)}; choose from "
-              f"{', '.join(ALLOCATORS)}", file=sys.stderr)
+              f"{', '.join(SPECS)}", file=sys.stderr)
         return 2
     try:
         base = RunConfig(model=model_preset(args.model), gpu=gpu_preset(args.gpu), seed=args.seed)

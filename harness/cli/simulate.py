@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# --block-size sets the allocation grain of each allocator under its own parameter name.
-GRAIN_PARAM = {"static": "align_tokens", "paged": "block_size", "segmented": "page_size",
-               "hybrid": "block_size"}
+from harness.cli.params import add_param_arguments, cli_params
+
 GIB = 1 << 30
 
 
@@ -32,15 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that override a RunConfig (shared with other subcommands)."""
+    from allocators import SPECS
+
     parser.add_argument("--allocator",
-                        help="static | paged | segmented | hybrid, or a comma-separated list "
+                        help=f"{' | '.join(SPECS)}, or a comma-separated list "
                         "(simulate: one run directory each under --out, and a table)")
-    parser.add_argument("--block-size", type=int,
-                        help="allocation grain: block_size (paged, hybrid), page_size "
-                        "(segmented), align_tokens (static)")
-    parser.add_argument("--param", action="append", default=[], metavar="[ALLOCATOR.]KEY=VALUE",
-                        help="another allocator parameter, e.g. segment_tokens=65536; with a "
-                        "prefix (segmented.segment_tokens=4096) only for that allocator")
+    add_param_arguments(parser)
     parser.add_argument("--model", help="model preset (llama3-8b, llama3-70b, qwen2.5-7b, ...)")
     parser.add_argument("--gpu", help="GPU preset (h100-80gb, h200-141gb, a100-80gb)")
     parser.add_argument("--tp", type=int, help="tensor-parallel degree")
@@ -56,55 +52,41 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
 
 
-def _value(text: str) -> Any:
-    """A --param value: int, float, true/false, or the string itself."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def build_configs(args: argparse.Namespace) -> list:
+    """One RunConfig per chosen allocator: --config with the flags applied."""
+    from harness.model.config import RunConfig
+
+    base = RunConfig.from_file(args.config) if args.config else RunConfig()
+    names = args.allocator.split(",") if args.allocator else [base.allocator.name]
+    params = cli_params(names, args.block_size, args.param)
+    return [build_config(args, base, name, params[name]) for name in names]
 
 
-def build_config(args: argparse.Namespace):
-    """The RunConfig of --config with the flags applied."""
-    from harness.model.config import AllocatorConfig, ConfigError, RunConfig
+def build_config(args: argparse.Namespace, config, name: str, params: dict[str, Any]):
+    """config with the flags applied, running allocator name with params over its own."""
+    from harness.model.config import AllocatorConfig
     from harness.model.presets import gpu_preset, model_preset
 
-    config = RunConfig.from_file(args.config) if args.config else RunConfig()
     top: dict[str, Any] = {}
     if args.model:
         top["model"] = model_preset(args.model)
     if args.gpu:
         top["gpu"] = gpu_preset(args.gpu)
-    for flag, name in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
-                       ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
-                       ("seed", "seed")):
+    for flag, field in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
+                        ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
+                        ("seed", "seed")):
         if getattr(args, flag) is not None:
-            top[name] = getattr(args, flag)
+            top[field] = getattr(args, flag)
     sched: dict[str, Any] = {}
-    for name in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len"):
-        if getattr(args, name) is not None:
-            sched[name] = getattr(args, name)
+    for field in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len"):
+        if getattr(args, field) is not None:
+            sched[field] = getattr(args, field)
     if args.no_chunked_prefill:
         sched["chunked_prefill"] = False
     if args.swap_space_gib is not None:
         sched["swap_space_bytes"] = int(args.swap_space_gib * GIB)
-    name = args.allocator or config.allocator.name
-    params = config.allocator.kwargs if name == config.allocator.name else {}
-    if args.block_size is not None:
-        params[GRAIN_PARAM.get(name, "block_size")] = args.block_size
-    for item in args.param:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--param {item!r}: expected [ALLOCATOR.]KEY=VALUE")
-        owner, dot, key = key.rpartition(".")
-        if not dot or owner == name:
-            params[key] = _value(text)
-    top["allocator"] = AllocatorConfig.of(name, **params)
+    own = config.allocator.kwargs if name == config.allocator.name else {}
+    top["allocator"] = AllocatorConfig.of(name, **{**own, **params})
     top["scheduler"] = dataclasses.replace(config.scheduler, **sched)
     return dataclasses.replace(config, **top)
 
@@ -122,30 +104,30 @@ def load_trace(args: argparse.Namespace):
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that describe a bad input (config, preset, budget, trace), not a bug."""
+    from allocators import ParamError
     from harness.model.budget import BudgetError
     from harness.model.config import ConfigError
     from harness.model.presets import PresetError
     from workloads import TraceError
 
-    return (BudgetError, ConfigError, PresetError, TraceError, OSError)
+    return (BudgetError, ConfigError, ParamError, PresetError, TraceError, OSError)
 
 
 def main(args: argparse.Namespace) -> int:
     from harness.engine.summary import comparison_table
 
-    names = (args.allocator or "").split(",") if args.allocator else [None]
     summaries = {}
     try:
+        configs = build_configs(args)
         trace = load_trace(args)
-        for name in names:
-            config = build_config(argparse.Namespace(**{**vars(args), "allocator": name}))
-            out = Path(args.out) / config.allocator.name if len(names) > 1 else Path(args.out)
+        for config in configs:
+            out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)
             result = _run(config, trace, out, progress=not args.no_progress)
             summaries[config.allocator.name] = result.summary
     except user_errors() as exc:
         print(f"kvharness simulate: error: {exc}", file=sys.stderr)
         return 2
-    if len(names) > 1:
+    if len(configs) > 1:
         print(comparison_table(summaries))
     return 0
 
