@@ -33,13 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from allocators import ParamError
     from harness.sweep.grid import Grid, GridError, expand
     from harness.sweep.runner import SweepError, open_executor, run_sweep
 
     try:
         grid = Grid.from_toml(args.grid)
         cells = expand(grid)
-    except (GridError, OSError) as exc:
+    except (GridError, ParamError, OSError) as exc:
         print(f"kvharness sweep: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
