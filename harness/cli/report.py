@@ -33,9 +33,24 @@ def main(args: argparse.Namespace) -> int:
     try:
         titles = build_report(run_dirs, args.output,
                               results_dir=args.results_dir or DEFAULT_RESULTS_DIR,
-                              sweep_dirs=sweep_dirs, slo_ttft_s=args.slo_ttft_s)
+                              sweep_dirs=sweep_dirs, slo_ttft_s=args.slo_ttft_s,
+                              allocators=allocator_facts())
     except (RunDirError, MeasurementError) as exc:
         print(f"kvharness report: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.output} ({len(titles)} pages)")
     return 0
+
+
+def allocator_facts():
+    """The report's plain-data view of the allocator specs: order, short labels, and which
+    parameter fixes a request's up-front reservation."""
+    from allocators import SPECS
+    from reports.load import AllocatorFacts
+
+    return AllocatorFacts(
+        order=tuple(SPECS),
+        labels={p.name: p.label for spec in SPECS.values() for p in spec.params if p.label},
+        reservations={name: spec.max_len_param for name, spec in SPECS.items()
+                      if spec.max_len_param},
+    )

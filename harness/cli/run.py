@@ -154,6 +154,7 @@ def _run_all(jobs: list[Job], traces: dict, base, workers: int, progress: bool) 
 def main(args: argparse.Namespace) -> int:
     from harness import ConfigError, RunConfig
     from harness.model.presets import PresetError, gpu_preset, model_preset
+    from harness.cli.report import allocator_facts
     from reports.build import DEFAULT_RESULTS_DIR, build_report
     from workloads import TraceError
 
@@ -175,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {job.trace_name:<16} {job.out_dir.name:<12} {wall_s:6.1f} s  -> {job.out_dir}")
     titles = build_report([job.out_dir for job in jobs if not job.ablation], args.output,
                           ablation_dirs=[job.out_dir for job in jobs if job.ablation],
-                          results_dir=args.results_dir or DEFAULT_RESULTS_DIR)
+                          results_dir=args.results_dir or DEFAULT_RESULTS_DIR,
+                          allocators=allocator_facts())
     print(f"wrote {args.output} ({len(titles)} pages) in {time.perf_counter() - started:.0f} s")
     return 0

@@ -76,3 +76,12 @@ def test_gpu_rejects_a_param_its_allocator_lacks(capsys):
                  "--device", "cpu"]) == 2
     assert "no allocator of this run (static) has a parameter 'block_size'" in (
         capsys.readouterr().err)
+
+
+def test_reports_get_the_specs_as_plain_data():
+    from allocators import SPECS
+    from harness.cli.report import allocator_facts
+
+    facts = allocator_facts()
+    assert facts.order == tuple(SPECS)
+    assert facts.label("block_size") == "bs" and facts.reservations == {"static": "max_model_len"}
