@@ -1,32 +1,36 @@
-"""KV-cache allocators: static, paged, segmented and hybrid, behind one contract (base.py)."""
+"""KV-cache allocators: static, paged, segmented and hybrid, behind one contract (base.py), each
+describing itself in a spec (spec.py) that SPECS collects by name."""
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Mapping
+
+from allocators import hybrid, paged, segmented, static
 from allocators.base import Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage
+from allocators.spec import AllocatorSpec, Capacity, Param, ParamError
 
-ALLOCATORS = ("static", "paged", "segmented", "hybrid")
+# In the order every listing and report section shows them: the baseline first.
+SPECS: Mapping[str, AllocatorSpec] = MappingProxyType(
+    {spec.name: spec for spec in (static.SPEC, paged.SPEC, segmented.SPEC, hybrid.SPEC)}
+)
+
+DEFAULT_ALLOCATOR = "paged"  # what a config that names none runs: vLLM's policy
 
 
-def allocator_class(name: str) -> type[Allocator]:
-    """The allocator class of a name (its constructor's keywords are its parameters)."""
-    if name == "static":
-        from allocators.static import StaticAllocator as cls
-    elif name == "paged":
-        from allocators.paged import PagedAllocator as cls
-    elif name == "segmented":
-        from allocators.segmented import SegmentedAllocator as cls
-    elif name == "hybrid":
-        from allocators.hybrid import HybridAllocator as cls
-    else:
-        raise ValueError(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
-    return cls
+def spec_of(name: str) -> AllocatorSpec:
+    """The spec of an allocator name; ParamError naming the known ones otherwise."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ParamError(f"unknown allocator {name!r}; allocators: {', '.join(SPECS)}") from None
 
 
 def make_allocator(name: str, budget_slots: int, **params) -> Allocator:
-    """Build an allocator by name with its own parameters (block_size, segment_tokens, ...)."""
-    return allocator_class(name)(budget_slots, **params)
+    """Build an allocator by name with its own parameters, validated by its spec."""
+    return spec_of(name).build(budget_slots, params)
 
 
 __all__ = [
-    "ALLOCATORS", "Allocator", "BlockCopy", "OutOfKVMemory", "SeqLayout", "Usage", "allocator_class",
-    "make_allocator",
+    "DEFAULT_ALLOCATOR", "SPECS", "Allocator", "AllocatorSpec", "BlockCopy", "Capacity",
+    "OutOfKVMemory", "Param", "ParamError", "SeqLayout", "Usage", "make_allocator", "spec_of",
 ]

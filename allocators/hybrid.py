@@ -7,8 +7,14 @@ block. A segment holds segment_tokens // block_size whole blocks.
 """
 from __future__ import annotations
 
-from allocators.block_pool import BlockPoolAllocator, check_unit_tokens
+from allocators.block_pool import (
+    DEFAULT_SEGMENT_TOKENS, PREFIX_CACHE_PARAM, BlockPoolAllocator, check_unit_tokens,
+    segment_param, unit_capacity, unit_param,
+)
 from allocators.segment_pool import SegmentPool
+from allocators.spec import AllocatorSpec
+
+DEFAULT_BLOCK_SIZE = 16  # as paged, so the two differ only in backing
 
 
 class HybridAllocator(BlockPoolAllocator):
@@ -18,8 +24,8 @@ class HybridAllocator(BlockPoolAllocator):
         self,
         budget_slots: int,
         *,
-        block_size: int = 16,
-        segment_tokens: int = 65536,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        segment_tokens: int = DEFAULT_SEGMENT_TOKENS,
         enable_prefix_cache: bool = True,
     ) -> None:
         check_unit_tokens("block_size", block_size)
@@ -29,3 +35,18 @@ class HybridAllocator(BlockPoolAllocator):
             max(0, budget_slots) // block_size, segment_tokens // block_size, preallocated=False
         )
         super().__init__(budget_slots, block_size, pool, enable_prefix_cache=enable_prefix_cache)
+
+
+SPEC = AllocatorSpec(
+    name="hybrid",
+    cls=HybridAllocator,
+    params=(
+        unit_param("block_size", DEFAULT_BLOCK_SIZE, "tokens per block", "bs"),
+        segment_param("block_size"),
+        PREFIX_CACHE_PARAM,
+    ),
+    grain="block_size",
+    needs_contiguity=False,
+    capacity_formula=unit_capacity("block_size"),
+    cost_hint=1.2,
+)

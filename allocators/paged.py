@@ -7,17 +7,35 @@ recently used first; forks share every block and copy a partly written last bloc
 """
 from __future__ import annotations
 
-from allocators.block_pool import BlockPoolAllocator, check_unit_tokens
+from allocators.block_pool import (
+    PREFIX_CACHE_PARAM, BlockPoolAllocator, check_unit_tokens, unit_capacity, unit_param,
+)
 from allocators.segment_pool import SegmentPool
+from allocators.spec import AllocatorSpec
+
+DEFAULT_BLOCK_SIZE = 16  # vLLM's
 
 
 class PagedAllocator(BlockPoolAllocator):
     """Blocks of block_size tokens in one preallocated pool, with a per-block prefix cache."""
 
     def __init__(
-        self, budget_slots: int, *, block_size: int = 16, enable_prefix_cache: bool = True
+        self, budget_slots: int, *, block_size: int = DEFAULT_BLOCK_SIZE, enable_prefix_cache: bool = True
     ) -> None:
         check_unit_tokens("block_size", block_size)
         num_blocks = max(0, budget_slots) // block_size
         pool = SegmentPool(num_blocks, max(1, num_blocks), preallocated=True)
         super().__init__(budget_slots, block_size, pool, enable_prefix_cache=enable_prefix_cache)
+
+
+SPEC = AllocatorSpec(
+    name="paged",
+    cls=PagedAllocator,
+    params=(
+        unit_param("block_size", DEFAULT_BLOCK_SIZE, "tokens per block", "bs"),
+        PREFIX_CACHE_PARAM,
+    ),
+    grain="block_size",
+    needs_contiguity=False,
+    capacity_formula=unit_capacity("block_size"),
+)

@@ -13,8 +13,14 @@ first, which is leaves first (see prefix_cache).
 """
 from __future__ import annotations
 
-from allocators.block_pool import BlockPoolAllocator, check_unit_tokens
+from allocators.block_pool import (
+    DEFAULT_SEGMENT_TOKENS, PREFIX_CACHE_PARAM, BlockPoolAllocator, check_unit_tokens,
+    segment_param, unit_capacity, unit_param,
+)
 from allocators.segment_pool import SegmentPool
+from allocators.spec import AllocatorSpec
+
+DEFAULT_PAGE_SIZE = 1  # token-grained, as SGLang
 
 
 class SegmentedAllocator(BlockPoolAllocator):
@@ -24,8 +30,8 @@ class SegmentedAllocator(BlockPoolAllocator):
         self,
         budget_slots: int,
         *,
-        segment_tokens: int = 65536,
-        page_size: int = 1,
+        segment_tokens: int = DEFAULT_SEGMENT_TOKENS,
+        page_size: int = DEFAULT_PAGE_SIZE,
         enable_prefix_cache: bool = True,
     ) -> None:
         check_unit_tokens("page_size", page_size)
@@ -38,3 +44,18 @@ class SegmentedAllocator(BlockPoolAllocator):
 
     def _entry_units(self, chunk_tokens: int) -> int:
         return max(1, chunk_tokens // self._unit)
+
+
+SPEC = AllocatorSpec(
+    name="segmented",
+    cls=SegmentedAllocator,
+    params=(
+        segment_param("page_size"),
+        unit_param("page_size", DEFAULT_PAGE_SIZE, "tokens per page", "page"),
+        PREFIX_CACHE_PARAM,
+    ),
+    grain="page_size",
+    needs_contiguity=False,
+    capacity_formula=unit_capacity("page_size"),
+    cost_hint=5.0,
+)

@@ -14,8 +14,10 @@ from typing import Sequence
 from allocators.base import (
     Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
 )
+from allocators.spec import AllocatorSpec, Capacity, Param
 
 FITS = ("first", "best")
+DEFAULT_ALIGN_TOKENS = 16
 
 
 @dataclass(slots=True)
@@ -38,8 +40,8 @@ class StaticAllocator(Allocator):
         budget_slots: int,
         *,
         max_model_len: int | None = None,
-        fit: str = "first",
-        align_tokens: int = 16,
+        fit: str = FITS[0],
+        align_tokens: int = DEFAULT_ALIGN_TOKENS,
     ) -> None:
         if budget_slots < 0:
             raise ValueError(f"budget_slots must be >= 0, got {budget_slots}")
@@ -255,3 +257,29 @@ class StaticAllocator(Allocator):
 
     def _remove_run(self, size: int) -> None:
         del self._run_sizes[bisect_left(self._run_sizes, size)]
+
+
+def capacity(budget_slots: int, context: int, params) -> Capacity:
+    """Every request reserves max_model_len (else its context) in aligned units of one arena."""
+    align = params["align_tokens"]
+    per_seq = -(-(params["max_model_len"] or context) // align) * align
+    arena = budget_slots // align * align
+    return Capacity(per_seq, arena // per_seq, arena)
+
+
+SPEC = AllocatorSpec(
+    name="static",
+    cls=StaticAllocator,
+    params=(
+        Param("max_model_len", int, None, "tokens every request reserves; none: its own "
+              "prompt + max output", min=1, optional=True, label="max_len"),
+        Param("fit", str, FITS[0], "which free range a reservation takes", choices=FITS),
+        Param("align_tokens", int, DEFAULT_ALIGN_TOKENS, "reservations are whole units of this "
+              "many slots", min=1, label="align"),
+    ),
+    grain="align_tokens",
+    needs_contiguity=True,
+    capacity_formula=capacity,
+    cost_hint=0.4,
+    max_len_param="max_model_len",
+)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import triton
 
+from allocators import SPECS
 from harness.model.budget import kv_budget
 from harness.engine.loop import simulate
 from harness.gpu.baseline import build_hf_model, static_batch_generate
@@ -40,7 +41,7 @@ from harness.gpu.setup import device_name, gpu_run_config, load_slice
 from harness.model.presets import model_preset
 from harness.engine.recorder import write_run
 
-ALLOCATORS = ("static", "paged", "segmented", "hybrid")
+ALLOCATORS = tuple(SPECS)
 SEGMENT_TOKENS = 65536  # the segmented and hybrid allocators' default segment
 SUMMARY_COLUMNS = (
     "allocator", "block_size", "requests", "completed", "output_tokens", "steps",

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from reports.gpu import ablation_page, decode_pages, kernel_pages
 from reports.latency import latency_page
-from reports.load import Run, group_by_trace, load_run, run_labels
+from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run, run_labels
 from reports.measured import find_measurements
 from reports.schema import results_dir as measured_results_dir
 from reports.style import RC
@@ -64,11 +64,11 @@ def verdict_pages(verdicts: list[TraceVerdict]) -> list[Figure]:
 
 
 def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], results_dir: Path,
-                 built: datetime, sweep_dirs: list[Path],
-                 slo_ttft_s: float) -> Iterable[Callable[[], list[Figure]]]:
+                 built: datetime, sweep_dirs: list[Path], slo_ttft_s: float,
+                 facts: AllocatorFacts) -> Iterable[Callable[[], list[Figure]]]:
     """One callable per page or run of pages, so that only one figure is in memory at a time."""
     kernels, others = find_measurements(results_dir)
-    verdicts = [trace_verdict(trace, labelled) for trace, labelled in groups.items()]
+    verdicts = [trace_verdict(trace, labelled, facts) for trace, labelled in groups.items()]
     yield lambda: title_pages(groups, built, ablation)
     yield lambda: verdict_pages(verdicts)
     for trace, labelled in groups.items():
@@ -83,13 +83,14 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
         from reports.sweep_figures import sweep_pages
 
         for sweep_dir in sweep_dirs:
-            yield lambda sweep_dir=sweep_dir: sweep_pages(sweep_dir, slo_ttft_s=slo_ttft_s)
+            yield lambda sweep_dir=sweep_dir: sweep_pages(sweep_dir, slo_ttft_s=slo_ttft_s,
+                                                          facts=facts)
 
 
-def _labelled_groups(run_dirs: Iterable[str | Path]) -> dict[str, Labelled]:
+def _labelled_groups(run_dirs: Iterable[str | Path], facts: AllocatorFacts) -> dict[str, Labelled]:
     runs = [load_run(path) for path in run_dirs]
-    return {trace: list(zip(run_labels(group), group))
-            for trace, group in group_by_trace(runs).items()}
+    return {trace: list(zip(run_labels(group, facts), group))
+            for trace, group in group_by_trace(runs, facts).items()}
 
 
 def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
@@ -97,15 +98,17 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
                  results_dir: str | Path | None = None,
                  sweep_dirs: Iterable[str | Path] = (),
                  slo_ttft_s: float = 2.0,
-                 built: datetime | None = None) -> list[str]:
+                 built: datetime | None = None,
+                 allocators: AllocatorFacts = NO_FACTS) -> list[str]:
     """Write the report PDF for the given run directories; return the page titles in order.
 
     Each trace's section compares its run_dirs. ablation_dirs are runs that feed only the
     block-size ablation (one allocator at other block sizes), so that they do not crowd the
     sections; sweep directories add their own pages after the measured ones, with goodput
-    judged against a p99 TTFT SLO of slo_ttft_s."""
-    groups = _labelled_groups(run_dirs)
-    ablation = _labelled_groups(ablation_dirs)
+    judged against a p99 TTFT SLO of slo_ttft_s. allocators orders and labels the runs (the
+    caller reads it from the allocators' specs)."""
+    groups = _labelled_groups(run_dirs, allocators)
+    ablation = _labelled_groups(ablation_dirs, allocators)
     built = built or datetime.now(timezone.utc)
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +118,7 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
     titles = []
     with plt.rc_context(RC), PdfPages(out_pdf, metadata=metadata) as pdf:
         for make in _page_makers(groups, ablation, Path(results_dir or measured_results_dir()), built,
-                                 [Path(d) for d in sweep_dirs], slo_ttft_s):
+                                 [Path(d) for d in sweep_dirs], slo_ttft_s, allocators):
             for fig in make():
                 titles.append(fig.get_suptitle())
                 pdf.savefig(fig)

@@ -7,20 +7,35 @@ from the engine's summary; the step and request tables feed the plots over time 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from reports.schema import REQUEST_COLUMNS, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE
 
-# Order in which allocators appear in every section, so a reader finds them in the same place.
-ALLOCATOR_ORDER = ("static", "paged", "segmented", "hybrid")
-# Short names for allocator parameters in labels ("paged bs=32").
-PARAM_ABBREVIATIONS = {"block_size": "bs", "segment_tokens": "seg", "page_size": "page",
-                       "max_model_len": "max_len", "enable_prefix_cache": "cache"}
+
+@dataclass(frozen=True)
+class AllocatorFacts:
+    """What pages need to know about the allocators, handed in as plain data by the caller
+    (the CLI reads it from the allocators' specs), so that reports import no allocator code.
+    Empty, pages still draw: allocators by name, parameters under their own names."""
+
+    order: tuple[str, ...] = ()  # every section lists allocators so; unlisted ones after, by name
+    labels: Mapping[str, str] = field(default_factory=dict)  # parameter -> short label ("bs")
+    # allocator -> the parameter that fixes every request's up-front reservation
+    reservations: Mapping[str, str] = field(default_factory=dict)
+
+    def rank(self, allocator: str) -> int:
+        return self.order.index(allocator) if allocator in self.order else len(self.order)
+
+    def label(self, param: str) -> str:
+        return self.labels.get(param, param)
+
+
+NO_FACTS = AllocatorFacts()
 
 
 class RunDirError(ValueError):
@@ -141,21 +156,20 @@ def load_run(path: str | Path) -> Run:
     return Run(path=path, steps=steps, requests=requests, meta=meta)
 
 
-def _sort_key(run: Run) -> tuple:
-    name = run.allocator
-    rank = ALLOCATOR_ORDER.index(name) if name in ALLOCATOR_ORDER else len(ALLOCATOR_ORDER)
-    return (rank, name, run.block_size or 0, str(run.path))
+def _sort_key(run: Run, facts: AllocatorFacts) -> tuple:
+    return (facts.rank(run.allocator), run.allocator, run.block_size or 0, str(run.path))
 
 
-def group_by_trace(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs per trace name, traces in first-seen order, allocators in ALLOCATOR_ORDER."""
+def group_by_trace(runs: list[Run], facts: AllocatorFacts = NO_FACTS) -> dict[str, list[Run]]:
+    """Runs per trace name, traces in first-seen order, allocators in facts.order."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.trace_name, []).append(run)
-    return {trace: sorted(group, key=_sort_key) for trace, group in groups.items()}
+    return {trace: sorted(group, key=lambda run: _sort_key(run, facts))
+            for trace, group in groups.items()}
 
 
-def run_labels(runs: list[Run]) -> list[str]:
+def run_labels(runs: list[Run], facts: AllocatorFacts = NO_FACTS) -> list[str]:
     """A short, unique label per run: the allocator name, plus the parameters that tell apart
     runs of the same allocator ("paged bs=16", "paged bs=64"), plus the directory as last resort."""
     labels = []
@@ -164,7 +178,7 @@ def run_labels(runs: list[Run]) -> list[str]:
         keys = sorted({key for other in siblings for key in other.allocator_params})
         differing = [key for key in keys
                      if len({repr(other.allocator_params.get(key)) for other in siblings}) > 1]
-        parts = [f"{PARAM_ABBREVIATIONS.get(key, key)}={run.allocator_params.get(key, 'default')}"
+        parts = [f"{facts.label(key)}={run.allocator_params.get(key, 'default')}"
                  for key in differing]
         labels.append(" ".join([run.allocator, *parts]))
     if len(set(labels)) < len(labels):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports.load import ALLOCATOR_ORDER, PARAM_ABBREVIATIONS
+from reports.load import NO_FACTS, AllocatorFacts
 from reports.schema import RESULTS_CSV, SWEEP_JSON, config_columns
 from reports.style import PLOT_AREA, RC, block_size_axis, new_page, note, page_legend, run_style
 
@@ -30,16 +30,16 @@ def is_sweep_dir(path: str | Path) -> bool:
     return (path / RESULTS_CSV).is_file() and (path / SWEEP_JSON).is_file()
 
 
-def load_results(sweep_dir: str | Path) -> pd.DataFrame:
+def load_results(sweep_dir: str | Path, facts: AllocatorFacts = NO_FACTS) -> pd.DataFrame:
     """The ok rows of a sweep's results table, allocators in report order."""
     table = pd.read_csv(Path(sweep_dir) / RESULTS_CSV)
     table = table[table["status"] == "ok"].copy()
-    rank = {name: i for i, name in enumerate(ALLOCATOR_ORDER)}
-    table["_rank"] = table["allocator"].map(lambda name: rank.get(name, len(rank)))
+    table["_rank"] = table["allocator"].map(facts.rank)
     return table.sort_values(["_rank", "cell"], kind="stable").drop(columns="_rank")
 
 
-def add_sweep_pages(pdf, sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S) -> int:
+def add_sweep_pages(pdf, sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
+                    facts: AllocatorFacts = NO_FACTS) -> int:
     """Append the sweep pages of sweep_dir to an open PdfPages; return how many were added.
 
     Fonts are embedded when the PdfPages closes, so open it inside `plt.rc_context(RC)` (as
@@ -47,22 +47,23 @@ def add_sweep_pages(pdf, sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_S
     import matplotlib.pyplot as plt
 
     with plt.rc_context(RC):
-        figures = sweep_pages(sweep_dir, slo_ttft_s=slo_ttft_s)
+        figures = sweep_pages(sweep_dir, slo_ttft_s=slo_ttft_s, facts=facts)
         for fig in figures:
             pdf.savefig(fig)
             plt.close(fig)
     return len(figures)
 
 
-def sweep_pages(sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S) -> list[Figure]:
+def sweep_pages(sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
+                facts: AllocatorFacts = NO_FACTS) -> list[Figure]:
     """The sweep's pages as figures: block-size and rate-scale views where the grid varies them."""
-    table = load_results(sweep_dir)
+    table = load_results(sweep_dir, facts)
     name = Path(sweep_dir).name
     pages = []
     if _varies(table, "block_size"):
-        pages.append(block_size_page(table, name))
+        pages.append(block_size_page(table, name, facts))
     if _varies(table, "rate_scale"):
-        pages.append(rate_page(table, name, slo_ttft_s))
+        pages.append(rate_page(table, name, slo_ttft_s, facts))
     if not pages:
         fig = new_page(f"Sweep {name}")
         ax = fig.add_axes([0.1, 0.1, 0.8, 0.75])
@@ -72,7 +73,7 @@ def sweep_pages(sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S
     return pages
 
 
-def block_size_page(table: pd.DataFrame, name: str) -> Figure:
+def block_size_page(table: pd.DataFrame, name: str, facts: AllocatorFacts = NO_FACTS) -> Figure:
     fig = new_page(
         f"Sweep {name}: utilization and concurrency against block size",
         "Mean utilization (live / backed slots, time-weighted) and the most requests running at "
@@ -82,7 +83,7 @@ def block_size_page(table: pd.DataFrame, name: str) -> Figure:
     right = fig.add_axes(_panel(1))
     for ax, key, label in ((left, "utilization_mean", "mean utilization"),
                            (right, "peak_running", "peak running requests")):
-        _draw_against(ax, table, "block_size", key)
+        _draw_against(ax, table, "block_size", key, facts)
         block_size_axis(ax)
         ax.set_xlabel("block size (tokens)")
         ax.set_ylabel(label)
@@ -91,7 +92,8 @@ def block_size_page(table: pd.DataFrame, name: str) -> Figure:
     return fig
 
 
-def rate_page(table: pd.DataFrame, name: str, slo_ttft_s: float) -> Figure:
+def rate_page(table: pd.DataFrame, name: str, slo_ttft_s: float,
+              facts: AllocatorFacts = NO_FACTS) -> Figure:
     fig = new_page(
         f"Sweep {name}: p99 TTFT against arrival rate (SLO {slo_ttft_s:g} s)",
         "Arrival times divided by the rate scale. Goodput: the largest rate scale at which a "
@@ -99,23 +101,24 @@ def rate_page(table: pd.DataFrame, name: str, slo_ttft_s: float) -> Figure:
     )
     left = fig.add_axes(_panel(0))
     right = fig.add_axes(_panel(1))
-    _draw_against(left, table, "rate_scale", "ttft_p99_s")
+    _draw_against(left, table, "rate_scale", "ttft_p99_s", facts)
     left.axhline(slo_ttft_s, color="0.4", linestyle=(0, (6, 3)), linewidth=1.0,
                  label=f"SLO {slo_ttft_s:g} s")
     left.set_yscale("log")
     block_size_axis(left)  # a log2 axis with plain tick labels suits doubling rates as well
     left.set_xlabel("arrival-rate scale")
     left.set_ylabel("TTFT p99 (s)")
-    _goodput_bars(right, goodput(table, slo_ttft_s))
+    _goodput_bars(right, goodput(table, slo_ttft_s, facts))
     page_legend(fig, left)
     return fig
 
 
-def goodput(table: pd.DataFrame, slo_ttft_s: float) -> pd.DataFrame:
+def goodput(table: pd.DataFrame, slo_ttft_s: float,
+            facts: AllocatorFacts = NO_FACTS) -> pd.DataFrame:
     """Per series (every varying config column but rate_scale): the largest rate scale whose p99
     TTFT, and that of every smaller scale, is within the SLO; NaN where even the smallest fails."""
     rows = []
-    for label, group in _series(table, "rate_scale"):
+    for label, group in _series(table, "rate_scale", facts):
         group = group.sort_values("rate_scale")
         ok = (group["ttft_p99_s"] <= slo_ttft_s).to_numpy()  # NaN (nothing completed) fails
         passing = np.logical_and.accumulate(ok)
@@ -125,11 +128,11 @@ def goodput(table: pd.DataFrame, slo_ttft_s: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["series", "goodput_rate_scale", "max_rate_scale"])
 
 
-def _draw_against(ax, table: pd.DataFrame, x: str, y: str) -> None:
+def _draw_against(ax, table: pd.DataFrame, x: str, y: str, facts: AllocatorFacts) -> None:
     """One line per series of y against x; a series with no x value is a flat line."""
     xs = table[x].dropna()
     span = (xs.min(), xs.max()) if len(xs) else (1, 1)
-    for index, (label, group) in enumerate(_series(table, x)):
+    for index, (label, group) in enumerate(_series(table, x, facts)):
         style = run_style(index).line()
         points = group.dropna(subset=[x]).sort_values(x)
         if len(points):
@@ -140,7 +143,7 @@ def _draw_against(ax, table: pd.DataFrame, x: str, y: str) -> None:
         note(ax, "no ok cells")
 
 
-def _series(table: pd.DataFrame, x: str):
+def _series(table: pd.DataFrame, x: str, facts: AllocatorFacts):
     """(label, rows) per combination of the config columns that vary, apart from x."""
     keys = [c for c in config_columns(table.columns) if c != x and _varies(table, c)]
     if "allocator" not in keys:
@@ -148,17 +151,17 @@ def _series(table: pd.DataFrame, x: str):
     if not len(table):
         return []
     grouped = table.groupby(keys, dropna=False, sort=False)
-    return [(_label(dict(zip(keys, values))), group) for values, group in grouped]
+    return [(_label(dict(zip(keys, values)), facts), group) for values, group in grouped]
 
 
-def _label(values: dict) -> str:
+def _label(values: dict, facts: AllocatorFacts) -> str:
     parts = [str(values.pop("allocator"))]
     for key, value in values.items():
         if isinstance(value, float) and math.isnan(value):
             continue
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        parts.append(f"{PARAM_ABBREVIATIONS.get(key, key)}={value}")
+        parts.append(f"{facts.label(key)}={value}")
     return " ".join(parts)
 
 

@@ -3,8 +3,9 @@ throughput and TTFT p99, and why, as sentences computed from the runs' numbers."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
-from reports.load import Run, time_weighted_mean
+from reports.load import NO_FACTS, AllocatorFacts, Run, time_weighted_mean
 from reports.units import count, is_number, pct, seconds
 
 # Runs within this relative distance of the best value share the win: closer than that is noise
@@ -96,7 +97,7 @@ def _largest_waste(run: Run) -> tuple[str, float]:
     return key, shares[key]
 
 
-def _utilization(entries: list[_Entry]) -> Finding | None:
+def _utilization(entries: list[_Entry], facts: AllocatorFacts) -> Finding | None:
     winners = _best(entries, "utilization_mean", higher=True, tie_abs=TIE_UTILIZATION)
     if not winners:
         return None
@@ -111,9 +112,9 @@ def _utilization(entries: list[_Entry]) -> Finding | None:
             continue
         key, share = _largest_waste(entry.run)
         phrase = WASTE_PHRASES[key].format(share=pct(share))
-        if key == "reserved" and entry.run.allocator == "static":
-            what = ("max_model_len" if "max_model_len" in entry.run.allocator_params
-                    else "prompt+max_tokens")
+        fixed = facts.reservations.get(entry.run.allocator)
+        if key == "reserved" and fixed:
+            what = fixed if fixed in entry.run.allocator_params else "prompt+max_tokens"
             phrase = f"reserves {what} up front: {phrase}"
         parts.append(f"{entry.label} ({pct(entry.get('utilization_mean'))}): {phrase}.")
     return Finding("utilization", tuple(w.label for w in winners),
@@ -205,7 +206,8 @@ def _ttft(entries: list[_Entry]) -> Finding | None:
     return Finding("TTFT p99", tuple(w.label for w in winners), value, tuple(parts))
 
 
-def trace_verdict(trace: str, labelled_runs: list[tuple[str, Run]]) -> TraceVerdict:
+def trace_verdict(trace: str, labelled_runs: list[tuple[str, Run]],
+                  facts: AllocatorFacts = NO_FACTS) -> TraceVerdict:
     notes = [note for label, run in labelled_runs for note in run_notes(label, run)]
     # A run that never ran a step (no requests, or every one rejected) has nothing to compare.
     entries = [_Entry(label, run) for label, run in labelled_runs if not run.steps.empty]
@@ -215,8 +217,8 @@ def trace_verdict(trace: str, labelled_runs: list[tuple[str, Run]]) -> TraceVerd
             notes.append(f"{entries[0].label} is the only run that admitted requests on this "
                          "trace: nothing to compare it with (its figures are in the section).")
         return TraceVerdict(trace, labels, (), tuple(notes))
-    findings = [finding for rule in (_utilization, _concurrency, _throughput, _ttft)
-                if (finding := rule(entries)) is not None]
+    rules = (partial(_utilization, facts=facts), _concurrency, _throughput, _ttft)
+    findings = [finding for rule in rules if (finding := rule(entries)) is not None]
     return TraceVerdict(trace, labels, tuple(findings), tuple(notes))
 
 

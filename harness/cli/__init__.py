@@ -69,6 +69,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
     Imported only when an exception reaches main(), so a command pays for none of them.
     """
+    from allocators import ParamError
     from harness.model.budget import BudgetError
     from harness.model.config import ConfigError
     from harness.model.presets import PresetError
@@ -78,5 +79,5 @@ def user_errors() -> tuple[type[Exception], ...]:
     from reports.schema import MeasurementError
     from workloads import TraceError
 
-    return (BudgetError, ConfigError, PresetError, GridError, SweepError, TraceError,
+    return (BudgetError, ConfigError, ParamError, PresetError, GridError, SweepError, TraceError,
             RunDirError, MeasurementError, OSError)

@@ -89,13 +89,13 @@ def unique_names(text: str) -> tuple[str, ...]:
 
 def allocator_names(text: str) -> tuple[str, ...]:
     """A comma-separated list of distinct registered allocators, checked whole before any run."""
-    from allocators import ALLOCATORS
+    from allocators import SPECS
 
     names = unique_names(text)
     for name in names:
-        if name not in ALLOCATORS:
+        if name not in SPECS:
             raise argparse.ArgumentTypeError(
-                f"unknown allocator {name!r}; choose from {', '.join(ALLOCATORS)}"
+                f"unknown allocator {name!r}; choose from {', '.join(SPECS)}"
             )
     return names
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
+from harness.cli.params import add_param_arguments, cli_params
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
-
-ALLOCATOR_PARAMS = {"block_size": int, "segment_tokens": int, "page_size": int,
-                    "max_model_len": int, "align_tokens": int}
 
 
 def _device(text: str):
@@ -31,10 +30,9 @@ def _device(text: str):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", default="azure-conv", help="trace file or bundled name")
     add_trace_load_arguments(parser)
-    parser.add_argument("--allocator", type=allocator_name, default="paged",
-                        help="one registered allocator (default paged)")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"allocator parameter ({', '.join(ALLOCATOR_PARAMS)}); repeatable")
+    parser.add_argument("--allocator", type=allocator_name, default=DEFAULT_ALLOCATOR,
+                        help=f"one registered allocator (default {DEFAULT_ALLOCATOR})")
+    add_param_arguments(parser)
     parser.add_argument("--model", default="llama3-8b", help="model preset (tiny, llama3.2-1b, "
                         "llama3-8b, ...)")
     parser.add_argument("--requests", type=positive_int, metavar="N",
@@ -71,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     from harness.gpu.setup import gpu_run_config, load_slice
 
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    params = _params(args.param)
+    params = cli_params([args.allocator], args.block_size, args.param)[args.allocator]
     trace = load_slice(args.trace, start=args.start, count=args.requests,
                        rate_scale=args.rate_scale, max_model_len=args.max_model_len,
                        **trace_load_options(args))
@@ -93,18 +91,3 @@ def main(args: argparse.Namespace) -> int:
     )
     return 0
 
-
-def _params(pairs: list[str]) -> dict:
-    from harness.model.config import ConfigError
-
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in ALLOCATOR_PARAMS:
-            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE with KEY in "
-                              f"{', '.join(ALLOCATOR_PARAMS)}")
-        try:
-            params[key] = ALLOCATOR_PARAMS[key](value)
-        except ValueError:
-            raise ConfigError(f"--param {pair!r}: {key} must be an integer") from None
-    return params

@@ -9,6 +9,7 @@ import argparse
 import json
 
 from harness.cli.argtypes import fraction, positive_int
+from harness.cli.params import add_param_arguments, cli_params
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,12 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel degree")
     parser.add_argument("--context", type=positive_int, default=8192, help="tokens per sequence")
     parser.add_argument("--max-model-len", type=positive_int,
-                        help="configured maximum length (static engines preallocate it)")
+                        help="configured maximum length (what an allocator that reserves a "
+                        "fixed length per request preallocates)")
     parser.add_argument("--gpu-memory-utilization", type=fraction, default=0.9,
                         help="in (0, 1] (default 0.9)")
-    parser.add_argument("--block-size", type=positive_int, default=16,
-                        help="paged and hybrid block")
-    parser.add_argument("--align-tokens", type=positive_int, default=16, help="static alignment")
+    add_param_arguments(parser)
     parser.add_argument("--max-num-batched-tokens", type=positive_int, default=8192,
                         help="sizes the activation reserve, as in vLLM's profile run")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.model.config import RunConfig, SchedulerConfig
+    from allocators import SPECS
     from harness.model.planner import plan_capacity
     from harness.model.presets import gpu_preset, model_preset
 
@@ -40,9 +41,9 @@ def main(args: argparse.Namespace) -> int:
         gpu_memory_utilization=args.gpu_memory_utilization,
         scheduler=SchedulerConfig(max_num_batched_tokens=args.max_num_batched_tokens),
     )
+    params = cli_params(tuple(SPECS), args.block_size, args.param)
     plan = plan_capacity(
-        config, context=args.context, max_model_len=args.max_model_len,
-        block_size=args.block_size, align_tokens=args.align_tokens,
+        config, context=args.context, max_model_len=args.max_model_len, params=params
     )
     print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
     return 0
@@ -78,7 +79,7 @@ def format_plan(plan) -> str:
         f"  KV cache {b.kv_bytes / GIB:,.2f} GiB = {b.slots:,} tokens at "
         f"{b.bytes_per_token:,} bytes per token",
         "",
-        f"at context {plan.context:,}" + _static_note(plan),
+        f"at context {plan.context:,}" + _max_len_note(plan),
         f"  {'allocator':<10} {'tokens/seq':>12} {'max concurrent':>15} {'longest context':>16}",
     ]
     for cap in plan.allocators:
@@ -90,7 +91,10 @@ def format_plan(plan) -> str:
     return "\n".join(lines)
 
 
-def _static_note(plan) -> str:
-    if plan.max_model_len is None:
+def _max_len_note(plan) -> str:
+    from allocators import SPECS
+
+    names = [spec.name for spec in SPECS.values() if spec.max_len_param]
+    if plan.max_model_len is None or not names:
         return ""
-    return f" (static reserves max_model_len {plan.max_model_len:,})"
+    return f" ({' and '.join(names)} reserves max_model_len {plan.max_model_len:,})"

@@ -31,6 +31,21 @@ def main(args: argparse.Namespace) -> int:
     run_dirs = [d for d in args.dirs if d not in sweep_dirs]
     titles = build_report(run_dirs, args.output,
                           results_dir=args.results_dir,
-                          sweep_dirs=sweep_dirs, slo_ttft_s=args.slo_ttft_s)
+                          sweep_dirs=sweep_dirs, slo_ttft_s=args.slo_ttft_s,
+                          allocators=allocator_facts())
     print(f"wrote {args.output} ({len(titles)} pages)")
     return 0
+
+
+def allocator_facts():
+    """The report's plain-data view of the allocator specs: order, short labels, and which
+    parameter fixes a request's up-front reservation."""
+    from allocators import SPECS
+    from reports.load import AllocatorFacts
+
+    return AllocatorFacts(
+        order=tuple(SPECS),
+        labels={p.name: p.label for spec in SPECS.values() for p in spec.params if p.label},
+        reservations={name: spec.max_len_param for name, spec in SPECS.items()
+                      if spec.max_len_param},
+    )

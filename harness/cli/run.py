@@ -1,8 +1,8 @@
 """`kvharness run` (and `kvharness` with no arguments): the main job.
 
-Replays the bundled Azure and Mooncake conversation traces through the four allocators for
-llama3-8b on one H100 80GB (the full KV budget, the recorded arrival times), adds a block-size
-ablation of the paged allocator on Mooncake, and writes the report PDF. Run directories go to
+Replays the bundled Azure and Mooncake conversation traces through every allocator of
+allocators.SPECS for llama3-8b on one H100 80GB (the full KV budget, the recorded arrival times),
+adds a block-size ablation of the default allocator on Mooncake, and writes the report PDF. Run directories go to
 runs/<trace>/<run>/ (--out-dir to change).
 
 By default the whole traces are replayed (19,366 and 12,031 requests): 147 s wall (280 s of
@@ -18,18 +18,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from allocators import DEFAULT_ALLOCATOR, SPECS, AllocatorSpec
 from harness.cli.argtypes import (allocator_names, non_negative_int, positive_int, positive_ints,
                                   unique_names)
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 DEFAULT_TRACES = ("azure-conv", "mooncake-conv")
-DEFAULT_ALLOCATORS = ("static", "paged", "segmented", "hybrid")
-DEFAULT_BLOCK_SIZE = 16  # paged and hybrid in the per-trace comparison (vLLM's default)
-ABLATION_ALLOCATOR = "paged"
-ABLATION_BLOCK_SIZES = (8, 32, 64, 128)  # beside DEFAULT_BLOCK_SIZE from the main runs
+DEFAULT_ALLOCATORS = tuple(SPECS)
+ABLATION_ALLOCATOR = DEFAULT_ALLOCATOR
+ABLATION_BLOCK_SIZES = (8, 32, 64, 128)  # beside the default grain of the main runs
 ABLATION_TRACE = "mooncake-conv"  # memory-bound at its recorded rate: block size can matter
-# Relative CPU cost per request, to start the longest runs first and keep both workers busy.
-COST_HINT = {"segmented": 5.0, "hybrid": 1.2, "paged": 1.0, "static": 0.4}
 
 
 @dataclass(frozen=True)
@@ -83,19 +81,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _default_grain(spec: AllocatorSpec) -> int:
+    return spec.param(spec.grain).default
+
+
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
+    """The main runs (every allocator at its default grain, written into run.json so that the
+    ablation page places them among the ablation runs) and the ablation runs."""
     jobs = []
     for trace_name in args.traces:
         trace_dir = args.out_dir / Path(trace_name).name.split(".")[0]
         for allocator in args.allocators:
-            params = (("block_size", DEFAULT_BLOCK_SIZE),) if allocator in ("paged",
-                                                                           "hybrid") else ()
+            spec = SPECS[allocator]
+            params = ((spec.grain, _default_grain(spec)),)
             jobs.append(Job(trace_name, allocator, params, trace_dir / allocator, False))
         if trace_name == args.ablation_trace and ABLATION_ALLOCATOR in args.allocators:
-            jobs += [Job(trace_name, ABLATION_ALLOCATOR, (("block_size", size),),
-                         trace_dir / f"{ABLATION_ALLOCATOR}-bs{size}", True)
-                     for size in args.block_sizes if size != DEFAULT_BLOCK_SIZE]
+            jobs += _ablation_jobs(trace_name, trace_dir, args.block_sizes)
     return jobs
+
+
+def _ablation_jobs(trace_name: str, trace_dir: Path, sizes: tuple[int, ...]) -> list[Job]:
+    spec = SPECS[ABLATION_ALLOCATOR]
+    short = spec.param(spec.grain).label or spec.grain
+    return [Job(trace_name, spec.name, ((spec.grain, size),),
+                trace_dir / f"{spec.name}-{short}{size}", True)
+            for size in sizes if size != _default_grain(spec)]
 
 
 def run_job(job: Job, trace, base) -> tuple[Job, float]:
@@ -124,7 +134,8 @@ def _run_all(jobs: list[Job], traces: dict, base, workers: int, progress: bool) 
 
     from tqdm import tqdm
 
-    order = sorted(jobs, key=lambda job: -COST_HINT.get(job.allocator, 1.0)
+    # Longest runs first, so that the workers stay busy to the end.
+    order = sorted(jobs, key=lambda job: -SPECS[job.allocator].cost_hint
                    * float(traces[job.trace_name]["prompt_tokens"].sum()))
     walls = {}
     bar = tqdm(total=len(jobs), unit="run", desc="simulating", file=sys.stderr,
@@ -149,6 +160,7 @@ def _run_all(jobs: list[Job], traces: dict, base, workers: int, progress: bool) 
 
 def main(args: argparse.Namespace) -> int:
     from harness import RunConfig
+    from harness.cli.report import allocator_facts
     from harness.model.presets import gpu_preset, model_preset
     from reports.build import build_report
 
@@ -161,6 +173,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {job.trace_name:<16} {job.out_dir.name:<12} {wall_s:6.1f} s  -> {job.out_dir}")
     titles = build_report([job.out_dir for job in jobs if not job.ablation], args.output,
                           ablation_dirs=[job.out_dir for job in jobs if job.ablation],
-                          results_dir=args.results_dir)
+                          results_dir=args.results_dir,
+                          allocators=allocator_facts())
     print(f"wrote {args.output} ({len(titles)} pages) in {time.perf_counter() - started:.0f} s")
     return 0

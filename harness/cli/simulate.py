@@ -16,11 +16,9 @@ from typing import Any
 
 from harness.cli.argtypes import (allocator_names, fraction, non_negative_float, non_negative_int,
                                   positive_float, positive_int)
+from harness.cli.params import add_param_arguments, cli_params
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
-# --block-size sets the allocation grain of each allocator under its own parameter name.
-GRAIN_PARAM = {"static": "align_tokens", "paged": "block_size", "segmented": "page_size",
-               "hybrid": "block_size"}
 GIB = 1 << 30
 
 
@@ -38,15 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that override a RunConfig (shared with other subcommands)."""
+    from allocators import SPECS
+
     parser.add_argument("--allocator", type=allocator_names,
-                        help="static | paged | segmented | hybrid, or a comma-separated list "
+                        help=f"{' | '.join(SPECS)}, or a comma-separated list "
                         "(simulate: one run directory each under --out, and a table)")
-    parser.add_argument("--block-size", type=positive_int,
-                        help="allocation grain: block_size (paged, hybrid), page_size "
-                        "(segmented), align_tokens (static)")
-    parser.add_argument("--param", action="append", default=[], metavar="[ALLOCATOR.]KEY=VALUE",
-                        help="another allocator parameter, e.g. segment_tokens=65536; with a "
-                        "prefix (segmented.segment_tokens=4096) only for that allocator")
+    add_param_arguments(parser)
     parser.add_argument("--model", help="model preset (llama3-8b, llama3-70b, qwen2.5-7b, ...)")
     parser.add_argument("--gpu", help="GPU preset (h100-80gb, h200-141gb, a100-80gb)")
     parser.add_argument("--tp", type=positive_int, help="tensor-parallel degree")
@@ -64,55 +59,41 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int)
 
 
-def _value(text: str) -> Any:
-    """A --param value: int, float, true/false, or the string itself."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def build_configs(args: argparse.Namespace) -> list:
+    """One RunConfig per chosen allocator: --config with the flags applied."""
+    from harness.model.config import RunConfig
+
+    base = RunConfig.from_file(args.config) if args.config else RunConfig()
+    names = list(args.allocator) if args.allocator else [base.allocator.name]
+    params = cli_params(names, args.block_size, args.param)
+    return [build_config(args, base, name, params[name]) for name in names]
 
 
-def build_config(args: argparse.Namespace, allocator: str | None = None):
-    """The RunConfig of --config with the flags applied, for one allocator (None: the config's)."""
-    from harness.model.config import AllocatorConfig, ConfigError, RunConfig
+def build_config(args: argparse.Namespace, config, name: str, params: dict[str, Any]):
+    """config with the flags applied, running allocator name with params over its own."""
+    from harness.model.config import AllocatorConfig
     from harness.model.presets import gpu_preset, model_preset
 
-    config = RunConfig.from_file(args.config) if args.config else RunConfig()
     top: dict[str, Any] = {}
     if args.model:
         top["model"] = model_preset(args.model)
     if args.gpu:
         top["gpu"] = gpu_preset(args.gpu)
-    for flag, name in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
-                       ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
-                       ("seed", "seed")):
+    for flag, field in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
+                        ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
+                        ("seed", "seed")):
         if getattr(args, flag) is not None:
-            top[name] = getattr(args, flag)
+            top[field] = getattr(args, flag)
     sched: dict[str, Any] = {}
-    for name in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len"):
-        if getattr(args, name) is not None:
-            sched[name] = getattr(args, name)
+    for field in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len"):
+        if getattr(args, field) is not None:
+            sched[field] = getattr(args, field)
     if args.no_chunked_prefill:
         sched["chunked_prefill"] = False
     if args.swap_space_gib is not None:
         sched["swap_space_bytes"] = int(args.swap_space_gib * GIB)
-    name = allocator or config.allocator.name
-    params = config.allocator.kwargs if name == config.allocator.name else {}
-    if args.block_size is not None:
-        params[GRAIN_PARAM.get(name, "block_size")] = args.block_size
-    for item in args.param:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--param {item!r}: expected [ALLOCATOR.]KEY=VALUE")
-        owner, dot, key = key.rpartition(".")
-        if not dot or owner == name:
-            params[key] = _value(text)
-    top["allocator"] = AllocatorConfig.of(name, **params)
+    own = config.allocator.kwargs if name == config.allocator.name else {}
+    top["allocator"] = AllocatorConfig.of(name, **{**own, **params})
     top["scheduler"] = dataclasses.replace(config.scheduler, **sched)
     return dataclasses.replace(config, **top)
 
@@ -132,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     from harness.engine.summary import comparison_table
 
     # Build every config first: one that cannot be built stops the command before any run writes.
-    configs = [build_config(args, name) for name in args.allocator or (None,)]
+    configs = build_configs(args)
     trace = load_trace(args)
     summaries = {}
     for config in configs:

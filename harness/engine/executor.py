@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from allocators import spec_of
 from harness.engine.batch import Batch
 from harness.model.config import RunConfig
 from harness.model.costmodel import (
@@ -67,7 +68,7 @@ class CostModelExecutor:
         efficiency, source = decode_efficiency(
             config.gpu.name,
             geometry.block_size,
-            contiguous=config.allocator.name == "static",
+            contiguous=spec_of(config.allocator.name).needs_contiguity,
             results_dir=results_dir,
         )
         self.model = CostModel.from_config(config, decode_efficiency=efficiency)

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from allocators import make_allocator
+from allocators import spec_of
 from harness.model.budget import kv_budget
 from harness.model.config import ConfigError, RunConfig
 from harness.engine.executor import CostModelExecutor, ExecutorFactory, KVGeometry
-from harness.model.planner import max_model_len_warning
+from harness.model.planner import preallocation_warning
 from harness.engine.recorder import Recorder
 from harness.engine.sequences import Group
 from harness.engine.scheduler import DecodeRun, Scheduler
@@ -63,8 +63,9 @@ def simulate(
 
 
 def _effective_max_model_len(config: RunConfig) -> int | None:
-    """The tighter of the scheduler's limit and a static allocator's per-request reservation."""
-    limits = [config.scheduler.max_model_len, config.allocator.kwargs.get("max_model_len")]
+    """The tighter of the scheduler's limit and the allocator's fixed per-request reservation."""
+    reservation = spec_of(config.allocator.name).max_model_len(config.allocator.kwargs)
+    limits = [config.scheduler.max_model_len, reservation]
     limits = [x for x in limits if x is not None]
     return min(limits) if limits else None
 
@@ -87,17 +88,14 @@ class Engine:
         self.config = config
         self.trace = trace
         self.budget = kv_budget(config)
-        static_len = config.allocator.kwargs.get("max_model_len")
-        if config.allocator.name == "static" and static_len is not None:
-            align = config.allocator.kwargs.get("align_tokens", 16)
-            warning = max_model_len_warning(config, static_len, align_tokens=align)
-            if warning:
-                raise ConfigError(warning)
+        warning = preallocation_warning(config)
+        if warning:
+            raise ConfigError(warning)
         try:
-            self.allocator = make_allocator(
-                config.allocator.name, self.budget.slots, **config.allocator.kwargs
+            self.allocator = spec_of(config.allocator.name).build(
+                self.budget.slots, config.allocator.kwargs
             )
-        except (TypeError, ValueError) as exc:  # an unknown name, parameter or value
+        except ValueError as exc:  # a check of the allocator its spec does not repeat
             raise ConfigError(f"allocator {config.allocator.name!r}: {exc}") from None
         geometry = KVGeometry(
             self.allocator.block_size, self.allocator.blocks_per_segment, self.budget.slots

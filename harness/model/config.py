@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from allocators import DEFAULT_ALLOCATOR, spec_of
 from harness.model.presets import GIB, GpuSpec, ModelSpec, gpu_preset, model_preset
 
 PREEMPTION_MODES = ("recompute", "swap")
@@ -55,10 +56,15 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class AllocatorConfig:
-    """An allocator by name and its constructor parameters (pairs, to stay hashable)."""
+    """An allocator by name and its constructor parameters (pairs, to stay hashable), checked
+    and converted to their types by the allocator's spec (allocators.ParamError otherwise)."""
 
-    name: str = "paged"
+    name: str = DEFAULT_ALLOCATOR
     params: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        valid = spec_of(self.name).validate(dict(self.params))
+        object.__setattr__(self, "params", tuple(sorted(valid.items())))
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -163,7 +169,7 @@ def _allocator(value: Any) -> AllocatorConfig:
     if isinstance(value, str):
         return AllocatorConfig(value)
     fields = dict(value)
-    name = fields.pop("name", "paged")
+    name = fields.pop("name", DEFAULT_ALLOCATOR)
     params = dict(fields.pop("params", {}))
-    params.update(fields)  # TOML: [allocator] name = "paged", block_size = 16
+    params.update(fields)  # TOML: flat keys of [allocator] beside its name are its parameters
     return AllocatorConfig.of(name, **params)

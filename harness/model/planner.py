@@ -1,15 +1,18 @@
 """Capacity planning: how many tokens of KV a model on a GPU holds, the longest context that
 fits, and how many sequences of a given context each allocation policy runs at once.
 
-It also answers the seeds' warning case: a max_model_len past what memory holds makes a static
-engine (which preallocates max_model_len per sequence) fail at start; the planner says what to
-clamp to, and which tensor-parallel degree would hold it.
+It also answers the seeds' warning case: a max_model_len past what memory holds makes an engine
+that preallocates max_model_len per sequence fail at start; the planner says what to clamp to,
+and which tensor-parallel degree would hold it. What each policy holds is its spec's capacity
+formula (allocators/).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any, Mapping
 
+from allocators import SPECS, AllocatorSpec, spec_of
 from harness.model.budget import BudgetError, KvBudget, kv_budget
 from harness.model.config import RunConfig
 from harness.model.presets import GIB
@@ -35,32 +38,37 @@ class CapacityPlan:
     warnings: tuple[str, ...]
 
 
-def _round_up(tokens: int, unit: int) -> int:
-    return -(-tokens // unit) * unit
+def planned_params(spec: AllocatorSpec, params: Mapping[str, Any], max_model_len: int | None):
+    """An allocator's parameters for the plan: an allocator that reserves a fixed length per
+    request reserves the configured max_model_len unless its own parameter says otherwise."""
+    if spec.max_len_param is None or max_model_len is None:
+        return dict(params)
+    return {spec.max_len_param: max_model_len, **params}
 
 
 def allocator_capacities(
-    slots: int, context: int, *, max_model_len: int | None, block_size: int, align_tokens: int
+    slots: int,
+    context: int,
+    *,
+    max_model_len: int | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[AllocatorCapacity, ...]:
-    """Per policy: static reserves max_model_len (else the context) in aligned units; paged and
-    hybrid round each sequence up to whole blocks; segmented stores exactly its tokens."""
-    static_seq = _round_up(max_model_len or context, align_tokens)
-    arena = slots // align_tokens * align_tokens
-    paged_seq = _round_up(context, block_size)
-    blocks = slots // block_size
-    paged_concurrency = blocks // (paged_seq // block_size)
-    return (
-        AllocatorCapacity("static", static_seq, arena // static_seq, arena),
-        AllocatorCapacity("paged", paged_seq, paged_concurrency, blocks * block_size),
-        AllocatorCapacity("segmented", context, slots // context, slots),
-        AllocatorCapacity("hybrid", paged_seq, paged_concurrency, blocks * block_size),
-    )
+    """Each allocator's capacity by its spec's formula; params maps a name to its parameters
+    (defaults for the rest)."""
+    params = params or {}
+    caps = []
+    for name, spec in SPECS.items():
+        given = planned_params(spec, params.get(name, {}), max_model_len)
+        cap = spec.capacity(slots, context, given)
+        caps.append(AllocatorCapacity(name, **dataclasses.asdict(cap)))
+    return tuple(caps)
 
 
 def max_model_len_warning(
-    config: RunConfig, max_model_len: int, *, align_tokens: int = 16
+    config: RunConfig, max_model_len: int, *, unit_tokens: int = 1
 ) -> str | None:
-    """The message for a max_model_len the budget cannot hold for even one sequence."""
+    """The message for a max_model_len the budget cannot hold for even one sequence; the
+    clamp suggested is whole units of unit_tokens."""
     budget = kv_budget(config)
     if max_model_len <= budget.slots:
         return None
@@ -71,12 +79,23 @@ def max_model_len_warning(
         hint = f"; tp {fits[0]} would hold it"
     else:
         hint = f"; no tp up to {TP_CANDIDATES[-1]} holds it"
+    preallocating = " and ".join(s.name for s in SPECS.values() if s.max_len_param)
     return (
         f"max_model_len {max_model_len:,} needs {need / GIB:,.1f} GiB of KV per sequence per GPU; "
-        f"{where} holds {budget.slots:,} tokens ({budget.kv_bytes / GIB:,.1f} GiB of KV): static "
-        f"preallocation fails at start. Clamp max_model_len to "
-        f"{budget.slots // align_tokens * align_tokens:,}{hint}."
+        f"{where} holds {budget.slots:,} tokens ({budget.kv_bytes / GIB:,.1f} GiB of KV): "
+        f"{preallocating} preallocation fails at start. Clamp max_model_len to "
+        f"{budget.slots // unit_tokens * unit_tokens:,}{hint}."
     )
+
+
+def preallocation_warning(config: RunConfig) -> str | None:
+    """max_model_len_warning for a run whose allocator reserves a fixed length per request."""
+    spec = spec_of(config.allocator.name)
+    reserved = spec.max_model_len(config.allocator.kwargs)
+    if reserved is None:
+        return None
+    unit = spec.resolve(config.allocator.kwargs)[spec.grain]
+    return max_model_len_warning(config, reserved, unit_tokens=unit)
 
 
 def _slots(config: RunConfig, tp: int) -> int:
@@ -91,19 +110,19 @@ def plan_capacity(
     *,
     context: int,
     max_model_len: int | None = None,
-    block_size: int = 16,
-    align_tokens: int = 16,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CapacityPlan:
+    """Budget and per-allocator capacity at context; params maps an allocator name to its
+    parameters (its spec's defaults for the rest)."""
     if context < 1:
         raise ValueError(f"context must be >= 1, got {context}")
     budget = kv_budget(config)
-    caps = allocator_capacities(
-        budget.slots, context, max_model_len=max_model_len, block_size=block_size,
-        align_tokens=align_tokens,
-    )
+    caps = allocator_capacities(budget.slots, context, max_model_len=max_model_len, params=params)
     warnings = []
     if max_model_len is not None:
-        warning = max_model_len_warning(config, max_model_len, align_tokens=align_tokens)
+        warning = max_model_len_warning(
+            config, max_model_len, unit_tokens=_preallocation_unit(params or {})
+        )
         if warning:
             warnings.append(warning)
     if context > budget.slots:
@@ -112,3 +131,11 @@ def plan_capacity(
             "no allocator runs even one such sequence"
         )
     return CapacityPlan(config, budget, context, max_model_len, caps, tuple(warnings))
+
+
+def _preallocation_unit(params: Mapping[str, Mapping[str, Any]]) -> int:
+    """The grain a max_model_len clamp is rounded to: that of the allocators that preallocate
+    it (the coarsest, should several), else 1."""
+    units = [spec.resolve(params.get(name, {}))[spec.grain]
+             for name, spec in SPECS.items() if spec.max_len_param]
+    return max(units, default=1)

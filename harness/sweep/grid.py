@@ -8,11 +8,11 @@ A grid file has three tables:
     [grid]   lists of values; every cell is one point of their product applied to the base
 
 A [grid] key is `trace` (the trace source), a [trace] field (`rate_scale`, `start_s`,
-`duration_s`, `max_requests`), `allocator` (its name), a parameter of some allocator (`block_size`,
-`segment_tokens`, ...), or a RunConfig field, dotted for nested ones (`model`,
+`duration_s`, `max_requests`), `allocator` (its name), a parameter of some allocator (as its spec
+in allocators/ names it), or a RunConfig field, dotted for nested ones (`model`,
 `gpu_memory_utilization`, `scheduler.max_num_seqs`). Allocator parameters that a cell's allocator
-does not take (block_size for static or segmented) are dropped from that cell, not multiplied, so
-a grid holds no duplicate cells.
+does not take are dropped from that cell, not multiplied, so a grid holds no duplicate cells; a
+value the allocator's spec rejects is an allocators.ParamError naming the cell.
 
 A cell's hash is the SHA-256 of the canonical JSON of its resolved RunConfig and trace spec, so
 the same run gets the same hash in every process, on every machine and from any grid file.
@@ -20,9 +20,7 @@ the same run gets the same hash in every process, on every machine and from any 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -31,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from allocators import ALLOCATORS, allocator_class
-from harness.model.config import AllocatorConfig, ConfigError, RunConfig
+from allocators import DEFAULT_ALLOCATOR, SPECS, ParamError, spec_of
+from harness.model.config import ConfigError, RunConfig
 
 HASH_CHARS = 16  # 64 bits of SHA-256: names a cell directory, collisions out of reach
 
@@ -146,6 +144,8 @@ def expand(grid: Grid) -> list[Cell]:
         point = dict(zip(keys, values))
         try:
             config, trace, used = _resolve(grid, point)
+        except ParamError as exc:  # kept as its own type: every bad allocator parameter is one
+            raise ParamError(f"{grid.source}: cell {point}: {exc}") from None
         except (ConfigError, GridError, TypeError) as exc:
             raise GridError(f"{grid.source}: cell {point}: {exc}") from None
         digest = config_hash(config, trace)
@@ -164,21 +164,8 @@ def config_hash(config: RunConfig, trace: TraceSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
 
 
-def allocator_params(name: str) -> frozenset[str]:
-    """The keyword parameters an allocator's constructor takes, read from its signature."""
-    return _allocator_params(name)
-
-
-@functools.cache
-def _allocator_params(name: str) -> frozenset[str]:
-    if name not in ALLOCATORS:
-        raise GridError(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
-    parameters = inspect.signature(allocator_class(name)).parameters.values()
-    return frozenset(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
-
-
 def _all_allocator_params() -> frozenset[str]:
-    return frozenset().union(*(allocator_params(name) for name in ALLOCATORS))
+    return frozenset(key for spec in SPECS.values() for key in spec.names)
 
 
 def _resolve(grid: Grid, point: dict[str, Any]) -> tuple[RunConfig, TraceSpec, set[str]]:
@@ -206,15 +193,23 @@ def _resolve(grid: Grid, point: dict[str, Any]) -> tuple[RunConfig, TraceSpec, s
     for key in ("start_s", "duration_s", "rate_scale"):  # 2 and 2.0 are one cell, one hash
         if isinstance(trace.get(key), int):
             trace[key] = float(trace[key])
-    run = RunConfig.from_dict(config)
-    strays = sorted(set(run.allocator.kwargs) - known_params)
-    if strays:
-        raise GridError(f"[base.allocator]: {strays} is no allocator's parameter")
-    takes = allocator_params(run.allocator.name)
-    params = {k: v for k, v in run.allocator.params if k in takes}
-    run = dataclasses.replace(run, allocator=AllocatorConfig.of(run.allocator.name, **params))
-    used = {key for key in point if key not in known_params or key in params}
-    return run, TraceSpec(**trace), used
+    takes = _drop_untaken(allocator, known_params)
+    used = {key for key in point if key not in known_params or key in takes}
+    return RunConfig.from_dict(config), TraceSpec(**trace), used
+
+
+def _drop_untaken(allocator: dict[str, Any], known_params: frozenset[str]) -> tuple[str, ...]:
+    """Remove from a cell's [allocator] table (flat keys and params sub-table) the parameters
+    of other allocators; return the names its own allocator takes."""
+    takes = spec_of(allocator.get("name", DEFAULT_ALLOCATOR)).names
+    params = allocator.get("params", {})
+    keys = [(allocator, key) for key in allocator if key not in ("name", "params")]
+    for table, key in keys + [(params, key) for key in params]:
+        if key not in known_params:
+            raise GridError(f"[base.allocator]: {key!r} is no allocator's parameter")
+        if key not in takes:
+            del table[key]
+    return takes
 
 
 def _set_path(config: dict[str, Any], key: str, value: Any) -> None:

@@ -9,7 +9,7 @@ from itertools import cycle
 
 import pytest
 
-from allocators import ALLOCATORS, make_allocator
+from allocators import SPECS, make_allocator
 
 RUNNING = 64  # decoding sequences in the batch
 PROMPT_TOKENS = 1000
@@ -18,7 +18,7 @@ BUDGET = RUNNING * 4096
 EXTEND_ROUNDS = 200  # each round extends every running sequence by one token
 
 
-@pytest.fixture(params=ALLOCATORS)
+@pytest.fixture(params=tuple(SPECS))
 def running(request):
     """An allocator with RUNNING sequences admitted and past their prefill.
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports.load import AllocatorFacts
 from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS
 
 # Typical live/backed share and the waste it leaves, per allocator (reserved, internal, external,
@@ -188,3 +189,11 @@ def make_run():
 def kernel_csv(tmp_path: Path) -> Path:
     """A results directory holding one synthetic paged-decode kernel CSV; returns the file."""
     return write_kernel_csv(tmp_path / "results")
+
+
+@pytest.fixture
+def facts() -> AllocatorFacts:
+    """What the CLI hands the reports from the allocator specs, written out as plain data."""
+    return AllocatorFacts(order=("static", "paged", "segmented", "hybrid"),
+                          labels={"block_size": "bs", "segment_tokens": "seg"},
+                          reservations={"static": "max_model_len"})

@@ -28,9 +28,9 @@ def two_traces(make_run, tmp_path):
     return dirs
 
 
-def test_full_report_pages_and_data(two_traces, kernel_csv, tmp_path):
+def test_full_report_pages_and_data(two_traces, kernel_csv, tmp_path, facts):
     out = tmp_path / "out" / "report.pdf"
-    titles = build_report(two_traces, out, results_dir=kernel_csv.parent)
+    titles = build_report(two_traces, out, results_dir=kernel_csv.parent, allocators=facts)
     texts = _pdf_text(out)
     assert len(texts) == len(titles)
     for title, text in zip(titles, texts):

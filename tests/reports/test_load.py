@@ -67,12 +67,13 @@ def test_params_as_mapping_or_pairs(make_run, tmp_path):
     assert load_run(path).block_size == 64
 
 
-def test_labels_tell_block_sizes_apart(make_run, tmp_path):
+def test_labels_tell_block_sizes_apart(make_run, tmp_path, facts):
     runs = [load_run(make_run(tmp_path / "a", allocator="static")),
             load_run(make_run(tmp_path / "b", block_size=16)),
             load_run(make_run(tmp_path / "c", block_size=64)),
             load_run(make_run(tmp_path / "d"))]
-    assert run_labels(runs) == ["static", "paged bs=16", "paged bs=64", "paged bs=default"]
+    assert run_labels(runs, facts) == ["static", "paged bs=16", "paged bs=64", "paged bs=default"]
+    assert run_labels(runs)[1] == "paged block_size=16"  # no facts: the parameter's own name
 
 
 def test_duplicate_runs_get_their_directory_in_the_label(make_run, tmp_path):
@@ -80,10 +81,10 @@ def test_duplicate_runs_get_their_directory_in_the_label(make_run, tmp_path):
     assert run_labels(runs) == ["paged (one)", "paged (two)"]
 
 
-def test_group_by_trace_orders_allocators(make_run, tmp_path):
+def test_group_by_trace_orders_allocators(make_run, tmp_path, facts):
     runs = [load_run(make_run(tmp_path / name, allocator=name, trace=trace))
             for trace in ("b-trace", "a-trace") for name in ("hybrid", "static", "paged")]
-    groups = group_by_trace(runs)
+    groups = group_by_trace(runs, facts)
     assert list(groups) == ["b-trace", "a-trace"]
     assert [run.allocator for run in groups["a-trace"]] == ["static", "paged", "hybrid"]
 

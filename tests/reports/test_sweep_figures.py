@@ -38,8 +38,8 @@ def sweep_dir(tmp_path):
     return tmp_path
 
 
-def test_goodput_is_the_last_rate_scale_before_the_slo_is_missed(sweep_dir):
-    got = goodput(load_results(sweep_dir), 2.0)
+def test_goodput_is_the_last_rate_scale_before_the_slo_is_missed(sweep_dir, facts):
+    got = goodput(load_results(sweep_dir, facts), 2.0, facts)
     by_series = dict(zip(got["series"], got["goodput_rate_scale"]))
     assert by_series["static"] == 1.0
     assert by_series["paged bs=16"] == 2.0

@@ -1,12 +1,14 @@
 """The verdict's winners and its reasons, computed from the runs' numbers."""
 from __future__ import annotations
 
-from reports.load import load_run
+from reports.load import AllocatorFacts, load_run
 from reports.verdict import overall_line, run_notes, trace_verdict
+
+RESERVING = AllocatorFacts(reservations={"static": "max_model_len"})
 
 
 def _verdict(runs):
-    return trace_verdict("azure-conv", [(run.allocator, run) for run in runs])
+    return trace_verdict("azure-conv", [(run.allocator, run) for run in runs], RESERVING)
 
 
 def test_winners_and_reasons(make_run, tmp_path):

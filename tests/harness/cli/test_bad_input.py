@@ -68,7 +68,7 @@ BAD_NUMBERS = [
     (PLAN, "--max-model-len", "-1"),
     (PLAN, "--gpu-memory-utilization", "0"),
     (PLAN, "--block-size", "0"),
-    (PLAN, "--align-tokens", "0"),
+    (PLAN, "--block-size", "0"),
     (PLAN, "--max-num-batched-tokens", "0"),
     (TRACE, "--rate-per-s", "0"),
     (TRACE, "--seed", "-1"),

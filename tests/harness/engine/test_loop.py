@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from harness.engine.loop import Engine, simulate
 from harness.engine.batch import Batch
-from harness.engine.executor import CostModelExecutor
 from harness.engine.recorder import write_run
 from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS, SUMMARY_KEYS
 from harness.engine.swap import SwapSpace

@@ -10,8 +10,8 @@ from harness.model.presets import gpu_preset, model_preset
 
 
 def test_concurrency_per_allocator_follows_each_policys_rounding():
-    caps = {c.name: c for c in allocator_capacities(10_000, 1000, max_model_len=None,
-                                                    block_size=64, align_tokens=16)}
+    params = {"paged": {"block_size": 64}}
+    caps = {c.name: c for c in allocator_capacities(10_000, 1000, params=params)}
     assert caps["segmented"].max_concurrency == 10  # 10000 // 1000
     assert caps["paged"].tokens_per_seq == 1024  # 16 blocks of 64
     assert caps["paged"].max_concurrency == 156 // 16  # whole blocks in the pool
@@ -20,8 +20,7 @@ def test_concurrency_per_allocator_follows_each_policys_rounding():
 
 
 def test_static_reserves_max_model_len_whatever_the_context():
-    caps = {c.name: c for c in allocator_capacities(100_000, 1000, max_model_len=32768,
-                                                    block_size=16, align_tokens=16)}
+    caps = {c.name: c for c in allocator_capacities(100_000, 1000, max_model_len=32768)}
     assert caps["static"].max_concurrency == 3
     assert caps["paged"].max_concurrency == 6250 // 63  # 1000 tokens take 63 blocks of 16
     assert caps["segmented"].max_concurrency == 100
