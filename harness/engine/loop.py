@@ -23,7 +23,8 @@ from harness.engine.executor import CostModelExecutor, ExecutorFactory, KVGeomet
 from harness.model.planner import preallocation_warning
 from harness.engine.recorder import Recorder
 from harness.engine.sequences import Group
-from harness.engine.scheduler import DecodeRun, Scheduler
+from harness.engine.decode_runs import DecodeRun
+from harness.engine.scheduler import Scheduler
 from harness.engine.summary import summarize
 
 

@@ -1,0 +1,98 @@
+"""Decode runs: stretches of steps that can only decode every running sample by one token.
+
+On long traces most steps are such steps. The scheduler knows a run in advance (nothing in
+prefill, to fork or swapped, nobody admissible, nobody finishing before its last step, memory for
+all of it), so the engine can take it without calling schedule() each step: every sequence grows
+by one slot per step, and an executor that prices steps in bulk prices them together. Both
+executors take this path; it must give exactly the results of scheduling every step (a property
+test runs both ways).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.engine.batch import Batch, ScheduledSeq
+
+
+@dataclass(frozen=True)
+class DecodeRun:
+    """Steps that can only decode every running sample by one token (see decode_run)."""
+
+    seq_ids: list[int]  # every running sequence, in scheduling order
+    decode_tokens: int  # tokens per step: one per sequence
+    context_tokens: int  # KV tokens the first step reads; each next step reads decode_tokens more
+    steps: int
+
+
+class DecodeRuns:
+    """The Scheduler's decode-run methods (a mixin: they read the scheduler's queues)."""
+
+    def decode_run(self) -> DecodeRun | None:
+        """The next steps, when each of them can only decode every running sample by one token:
+        nothing in prefill, to fork or swapped, nothing admissible, no request finishing before
+        the last of them (that step goes through schedule()), and memory for all of them."""
+        running = self.running
+        if self.swapped or not running or not self._admission_blocked():
+            return None
+        steps = 1 << 62
+        for g in running:
+            if g.computed < g.target or g.num_live != g.n:
+                return None
+            if g.output - g.generated < steps:
+                steps = g.output - g.generated
+        decode_tokens = self.num_running_seqs
+        steps = min(steps - 1, self._growth_room(decode_tokens))
+        if steps < 1:
+            return None
+        seq_ids = [sid for g in running for sid in g.seq_ids]
+        context = sum(g.n * (g.kv_len + 1) for g in running)
+        return DecodeRun(seq_ids, decode_tokens, context, steps)
+
+    def _admission_blocked(self) -> bool:
+        """Whether _admit, after this step's decodes, would admit nobody (its loop conditions)."""
+        if not self.waiting:
+            return True
+        cfg = self.config
+        budget = cfg.max_num_batched_tokens - self.num_running_seqs
+        head = self.waiting[0]
+        return (
+            budget <= 0
+            or self._blocked
+            or self.num_running_seqs + head.n > cfg.max_num_seqs
+            or (not cfg.chunked_prefill and head.target > budget)
+        )
+
+    def _growth_room(self, num_seqs: int) -> int:
+        """Decode steps every sequence can surely take: the slots an allocation can still get
+        (free, evictable, not yet backed) cover a new unit per block_size tokens per sequence,
+        plus a partial and a copied-on-write unit each."""
+        usage = self.allocator.usage()
+        unit = self.allocator.block_size
+        room = usage.free + usage.cached + max(0, usage.budget - usage.backed - unit)
+        return room // num_seqs - 2 * unit
+
+    def decode_step(self, run: DecodeRun, done: int, *, build: bool) -> Batch | None:
+        """Step done + 1 of a decode run: every sequence grows by one slot. With build, the
+        step's batch too, the one schedule() would make (an executor that prices decode runs
+        in bulk needs none)."""
+        extend = self.allocator.extend
+        for sid in run.seq_ids:
+            extend(sid, 1)
+        if not build:
+            return None
+        batch, self._next = self._next, Batch()  # it carries the events since the last batch
+        batch.decode_tokens = run.decode_tokens
+        batch.decode_context_tokens = run.context_tokens + done * run.decode_tokens
+        for g in self.running:
+            ctx = g.kv_len + 1 + done
+            for sid in g.seq_ids:
+                batch.seqs.append(ScheduledSeq(sid, g.rid, 1, ctx, False, True))
+        self._hand_over_memory(batch)
+        return batch
+
+    def end_decode_run(self, steps: int) -> None:
+        """steps steps of a decode run are over: every sample sampled that many tokens."""
+        for g in self.running:
+            g.kv_len += steps
+            g.generated += steps
+
