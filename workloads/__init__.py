@@ -10,6 +10,7 @@ from workloads.distributions import Fixed, Gamma, LogNormal, Poisson, Resampled,
 from workloads.generate import WorkloadSpec, generate
 from workloads.load import iter_requests, load_trace
 from workloads.sources import BUNDLED
+from workloads.spec import TraceSpec, TraceSpecError
 from workloads.stats import TraceStats, describe
 from workloads.trace import COLUMNS, Request, TraceError
 from workloads.transforms import cap_lengths, scale_rate, take, time_window
@@ -24,6 +25,8 @@ __all__ = [
     "Request",
     "Resampled",
     "TraceError",
+    "TraceSpec",
+    "TraceSpecError",
     "TraceStats",
     "Uniform",
     "WorkloadSpec",

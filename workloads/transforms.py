@@ -79,5 +79,6 @@ def _finish(out: pd.DataFrame, original: pd.DataFrame, note: str) -> pd.DataFram
     if len(out):
         out["arrival_s"] = out["arrival_s"] - out["arrival_s"].iloc[0]
     out.attrs = copy.deepcopy(original.attrs)
+    out.attrs.pop("spec", None)  # a spec describes the frame it loaded, not one cut from it
     out.attrs["transforms"] = [*out.attrs.get("transforms", []), note]
     return out

@@ -122,11 +122,9 @@ def _load_traces(args: argparse.Namespace) -> dict[str, Any]:
     """Each of --traces, cut to its first --requests requests when that is given."""
     import workloads
 
-    traces = {}
-    for name in args.traces:
-        trace = workloads.load_trace(name, **trace_load_options(args))
-        traces[name] = trace if args.requests is None else workloads.take(trace, args.requests)
-    return traces
+    return {name: workloads.TraceSpec(name, max_requests=args.requests,
+                                      **trace_load_options(args)).load()
+            for name in args.traces}
 
 
 def _run_all(jobs: list[Job], traces: dict, base, workers: int, progress: bool) -> list[float]:

@@ -18,12 +18,17 @@ from harness.cli.argtypes import (allocator_names, fraction, non_negative_float,
                                   positive_float, positive_int)
 from harness.cli.params import add_param_arguments, cli_params
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
+from harness.model.config import ConfigError
 
 GIB = 1 << 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trace", required=True, help="trace file or bundled name (azure-conv)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trace", help="trace file or bundled name (azure-conv)")
+    source.add_argument("--from", dest="from_run", type=Path, metavar="RUN_JSON",
+                        help="replay the run a run.json describes (its config and trace spec; "
+                        "flags given too override them)")
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--config", help="a RunConfig as TOML (YAML with PyYAML)")
     add_trace_load_arguments(parser)
@@ -63,7 +68,10 @@ def build_configs(args: argparse.Namespace) -> list:
     """One RunConfig per chosen allocator: --config with the flags applied."""
     from harness.model.config import RunConfig
 
-    base = RunConfig.from_file(args.config) if args.config else RunConfig()
+    if args.from_run:
+        base = RunConfig.from_dict(_run_json(args.from_run)["config"])
+    else:
+        base = RunConfig.from_file(args.config) if args.config else RunConfig()
     names = list(args.allocator) if args.allocator else [base.allocator.name]
     params = cli_params(names, args.block_size, args.param)
     return [build_config(args, base, name, params[name]) for name in names]
@@ -98,15 +106,29 @@ def build_config(args: argparse.Namespace, config, name: str, params: dict[str, 
     return dataclasses.replace(config, **top)
 
 
-def load_trace(args: argparse.Namespace):
-    import workloads
+def trace_spec(args: argparse.Namespace):
+    """The trace spec of --trace and its flags, or of --from's run (flags given override)."""
+    from workloads import TraceSpec
 
-    trace = workloads.load_trace(args.trace, **trace_load_options(args))
-    if args.requests is not None:
-        trace = workloads.take(trace, args.requests)
-    if args.rate_scale is not None:
-        trace = workloads.scale_rate(trace, args.rate_scale)
-    return trace
+    if args.from_run:
+        recorded = (_run_json(args.from_run).get("trace") or {}).get("spec")
+        if recorded is None:
+            raise ConfigError(f"{args.from_run}: its trace was built in memory, not loaded from "
+                              "a file, so the run cannot be replayed from it")
+        spec = TraceSpec.from_dict(recorded)
+    else:
+        spec = TraceSpec(args.trace, **trace_load_options(args))
+    flags = {"max_requests": args.requests, "rate_scale": args.rate_scale}
+    return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
+
+
+def _run_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not a run.json ({exc})") from None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
 
     # Build every config first: one that cannot be built stops the command before any run writes.
     configs = build_configs(args)
-    trace = load_trace(args)
+    trace = trace_spec(args).load()
     summaries = {}
     for config in configs:
         out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)

@@ -244,6 +244,7 @@ class Engine:
                 "name": self.trace.attrs.get("name"),
                 "source": self.trace.attrs.get("source"),
                 "rows": len(self.trace),
+                "spec": self.trace.attrs.get("spec"),  # what reloads it; None: built in memory
             },
             "executor": self.executor.name,
             "device": self.executor.device,

@@ -36,16 +36,11 @@ def load_slice(
     """A trace, cut to requests [start, start + count), replayed rate_scale times faster, with
     lengths capped at max_model_len (each step noted in attrs["transforms"]); format and
     skip_invalid as in workloads.load_trace."""
-    from workloads import cap_lengths, load_trace, scale_rate, take
+    from workloads import TraceSpec
 
-    trace = load_trace(source, format=format, skip_invalid=skip_invalid)
-    if start or count is not None:
-        trace = take(trace, len(trace) - start if count is None else count, start)
-    if rate_scale != 1.0:
-        trace = scale_rate(trace, rate_scale)
-    if max_model_len is not None:
-        trace = cap_lengths(trace, max_model_len)
-    return trace
+    return TraceSpec(source, format=format, skip_invalid=skip_invalid, start=start,
+                     max_requests=count, rate_scale=rate_scale,
+                     cap_lengths_to=max_model_len).load()
 
 
 def gpu_run_config(

@@ -31,47 +31,13 @@ from typing import Any
 
 from allocators import DEFAULT_ALLOCATOR, SPECS, ParamError, spec_of
 from harness.model.config import ConfigError, RunConfig
+from workloads.spec import TraceSpec, TraceSpecError
 
 HASH_CHARS = 16  # 64 bits of SHA-256: names a cell directory, collisions out of reach
 
 
 class GridError(ValueError):
     """A grid file that cannot be expanded: names the file, table, key and value."""
-
-
-@dataclass(frozen=True)
-class TraceSpec:
-    """Which trace a cell replays and how it is cut and scaled before the run."""
-
-    source: str = "azure-conv"
-    start_s: float = 0.0  # the slice starts with the first request arriving from here on
-    duration_s: float | None = None  # the slice keeps requests arriving within this time
-    max_requests: int | None = None  # then keeps at most the first N of them
-    rate_scale: float = 1.0  # arrival rate multiplier: arrival times are divided by it
-
-    def __post_init__(self) -> None:
-        if self.rate_scale <= 0:
-            raise GridError(f"trace.rate_scale must be > 0, got {self.rate_scale}")
-        if self.max_requests is not None and self.max_requests < 1:
-            raise GridError(f"trace.max_requests must be >= 1, got {self.max_requests}")
-        if self.start_s < 0:
-            raise GridError(f"trace.start_s must be >= 0, got {self.start_s}")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise GridError(f"trace.duration_s must be > 0, got {self.duration_s}")
-
-    def load(self):
-        """The trace as the cell replays it: loaded, cut to the slice, arrivals scaled."""
-        from workloads import load_trace, transforms
-
-        trace = load_trace(self.source)
-        if self.start_s or self.duration_s is not None:
-            end_s = math.inf if self.duration_s is None else self.start_s + self.duration_s
-            trace = transforms.time_window(trace, self.start_s, end_s)
-        if self.max_requests is not None:
-            trace = transforms.take(trace, self.max_requests)
-        if self.rate_scale != 1.0:
-            trace = transforms.scale_rate(trace, self.rate_scale)
-        return trace
 
 
 _TRACE_FIELDS = frozenset(f.name for f in dataclasses.fields(TraceSpec))
@@ -195,7 +161,11 @@ def _resolve(grid: Grid, point: dict[str, Any]) -> tuple[RunConfig, TraceSpec, s
             trace[key] = float(trace[key])
     takes = _drop_untaken(allocator, known_params)
     used = {key for key in point if key not in known_params or key in takes}
-    return RunConfig.from_dict(config), TraceSpec(**trace), used
+    try:
+        spec = TraceSpec(**trace)
+    except TraceSpecError as exc:
+        raise GridError(f"{grid.source}: {exc}") from None
+    return RunConfig.from_dict(config), spec, used
 
 
 def _drop_untaken(allocator: dict[str, Any], known_params: frozenset[str]) -> tuple[str, ...]:

@@ -182,7 +182,7 @@ def test_run_passes_the_trace_flags_and_reads_whole_traces_by_default(monkeypatc
     from harness.cli.run import _load_traces
 
     calls = []
-    monkeypatch.setattr(workloads, "load_trace",
+    monkeypatch.setattr(workloads.load, "load_trace",
                         lambda name, **kwargs: calls.append((name, kwargs))
                         or make_trace([10, 20, 30], [1, 2, 3], name=name))
     args = build_parser().parse_args(["run", "--traces", "a,b", "--skip-invalid"])

@@ -21,7 +21,9 @@ def test_simulate_writes_a_run_directory(tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["allocator"] == {"name": "hybrid",
                                           "params": {"block_size": 32, "segment_tokens": 4096}}
-    assert run["trace"] == {"name": "azure-conv", "source": run["trace"]["source"], "rows": 40}
+    assert run["trace"] == {"name": "azure-conv", "source": run["trace"]["source"], "rows": 40,
+                            "spec": {**run["trace"]["spec"], "source": "azure-conv",
+                                     "max_requests": 40}}
     assert run["executor"] == "costmodel" and run["device"] is None
     assert tuple(run["summary"]) == SUMMARY_KEYS
     assert len(pd.read_csv(out / "requests.csv")) == 40
@@ -67,3 +69,25 @@ def test_plan_json(capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["bytes_per_token"] == 131072
     assert [a["name"] for a in plan["allocators"]] == ["static", "paged", "segmented", "hybrid"]
+
+
+def test_a_run_replays_byte_for_byte_from_its_own_run_json(tmp_path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(["simulate", "--trace", "mooncake-conv", "--requests", "60", "--rate-scale", "3",
+                 "--allocator", "hybrid", "--param", "segment_tokens=4096", "--budget-slots",
+                 "30000", "--preemption", "swap", "--out", str(first), "--no-progress"]) == 0
+    assert main(["simulate", "--from", str(first / "run.json"), "--out", str(again),
+                 "--no-progress"]) == 0
+    for name in ("steps.csv", "requests.csv", "run.json"):
+        assert (first / name).read_bytes() == (again / name).read_bytes(), name
+    spec = json.loads((first / "run.json").read_text())["trace"]["spec"]
+    assert spec["source"] == "mooncake-conv" and spec["max_requests"] == 60
+    assert spec["rate_scale"] == 3.0
+
+
+def test_from_a_run_of_an_in_memory_trace_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"config": {}, "trace": {"name": "synthetic", "spec": None}}))
+    assert main(["simulate", "--from", str(run), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2
+    assert "built in memory" in capsys.readouterr().err
