@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
