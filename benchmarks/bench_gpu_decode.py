@@ -8,8 +8,12 @@ simulated vs measured mean step time (the cost model's error). First the peer ba
 --baseline-requests requests, all arriving at once, through our engine (paged) and through
 transformers' generate with static batching on the same weights.
 
-Writes to --out: gpu_decode_baseline_<device>.csv, gpu_decode_<device>.csv (per allocator,
-rewritten after each) and runs-<name>.tar.gz (steps.csv, requests.csv, run.json of each run).
+Every measured step is also priced against its hardware floor (benchmarks/gpu_steps.py) and
+binned by kind and size: one row per bin and allocator.
+
+Writes to --out: gpu_decode_baseline_<device>.csv, gpu_decode_<device>.csv and
+gpu_steps_<device>.csv (per allocator, rewritten after each) and runs-<name>.tar.gz (steps.csv,
+requests.csv, run.json of each run, and the GPU runs' per-step log step_log.csv).
 
     PYTHONPATH=. python benchmarks/bench_gpu_decode.py --out "$OUT"
 """
@@ -29,6 +33,8 @@ from pathlib import Path
 
 import torch
 import triton
+
+import gpu_steps
 
 from allocators import SPECS
 from harness.model.budget import kv_budget
@@ -80,13 +86,15 @@ def _fmt(value):
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def save_runs(out: Path, name: str, results: dict) -> None:
+def save_runs(out: Path, name: str, results: dict, step_log=None) -> None:
     """Run directories (steps.csv, requests.csv, run.json) as out/runs-<name>.tar.gz, written
     as soon as they exist, so a cut-off benchmark still returns what it finished."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_decode_"))
     with tarfile.open(out / f"runs-{name}.tar.gz", mode="w:gz") as tar:
         for run_name, result in results.items():
             write_run(result, tmp / run_name)
+            if step_log is not None and run_name.startswith("gpu-"):
+                step_log.to_csv(tmp / run_name / "step_log.csv", index=False)
             for path in sorted((tmp / run_name).iterdir()):
                 tar.add(path, arcname=f"{run_name}/{path.name}")
 
@@ -119,7 +127,7 @@ def warm_up(args, trace, decoder) -> None:
     free_device()
 
 
-def run_allocator(args, name: str, trace, decoder) -> dict:
+def run_allocator(args, name: str, trace, decoder):
     config = gpu_run_config(args.device, model=args.model, allocator=name,
                             preemption=args.preemption, budget_slots=args.budget_slots)
     started = time.perf_counter()
@@ -128,10 +136,11 @@ def run_allocator(args, name: str, trace, decoder) -> dict:
     details = executor.details
     block_size = executor.pool.block_size
     steps = result.steps
+    step_log = executor.step_log.frame()
     del executor
     free_device()
     sim = simulate(config, trace)
-    save_runs(args.out, name, {f"gpu-{name}": result, f"sim-{name}": sim})
+    save_runs(args.out, name, {f"gpu-{name}": result, f"sim-{name}": sim}, step_log)
     s, ss = result.summary, sim.summary
     busy_s = details["device_s"]
     decode_only = steps[steps.prefill_tokens == 0]
@@ -155,7 +164,7 @@ def run_allocator(args, name: str, trace, decoder) -> dict:
           f"{row['utilization_measured']:.3f} (sim {row['utilization_simulated']:.3f}), step "
           f"{row['mean_step_ms_measured']:.2f} ms (sim {row['mean_step_ms_simulated']:.2f})",
           flush=True)
-    return row
+    return row, step_log
 
 
 def run_baseline(args, trace, decoder) -> list[dict]:
@@ -241,10 +250,30 @@ def main() -> int:
                   + [f"# requests: the first {args.baseline_requests} of the slice, all arriving "
                      f"at t=0; greedy; {args.dtype}; budget {args.budget_slots} slots"],
                   base_rows, BASELINE_COLUMNS)
-    rows = []
+    ceilings = gpu_steps.measure_ceilings(decoder)
+    host_us = gpu_steps.paged_decode_host_us()
+    step_lines = lines + [
+        f"# ceilings: copy {ceilings.copy_bytes_s / 1e12:.2f} TB/s (read + write); SDPA causal "
+        f"flash {ceilings.sdpa_flop_s / 1e12:.0f} TFLOP/s; linear layers "
+        f"{ceilings.layers_s[0] * 1e3:.2f} ms at 1 token, {ceilings.layers_s[-1] * 1e3:.1f} ms at "
+        f"{gpu_steps.TOKEN_GRID[-1]} (torch.matmul)",
+        f"# paged_decode eager host time at 1x4096: {host_us:.0f} us (median of 200 calls)",
+        "# floor: max(GEMM + KV bytes / copy + prefill attention FLOPs / SDPA rate, "
+        "(weight + KV bytes) / copy) per step, median per bin; measured: median step time",
+    ]
+    print(step_lines[-3], step_lines[-2], sep="\n", flush=True)
+    rows, bins = [], []
     for name in filter(None, args.allocators.split(",")):
-        rows.append(run_allocator(args, name, trace, decoder))
+        row, step_log = run_allocator(args, name, trace, decoder)
+        rows.append(row)
+        bins += gpu_steps.bin_rows(name, step_log, ceilings)
+        print(gpu_steps.host_notes(name, step_log), flush=True)
         write_csv(args.out / f"gpu_decode_{slug}.csv", lines, rows, SUMMARY_COLUMNS)
+        write_csv(args.out / f"gpu_steps_{slug}.csv", step_lines, bins, gpu_steps.STEP_COLUMNS)
+    for b in bins:
+        print(f"{b['allocator']:9s} {b['kind']:6s} {b['bin']:>9s} {b['steps']:4d} steps "
+              f"{b['measured_ms']:7.2f} ms / floor {b['floor_ms']:7.2f} = {b['ratio']:.2f}")
+    print("\n".join(gpu_steps.spread_notes(bins)), flush=True)
     print(f"total {time.perf_counter() - started:.0f} s -> {args.out}", flush=True)
     return 0
 

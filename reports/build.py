@@ -15,6 +15,7 @@ from reports.latency import latency_page
 from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run, run_labels
 from reports.measured import find_measurements
 from reports.schema import results_dir as measured_results_dir
+from reports.splits import is_splits, splits_page
 from reports.style import RC
 from reports.table import summary_page
 from reports.textpage import Block, bullet, heading, mono, para, sub, text_pages
@@ -68,6 +69,8 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
                  facts: AllocatorFacts) -> Iterable[Callable[[], list[Figure]]]:
     """One callable per page or run of pages, so that only one figure is in memory at a time."""
     kernels, others = find_measurements(results_dir)
+    splits = [m for m in others if is_splits(m)]
+    others = [m for m in others if not is_splits(m)]
     verdicts = [trace_verdict(trace, labelled, facts) for trace, labelled in groups.items()]
     yield lambda: title_pages(groups, built, ablation)
     yield lambda: verdict_pages(verdicts)
@@ -79,6 +82,7 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
     yield lambda: [ablation_page(both, kernels)]
     yield lambda: kernel_pages(groups, kernels)
     yield lambda: decode_pages(groups, others)
+    yield lambda: [splits_page(m) for m in splits]
     if sweep_dirs:
         from reports.sweep_figures import sweep_pages
 

@@ -25,6 +25,7 @@ class TritonAttention:
 
     name = "triton"
     graph_safe = True  # no host synchronisation: a decode step can be captured
+    indexes_by_segment = False  # the kernels read the segment table: global slot ids suffice
 
     def __init__(self) -> None:
         from kernels import kv_write, paged_decode, paged_prefill, segments
@@ -104,6 +105,7 @@ class ReferenceAttention:
 
     name = "reference"
     graph_safe = False  # reads context lengths on the host
+    indexes_by_segment = True  # torch indexing writes each segment's tensor
     prepare = None
 
     def __init__(self) -> None:

@@ -1,9 +1,9 @@
 """Turn one engine Batch into the tensors of one forward: vectorised over sequences.
 
 Prefill chunks come first (their rows are contiguous per sequence), then one row per decoding
-sequence. Host work is numpy over whole arrays; the small int64 metadata travels to the device
-in one copy, the prefill and decode block tables (one array) in a second, the slot ids (split by
-segment) in a third.
+sequence. layout_step does the host work (numpy over whole arrays, before the step is timed);
+to_device moves it: the small int64 metadata in one copy, the prefill and decode block tables
+(one array) in a second, the slot ids in a third.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.gpu.host_state import TABLE_WIDTH_MULTIPLE, round_width  # noqa: F401 (re-export)
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.model import PrefillBatch, PrefillChunk, StepInputs
 
@@ -24,18 +25,32 @@ class PrefillWork:
     tokens: np.ndarray  # int64 [context - start]
     start: int
     context: int
-    block_table: np.ndarray  # int64 block ids
     sample: bool
 
 
 @dataclass(frozen=True)
 class DecodeWork:
-    """One token per sequence: input token ids, KV lengths once written, block tables."""
+    """One token per sequence: input token ids and KV lengths once written."""
 
     seq_ids: list[int]
     tokens: np.ndarray  # int64 [B]
     context_lens: np.ndarray  # int64 [B]
-    block_tables: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """One step laid out on the host: rows of the forward, their slots, the block tables."""
+
+    ids: np.ndarray  # int64 [T]
+    positions: np.ndarray  # int64 [T]
+    slots: np.ndarray  # int64 [T]
+    logit_rows: np.ndarray  # int64 [S]
+    query_starts: np.ndarray  # int64 [P + 1]
+    prefill_contexts: np.ndarray  # int64 [P]
+    chunk_starts: np.ndarray  # int64 [P]: context before each chunk
+    decode_lens: np.ndarray  # int64 [D]
+    tables: np.ndarray  # int32 [P + D, W], prefill rows first
+    sampled: list[int]  # seq ids of the logit rows
 
 
 def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) -> np.ndarray:
@@ -43,14 +58,10 @@ def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) ->
     return block_table[positions // block_size] * block_size + positions % block_size
 
 
-TABLE_WIDTH_MULTIPLE = 16  # one kernel specialisation for the row stride (Triton: 16 | stride)
-
-
 def pad_tables(tables: list[np.ndarray], num_blocks: np.ndarray, width: int = 0) -> np.ndarray:
     """[B, W] int32, row i holding the first num_blocks[i] entries of tables[i] (zeros after);
     W is max(num_blocks, width) rounded up to a multiple of TABLE_WIDTH_MULTIPLE."""
-    width = max(int(num_blocks.max(initial=0)), width, 1)
-    width = -(-width // TABLE_WIDTH_MULTIPLE) * TABLE_WIDTH_MULTIPLE
+    width = round_width(max(int(num_blocks.max(initial=0)), width, 1))
     out = np.zeros((len(tables), width), dtype=np.int32)
     if tables:
         used = np.arange(width) < num_blocks[:, None]
@@ -65,18 +76,14 @@ def ragged_arange(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
 
 
-def build_step(
-    prefills: list[PrefillWork], decode: DecodeWork, pool: KVPool, device: torch.device
-) -> tuple[StepInputs, list[int]]:
-    """The StepInputs of a step and the seq ids of its logit rows, in row order."""
-    bs = pool.block_size
+def layout_step(prefills: list[PrefillWork], decode: DecodeWork, tables: np.ndarray,
+                block_size: int) -> HostStep:
+    """The rows of a step. tables: [P + D, W] block tables, the prefills' rows first."""
+    bs = block_size
     num_pre_seqs, num_decode = len(prefills), len(decode.seq_ids)
     starts = np.fromiter((w.start for w in prefills), np.int64, num_pre_seqs)
     contexts = np.fromiter((w.context for w in prefills), np.int64, num_pre_seqs)
     lens = decode.context_lens.astype(np.int64)
-    # Prefill and decode block tables in one array of one width: one copy to the device.
-    tables = pad_tables([w.block_table for w in prefills] + list(decode.block_tables),
-                        np.concatenate([(contexts + bs - 1) // bs, (lens + bs - 1) // bs]))
     query_starts = np.concatenate([[0], np.cumsum(contexts - starts)])
     num_prefill = int(query_starts[-1])
     rows_of_seq = np.repeat(np.arange(num_pre_seqs), contexts - starts)
@@ -88,12 +95,20 @@ def build_step(
                                  np.arange(num_prefill, num_prefill + num_decode)])
     sampled = [w.seq_id for w in prefills if w.sample] + list(decode.seq_ids)
     ids = np.concatenate([w.tokens for w in prefills] + [decode.tokens.astype(np.int64)])
+    return HostStep(ids, positions, slots, logit_rows.astype(np.int64), query_starts, contexts,
+                    starts, lens, tables, sampled)
 
-    total, n_rows = len(ids), len(logit_rows)
-    meta = np.concatenate([ids, positions, logit_rows, query_starts, contexts, lens])
-    meta = torch.from_numpy(meta.astype(np.int64)).to(device, non_blocking=True)
+
+def to_device(host: HostStep, pool: KVPool, device: torch.device,
+              by_segment: bool = True) -> StepInputs:
+    """The StepInputs of a laid-out step (by_segment: the backend indexes slots per segment)."""
+    num_pre_seqs = len(host.prefill_contexts)
+    total, n_rows = len(host.ids), len(host.logit_rows)
+    meta = np.concatenate([host.ids, host.positions, host.logit_rows, host.query_starts,
+                           host.prefill_contexts, host.decode_lens]).astype(np.int64)
+    meta = torch.from_numpy(meta).to(device, non_blocking=True)
     small = meta[2 * total + n_rows :].to(torch.int32)  # query starts, prefill and decode lens
-    tables_dev = torch.from_numpy(tables).to(device, non_blocking=True)
+    tables_dev = torch.from_numpy(np.ascontiguousarray(host.tables)).to(device, non_blocking=True)
     prefill_batch = None
     if num_pre_seqs:
         prefill_batch = PrefillBatch(
@@ -101,17 +116,17 @@ def build_step(
             context_lens=small[num_pre_seqs + 1 : 2 * num_pre_seqs + 1],
             block_tables=tables_dev[:num_pre_seqs],
         )
-    chunks = tuple(PrefillChunk(int(a), int(b - a), int(c)) for a, b, c in
-                   zip(query_starts[:-1], query_starts[1:], starts))
-    step = StepInputs(
+    qs = host.query_starts.tolist()
+    chunks = tuple(PrefillChunk(a, b - a, c) for a, b, c in
+                   zip(qs[:-1], qs[1:], host.chunk_starts.tolist()))
+    return StepInputs(
         input_ids=meta[:total],
         positions=meta[total : 2 * total],
-        slot_mapping=pool.index(slots),
+        slot_mapping=pool.index(host.slots, by_segment=by_segment),
         prefills=chunks,
-        num_prefill_tokens=num_prefill,
+        num_prefill_tokens=int(qs[-1]),
         block_tables=tables_dev[num_pre_seqs:],
         context_lens=small[2 * num_pre_seqs + 1 :],
         logit_rows=meta[2 * total : 2 * total + n_rows],
         prefill_batch=prefill_batch,
     )
-    return step, sampled

@@ -23,12 +23,14 @@ from harness.engine.executor import KVGeometry
 from harness.model.budget import bytes_per_token
 from harness.model.config import RunConfig
 from harness.gpu.attention import default_backend
-from harness.gpu.batching import DecodeWork, PrefillWork, build_step, slots_of
+from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, slots_of, to_device
 from harness.gpu.graphs import DecodeGraphs
+from harness.gpu.host_state import TableRows, TokenStore
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.model import Decoder, DecoderConfig, random_weights
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
+from harness.gpu.step_log import StepLog, StepRecord
 from harness.gpu.swap import SwapSpace
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -90,6 +92,7 @@ class GpuExecutor:
                 config.model.dtype_bytes:
             raise ExecutorError("the decoder's shape differs from the run config's model")
         self._prompt_len = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
+        self._output_len = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
         self._hashes = trace["prefix_hashes"].tolist()
         self._chunk_tokens = int(trace.attrs.get("chunk_tokens", 0))
         self._cuda = self.device_t.type == "cuda"
@@ -109,11 +112,11 @@ class GpuExecutor:
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
             self._memory_base = torch.cuda.memory_allocated(self.device_t)
-        self._tokens: dict[int, list[int]] = {}  # seq_id -> prompt and sampled token ids
+        self._tokens = TokenStore()  # prompt and sampled token ids of every sequence
         self._rid: dict[int, int] = {}  # seq_id -> request id
-        # seq_id -> the block table last seen and its array, so that a decoding sequence whose
-        # table did not change costs no conversion
-        self._tables: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
+        self._tables = TableRows()
+        self._by_segment = decoder.backend.indexes_by_segment
+        self.step_log = StepLog()
         self._timer = _Timer(self.device_t)
         self._warm = False
         self._host_s = 0.0
@@ -153,31 +156,61 @@ class GpuExecutor:
 
     def outputs(self) -> dict[int, list[int]]:
         """Generated token ids of every sequence seen, by seq_id."""
-        return {sid: tokens[self._prompt_len[self._rid[sid]]:]
-                for sid, tokens in self._tokens.items()}
+        return {sid: self._tokens.ids(sid)[self._prompt_len[self._rid[sid]]:].tolist()
+                for sid in self._tokens.seq_ids()}
 
     # -- one step -------------------------------------------------------------------------
 
     def step(self, batch: Batch) -> float:
-        t0 = time.perf_counter()
-        for fork in batch.forks:
-            self._tokens[fork.child] = list(self._tokens[fork.parent])
-            self._rid[fork.child] = self._rid[fork.parent]
-        for preemption in batch.preempted:
-            del self._tokens[preemption.seq_id][preemption.kept_tokens:]
-        for sid in batch.finished:
-            self.swap.drop(sid)  # a rejected swapped request; a completed one holds none
-            self._tables.pop(sid, None)
-        prefills, decode = self._plan(batch)
-        if not self._warm:
+        if not self._warm:  # compiles kernels: no part of any step's preparation
             self._warm_up(batch)
+        t0 = time.perf_counter()
+        self._lifecycle(batch)
+        prefills, decode, tables = self._plan(batch)
         graph = (self._graphs is not None and not prefills and bool(decode.seq_ids)
                  and self._graphs.fits(decode))
+        host = None
+        if not graph and (prefills or decode.seq_ids):
+            host = layout_step(prefills, decode, tables, self.pool.block_size)
+        host_s = time.perf_counter() - t0
         if graph:
             self._graphs.prepare(len(decode.seq_ids))  # a first use captures, untimed
-        self._host_s += time.perf_counter() - t0
 
+        t1 = time.perf_counter()
         self._timer.start()
+        self._memory_ops(batch)
+        sampled: list[int] = []
+        next_tokens = None
+        if graph:
+            next_tokens, sampled = self._graphs.run(decode, tables), decode.seq_ids
+            self._graph_steps += 1
+        elif host is not None:
+            step = to_device(host, self.pool, self.device_t, by_segment=self._by_segment)
+            next_tokens, sampled = self.decoder.forward(step, self.pool).argmax(dim=-1), host.sampled
+        enqueue_s = time.perf_counter() - t1
+        seconds = self._timer.stop_s()
+
+        t2 = time.perf_counter()
+        if next_tokens is not None:
+            self._tokens.append(sampled, next_tokens.tolist())
+        host_s += time.perf_counter() - t2
+        self._record(batch, graph, host_s, enqueue_s, seconds)
+        return seconds
+
+    def _lifecycle(self, batch: Batch) -> None:
+        """What became of sequences since the last batch, for the tokens and tables kept."""
+        for fork in batch.forks:
+            self._tokens.fork(fork.parent, fork.child)
+            self._rid[fork.child] = self._rid[fork.parent]
+        for preemption in batch.preempted:
+            self._tokens.truncate(preemption.seq_id, preemption.kept_tokens)
+            self._tables.drop(preemption.seq_id)
+        for sid in batch.finished:
+            self.swap.drop(sid)  # a rejected swapped request; a completed one holds none
+            self._tables.drop(sid)
+
+    def _memory_ops(self, batch: Batch) -> None:
+        """Segments, block copies and swaps, in the order Batch documents."""
         self.pool.sync(batch.segments_added, [])
         # Swapped-out KV is read where the scheduler decided it among the block copies, before
         # the pool drops a released segment and before anything this step writes reuses it.
@@ -190,22 +223,17 @@ class GpuExecutor:
         self.pool.sync([], batch.segments_released)
         for op in batch.swap_in:
             self._swap_in(op)
-        sampled: list[int] = []
-        next_tokens = None
-        if graph:
-            next_tokens, sampled = self._graphs.run(decode), decode.seq_ids
-            self._graph_steps += 1
-        elif prefills or decode.seq_ids:
-            step, sampled = build_step(prefills, decode, self.pool, self.device_t)
-            next_tokens = self.decoder.forward(step, self.pool).argmax(dim=-1)
-        seconds = self._timer.stop_s()
 
-        if next_tokens is not None:
-            for sid, token in zip(sampled, next_tokens.tolist()):
-                self._tokens[sid].append(token)
+    def _record(self, batch: Batch, graph: bool, host_s: float, enqueue_s: float,
+                seconds: float) -> None:
         self._steps += 1
         self._device_s += seconds
-        return seconds
+        self._host_s += host_s
+        self.step_log.append(StepRecord(
+            graph, batch.decode_tokens, batch.decode_context_tokens,
+            len(batch.seqs) - batch.decode_tokens, batch.prefill_tokens,
+            batch.prefill_context_tokens, batch.prefill_attention_pairs, host_s, enqueue_s,
+            seconds))
 
     def _warm_up(self, batch: Batch) -> None:
         """Before the first timed step: back the first segments and compile the kernels, so
@@ -216,46 +244,50 @@ class GpuExecutor:
 
     # -- host-side preparation ----------------------------------------------------------------
 
-    def _tokens_of(self, sid: int, rid: int) -> list[int]:
-        tokens = self._tokens.get(sid)
-        if tokens is None:  # the request's first admission: draw its prompt
-            tokens = prompt_tokens(
-                rid, self._prompt_len[rid], self.decoder.config.vocab_size, seed=self.seed,
-                prefix_hashes=self._hashes[rid], chunk_tokens=self._chunk_tokens,
-            ).tolist()
-            self._tokens[sid] = tokens
-            self._rid[sid] = rid
-        return tokens
+    def _start_seq(self, sid: int, rid: int) -> None:
+        """The request's first admission: draw its prompt."""
+        prompt = prompt_tokens(
+            rid, self._prompt_len[rid], self.decoder.config.vocab_size, seed=self.seed,
+            prefix_hashes=self._hashes[rid], chunk_tokens=self._chunk_tokens,
+        )
+        self._tokens.start(sid, prompt, self._prompt_len[rid] + self._output_len[rid] + 1)
+        self._rid[sid] = rid
 
-    def _table(self, sid: int, block_table: tuple[int, ...]) -> np.ndarray:
-        seen = self._tables.get(sid)
-        if seen is not None and seen[0] == block_table:
-            return seen[1]
-        table = np.asarray(block_table, dtype=np.int64)
-        self._tables[sid] = (block_table, table)
-        return table
-
-    def _plan(self, batch: Batch) -> tuple[list[PrefillWork], DecodeWork]:
-        """The step's work from the batch: prefill chunks and decode rows, on the host."""
+    def _plan(self, batch: Batch) -> tuple[list[PrefillWork], DecodeWork, np.ndarray]:
+        """The step's work from the batch, on the host: prefill chunks, decode rows and their
+        block tables (prefills first). One pass over the sequences; the rest is numpy."""
         prefills: list[PrefillWork] = []
-        rows: tuple[list, list, list, list] = ([], [], [], [])  # seq ids, tokens, lens, tables
+        pre_rows: list[int] = []
+        dec_ids: list[int] = []
+        dec_rows: list[int] = []
+        dec_lens: list[int] = []
+        tokens, tables = self._tokens, self._tables
         for seq in batch.seqs:
             sid, context = seq.seq_id, seq.context_tokens
-            tokens = self._tokens_of(sid, seq.request_id)
-            table = self._table(sid, seq.block_table)
+            if sid not in tokens:
+                self._start_seq(sid, seq.request_id)
+            row = tables.update(sid, seq.block_table)
+            have = tokens.length(sid)
             if seq.is_prefill:
-                if len(tokens) < context or (seq.samples and len(tokens) != context):
-                    raise ExecutorError(f"seq {sid}: prefill to {context} of {len(tokens)} tokens")
-                chunk = np.asarray(tokens[seq.start:context], dtype=np.int64)
-                prefills.append(PrefillWork(sid, chunk, seq.start, context, table, seq.samples))
+                if have < context or (seq.samples and have != context):
+                    raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
+                prefills.append(PrefillWork(sid, tokens.ids(sid)[seq.start:context], seq.start,
+                                            context, seq.samples))
+                pre_rows.append(row)
             else:
-                if len(tokens) != context:
-                    raise ExecutorError(f"seq {sid}: decode to {context} with {len(tokens)} tokens")
-                for column, value in zip(rows, (sid, tokens[-1], context, table)):
-                    column.append(value)
-        decode = DecodeWork(rows[0], np.asarray(rows[1], np.int64), np.asarray(rows[2], np.int64),
-                            rows[3])
-        return prefills, decode
+                if have != context:
+                    raise ExecutorError(f"seq {sid}: decode to {context} with {have} tokens")
+                dec_ids.append(sid)
+                dec_rows.append(row)
+                dec_lens.append(context)
+        lens = np.asarray(dec_lens, np.int64)
+        last = [tokens.last(sid) for sid in dec_ids]
+        decode = DecodeWork(dec_ids, np.asarray(last, np.int64), lens)
+        contexts = np.fromiter((w.context for w in prefills), np.int64, len(prefills))
+        bs = self.pool.block_size
+        tables_out = tables.gather(np.asarray(pre_rows + dec_rows, np.int64),
+                                   -(-np.concatenate([contexts, lens]) // bs))
+        return prefills, decode, tables_out
 
     def _copy(self, copies: list[BlockCopy]) -> None:
         """Apply block copies decided by the allocator (one gather and one scatter)."""
@@ -275,7 +307,7 @@ class GpuExecutor:
         """Save a sequence's written KV in the host swap space; its slots are the allocator's
         again."""
         self.swap.save(op.seq_id, self.pool.read_slots(self.pool.index(self._op_slots(op))))
-        self._tables.pop(op.seq_id, None)
+        self._tables.drop(op.seq_id)
         self._swaps[0] += 1
 
     def _swap_in(self, op: SwapOp) -> None:

@@ -8,7 +8,9 @@ the device busy back to back, as serving engines do.
 
 Inputs live in fixed device buffers: token ids, positions, slot ids and context lengths in one
 int64 block, the block tables in an int32 block of a fixed width (the longest sequence the
-trace can produce). Padding rows write nowhere (slot -1) and attend to nothing (length 0).
+trace can produce). Only the columns the step's longest sequence uses travel: they go to a
+staging buffer in one copy and into the fixed block on the device (a page-1 allocator's
+tables are long). Padding rows write nowhere (slot -1) and attend to nothing (length 0).
 The graphs bake in the addresses of the KV pool's segment tables, which the Triton backend
 updates in place, so segments may come and go between replays; a new table object (the pool
 went empty and was rebuilt) makes them recapture.
@@ -18,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.gpu.batching import DecodeWork, TABLE_WIDTH_MULTIPLE
+from harness.gpu.batching import DecodeWork
+from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, StepInputs
 
@@ -37,22 +40,22 @@ class DecodeGraphs:
         self.decoder = decoder
         self.pool = pool
         self.max_batch = max_batch
-        width = -(-max_context // pool.block_size)
-        self.width = -(-width // TABLE_WIDTH_MULTIPLE) * TABLE_WIDTH_MULTIPLE
+        self.width = round_width(-(-max_context // pool.block_size))
         self.buckets = batch_buckets(max_batch)
         device = decoder.weights.embed.device
         # Rows: token ids, positions, slot ids, context lengths.
         self._meta = torch.zeros(4, max_batch, dtype=torch.int64, device=device)
         self._tables = torch.zeros(max_batch, self.width, dtype=torch.int32, device=device)
+        self._staging = torch.zeros(max_batch * self.width, dtype=torch.int32, device=device)
         self._meta_host = torch.zeros(4, max_batch, dtype=torch.int64).pin_memory()
-        self._tables_host = torch.zeros(max_batch, self.width, dtype=torch.int32).pin_memory()
+        self._tables_host = torch.zeros(max_batch * self.width, dtype=torch.int32).pin_memory()
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None
         self.captures = 0
 
     def fits(self, decode: DecodeWork) -> bool:
-        return len(decode.seq_ids) <= self.max_batch and max(decode.context_lens) <= \
+        return len(decode.seq_ids) <= self.max_batch and int(decode.context_lens.max()) <= \
             self.width * self.pool.block_size
 
     def prepare(self, batch: int) -> None:
@@ -65,25 +68,28 @@ class DecodeGraphs:
         if bucket not in self._graphs:
             self._graphs[bucket] = self._capture(bucket)
 
-    def run(self, decode: DecodeWork) -> torch.Tensor:
-        """Greedy next tokens [B] of a decode-only step (prepare() first)."""
+    def run(self, decode: DecodeWork, tables: np.ndarray) -> torch.Tensor:
+        """Greedy next tokens [B] of a decode-only step (prepare() first); tables: [B, W]
+        int32 block tables, W <= self.width."""
         b = len(decode.seq_ids)
         bucket = self._bucket(b)
+        width = tables.shape[1]
         meta = self._meta_host.numpy()
-        meta[:, :bucket] = 0
+        meta[:, b:bucket] = 0
         meta[2, b:bucket] = -1
         lens = decode.context_lens
         bs = self.pool.block_size
-        tables = self._tables_host.numpy()  # entries past a row's blocks are never read
-        for row, (table, n) in enumerate(zip(decode.block_tables, ((lens + bs - 1) // bs).tolist())):
-            tables[row, :n] = table[:n]
         last = lens - 1
         meta[0, :b] = decode.tokens
         meta[1, :b] = last
         meta[2, :b] = tables[np.arange(b), last // bs].astype(np.int64) * bs + last % bs
         meta[3, :b] = lens
+        flat = self._tables_host.numpy()[: b * width].reshape(b, width)
+        flat[:] = tables
         self._meta[:, :bucket].copy_(self._meta_host[:, :bucket], non_blocking=True)
-        self._tables[:bucket].copy_(self._tables_host[:bucket], non_blocking=True)
+        staged = self._staging[: b * width]
+        staged.copy_(self._tables_host[: b * width], non_blocking=True)
+        self._tables[:b, :width].copy_(staged.view(b, width))
         graph, tokens = self._graphs[bucket]
         graph.replay()
         return tokens[:b]

@@ -130,16 +130,22 @@ class KVPool:
     def layer(self, layer: int) -> LayerCache:
         return self._layers[layer]
 
-    def index(self, slots: np.ndarray) -> SlotIndex:
-        """Split host slot ids by segment once, so every layer reuses the device indices."""
+    def index(self, slots: np.ndarray, *, by_segment: bool = True) -> SlotIndex:
+        """Split host slot ids by segment once, so every layer reuses the device indices; a
+        kernel that reads the segment table itself needs no split (by_segment=False: parts
+        is empty)."""
         slots = np.asarray(slots, dtype=np.int64)
         device_slots = torch.from_numpy(slots).to(self.device, non_blocking=True)
         sps = self.slots_per_segment
         seg_of = slots // sps
+        if not by_segment:
+            live = np.zeros(max(self._tensors, default=-1) + 1, dtype=bool)
+            live[list(self._tensors)] = True
+            if seg_of.size and (seg_of.max() >= live.size or not live[seg_of].all()):
+                self._missing(np.unique(seg_of))
+            return SlotIndex(device_slots, ())
         found = np.unique(seg_of)
-        missing = [int(s) for s in found if int(s) not in self._tensors]
-        if missing:
-            raise SegmentMismatch(f"slots reference segments {missing} with no tensor behind them")
+        self._missing(found)
         if found.size == 1:
             seg = int(found[0])
             return SlotIndex(device_slots, ((seg, device_slots - seg * sps, None),))
@@ -149,6 +155,11 @@ class KVPool:
             local = torch.from_numpy(slots[rows] - seg * sps).to(self.device, non_blocking=True)
             parts.append((seg, local, torch.from_numpy(rows).to(self.device, non_blocking=True)))
         return SlotIndex(device_slots, tuple(parts))
+
+    def _missing(self, found: np.ndarray) -> None:
+        missing = [int(s) for s in found if int(s) not in self._tensors]
+        if missing:
+            raise SegmentMismatch(f"slots reference segments {missing} with no tensor behind them")
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, where: SlotIndex) -> None:
         """Store one layer's K/V rows [n, Hkv, D] at the slots of `where` (torch indexing; a

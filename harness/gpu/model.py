@@ -190,19 +190,23 @@ class Decoder:
         return self.config.rms_norm_eps
 
     def _rotary(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos and a sign-folded sin: rotate_half(x) * sin == halves_swapped(x) * signed_sin
+        exactly (negation is exact), in two kernels fewer per use."""
         freqs = positions[:, None].float() * self._inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype)[:, None, :], emb.sin().to(dtype)[:, None, :]
+        sin = emb.sin()
+        signed = torch.cat((-sin[:, : freqs.shape[1]], sin[:, freqs.shape[1]:]), dim=-1)
+        return emb.cos().to(dtype)[:, None, :], signed.to(dtype)[:, None, :]
 
     def _attention(self, layer, lw, x, cos, sin, step: StepInputs, pool: KVPool) -> torch.Tensor:
         c = self.config
         q_width, kv_width = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
         qkv = F.linear(x, lw.qkv)
-        q = qkv[:, :q_width].view(-1, c.num_heads, c.head_dim)
-        k = qkv[:, q_width : q_width + kv_width].view(-1, c.num_kv_heads, c.head_dim)
+        # Queries and keys rotate together: one set of elementwise kernels for both.
+        qk = qkv[:, : q_width + kv_width].view(-1, c.num_heads + c.num_kv_heads, c.head_dim)
+        qk = qk * cos + _swap_halves(qk) * sin
+        q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
         v = qkv[:, q_width + kv_width :].view(-1, c.num_kv_heads, c.head_dim)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
         self.backend.write(pool, layer, k, v, step.slot_mapping)
 
         n_pre = step.num_prefill_tokens
@@ -226,9 +230,9 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * h.to(x.dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """[x2, x1] for x = [x1, x2] along the last dimension (rotate_half without the sign)."""
+    return x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
 
 
 def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from allocators import make_allocator  # noqa: E402
-from harness.gpu.batching import DecodeWork, PrefillWork, build_step, pad_tables  # noqa: E402
+from harness.gpu.batching import (  # noqa: E402
+    DecodeWork, PrefillWork, layout_step, pad_tables, to_device,
+)
+from harness.gpu.host_state import TableRows, TokenStore  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
 
@@ -19,22 +22,31 @@ def test_mixed_step_rows_slots_and_prefill_batch():
                   head_dim=16, dtype=torch.float32, device="cpu")
     rng = np.random.default_rng(0)
     spans = [(0, 5, True), (8, 19, False), (3, 4, True)]  # (start, context, samples)
-    work, decode_tables = [], []
+    work, decode_tables, prefill_tables = [], [], []
     for sid, (start, context, sample) in enumerate(spans):
         alloc.allocate(sid, context)
         table = np.asarray(alloc.layout(sid).block_table, np.int64)
         tokens = rng.integers(1, 100, context - start)
-        work.append(PrefillWork(sid, tokens, start, context, table, sample))
+        work.append(PrefillWork(sid, tokens, start, context, sample))
+        prefill_tables.append(table)
     decode_lens = np.array([7, 1])
     for sid, n in zip((10, 11), decode_lens):
         alloc.allocate(sid, int(n))
         decode_tables.append(np.asarray(alloc.layout(sid).block_table, np.int64))
     pool.sync(list(alloc.segments()), [])
-    decode = DecodeWork([10, 11], np.array([5, 6]), decode_lens, decode_tables)
-    step, sampled = build_step(work, decode, pool, torch.device("cpu"))
+    decode = DecodeWork([10, 11], np.array([5, 6]), decode_lens)
+    all_tables = prefill_tables + decode_tables
+    rows = TableRows(rows=2, width=2)  # both grow
+    for sid, table in zip((0, 1, 2, 10, 11), all_tables):
+        rows.update(sid, tuple(table.tolist()))
+    lens = np.array([c for _, c, _ in spans] + decode_lens.tolist())
+    padded = rows.gather(np.arange(5), -(-lens // bs))
+    host = layout_step(work, decode, padded, bs)
+    step, sampled = to_device(host, pool, torch.device("cpu"), by_segment=False), host.sampled
+    assert step.slot_mapping.parts == ()
 
     positions = [np.arange(s, c) for s, c, _ in spans] + [decode_lens - 1]
-    tables = [w.block_table for w in work] + decode_tables
+    tables = all_tables
     rows = [np.full(len(p), i) for i, p in enumerate(positions[:3])] + [np.array([3, 4])]
     pos = np.concatenate(positions)
     slots = np.concatenate([np.array([tables[r][p // bs] * bs + p % bs for r, p in
@@ -58,3 +70,27 @@ def test_pad_tables_rounds_width_and_zero_fills():
     out = pad_tables([np.array([3, 4, 5]), np.array([7])], np.array([2, 1]))
     assert out.shape == (2, 16) and out.dtype == np.int32
     assert out[0, :3].tolist() == [3, 4, 0] and out[1, :2].tolist() == [7, 0]
+
+
+def test_table_rows_follow_tail_changes_and_reuse_rows():
+    rows = TableRows(rows=1, width=1)
+    a = rows.update(7, (4, 5))
+    assert rows.update(7, (4, 9, 10)) == a  # copy-on-write of the last block, then a new one
+    b = rows.update(8, (1,))
+    assert rows.gather(np.array([a, b]), np.array([3, 1]))[:, :3].tolist() == [[4, 9, 10],
+                                                                              [1, 0, 0]]
+    rows.update(7, (4,))  # truncated
+    rows.drop(7)
+    assert rows.update(9, (2, 3)) == a
+    assert rows.gather(np.array([a]), np.array([2]))[0, :2].tolist() == [2, 3]
+
+
+def test_token_store_appends_forks_and_truncates():
+    store = TokenStore()
+    store.start(1, np.array([3, 4]), capacity=2)
+    store.append([1], [5])  # past the capacity: grows
+    store.fork(1, 2)
+    store.append([2, 1], [6, 7])
+    assert store.ids(1).tolist() == [3, 4, 5, 7] and store.ids(2).tolist() == [3, 4, 5, 6]
+    store.truncate(2, 1)
+    assert store.last(2) == 3 and store.length(2) == 1

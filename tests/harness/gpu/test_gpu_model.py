@@ -11,7 +11,9 @@ torch = pytest.importorskip("torch")
 from allocators import make_allocator  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
-from harness.gpu.batching import DecodeWork, PrefillWork, build_step  # noqa: E402
+from harness.gpu.batching import (  # noqa: E402
+    DecodeWork, PrefillWork, layout_step, pad_tables, to_device,
+)
 from harness.gpu.model import DecoderConfig, random_weights  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
 
@@ -48,14 +50,15 @@ def test_prefill_logits_match_transformers(tiny_decoder):
     alloc = make_allocator("paged", 256, block_size=4)
     pool = KVPool(KVGeometry(4, alloc.blocks_per_segment, 256), num_layers=2, num_kv_heads=2,
                   head_dim=16, dtype=torch.float32, device="cpu")
-    work = []
+    work, tables = [], []
     for sid, prompt in enumerate(prompts):
         alloc.allocate(sid, len(prompt))
-        table = np.asarray(alloc.layout(sid).block_table, np.int64)
-        work.append(PrefillWork(sid, prompt.astype(np.int64), 0, len(prompt), table, True))
+        tables.append(np.asarray(alloc.layout(sid).block_table, np.int64))
+        work.append(PrefillWork(sid, prompt.astype(np.int64), 0, len(prompt), True))
     pool.sync(list(alloc.segments()), [])
-    no_decode = DecodeWork([], np.zeros(0, np.int64), np.zeros(0, np.int64), [])
-    step, _ = build_step(work, no_decode, pool, torch.device("cpu"))
+    no_decode = DecodeWork([], np.zeros(0, np.int64), np.zeros(0, np.int64))
+    padded = pad_tables(tables, np.array([len(t) for t in tables]))
+    step = to_device(layout_step(work, no_decode, padded, 4), pool, torch.device("cpu"))
     step = dataclasses.replace(step, logit_rows=torch.arange(step.num_prefill_tokens))
     logits = tiny_decoder.forward(step, pool)
     hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)

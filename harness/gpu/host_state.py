@@ -1,0 +1,123 @@
+"""What the GPU executor keeps of each sequence on the host, in arrays a step can gather at once.
+
+Token ids: one growable int64 array per sequence (the prompt, then the greedy samples), so a
+prefill chunk is a view and a decode input a single read. Block tables: one row per sequence
+holding KV in a shared int32 array, updated only where the allocator's table changed, so that
+a step's padded block tables are one fancy-indexing gather instead of a conversion per sequence.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TABLE_WIDTH_MULTIPLE = 16  # one kernel specialisation for the row stride (Triton: 16 | stride)
+
+
+class TokenStore:
+    """Each sequence's token ids; capacity grows by doubling."""
+
+    def __init__(self) -> None:
+        self._ids: dict[int, np.ndarray] = {}
+        self._len: dict[int, int] = {}
+
+    def __contains__(self, seq_id: int) -> bool:
+        return seq_id in self._ids
+
+    def start(self, seq_id: int, prompt: np.ndarray, capacity: int) -> None:
+        ids = np.zeros(max(capacity, len(prompt), 1), dtype=np.int64)
+        ids[: len(prompt)] = prompt
+        self._ids[seq_id], self._len[seq_id] = ids, len(prompt)
+
+    def fork(self, parent: int, child: int) -> None:
+        self._ids[child] = self._ids[parent].copy()
+        self._len[child] = self._len[parent]
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        self._len[seq_id] = min(self._len[seq_id], length)
+
+    def length(self, seq_id: int) -> int:
+        return self._len[seq_id]
+
+    def ids(self, seq_id: int) -> np.ndarray:
+        """A view of the sequence's token ids (valid until the next append)."""
+        return self._ids[seq_id][: self._len[seq_id]]
+
+    def last(self, seq_id: int) -> int:
+        return int(self._ids[seq_id][self._len[seq_id] - 1])
+
+    def append(self, seq_ids: list[int], tokens: list[int]) -> None:
+        ids, lens = self._ids, self._len
+        for sid, token in zip(seq_ids, tokens):
+            n = lens[sid]
+            buf = ids[sid]
+            if n == len(buf):
+                buf = ids[sid] = np.concatenate([buf, np.zeros_like(buf)])
+            buf[n] = token
+            lens[sid] = n + 1
+
+    def seq_ids(self) -> list[int]:
+        return list(self._ids)
+
+
+class TableRows:
+    """The block tables of the sequences holding KV, one row each of one int32 array.
+
+    The allocator changes a live sequence's table only at its tail: extending appends blocks,
+    copy-on-write replaces the last one, truncation drops from the end. A table new since the
+    last step is therefore rewritten from the last entry seen; a table that is the very object
+    seen last costs nothing. A sequence whose KV is freed (finished, preempted for recompute,
+    swapped out) is dropped, so its next table is written whole.
+    """
+
+    def __init__(self, rows: int = 64, width: int = 64) -> None:
+        self._rows = np.zeros((rows, width), dtype=np.int32)
+        self._row_of: dict[int, int] = {}
+        self._seen: dict[int, tuple[int, ...]] = {}
+        self._free: list[int] = list(range(rows - 1, -1, -1))
+
+    def update(self, seq_id: int, table: tuple[int, ...]) -> int:
+        """The row of a sequence, holding its current block table."""
+        seen = self._seen.get(seq_id)
+        row = self._row_of.get(seq_id)
+        if seen is table:
+            return row
+        if row is None:
+            row = self._row_of[seq_id] = self._take_row()
+            keep = 0
+        else:
+            keep = max(min(len(seen), len(table)) - 1, 0)
+        if len(table) > self._rows.shape[1]:
+            self._grow(width=2 * len(table))
+        self._rows[row, keep : len(table)] = table[keep:]
+        self._seen[seq_id] = table
+        return row
+
+    def drop(self, seq_id: int) -> None:
+        row = self._row_of.pop(seq_id, None)
+        self._seen.pop(seq_id, None)
+        if row is not None:
+            self._free.append(row)
+
+    def gather(self, rows: np.ndarray, num_blocks: np.ndarray) -> np.ndarray:
+        """[len(rows), W] int32: the first num_blocks[i] entries of each row (what follows is
+        never read); W is the largest num_blocks rounded up to TABLE_WIDTH_MULTIPLE."""
+        width = round_width(int(num_blocks.max(initial=1)))
+        if width > self._rows.shape[1]:
+            self._grow(width=width)
+        return self._rows[rows, :width]
+
+    def _take_row(self) -> int:
+        if not self._free:
+            self._grow(rows=2 * self._rows.shape[0])
+        return self._free.pop()
+
+    def _grow(self, *, rows: int = 0, width: int = 0) -> None:
+        old = self._rows
+        new = np.zeros((max(rows, old.shape[0]), max(round_width(width), old.shape[1])), np.int32)
+        new[: old.shape[0], : old.shape[1]] = old
+        self._free.extend(range(new.shape[0] - 1, old.shape[0] - 1, -1))
+        self._rows = new
+
+
+def round_width(width: int) -> int:
+    width = max(width, 1)
+    return -(-width // TABLE_WIDTH_MULTIPLE) * TABLE_WIDTH_MULTIPLE
