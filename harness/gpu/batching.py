@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.gpu.host_state import TABLE_WIDTH_MULTIPLE, round_width  # noqa: F401 (re-export)
+from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.model import PrefillBatch, PrefillChunk, StepInputs
 
