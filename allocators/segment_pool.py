@@ -123,7 +123,7 @@ class SegmentPool:
         can be released; spreading new units evenly would keep every segment partly used and
         none could ever be given back."""
         if count == 1:  # a decode step: the quick paths of the general one below
-            if self._target_free or self._next_partial():
+            if self._target_free or (self._partial and self._next_partial()):
                 return [self._take_one()]
             if not self._num_empty:
                 return [self._grow_one()]
@@ -237,8 +237,9 @@ class SegmentPool:
         return list(range(first, first + count))
 
     def _grow_one(self) -> int:
-        """The first unit of a new segment when no segment is a target: _take_one_whole(1,
+        """The first unit of a new segment, when no live segment has a free one: _take_one_whole(1,
         grow=True) in one function, since with one-unit segments every decode step does it."""
+        self._end_turn()
         segment_id = self._dead.find(1, self._lowest_dead)
         self._dead[segment_id] = 0
         self._lowest_dead = segment_id + 1
@@ -342,8 +343,10 @@ class SegmentPool:
         so a segment emptied by an eviction and refilled in the same operation stays put)."""
         if not self._maybe_empty:
             return
-        segment_ids = np.unique(np.concatenate(self._maybe_empty))
-        self._maybe_empty.clear()
+        emptied = self._maybe_empty
+        # Each array is sorted and unique; together they may repeat a segment emptied twice.
+        segment_ids = emptied[0] if len(emptied) == 1 else np.unique(np.concatenate(emptied))
+        self._maybe_empty = []
         segment_ids = segment_ids[self._empty_view[segment_ids]]
         if not segment_ids.size:
             return
