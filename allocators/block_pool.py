@@ -326,11 +326,12 @@ class BlockPoolAllocator(Allocator):
     def _decode_step(self, seq: _Seq) -> bool:
         """Write one token on the quick path of a decode step, if it applies; return whether it
         did. The caller checked that no prefix entry is left to register. The general path is
-        needed for a shared tail (copy-on-write) and for a new unit that no live segment has free
-        (a new segment, or evictions); what is done here is what it would do, step by step."""
+        needed for a shared tail (copy-on-write) and for a new unit that only an eviction can
+        provide; what is done here is what it would do, step by step. A new unit may come from a
+        new segment: with one-token segments that is every decode step."""
         length = seq.length
         if not length % self._unit:  # the tail is full: the token starts a new unit
-            if not self._pool.free:
+            if not (self._pool.free or self._pool.unbacked):
                 return False
             seq.units.extend(self._pool.take(1))
             self._advance(seq, 1)

@@ -1,4 +1,4 @@
-"""Speed of the engine's hot path: the first 500 Azure conversation requests through paged.
+"""Speed of the engine's hot path: the first Azure conversation requests through an allocator.
 
 Run with `python -m pytest tests/benchmarks/test_bench_simulate.py --benchmark-enable`.
 """
@@ -13,8 +13,13 @@ workloads = pytest.importorskip("workloads")
 
 
 @pytest.fixture(scope="module")
-def azure_slice():
-    return workloads.take(workloads.load_trace("azure-conv"), 500)
+def azure_trace():
+    return workloads.load_trace("azure-conv")
+
+
+@pytest.fixture(scope="module")
+def azure_slice(azure_trace):
+    return workloads.take(azure_trace, 500)
 
 
 @pytest.mark.parametrize("allocator", ["paged", "static"])
@@ -22,3 +27,13 @@ def test_bench_simulate_azure_500(benchmark, azure_slice, allocator):
     config = RunConfig(allocator=AllocatorConfig(allocator))
     result = benchmark.pedantic(simulate, args=(config, azure_slice), rounds=3, iterations=1)
     assert result.summary["completed"] == 500
+
+
+@pytest.mark.parametrize("segment_tokens", [1, 16])
+def test_bench_simulate_segmented_small_segments_azure_300(benchmark, azure_trace, segment_tokens):
+    """Small segments mean many live segments: choosing the one to fill must not scan them all
+    (it did, and one-token segments never finished a replay)."""
+    requests = workloads.take(azure_trace, 300)
+    config = RunConfig(allocator=AllocatorConfig.of("segmented", segment_tokens=segment_tokens))
+    result = benchmark.pedantic(simulate, args=(config, requests), rounds=3, iterations=1)
+    assert result.summary["completed"] == 300
