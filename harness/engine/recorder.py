@@ -49,9 +49,12 @@ class Recorder:
 
     # request events, called by the scheduler
     def admitted(self, rid: int, t: float, hit_tokens: int) -> None:
+        """prefix_hit_tokens are the prompt tokens the cache held at the first admission: a
+        request admitted again after a preemption finds its own blocks, which is recompute
+        saved, not reuse, and would count the same prompt twice."""
         if math.isnan(self.admit_s[rid]):  # the first admission; later ones follow preemptions
             self.admit_s[rid] = t
-        self.prefix_hit_tokens[rid] += hit_tokens
+            self.prefix_hit_tokens[rid] = hit_tokens
 
     def first_token(self, rid: int, t: float) -> None:
         self.first_token_s[rid] = t
