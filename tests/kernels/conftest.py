@@ -3,7 +3,8 @@
 import math
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 
 @pytest.fixture

@@ -34,13 +34,14 @@ def test_requests_frame_fills_end_status_and_latencies(make_trace):
     recorder.rejected(1, "too long")
     recorder.admitted(2, 2.0, 16)
     recorder.preempted(2)
-    recorder.admitted(2, 2.5, 16)
+    recorder.admitted(2, 2.5, 12)
     requests = recorder.requests_frame({2: "running"})
     assert list(requests["status"]) == ["completed", "rejected", "running"]
     assert requests["ttft_s"][0] == 0.5 and math.isclose(requests["tpot_s"][0], 0.2)
     assert requests["e2e_s"][0] == 1.3 and math.isnan(requests["e2e_s"][2])
     assert requests["admit_s"][2] == 2.0  # the first admission
-    assert requests["prefix_hit_tokens"][2] == 32 and requests["preemptions"][2] == 1
+    # hits of the first admission: the second found the request's own blocks
+    assert requests["prefix_hit_tokens"][2] == 16 and requests["preemptions"][2] == 1
     assert requests["reason"][1] == "too long"
 
 
