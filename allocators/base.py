@@ -42,11 +42,6 @@ class Usage:
         """1 - largest_free_run / free: free memory one contiguous request cannot use."""
         return 1.0 - self.largest_free_run / self.free if self.free else 0.0
 
-    @property
-    def sharing_gain(self) -> float:
-        return self.logical / self.live if self.live else 1.0
-
-
 
 def split_allocated(allocated: int, length: int, final_length: int | None) -> tuple[int, int]:
     """Split a sequence's allocated-but-unwritten slots into (reserved, internal).

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from reports.load import NO_FACTS, AllocatorFacts
 from reports.schema import RESULTS_CSV, SWEEP_JSON, config_columns
-from reports.style import PLOT_AREA, RC, block_size_axis, new_page, note, page_legend, run_style
+from reports.style import PLOT_AREA, block_size_axis, new_page, note, page_legend, run_style
 
 DEFAULT_SLO_TTFT_S = 2.0
 
@@ -36,22 +36,6 @@ def load_results(sweep_dir: str | Path, facts: AllocatorFacts = NO_FACTS) -> pd.
     table = table[table["status"] == "ok"].copy()
     table["_rank"] = table["allocator"].map(facts.rank)
     return table.sort_values(["_rank", "cell"], kind="stable").drop(columns="_rank")
-
-
-def add_sweep_pages(pdf, sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
-                    facts: AllocatorFacts = NO_FACTS) -> int:
-    """Append the sweep pages of sweep_dir to an open PdfPages; return how many were added.
-
-    Fonts are embedded when the PdfPages closes, so open it inside `plt.rc_context(RC)` (as
-    reports.build does) for searchable TrueType text."""
-    import matplotlib.pyplot as plt
-
-    with plt.rc_context(RC):
-        figures = sweep_pages(sweep_dir, slo_ttft_s=slo_ttft_s, facts=facts)
-        for fig in figures:
-            pdf.savefig(fig)
-            plt.close(fig)
-    return len(figures)
 
 
 def sweep_pages(sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,

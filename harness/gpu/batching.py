@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.model import PrefillBatch, PrefillChunk, StepInputs
 
@@ -56,17 +55,6 @@ class HostStep:
 def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) -> np.ndarray:
     """Global slot ids of token positions: block_table[pos // bs] * bs + pos % bs."""
     return block_table[positions // block_size] * block_size + positions % block_size
-
-
-def pad_tables(tables: list[np.ndarray], num_blocks: np.ndarray, width: int = 0) -> np.ndarray:
-    """[B, W] int32, row i holding the first num_blocks[i] entries of tables[i] (zeros after);
-    W is max(num_blocks, width) rounded up to a multiple of TABLE_WIDTH_MULTIPLE."""
-    width = round_width(max(int(num_blocks.max(initial=0)), width, 1))
-    out = np.zeros((len(tables), width), dtype=np.int32)
-    if tables:
-        used = np.arange(width) < num_blocks[:, None]
-        out[used] = np.concatenate([t[:n] for t, n in zip(tables, num_blocks.tolist())])
-    return out
 
 
 def ragged_arange(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

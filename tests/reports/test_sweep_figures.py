@@ -10,7 +10,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from harness.sweep.grid import Grid, expand
 from harness.sweep.runner import LocalExecutor, run_sweep
 from reports.schema import SUMMARY_KEYS
-from reports.sweep_figures import add_sweep_pages, goodput, is_sweep_dir, load_results
+from reports.sweep_figures import goodput, is_sweep_dir, load_results, sweep_pages
 
 # p99 TTFT (s) per allocator at rate scales 1, 2, 4: paged fails from 4x, static from 2x, hybrid
 # never; segmented fails at 1x already.
@@ -49,6 +49,9 @@ def test_goodput_is_the_last_rate_scale_before_the_slo_is_missed(sweep_dir, fact
 
 def test_sweep_pages_are_added_to_a_pdf(sweep_dir, tmp_path):
     assert is_sweep_dir(sweep_dir)
+    figures = sweep_pages(sweep_dir, slo_ttft_s=2.0)
+    assert len(figures) == 2
     with PdfPages(tmp_path / "sweep.pdf") as pdf:
-        assert add_sweep_pages(pdf, sweep_dir, slo_ttft_s=2.0) == 2
+        for fig in figures:
+            pdf.savefig(fig)
     assert (tmp_path / "sweep.pdf").stat().st_size > 10_000

@@ -44,3 +44,19 @@ def small_trace():
     """small_trace(seed, num, *, n=None, prefix_hashes=None, chunk_tokens=0, max_prompt=40,
     max_output=12): a trace of ragged requests arriving within 10 ms."""
     return _small_trace
+
+
+@pytest.fixture
+def pad_tables():
+    """Block tables as one zero-padded int32 array, [B, W] with W rounded as the executor
+    rounds it: what the executor's TableRows hold, built directly."""
+    from harness.gpu.host_state import round_width
+
+    def pad(tables: list[np.ndarray], num_blocks: np.ndarray) -> np.ndarray:
+        width = round_width(max(int(num_blocks.max(initial=0)), 1))
+        out = np.zeros((len(tables), width), dtype=np.int32)
+        for row, (table, n) in enumerate(zip(tables, num_blocks.tolist())):
+            out[row, :n] = table[:n]
+        return out
+
+    return pad

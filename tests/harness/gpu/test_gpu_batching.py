@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from allocators import make_allocator  # noqa: E402
 from harness.gpu.batching import (  # noqa: E402
-    DecodeWork, PrefillWork, layout_step, pad_tables, to_device,
+    DecodeWork, PrefillWork, layout_step, to_device,
 )
 from harness.gpu.host_state import TableRows, TokenStore  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
@@ -64,12 +64,6 @@ def test_mixed_step_rows_slots_and_prefill_batch():
     assert step.context_lens.tolist() == [7, 1]
     assert step.block_tables[0, :2].tolist() == decode_tables[0][:2].tolist()
     assert step.logit_rows.tolist() == [4, 16, 17, 18] and sampled == [0, 2, 10, 11]
-
-
-def test_pad_tables_rounds_width_and_zero_fills():
-    out = pad_tables([np.array([3, 4, 5]), np.array([7])], np.array([2, 1]))
-    assert out.shape == (2, 16) and out.dtype == np.int32
-    assert out[0, :3].tolist() == [3, 4, 0] and out[1, :2].tolist() == [7, 0]
 
 
 def test_table_rows_follow_tail_changes_and_reuse_rows():

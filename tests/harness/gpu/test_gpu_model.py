@@ -12,7 +12,7 @@ from allocators import make_allocator  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
 from harness.gpu.batching import (  # noqa: E402
-    DecodeWork, PrefillWork, layout_step, pad_tables, to_device,
+    DecodeWork, PrefillWork, layout_step, to_device,
 )
 from harness.gpu.model import DecoderConfig, random_weights  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
@@ -41,7 +41,7 @@ def test_transformers_state_dict_is_views_of_our_tensors(tiny_decoder):
     assert theirs in ours
 
 
-def test_prefill_logits_match_transformers(tiny_decoder):
+def test_prefill_logits_match_transformers(tiny_decoder, pad_tables):
     pytest.importorskip("transformers")
     from harness.gpu.baseline import build_hf_model
 
