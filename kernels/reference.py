@@ -8,7 +8,9 @@ kernel in this package is tested against, so it must be obviously right rather t
 Cache layout (shared with kernels/paged_decode.py): segment s holds global blocks
 s * blocks_per_segment .. (s + 1) * blocks_per_segment - 1 as a tensor
 [blocks_per_segment, block_size, num_kv_heads, head_dim]; a segment id with no memory behind it
-is None in the list.
+is None in the list. A float8 e4m3 cache is dequantized (times its k_scale / v_scale,
+kernels/fp8.py) before anything else: the kernels must compute attention over exactly those
+values.
 """
 from __future__ import annotations
 
@@ -16,6 +18,24 @@ import math
 from typing import Sequence
 
 import torch
+
+from kernels.fp8 import FP8_DTYPE, FP8_MAX
+
+
+def quantize_kv(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [..., Hkv, D] / scale ([1] or [Hkv]) rounded to float8 e4m3, clamped to +-FP8_MAX."""
+    scaled = x.float() / scale.float().to(x.device).reshape(-1, 1)
+    return scaled.clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def dequantize_kv(segments: Sequence[torch.Tensor | None], scale: torch.Tensor | None,
+                  dtype: torch.dtype = torch.float64) -> list[torch.Tensor | None]:
+    """The values a float8 cache's segments stand for, times scale ([1] or [Hkv]), in dtype;
+    other segments as they are (scale must then be None)."""
+    if scale is None:
+        return list(segments)
+    return [None if t is None else t.to(dtype) * scale.to(t.device, dtype).reshape(-1, 1)
+            for t in segments]
 
 
 def gather_kv(
@@ -67,13 +87,19 @@ def reference_decode(
     blocks_per_segment: int,
     scale: float | None = None,
     compute_dtype: torch.dtype = torch.float32,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode attention of one query token per sequence over its paged KV, in compute_dtype.
 
     q [B, Hq, D]; returns [B, Hq, D] in compute_dtype. Hq must be a multiple of Hkv (GQA: query
     head h reads KV head h // (Hq // Hkv)). A sequence of context length 0 gets a zero output.
+    k_scale, v_scale: a float8 cache's scales, as paged_decode takes them.
     """
     batch, num_heads, head_dim = q.shape
+    k_segments = dequantize_kv(k_segments, k_scale, compute_dtype)
+    v_segments = dequantize_kv(v_segments, v_scale, compute_dtype)
     keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
     values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
     num_kv_heads = keys.shape[2]
@@ -101,14 +127,20 @@ def reference_prefill(
     blocks_per_segment: int,
     scale: float | None = None,
     compute_dtype: torch.dtype = torch.float32,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query chunks over their sequences' paged KV, in compute_dtype.
 
     q [T, Hq, D]: rows query_starts[p] .. query_starts[p+1]-1 are the last q_len tokens of
     sequence p, whose KV is context_lens[p] long (those tokens included); query token i sits
     at position context - q_len + i and attends keys 0 .. that position. Returns [T, Hq, D].
+    k_scale, v_scale: a float8 cache's scales, as paged_prefill takes them.
     """
     num_tokens, num_heads, head_dim = q.shape
+    k_segments = dequantize_kv(k_segments, k_scale, compute_dtype)
+    v_segments = dequantize_kv(v_segments, v_scale, compute_dtype)
     keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
     values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
     num_kv_heads = keys.shape[2]
