@@ -8,9 +8,8 @@ kernel in this package is tested against, so it must be obviously right rather t
 Cache layout (shared with kernels/paged_decode.py): segment s holds global blocks
 s * blocks_per_segment .. (s + 1) * blocks_per_segment - 1 as a tensor
 [blocks_per_segment, block_size, num_kv_heads, head_dim]; a segment id with no memory behind it
-is None in the list. A float8 e4m3 cache is dequantized (times its k_scale / v_scale,
-kernels/fp8.py) before anything else: the kernels must compute attention over exactly those
-values.
+is None in the list. A float8 e4m3 cache is gathered, then dequantized (times its k_scale /
+v_scale, kernels/fp8.py): the kernels must compute attention over exactly those values.
 """
 from __future__ import annotations
 
@@ -28,14 +27,21 @@ def quantize_kv(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return scaled.clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 
-def dequantize_kv(segments: Sequence[torch.Tensor | None], scale: torch.Tensor | None,
-                  dtype: torch.dtype = torch.float64) -> list[torch.Tensor | None]:
-    """The values a float8 cache's segments stand for, times scale ([1] or [Hkv]), in dtype;
-    other segments as they are (scale must then be None)."""
+def gather_dequantized(
+    segments: Sequence[torch.Tensor | None],
+    scale: torch.Tensor | None,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    blocks_per_segment: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """gather_kv, then, for a float8 cache (scale not None), the values it stands for in dtype:
+    times scale ([1] or [Hkv]). Gathered as bytes, since torch indexes few float8 operations."""
     if scale is None:
-        return list(segments)
-    return [None if t is None else t.to(dtype) * scale.to(t.device, dtype).reshape(-1, 1)
-            for t in segments]
+        return gather_kv(segments, block_tables, context_lens, blocks_per_segment)
+    raw = [None if t is None else t.view(torch.uint8) for t in segments]
+    tokens = gather_kv(raw, block_tables, context_lens, blocks_per_segment).view(FP8_DTYPE)
+    return tokens.to(dtype) * scale.to(tokens.device, dtype).reshape(-1, 1)
 
 
 def gather_kv(
@@ -98,10 +104,10 @@ def reference_decode(
     k_scale, v_scale: a float8 cache's scales, as paged_decode takes them.
     """
     batch, num_heads, head_dim = q.shape
-    k_segments = dequantize_kv(k_segments, k_scale, compute_dtype)
-    v_segments = dequantize_kv(v_segments, v_scale, compute_dtype)
-    keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
-    values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
+    keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
+                              blocks_per_segment, compute_dtype)
+    values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
+                                blocks_per_segment, compute_dtype)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -139,10 +145,10 @@ def reference_prefill(
     k_scale, v_scale: a float8 cache's scales, as paged_prefill takes them.
     """
     num_tokens, num_heads, head_dim = q.shape
-    k_segments = dequantize_kv(k_segments, k_scale, compute_dtype)
-    v_segments = dequantize_kv(v_segments, v_scale, compute_dtype)
-    keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
-    values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
+    keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
+                              blocks_per_segment, compute_dtype)
+    values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
+                                blocks_per_segment, compute_dtype)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
