@@ -12,10 +12,19 @@ Segments: the kernel addresses segment s through a SegmentTable (kernels/segment
 16-byte-aligned offsets from one base tensor per K and V.
 
 FP8 KV (kernels/fp8.py): a float8 e4m3 cache is loaded as it is stored, half the bytes of
-bfloat16, and converted to q's dtype, which holds every e4m3 value exactly. The scales are
-applied once per program (a program serves one KV head, and a scale is per tensor or per KV
-head): K's into the score scale, V's into the output. That equals multiplying every loaded
-element by its scale, with no rounding of the products to q's dtype before the dot.
+bfloat16, and converted to the dots' dtype, which holds every e4m3 value exactly: float16 under
+a bfloat16 or float16 q, since the GPU converts e4m3 to float16 in one instruction per pair of
+values but to bfloat16 only through float16, a second conversion per value that made the fp8
+kernel no faster than the bf16 one (benchmarks/results/paged_decode_fp8_h200.csv, notes). A
+bfloat16 q is converted to float16 once per program, exactly within float16's range and
+saturated outside +-65504, far beyond what attention queries hold; the probabilities go to the
+PV dot in float16 too. The scales are applied once per program (a program serves one KV head,
+and a scale is per tensor or per KV head): K's into the score scale, V's into the output. That
+equals multiplying every loaded element by its scale, with no rounding of the products before
+the dot. Over fp8 the loop still issues about half again the instructions per tile of bf16
+(conversions, byte-wise shared-memory reads into the dot layout) for half the bytes, so on an
+H200 it is bound by instruction issue rather than memory bandwidth and falls well short of
+twice the bf16 kernel's tokens per second; see the same table.
 
 Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
 share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
@@ -185,6 +194,12 @@ def round_to_bf16(x):
 
 
 @triton.jit
+def saturate_to_fp16(x):
+    """x as float16, clamped to float16's finite range rather than overflowing to inf."""
+    return tl.clamp(x.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
+
+
+@triton.jit
 def _decode_split_kernel(
     Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Context_lens, Out,
     Part_out, Part_lse, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, stride_ks,
@@ -193,7 +208,7 @@ def _decode_split_kernel(
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
-    KV_FP8: tl.constexpr,
+    KV_FP8: tl.constexpr, DOT_FP16: tl.constexpr,
 ):
     if USE_PDL:
         # The reduce kernel may be scheduled now; its programs wait in gdc_wait for this grid.
@@ -214,7 +229,9 @@ def _decode_split_kernel(
     heads = kv_head * GROUP + g
     q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=(g < GROUP)[:, None], other=0.0)
-    if EMULATE_BF16:
+    if DOT_FP16:
+        q = saturate_to_fp16(q)
+    elif EMULATE_BF16:
         q = q.to(tl.float32)
     bt_row = Block_tables + b.to(tl.int64) * stride_bt
     head_col = kv_head * HEAD_DIM + d
@@ -231,7 +248,7 @@ def _decode_split_kernel(
                                    BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
         k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
-        # fp8 to q's dtype, exact; float32 where the interpreter emulates bfloat16.
+        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
         k = k.to(q.dtype)
         v = v.to(q.dtype)
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
@@ -240,7 +257,7 @@ def _decode_split_kernel(
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(scores - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if EMULATE_BF16:
+        if EMULATE_BF16 and not DOT_FP16:
             p = round_to_bf16(p)
         else:
             p = p.to(v.dtype)
@@ -350,6 +367,7 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
         INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
         KV_FP8=is_fp8(shape.cache_dtype),
+        DOT_FP16=is_fp8(shape.cache_dtype) and dtype == torch.bfloat16,
     )
 
     def plan(splits: int) -> LaunchPlan:

@@ -8,8 +8,8 @@ fresh prompt, a chunk after a prefix-cache hit, a later chunk of a long prompt a
 recomputed prefix are all the same case. K/V are read through the block table and the segment
 table exactly as kernels/paged_decode.py reads them (shared tile_rows), so no context is
 gathered and no KV head is repeated. A float8 e4m3 cache is dequantized as paged_decode
-dequantizes it: K/V converted to q's dtype on load, K's scale folded into the score scale and
-V's into the output.
+dequantizes it: K/V converted to the dots' dtype on load (float16 under a bfloat16 q), K's scale
+folded into the score scale and V's into the output.
 
 Algorithm (flash attention, forward): grid (query tile, kv_head). A tile holds BLOCK_Q query
 tokens times the query heads of one KV head (GQA), BLOCK_M = BLOCK_Q * BLOCK_G rows, so every
@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.paged_decode import LOG2E, round_to_bf16, tile_rows
+from kernels.paged_decode import LOG2E, round_to_bf16, saturate_to_fp16, tile_rows
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
@@ -72,7 +72,8 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
             start, end, qk_scale,
             CAUSAL: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
-            ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr):
+            ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+            DOT_FP16: tl.constexpr):
     """Online softmax of the tile's rows over keys start..end-1 (start a multiple of BLOCK_N).
     Without CAUSAL every key is visible to every row and end is a multiple of BLOCK_N."""
     for tile in range(start, end, BLOCK_N):
@@ -88,7 +89,7 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
         else:
             k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
             v = tl.load(V_base + v_rows[:, None] + head_col[None, :])
-        # fp8 to q's dtype, exact; float32 where the interpreter emulates bfloat16.
+        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
         k = k.to(q.dtype)
         v = v.to(q.dtype)
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
@@ -101,7 +102,7 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(scores - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if EMULATE_BF16:
+        if EMULATE_BF16 and not DOT_FP16:
             p = round_to_bf16(p)
         else:
             p = p.to(v.dtype)
@@ -119,6 +120,7 @@ def _prefill_kernel(
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, KV_FP8: tl.constexpr,
+    DOT_FP16: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = BLOCK_Q * BLOCK_G
     TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
@@ -154,7 +156,9 @@ def _prefill_kernel(
     row_t = (q_start + q_idx).to(tl.int64)
     q = tl.load(Q + row_t[:, None] * stride_qt + heads[:, None] * stride_qh + d[None, :],
                 mask=row_valid[:, None], other=0.0)
-    if EMULATE_BF16:
+    if DOT_FP16:
+        q = saturate_to_fp16(q)
+    elif EMULATE_BF16:
         q = q.to(tl.float32)
     bt_row = Block_tables + seq.to(tl.int64) * stride_bt
     head_col = kv_head * HEAD_DIM + d
@@ -169,13 +173,13 @@ def _prefill_kernel(
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, 0, full_end, qk_scale, False, BLOCK_SIZE,
                             BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16)
+                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16)
     # The diagonal: up to one past the tile's last valid position.
     end = prefix + tl.minimum(q_len, first_q + BLOCK_Q)
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, full_end, end, qk_scale, True, BLOCK_SIZE,
                             BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16)
+                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16)
 
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)
@@ -223,6 +227,7 @@ def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: i
         INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
         KV_FP8=is_fp8(cache_dtype),
+        DOT_FP16=is_fp8(cache_dtype) and dtype == torch.bfloat16,
     )
     return PrefillPlan(config, block_q, tuple(sorted(consts.items())))
 
