@@ -11,6 +11,21 @@ at 96-100% of SDPA on a contiguous heads-major cache at block_size 1, 64 and 256
 Segments: the kernel addresses segment s through a SegmentTable (kernels/segments.py) of
 16-byte-aligned offsets from one base tensor per K and V.
 
+FP8 KV (kernels/fp8.py): a float8 e4m3 cache is loaded as it is stored, half the bytes of
+bfloat16, and converted to the dots' dtype, which holds every e4m3 value exactly: float16 under
+a bfloat16 or float16 q, since the GPU converts e4m3 to float16 in one instruction per pair of
+values but to bfloat16 only through float16, a second conversion per value that made the fp8
+kernel no faster than the bf16 one (benchmarks/results/paged_decode_fp8_h200.csv, notes). A
+bfloat16 q is converted to float16 once per program, exactly within float16's range and
+saturated outside +-65504, far beyond what attention queries hold; the probabilities go to the
+PV dot in float16 too. The scales are applied once per program (a program serves one KV head,
+and a scale is per tensor or per KV head): K's into the score scale, V's into the output. That
+equals multiplying every loaded element by its scale, with no rounding of the products before
+the dot. Over fp8 the loop still issues about half again the instructions per tile of bf16
+(conversions, byte-wise shared-memory reads into the dot layout) for half the bytes, so on an
+H200 it is bound by instruction issue rather than memory bandwidth and falls well short of
+twice the bf16 kernel's tokens per second; see the same table.
+
 Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
 share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
 tokens with an online softmax in base 2, and writes either the output (one split) or a
@@ -31,6 +46,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 LOG2E = 1.4426950408889634
@@ -178,13 +194,21 @@ def round_to_bf16(x):
 
 
 @triton.jit
+def saturate_to_fp16(x):
+    """x as float16, clamped to float16's finite range rather than overflowing to inf."""
+    return tl.clamp(x.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
+
+
+@triton.jit
 def _decode_split_kernel(
-    Q, K_base, V_base, K_offsets, V_offsets, Block_tables, Context_lens, Out, Part_out, Part_lse,
-    stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, qk_scale, num_splits,
+    Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Context_lens, Out,
+    Part_out, Part_lse, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, stride_ks,
+    stride_vs, qk_scale, num_splits,
     SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
+    KV_FP8: tl.constexpr, DOT_FP16: tl.constexpr,
 ):
     if USE_PDL:
         # The reduce kernel may be scheduled now; its programs wait in gdc_wait for this grid.
@@ -205,10 +229,14 @@ def _decode_split_kernel(
     heads = kv_head * GROUP + g
     q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=(g < GROUP)[:, None], other=0.0)
-    if EMULATE_BF16:
+    if DOT_FP16:
+        q = saturate_to_fp16(q)
+    elif EMULATE_BF16:
         q = q.to(tl.float32)
     bt_row = Block_tables + b.to(tl.int64) * stride_bt
     head_col = kv_head * HEAD_DIM + d
+    if KV_FP8:
+        qk_scale = qk_scale * tl.load(K_scale + kv_head * stride_ks)
 
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
@@ -220,22 +248,24 @@ def _decode_split_kernel(
                                    BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
         k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
-        if EMULATE_BF16:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
+        k = k.to(q.dtype)
+        v = v.to(q.dtype)
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
         scores = tl.where(valid[None, :], scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(scores - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if EMULATE_BF16:
+        if EMULATE_BF16 and not DOT_FP16:
             p = round_to_bf16(p)
         else:
             p = p.to(v.dtype)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
         m_i = m_new
 
+    if KV_FP8:
+        acc = acc * tl.load(V_scale + kv_head * stride_vs)
     has_tokens = l_i > 0
     out = acc / tl.where(has_tokens, l_i, 1.0)[:, None]
     row_mask = (g < GROUP)[:, None]
@@ -297,7 +327,7 @@ class DecodeShape:
     num_kv_heads: int
     block_size: int
     blocks_per_segment: int
-    cache_element_size: int
+    cache_dtype: torch.dtype
     table_width: int
     table_stride: int
 
@@ -305,7 +335,7 @@ class DecodeShape:
     def of(cls, q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor) -> DecodeShape:
         return cls(q.shape[0], q.shape[1], q.shape[2], (q.stride(0), q.stride(1)), q.dtype,
                    q.device, table.num_kv_heads, table.block_size, table.blocks_per_segment,
-                   table.k_base.element_size(), block_tables.shape[1], block_tables.stride(0))
+                   table.dtype, block_tables.shape[1], block_tables.stride(0))
 
 
 def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
@@ -315,8 +345,7 @@ def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor
     Reads no tensor data; the plan is cached per DecodeShape, since choosing the split count
     takes far longer on the host than a small decode kernel runs. The returned plan is shared:
     do not change its constexprs."""
-    if table.dtype != q.dtype:
-        raise KVLayoutError(f"q is {q.dtype} but the cache is {table.dtype}")
+    check_query_dtype(q.dtype, table.dtype)
     return plan_for_shape(DecodeShape.of(q, table, block_tables), num_splits, config)
 
 
@@ -334,9 +363,11 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=shape.head_dim,
         NUM_KV_HEADS=shape.num_kv_heads, BLOCK_SIZE=shape.block_size,
         BLOCKS_PER_SEGMENT=shape.blocks_per_segment,
-        ALIGN=ALIGN_BYTES // shape.cache_element_size,
+        ALIGN=ALIGN_BYTES // shape.cache_dtype.itemsize,
         INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
+        KV_FP8=is_fp8(shape.cache_dtype),
+        DOT_FP16=is_fp8(shape.cache_dtype) and dtype == torch.bfloat16,
     )
 
     def plan(splits: int) -> LaunchPlan:
@@ -354,9 +385,11 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
         if key not in occupancy:
             partial = torch.float32 if splits > 1 else dtype
             q_strides = shape.q_strides
-            signature = (dtype, dtype, dtype, torch.int64, torch.int64, torch.int32,
+            cache = shape.cache_dtype
+            scale = torch.float32 if is_fp8(cache) else dtype
+            signature = (dtype, cache, cache, torch.int64, torch.int64, scale, scale, torch.int32,
                          torch.int32, dtype, partial, partial, *q_strides, shape.table_stride,
-                         *q_strides, 1.0, min(splits, 2))
+                         *q_strides, 0, 0, 1.0, min(splits, 2))
             occupancy[key] = _programs_per_sm(
                 device, signature, tuple(sorted(candidate.constexprs.items())),
                 candidate.config.num_warps, candidate.config.num_stages)
@@ -381,6 +414,8 @@ def paged_decode(
     *,
     table: SegmentTable | None = None,
     config: DecodeConfig | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of one query token per sequence over its paged KV: out [B, Hq, D] in q's dtype.
 
@@ -393,9 +428,15 @@ def paged_decode(
     time, triton 3.6 on an H100 machine, five times the device time of a 1x4096 decode). From
     Hopper on, the reduce kernel is a programmatic dependent launch: it is scheduled while the
     split kernel runs and waits for it on the GPU.
+
+    A float8_e4m3fn cache (written by kernels.kv_write.write_kv with the same scales) needs
+    k_scale and v_scale, float32 [1] or [Hkv] (kernels/fp8.py), and q in bfloat16, float16 or
+    float32; any other cache needs q in its own dtype and takes no scales.
     """
     table = segment_table(k_segments, v_segments) if table is None else table
     _check_inputs(q, table, block_tables, context_lens, blocks_per_segment)
+    stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
+                                        q.device)
     batch, num_heads, head_dim = q.shape
     plan = plan_launch(q, table, block_tables, num_splits, config)
     num_splits, config, consts = plan.num_splits, plan.config, plan.constexprs
@@ -407,11 +448,13 @@ def paged_decode(
     else:
         part_out = part_lse = out
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    # Without fp8 the scale pointers are never read: any tensor will do.
+    fp8 = consts["KV_FP8"]
     _decode_split_kernel[(batch, table.num_kv_heads, num_splits)](
-        q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, block_tables,
-        context_lens, out, part_out, part_lse,
-        q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        scale * LOG2E, num_splits, **consts,
+        q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
+        k_scale if fp8 else q, v_scale if fp8 else q, block_tables, context_lens, out, part_out,
+        part_lse, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
+        stride_ks, stride_vs, scale * LOG2E, num_splits, **consts,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if num_splits > 1:
@@ -436,8 +479,9 @@ def _check_inputs(q, table, block_tables, context_lens, blocks_per_segment) -> N
     if num_heads % table.num_kv_heads:
         raise KVLayoutError(f"{num_heads} query heads is not a multiple of "
                             f"{table.num_kv_heads} KV heads")
-    if q.stride(2) != 1 or q.dtype != table.dtype:
-        raise KVLayoutError(f"q must be {table.dtype} with a contiguous last dimension")
+    check_query_dtype(q.dtype, table.dtype)
+    if q.stride(2) != 1:
+        raise KVLayoutError("q must have a contiguous last dimension")
     if blocks_per_segment != table.blocks_per_segment:
         raise KVLayoutError(f"blocks_per_segment {blocks_per_segment} but segments hold "
                             f"{table.blocks_per_segment} blocks")

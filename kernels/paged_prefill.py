@@ -7,7 +7,9 @@ position context - q_len + i and attends keys 0 .. that position (causal, bottom
 fresh prompt, a chunk after a prefix-cache hit, a later chunk of a long prompt and a
 recomputed prefix are all the same case. K/V are read through the block table and the segment
 table exactly as kernels/paged_decode.py reads them (shared tile_rows), so no context is
-gathered and no KV head is repeated.
+gathered and no KV head is repeated. A float8 e4m3 cache is dequantized as paged_decode
+dequantizes it: K/V converted to the dots' dtype on load (float16 under a bfloat16 q), K's scale
+folded into the score scale and V's into the output.
 
 Algorithm (flash attention, forward): grid (query tile, kv_head). A tile holds BLOCK_Q query
 tokens times the query heads of one KV head (GQA), BLOCK_M = BLOCK_Q * BLOCK_G rows, so every
@@ -28,7 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.paged_decode import LOG2E, round_to_bf16, tile_rows
+from kernels.paged_decode import LOG2E, round_to_bf16, saturate_to_fp16, tile_rows
+from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 
@@ -69,7 +72,8 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
             start, end, qk_scale,
             CAUSAL: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
-            ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr):
+            ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+            DOT_FP16: tl.constexpr):
     """Online softmax of the tile's rows over keys start..end-1 (start a multiple of BLOCK_N).
     Without CAUSAL every key is visible to every row and end is a multiple of BLOCK_N."""
     for tile in range(start, end, BLOCK_N):
@@ -85,9 +89,9 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
         else:
             k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
             v = tl.load(V_base + v_rows[:, None] + head_col[None, :])
-        if EMULATE_BF16:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
+        k = k.to(q.dtype)
+        v = v.to(q.dtype)
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
         if CAUSAL:
             seen = (tok[None, :] <= pos[:, None]) & valid[None, :]
@@ -98,7 +102,7 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(scores - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if EMULATE_BF16:
+        if EMULATE_BF16 and not DOT_FP16:
             p = round_to_bf16(p)
         else:
             p = p.to(v.dtype)
@@ -109,12 +113,14 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
 
 @triton.jit(do_not_specialize=["num_seqs", "num_tiles"])
 def _prefill_kernel(
-    Q, K_base, V_base, K_offsets, V_offsets, Block_tables, Query_starts, Context_lens, Out,
-    stride_qt, stride_qh, stride_bt, stride_ot, stride_oh, qk_scale, num_seqs, num_tiles,
+    Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Query_starts,
+    Context_lens, Out, stride_qt, stride_qh, stride_bt, stride_ot, stride_oh, stride_ks,
+    stride_vs, qk_scale, num_seqs, num_tiles,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_Q: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, KV_FP8: tl.constexpr,
+    DOT_FP16: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = BLOCK_Q * BLOCK_G
     TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
@@ -150,10 +156,14 @@ def _prefill_kernel(
     row_t = (q_start + q_idx).to(tl.int64)
     q = tl.load(Q + row_t[:, None] * stride_qt + heads[:, None] * stride_qh + d[None, :],
                 mask=row_valid[:, None], other=0.0)
-    if EMULATE_BF16:
+    if DOT_FP16:
+        q = saturate_to_fp16(q)
+    elif EMULATE_BF16:
         q = q.to(tl.float32)
     bt_row = Block_tables + seq.to(tl.int64) * stride_bt
     head_col = kv_head * HEAD_DIM + d
+    if KV_FP8:
+        qk_scale = qk_scale * tl.load(K_scale + kv_head * stride_ks)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -163,14 +173,16 @@ def _prefill_kernel(
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, 0, full_end, qk_scale, False, BLOCK_SIZE,
                             BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16)
+                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16)
     # The diagonal: up to one past the tile's last valid position.
     end = prefix + tl.minimum(q_len, first_q + BLOCK_Q)
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, full_end, end, qk_scale, True, BLOCK_SIZE,
                             BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16)
+                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16)
 
+    if KV_FP8:
+        acc = acc * tl.load(V_scale + kv_head * stride_vs)
     out = acc / l_i[:, None]
     if EMULATE_BF16:
         out = round_to_bf16(out)
@@ -194,10 +206,14 @@ class PrefillPlan:
 @functools.lru_cache(maxsize=256)
 def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int,
                  blocks_per_segment: int, dtype: torch.dtype, device: torch.device,
-                 config: PrefillConfig | None = None) -> PrefillPlan:
+                 config: PrefillConfig | None = None,
+                 cache_dtype: torch.dtype | None = None) -> PrefillPlan:
     """What paged_prefill launches for this shape, computed once per shape and reused: a
-    launch then costs the host only the grid's arithmetic and Triton's own dispatch."""
-    itemsize = torch.empty(0, dtype=dtype).element_size()
+    launch then costs the host only the grid's arithmetic and Triton's own dispatch. dtype is
+    q's; cache_dtype the cache's when it differs (float8 e4m3)."""
+    itemsize = dtype.itemsize
+    cache_dtype = cache_dtype or dtype
+    # Sized by q's rows: fp8 K/V rows are narrower, so the tiles fit all the more.
     config = config or default_config(device, head_dim * itemsize)
     group = num_heads // num_kv_heads
     block_g = triton.next_power_of_2(group)
@@ -207,9 +223,11 @@ def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: i
     consts = dict(
         GROUP=group, BLOCK_G=block_g, BLOCK_Q=block_q, HEAD_DIM=head_dim,
         NUM_KV_HEADS=num_kv_heads, BLOCK_SIZE=block_size, BLOCKS_PER_SEGMENT=blocks_per_segment,
-        BLOCK_N=config.block_n, ALIGN=ALIGN_BYTES // itemsize,
+        BLOCK_N=config.block_n, ALIGN=ALIGN_BYTES // cache_dtype.itemsize,
         INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
+        KV_FP8=is_fp8(cache_dtype),
+        DOT_FP16=is_fp8(cache_dtype) and dtype == torch.bfloat16,
     )
     return PrefillPlan(config, block_q, tuple(sorted(consts.items())))
 
@@ -226,6 +244,8 @@ def paged_prefill(
     *,
     table: SegmentTable | None = None,
     config: PrefillConfig | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query chunks over their sequences' paged KV: out [T, Hq, D]
     in q's dtype.
@@ -235,24 +255,30 @@ def paged_prefill(
     int32, each sequence's KV length with its query tokens included (so >= its query length);
     block_tables [P, max_blocks] int32 global block ids. The chunks' own K/V must be in the
     cache already. Pass `table` to skip rebuilding the segment table. Reads no tensor data on
-    the host, so it needs no synchronisation.
+    the host, so it needs no synchronisation. A float8_e4m3fn cache needs k_scale and v_scale
+    as kernels.paged_decode.paged_decode takes them.
     """
     table = segment_table(k_segments, v_segments) if table is None else table
     _check_inputs(q, table, block_tables, query_starts, context_lens, blocks_per_segment)
+    stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
+                                        q.device)
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = context_lens.shape[0]
+    fp8 = is_fp8(table.dtype)
     plan = plan_prefill(num_heads, table.num_kv_heads, head_dim, table.block_size,
-                        table.blocks_per_segment, q.dtype, q.device, config)
+                        table.blocks_per_segment, q.dtype, q.device, config,
+                        table.dtype if fp8 else None)
     out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
     if num_tokens == 0:
         return out
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     num_tiles = plan.num_tiles(num_tokens, num_seqs)
+    # Without fp8 the scale pointers are never read: any tensor will do.
     _prefill_kernel[(num_tiles, table.num_kv_heads)](
-        q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, block_tables,
-        query_starts, context_lens, out,
-        q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        scale * LOG2E, num_seqs, num_tiles, **dict(plan.constexprs),
+        q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
+        k_scale if fp8 else q, v_scale if fp8 else q, block_tables, query_starts, context_lens,
+        out, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
+        stride_ks, stride_vs, scale * LOG2E, num_seqs, num_tiles, **dict(plan.constexprs),
         num_warps=plan.config.num_warps, num_stages=plan.config.num_stages,
     )
     return out
@@ -266,8 +292,9 @@ def _check_inputs(q, table, block_tables, query_starts, context_lens, blocks_per
     if num_heads % table.num_kv_heads:
         raise KVLayoutError(f"{num_heads} query heads is not a multiple of "
                             f"{table.num_kv_heads} KV heads")
-    if q.stride(2) != 1 or q.dtype != table.dtype:
-        raise KVLayoutError(f"q must be {table.dtype} with a contiguous last dimension")
+    check_query_dtype(q.dtype, table.dtype)
+    if q.stride(2) != 1:
+        raise KVLayoutError("q must have a contiguous last dimension")
     if blocks_per_segment != table.blocks_per_segment:
         raise KVLayoutError(f"blocks_per_segment {blocks_per_segment} but segments hold "
                             f"{table.blocks_per_segment} blocks")

@@ -8,7 +8,8 @@ kernel in this package is tested against, so it must be obviously right rather t
 Cache layout (shared with kernels/paged_decode.py): segment s holds global blocks
 s * blocks_per_segment .. (s + 1) * blocks_per_segment - 1 as a tensor
 [blocks_per_segment, block_size, num_kv_heads, head_dim]; a segment id with no memory behind it
-is None in the list.
+is None in the list. A float8 e4m3 cache is gathered, then dequantized (times its k_scale /
+v_scale, kernels/fp8.py): the kernels must compute attention over exactly those values.
 """
 from __future__ import annotations
 
@@ -16,6 +17,31 @@ import math
 from typing import Sequence
 
 import torch
+
+from kernels.fp8 import FP8_DTYPE, FP8_MAX
+
+
+def quantize_kv(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [..., Hkv, D] / scale ([1] or [Hkv]) rounded to float8 e4m3, clamped to +-FP8_MAX."""
+    scaled = x.float() / scale.float().to(x.device).reshape(-1, 1)
+    return scaled.clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def gather_dequantized(
+    segments: Sequence[torch.Tensor | None],
+    scale: torch.Tensor | None,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    blocks_per_segment: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """gather_kv, then, for a float8 cache (scale not None), the values it stands for in dtype:
+    times scale ([1] or [Hkv]). Gathered as bytes, since torch indexes few float8 operations."""
+    if scale is None:
+        return gather_kv(segments, block_tables, context_lens, blocks_per_segment)
+    raw = [None if t is None else t.view(torch.uint8) for t in segments]
+    tokens = gather_kv(raw, block_tables, context_lens, blocks_per_segment).view(FP8_DTYPE)
+    return tokens.to(dtype) * scale.to(tokens.device, dtype).reshape(-1, 1)
 
 
 def gather_kv(
@@ -67,15 +93,21 @@ def reference_decode(
     blocks_per_segment: int,
     scale: float | None = None,
     compute_dtype: torch.dtype = torch.float32,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode attention of one query token per sequence over its paged KV, in compute_dtype.
 
     q [B, Hq, D]; returns [B, Hq, D] in compute_dtype. Hq must be a multiple of Hkv (GQA: query
     head h reads KV head h // (Hq // Hkv)). A sequence of context length 0 gets a zero output.
+    k_scale, v_scale: a float8 cache's scales, as paged_decode takes them.
     """
     batch, num_heads, head_dim = q.shape
-    keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
-    values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
+    keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
+                              blocks_per_segment, compute_dtype)
+    values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
+                                blocks_per_segment, compute_dtype)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -101,16 +133,22 @@ def reference_prefill(
     blocks_per_segment: int,
     scale: float | None = None,
     compute_dtype: torch.dtype = torch.float32,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query chunks over their sequences' paged KV, in compute_dtype.
 
     q [T, Hq, D]: rows query_starts[p] .. query_starts[p+1]-1 are the last q_len tokens of
     sequence p, whose KV is context_lens[p] long (those tokens included); query token i sits
     at position context - q_len + i and attends keys 0 .. that position. Returns [T, Hq, D].
+    k_scale, v_scale: a float8 cache's scales, as paged_prefill takes them.
     """
     num_tokens, num_heads, head_dim = q.shape
-    keys = gather_kv(k_segments, block_tables, context_lens, blocks_per_segment)
-    values = gather_kv(v_segments, block_tables, context_lens, blocks_per_segment)
+    keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
+                              blocks_per_segment, compute_dtype)
+    values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
+                                blocks_per_segment, compute_dtype)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale

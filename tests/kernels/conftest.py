@@ -6,6 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from kernels.fp8 import kv_scales
+from kernels.reference import quantize_kv
+
 
 @pytest.fixture
 def device() -> str:
@@ -49,6 +52,26 @@ class PagedCache:
             return [None if t is None else t.to(dtype) for t in segments]
         return wide(self.k_segments), wide(self.v_segments)
 
+    def scale_heads(self, k_factors, v_factors):
+        """Multiply K head h by k_factors[h] and V head h by v_factors[h]: heads of different
+        ranges, as real models have."""
+        for segments, factors in ((self.k_segments, k_factors), (self.v_segments, v_factors)):
+            factors = torch.tensor(factors, dtype=torch.float32)
+            for t in segments:
+                if t is not None:
+                    t.copy_(t.float() * factors.to(t.device)[:, None])
+
+    def quantized(self, per_head):
+        """An fp8 copy of this cache, calibrated on all of it (kernels.fp8.kv_scales): the
+        segment lists and k_scale, v_scale."""
+        def convert(segments):
+            live = torch.cat([t for t in segments if t is not None])
+            scale = kv_scales(live.flatten(0, 1), per_head=per_head)
+            return [None if t is None else quantize_kv(t, scale) for t in segments], scale
+        (k_segments, k_scale), (v_segments, v_scale) = (convert(self.k_segments),
+                                                        convert(self.v_segments))
+        return k_segments, v_segments, k_scale, v_scale
+
 
 @pytest.fixture
 def make_cache(device):
@@ -68,3 +91,17 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.fixture
 def rel_err():
     return relative_error
+
+
+def fp8_error_bound(v_amax: float) -> float:
+    """A bound on the output error of attention over an e4m3 cache against the unquantized
+    cache: one e4m3 step at the top of V's range, 32 / 448 of it. Rounding moves a V element
+    by at most half that step, and an output row is an average of V rows; K's rounding moves
+    the softmax weights, which for a row over a few keys with peaked weights can add about as
+    much again. A kernel that mixes up scales, heads or rounding lands far outside it."""
+    return v_amax * 32 / 448
+
+
+@pytest.fixture
+def fp8_bound():
+    return fp8_error_bound

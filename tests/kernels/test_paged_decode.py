@@ -217,3 +217,58 @@ def test_plan_is_cached_and_equals_the_uncached_plan(make_cache, device):
         assert plan_for_shape.__wrapped__(shape, num_splits, config) == first
     wider = cache.block_tables.new_zeros(3, cache.block_tables.shape[1] + 16)
     assert DecodeShape.of(q, table, wider) != shape
+
+
+def _run_fp8(cache, q, per_head, **kwargs):
+    """paged_decode over the fp8 copy of cache, and the float64 reference over the same fp8
+    values dequantized."""
+    k8, v8, k_scale, v_scale = cache.quantized(per_head)
+    out = paged_decode(q, k8, v8, cache.block_tables, cache.context_lens,
+                       cache.blocks_per_segment, k_scale=k_scale, v_scale=v_scale, **kwargs)
+    ref = reference_decode(q.double(), k8, v8, cache.block_tables, cache.context_lens,
+                           cache.blocks_per_segment, scale=kwargs.get("scale"),
+                           compute_dtype=torch.float64, k_scale=k_scale, v_scale=v_scale)
+    return out, ref
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2),
+                                              (torch.float16, 1e-2)])
+@pytest.mark.parametrize("block_size, num_splits, per_head", [(1, 1, True), (16, 3, False),
+                                                              (5, 2, True)])
+def test_fp8_matches_dequantized_reference(make_cache, rel_err, device, dtype, tolerance,
+                                           block_size, num_splits, per_head):
+    """Over an fp8 cache the kernel computes attention over exactly the dequantized values."""
+    cache = make_cache(context_lens=[1, block_size + 1, 37], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=block_size, blocks_per_segment=max(4, 48 // block_size),
+                       num_segments=4, unbacked=(2,), dtype=torch.bfloat16, seed=block_size)
+    cache.scale_heads([1.0, 4.0], [1.0, 30.0])
+    q = _query(3, 8, dtype, device, seed=block_size)
+    out, ref = _run_fp8(cache, q, per_head, num_splits=num_splits, config=TILE_16)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) < tolerance
+
+
+@pytest.mark.parametrize("v_factors", [[1.0, 30.0], [1e-3, 10.0]])
+@pytest.mark.parametrize("per_head", [False, True])
+def test_fp8_accuracy_against_unquantized_cache(make_cache, fp8_bound, device, v_factors,
+                                                per_head):
+    """The price of fp8 KV: bfloat16 decode over the quantized cache against the float64
+    reference over the bfloat16 cache it came from, for KV heads of ranges 30x and 10,000x
+    apart (e4m3 is floating point: one per-tensor scale serves both until the narrow head
+    sinks into the subnormals, about 2 ** 15 below the top)."""
+    cache = make_cache(context_lens=[200, 64, 513], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=16, blocks_per_segment=16, num_segments=4,
+                       dtype=torch.bfloat16, seed=21)
+    cache.scale_heads([0.5, 2.0], v_factors)
+    q = _query(3, 8, torch.bfloat16, device, seed=21)
+    k64, v64 = cache.widened()
+    exact = reference_decode(q.double(), k64, v64, cache.block_tables, cache.context_lens,
+                             cache.blocks_per_segment, compute_dtype=torch.float64)
+    out, _ = _run_fp8(cache, q, per_head)
+    for head in range(2):  # query heads 4 * head .. 4 * head + 3 read KV head `head`
+        rows = slice(4 * head, 4 * head + 4)
+        v_amax = max(t[:, :, head].abs().max().item() for t in v64 if t is not None)
+        error = (out[:, rows].double() - exact[:, rows]).abs().max().item()
+        print(f"fp8 V heads x{v_factors}, per_head={per_head}, KV head {head}: max abs err "
+              f"{error:.3g}, {error / v_amax:.2%} of V's range")
+        assert error < fp8_bound(v_amax)

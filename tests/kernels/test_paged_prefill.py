@@ -128,3 +128,68 @@ def test_rejects_mismatched_inputs(make_cache, device):
     with pytest.raises(KVLayoutError, match="int32"):
         paged_prefill(q, None, None, cache.block_tables, starts.long(), cache.context_lens, 4,
                       table=table)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("block_size, per_head", [(1, True), (3, False), (16, True)])
+def test_fp8_matches_dequantized_reference(make_cache, rel_err, device, dtype, tolerance,
+                                           block_size, per_head):
+    """Over an fp8 cache the kernel computes attention over exactly the dequantized values."""
+    cache = make_cache(context_lens=CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=block_size, blocks_per_segment=max(2, 48 // block_size),
+                       num_segments=3, dtype=torch.bfloat16, seed=block_size)
+    cache.scale_heads([1.0, 4.0], [1.0, 30.0])
+    k8, v8, k_scale, v_scale = cache.quantized(per_head)
+    q, starts = _inputs(QUERY_LENS, 8, dtype, device, seed=block_size)
+    out = paged_prefill(q, k8, v8, cache.block_tables, starts, cache.context_lens,
+                        cache.blocks_per_segment, config=SMALL, k_scale=k_scale,
+                        v_scale=v_scale)
+    ref = reference_prefill(q.double(), k8, v8, cache.block_tables, starts.cpu(),
+                            cache.context_lens.cpu(), cache.blocks_per_segment,
+                            compute_dtype=torch.float64, k_scale=k_scale, v_scale=v_scale)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) < tolerance
+
+
+def test_fp8_accuracy_against_unquantized_cache(make_cache, fp8_bound, device):
+    """bfloat16 prefill over the quantized cache against the float64 reference over the
+    bfloat16 cache."""
+    cache = make_cache(context_lens=[300, 40], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=16, blocks_per_segment=8, num_segments=4,
+                       dtype=torch.bfloat16, seed=12)
+    cache.scale_heads([0.5, 2.0], [1.0, 30.0])
+    k8, v8, k_scale, v_scale = cache.quantized(per_head=True)
+    q, starts = _inputs([37, 40], 8, torch.bfloat16, device, seed=12)
+    out = paged_prefill(q, k8, v8, cache.block_tables, starts, cache.context_lens,
+                        cache.blocks_per_segment, k_scale=k_scale, v_scale=v_scale)
+    k64, v64 = cache.widened()
+    exact = reference_prefill(q.double(), k64, v64, cache.block_tables, starts.cpu(),
+                              cache.context_lens.cpu(), cache.blocks_per_segment,
+                              compute_dtype=torch.float64)
+    for head in range(2):
+        rows = slice(4 * head, 4 * head + 4)
+        v_amax = max(t[:, :, head].abs().max().item() for t in v64 if t is not None)
+        error = (out[:, rows].double() - exact[:, rows]).abs().max().item()
+        print(f"fp8 prefill KV head {head}: max abs err {error:.3g}, "
+              f"{error / v_amax:.2%} of V's range")
+        assert error < fp8_bound(v_amax)
+
+
+def test_fp8_scales_are_checked(make_cache, device):
+    cache = make_cache(context_lens=[5], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=4, num_segments=1, dtype=torch.bfloat16, seed=0)
+    k8, v8, k_scale, v_scale = cache.quantized(per_head=True)
+    q, starts = _inputs([5], 4, torch.bfloat16, device, 0)
+    args = (cache.block_tables, starts, cache.context_lens, 4)
+    with pytest.raises(KVLayoutError, match="k_scale"):
+        paged_prefill(q, k8, v8, *args, v_scale=v_scale)
+    with pytest.raises(KVLayoutError, match="one per KV head"):
+        paged_prefill(q, k8, v8, *args, k_scale=k_scale.repeat(2), v_scale=v_scale)
+    with pytest.raises(KVLayoutError, match="float32"):
+        paged_prefill(q, k8, v8, *args, k_scale=k_scale.double(), v_scale=v_scale)
+    with pytest.raises(KVLayoutError, match="must be one of"):
+        paged_prefill(q.to(torch.float8_e4m3fn), k8, v8, *args, k_scale=k_scale,
+                      v_scale=v_scale)
+    with pytest.raises(KVLayoutError, match="scales apply"):
+        paged_prefill(q, cache.k_segments, cache.v_segments, *args, k_scale=k_scale,
+                      v_scale=v_scale)
