@@ -109,7 +109,8 @@ def profile_grid(spec: GridSpec, *, block_size: int, budget_slots: int) -> list[
               reversed(batches)]
     chunks = _geometric(spec.min_chunk, spec.max_num_batched_tokens, spec.context_factor)
     priors = [0] + _geometric(spec.min_context * 8, spec.max_prior, spec.context_factor)
-    prefill = [ProfilePoint("prefill", (), p, n) for p in reversed(priors) for n in reversed(chunks)]
+    prefill = [ProfilePoint("prefill", (), p, n)
+               for p in reversed(priors) for n in reversed(chunks)]
     mixed = [ProfilePoint("mixed", spread(c, d), p, n)
              for c in reversed(spec.mixed_contexts) for d in spec.mixed_decodes
              for n, p in spec.mixed_chunks

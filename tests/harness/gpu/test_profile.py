@@ -2,8 +2,6 @@
 shape on the CPU (the code path the GPU runs)."""
 from __future__ import annotations
 
-import pytest
-
 from harness.cli import main
 from harness.gpu.profile import (GridSpec, ProfilePoint, assign_seq_ids, profile_grid,
                                  spread)
