@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from reports.fidelity import fidelity_pages
 from reports.gpu import ablation_page, decode_pages, kernel_pages
 from reports.latency import latency_page
 from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run, run_labels
@@ -83,6 +84,7 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
     yield lambda: kernel_pages(groups, kernels)
     yield lambda: decode_pages(groups, others)
     yield lambda: [splits_page(m) for m in splits]
+    yield lambda: fidelity_pages(results_dir)
     if sweep_dirs:
         from reports.sweep_figures import sweep_pages
 

@@ -64,6 +64,35 @@ def config_columns(header) -> list[str]:
 
 
 # -- measured tables ----------------------------------------------------------------------------
+# profile_<model>_<gpu>.csv (`kvharness profile`): one row per measured step shape; measured_ms
+# is the median of the repeats, kv_bytes_read what attention reads of earlier tokens' KV.
+PROFILE_COLUMNS = (
+    "kind", "block_size", "batch", "prefill_tokens", "decode_tokens", "decode_context_tokens",
+    "prefill_context_tokens", "prefill_attention_pairs", "kv_bytes_read", "measured_ms",
+    "min_ms", "max_ms", "repeats",
+)
+# fidelity_<gpu>.csv (benchmarks/bench_fidelity.py): one row per slice and allocator. step_err_*
+# are quantiles of |simulated / measured - 1| over the measured steps, each priced by the fitted
+# model; the other *_err columns are signed simulated / measured - 1 of the two runs.
+FIDELITY_COLUMNS = (
+    "slice", "allocator", "steps_measured", "steps_simulated", "step_err_median", "step_err_p90",
+    "total_time_err", "ttft_p50_err", "ttft_p99_err", "throughput_err",
+)
+# The validation's run directories, in fidelity_runs_<gpu>.tar.gz (or a folder of that name):
+# <slice>-<allocator>-gpu and <slice>-<allocator>-sim; the measured one also holds the batch of
+# every measured step with the fitted model's price of it.
+STEP_BATCHES_FILE = "step_batches.csv"
+STEP_BATCH_COLUMNS = (
+    "step", "kind", "prefill_tokens", "decode_tokens", "prefill_context_tokens",
+    "decode_context_tokens", "prefill_attention_pairs", "swap_tokens", "measured_ms",
+    "predicted_ms",
+)
+
+
+def fidelity_run_name(slice_name: str, allocator: str, measured: bool) -> str:
+    return f"{slice_name}-{allocator}-{'gpu' if measured else 'sim'}"
+
+
 class MeasurementError(ValueError):
     """A results CSV that cannot be read (bad header comment or CSV body)."""
 

@@ -60,8 +60,11 @@ def _scheduler(run: Run) -> str:
 
 
 def _executor(run: Run) -> str:
+    """The executor, its device, and the cost model that priced a simulated run."""
     device = run.meta.get("device")
-    return str(run.meta.get("executor", "unknown")) + (f" on {device}" if device else "")
+    priced = (run.meta.get("executor_details") or {}).get("cost_model")
+    return (str(run.meta.get("executor", "unknown")) + (f" on {device}" if device else "")
+            + (f" (priced by {priced})" if priced else ""))
 
 
 def _versions(run: Run) -> str:

@@ -164,7 +164,8 @@ def _run(config, trace, out: Path, *, progress: bool):
         f"{s['rejected']} rejected, utilization {s['utilization_mean']:.1%}, "
         f"peak running {s['peak_running']}, {s['throughput_tok_s']:.0f} tok/s, "
         f"TTFT p50 {s['ttft_p50_s'] * 1e3:.0f} ms; simulated {s['sim_time_s']:.0f} s "
-        f"in {elapsed:.1f} s wall -> {out}",
+        f"in {elapsed:.1f} s wall, priced by "
+        f"{result.info['executor_details'].get('cost_model', result.info['executor'])} -> {out}",
         file=sys.stderr,
     )
     return result

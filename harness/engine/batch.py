@@ -106,3 +106,9 @@ class Batch:
         self.prefill_tokens += num_tokens
         self.prefill_context_tokens += context
         self.prefill_attention_pairs += num_tokens * start + num_tokens * (num_tokens + 1) // 2
+
+    def add_decode(self, seq_id: int, request_id: int, context: int) -> None:
+        """Decode one token of a sequence whose KV length becomes context."""
+        self.seqs.append(ScheduledSeq(seq_id, request_id, 1, context, False, True))
+        self.decode_tokens += 1
+        self.decode_context_tokens += context

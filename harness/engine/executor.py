@@ -1,7 +1,9 @@
 """What the engine asks of an executor, and the cost-model executor that prices steps.
 
 The engine hands the executor one Batch per step and advances its clock by the seconds the
-executor returns. The cost-model executor prices the batch with the roofline of costmodel.py; a
+executor returns. The cost-model executor prices the batch with the model fitted to the GPU's
+measured profile when one exists for the run's model and GPU (harness.model.fitted), else with
+the roofline of costmodel.py; run.json's executor_details["cost_model"] says which. A
 GPU executor runs it on the device and returns the measured time. Both are built by a factory
 `(config, geometry) -> Executor`: they learn the KV geometry, never the allocator; what changes
 in memory reaches them in the batch.
@@ -23,6 +25,7 @@ from harness.model.costmodel import (
     CostModel,
     decode_efficiency,
 )
+from harness.model.fitted import fitted_cost_model
 
 
 @dataclass(frozen=True)
@@ -56,15 +59,24 @@ ExecutorFactory = Callable[[RunConfig, KVGeometry], Executor]
 
 
 class CostModelExecutor:
-    """Prices a step with the roofline cost model; never touches a device."""
+    """Prices a step with the fitted cost model, or the roofline where no profile exists (or
+    with roofline=True); never touches a device. results_dir: where measured tables are (the
+    package's by default)."""
 
     name = "costmodel"
     device = None
     needs_layouts = False
 
     def __init__(
-        self, config: RunConfig, geometry: KVGeometry, *, results_dir: Path | None = None
+        self, config: RunConfig, geometry: KVGeometry, *, results_dir: Path | None = None,
+        roofline: bool = False,
     ) -> None:
+        fitted = None if roofline else fitted_cost_model(
+            config, geometry.block_size, results_dir=results_dir)
+        if fitted is not None:
+            self.model = fitted
+            self.details = fitted.details()
+            return
         efficiency, source = decode_efficiency(
             config.gpu.name,
             geometry.block_size,
@@ -73,6 +85,7 @@ class CostModelExecutor:
         )
         self.model = CostModel.from_config(config, decode_efficiency=efficiency)
         self.details = {
+            "cost_model": "roofline",
             "decode_efficiency": efficiency,
             "efficiency_source": source,
             "memory_efficiency": MEMORY_EFFICIENCY,

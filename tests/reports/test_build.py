@@ -41,7 +41,7 @@ def test_full_report_pages_and_data(two_traces, kernel_csv, tmp_path, facts):
     section = texts[first:first + 2 * len(SECTION_PAGES)]
     assert [t.split(":")[0] for t in titles[first:first + 2 * len(SECTION_PAGES)]] == (
         ["azure-conv"] * len(SECTION_PAGES) + ["mooncake-conv"] * len(SECTION_PAGES))
-    assert len(titles) == first + 2 * len(SECTION_PAGES) + 3
+    assert len(titles) == first + 2 * len(SECTION_PAGES) + 4  # ablation, kernel, GPU, fidelity
     for text in section:
         assert not any(marker in text for marker in NO_DATA), text[:120]
         assert all(name in text for name in ALLOCATORS), text[:120]
@@ -49,7 +49,8 @@ def test_full_report_pages_and_data(two_traces, kernel_csv, tmp_path, facts):
     verdict = " ".join(texts[i] for i in verdict_pages)
     assert "At a glance" in verdict
     assert "reserves prompt+max_tokens up front" in verdict
-    ablation, kernel, decode = texts[-3:]
+    ablation, kernel, decode, fidelity = texts[-4:]
+    assert "Not measured yet" in fidelity
     assert "bs=8" in ablation and "bs=32" in ablation
     assert "NVIDIA H100 80GB HBM3" in kernel and "2025-01-15" in kernel
     assert "no GPU measurement committed yet" not in kernel
@@ -61,9 +62,10 @@ def test_report_without_measurements_says_so(make_run, tmp_path):
     out = tmp_path / "r.pdf"
     build_report([make_run(tmp_path / "p")], out, results_dir=tmp_path / "absent")
     texts = _pdf_text(out)
-    assert "no block-size sweep among these runs" in texts[-3]
+    assert "no block-size sweep among these runs" in texts[-4]
+    assert "no GPU measurement committed yet" in texts[-3]
     assert "no GPU measurement committed yet" in texts[-2]
-    assert "no GPU measurement committed yet" in texts[-1]
+    assert "Not measured yet" in texts[-1]
 
 
 @pytest.mark.parametrize("kwargs, says", [
@@ -76,7 +78,7 @@ def test_degenerate_runs_make_a_valid_pdf_that_says_so(make_run, tmp_path, kwarg
     titles = build_report([make_run(tmp_path / "run", **kwargs)], out,
                           results_dir=tmp_path / "absent")
     texts = _pdf_text(out)
-    assert len(texts) == len(titles) == 2 + len(SECTION_PAGES) + 3
+    assert len(texts) == len(titles) == 2 + len(SECTION_PAGES) + 4
     assert says in texts[1]
     if kwargs["num_requests"] != 1:
         assert "no engine steps recorded" in texts[2]

@@ -1,0 +1,214 @@
+"""A step-time model fitted to the GPU executor's own measured steps (`kvharness profile`).
+
+The roofline of costmodel.py guesses its efficiencies; this model learns a handful of
+interpretable coefficients from benchmarks/results/profile_<model>_<gpu>.csv:
+
+    step_s = overhead
+           + eager overhead, when the step holds a prefill chunk (prefill and mixed steps run
+             eagerly; decode-only steps replay a CUDA graph)
+           + a convex piecewise-linear function of the batch's tokens (the dense layers: flat
+             while the weights' reads dominate, steeper once the GEMMs are compute-bound),
+             written as a slope plus non-negative extra slopes past a few knots
+           + seconds per KV token that decode attention reads
+           + seconds per KV token of prior context that prefill attention reads
+           + seconds per prefill query-key pair
+           + swap traffic over PCIe, priced as the roofline does (the profile moves no swaps).
+
+Every coefficient is non-negative (a longer context never makes a step faster), fitted by
+non-negative least squares on relative errors, so that short decode steps weigh as much as long
+prefills. Vidur (Agrawal et al., MLSys 2024) profiles operators and fits a predictor per
+operator; this is a coarser, per-step fit of the same idea.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.model.budget import bytes_per_token
+from harness.model.config import RunConfig
+from reports.schema import read_measurement
+from reports.schema import results_dir as measured_results_dir
+
+# Token counts where GEMMs change regime on current GPUs lie between a few dozen and a few
+# thousand tokens; knots outside a profile's range are dropped (nothing there to fit them).
+DEFAULT_KNOTS = (64, 256, 1024, 4096)
+# The aggregates of a Batch the model reads (the names of Batch's fields and profile columns).
+BATCH_FEATURES = ("prefill_tokens", "decode_tokens", "prefill_context_tokens",
+                  "decode_context_tokens", "prefill_attention_pairs")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be fitted (missing columns, no rows for a block size)."""
+
+
+@dataclass(frozen=True)
+class FittedCostModel:
+    """Coefficients in seconds (per token, per KV token read, per pair); step_s() prices a step
+    with the signature of CostModel.step_s."""
+
+    overhead_s: float
+    eager_overhead_s: float
+    token_s: float
+    knots: tuple[int, ...]
+    knot_slopes_s: tuple[float, ...]  # extra seconds per token past each knot
+    decode_kv_token_s: float
+    prefill_kv_token_s: float
+    prefill_pair_s: float
+    swap_token_s: float = 0.0
+    block_size: int = 0  # the profiled block size the coefficients come from
+    source: str = ""  # the profile's file name
+    fit_err_median: float = math.nan  # median |fitted / measured - 1| over the profile's rows
+
+    def step_s(
+        self,
+        *,
+        prefill_tokens: int,
+        decode_tokens: int,
+        prefill_context_tokens: int,
+        decode_context_tokens: int,
+        prefill_attention_pairs: int,
+        swap_tokens: int = 0,
+        maximum=max,
+    ):
+        """Seconds of one step. Any argument may be a numpy array (with maximum=np.maximum):
+        the arithmetic is the same, term by term, so both give equal floats."""
+        tokens = prefill_tokens + decode_tokens
+        step = self.overhead_s + self.eager_overhead_s * (prefill_tokens > 0)
+        step = step + self.token_s * tokens
+        for knot, slope in zip(self.knots, self.knot_slopes_s):
+            step = step + slope * maximum(tokens - knot, 0)
+        step = step + self.decode_kv_token_s * decode_context_tokens
+        step = step + self.prefill_kv_token_s * (prefill_context_tokens - prefill_tokens)
+        step = step + self.prefill_pair_s * prefill_attention_pairs
+        return step + self.swap_token_s * swap_tokens
+
+    def details(self) -> dict:
+        """What run.json records of the model that priced the run."""
+        return {
+            "cost_model": f"fitted:{self.source}" if self.source else "fitted",
+            "profile_block_size": self.block_size,
+            "overhead_s": self.overhead_s,
+            "eager_overhead_s": self.eager_overhead_s,
+            "token_s": self.token_s,
+            "knots": list(self.knots),
+            "knot_slopes_s": list(self.knot_slopes_s),
+            "decode_kv_token_s": self.decode_kv_token_s,
+            "prefill_kv_token_s": self.prefill_kv_token_s,
+            "prefill_pair_s": self.prefill_pair_s,
+            "swap_token_s": self.swap_token_s,
+            "fit_err_median": self.fit_err_median,
+        }
+
+
+def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...]) -> np.ndarray:
+    """One column per coefficient of FittedCostModel, in its field order."""
+    missing = [c for c in BATCH_FEATURES if c not in frame.columns]
+    if missing:
+        raise ProfileError(f"profile lacks columns {missing}")
+    get = {c: frame[c].to_numpy(dtype=np.float64) for c in BATCH_FEATURES}
+    tokens = get["prefill_tokens"] + get["decode_tokens"]
+    columns = [np.ones_like(tokens), (get["prefill_tokens"] > 0).astype(np.float64), tokens]
+    columns += [np.maximum(tokens - k, 0.0) for k in knots]
+    columns += [get["decode_context_tokens"],
+                get["prefill_context_tokens"] - get["prefill_tokens"],
+                get["prefill_attention_pairs"]]
+    return np.column_stack(columns)
+
+
+def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x >= 0 minimising |a x - b|: scipy's NNLS when installed, else least squares that drops
+    the most negative coefficient and solves again until none is negative."""
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    scaled = a / scale
+    try:
+        from scipy.optimize import nnls
+    except ImportError:
+        x = _drop_negatives_lstsq(scaled, b)
+    else:
+        x = nnls(scaled, b, maxiter=50 * a.shape[1])[0]
+    return x / scale
+
+
+def _drop_negatives_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    active = list(range(a.shape[1]))
+    x = np.zeros(a.shape[1])
+    while active:
+        solution = np.linalg.lstsq(a[:, active], b, rcond=None)[0]
+        if (solution >= 0).all():
+            x[active] = solution
+            break
+        del active[int(np.argmin(solution))]
+    return x
+
+
+def fit(frame: pd.DataFrame, *, block_size: int | None = None,
+        knots: tuple[int, ...] | None = None, source: str = "") -> FittedCostModel:
+    """Fit the coefficients to a profile's rows (measured_ms) of the profiled block size nearest
+    to block_size (in log2; all rows when None); knots default to DEFAULT_KNOTS inside the
+    range of the rows' token counts."""
+    rows = _rows_of_block_size(frame, block_size)
+    tokens = (rows["prefill_tokens"] + rows["decode_tokens"]).to_numpy()
+    if knots is None:
+        knots = tuple(k for k in DEFAULT_KNOTS if tokens.min() < k < tokens.max())
+    measured_s = rows["measured_ms"].to_numpy(dtype=np.float64) / 1e3
+    a = design_matrix(rows, knots)
+    # Relative residuals: each row divided by its own measured time.
+    x = nonnegative_lstsq(a / measured_s[:, None], np.ones_like(measured_s))
+    n = len(knots)
+    model = FittedCostModel(
+        overhead_s=x[0], eager_overhead_s=x[1], token_s=x[2], knots=tuple(int(k) for k in knots),
+        knot_slopes_s=tuple(float(v) for v in x[3:3 + n]), decode_kv_token_s=x[3 + n],
+        prefill_kv_token_s=x[4 + n], prefill_pair_s=x[5 + n],
+        block_size=int(rows["block_size"].iloc[0]) if "block_size" in rows else 0, source=source,
+    )
+    model = replace(model, **{k: float(getattr(model, k)) for k in (
+        "overhead_s", "eager_overhead_s", "token_s", "decode_kv_token_s", "prefill_kv_token_s",
+        "prefill_pair_s")})
+    errors = price_rows(model, rows) / measured_s - 1.0
+    return replace(model, fit_err_median=float(np.median(np.abs(errors))))
+
+
+def _rows_of_block_size(frame: pd.DataFrame, block_size: int | None) -> pd.DataFrame:
+    if frame.empty:
+        raise ProfileError("profile has no rows")
+    if block_size is None or "block_size" not in frame:
+        return frame
+    sizes = sorted(int(b) for b in frame["block_size"].unique())
+    nearest = min(sizes, key=lambda b: (abs(math.log2(b) - math.log2(block_size)), b))
+    return frame[frame["block_size"] == nearest]
+
+
+def price_rows(model: FittedCostModel, frame: pd.DataFrame) -> np.ndarray:
+    """Seconds the model gives each row of a frame with the BATCH_FEATURES columns (a profile,
+    or the batches a measured run recorded)."""
+    get = {c: frame[c].to_numpy(dtype=np.int64) for c in BATCH_FEATURES}
+    swap = frame["swap_tokens"].to_numpy(dtype=np.int64) if "swap_tokens" in frame else 0
+    return np.asarray(model.step_s(**get, swap_tokens=swap, maximum=np.maximum), dtype=np.float64)
+
+
+def gpu_family(gpu_name: str) -> str:
+    """The GPU part of a profile's name: "h200-141gb" -> "h200"."""
+    return gpu_name.split("-")[0].lower()
+
+
+def profile_path(model_name: str, gpu_name: str, results_dir: Path | None = None) -> Path:
+    where = Path(results_dir) if results_dir is not None else measured_results_dir()
+    return where / f"profile_{model_name}_{gpu_family(gpu_name)}.csv"
+
+
+def fitted_cost_model(config: RunConfig, block_size: int, *,
+                      results_dir: Path | None = None) -> FittedCostModel | None:
+    """The model fitted to the profile of this run's model and GPU family, or None when there
+    is none. A profile is measured on one GPU: runs with tensor parallelism keep the roofline,
+    which prices the all-reduces."""
+    path = profile_path(config.model.name, config.gpu.name, results_dir)
+    if config.tp != 1 or not path.is_file():
+        return None
+    model = fit(read_measurement(path).table, block_size=block_size, source=path.name)
+    swap_s = bytes_per_token(config.model, config.tp) / config.gpu.pcie_bytes_s
+    return replace(model, swap_token_s=swap_s)

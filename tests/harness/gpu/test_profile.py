@@ -1,0 +1,73 @@
+"""`kvharness profile`: the grid, the sequence ids it reuses, and the whole command at the tiny
+shape on the CPU (the code path the GPU runs)."""
+from __future__ import annotations
+
+from harness.cli import main
+from harness.gpu.profile import (GridSpec, ProfilePoint, assign_seq_ids, profile_grid,
+                                 spread)
+from harness.model.fitted import fit
+from reports.schema import PROFILE_COLUMNS, read_measurement
+
+
+def test_the_grid_covers_every_kind_and_skips_what_does_not_fit():
+    budget = 900_000
+    points = profile_grid(GridSpec(), block_size=16, budget_slots=budget)
+    kinds = {p.kind for p in points}
+    assert kinds == {"decode", "prefill", "mixed"}
+    assert all(p.slots(16) <= budget for p in points)
+    decode = [p for p in points if p.kind == "decode"]
+    assert max(len(p.decode_contexts) for p in decode) == 256
+    assert max(max(p.decode_contexts) for p in decode) > 131072  # the spread around 128k
+    assert not any(len(p.decode_contexts) == 256 and sum(p.decode_contexts) > budget
+                   for p in decode)
+    prefill = [p for p in points if p.kind == "prefill"]
+    assert {p.prefill_tokens for p in prefill} == {16, 64, 256, 1024, 4096, 8192}
+    assert {p.prefill_start for p in prefill} == {0, 1024, 4096, 16384, 65536}
+    assert all(len(p.decode_contexts) + p.prefill_tokens <= 8192 for p in points)
+
+
+def test_spread_is_ragged_around_the_mean():
+    assert spread(1000, 1) == (1000,)
+    values = spread(1000, 5)
+    assert min(values) == 500 and max(values) == 1500 and sum(values) == 5000
+
+
+def test_reused_sequence_ids_never_grow_and_are_distinct_within_a_point():
+    points = profile_grid(GridSpec(), block_size=16, budget_slots=900_000)
+    ids, first = assign_seq_ids(points)
+    held = list(first)
+    for point, point_ids in zip(points, ids):
+        assert len(set(point_ids)) == len(point_ids) == len(point.lengths)
+        for sid, length in zip(point_ids, point.lengths):
+            assert length <= held[sid]
+            held[sid] = length
+    assert len(first) < sum(len(p.lengths) for p in points) / 4  # ids are reused
+
+
+def test_a_point_with_a_prefill_gives_its_last_id_to_the_chunk():
+    point = ProfilePoint("mixed", (10, 20), 5, 7)
+    assert point.lengths == (10, 20, 12)
+    assert point.slots(16) == 16 + 32 + 16
+
+
+def test_quick_profile_on_the_cpu_writes_a_table_the_model_fits(tmp_path, capsys):
+    code = main(["profile", "--model", "tiny", "--out", str(tmp_path), "--quick",
+                 "--repeats", "2", "--dtype", "float32", "--device", "cpu", "--block-sizes",
+                 "4,16"])
+    assert code == 0
+    measurement = read_measurement(tmp_path / "profile_tiny_cpu.csv")
+    assert {"device", "torch", "date", "command", "model"} <= set(measurement.header)
+    table = measurement.table
+    assert list(table.columns) == list(PROFILE_COLUMNS)
+    assert set(table.kind) == {"decode", "prefill", "mixed"}
+    assert set(table.block_size) == {4, 16}
+    assert (table.measured_ms > 0).all()
+    assert (table.min_ms <= table.measured_ms).all() and (table.repeats == 2).all()
+    model = fit(table, block_size=4)
+    assert model.block_size == 4 and model.overhead_s >= 0
+    assert "points in" in capsys.readouterr().out
+
+
+def test_bad_block_sizes_are_a_usage_error(tmp_path):
+    assert main(["profile", "--model", "tiny", "--out", str(tmp_path),
+                 "--block-sizes", "0,x"]) == 2

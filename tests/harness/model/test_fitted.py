@@ -1,0 +1,153 @@
+"""The fitted cost model: it recovers the coefficients a profile was made from, it prices runs
+whenever a profile of the run's model and GPU exists, and its bulk decode pricing is the very
+arithmetic of step()."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.engine.batch import Batch
+from harness.engine.executor import CostModelExecutor, KVGeometry
+from harness.engine.loop import simulate
+from harness.model.config import AllocatorConfig, RunConfig
+from harness.model.fitted import (FittedCostModel, ProfileError, fit, fitted_cost_model,
+                                  price_rows, profile_path)
+from reports.schema import PROFILE_COLUMNS
+
+TRUE = FittedCostModel(
+    overhead_s=2e-3, eager_overhead_s=1.5e-3, token_s=2e-6, knots=(64, 256, 1024, 4096),
+    knot_slopes_s=(0.0, 20e-6, 40e-6, 0.0), decode_kv_token_s=3e-8, prefill_kv_token_s=1e-8,
+    prefill_pair_s=5e-11, block_size=16)
+
+
+def synthetic_profile(model: FittedCostModel, *, seed: int = 0, noise: float = 0.0,
+                      block_size: int = 16) -> pd.DataFrame:
+    """Rows of every kind spread over the ranges a real profile covers, priced by model."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for batch in 2 ** np.arange(9):
+        for context in 128 * 4 ** np.arange(6):
+            rows.append((batch, 0, batch * context, 0, 0))
+    for chunk in (16, 64, 256, 1024, 4096, 8192):
+        for prior in (0, 1024, 4096, 16384, 65536):
+            rows.append((0, chunk, 0, prior + chunk, chunk * prior + chunk * (chunk + 1) // 2))
+    for decodes in (4, 32, 128):
+        for chunk in (256, 2048):
+            rows.append((decodes, chunk, decodes * 4096, chunk, chunk * (chunk + 1) // 2))
+    frame = pd.DataFrame(rows, columns=["decode_tokens", "prefill_tokens",
+                                        "decode_context_tokens", "prefill_context_tokens",
+                                        "prefill_attention_pairs"])
+    frame["kind"] = np.where(frame.prefill_tokens == 0, "decode",
+                             np.where(frame.decode_tokens == 0, "prefill", "mixed"))
+    frame["block_size"] = block_size
+    frame["batch"] = frame.decode_tokens + (frame.prefill_tokens > 0)
+    frame["kv_bytes_read"] = 0
+    seconds = price_rows(model, frame) * (1 + noise * rng.standard_normal(len(frame)))
+    frame["measured_ms"] = frame["min_ms"] = frame["max_ms"] = seconds * 1e3
+    frame["repeats"] = 5
+    return frame[list(PROFILE_COLUMNS)]
+
+
+COEFFICIENTS = ("overhead_s", "eager_overhead_s", "token_s", "decode_kv_token_s",
+                "prefill_kv_token_s", "prefill_pair_s")
+
+
+def test_fit_recovers_the_coefficients_of_an_exact_profile():
+    model = fit(synthetic_profile(TRUE), knots=TRUE.knots)
+    for name in COEFFICIENTS:
+        assert getattr(model, name) == pytest.approx(getattr(TRUE, name), rel=1e-4, abs=1e-12)
+    assert model.knot_slopes_s == pytest.approx(TRUE.knot_slopes_s, rel=1e-4, abs=1e-12)
+    assert model.fit_err_median < 1e-6
+
+
+def test_fit_on_noisy_rows_stays_close_and_nonnegative():
+    model = fit(synthetic_profile(TRUE, noise=0.03, seed=3))
+    values = [getattr(model, name) for name in COEFFICIENTS] + list(model.knot_slopes_s)
+    assert min(values) >= 0
+    assert model.overhead_s == pytest.approx(TRUE.overhead_s, rel=0.2)
+    assert model.decode_kv_token_s == pytest.approx(TRUE.decode_kv_token_s, rel=0.2)
+    assert model.fit_err_median < 0.05
+
+
+def test_fit_takes_the_nearest_profiled_block_size():
+    slow = dataclasses.replace(TRUE, decode_kv_token_s=6e-8)
+    frame = pd.concat([synthetic_profile(TRUE, block_size=16),
+                       synthetic_profile(slow, block_size=128)])
+    assert fit(frame, block_size=32, knots=TRUE.knots).block_size == 16
+    chosen = fit(frame, block_size=256, knots=TRUE.knots)
+    assert chosen.block_size == 128
+    assert chosen.decode_kv_token_s == pytest.approx(6e-8, rel=1e-4)
+
+
+def test_a_profile_without_the_batch_columns_is_refused():
+    with pytest.raises(ProfileError, match="decode_context_tokens"):
+        fit(synthetic_profile(TRUE).drop(columns=["decode_context_tokens"]))
+
+
+def _write_profile(results_dir, config, model=TRUE):
+    path = profile_path(config.model.name, config.gpu.name, results_dir)
+    path.write_text("# device: test\n" + synthetic_profile(model).to_csv(index=False))
+    return path
+
+
+def _geometry(config):
+    return KVGeometry(16, 1, 100_000)
+
+
+def test_the_executor_uses_a_profile_of_the_runs_model_and_gpu(tmp_path):
+    config = RunConfig()
+    path = _write_profile(tmp_path, config)
+    assert path.name == "profile_llama3-8b_h100.csv"
+    executor = CostModelExecutor(config, _geometry(config), results_dir=tmp_path)
+    assert executor.details["cost_model"] == "fitted:profile_llama3-8b_h100.csv"
+    batch = Batch()
+    batch.add_decode(0, 0, 5000)
+    batch.add_prefill(1, 1, 100, 300, samples=True)
+    assert executor.step(batch) == pytest.approx(TRUE.step_s(
+        prefill_tokens=300, decode_tokens=1, prefill_context_tokens=400,
+        decode_context_tokens=5000, prefill_attention_pairs=batch.prefill_attention_pairs))
+
+
+def test_the_roofline_prices_runs_without_a_profile(tmp_path):
+    config = RunConfig()
+    _write_profile(tmp_path, dataclasses.replace(config, model=config.model.__class__(
+        **{**dataclasses.asdict(config.model), "name": "other"})))
+    assert fitted_cost_model(config, 16, results_dir=tmp_path) is None
+    executor = CostModelExecutor(config, _geometry(config), results_dir=tmp_path)
+    assert executor.details["cost_model"] == "roofline"
+    with_tp = dataclasses.replace(config, tp=2)
+    _write_profile(tmp_path, config)
+    assert fitted_cost_model(with_tp, 16, results_dir=tmp_path) is None
+    roofline = CostModelExecutor(config, _geometry(config), results_dir=tmp_path, roofline=True)
+    assert roofline.details["cost_model"] == "roofline"
+
+
+def test_decode_steps_equal_step_for_decode_only_batches(tmp_path):
+    config = RunConfig()
+    _write_profile(tmp_path, config)
+    executor = CostModelExecutor(config, _geometry(config), results_dir=tmp_path)
+    for decode_tokens in (1, 7, 100, 300, 5000):
+        contexts = np.array([decode_tokens * 3, 40_000, 1_234_567], dtype=np.int64)
+        bulk = executor.decode_steps(decode_tokens, contexts).tolist()
+        for context, priced in zip(contexts.tolist(), bulk):
+            batch = Batch()
+            batch.decode_tokens, batch.decode_context_tokens = decode_tokens, context
+            assert executor.step(batch) == priced
+
+
+def test_a_simulated_run_records_the_model_that_priced_it(tmp_path, make_trace):
+    config = RunConfig(allocator=AllocatorConfig.of("paged"), budget_slots_override=50_000)
+    _write_profile(tmp_path, config)
+    trace = make_trace([300, 1200, 40], [20, 5, 60])
+    fitted = simulate(config, trace, executor_factory=lambda c, g: CostModelExecutor(
+        c, g, results_dir=tmp_path))
+    assert fitted.info["executor_details"]["cost_model"] == "fitted:profile_llama3-8b_h100.csv"
+    stepwise = simulate(config, trace, decode_runs=False, executor_factory=lambda c, g:
+                        CostModelExecutor(c, g, results_dir=tmp_path))
+    assert fitted.steps.equals(stepwise.steps)
+    roofline = simulate(config, trace, executor_factory=lambda c, g: CostModelExecutor(
+        c, g, results_dir=tmp_path / "none"))
+    assert roofline.info["executor_details"]["cost_model"] == "roofline"
