@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that override a RunConfig (shared with other subcommands)."""
     from allocators import SPECS
+    from harness.model.config import SCHEDULING_POLICIES
 
     parser.add_argument("--allocator", type=allocator_names,
                         help=f"{' | '.join(SPECS)}, or a comma-separated list "
@@ -55,6 +56,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--swap-space-gib", type=non_negative_float,
                         help="CPU swap space per GPU")
     parser.add_argument("--max-model-len", type=positive_int, help="reject longer requests")
+    parser.add_argument("--policy", choices=SCHEDULING_POLICIES,
+                        help="replica scheduling policy (default vllm-v1: mixed batching)")
+    parser.add_argument("--chunk-size", type=positive_int,
+                        help="sarathi: the token budget of every step")
     parser.add_argument("--horizon-s", type=positive_float, help="stop the clock at this time")
     parser.add_argument("--seed", type=non_negative_int)
 
@@ -85,7 +90,8 @@ def build_config(args: argparse.Namespace, config, name: str, params: dict[str, 
         if getattr(args, flag) is not None:
             top[field] = getattr(args, flag)
     sched: dict[str, Any] = {}
-    for field in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len"):
+    for field in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len",
+                  "policy", "chunk_size"):
         if getattr(args, field) is not None:
             sched[field] = getattr(args, field)
     if args.no_chunked_prefill:

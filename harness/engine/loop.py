@@ -142,7 +142,7 @@ class Engine:
             n = samples[rid]
             seq_ids = (rid, *range(next_child, next_child + n - 1))
             next_child += n - 1
-            group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids)
+            group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids, arrival[rid])
             self._groups.append(group)
             self.scheduler.add(group)
             self.arrived += 1
