@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that override a RunConfig (shared with other subcommands)."""
     from allocators import SPECS
-    from harness.model.config import SCHEDULING_POLICIES
+    from harness.model.config import ROUTERS, SCHEDULING_POLICIES
 
     parser.add_argument("--allocator", type=allocator_names,
                         help=f"{' | '.join(SPECS)}, or a comma-separated list "
@@ -60,6 +60,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replica scheduling policy (default vllm-v1: mixed batching)")
     parser.add_argument("--chunk-size", type=positive_int,
                         help="sarathi: the token budget of every step")
+    parser.add_argument("--replicas", type=positive_int,
+                        help="replicas behind a router (each with the whole config's GPU)")
+    parser.add_argument("--router", choices=ROUTERS, help="which replica takes each request")
     parser.add_argument("--horizon-s", type=positive_float, help="stop the clock at this time")
     parser.add_argument("--seed", type=non_negative_int)
 
@@ -86,7 +89,7 @@ def build_config(args: argparse.Namespace, config, name: str, params: dict[str, 
         top["gpu"] = gpu_preset(args.gpu)
     for flag, field in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
                         ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
-                        ("seed", "seed")):
+                        ("seed", "seed"), ("replicas", "replicas"), ("router", "router")):
         if getattr(args, flag) is not None:
             top[field] = getattr(args, flag)
     sched: dict[str, Any] = {}
@@ -135,7 +138,7 @@ def _run(config, trace, out: Path, *, progress: bool):
     """Simulate, write the run directory, and say in one line how it went (on stderr)."""
     import time
 
-    from harness.engine.loop import simulate
+    from harness.cluster.run import simulate
     from harness.engine.recorder import write_run
 
     started = time.perf_counter()
