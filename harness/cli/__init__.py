@@ -15,6 +15,7 @@ COMMANDS = {
     "report": ("report", "build a PDF report from run or sweep directories"),
     "sweep": ("sweep", "run a grid of configurations, locally or on a Dask cluster"),
     "gpu": ("gpu", "replay a trace on the GPU with measured step times"),
+    "export-trace": ("export_trace", "a run's steps and requests as a Perfetto timeline"),
 }
 
 
