@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay at this multiple of the rate")
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--find-replicas", action="store_true",
+                        help="search the fewest replicas that complete every request with p99 "
+                        "TTFT within --slo-ttft-s; every run of the search goes to "
+                        "OUT/ALLOCATOR/replicas-N")
+    parser.add_argument("--slo-ttft-s", type=positive_float, default=2.0,
+                        help="the p99 TTFT SLO of --find-replicas (default 2)")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +130,8 @@ def main(args: argparse.Namespace) -> int:
     # Build every config first: one that cannot be built stops the command before any run writes.
     configs = build_configs(args)
     trace = load_trace(args)
+    if args.find_replicas:
+        return _find_replicas(configs, trace, Path(args.out), args.slo_ttft_s)
     summaries = {}
     for config in configs:
         out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)
@@ -131,6 +139,22 @@ def main(args: argparse.Namespace) -> int:
                                                 progress=not args.no_progress).summary
     if len(configs) > 1:
         print(comparison_table(summaries))
+    return 0
+
+
+def _find_replicas(configs, trace, out: Path, slo_ttft_s: float) -> int:
+    """Per allocator, the fewest replicas that serve the trace under the SLO (one line each)."""
+    from harness.cluster.capacity import smallest_replicas
+    from harness.engine.recorder import write_run
+
+    for config in configs:
+        name = config.allocator.name
+        search = smallest_replicas(
+            config, trace, slo_ttft_s,
+            on_run=lambda n, result, name=name: write_run(result, out / name / f"replicas-{n}"))
+        found = search.replicas if search.replicas is not None else "none of those tried"
+        print(f"{name}: {found} replicas (p99 TTFT <= {slo_ttft_s:g} s, every request "
+              f"completed; tried {sorted(search.runs)})")
     return 0
 
 
