@@ -128,6 +128,11 @@ class Allocator(ABC):
         sequence will reach (prompt + max output), used by reservations and waste accounting."""
 
     @abstractmethod
+    def cached_prefix_tokens(self, prefix_hashes: Sequence[int] | None, chunk_tokens: int) -> int:
+        """Leading tokens of a prompt with these chunk hashes that the prefix cache holds now,
+        without changing any state (a router asks every replica before choosing one)."""
+
+    @abstractmethod
     def can_allocate(self, num_tokens: int, *, final_tokens: int | None = None) -> bool:
         """Whether allocate would succeed now, without prefix hits, without changing state."""
 

@@ -21,7 +21,7 @@ from typing import Sequence
 from allocators.base import (
     Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
 )
-from allocators.prefix import block_keys
+from allocators.prefix import block_keys, iter_block_keys
 from allocators.prefix_cache import PrefixCache
 from allocators.segment_pool import SegmentPool
 from allocators.spec import Capacity, CapacityFormula, Param
@@ -231,12 +231,17 @@ class BlockPoolAllocator(Allocator):
     def length(self, seq_id: int) -> int:
         return self._get(seq_id).length
 
+    def cached_prefix_tokens(self, prefix_hashes: Sequence[int] | None, chunk_tokens: int) -> int:
+        if self._cache is None or not prefix_hashes or chunk_tokens <= 0:
+            return 0
+        entry = self._entry_units(chunk_tokens) * self._unit
+        span = len(prefix_hashes) * chunk_tokens
+        return self._cache.leading(iter_block_keys(prefix_hashes, chunk_tokens, entry, span)) * entry
+
     def usage(self) -> Usage:
         unit, pool = self._unit, self._pool
         free = pool.free * unit
-        return Usage(
-            budget=self._budget,
-            backed=pool.backed * unit,
+        return Usage(budget=self._budget, backed=pool.backed * unit,
             live=self._live,
             logical=self._logical,
             reserved=self._reserved,

@@ -14,7 +14,7 @@ leaf; evicting it never orphans a cached descendant.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Iterable, Sequence
 
 
 class PrefixCache:
@@ -37,6 +37,16 @@ class PrefixCache:
                 break
             hits.append(key)
         return hits
+
+    def leading(self, keys: Iterable[int]) -> int:
+        """How many leading keys have an entry (keys may be a lazy iterator: it stops at the
+        first miss, so that asking about a long uncached prompt costs one key)."""
+        count = 0
+        for key in keys:
+            if key not in self._entries:
+                break
+            count += 1
+        return count
 
     def units(self, key: int) -> tuple[int, ...]:
         return self._entries[key]

@@ -98,6 +98,9 @@ class StaticAllocator(Allocator):
         self._account(seq, +1)
         return 0  # static engines keep no prefix cache
 
+    def cached_prefix_tokens(self, prefix_hashes: Sequence[int] | None, chunk_tokens: int) -> int:
+        return 0
+
     def can_allocate(self, num_tokens: int, *, final_tokens: int | None = None) -> bool:
         if self._max_model_len is not None and num_tokens > self._max_model_len:
             return False

@@ -14,7 +14,7 @@ _EXPORTS = {
     "RunConfig": "harness.model.config",
     "SchedulerConfig": "harness.model.config",
     "RunResult": "harness.engine.loop",
-    "simulate": "harness.engine.loop",
+    "simulate": "harness.cluster.run",  # one replica or several behind a router
     "write_run": "harness.engine.recorder",
 }
 __all__ = list(_EXPORTS)

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from reports.fidelity import fidelity_pages
+from reports.cluster import cluster_pages, is_cluster_run
 from reports.gpu import ablation_page, decode_pages, kernel_pages
 from reports.latency import latency_page
 from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run, run_labels
@@ -67,7 +68,8 @@ def verdict_pages(verdicts: list[TraceVerdict]) -> list[Figure]:
 
 def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], results_dir: Path,
                  built: datetime, sweep_dirs: list[Path], slo_ttft_s: float,
-                 facts: AllocatorFacts) -> Iterable[Callable[[], list[Figure]]]:
+                 facts: AllocatorFacts, run_dirs: list[Path] = ()
+                 ) -> Iterable[Callable[[], list[Figure]]]:
     """One callable per page or run of pages, so that only one figure is in memory at a time."""
     kernels, others = find_measurements(results_dir)
     splits = [m for m in others if is_splits(m)]
@@ -85,6 +87,7 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
     yield lambda: decode_pages(groups, others)
     yield lambda: [splits_page(m) for m in splits]
     yield lambda: fidelity_pages(results_dir)
+    yield lambda: cluster_pages(run_dirs, slo_ttft_s)
     if sweep_dirs:
         from reports.sweep_figures import sweep_pages
 
@@ -113,7 +116,9 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
     sections; sweep directories add their own pages after the measured ones, with goodput
     judged against a p99 TTFT SLO of slo_ttft_s. allocators orders and labels the runs (the
     caller reads it from the allocators' specs)."""
-    groups = _labelled_groups(run_dirs, allocators)
+    run_dirs = [Path(d) for d in run_dirs]
+    # Cluster runs have a page of their own rather than a place among one trace's allocators.
+    groups = _labelled_groups([d for d in run_dirs if not is_cluster_run(d)], allocators)
     ablation = _labelled_groups(ablation_dirs, allocators)
     built = built or datetime.now(timezone.utc)
     out_pdf = Path(out_pdf)
@@ -124,7 +129,8 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
     titles = []
     with plt.rc_context(RC), PdfPages(out_pdf, metadata=metadata) as pdf:
         for make in _page_makers(groups, ablation, Path(results_dir or measured_results_dir()), built,
-                                 [Path(d) for d in sweep_dirs], slo_ttft_s, allocators):
+                                 [Path(d) for d in sweep_dirs], slo_ttft_s, allocators,
+                                 run_dirs):
             for fig in make():
                 titles.append(fig.get_suptitle())
                 pdf.savefig(fig)

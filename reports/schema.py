@@ -31,6 +31,10 @@ STEP_COLUMNS = (
 ) + USAGE_COLUMNS
 FLOAT_STEP_COLUMNS = ("time_s", "step_ms", "utilization", "external_fragmentation")
 KV_BYTES_COLUMN = "kv_allocated_bytes"  # measured runs only: device KV memory after the step
+# Cluster runs only, the last column of steps and requests: the replica that ran the step or
+# served the request (steps are numbered per replica). run.json then has a "cluster" table.
+REPLICA_COLUMN = "replica"
+CLUSTER_JSON_KEY = "cluster"
 REQUEST_COLUMNS = (
     "request_id", "arrival_s", "prompt_tokens", "output_tokens", "n", "status", "reason",
     "admit_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions",

@@ -16,6 +16,7 @@ COMMANDS = {
     "sweep": ("sweep", "run a grid of configurations, locally or on a Dask cluster"),
     "gpu": ("gpu", "replay a trace on the GPU with measured step times"),
     "profile": ("profile", "measure the GPU executor's step times for the fitted cost model"),
+    "export-trace": ("export_trace", "a run's steps and requests as a Perfetto timeline"),
 }
 
 

@@ -37,11 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay at this multiple of the rate")
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--find-replicas", action="store_true",
+                        help="search the fewest replicas that complete every request with p99 "
+                        "TTFT within --slo-ttft-s; every run of the search goes to "
+                        "OUT/ALLOCATOR/replicas-N")
+    parser.add_argument("--slo-ttft-s", type=positive_float, default=2.0,
+                        help="the p99 TTFT SLO of --find-replicas (default 2)")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that override a RunConfig (shared with other subcommands)."""
     from allocators import SPECS
+    from harness.model.config import ROUTERS, SCHEDULING_POLICIES
 
     parser.add_argument("--allocator", type=allocator_names,
                         help=f"{' | '.join(SPECS)}, or a comma-separated list "
@@ -60,6 +67,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--swap-space-gib", type=non_negative_float,
                         help="CPU swap space per GPU")
     parser.add_argument("--max-model-len", type=positive_int, help="reject longer requests")
+    parser.add_argument("--policy", choices=SCHEDULING_POLICIES,
+                        help="replica scheduling policy (default vllm-v1: mixed batching)")
+    parser.add_argument("--chunk-size", type=positive_int,
+                        help="sarathi: the token budget of every step")
+    parser.add_argument("--replicas", type=positive_int,
+                        help="replicas behind a router (each with the whole config's GPU)")
+    parser.add_argument("--router", choices=ROUTERS, help="which replica takes each request")
     parser.add_argument("--horizon-s", type=positive_float, help="stop the clock at this time")
     parser.add_argument("--seed", type=non_negative_int)
 
@@ -89,11 +103,12 @@ def build_config(args: argparse.Namespace, config, name: str, params: dict[str, 
         top["gpu"] = gpu_preset(args.gpu)
     for flag, field in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
                         ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
-                        ("seed", "seed")):
+                        ("seed", "seed"), ("replicas", "replicas"), ("router", "router")):
         if getattr(args, flag) is not None:
             top[field] = getattr(args, flag)
     sched: dict[str, Any] = {}
-    for field in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len"):
+    for field in ("max_num_seqs", "max_num_batched_tokens", "preemption", "max_model_len",
+                  "policy", "chunk_size"):
         if getattr(args, field) is not None:
             sched[field] = getattr(args, field)
     if args.no_chunked_prefill:
@@ -137,6 +152,8 @@ def main(args: argparse.Namespace) -> int:
     # Build every config first: one that cannot be built stops the command before any run writes.
     configs = build_configs(args)
     trace = trace_spec(args).load()
+    if args.find_replicas:
+        return _find_replicas(configs, trace, Path(args.out), args.slo_ttft_s)
     summaries = {}
     for config in configs:
         out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)
@@ -147,11 +164,27 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_replicas(configs, trace, out: Path, slo_ttft_s: float) -> int:
+    """Per allocator, the fewest replicas that serve the trace under the SLO (one line each)."""
+    from harness.cluster.capacity import smallest_replicas
+    from harness.engine.recorder import write_run
+
+    for config in configs:
+        name = config.allocator.name
+        search = smallest_replicas(
+            config, trace, slo_ttft_s,
+            on_run=lambda n, result, name=name: write_run(result, out / name / f"replicas-{n}"))
+        found = search.replicas if search.replicas is not None else "none of those tried"
+        print(f"{name}: {found} replicas (p99 TTFT <= {slo_ttft_s:g} s, every request "
+              f"completed; tried {sorted(search.runs)})")
+    return 0
+
+
 def _run(config, trace, out: Path, *, progress: bool):
     """Simulate, write the run directory, and say in one line how it went (on stderr)."""
     import time
 
-    from harness.engine.loop import simulate
+    from harness.cluster.run import simulate
     from harness.engine.recorder import write_run
 
     started = time.perf_counter()

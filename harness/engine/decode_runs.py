@@ -53,7 +53,7 @@ class DecodeRuns:
         if not self.waiting:
             return True
         cfg = self.config
-        budget = cfg.max_num_batched_tokens - self.num_running_seqs
+        budget = self.policy.admission_budget(self.num_running_seqs)
         head = self.waiting[0]
         return (
             budget <= 0

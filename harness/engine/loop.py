@@ -1,16 +1,17 @@
 """The SimPy engine: arrivals -> scheduler -> executor -> clock -> recorder.
 
-Two processes share one clock. The arrival process sleeps until each request's arrival and puts
-it in the waiting queue. The engine loop schedules a step, asks the executor how long it takes,
-records it and advances the clock by that much; with nothing to run it sleeps until the next
-arrival. The executor is the only part that differs between a simulated and a measured run.
+Processes share one clock. The arrival process sleeps until each request's arrival and hands it
+to a replica (the only one here; harness.cluster routes among several). A replica's loop
+schedules a step, asks the executor how long it takes, records it and advances the clock by that
+much; with nothing to run it sleeps until the next arrival. The executor is the only part that
+differs between a simulated and a measured run.
 """
 from __future__ import annotations
 
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -71,8 +72,18 @@ def _effective_max_model_len(config: RunConfig) -> int | None:
     return min(limits) if limits else None
 
 
+def within_horizon(config: RunConfig, trace: pd.DataFrame) -> pd.DataFrame:
+    """The requests that are part of the run: those arriving before the horizon, if any."""
+    if config.horizon_s is None:
+        return trace
+    attrs = dict(trace.attrs)
+    trace = trace[trace["arrival_s"] < config.horizon_s]
+    trace.attrs.update(attrs)
+    return trace
+
+
 class Engine:
-    """One run's objects: budget, allocator, recorder, scheduler, executor."""
+    """One replica fed by the arrival process: the single-GPU run."""
 
     def __init__(
         self,
@@ -82,10 +93,62 @@ class Engine:
         executor_factory: ExecutorFactory | None = None,
         decode_runs: bool = True,
     ) -> None:
-        if config.horizon_s is not None:  # requests arriving later are not part of the run
-            attrs = dict(trace.attrs)
-            trace = trace[trace["arrival_s"] < config.horizon_s]
-            trace.attrs.update(attrs)
+        self.config = config
+        self.trace = within_horizon(config, trace)
+        self.replica = Replica(config, self.trace, executor_factory=executor_factory,
+                               decode_runs=decode_runs)
+        replica = self.replica
+        self.budget, self.allocator, self.executor = (replica.budget, replica.allocator,
+                                                      replica.executor)
+        self.recorder, self.scheduler = replica.recorder, replica.scheduler
+
+    def run(self, *, progress: bool = False) -> RunResult:
+        env = simpy.Environment()
+        replica = self.replica
+        env.process(arrivals(env, self.trace, lambda group: replica, [replica]))
+        bar = _progress_bar(len(self.trace), progress)
+        loop = env.process(replica.loop(env, bar))
+        env.run(until=loop)
+        if bar is not None:
+            bar.close()
+        return replica.result(env.now)
+
+
+def arrivals(env: simpy.Environment, trace: pd.DataFrame, route: Callable[[Group], Replica],
+             replicas: list[Replica]):
+    """Hand each request, at its arrival time, to the replica route chooses; then tell every
+    replica that nothing more will arrive."""
+    arrival = trace["arrival_s"].to_numpy(dtype=np.float64).tolist()
+    prompt = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
+    output = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
+    samples = trace["n"].to_numpy(dtype=np.int64).tolist()
+    hashes = trace["prefix_hashes"].tolist()
+    next_child = len(trace)  # children's seq ids follow the request ids
+    for rid in range(len(trace)):
+        delay = arrival[rid] - env.now
+        if delay > 0:
+            yield env.timeout(delay)
+        n = samples[rid]
+        seq_ids = (rid, *range(next_child, next_child + n - 1))
+        next_child += n - 1
+        group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids, arrival[rid])
+        route(group).add(group)
+    for replica in replicas:
+        replica.close()
+
+
+class Replica:
+    """One engine's objects (budget, allocator, recorder, scheduler, executor) and its step
+    loop, a SimPy process that several replicas may share one clock with."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        trace: pd.DataFrame,
+        *,
+        executor_factory: ExecutorFactory | None = None,
+        decode_runs: bool = True,
+    ) -> None:
         self.config = config
         self.trace = trace
         self.budget = kv_budget(config)
@@ -114,39 +177,20 @@ class Engine:
             max_model_len=_effective_max_model_len(config),
             with_layouts=self.executor.needs_layouts,
         )
-        self._groups: list[Group] = []
+        self.groups: list[Group] = []
         self.arrived = 0
         self._idle: simpy.Event | None = None
         self._arrivals_done = False
 
-    def run(self, *, progress: bool = False) -> RunResult:
-        env = simpy.Environment()
-        env.process(self._arrivals(env))
-        loop = env.process(self._loop(env, progress))
-        env.run(until=loop)
-        return self._result(env.now)
+    def add(self, group: Group) -> None:
+        """A request arrives here: queue it and wake the loop if it sleeps."""
+        self.groups.append(group)
+        self.scheduler.add(group)
+        self.arrived += 1
+        self._wake()
 
-    def _arrivals(self, env: simpy.Environment):
-        """Put each request in the waiting queue at its arrival time; wake an idle engine."""
-        trace = self.trace
-        arrival = trace["arrival_s"].to_numpy(dtype=np.float64).tolist()
-        prompt = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
-        output = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
-        samples = trace["n"].to_numpy(dtype=np.int64).tolist()
-        hashes = trace["prefix_hashes"].tolist()
-        next_child = len(trace)  # children's seq ids follow the request ids
-        for rid in range(len(trace)):
-            delay = arrival[rid] - env.now
-            if delay > 0:
-                yield env.timeout(delay)
-            n = samples[rid]
-            seq_ids = (rid, *range(next_child, next_child + n - 1))
-            next_child += n - 1
-            group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids)
-            self._groups.append(group)
-            self.scheduler.add(group)
-            self.arrived += 1
-            self._wake()
+    def close(self) -> None:
+        """Nothing more will arrive: the loop ends once its work is done."""
         self._arrivals_done = True
         self._wake()
 
@@ -154,11 +198,10 @@ class Engine:
         if self._idle is not None and not self._idle.triggered:
             self._idle.succeed()
 
-    def _loop(self, env: simpy.Environment, progress: bool):
+    def loop(self, env: simpy.Environment, bar=None):
         sched, executor, recorder = self.scheduler, self.executor, self.recorder
         usage = self.allocator.usage
         waiting, swapped = sched.waiting, sched.swapped
-        bar = _progress_bar(len(self.trace), progress)
         shown = 0
         horizon = self.config.horizon_s
         while horizon is None or env.now < horizon:
@@ -188,8 +231,6 @@ class Engine:
             if bar is not None and recorder.num_done != shown:
                 bar.update(recorder.num_done - shown)
                 shown = recorder.num_done
-        if bar is not None:
-            bar.close()
 
     def _decode_run(self, env: simpy.Environment, run: DecodeRun):
         """Decode-only steps that the scheduler knows in advance, run and recorded one by one
@@ -221,25 +262,37 @@ class Engine:
                 done += 1
         sched.end_decode_run(done)
 
-    def _result(self, end_s: float) -> RunResult:
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The steps and requests tables (a row for every request of the trace; those never
+        given to this replica read as queued)."""
         sched = self.scheduler
         end_status = {g.rid: "running" for g in sched.running}
         end_status.update({g.rid: "queued" for g in (*sched.waiting, *sched.swapped)})
-        steps = self.recorder.steps_frame()
-        requests = self.recorder.requests_frame(end_status)
-        output_tokens = sum(g.n * g.generated for g in self._groups)
+        return self.recorder.steps_frame(), self.recorder.requests_frame(end_status)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(g.n * g.generated for g in self.groups)
+
+    def result(self, end_s: float) -> RunResult:
+        """The run's tables and summary, the clock having stopped at end_s."""
+        steps, requests = self.tables()
         summary = summarize(
             steps,
             requests,
             budget_slots=self.budget.slots,
             bytes_per_token=self.budget.bytes_per_token,
-            output_tokens=output_tokens,
+            output_tokens=self.output_tokens,
             sim_time_s=end_s,
         )
         peak_kv_bytes = self.recorder.peak_kv_allocated_bytes
         if peak_kv_bytes is not None:
             summary["peak_kv_allocated_bytes"] = peak_kv_bytes
-        info = {
+        return RunResult(self.config, steps, requests, summary, self.info())
+
+    def info(self) -> dict[str, Any]:
+        """Where the run came from: trace, executor, device."""
+        return {
             "trace": {
                 "name": self.trace.attrs.get("name"),
                 "source": self.trace.attrs.get("source"),
@@ -250,7 +303,6 @@ class Engine:
             "device": self.executor.device,
             "executor_details": dict(getattr(self.executor, "details", {})),
         }
-        return RunResult(self.config, steps, requests, summary, info)
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -19,7 +19,8 @@ import pandas as pd
 from allocators import Usage
 from harness.engine.batch import Batch
 from reports.schema import (
-    FLOAT_FORMAT, FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS,
+    CLUSTER_JSON_KEY, FLOAT_FORMAT, FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON,
+    STEP_COLUMNS,
     STEPS_FILE, USAGE_COLUMNS,
 )
 
@@ -214,6 +215,7 @@ def write_run(result, out_dir: str | Path) -> Path:
             "versions": versions(),
             "seed": result.config.seed,
             "summary": result.summary,
+            **({CLUSTER_JSON_KEY: info[CLUSTER_JSON_KEY]} if CLUSTER_JSON_KEY in info else {}),
         },
     )
     return out

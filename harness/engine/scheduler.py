@@ -3,7 +3,9 @@ preemption by recompute or swap, and rejection of requests that can never run.
 
 Each step, running requests go first in admission order (decode: one token per sample; an
 unfinished prefill: its next chunk), then swapped requests come back, then waiting requests are
-admitted in arrival order while tokens, sequence slots and KV memory last. When a running request
+admitted in queue order while tokens, sequence slots and KV memory last. A scheduling policy
+(policies.py) sets the step's token budget, the queue order, and whether decodes go first or
+share no step with prefills. When a running request
 cannot grow, the latest admitted request is preempted; a step that preempted admits nobody.
 The scheduler alone moves requests between the waiting, running and swapped queues, and its
 batches tell the executor what became of each sequence (forked, swapped, preempted, finished),
@@ -17,6 +19,7 @@ from typing import Protocol
 from allocators import Allocator, OutOfKVMemory
 from harness.engine.batch import Batch, Fork, Preemption, ScheduledSeq, SwapOp
 from harness.engine.decode_runs import DecodeRuns
+from harness.engine.policies import make_policy
 from harness.engine.sequences import Group
 from harness.engine.swap import SwapSpace, restore
 from harness.model.config import SchedulerConfig
@@ -48,6 +51,7 @@ class Scheduler(DecodeRuns):
         with_layouts: bool = False,
     ) -> None:
         self.config = config
+        self.policy = make_policy(config)  # the choices in which scheduling policies differ
         self.allocator = allocator
         self.events = events
         self.budget_slots = budget_slots
@@ -78,7 +82,7 @@ class Scheduler(DecodeRuns):
         if reason:
             self.events.rejected(g.rid, reason)
         else:
-            self.waiting.append(g)
+            self.policy.enqueue(self.waiting, g)
 
     def _impossible(self, g: Group) -> str:
         """Why g can never run (empty when it can): lengths, sample count, memory."""
@@ -88,12 +92,12 @@ class Scheduler(DecodeRuns):
             return f"prompt + output = {total} tokens > max_model_len {self.max_model_len}"
         if g.n > cfg.max_num_seqs:
             return f"n = {g.n} samples > max_num_seqs {cfg.max_num_seqs}"
-        if not cfg.chunked_prefill and total - 1 > cfg.max_num_batched_tokens:
+        if not cfg.chunked_prefill and total - 1 > self.policy.token_budget:
             # Unchunked, a prefill runs whole in one step, and a recomputed request prefills
             # its prompt and output (vLLM asks max_num_batched_tokens >= max_model_len).
             return (
-                f"prompt + output = {total} tokens > max_num_batched_tokens "
-                f"{cfg.max_num_batched_tokens} without chunked prefill"
+                f"prompt + output = {total} tokens > the step's token budget "
+                f"{self.policy.token_budget} without chunked prefill"
             )
         if g.min_kv_slots > self.budget_slots:
             return f"needs at least {g.min_kv_slots} KV slots; the budget holds {self.budget_slots}"
@@ -104,13 +108,26 @@ class Scheduler(DecodeRuns):
         batch = self._next
         self._scheduled = []
         self._preempted = False
-        budget = self._schedule_running(batch)
-        if self.running and self._preempted:
-            pass  # like vLLM: a step that had to preempt admits nobody
-        elif self.swapped:
-            self._swap_in(batch)
+        policy = self.policy
+        budget = policy.token_budget
+        if policy.prefill_first:
+            budget = self._schedule_running(batch, budget, decodes=False)
+            if not self.swapped:
+                self._admit(batch, budget, now)
+            if not batch.seqs:  # no prefill work: a decode step
+                self._schedule_running(batch, budget, prefills=False)
+                if self.swapped and not (self.running and self._preempted):
+                    self._swap_in(batch)
         else:
-            self._admit(batch, budget, now)
+            if policy.decodes_first:
+                budget = self._schedule_running(batch, budget, prefills=False)
+            budget = self._schedule_running(batch, budget, decodes=not policy.decodes_first)
+            if self.running and self._preempted:
+                pass  # like vLLM: a step that had to preempt admits nobody
+            elif self.swapped:
+                self._swap_in(batch)
+            else:
+                self._admit(batch, budget, now)
         if not batch.has_work:
             return None  # its events, if any, go with the next batch
         self._next = Batch()
@@ -134,10 +151,11 @@ class Scheduler(DecodeRuns):
             batch.segments_added.extend(sorted(now - before))
             self._segments = segments
 
-    def _schedule_running(self, batch: Batch) -> int:
-        """Next prefill chunk or one decode token per sample for every running request, in
-        admission order; returns the token budget left."""
-        budget = self.config.max_num_batched_tokens
+    def _schedule_running(
+        self, batch: Batch, budget: int, *, prefills: bool = True, decodes: bool = True
+    ) -> int:
+        """Next prefill chunk (with prefills) or one decode token per sample (with decodes) for
+        every running request, in admission order; returns the token budget left."""
         chunked = self.config.chunked_prefill
         seqs, scheduled, running = batch.seqs, self._scheduled, self.running
         extend = self.allocator.extend
@@ -147,13 +165,15 @@ class Scheduler(DecodeRuns):
             g = running[i]
             i += 1
             if g.computed < g.target:
+                if not prefills:
+                    continue
                 todo = g.target - g.computed
                 chunk = min(todo, budget) if chunked else (todo if todo <= budget else 0)
                 if chunk:
                     self._add_prefill(batch, g, chunk)
                     budget -= chunk
                 continue
-            if budget < g.n:
+            if not decodes or budget < g.n:
                 continue
             if g.num_live == g.n:
                 try:  # the common case: every sample grows by one token
@@ -174,8 +194,8 @@ class Scheduler(DecodeRuns):
             decode_context += g.n * ctx
             scheduled.append((g, 0))
             budget -= g.n
-        batch.decode_tokens = decode_tokens
-        batch.decode_context_tokens = decode_context
+        batch.decode_tokens += decode_tokens
+        batch.decode_context_tokens += decode_context
         return budget
 
     def _add_prefill(self, batch: Batch, g: Group, chunk: int) -> None:
@@ -256,7 +276,7 @@ class Scheduler(DecodeRuns):
         else:  # recompute, also when the swap space is full or the request is in prefill
             g.reset_for_recompute()
             batch.preempted.extend(Preemption(sid, g.target) for sid in seq_ids)
-            self.waiting.appendleft(g)
+            self.policy.requeue(self.waiting, g)
 
     def _swap_op(self, seq_id: int, written: int, copies_before: int = 0) -> SwapOp:
         """The move of a sequence's written KV (a sample grown before its request was preempted
@@ -286,7 +306,7 @@ class Scheduler(DecodeRuns):
             self.num_running_seqs += g.n
 
     def _admit(self, batch: Batch, budget: int, now: float) -> None:
-        """Admit waiting requests in arrival order: allocate the whole prefill target (prefix
+        """Admit waiting requests in queue order: allocate the whole prefill target (prefix
         hits included) and schedule its first chunk."""
         cfg = self.config
         while self.waiting and budget > 0 and not self._blocked:

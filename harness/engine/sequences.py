@@ -28,6 +28,7 @@ class Group:
         "num_live",
         "fork_len",
         "first_token_done",
+        "arrival_s",
     )
 
     def __init__(
@@ -38,6 +39,7 @@ class Group:
         n: int,
         prefix_hashes: Sequence[int] | None,
         seq_ids: tuple[int, ...],
+        arrival_s: float = 0.0,
     ) -> None:
         self.rid = rid
         self.prompt = prompt
@@ -52,6 +54,7 @@ class Group:
         self.num_live = 0  # sequences allocated: 0 while queued, 1 until forked, then up to n
         self.fork_len = 0  # KV length when the children were forked (their shared prefix)
         self.first_token_done = False
+        self.arrival_s = arrival_s  # what a deadline-ordered policy counts from
 
     @property
     def final_tokens(self) -> int:

@@ -15,6 +15,10 @@ from allocators import DEFAULT_ALLOCATOR, spec_of
 from harness.model.presets import GIB, GpuSpec, ModelSpec, gpu_preset, model_preset
 
 PREEMPTION_MODES = ("recompute", "swap")
+# Replica scheduling policies (harness/engine/policies.py) and cluster routers
+# (harness/cluster/router.py); named here so that a config is checked where it is built.
+SCHEDULING_POLICIES = ("vllm-v1", "vllm-v0", "sarathi", "edf")
+ROUTERS = ("round-robin", "least-outstanding", "least-kv", "prefix-aware")
 
 
 class ConfigError(ValueError):
@@ -31,11 +35,32 @@ class SchedulerConfig:
     preemption: str = "recompute"  # "recompute" | "swap"
     swap_space_bytes: int = 4 * GIB  # CPU swap space per GPU (vLLM's --swap-space 4)
     max_model_len: int | None = None  # None: any length the KV budget holds
+    policy: str = "vllm-v1"  # one of SCHEDULING_POLICIES
+    chunk_size: int = 512  # sarathi: the fixed token budget of every step
+    # edf: a request's TTFT deadline is arrival + ttft_slo_s + prompt tokens x this per-token
+    # allowance, so that a long prompt is not late merely for being long.
+    ttft_slo_s: float = 1.0
+    ttft_slo_s_per_token: float = 1e-4
 
     def __post_init__(self) -> None:
         if self.preemption not in PREEMPTION_MODES:
             raise ConfigError(
                 f"scheduler.preemption must be one of {PREEMPTION_MODES}, got {self.preemption!r}"
+            )
+        if self.policy not in SCHEDULING_POLICIES:
+            raise ConfigError(
+                f"scheduler.policy must be one of {SCHEDULING_POLICIES}, got {self.policy!r}"
+            )
+        if self.policy == "sarathi" and self.chunk_size < self.max_num_seqs:
+            # Stall-free batching decodes every running sequence in every step.
+            raise ConfigError(
+                f"scheduler.chunk_size {self.chunk_size} must be >= max_num_seqs "
+                f"{self.max_num_seqs}"
+            )
+        if self.ttft_slo_s <= 0 or self.ttft_slo_s_per_token < 0:
+            raise ConfigError(
+                f"scheduler.ttft_slo_s must be > 0 and ttft_slo_s_per_token >= 0, got "
+                f"{self.ttft_slo_s} and {self.ttft_slo_s_per_token}"
             )
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) < 1:
@@ -88,10 +113,16 @@ class RunConfig:
     seed: int = 0
     budget_slots_override: int | None = None  # skip the memory arithmetic: this many KV slots
     horizon_s: float | None = None  # stop the clock here; None runs until every request is done
+    replicas: int = 1  # engines behind a router, each with this config's GPU, budget, allocator
+    router: str = "round-robin"  # one of ROUTERS: which replica takes each arriving request
 
     def __post_init__(self) -> None:
         if self.tp < 1:
             raise ConfigError(f"tp must be >= 1, got {self.tp}")
+        if self.replicas < 1:
+            raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
+        if self.router not in ROUTERS:
+            raise ConfigError(f"router must be one of {ROUTERS}, got {self.router!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ConfigError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
@@ -102,8 +133,10 @@ class RunConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = _drop_defaults(dataclasses.asdict(self), self, _LATER_FIELDS)
         out["allocator"] = {"name": self.allocator.name, "params": self.allocator.kwargs}
+        out["scheduler"] = _drop_defaults(out["scheduler"], self.scheduler,
+                                          _LATER_SCHEDULER_FIELDS)
         return out
 
     @classmethod
@@ -142,6 +175,18 @@ class RunConfig:
             with open(path) as fh:
                 return cls.from_dict(yaml.safe_load(fh) or {})
         return cls.from_toml(path)
+
+
+# Fields added after runs and sweeps were first recorded: written only when they differ from
+# their defaults, so that the run.json and the sweep cell hash of a run that does not use them
+# stay what they were (from_dict fills them back in).
+_LATER_FIELDS = ("replicas", "router")
+_LATER_SCHEDULER_FIELDS = ("policy", "chunk_size", "ttft_slo_s", "ttft_slo_s_per_token")
+
+
+def _drop_defaults(out: dict[str, Any], obj, names: tuple[str, ...]) -> dict[str, Any]:
+    defaults = {f.name: f.default for f in dataclasses.fields(obj)}
+    return {k: v for k, v in out.items() if k not in names or v != defaults[k]}
 
 
 def _build(cls, kwargs: dict[str, Any], where: str):

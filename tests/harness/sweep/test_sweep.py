@@ -246,3 +246,24 @@ def test_cli_dry_run_lists_the_cells(tmp_path, capsys):
     assert out.splitlines()[-1] == "5 cells"
     assert "allocator=static\n" in out and "allocator=hybrid block_size=64" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_varies_replicas_and_routers(tmp_path):
+    grid = Grid.from_dict({
+        "base": {"model": "tiny", "budget_slots_override": 4096},
+        "trace": {"source": "azure-conv", "max_requests": 12},
+        "grid": {"replicas": [1, 2], "router": ["round-robin", "prefix-aware"]},
+    })
+    cells = expand(grid)
+    assert [(c.config.replicas, c.config.router) for c in cells] == [
+        (1, "round-robin"), (1, "prefix-aware"), (2, "round-robin"), (2, "prefix-aware")]
+    # A default-valued new field leaves the hash of a cell written before it existed alone.
+    plain = expand(Grid.from_dict({**grid.to_dict(), "grid": {}}))[0]
+    assert cells[0].config_hash == plain.config_hash
+    from harness.sweep.runner import simulate_cell
+
+    run_sweep(grid, cells, tmp_path, LocalExecutor(1), cell_fn=simulate_cell, progress=False)
+    table = pd.read_csv(tmp_path / RESULTS_CSV)
+    assert table["replicas"].tolist() == [1, 1, 2, 2]
+    assert table["completed"].eq(12).all()
+    assert table["prefix_hit_rate"].isna().tolist() == [True, True, False, False]
