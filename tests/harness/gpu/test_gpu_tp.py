@@ -39,9 +39,9 @@ def test_tp2_samples_the_tokens_of_tp1(tiny_decoder, small_trace, monkeypatch):
     assert s["preemptions"] > 0 and s["prefix_hit_tokens"] > 0
     assert split.details["swapped_out_seqs"] > 0 and split.details["tp"] == 2
     assert (split.result.requests.status == "completed").all()
+    # Token for token, whatever batches the measured clock gave each run.
     assert split.outputs == executor.outputs()
-    # The same schedule: the engine saw the same batches and the same sampled tokens.
-    assert split.result.steps.batch_tokens.tolist() == single.steps.batch_tokens.tolist()
+    assert len(split.step_log) == len(split.result.steps)
 
 
 def test_shards_put_back_together_are_the_full_weights():
