@@ -49,15 +49,19 @@ class TpJob:
     device_type: str  # "cuda": rank r on cuda:r with NCCL; "cpu": gloo
     dtype: str
     port: int
-    result_path: str  # where rank 0 leaves (RunResult, outputs, details)
+    result_path: str  # where rank 0 leaves its TpResult
     cuda_graphs: bool = True
 
 
 @dataclass(frozen=True)
 class TpResult:
+    """Rank 0's run: the engine's result, the generated tokens, the executor's details and
+    its per-step log (harness.gpu.step_log), and the device's name."""
+
     result: RunResult
     outputs: dict[int, list[int]]
     details: dict
+    step_log: pd.DataFrame
     device: str
 
 
@@ -176,7 +180,8 @@ def _lead(job: TpJob, decoder, control) -> None:
         _broadcast(None, control)  # the followers stop, whatever happened here
     executor = made[0]
     with open(job.result_path, "wb") as fh:
-        pickle.dump(TpResult(result, executor.outputs(), executor.details, executor.device), fh)
+        pickle.dump(TpResult(result, executor.outputs(), executor.details,
+                             executor.step_log.frame(), executor.device), fh)
 
 
 def _follow(job: TpJob, decoder, control) -> None:
