@@ -256,10 +256,12 @@ def main() -> int:
     args.slug = device_slug(args.device)
     if "allreduce" in parts:
         sweep = run_sweeps(args, command)
-    else:
-        from reports.schema import read_measurement
+    else:  # an earlier sweep: in --out, else the committed one
+        from reports.schema import read_measurement, results_dir
 
-        sweep = read_measurement(args.out / f"allreduce_{args.slug}.csv").table
+        name = f"allreduce_{args.slug}.csv"
+        found = args.out / name if (args.out / name).exists() else results_dir() / name
+        sweep = read_measurement(found).table
     if "decode" not in parts:
         return 0
     trace = load_slice(args.trace, count=args.requests, rate_scale=args.rate_scale)
