@@ -4,6 +4,7 @@ The same engine, scheduler and allocator as `kvharness simulate`, with the GpuEx
 Llama-style decoder with seeded random weights at the model's real shape runs every step, and
 the clock advances by the step's measured time. Writes the same steps.csv, requests.csv and
 run.json (executor "gpu", the device's name), steps.csv with a kv_allocated_bytes column.
+With --tp N the decoder is split over N processes (harness.gpu.tp_run); the engine runs once.
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch device; default cuda when available, else cpu")
     parser.add_argument("--seed", type=non_negative_int,
                         help="weights and prompt tokens seed (config's)")
+    parser.add_argument("--tp", type=positive_int, metavar="N",
+                        help="tensor-parallel ranks: N processes, one GPU each (gloo on a CPU); "
+                        "default the config's (1)")
     parser.add_argument("--out", type=Path, help="run directory (default runs/gpu-<allocator>)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -76,16 +80,23 @@ def main(args: argparse.Namespace) -> int:
     config = gpu_run_config(
         device, model=args.model, allocator=args.allocator, params=params, base=args.config,
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
-        seed=args.seed,
+        seed=args.seed, tp=args.tp,
     )
-    decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed)
-    result, executor = run_on_device(config, trace, decoder, progress=not args.no_progress)
+    if config.tp > 1:
+        from harness.gpu.tp_run import run_tensor_parallel
+
+        ran = run_tensor_parallel(config, trace, device_type=device.type, dtype=args.dtype)
+        result, name, details = ran.result, f"{ran.device} x{config.tp}", ran.details
+    else:
+        decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed)
+        result, executor = run_on_device(config, trace, decoder, progress=not args.no_progress)
+        name, details = executor.device, executor.details
     out = write_run(result, args.out or Path("runs") / f"gpu-{args.allocator}")
     s = result.summary
     print(
-        f"{executor.device}: {s['completed']}/{s['requests']} completed, "
-        f"{s['output_tokens']} output tokens in {executor.details['device_s']:.2f} s of steps "
-        f"({s['output_tokens'] / max(executor.details['device_s'], 1e-9):.0f} tok/s), "
+        f"{name}: {s['completed']}/{s['requests']} completed, "
+        f"{s['output_tokens']} output tokens in {details['device_s']:.2f} s of steps "
+        f"({s['output_tokens'] / max(details['device_s'], 1e-9):.0f} tok/s), "
         f"peak KV {s['peak_kv_allocated_bytes'] / 2**30:.2f} GiB, utilization "
         f"{s['utilization_mean']:.3f} -> {out}"
     )

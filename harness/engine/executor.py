@@ -25,6 +25,7 @@ from harness.model.costmodel import (
     CostModel,
     decode_efficiency,
 )
+from harness.model.allreduce import measured_allreduce
 from harness.model.fitted import fitted_cost_model
 
 
@@ -83,7 +84,9 @@ class CostModelExecutor:
             contiguous=spec_of(config.allocator.name).needs_contiguity,
             results_dir=results_dir,
         )
-        self.model = CostModel.from_config(config, decode_efficiency=efficiency)
+        allreduce = measured_allreduce(config.gpu.name, config.tp, results_dir=results_dir)
+        self.model = CostModel.from_config(config, decode_efficiency=efficiency,
+                                           allreduce=allreduce)
         self.details = {
             "cost_model": "roofline",
             "decode_efficiency": efficiency,
@@ -92,6 +95,8 @@ class CostModelExecutor:
             "compute_efficiency": COMPUTE_EFFICIENCY,
             "step_overhead_s": self.model.step_overhead_s,
         }
+        if config.tp > 1:  # None: the datasheet guess priced the all-reduces
+            self.details["allreduce_source"] = allreduce.source if allreduce else None
 
     def decode_steps(self, decode_tokens: int, context_tokens: np.ndarray) -> np.ndarray:
         """Seconds of decode-only steps of decode_tokens sequences reading context_tokens each,

@@ -27,7 +27,7 @@ from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, slots_of,
 from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
 from harness.gpu.kv_pool import KVPool
-from harness.gpu.model import Decoder, DecoderConfig, random_weights
+from harness.gpu.model import SINGLE_RANK, Decoder, DecoderConfig, random_weights
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
 from harness.gpu.step_log import StepLog, StepRecord
@@ -41,12 +41,13 @@ class ExecutorError(RuntimeError):
 
 
 def build_decoder(model, *, device: str | torch.device, dtype: str = "bfloat16",
-                  seed: int = 0) -> Decoder:
-    """A Decoder for a harness ModelSpec with seeded random weights on the device."""
+                  seed: int = 0, tp=SINGLE_RANK) -> Decoder:
+    """A Decoder for a harness ModelSpec with seeded random weights on the device (this rank's
+    shard of them under tensor parallelism, harness.gpu.tp)."""
     device = torch.device(device)
     config = DecoderConfig.from_model_spec(model)
-    weights = random_weights(config, seed=seed, dtype=DTYPES[dtype], device=device)
-    return Decoder(config, weights, default_backend(device))
+    weights = random_weights(config, seed=seed, dtype=DTYPES[dtype], device=device, tp=tp)
+    return Decoder(config, weights, default_backend(device), tp=tp)
 
 
 class _Timer:
@@ -88,8 +89,11 @@ class GpuExecutor:
         self.decoder = decoder
         self.seed = config.seed
         c = decoder.config
-        if bytes_per_token(config.model) != 2 * c.num_layers * c.num_kv_heads * c.head_dim * \
-                config.model.dtype_bytes:
+        if config.tp != decoder.tp.size:
+            raise ExecutorError(f"the run config's tp {config.tp} differs from the decoder's "
+                                f"{decoder.tp.size} ranks")
+        if bytes_per_token(config.model, config.tp) != 2 * c.num_layers * \
+                decoder.num_kv_heads * c.head_dim * config.model.dtype_bytes:
             raise ExecutorError("the decoder's shape differs from the run config's model")
         self._prompt_len = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
         self._output_len = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
@@ -97,7 +101,7 @@ class GpuExecutor:
         self._chunk_tokens = int(trace.attrs.get("chunk_tokens", 0))
         self._cuda = self.device_t.type == "cuda"
         self.pool = KVPool(
-            geometry, num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
+            geometry, num_layers=c.num_layers, num_kv_heads=decoder.num_kv_heads,
             head_dim=c.head_dim, dtype=weights.embed.dtype, device=self.device_t,
             prepare=decoder.backend.prepare,
         )
@@ -142,6 +146,7 @@ class GpuExecutor:
             "dtype": str(self.decoder.weights.embed.dtype).removeprefix("torch."),
             "attention": self.decoder.backend.name,
             "timing": "cuda events" if self._cuda else "host clock",
+            "tp": self.decoder.tp.size,
             "shape": {"layers": c.num_layers, "heads": c.num_heads, "kv_heads": c.num_kv_heads,
                       "head_dim": c.head_dim, "hidden": c.hidden_size, "vocab": c.vocab_size},
             "steps": self._steps,
@@ -176,6 +181,7 @@ class GpuExecutor:
         if graph:
             self._graphs.prepare(len(decode.seq_ids))  # a first use captures, untimed
 
+        self.decoder.tp.align()  # every rank's host work done: the timer sees device work
         t1 = time.perf_counter()
         self._timer.start()
         self._memory_ops(batch)
@@ -186,7 +192,7 @@ class GpuExecutor:
             self._graph_steps += 1
         elif host is not None:
             step = to_device(host, self.pool, self.device_t, by_segment=self._by_segment)
-            next_tokens, sampled = self.decoder.forward(step, self.pool).argmax(dim=-1), host.sampled
+            next_tokens, sampled = self.decoder.next_tokens(step, self.pool), host.sampled
         enqueue_s = time.perf_counter() - t1
         seconds = self._timer.stop_s()
 
@@ -239,7 +245,7 @@ class GpuExecutor:
         """Before the first timed step: back the first segments and compile the kernels, so
         that no step's time holds a compilation."""
         self.pool.sync(batch.segments_added, batch.segments_released)
-        self.decoder.backend.warmup(self.pool, self.decoder.config.num_heads)
+        self.decoder.backend.warmup(self.pool, self.decoder.num_heads)
         self._warm = True
 
     # -- host-side preparation ----------------------------------------------------------------

@@ -118,10 +118,10 @@ class DecodeGraphs:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self.decoder.forward(self._step(bucket), self.pool).argmax(dim=-1)
+            self.decoder.next_tokens(self._step(bucket), self.pool)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._mempool):
-            tokens = self.decoder.forward(self._step(bucket), self.pool).argmax(dim=-1)
+            tokens = self.decoder.next_tokens(self._step(bucket), self.pool)
         self.captures += 1
         return graph, tokens

@@ -6,6 +6,10 @@ forward runs a whole engine step: every token of the step (prefill chunks and de
 through the linear layers together; attention writes the step's new K/V into the KV pool's slots
 once, then runs one paged prefill call for all prefill chunks (each over its sequence's whole KV
 in the pool) and one paged decode call for all decoding sequences.
+
+Under tensor parallelism (harness.gpu.tp) each rank runs this same code on its shard of the
+weights and of the KV heads; the decoder's `tp` says how the shards meet again. A single rank
+(SingleRank) reduces nothing, so the one-GPU path runs exactly the operations it always did.
 """
 from __future__ import annotations
 
@@ -65,6 +69,32 @@ class LayerWeights:
     down: torch.Tensor  # [hidden, intermediate]
 
 
+class SingleRank:
+    """No tensor parallelism: one rank holds every weight and head, so nothing is sharded,
+    reduced or gathered. harness.gpu.tp.TensorParallel offers the same methods across ranks."""
+
+    size = 1
+    rank = 0
+
+    def shard_layer(self, layer: LayerWeights) -> LayerWeights:
+        return layer
+
+    def shard_vocab(self, lm_head: torch.Tensor) -> torch.Tensor:
+        return lm_head
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def greedy(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=-1)
+
+    def align(self) -> None:
+        """Nothing to wait for before a timed step."""
+
+
+SINGLE_RANK = SingleRank()
+
+
 @dataclass(frozen=True)
 class DecoderWeights:
     embed: torch.Tensor  # [vocab, hidden]
@@ -74,10 +104,15 @@ class DecoderWeights:
 
 
 def random_weights(
-    config: DecoderConfig, *, seed: int, dtype: torch.dtype, device: torch.device | str
+    config: DecoderConfig, *, seed: int, dtype: torch.dtype, device: torch.device | str,
+    tp=SINGLE_RANK,
 ) -> DecoderWeights:
     """Seeded random weights: projections N(0, 1/fan_in) so activations stay of order one and
-    attention is far from uniform (the KV cache matters to every token); norms near one."""
+    attention is far from uniform (the KV cache matters to every token); norms near one.
+
+    Every rank draws the full matrices in the same order and keeps its shard of each layer as
+    it goes (tp.shard_layer), so all tensor-parallel widths compute one function, and a rank
+    never holds more than its shards plus one layer in full."""
     gen = torch.Generator(device=device).manual_seed(seed)
 
     def matrix(rows: int, cols: int) -> torch.Tensor:
@@ -91,19 +126,21 @@ def random_weights(
     c = config
     qkv_rows = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
     layers = tuple(
-        LayerWeights(
+        tp.shard_layer(LayerWeights(
             attn_norm=norm(),
             qkv=matrix(qkv_rows, c.hidden_size),
             o=matrix(c.hidden_size, c.num_heads * c.head_dim),
             mlp_norm=norm(),
             gate_up=matrix(2 * c.intermediate_size, c.hidden_size),
             down=matrix(c.hidden_size, c.intermediate_size),
-        )
+        ))
         for _ in range(c.num_layers)
     )
     embed = torch.empty(c.vocab_size, c.hidden_size, dtype=dtype, device=device)
     embed.normal_(0.0, 1.0, generator=gen)
-    return DecoderWeights(embed, layers, norm(), matrix(c.vocab_size, c.hidden_size))
+    final_norm = norm()
+    return DecoderWeights(embed, layers, final_norm,
+                          tp.shard_vocab(matrix(c.vocab_size, c.hidden_size)))
 
 
 @dataclass(frozen=True)
@@ -157,14 +194,19 @@ class AttentionBackend(Protocol):
 
 
 class Decoder:
-    """Runs engine steps on a KVPool; owns no KV state itself."""
+    """Runs engine steps on a KVPool; owns no KV state itself. config is the whole model's
+    shape; num_heads and num_kv_heads are this rank's share of the heads."""
 
     def __init__(
-        self, config: DecoderConfig, weights: DecoderWeights, backend: AttentionBackend
+        self, config: DecoderConfig, weights: DecoderWeights, backend: AttentionBackend,
+        tp=SINGLE_RANK,
     ) -> None:
         self.config = config
         self.weights = weights
         self.backend = backend
+        self.tp = tp
+        self.num_heads = config.num_heads // tp.size
+        self.num_kv_heads = config.num_kv_heads // tp.size
         device = weights.embed.device
         dim = config.head_dim
         # Computed on the CPU exactly as transformers does, then moved: equal rotary tables.
@@ -181,9 +223,14 @@ class Decoder:
         for layer, lw in enumerate(w.layers):
             x = x + self._attention(layer, lw, _rms_norm(x, lw.attn_norm, self._eps), cos, sin,
                                     step, pool)
-            x = x + _swiglu(_rms_norm(x, lw.mlp_norm, self._eps), lw.gate_up, lw.down)
+            x = x + self.tp.all_reduce(
+                _swiglu(_rms_norm(x, lw.mlp_norm, self._eps), lw.gate_up, lw.down))
         x = _rms_norm(x.index_select(0, step.logit_rows), w.norm, self._eps)
         return F.linear(x, w.lm_head)
+
+    def next_tokens(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
+        """Greedy next token ids [S] of the rows in step.logit_rows (the same on every rank)."""
+        return self.tp.greedy(self.forward(step, pool))
 
     @property
     def _eps(self) -> float:
@@ -199,14 +246,14 @@ class Decoder:
         return emb.cos().to(dtype)[:, None, :], signed.to(dtype)[:, None, :]
 
     def _attention(self, layer, lw, x, cos, sin, step: StepInputs, pool: KVPool) -> torch.Tensor:
-        c = self.config
-        q_width, kv_width = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.config.head_dim
+        q_width, kv_width = heads * dim, kv_heads * dim
         qkv = F.linear(x, lw.qkv)
         # Queries and keys rotate together: one set of elementwise kernels for both.
-        qk = qkv[:, : q_width + kv_width].view(-1, c.num_heads + c.num_kv_heads, c.head_dim)
+        qk = qkv[:, : q_width + kv_width].view(-1, heads + kv_heads, dim)
         qk = qk * cos + _swap_halves(qk) * sin
-        q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
-        v = qkv[:, q_width + kv_width :].view(-1, c.num_kv_heads, c.head_dim)
+        q, k = qk[:, :heads], qk[:, heads:]
+        v = qkv[:, q_width + kv_width :].view(-1, kv_heads, dim)
         self.backend.write(pool, layer, k, v, step.slot_mapping)
 
         n_pre = step.num_prefill_tokens
@@ -221,7 +268,8 @@ class Decoder:
             out[:n_pre] = self.backend.prefill(q[:n_pre], cache, step.prefill_batch, bps)
             out[n_pre:] = self.backend.decode(q[n_pre:], cache, step.block_tables,
                                               step.context_lens, bps)
-        return F.linear(out.reshape(-1, q_width), lw.o)
+        # Row-parallel: each rank's heads give a partial sum of the output projection.
+        return self.tp.all_reduce(F.linear(out.reshape(-1, q_width), lw.o))
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

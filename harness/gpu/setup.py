@@ -54,9 +54,10 @@ def gpu_run_config(
     budget_slots: int | None = None,
     preemption: str | None = None,
     seed: int | None = None,
+    tp: int | None = None,
 ) -> RunConfig:
-    """The run's config: the base TOML (or defaults) with the model, allocator and GPU of this
-    run; on a CPU the budget defaults to CPU_BUDGET_SLOTS slots."""
+    """The run's config: the base TOML (or defaults) with the model, allocator, GPU and
+    tensor-parallel width of this run; on a CPU the budget defaults to CPU_BUDGET_SLOTS slots."""
     config = RunConfig.from_file(base) if base else RunConfig()
     if budget_slots is None and device.type != "cuda":
         budget_slots = CPU_BUDGET_SLOTS
@@ -70,6 +71,8 @@ def gpu_run_config(
         changes["budget_slots_override"] = budget_slots
     if seed is not None:
         changes["seed"] = seed
+    if tp is not None:  # the KV budget is then per GPU: weights and heads are split tp ways
+        changes["tp"] = tp
     if preemption is not None:
         changes["scheduler"] = dataclasses.replace(config.scheduler, preemption=preemption)
     return dataclasses.replace(config, **changes)

@@ -3,7 +3,9 @@
 A step reads every weight once and the KV of every scheduled sequence's context; it computes
 2 x params FLOPs per token plus attention (4 x layers x heads x head_dim per query-key pair). The
 step takes max(memory time, compute time) plus a fixed overhead, plus tensor-parallel all-reduces
-and swap traffic over PCIe, which do not overlap with the forward pass. The decode attention
+and swap traffic over PCIe, which do not overlap with the forward pass. The all-reduce term is
+fitted from a measured sweep where one exists for the GPU (harness.model.allreduce), else taken
+from the datasheet's NVLink bandwidth and a guessed latency. The decode attention
 kernel's efficiency per block size comes from measured kernel benchmarks when they exist.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.model.allreduce import AllReduceFit
 from harness.model.budget import bytes_per_token, weight_bytes
 from harness.model.config import RunConfig
 from reports.schema import read_measurement
@@ -26,8 +29,8 @@ COMPUTE_EFFICIENCY = 0.6
 # Per step, outside the forward pass: scheduling, input preparation, sampling, launches with CUDA
 # graphs.
 STEP_OVERHEAD_S = 0.5e-3
-# Latency of one NVLink all-reduce of a small message; a Llama layer does two under tensor
-# parallelism (after attention and after the MLP).
+# Latency of one NVLink all-reduce of a small message, a guess used when no measured sweep
+# exists; a Llama layer does two under tensor parallelism (after attention and after the MLP).
 ALLREDUCE_LATENCY_S = 10e-6
 
 
@@ -39,19 +42,25 @@ class CostModel:
     bytes_per_token: float
     flops_per_token: float  # 2 x params / tp
     attention_flops_per_pair: float  # 4 x layers x heads/tp x head_dim
-    allreduce_bytes_per_token: float  # 2 all-reduces per layer of hidden x dtype, ring traffic
+    allreduce_bytes_per_token: float  # 2 all-reduces per layer of hidden x dtype (x ring factor
+    # for the datasheet guess; a fit's bandwidth already holds the algorithm's traffic)
     allreduce_latency_s: float  # 2 x layers x latency (0 without tensor parallelism)
     bandwidth_bytes_s: float
     flops_s: float
     pcie_bytes_s: float
-    nvlink_bytes_s: float
+    allreduce_bytes_s: float  # NVLink's datasheet bandwidth, or the fitted one
     decode_efficiency: float  # paged decode attention bandwidth / contiguous SDPA bandwidth
     step_overhead_s: float = STEP_OVERHEAD_S
 
     @classmethod
-    def from_config(cls, config: RunConfig, *, decode_efficiency: float = 1.0) -> CostModel:
+    def from_config(cls, config: RunConfig, *, decode_efficiency: float = 1.0,
+                    allreduce: AllReduceFit | None = None) -> CostModel:
+        """allreduce: a fit for config.tp ranks on this GPU (measured_allreduce), which replaces
+        the guessed latency and NVLink bandwidth."""
         model, gpu, tp = config.model, config.gpu, config.tp
-        ring = 2 * (tp - 1) / tp
+        ring, latency, link = 2 * (tp - 1) / tp, ALLREDUCE_LATENCY_S, gpu.nvlink_bytes_s
+        if allreduce is not None:
+            ring, latency, link = 1.0, allreduce.latency_s, allreduce.bytes_s
         return cls(
             weight_bytes=weight_bytes(model, tp),
             bytes_per_token=bytes_per_token(model, tp),
@@ -60,11 +69,11 @@ class CostModel:
             * model.head_dim,
             allreduce_bytes_per_token=2 * model.num_layers * model.hidden_size * model.dtype_bytes
             * ring,
-            allreduce_latency_s=2 * model.num_layers * ALLREDUCE_LATENCY_S if tp > 1 else 0.0,
+            allreduce_latency_s=2 * model.num_layers * latency if tp > 1 else 0.0,
             bandwidth_bytes_s=gpu.bandwidth_bytes_s * MEMORY_EFFICIENCY,
             flops_s=gpu.bf16_flops * COMPUTE_EFFICIENCY,
             pcie_bytes_s=gpu.pcie_bytes_s,
-            nvlink_bytes_s=gpu.nvlink_bytes_s,
+            allreduce_bytes_s=link,
             decode_efficiency=decode_efficiency,
         )
 
@@ -95,7 +104,7 @@ class CostModel:
         step = maximum(memory_s, compute_s) + self.step_overhead_s
         if self.allreduce_latency_s:
             step += self.allreduce_latency_s + tokens * self.allreduce_bytes_per_token / (
-                self.nvlink_bytes_s
+                self.allreduce_bytes_s
             )
         if swap_tokens:
             step += swap_tokens * self.bytes_per_token / self.pcie_bytes_s
