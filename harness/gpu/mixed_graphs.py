@@ -100,6 +100,14 @@ class MixedBuffers:
             ),
         )
 
+    def clear(self) -> None:
+        """Inputs that write nowhere, hold no query tokens and sample row 0: what a capture of
+        any bucket may run on, whatever step was loaded before."""
+        self.rows.zero_()
+        self.rows[2].fill_(-1)
+        self.logit_rows.zero_()
+        self.seqs.zero_()
+
     def load(self, host: HostStep, unified: UnifiedRows, tokens: int) -> None:
         """Copy a step into the buffers, padded to `tokens` rows (three copies)."""
         t, s, width = len(host.ids), unified.num_seqs, host.tables.shape[1]
@@ -168,11 +176,8 @@ class MixedGraphs:
     def _capture(self, bucket: int):
         """Warm the forward up on a side stream, then capture it; the inputs write nowhere and
         hold no query tokens."""
-        buffers = self.buffers
-        buffers.rows.zero_()
-        buffers.rows[2].fill_(-1)
-        buffers.seqs.zero_()
-        step = buffers.inputs(bucket)
+        self.buffers.clear()
+        step = self.buffers.inputs(bucket)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -66,3 +66,16 @@ def test_padded_unified_step_gives_the_eager_logits(tiny_decoder):
     padded = decoder.forward(buffers.inputs(32), pool)[: len(host.logit_rows)]
     torch.testing.assert_close(padded, eager, rtol=1e-4, atol=1e-4)
     assert padded.argmax(-1).tolist() == eager.argmax(-1).tolist()
+
+
+def test_cleared_buffers_are_valid_inputs_for_a_smaller_bucket():
+    """A capture of a small bucket after a larger step was loaded must not see that step's
+    sampled rows (they index rows the small bucket does not have)."""
+    buffers = MixedBuffers(max_tokens=64, max_seqs=8, width=16, device=torch.device("cpu"))
+    buffers.logit_rows.fill_(40)
+    buffers.rows.fill_(7)
+    buffers.clear()
+    step = buffers.inputs(8)
+    assert step.logit_rows.tolist() == [0] * 8
+    assert step.slot_mapping.slots.tolist() == [-1] * 8
+    assert step.prefill_batch.query_starts.tolist() == [0] * 9
