@@ -424,8 +424,8 @@ def paged_decode(
     skip rebuilding the segment table on every call. num_splits defaults to plan_launch's choice
     from the batch, the block-table capacity, the SM count and the compiled kernels' occupancy;
     it never reads context_lens on the host, so the launch needs no synchronisation and can be
-    captured in a CUDA graph (capture it: the two Triton launches cost about 0.1 ms of host
-    time, triton 3.6 on an H100 machine, five times the device time of a 1x4096 decode). From
+    captured in a CUDA graph (capture it: even with the launch cached per input shape, the two
+    Triton launches take the host longer than a small decode takes the device). From
     Hopper on, the reduce kernel is a programmatic dependent launch: it is scheduled while the
     split kernel runs and waits for it on the GPU.
 
@@ -434,41 +434,82 @@ def paged_decode(
     float32; any other cache needs q in its own dtype and takes no scales.
     """
     table = segment_table(k_segments, v_segments) if table is None else table
-    _check_inputs(q, table, block_tables, context_lens, blocks_per_segment)
+    launch = _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
+                         config)
     stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
                                         q.device)
     batch, num_heads, head_dim = q.shape
-    plan = plan_launch(q, table, block_tables, num_splits, config)
-    num_splits, config, consts = plan.num_splits, plan.config, plan.constexprs
+    num_splits = launch.plan.num_splits
     out = torch.empty_like(q)
     if num_splits > 1:
-        part_out = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32,
-                               device=q.device)
-        part_lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
+        # One allocation for both partial results: the float32 outputs, then the log-sum-exps.
+        parts = batch * num_heads * num_splits
+        part_out = torch.empty(parts * (head_dim + 1), dtype=torch.float32, device=q.device)
+        part_lse = part_out[parts * head_dim:]
     else:
         part_out = part_lse = out
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
-    fp8 = consts["KV_FP8"]
+    fp8 = launch.plan.constexprs["KV_FP8"]
     _decode_split_kernel[(batch, table.num_kv_heads, num_splits)](
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, context_lens, out, part_out,
         part_lse, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_splits, **consts,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        stride_ks, stride_vs, scale * LOG2E, num_splits, **launch.split_kwargs,
     )
     if num_splits > 1:
-        block_s = triton.next_power_of_2(num_splits)
-        # One warp sums the splits inside each thread, with no exchange between warps: 1.2 us
-        # less than four warps at 1x4096 with 32 splits, but 1.1 us more with 64.
         _decode_reduce_kernel[(batch, num_heads)](
             part_out, part_lse, out, out.stride(0), out.stride(1), num_splits,
-            NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
-            EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"],
-            num_warps=1 if block_s <= 32 else 4,
-            **({"launch_pdl": True} if consts["USE_PDL"] else {}),
+            **launch.reduce_kwargs,
         )
     return out
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """A checked LaunchPlan with the keyword arguments of its one or two launches."""
+
+    plan: LaunchPlan
+    split_kwargs: dict
+    reduce_kwargs: dict
+
+
+# Launches by the shapes, strides, dtypes and devices of paged_decode's inputs. A plain tuple
+# key read straight off the tensors: building a DecodeShape and checking the inputs again on
+# every call would cost more host time than the small decode kernels run.
+_LAUNCHES: dict[tuple, _Launch] = {}
+MAX_CACHED_LAUNCHES = 4096
+
+
+def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
+                config) -> _Launch:
+    key = (q.shape, q.stride(), q.dtype, q.device, table.dtype, table.num_kv_heads,
+           table.head_dim, table.block_size, table.blocks_per_segment,
+           table.k_base.element_size(), block_tables.shape, block_tables.stride(),
+           block_tables.dtype, context_lens.shape, context_lens.dtype, blocks_per_segment,
+           num_splits, config)
+    launch = _LAUNCHES.get(key)
+    if launch is None:
+        _check_inputs(q, table, block_tables, context_lens, blocks_per_segment)
+        plan = plan_launch(q, table, block_tables, num_splits, config)
+        if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
+            _LAUNCHES.clear()
+        launch = _LAUNCHES[key] = _Launch(plan, *_launch_kwargs(plan, q.shape[1], q.shape[2]))
+    return launch
+
+
+def _launch_kwargs(plan: LaunchPlan, num_heads: int, head_dim: int) -> tuple[dict, dict]:
+    consts = plan.constexprs
+    split = dict(consts, num_warps=plan.config.num_warps, num_stages=plan.config.num_stages)
+    block_s = triton.next_power_of_2(plan.num_splits)
+    # One warp sums the splits inside each thread, with no exchange between warps: faster than
+    # four warps up to 32 splits at 1x4096, slower at 64 (measured on an H100).
+    reduce = dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
+                  EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"],
+                  num_warps=1 if block_s <= 32 else 4)
+    if consts["USE_PDL"]:
+        reduce["launch_pdl"] = True
+    return split, reduce
 
 
 def _check_inputs(q, table, block_tables, context_lens, blocks_per_segment) -> None:

@@ -38,6 +38,7 @@ class TritonAttention:
         self._segment_offsets = segments.segment_offsets
         self._align = segments.ALIGN_BYTES
         self._sms: int | None = None
+        self._splits: dict[tuple[int, int], int] = {}  # by (batch, table width)
 
     def prepare(self, k_segments: list, v_segments: list, previous):
         """The kernels' segment table of one layer, addressed from a fixed anchor tensor
@@ -67,15 +68,21 @@ class TritonAttention:
 
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
         table = cache.handle
+        key = (q.shape[0], block_tables.shape[1])
+        splits = self._splits.get(key)
+        if splits is None:
+            splits = self._splits[key] = self._num_splits(q, table, block_tables)
+        return self._paged_decode(q, None, None, block_tables, context_lens, blocks_per_segment,
+                                  num_splits=splits, table=table)
+
+    def _num_splits(self, q, table, block_tables) -> int:
         if self._sms is None:  # the Triton interpreter runs CPU tensors: one "SM"
             cuda = q.device.type == "cuda"
             self._sms = torch.cuda.get_device_properties(q.device).multi_processor_count \
                 if cuda else 1
         splits = self._choose_splits(q.shape[0], table.num_kv_heads,
                                      block_tables.shape[1] * table.block_size, self._sms)
-        splits = min(1 << (splits.bit_length() - 1), MAX_SPLITS)
-        return self._paged_decode(q, None, None, block_tables, context_lens, blocks_per_segment,
-                                  num_splits=splits, table=table)
+        return min(1 << (splits.bit_length() - 1), MAX_SPLITS)
 
     def warmup(self, pool: KVPool, num_heads: int) -> None:
         """Compile every kernel variant a run can launch (each split count, the prefill kernel,

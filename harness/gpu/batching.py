@@ -2,8 +2,8 @@
 
 Prefill chunks come first (their rows are contiguous per sequence), then one row per decoding
 sequence. layout_step does the host work (numpy over whole arrays, before the step is timed);
-to_device moves it: the small int64 metadata in one copy, the prefill and decode block tables
-(one array) in a second, the slot ids in a third.
+to_device moves it: the int64 rows in one copy, the int32 per-sequence lengths in a second, the
+prefill and decode block tables (one array) in a third, the slot ids in a fourth.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.model import PrefillBatch, PrefillChunk, StepInputs
 
@@ -92,18 +93,15 @@ def to_device(host: HostStep, pool: KVPool, device: torch.device,
     """The StepInputs of a laid-out step (by_segment: the backend indexes slots per segment)."""
     num_pre_seqs = len(host.prefill_contexts)
     total, n_rows = len(host.ids), len(host.logit_rows)
-    meta = np.concatenate([host.ids, host.positions, host.logit_rows, host.query_starts,
-                           host.prefill_contexts, host.decode_lens]).astype(np.int64)
+    meta = np.concatenate([host.ids, host.positions, host.logit_rows]).astype(np.int64)
     meta = torch.from_numpy(meta).to(device, non_blocking=True)
-    small = meta[2 * total + n_rows :].to(torch.int32)  # query starts, prefill and decode lens
+    query_starts, prefill_lens, decode_lens = _aligned_int32(
+        [host.query_starts, host.prefill_contexts, host.decode_lens], device)
     tables_dev = torch.from_numpy(np.ascontiguousarray(host.tables)).to(device, non_blocking=True)
     prefill_batch = None
     if num_pre_seqs:
-        prefill_batch = PrefillBatch(
-            query_starts=small[: num_pre_seqs + 1],
-            context_lens=small[num_pre_seqs + 1 : 2 * num_pre_seqs + 1],
-            block_tables=tables_dev[:num_pre_seqs],
-        )
+        prefill_batch = PrefillBatch(query_starts=query_starts, context_lens=prefill_lens,
+                                     block_tables=tables_dev[:num_pre_seqs])
     qs = host.query_starts.tolist()
     chunks = tuple(PrefillChunk(a, b - a, c) for a, b, c in
                    zip(qs[:-1], qs[1:], host.chunk_starts.tolist()))
@@ -114,7 +112,20 @@ def to_device(host: HostStep, pool: KVPool, device: torch.device,
         prefills=chunks,
         num_prefill_tokens=int(qs[-1]),
         block_tables=tables_dev[num_pre_seqs:],
-        context_lens=small[2 * num_pre_seqs + 1 :],
+        context_lens=decode_lens,
         logit_rows=meta[2 * total : 2 * total + n_rows],
         prefill_batch=prefill_batch,
     )
+
+
+def _aligned_int32(parts: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """Int32 arrays on the device in one copy, each starting on a 16-byte boundary: Triton
+    specialises a kernel on its pointers' alignment, so a misaligned slice would compile a new
+    variant (seconds) inside a timed step the first time a sequence count shifts it."""
+    lengths = [len(p) for p in parts]
+    starts = np.concatenate([[0], np.cumsum([round_width(n, 4) for n in lengths])])
+    packed = np.zeros(int(starts[-1]), dtype=np.int32)
+    for part, start in zip(parts, starts.tolist()):
+        packed[start : start + len(part)] = part
+    dev = torch.from_numpy(packed).to(device, non_blocking=True)
+    return [dev[s : s + n] for s, n in zip(starts.tolist(), lengths)]

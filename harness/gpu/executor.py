@@ -27,6 +27,7 @@ from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, slots_of,
 from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
 from harness.gpu.kv_pool import KVPool
+from harness.gpu.mixed_graphs import MixedGraphs
 from harness.gpu.model import SINGLE_RANK, Decoder, DecoderConfig, random_weights
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
@@ -106,12 +107,14 @@ class GpuExecutor:
             prepare=decoder.backend.prepare,
         )
         self.swap = SwapSpace(self.device_t)
-        self._graphs = None
+        self._graphs = self._mixed = None
         if cuda_graphs and self._cuda and decoder.backend.graph_safe:
             lengths = (trace["prompt_tokens"] + trace["output_tokens"]).to_numpy()
             longest = int(np.max(lengths, initial=1))
-            self._graphs = DecodeGraphs(decoder, self.pool, max_batch=config.scheduler.max_num_seqs,
+            max_seqs = config.scheduler.max_num_seqs
+            self._graphs = DecodeGraphs(decoder, self.pool, max_batch=max_seqs,
                                         max_context=longest)
+            self._mixed = MixedGraphs(decoder, self.pool, max_seqs=max_seqs, max_context=longest)
         self._graph_steps = 0
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
@@ -156,7 +159,8 @@ class GpuExecutor:
             "swapped_in_seqs": self._swaps[1],
             "copied_blocks": self._copied_blocks,
             "cuda_graph_steps": self._graph_steps,
-            "cuda_graph_captures": self._graphs.captures if self._graphs else 0,
+            "cuda_graph_captures": (self._graphs.captures + self._mixed.captures
+                                    if self._graphs else 0),
         }
 
     def outputs(self) -> dict[int, list[int]]:
@@ -177,9 +181,12 @@ class GpuExecutor:
         host = None
         if not graph and (prefills or decode.seq_ids):
             host = layout_step(prefills, decode, tables, self.pool.block_size)
+        mixed = host is not None and self._mixed is not None and self._mixed.fits(host)
         host_s = time.perf_counter() - t0
-        if graph:
-            self._graphs.prepare(len(decode.seq_ids))  # a first use captures, untimed
+        if graph:  # a first use captures, untimed
+            self._graphs.prepare(len(decode.seq_ids))
+        elif mixed:
+            self._mixed.prepare(len(host.ids))
 
         self.decoder.tp.align()  # every rank's host work done: the timer sees device work
         t1 = time.perf_counter()
@@ -189,10 +196,12 @@ class GpuExecutor:
         next_tokens = None
         if graph:
             next_tokens, sampled = self._graphs.run(decode, tables), decode.seq_ids
-            self._graph_steps += 1
+        elif mixed:
+            next_tokens, sampled = self._mixed.run(host), host.sampled
         elif host is not None:
             step = to_device(host, self.pool, self.device_t, by_segment=self._by_segment)
             next_tokens, sampled = self.decoder.next_tokens(step, self.pool), host.sampled
+        self._graph_steps += graph or mixed
         enqueue_s = time.perf_counter() - t1
         seconds = self._timer.stop_s()
 
@@ -200,7 +209,7 @@ class GpuExecutor:
         if next_tokens is not None:
             self._tokens.append(sampled, next_tokens.tolist())
         host_s += time.perf_counter() - t2
-        self._record(batch, graph, host_s, enqueue_s, seconds)
+        self._record(batch, graph or mixed, host_s, enqueue_s, seconds)
         return seconds
 
     def _lifecycle(self, batch: Batch) -> None:

@@ -118,6 +118,7 @@ class TableRows:
         self._rows = new
 
 
-def round_width(width: int) -> int:
+def round_width(width: int, multiple: int = TABLE_WIDTH_MULTIPLE) -> int:
+    """width rounded up to a multiple (at least one multiple)."""
     width = max(width, 1)
-    return -(-width // TABLE_WIDTH_MULTIPLE) * TABLE_WIDTH_MULTIPLE
+    return -(-width // multiple) * multiple

@@ -14,7 +14,7 @@ weights and of the KV heads; the decoder's `tp` says how the shards meet again. 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -193,6 +193,25 @@ class AttentionBackend(Protocol):
     def decode(self, q, cache, block_tables, context_lens, blocks_per_segment) -> torch.Tensor: ...
 
 
+@dataclass(frozen=True)
+class Pointwise:
+    """The elementwise work between the GEMMs: add_rms_norm(x, delta | None, weight, eps) ->
+    (x + delta in place, normed) and silu_mul(gate_up) -> silu(gate) * up. Fused Triton kernels
+    on a GPU (a few dozen small kernels per layer fewer); their torch references elsewhere,
+    which follow transformers' operation order exactly."""
+
+    add_rms_norm: Callable
+    silu_mul: Callable
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> Pointwise:
+        from kernels import rms_norm, swiglu
+
+        if device.type == "cuda":
+            return cls(rms_norm.add_rms_norm, swiglu.silu_mul)
+        return cls(rms_norm.add_rms_norm_reference, swiglu.silu_mul_reference)
+
+
 class Decoder:
     """Runs engine steps on a KVPool; owns no KV state itself. config is the whole model's
     shape; num_heads and num_kv_heads are this rank's share of the heads."""
@@ -208,6 +227,7 @@ class Decoder:
         self.num_heads = config.num_heads // tp.size
         self.num_kv_heads = config.num_kv_heads // tp.size
         device = weights.embed.device
+        self.pointwise = Pointwise.for_device(device)
         dim = config.head_dim
         # Computed on the CPU exactly as transformers does, then moved: equal rotary tables.
         self._inv_freq = (
@@ -217,24 +237,24 @@ class Decoder:
     @torch.inference_mode()
     def forward(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
         """Logits [S, vocab] of the rows in step.logit_rows; K/V of every row land in the pool."""
-        w = self.weights
+        w, ops, eps = self.weights, self.pointwise, self.config.rms_norm_eps
         x = F.embedding(step.input_ids, w.embed)
         cos, sin = self._rotary(step.positions, x.dtype)
-        for layer, lw in enumerate(w.layers):
-            x = x + self._attention(layer, lw, _rms_norm(x, lw.attn_norm, self._eps), cos, sin,
-                                    step, pool)
-            x = x + self.tp.all_reduce(
-                _swiglu(_rms_norm(x, lw.mlp_norm, self._eps), lw.gate_up, lw.down))
-        x = _rms_norm(x.index_select(0, step.logit_rows), w.norm, self._eps)
-        return F.linear(x, w.lm_head)
+        # Each residual add is fused with the norm that follows it: the next layer's attention
+        # norm, or after the last layer the final norm (row by row, so normalising every row
+        # and then keeping the sampled ones gives the same logits).
+        norms = [lw.attn_norm for lw in w.layers[1:]] + [w.norm]
+        x, h = ops.add_rms_norm(x, None, w.layers[0].attn_norm, eps)
+        for layer, (lw, next_norm) in enumerate(zip(w.layers, norms)):
+            x, h = ops.add_rms_norm(x, self._attention(layer, lw, h, cos, sin, step, pool),
+                                    lw.mlp_norm, eps)
+            mlp = self.tp.all_reduce(F.linear(ops.silu_mul(F.linear(h, lw.gate_up)), lw.down))
+            x, h = ops.add_rms_norm(x, mlp, next_norm, eps)
+        return F.linear(h.index_select(0, step.logit_rows), w.lm_head)
 
     def next_tokens(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
         """Greedy next token ids [S] of the rows in step.logit_rows (the same on every rank)."""
         return self.tp.greedy(self.forward(step, pool))
-
-    @property
-    def _eps(self) -> float:
-        return self.config.rms_norm_eps
 
     def _rotary(self, positions: torch.Tensor, dtype: torch.dtype):
         """cos and a sign-folded sin: rotate_half(x) * sin == halves_swapped(x) * signed_sin
@@ -272,17 +292,7 @@ class Decoder:
         return self.tp.all_reduce(F.linear(out.reshape(-1, q_width), lw.o))
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
-
-
 def _swap_halves(x: torch.Tensor) -> torch.Tensor:
     """[x2, x1] for x = [x1, x2] along the last dimension (rotate_half without the sign)."""
     return x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
 
-
-def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-    return F.linear(F.silu(gate) * up, down)
