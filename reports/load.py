@@ -27,12 +27,24 @@ class AllocatorFacts:
     labels: Mapping[str, str] = field(default_factory=dict)  # parameter -> short label ("bs")
     # allocator -> the parameter that fixes every request's up-front reservation
     reservations: Mapping[str, str] = field(default_factory=dict)
+    # allocator -> the bool parameter that, when true, makes it an oracle (it reserves what no
+    # real engine knows); such runs are labelled "oracle" wherever they appear
+    oracles: Mapping[str, str] = field(default_factory=dict)
 
     def rank(self, allocator: str) -> int:
         return self.order.index(allocator) if allocator in self.order else len(self.order)
 
     def label(self, param: str) -> str:
         return self.labels.get(param, param)
+
+    def is_oracle(self, run: "Run") -> bool:
+        key = self.oracles.get(run.allocator)
+        return key is not None and _truthy(run.allocator_params.get(key))
+
+
+def _truthy(value: Any) -> bool:
+    """A bool parameter as run.json holds it (true, or "true" where a flag wrote a string)."""
+    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
 NO_FACTS = AllocatorFacts()
@@ -176,10 +188,13 @@ def run_labels(runs: list[Run], facts: AllocatorFacts = NO_FACTS) -> list[str]:
     for run in runs:
         siblings = [other for other in runs if other.allocator == run.allocator]
         keys = sorted({key for other in siblings for key in other.allocator_params})
-        differing = [key for key in keys
-                     if len({repr(other.allocator_params.get(key)) for other in siblings}) > 1]
+        oracle_key = facts.oracles.get(run.allocator)
+        differing = [key for key in keys if key != oracle_key
+                     and len({repr(other.allocator_params.get(key)) for other in siblings}) > 1]
         parts = [f"{facts.label(key)}={run.allocator_params.get(key, 'default')}"
                  for key in differing]
+        if facts.is_oracle(run):  # said on every page, whatever the other runs are
+            parts.append("oracle")
         labels.append(" ".join([run.allocator, *parts]))
     if len(set(labels)) < len(labels):
         labels = [f"{label} ({run.path.name})" for label, run in zip(labels, runs)]

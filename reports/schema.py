@@ -40,7 +40,7 @@ REQUEST_COLUMNS = (
 # give byte-identical files and late times keep their microseconds.
 FLOAT_FORMAT = None
 SUMMARY_KEYS = (
-    "requests", "completed", "rejected", "queued_at_end", "running_at_end", "budget_slots",
+    "requests", "completed", "rejected", "truncated_prompts", "truncated_outputs", "queued_at_end", "running_at_end", "budget_slots",
     "bytes_per_token", "utilization_mean", "utilization_p50", "utilization_p99",
     "waste_reserved", "waste_internal", "waste_external", "waste_cached", "waste_free",
     "peak_running", "mean_running", "peak_backed_bytes", "throughput_tok_s", "output_tokens",

@@ -113,8 +113,9 @@ def _utilization(entries: list[_Entry], facts: AllocatorFacts) -> Finding | None
         key, share = _largest_waste(entry.run)
         phrase = WASTE_PHRASES[key].format(share=pct(share))
         fixed = facts.reservations.get(entry.run.allocator)
-        if key == "reserved" and fixed:
-            what = fixed if fixed in entry.run.allocator_params else "prompt+max_tokens"
+        if key in ("reserved", "internal") and fixed:
+            what = ("prompt + actual output (an oracle)" if facts.is_oracle(entry.run)
+                    else fixed)
             phrase = f"reserves {what} up front: {phrase}"
         parts.append(f"{entry.label} ({pct(entry.get('utilization_mean'))}): {phrase}.")
     return Finding("utilization", tuple(w.label for w in winners),

@@ -48,4 +48,5 @@ def allocator_facts():
         labels={p.name: p.label for spec in SPECS.values() for p in spec.params if p.label},
         reservations={name: spec.max_len_param for name, spec in SPECS.items()
                       if spec.max_len_param},
+        oracles={name: spec.oracle_param for name, spec in SPECS.items() if spec.oracle_param},
     )

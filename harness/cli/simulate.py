@@ -54,7 +54,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preemption", choices=("recompute", "swap"))
     parser.add_argument("--swap-space-gib", type=non_negative_float,
                         help="CPU swap space per GPU")
-    parser.add_argument("--max-model-len", type=positive_int, help="reject longer requests")
+    parser.add_argument("--max-model-len", type=positive_int,
+                        help="reject longer requests (default: the model's context length)")
+    parser.add_argument("--truncate", action="store_true",
+                        help="cut prompts and outputs to max_model_len instead of rejecting "
+                             "longer requests (counted in the summary)")
     parser.add_argument("--horizon-s", type=positive_float, help="stop the clock at this time")
     parser.add_argument("--seed", type=non_negative_int)
 
@@ -109,6 +113,15 @@ def load_trace(args: argparse.Namespace):
     return trace
 
 
+def fit_context(trace, config):
+    """The trace with every request cut to the run's max_model_len (--truncate), where it has
+    one; a server would otherwise reject the longer requests."""
+    import workloads
+
+    limit = config.max_model_len
+    return trace if limit is None else workloads.cap_lengths(trace, limit)
+
+
 def main(args: argparse.Namespace) -> int:
     from harness.engine.summary import comparison_table
 
@@ -118,7 +131,8 @@ def main(args: argparse.Namespace) -> int:
     summaries = {}
     for config in configs:
         out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)
-        summaries[config.allocator.name] = _run(config, trace, out,
+        run_trace = fit_context(trace, config) if args.truncate else trace
+        summaries[config.allocator.name] = _run(config, run_trace, out,
                                                 progress=not args.no_progress).summary
     if len(configs) > 1:
         print(comparison_table(summaries))
@@ -139,7 +153,7 @@ def _run(config, trace, out: Path, *, progress: bool):
     s = result.summary
     print(
         f"{config.allocator.name}: {s['completed']}/{s['requests']} completed, "
-        f"{s['rejected']} rejected, utilization {s['utilization_mean']:.1%}, "
+        f"{s['rejected']} rejected, {s['truncated_prompts']} prompts truncated, utilization {s['utilization_mean']:.1%}, "
         f"peak running {s['peak_running']}, {s['throughput_tok_s']:.0f} tok/s, "
         f"TTFT p50 {s['ttft_p50_s'] * 1e3:.0f} ms; simulated {s['sim_time_s']:.0f} s "
         f"in {elapsed:.1f} s wall -> {out}",

@@ -20,7 +20,7 @@ from allocators import spec_of
 from harness.model.budget import kv_budget
 from harness.model.config import ConfigError, RunConfig
 from harness.engine.executor import CostModelExecutor, ExecutorFactory, KVGeometry
-from harness.model.planner import preallocation_warning
+from harness.model.planner import preallocation_warning, run_params
 from harness.engine.recorder import Recorder
 from harness.engine.sequences import Group
 from harness.engine.decode_runs import DecodeRun
@@ -64,9 +64,10 @@ def simulate(
 
 
 def _effective_max_model_len(config: RunConfig) -> int | None:
-    """The tighter of the scheduler's limit and the allocator's fixed per-request reservation."""
-    reservation = spec_of(config.allocator.name).max_model_len(config.allocator.kwargs)
-    limits = [config.scheduler.max_model_len, reservation]
+    """The tighter of the run's max_model_len (scheduler or model) and the allocator's fixed
+    per-request reservation."""
+    reservation = spec_of(config.allocator.name).max_model_len(run_params(config))
+    limits = [config.max_model_len, reservation]
     limits = [x for x in limits if x is not None]
     return min(limits) if limits else None
 
@@ -94,7 +95,7 @@ class Engine:
             raise ConfigError(warning)
         try:
             self.allocator = spec_of(config.allocator.name).build(
-                self.budget.slots, config.allocator.kwargs
+                self.budget.slots, run_params(config)
             )
         except ValueError as exc:  # a check of the allocator its spec does not repeat
             raise ConfigError(f"allocator {config.allocator.name!r}: {exc}") from None
@@ -235,6 +236,7 @@ class Engine:
             bytes_per_token=self.budget.bytes_per_token,
             output_tokens=output_tokens,
             sim_time_s=end_s,
+            capped=self.trace.attrs.get("capped"),
         )
         peak_kv_bytes = self.recorder.peak_kv_allocated_bytes
         if peak_kv_bytes is not None:

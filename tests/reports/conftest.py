@@ -196,4 +196,5 @@ def facts() -> AllocatorFacts:
     """What the CLI hands the reports from the allocator specs, written out as plain data."""
     return AllocatorFacts(order=("static", "paged", "segmented", "hybrid"),
                           labels={"block_size": "bs", "segment_tokens": "seg"},
-                          reservations={"static": "max_model_len"})
+                          reservations={"static": "max_model_len"},
+                          oracles={"static": "oracle"})

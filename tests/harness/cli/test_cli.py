@@ -37,6 +37,19 @@ def test_simulate_several_allocators_prints_a_table(tmp_path, capsys):
     assert [line.split("|")[1].strip() for line in table[2:]] == ["static", "paged"]
 
 
+def test_truncate_cuts_what_max_model_len_would_reject(tmp_path):
+    # The first 40 Mooncake requests hold prompts past llama3-8b's 8,192-token context.
+    runs = {}
+    for flags in ([], ["--truncate"]):
+        out = tmp_path / ("cut" if flags else "plain")
+        assert main(["simulate", "--trace", "mooncake-conv", "--requests", "40", "--model",
+                     "llama3-8b", "--out", str(out), "--no-progress", *flags]) == 0
+        runs[bool(flags)] = json.loads((out / "run.json").read_text())["summary"]
+    assert runs[False]["rejected"] > 0 and runs[False]["truncated_prompts"] == 0
+    assert runs[True]["rejected"] == 0
+    assert runs[True]["truncated_prompts"] == runs[False]["rejected"]
+
+
 def test_simulate_reads_a_toml_config_and_flags_override_it(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('seed = 5\n[scheduler]\nmax_num_seqs = 8\n[allocator]\nname = "static"\n')
