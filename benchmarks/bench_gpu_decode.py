@@ -9,7 +9,7 @@ simulated vs measured mean step time (the cost model's error). First the peer ba
 transformers' generate with static batching on the same weights.
 
 Writes to --out: gpu_decode_baseline_<device>.csv, gpu_decode_<device>.csv (per allocator,
-rewritten after each) and runs-<name>.tar.gz (steps.csv, requests.csv, run.json of each run).
+rewritten after each) and runs-<name>.tar.gz (steps.parquet, requests.parquet, run.json of each run).
 
     PYTHONPATH=. python benchmarks/bench_gpu_decode.py --out "$OUT"
 """
@@ -81,7 +81,7 @@ def _fmt(value):
 
 
 def save_runs(out: Path, name: str, results: dict) -> None:
-    """Run directories (steps.csv, requests.csv, run.json) as out/runs-<name>.tar.gz, written
+    """Run directories (steps.parquet, requests.parquet, run.json) as out/runs-<name>.tar.gz, written
     as soon as they exist, so a cut-off benchmark still returns what it finished."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_decode_"))
     with tarfile.open(out / f"runs-{name}.tar.gz", mode="w:gz") as tar:

@@ -1,5 +1,5 @@
-"""Read run directories (steps.csv, requests.csv, run.json) exactly as the results contract writes
-them, and give each run the few derived facts every report page needs (trace, allocator, label).
+"""Read run directories (steps.parquet, requests.parquet, run.json) exactly as the results
+contract writes them, and give each run the few derived facts every report page needs (trace, allocator, label).
 
 Nothing here recomputes a memory figure: utilization, waste shares and latency percentiles come
 from the engine's summary; the step and request tables feed the plots over time and the CDFs.
@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from reports.schema import REQUEST_COLUMNS, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE
+from reports.schema import (REQUEST_COLUMNS, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE,
+                            read_table)
 
 
 @dataclass(frozen=True)
@@ -132,15 +133,14 @@ def allocator_params(config: dict[str, Any]) -> dict[str, Any]:
     return {str(key): value for key, value in params}
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise RunDirError(f"{path.parent}: missing {path.name} (a run directory holds "
-                          "steps.csv, requests.csv and run.json)")
+                          f"{STEPS_FILE}, {REQUESTS_FILE} and {RUN_JSON})")
     try:
-        table = pd.read_csv(path, keep_default_na=True)
-    except pd.errors.EmptyDataError as exc:
-        raise RunDirError(f"{path}: empty file, expected a header with columns "
-                          f"{', '.join(columns)}") from exc
+        table = read_table(path)
+    except ValueError as exc:
+        raise RunDirError(f"{exc}; expected a table with columns {', '.join(columns)}") from exc
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise RunDirError(f"{path}: missing columns {', '.join(missing)}")
@@ -159,8 +159,8 @@ def load_run(path: str | Path) -> Run:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{meta_path}: not valid JSON ({exc})") from exc
-    steps = _read_csv(path / STEPS_FILE, STEP_COLUMNS)
-    requests = _read_csv(path / REQUESTS_FILE, REQUEST_COLUMNS)
+    steps = _read_table(path / STEPS_FILE, STEP_COLUMNS)
+    requests = _read_table(path / REQUESTS_FILE, REQUEST_COLUMNS)
     requests["status"] = requests["status"].astype(str)
     # An all-empty reason column reads as float NaN; reasons are text.
     requests["reason"] = requests["reason"].astype(object).where(requests["reason"].notna(), "")

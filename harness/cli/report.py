@@ -12,7 +12,7 @@ DEFAULT_OUTPUT = Path("reports/kvharness-report.pdf")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", metavar="RUN_DIR",
-                        help="run directories (steps.csv, requests.csv, run.json) or sweep "
+                        help="run directories (steps.parquet, requests.parquet, run.json) or sweep "
                              "directories (sweep.json, results.csv)")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"the PDF to write (default {DEFAULT_OUTPUT})")

@@ -1,4 +1,4 @@
-"""`kvharness run` (and `kvharness` with no arguments): the main job.
+"""`kvharness run`: the main job (plain `kvharness` prints the help).
 
 Replays the bundled Azure and Mooncake conversation traces through every allocator of
 allocators.SPECS for llama3-8b on one H100 80GB (the full KV budget, the recorded arrival times),

@@ -19,8 +19,8 @@ import pandas as pd
 from allocators import Usage
 from harness.engine.batch import Batch
 from reports.schema import (
-    FLOAT_FORMAT, FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS,
-    STEPS_FILE, USAGE_COLUMNS,
+    FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE,
+    USAGE_COLUMNS, write_table,
 )
 
 _CHUNK_ROWS = 8192
@@ -156,9 +156,9 @@ class Recorder:
 
 
 def write_tables(out_dir: Path, steps: pd.DataFrame, requests: pd.DataFrame) -> None:
-    """The steps and requests tables at full float precision (NaN as an empty field)."""
+    """The steps and requests tables in the schema's file format (NaN stays NaN)."""
     for name, frame in ((STEPS_FILE, steps), (REQUESTS_FILE, requests)):
-        frame.to_csv(out_dir / name, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+        write_table(frame, out_dir / name)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -195,7 +195,8 @@ def versions() -> dict[str, str]:
 
 
 def write_run(result, out_dir: str | Path) -> Path:
-    """Write a RunResult as steps.csv, requests.csv and run.json into out_dir (created)."""
+    """Write a RunResult as the schema's steps and requests tables and run.json into out_dir
+    (created)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_tables(out, result.steps, result.requests)

@@ -1,4 +1,4 @@
-"""Synthetic run directories in the results contract's schema (steps.csv, requests.csv,
+"""Synthetic run directories in the results contract's schema (steps.parquet, requests.parquet,
 run.json), so the report builders are tested without the engine."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from reports.load import AllocatorFacts
-from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS
+from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS, write_table
 
 # Typical live/backed share and the waste it leaves, per allocator (reserved, internal, external,
 # cached): static reserves, paged wastes block tails, segmented backs memory on demand.
@@ -143,8 +143,8 @@ def write_run(path: Path, *, allocator: str = "paged", trace: str = "azure-conv"
         "summary": _summary(steps, requests),
     }
     path.mkdir(parents=True, exist_ok=True)
-    steps.to_csv(path / "steps.csv", index=False)
-    requests.to_csv(path / "requests.csv", index=False)
+    write_table(steps, path / "steps.parquet")
+    write_table(requests, path / "requests.parquet")
     (path / "run.json").write_text(json.dumps(meta, indent=1))
     return path
 

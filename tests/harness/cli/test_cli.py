@@ -24,7 +24,7 @@ def test_simulate_writes_a_run_directory(tmp_path, capsys):
     assert run["trace"] == {"name": "azure-conv", "source": run["trace"]["source"], "rows": 40}
     assert run["executor"] == "costmodel" and run["device"] is None
     assert tuple(run["summary"]) == SUMMARY_KEYS
-    assert len(pd.read_csv(out / "requests.csv")) == 40
+    assert len(pd.read_parquet(out / "requests.parquet")) == 40
     assert "hybrid: 40/40 completed" in capsys.readouterr().err
 
 
@@ -32,7 +32,7 @@ def test_simulate_several_allocators_prints_a_table(tmp_path, capsys):
     code = main(["simulate", "--trace", "azure-conv", "--requests", "20", "--allocator",
                  "static,paged", "--out", str(tmp_path), "--no-progress"])
     assert code == 0
-    assert (tmp_path / "static" / "steps.csv").exists() and (tmp_path / "paged").exists()
+    assert (tmp_path / "static" / "steps.parquet").exists() and (tmp_path / "paged").exists()
     table = capsys.readouterr().out.splitlines()
     assert [line.split("|")[1].strip() for line in table[2:]] == ["static", "paged"]
 
@@ -80,3 +80,11 @@ def test_plan_json(capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["bytes_per_token"] == 131072
     assert [a["name"] for a in plan["allocators"]] == ["static", "paged", "segmented", "hybrid"]
+
+
+def test_no_command_prints_help_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: kvharness") and "run" in out and "report" in out
+    assert list(tmp_path.iterdir()) == []

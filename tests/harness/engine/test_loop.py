@@ -69,7 +69,7 @@ def test_same_seed_writes_byte_identical_files(tiny_config, random_trace, tmp_pa
     config = tiny_config("hybrid", slots=2048, preemption="swap", swap_space_bytes=500 * 131072)
     for name in ("a", "b"):
         write_run(simulate(config, trace), tmp_path / name)
-    for file in ("steps.csv", "requests.csv", "run.json"):
+    for file in ("steps.parquet", "requests.parquet", "run.json"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
 
 
@@ -242,7 +242,7 @@ def test_decode_runs_change_nothing(tiny_config, random_trace, allocator, slots,
     out = tmp_path_factory.mktemp("runs")
     write_run(simulate(config, trace), out / "runs")
     write_run(simulate(config, trace, decode_runs=False), out / "steps")
-    for file in ("steps.csv", "requests.csv"):
+    for file in ("steps.parquet", "requests.parquet"):
         assert (out / "runs" / file).read_bytes() == (out / "steps" / file).read_bytes()
 
 
