@@ -31,6 +31,9 @@ class AllocatorFacts:
     # allocator -> the bool parameter that, when true, makes it an oracle (it reserves what no
     # real engine knows); such runs are labelled "oracle" wherever they appear
     oracles: Mapping[str, str] = field(default_factory=dict)
+    # allocator -> (its grain parameter, that parameter's default): a run at another grain
+    # belongs to the block-size ablation, not to the allocator comparison
+    grains: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
 
     def rank(self, allocator: str) -> int:
         return self.order.index(allocator) if allocator in self.order else len(self.order)

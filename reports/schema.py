@@ -27,7 +27,7 @@ USAGE_COLUMNS = (
 )
 STEP_COLUMNS = (
     "step", "time_s", "step_ms", "running", "waiting", "swapped", "batch_tokens",
-    "prefill_tokens", "decode_tokens",
+    "prefill_tokens", "decode_tokens", "preempted",  # preempted: sequences preempted to run it
 ) + USAGE_COLUMNS
 FLOAT_STEP_COLUMNS = ("time_s", "step_ms", "utilization", "external_fragmentation")
 KV_BYTES_COLUMN = "kv_allocated_bytes"  # measured runs only: device KV memory after the step

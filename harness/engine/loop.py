@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -52,13 +52,15 @@ def simulate(
     config: RunConfig,
     trace: pd.DataFrame,
     *,
-    progress: bool = False,
+    progress: bool | Callable[[int], None] = False,
     executor_factory: ExecutorFactory | None = None,
     decode_runs: bool = True,
 ) -> RunResult:
     """Replay a canonical trace through one allocator; the cost model prices steps unless
     another executor factory (config, geometry) -> Executor is given. decode_runs=False takes
-    every step through schedule() (the decode-run shortcut must change nothing)."""
+    every step through schedule() (the decode-run shortcut must change nothing). progress: a
+    bar on stderr, or a callable told how many more requests finished (a parent process's
+    bar over several runs)."""
     engine = Engine(config, trace, executor_factory=executor_factory, decode_runs=decode_runs)
     return engine.run(progress=progress)
 
@@ -120,7 +122,7 @@ class Engine:
         self._idle: simpy.Event | None = None
         self._arrivals_done = False
 
-    def run(self, *, progress: bool = False) -> RunResult:
+    def run(self, *, progress: bool | Callable[[int], None] = False) -> RunResult:
         env = simpy.Environment()
         env.process(self._arrivals(env))
         loop = env.process(self._loop(env, progress))
@@ -155,7 +157,7 @@ class Engine:
         if self._idle is not None and not self._idle.triggered:
             self._idle.succeed()
 
-    def _loop(self, env: simpy.Environment, progress: bool):
+    def _loop(self, env: simpy.Environment, progress: bool | Callable[[int], None]):
         sched, executor, recorder = self.scheduler, self.executor, self.recorder
         usage = self.allocator.usage
         waiting, swapped = sched.waiting, sched.swapped
@@ -254,7 +256,19 @@ class Engine:
         return RunResult(self.config, steps, requests, summary, info)
 
 
-def _progress_bar(total: int, enabled: bool):
+class _Callback:
+    """The bar interface over a callable that counts finished requests."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self.update = report
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool | Callable[[int], None]):
+    if callable(enabled):
+        return _Callback(enabled)
     if not enabled:
         return None
     from tqdm import tqdm

@@ -44,6 +44,9 @@ class Recorder:
         self.status = [""] * n
         self.reason = [""] * n
         self.num_done = 0  # completed or rejected
+        # Preemptions since the last row: they happen while the next step is scheduled, so the
+        # row of that step carries them (the step table then shows preemptions over time).
+        self._preempted_since_row = 0
         self._chunks: list[np.ndarray] = []
         self._rows: list[tuple] = []
 
@@ -68,6 +71,7 @@ class Recorder:
 
     def preempted(self, rid: int) -> None:
         self.preemptions[rid] += 1
+        self._preempted_since_row += 1
 
     def step(
         self, time_s: float, step_s: float, running: int, waiting: int, swapped: int,
@@ -85,9 +89,10 @@ class Recorder:
             self._kv_bytes.append(self._executor.kv_allocated_bytes)
         rows = self._rows
         rows.append(
-            (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens)
-            + _usage_figures(usage)
+            (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens,
+             self._preempted_since_row) + _usage_figures(usage)
         )
+        self._preempted_since_row = 0
         if len(rows) == _CHUNK_ROWS:
             self._chunks.append(np.array(rows, dtype=np.float64))
             rows.clear()
@@ -101,8 +106,9 @@ class Recorder:
         """The steps table with the columns of STEP_COLUMNS (and kv_allocated_bytes when the
         executor has it)."""
         chunks = self._chunks + ([np.array(self._rows, dtype=np.float64)] if self._rows else [])
-        data = np.concatenate(chunks) if chunks else np.zeros((0, 7 + len(USAGE_COLUMNS)))
-        t, step_s, running, waiting, swapped, prefill, decode = data[:, :7].T
+        fixed = 8  # the columns before the usage figures
+        data = np.concatenate(chunks) if chunks else np.zeros((0, fixed + len(USAGE_COLUMNS)))
+        t, step_s, running, waiting, swapped, prefill, decode, preempted = data[:, :fixed].T
         columns = {
             "step": np.arange(len(data), dtype=np.int64),
             "time_s": t,
@@ -113,8 +119,9 @@ class Recorder:
             "batch_tokens": prefill + decode,
             "prefill_tokens": prefill,
             "decode_tokens": decode,
+            "preempted": preempted,
         }
-        columns.update(zip(USAGE_COLUMNS, data[:, 7:].T))
+        columns.update(zip(USAGE_COLUMNS, data[:, fixed:].T))
         frame = pd.DataFrame(columns)
         ints = [c for c in STEP_COLUMNS if c not in FLOAT_STEP_COLUMNS]
         frame = frame.astype({c: np.int64 for c in ints})
