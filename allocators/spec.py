@@ -127,9 +127,12 @@ class AllocatorSpec:
     capacity_formula: CapacityFormula
     cost_hint: float = 1.0  # relative CPU cost per simulated request, to schedule long runs first
     max_len_param: str | None = None  # the parameter that fixes every request's reservation
+    # A bool parameter that, when true, makes the reservation the request's actual final length
+    # (an oracle): max_len_param then only caps requests, and labels say "oracle".
+    oracle_param: str | None = None
 
     def __post_init__(self) -> None:
-        for key in (self.grain, self.max_len_param):
+        for key in (self.grain, self.max_len_param, self.oracle_param):
             if key is not None and key not in self.names:
                 raise ValueError(f"allocator {self.name}: {key} is not one of its parameters")
 
@@ -179,7 +182,14 @@ class AllocatorSpec:
         """The length every request reserves up front and is capped at (None: no such cap)."""
         if self.max_len_param is None:
             return None
-        return self.resolve(params)[self.max_len_param]
+        resolved = self.resolve(params)
+        if self.oracle_param is not None and resolved[self.oracle_param]:
+            return None
+        return resolved[self.max_len_param]
+
+    def is_oracle(self, params: Mapping[str, Any]) -> bool:
+        """Whether these parameters reserve what no real engine knows (the actual output)."""
+        return self.oracle_param is not None and bool(self.resolve(params)[self.oracle_param])
 
     def _convert(self, key: str, value: Any) -> Any:
         if key not in self.names:

@@ -1,8 +1,10 @@
 """Static allocation: one preallocated arena, one contiguous reservation per request.
 
 This is the pre-paging baseline (FasterTransformer, early HF serving): a request reserves its
-whole maximum length up front (max_model_len, or prompt + max output when the engine knows it)
-as one aligned range of the arena. Free ranges are kept sorted and merged with their neighbours,
+whole maximum length up front (max_model_len, which a run sets to the model's context) as one
+aligned range of the arena. The oracle variant reserves prompt + the request's actual output,
+which no engine knows before decoding ends: it is the best a preallocating engine could do, kept
+to bound the baseline, never as the baseline. Free ranges are kept sorted and merged with their neighbours,
 so holes left by finished requests are real and external fragmentation can be measured.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ class StaticAllocator(Allocator):
         max_model_len: int | None = None,
         fit: str = FITS[0],
         align_tokens: int = DEFAULT_ALIGN_TOKENS,
+        oracle: bool = False,
     ) -> None:
         if budget_slots < 0:
             raise ValueError(f"budget_slots must be >= 0, got {budget_slots}")
@@ -55,6 +58,7 @@ class StaticAllocator(Allocator):
         self._align = align_tokens
         self._fit = fit
         self._max_model_len = max_model_len
+        self._oracle = oracle
         self._arena_blocks = budget_slots // align_tokens
         # Free ranges in blocks: sorted starts, start -> size, end -> start (to find the left
         # neighbour when merging), and the sorted multiset of sizes (largest run in O(1)).
@@ -180,11 +184,11 @@ class StaticAllocator(Allocator):
             raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
         if final_tokens is not None and final_tokens < num_tokens:
             raise ValueError(f"final_tokens {final_tokens} < num_tokens {num_tokens}")
-        if self._max_model_len is not None:
-            if num_tokens > self._max_model_len:
-                raise ValueError(f"num_tokens {num_tokens} > max_model_len {self._max_model_len}")
+        if self._max_model_len is not None and num_tokens > self._max_model_len:
+            raise ValueError(f"num_tokens {num_tokens} > max_model_len {self._max_model_len}")
+        if self._max_model_len is not None and not self._oracle:
             tokens = self._max_model_len
-        else:
+        else:  # the oracle, or no limit given: what the caller says the request reaches
             tokens = final_tokens if final_tokens is not None else num_tokens
         return -(-tokens // self._align)
 
@@ -263,9 +267,11 @@ class StaticAllocator(Allocator):
 
 
 def capacity(budget_slots: int, context: int, params) -> Capacity:
-    """Every request reserves max_model_len (else its context) in aligned units of one arena."""
+    """Every request reserves max_model_len (the oracle, or no limit: its context) in aligned
+    units of one arena."""
     align = params["align_tokens"]
-    per_seq = -(-(params["max_model_len"] or context) // align) * align
+    reserved = context if params["oracle"] else (params["max_model_len"] or context)
+    per_seq = -(-reserved // align) * align
     arena = budget_slots // align * align
     return Capacity(per_seq, arena // per_seq, arena)
 
@@ -274,15 +280,18 @@ SPEC = AllocatorSpec(
     name="static",
     cls=StaticAllocator,
     params=(
-        Param("max_model_len", int, None, "tokens every request reserves; none: its own "
-              "prompt + max output", min=1, optional=True, label="max_len"),
+        Param("max_model_len", int, None, "tokens every request reserves; none: the run's "
+              "max_model_len (the model's context)", min=1, optional=True, label="max_len"),
         Param("fit", str, FITS[0], "which free range a reservation takes", choices=FITS),
         Param("align_tokens", int, DEFAULT_ALIGN_TOKENS, "reservations are whole units of this "
               "many slots", min=1, label="align"),
+        Param("oracle", bool, False, "reserve prompt + the request's actual output (known to "
+              "no real engine): a bound on the baseline", label="oracle"),
     ),
     grain="align_tokens",
     needs_contiguity=True,
     capacity_formula=capacity,
     cost_hint=0.4,
     max_len_param="max_model_len",
+    oracle_param="oracle",
 )

@@ -39,7 +39,7 @@ from harness.engine.recorder import write_run  # noqa: E402
 from harness.model.fitted import (BATCH_FEATURES, FittedCostModel, fitted_cost_model,  # noqa: E402
                                   price_rows)
 from reports.schema import (FIDELITY_COLUMNS, RUN_JSON, STEP_BATCH_COLUMNS,  # noqa: E402
-                            STEP_BATCHES_FILE, STEPS_FILE, fidelity_run_name)
+                            STEP_BATCHES_FILE, STEPS_FILE, fidelity_run_name, read_table)
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ def fidelity_row(slice_name: str, allocator: str, measured_dir: Path,
         (lambda q: float("nan"))
     return {
         "slice": slice_name, "allocator": allocator,
-        "steps_measured": len(pd.read_csv(measured_dir / STEPS_FILE)),
-        "steps_simulated": len(pd.read_csv(simulated_dir / STEPS_FILE)),
+        "steps_measured": len(read_table(measured_dir / STEPS_FILE)),
+        "steps_simulated": len(read_table(simulated_dir / STEPS_FILE)),
         "step_err_median": quantile(0.5), "step_err_p90": quantile(0.9),
         "total_time_err": _ratio_err(simulated["sim_time_s"], measured["sim_time_s"]),
         "ttft_p50_err": _ratio_err(simulated["ttft_p50_s"], measured["ttft_p50_s"]),

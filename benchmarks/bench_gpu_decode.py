@@ -12,8 +12,8 @@ Every measured step is also priced against its hardware floor (benchmarks/gpu_st
 binned by kind and size: one row per bin and allocator.
 
 Writes to --out: gpu_decode_baseline_<device>.csv, gpu_decode_<device>.csv and
-gpu_steps_<device>.csv (per allocator, rewritten after each) and runs-<name>.tar.gz (steps.csv,
-requests.csv, run.json of each run, and the GPU runs' per-step log step_log.csv).
+gpu_steps_<device>.csv (per allocator, rewritten after each) and runs-<name>.tar.gz (steps.parquet,
+requests.parquet, run.json of each run, and the GPU runs' per-step log step_log.csv).
 
     PYTHONPATH=. python benchmarks/bench_gpu_decode.py --out "$OUT"
 """
@@ -87,7 +87,7 @@ def _fmt(value):
 
 
 def save_runs(out: Path, name: str, results: dict, step_log=None) -> None:
-    """Run directories (steps.csv, requests.csv, run.json) as out/runs-<name>.tar.gz, written
+    """Run directories (steps.parquet, requests.parquet, run.json) as out/runs-<name>.tar.gz, written
     as soon as they exist, so a cut-off benchmark still returns what it finished."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_decode_"))
     with tarfile.open(out / f"runs-{name}.tar.gz", mode="w:gz") as tar:

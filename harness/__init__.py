@@ -1,7 +1,7 @@
 """kvharness: the engine that replays request traces through KV-cache allocators.
 
 `simulate(config, trace) -> RunResult` runs one configuration; `write_run(result, out_dir)`
-writes its steps.csv, requests.csv and run.json. Names load on first use, so that the CLI and
+writes its steps.parquet, requests.parquet and run.json. Names load on first use, so that the CLI and
 harness.gpu stay cheap to import.
 """
 from __future__ import annotations

@@ -1,33 +1,40 @@
-"""Assemble the report PDF: title page, the verdict, one section per trace comparing its
-allocators, the block-size ablation and the measured GPU pages."""
+"""Assemble the report PDF: title page, the verdict, capacity curves and sustained rates, one
+section per trace comparing its allocators at one rate, the block-size ablation and the
+measured GPU pages."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import matplotlib.pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from reports.fidelity import fidelity_pages
+from reports.capacity import capacity_page, sustained_page
 from reports.cluster import cluster_pages, is_cluster_run
+from reports.events import admission_page, fragmentation_page, throughput_page
+from reports.fidelity import fidelity_pages
 from reports.gpu import ablation_page, decode_pages, kernel_pages
 from reports.latency import latency_page
 from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run, run_labels
 from reports.measured import find_measurements
+from reports.regime import Slo, rate_key
 from reports.schema import results_dir as measured_results_dir
 from reports.splits import is_splits, splits_page
+from reports.study import TraceStudy, split_ablation, trace_studies
 from reports.style import RC
 from reports.table import summary_page
 from reports.textpage import Block, bullet, heading, mono, para, sub, text_pages
 from reports.title import title_pages
 from reports.timeline import concurrency_page, queue_page, utilization_page
-from reports.verdict import TraceVerdict, overall_line, trace_verdict
+from reports.units import pct
+from reports.verdict import (TIE_RELATIVE, TraceVerdict, overall_line, regime_lines,
+                             sustained_line, trace_verdict)
 from reports.waste import waste_page
 
-SECTION_PAGES = (utilization_page, waste_page, queue_page, concurrency_page, latency_page,
-                 summary_page)
+SECTION_PAGES = (utilization_page, waste_page, fragmentation_page, queue_page, admission_page,
+                 concurrency_page, throughput_page, latency_page, summary_page)
 # The checkout's committed GPU measurements, wherever the command is run from.
 METRIC_TITLES = {"utilization": "Utilization", "admitted concurrency": "Admitted concurrency",
                  "throughput": "Throughput", "TTFT p99": "TTFT p99"}
@@ -45,15 +52,34 @@ def _winners_table(verdicts: list[TraceVerdict]) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
-def verdict_pages(verdicts: list[TraceVerdict]) -> list[Figure]:
+def _study_blocks(study: TraceStudy | None) -> list[Block]:
+    """The load regime of each section run and, with a capacity curve, who sustains most."""
+    if study is None:
+        return []
+    rate = f" at {study.section_rate:.2f} req/s" if study.section_rate == study.section_rate else ""
+    blocks = [bullet(f"Load regime of each run{rate} (the rate the section shows):")]
+    blocks += [sub(line) for line in regime_lines(study.section)]
+    if study.has_curve:
+        rates = sorted({r for points in study.curve.values() for r in points})
+        step = rates[1] / rates[0] if len(rates) > 1 else 1.0
+        blocks.append(bullet(f"Capacity ({study.slo.describe()}): "
+                             f"{sustained_line(study.sustained(), step)}"))
+    return blocks
+
+
+def verdict_pages(verdicts: list[TraceVerdict], studies: dict[str, TraceStudy] | None = None
+                  ) -> list[Figure]:
+    studies = studies or {}
     blocks: list[Block] = []
     if any(verdict.findings for verdict in verdicts):
-        blocks += [heading("At a glance (runs within 1% of the best share the win)"),
+        blocks += [heading(f"At a glance (noise margin: runs within {pct(TIE_RELATIVE)} of "
+                           "the best share the win)"),
                    mono(_winners_table(verdicts))]
     if not verdicts:
         blocks.append(para("No runs were given, so there is nothing to judge."))
     for verdict in verdicts:
         blocks += [heading(f"Trace {verdict.trace}"), para(overall_line(verdict))]
+        blocks += _study_blocks(studies.get(verdict.trace))
         for finding in verdict.findings:
             blocks.append(bullet(f"{METRIC_TITLES[finding.metric]}: "
                                  f"{verdict.winners_text(finding)}, {finding.value}."))
@@ -66,7 +92,7 @@ def verdict_pages(verdicts: list[TraceVerdict]) -> list[Figure]:
                       "show the figures behind each sentence.")
 
 
-def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], results_dir: Path,
+def _page_makers(studies: list[TraceStudy], ablation: dict[str, Labelled], results_dir: Path,
                  built: datetime, sweep_dirs: list[Path], slo_ttft_s: float,
                  facts: AllocatorFacts, run_dirs: list[Path] = ()
                  ) -> Iterable[Callable[[], list[Figure]]]:
@@ -74,15 +100,20 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
     kernels, others = find_measurements(results_dir)
     splits = [m for m in others if is_splits(m)]
     others = [m for m in others if not is_splits(m)]
+    groups = {study.trace: study.section for study in studies}
     verdicts = [trace_verdict(trace, labelled, facts) for trace, labelled in groups.items()]
     yield lambda: title_pages(groups, built, ablation)
-    yield lambda: verdict_pages(verdicts)
+    yield lambda: verdict_pages(verdicts, {study.trace: study for study in studies})
+    curves = [study for study in studies if study.has_curve]
+    for study in curves:
+        yield lambda study=study: [capacity_page(study)]
+    if curves:
+        yield lambda: sustained_page(curves)
     for trace, labelled in groups.items():
         for page in SECTION_PAGES:
             yield lambda page=page, trace=trace, labelled=labelled: [page(trace, labelled)]
-    both = {trace: [*groups.get(trace, []), *ablation.get(trace, [])]
-            for trace in dict.fromkeys([*groups, *ablation])}
-    yield lambda: [ablation_page(both, kernels)]
+    # Without separate ablation runs, any allocator the sections hold at several grains is one.
+    yield lambda: [ablation_page(ablation or groups, kernels)]
     yield lambda: kernel_pages(groups, kernels)
     yield lambda: decode_pages(groups, others)
     yield lambda: [splits_page(m) for m in splits]
@@ -96,10 +127,14 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
                                                           facts=facts)
 
 
-def _labelled_groups(run_dirs: Iterable[str | Path], facts: AllocatorFacts) -> dict[str, Labelled]:
-    runs = [load_run(path) for path in run_dirs]
+def _ablation_groups(runs: list[Run], ablation: list[Run], facts: AllocatorFacts
+                     ) -> dict[str, Labelled]:
+    """Per trace, the ablation runs with the comparison runs of the same allocators at the same
+    rate (the default grain's point), so that every point of a curve shares one load."""
+    points = {(run.trace_name, run.allocator, rate_key(run)) for run in ablation}
+    same = [run for run in runs if (run.trace_name, run.allocator, rate_key(run)) in points]
     return {trace: list(zip(run_labels(group, facts), group))
-            for trace, group in group_by_trace(runs, facts).items()}
+            for trace, group in group_by_trace([*same, *ablation], facts).items()}
 
 
 def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
@@ -108,28 +143,35 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
                  sweep_dirs: Iterable[str | Path] = (),
                  slo_ttft_s: float = 2.0,
                  built: datetime | None = None,
-                 allocators: AllocatorFacts = NO_FACTS) -> list[str]:
+                 allocators: AllocatorFacts = NO_FACTS,
+                 slos: Mapping[str, Slo] | None = None) -> list[str]:
     """Write the report PDF for the given run directories; return the page titles in order.
 
-    Each trace's section compares its run_dirs. ablation_dirs are runs that feed only the
-    block-size ablation (one allocator at other block sizes), so that they do not crowd the
-    sections; sweep directories add their own pages after the measured ones, with goodput
+    Each trace's section compares its run_dirs at one rate (the lowest where memory presses,
+    when they hold several rates; all rates draw the capacity curves, judged against each
+    trace's SLO in slos, DEFAULT_SLO where none is given).
+    ablation_dirs, and run_dirs at another grain than their allocator's default (allocators
+    says which), feed only the block-size ablation, so that they do not crowd the sections;
+    sweep directories add their own pages after the measured ones, with goodput
     judged against a p99 TTFT SLO of slo_ttft_s. allocators orders and labels the runs (the
     caller reads it from the allocators' specs)."""
     run_dirs = [Path(d) for d in run_dirs]
     # Cluster runs have a page of their own rather than a place among one trace's allocators.
-    groups = _labelled_groups([d for d in run_dirs if not is_cluster_run(d)], allocators)
-    ablation = _labelled_groups(ablation_dirs, allocators)
+    loaded = [load_run(path) for path in run_dirs if not is_cluster_run(path)]
+    runs, ablation_runs = split_ablation(loaded, allocators)
+    ablation_runs += [load_run(path) for path in ablation_dirs]
+    studies = trace_studies(runs, allocators, slos)
+    ablation = _ablation_groups(runs, ablation_runs, allocators)
     built = built or datetime.now(timezone.utc)
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"Title": "kvharness report: KV-cache allocators on real traces",
-                "Subject": ", ".join(groups) or "no runs", "Creator": "kvharness report",
+                "Subject": ", ".join(study.trace for study in studies) or "no runs", "Creator": "kvharness report",
                 "CreationDate": built}
     titles = []
     with plt.rc_context(RC), PdfPages(out_pdf, metadata=metadata) as pdf:
-        for make in _page_makers(groups, ablation, Path(results_dir or measured_results_dir()), built,
-                                 [Path(d) for d in sweep_dirs], slo_ttft_s, allocators,
+        for make in _page_makers(studies, ablation, Path(results_dir or measured_results_dir()),
+                                 built, [Path(d) for d in sweep_dirs], slo_ttft_s, allocators,
                                  run_dirs):
             for fig in make():
                 titles.append(fig.get_suptitle())

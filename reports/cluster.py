@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import pandas as pd
 from matplotlib.figure import Figure
 
-from reports.schema import CLUSTER_JSON_KEY, REQUESTS_FILE, RUN_JSON
+from reports.schema import CLUSTER_JSON_KEY, REQUESTS_FILE, RUN_JSON, read_table
 from reports.textpage import Block, heading, mono, para, text_pages
 
 
@@ -49,9 +48,8 @@ def is_cluster_run(run_dir: str | Path) -> bool:
 def read_cluster_run(run_dir: str | Path, slo_ttft_s: float) -> ClusterRun:
     meta: dict[str, Any] = json.loads((Path(run_dir) / RUN_JSON).read_text())
     config, summary = meta.get("config") or {}, meta.get("summary") or {}
-    requests = pd.read_csv(Path(run_dir) / REQUESTS_FILE,
-                           usecols=["status", "prompt_tokens", "admit_s", "prefix_hit_tokens",
-                                    "ttft_s"])
+    requests = read_table(Path(run_dir) / REQUESTS_FILE)[
+        ["status", "prompt_tokens", "admit_s", "prefix_hit_tokens", "ttft_s"]]
     good = ((requests["status"] == "completed") & (requests["ttft_s"] <= slo_ttft_s)).sum()
     admitted = requests["admit_s"].notna()
     prompt = requests.loc[admitted, "prompt_tokens"].sum()

@@ -42,7 +42,7 @@ class RunFiles:
 
     def table(self, run: str, name: str) -> pd.DataFrame | None:
         if (self.folder / run / name).is_file():
-            return pd.read_csv(self.folder / run / name)
+            return _read(self.folder / run / name, name)
         if not self.archive.is_file():
             return None
         with tarfile.open(self.archive) as tar:
@@ -50,7 +50,12 @@ class RunFiles:
                 member = tar.extractfile(f"{run}/{name}")
             except KeyError:
                 return None
-            return pd.read_csv(io.BytesIO(member.read())) if member else None
+            return _read(io.BytesIO(member.read()), name) if member else None
+
+
+def _read(source, name: str) -> pd.DataFrame:
+    """A run table (Parquet) or the benchmark's own step_batches.csv."""
+    return pd.read_parquet(source) if name.endswith(".parquet") else pd.read_csv(source)
 
 
 def fidelity_pages(directory: str | Path) -> list[Figure]:

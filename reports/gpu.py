@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from reports.load import Run
 from reports.measured import kernel_by_block_size
+from reports.measured_pages import measured_pages
 from reports.schema import Measurement
 from reports.style import block_size_axis, new_page, note, run_style
 from reports.units import count
@@ -19,8 +20,6 @@ NO_KERNEL = ("no GPU measurement committed yet\n"
              "(benchmarks/results/ paged_decode_<device>.csv, written by the kernel benchmark)")
 NO_DECODE = ("no GPU measurement committed yet\n"
              "(a decode throughput CSV from `kvharness gpu` under benchmarks/results/)")
-MAX_TABLE_ROWS = 30
-MIN_SPAN_POINTS = 10.0
 
 Labelled = list[tuple[str, Run]]
 
@@ -60,40 +59,70 @@ def _measured_title(kernels: list[Measurement]) -> str:
     return "measured on GPU"
 
 
+def _spread(values) -> str:
+    values = [v * 100 for v in values]
+    return f"{min(values):.0f}-{max(values):.0f}%" if values else "n/a"
+
+
+def _ablation_subtitle(series: dict[str, list[tuple[int, float]]],
+                       curves: dict[str, dict[int, float]]) -> str:
+    """What the data shows, in numbers, at the block sizes both sides have."""
+    sizes = sorted({size for points in series.values() for size, _ in points})
+    measured = sorted({size for curve in curves.values() for size in curve})
+    both = [size for size in sizes if size in measured]
+    text = ("Simulated: each run's time-weighted mean utilization (live / backed) at one load. "
+            "Measured: paged kernel bandwidth / SDPA on a contiguous cache, median over the "
+            "measured shapes. Axes start at zero. ")
+    if both:
+        sim = [u for points in series.values() for size, u in points if size in both]
+        eff = [curve[size] for curve in curves.values() for size in both if size in curve]
+        text += (f"At block sizes {', '.join(map(str, both))}: simulated utilization spans "
+                 f"{_spread(sim)}, measured kernel efficiency {_spread(eff)}.")
+    return text
+
+
 def ablation_page(groups: dict[str, Labelled], kernels: list[Measurement]) -> Figure:
-    fig = new_page("Block-size ablation: memory utilization against kernel efficiency",
-                   "Small blocks waste less memory (shorter unused tails); large blocks stream "
-                   "faster through the decode kernel. Efficiency = paged kernel bandwidth / "
-                   "SDPA on a contiguous cache, median over measured shapes.")
-    left, middle, right = fig.subplots(1, 3, gridspec_kw={"top": 0.84, "bottom": 0.3,
-                                                          "wspace": 0.3})
     series = block_size_series(groups)
     curves = _kernel_efficiency(kernels)
+    fig = new_page("Block-size ablation: simulated utilization and measured kernel efficiency",
+                   _ablation_subtitle(series, curves))
+    left, middle, right = fig.subplots(1, 3, gridspec_kw={"top": 0.82, "bottom": 0.3,
+                                                          "wspace": 0.3})
     for index, (name, points) in enumerate(series.items()):
         sizes, utils = zip(*points)
         left.plot(sizes, np.array(utils) * 100, label=name, **run_style(index).line())
     if series:
-        _min_span(left, [u * 100 for points in series.values() for _, u in points])
         block_size_axis(left)
         left.set(xlabel="block size (tokens)", ylabel="simulated utilization, mean (%)",
-                 title="simulated (cost model)")
+                 title="simulated (cost model)", ylim=(0, 105))
         _legend_below(left)
     else:
         note(left, "no block-size sweep among these runs: give run directories of one "
                    "allocator at two or more block sizes", width_chars=26)
-    for index, (name, curve) in enumerate(curves.items()):
-        sizes = sorted(curve)
-        middle.plot(sizes, [curve[s] * 100 for s in sizes], label=name,
-                    **run_style(index).line())
-    if curves:
-        block_size_axis(middle)
-        middle.set(xlabel="block size (tokens)", ylabel="kernel efficiency vs SDPA (%)",
-                   title=_measured_title(kernels))
-        _legend_below(middle)
-    else:
-        note(middle, NO_KERNEL, width_chars=26)
+    _measured_panel(middle, curves, kernels,
+                    sorted({size for points in series.values() for size, _ in points}))
+    if series and curves:
+        middle.set_xlim(left.get_xlim())
     _tradeoff(right, series, curves)
     return fig
+
+
+def _measured_panel(ax, curves: dict[str, dict[int, float]], kernels: list[Measurement],
+                    sizes: list[int]) -> None:
+    """Kernel efficiency at the simulated block sizes (all measured ones when none match)."""
+    if not curves:
+        note(ax, NO_KERNEL, width_chars=26)
+        return
+    for index, (name, curve) in enumerate(curves.items()):
+        shown = sorted(size for size in curve if size in sizes) or sorted(curve)
+        ax.plot(shown, [curve[size] * 100 for size in shown], label=name,
+                **run_style(index).line())
+    block_size_axis(ax)
+    top = max(v for curve in curves.values() for v in curve.values()) * 100
+    ax.set(xlabel="block size (tokens)", ylabel="kernel efficiency vs SDPA (%)",
+           title=_measured_title(kernels), ylim=(0, max(105.0, top * 1.1)))
+    ax.axhline(100, color="0.5", linewidth=0.8, linestyle=(0, (2, 2)))
+    _legend_below(ax)
 
 
 def _tradeoff(ax, series: dict[str, list[tuple[int, float]]],
@@ -110,7 +139,6 @@ def _tradeoff(ax, series: dict[str, list[tuple[int, float]]],
             continue
         eff, util, sizes = zip(*matched)
         ax.plot(np.array(eff) * 100, np.array(util) * 100, label=name, **run_style(index).line())
-        _min_span(ax, [u * 100 for u in util])
         for e, u, size in matched:
             ax.annotate(f"bs={size}", (e * 100, u * 100), xytext=(4, 4),
                         textcoords="offset points", fontsize=7)
@@ -119,19 +147,11 @@ def _tradeoff(ax, series: dict[str, list[tuple[int, float]]],
         note(ax, "no block size appears in both the runs and the kernel measurement",
              width_chars=26)
         return
+    top = max(curve.values()) * 100
     ax.set(xlabel="kernel efficiency vs SDPA (%)", ylabel="simulated utilization, mean (%)",
-           title="trade-off: up and right is better")
+           title="trade-off: up and right is better", xlim=(0, max(105.0, top * 1.1)),
+           ylim=(0, 105))
     _legend_below(ax, f"kernel: {curve_name}")
-
-
-def _min_span(ax, values: list[float], span: float = MIN_SPAN_POINTS) -> None:
-    """Keep a y range of at least `span` percentage points, so that a 0.2-point wiggle is not
-    drawn as a cliff."""
-    low, high = min(values), max(values)
-    middle = (low + high) / 2
-    half = max(span, high - low) / 2 * 1.1
-    bottom = max(0.0, middle - half)
-    ax.set_ylim(bottom, min(100.0, bottom + 2 * half))
 
 
 def _legend_below(ax, title: str = "") -> None:
@@ -184,7 +204,8 @@ def kernel_pages(groups: dict[str, Labelled], kernels: list[Measurement]) -> lis
         fig = new_page(f"Measured paged-decode kernel throughput: {measurement.device}",
                        f"Measured {measurement.date} on {measurement.device} "
                        f"({measurement.path.name}); median over the measured (batch, context) "
-                       "shapes, beside the simulated utilization of each run.")
+                       "shapes. Right: the same medians, and the efficiency against SDPA on a "
+                       "contiguous cache at each shape.")
         left, right = fig.subplots(1, 2, gridspec_kw={"top": 0.86, "wspace": 0.45})
         per_size = kernel_by_block_size(measurement.table)
         for index, (layout, rows) in enumerate(per_size.groupby("layout")):
@@ -200,8 +221,9 @@ def kernel_pages(groups: dict[str, Labelled], kernels: list[Measurement]) -> lis
         block_size_axis(left)
         left.set(xlabel="block size (tokens)", ylabel="KV bandwidth (GB/s)",
                  title=f"{measurement.device}, {measurement.date}")
+        left.set_ylim(0, left.get_ylim()[1])
         left.legend(loc="best")
-        _utilization_bars(right, groups)
+        _efficiency_table(right, per_size)
         pages.append(fig)
     return pages
 
@@ -212,27 +234,22 @@ def decode_pages(groups: dict[str, Labelled], others: list[Measurement]) -> list
                                  "Tokens per second measured with real kernels, beside the "
                                  "cost model's simulated throughput.",
                                  NO_DECODE, lambda ax: _throughput_bars(ax, groups))]
-    pages = []
-    for measurement in others:
-        fig = new_page(f"Measured on GPU: {measurement.path.name}",
-                       f"Measured {measurement.date} on {measurement.device}; first "
-                       f"{min(MAX_TABLE_ROWS, len(measurement.table))} of "
-                       f"{len(measurement.table)} rows.")
-        left, right = fig.subplots(1, 2, gridspec_kw={"top": 0.86, "wspace": 0.3,
-                                                      "width_ratios": [2, 1]})
-        left.axis("off")
-        shown = measurement.table.head(MAX_TABLE_ROWS)
-        cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
-                 for row in shown.itertuples(index=False)]
-        if cells:
-            table = left.table(cellText=cells, colLabels=list(shown.columns), loc="upper left")
-            table.auto_set_font_size(False)
-            table.set_fontsize(7)
-        else:
-            note(left, f"{measurement.path.name} has a header but no rows")
-        _throughput_bars(right, groups)
-        pages.append(fig)
-    return pages
+    return measured_pages(others)
+
+
+def _efficiency_table(ax, per_size) -> None:
+    ax.axis("off")
+    rows = [[layout, str(int(size)), f"{gbs:,.0f}", f"{eff:.0%}", str(int(shapes))]
+            for layout, size, gbs, eff, shapes in per_size[
+                ["layout", "block_size", "bandwidth_gbs", "efficiency", "shapes"]
+            ].itertuples(index=False)]
+    table = ax.table(cellText=rows, colLabels=["layout", "block size", "GB/s (median)",
+                                               "vs SDPA", "shapes"], loc="upper center",
+                     cellLoc="right")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1.0, 1.3)
+    ax.set_title("per block size (median over shapes)")
 
 
 def _throughput_bars(ax, groups: dict[str, Labelled]) -> None:

@@ -1,5 +1,5 @@
-"""Read run directories (steps.csv, requests.csv, run.json) exactly as the results contract writes
-them, and give each run the few derived facts every report page needs (trace, allocator, label).
+"""Read run directories (steps.parquet, requests.parquet, run.json) exactly as the results
+contract writes them, and give each run the few derived facts every report page needs (trace, allocator, label).
 
 Nothing here recomputes a memory figure: utilization, waste shares and latency percentiles come
 from the engine's summary; the step and request tables feed the plots over time and the CDFs.
@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from reports.schema import REQUEST_COLUMNS, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE
+from reports.schema import (REQUEST_COLUMNS, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE,
+                            read_table)
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,27 @@ class AllocatorFacts:
     labels: Mapping[str, str] = field(default_factory=dict)  # parameter -> short label ("bs")
     # allocator -> the parameter that fixes every request's up-front reservation
     reservations: Mapping[str, str] = field(default_factory=dict)
+    # allocator -> the bool parameter that, when true, makes it an oracle (it reserves what no
+    # real engine knows); such runs are labelled "oracle" wherever they appear
+    oracles: Mapping[str, str] = field(default_factory=dict)
+    # allocator -> (its grain parameter, that parameter's default): a run at another grain
+    # belongs to the block-size ablation, not to the allocator comparison
+    grains: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
 
     def rank(self, allocator: str) -> int:
         return self.order.index(allocator) if allocator in self.order else len(self.order)
 
     def label(self, param: str) -> str:
         return self.labels.get(param, param)
+
+    def is_oracle(self, run: "Run") -> bool:
+        key = self.oracles.get(run.allocator)
+        return key is not None and _truthy(run.allocator_params.get(key))
+
+
+def _truthy(value: Any) -> bool:
+    """A bool parameter as run.json holds it (true, or "true" where a flag wrote a string)."""
+    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
 NO_FACTS = AllocatorFacts()
@@ -120,15 +136,14 @@ def allocator_params(config: dict[str, Any]) -> dict[str, Any]:
     return {str(key): value for key, value in params}
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise RunDirError(f"{path.parent}: missing {path.name} (a run directory holds "
-                          "steps.csv, requests.csv and run.json)")
+                          f"{STEPS_FILE}, {REQUESTS_FILE} and {RUN_JSON})")
     try:
-        table = pd.read_csv(path, keep_default_na=True)
-    except pd.errors.EmptyDataError as exc:
-        raise RunDirError(f"{path}: empty file, expected a header with columns "
-                          f"{', '.join(columns)}") from exc
+        table = read_table(path)
+    except ValueError as exc:
+        raise RunDirError(f"{exc}; expected a table with columns {', '.join(columns)}") from exc
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise RunDirError(f"{path}: missing columns {', '.join(missing)}")
@@ -147,8 +162,8 @@ def load_run(path: str | Path) -> Run:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{meta_path}: not valid JSON ({exc})") from exc
-    steps = _read_csv(path / STEPS_FILE, STEP_COLUMNS)
-    requests = _read_csv(path / REQUESTS_FILE, REQUEST_COLUMNS)
+    steps = _read_table(path / STEPS_FILE, STEP_COLUMNS)
+    requests = _read_table(path / REQUESTS_FILE, REQUEST_COLUMNS)
     requests["status"] = requests["status"].astype(str)
     # An all-empty reason column reads as float NaN; reasons are text.
     requests["reason"] = requests["reason"].astype(object).where(requests["reason"].notna(), "")
@@ -176,10 +191,13 @@ def run_labels(runs: list[Run], facts: AllocatorFacts = NO_FACTS) -> list[str]:
     for run in runs:
         siblings = [other for other in runs if other.allocator == run.allocator]
         keys = sorted({key for other in siblings for key in other.allocator_params})
-        differing = [key for key in keys
-                     if len({repr(other.allocator_params.get(key)) for other in siblings}) > 1]
+        oracle_key = facts.oracles.get(run.allocator)
+        differing = [key for key in keys if key != oracle_key
+                     and len({repr(other.allocator_params.get(key)) for other in siblings}) > 1]
         parts = [f"{facts.label(key)}={run.allocator_params.get(key, 'default')}"
                  for key in differing]
+        if facts.is_oracle(run):  # said on every page, whatever the other runs are
+            parts.append("oracle")
         labels.append(" ".join([run.allocator, *parts]))
     if len(set(labels)) < len(labels):
         labels = [f"{label} ({run.path.name})" for label, run in zip(labels, runs)]

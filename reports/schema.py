@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 # -- a run directory ----------------------------------------------------------------------------
-STEPS_FILE = "steps.csv"  # one row per engine step
-REQUESTS_FILE = "requests.csv"  # one row per trace request
+STEPS_FILE = "steps.parquet"  # one row per engine step
+REQUESTS_FILE = "requests.parquet"  # one row per trace request
 RUN_JSON = "run.json"  # the run description (config, trace spec), versions and summary
 
 USAGE_COLUMNS = (
@@ -27,7 +27,7 @@ USAGE_COLUMNS = (
 )
 STEP_COLUMNS = (
     "step", "time_s", "step_ms", "running", "waiting", "swapped", "batch_tokens",
-    "prefill_tokens", "decode_tokens",
+    "prefill_tokens", "decode_tokens", "preempted",  # preempted: sequences preempted to run it
 ) + USAGE_COLUMNS
 FLOAT_STEP_COLUMNS = ("time_s", "step_ms", "utilization", "external_fragmentation")
 KV_BYTES_COLUMN = "kv_allocated_bytes"  # measured runs only: device KV memory after the step
@@ -40,17 +40,38 @@ REQUEST_COLUMNS = (
     "admit_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions",
     "prefix_hit_tokens",
 )
-# Floats are written at full precision (shortest repr that reads back exactly), so equal runs
-# give byte-identical files and late times keep their microseconds.
-FLOAT_FORMAT = None
+# Tables are Parquet: exact float64 (late times keep their microseconds), a fraction of the size
+# of text, and byte-identical for equal runs (write_table adds no timestamps).
+PARQUET_COMPRESSION = "zstd"
 SUMMARY_KEYS = (
-    "requests", "completed", "rejected", "queued_at_end", "running_at_end", "budget_slots",
+    "requests", "completed", "rejected", "truncated_prompts", "truncated_outputs", "queued_at_end", "running_at_end", "budget_slots",
     "bytes_per_token", "utilization_mean", "utilization_p50", "utilization_p99",
     "waste_reserved", "waste_internal", "waste_external", "waste_cached", "waste_free",
     "peak_running", "mean_running", "peak_backed_bytes", "throughput_tok_s", "output_tokens",
     "prefill_tokens", "prefix_hit_tokens", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
     "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "preemptions", "sim_time_s", "mean_step_ms",
 )
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """One table of a run directory. The file holds the columns, the pandas schema and the
+    writer's version, nothing that differs between two writes of equal frames."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, path, compression=PARQUET_COMPRESSION)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table written by write_table; ValueError (naming the file) when it is not Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pandas()
+    except pa.ArrowException as exc:
+        raise ValueError(f"{path}: not a Parquet table ({exc})") from exc
+
 
 # -- a sweep directory ----------------------------------------------------------------------------
 RESULTS_CSV = "results.csv"  # one row per cell: KEY_COLUMNS, config columns, SUMMARY_KEYS

@@ -8,10 +8,11 @@ from functools import partial
 from reports.load import NO_FACTS, AllocatorFacts, Run, time_weighted_mean
 from reports.units import count, is_number, pct, seconds
 
-# Runs within this relative distance of the best value share the win: closer than that is noise
-# of the trace slice, not a property of the allocator.
-TIE_RELATIVE = 0.01
-TIE_UTILIZATION = 0.005  # absolute share of backed memory (half a percentage point)
+# The noise margin: runs within this relative distance of the best value share the win. A
+# slice of a few hundred requests moves a p99 by several percent when a handful of requests
+# change places, so closer than this is the slice, not the allocator.
+TIE_RELATIVE = 0.05
+TIE_UTILIZATION = 0.02  # absolute share of backed memory (two percentage points)
 
 SHORT_WASTE = {"reserved": "reserved-not-written", "internal": "internal slack",
                "external": "free but fragmented", "cached": "prefix cache", "free": "sat free"}
@@ -113,8 +114,9 @@ def _utilization(entries: list[_Entry], facts: AllocatorFacts) -> Finding | None
         key, share = _largest_waste(entry.run)
         phrase = WASTE_PHRASES[key].format(share=pct(share))
         fixed = facts.reservations.get(entry.run.allocator)
-        if key == "reserved" and fixed:
-            what = fixed if fixed in entry.run.allocator_params else "prompt+max_tokens"
+        if key in ("reserved", "internal") and fixed:
+            what = ("prompt + actual output (an oracle)" if facts.is_oracle(entry.run)
+                    else fixed)
             phrase = f"reserves {what} up front: {phrase}"
         parts.append(f"{entry.label} ({pct(entry.get('utilization_mean'))}): {phrase}.")
     return Finding("utilization", tuple(w.label for w in winners),
@@ -236,3 +238,31 @@ def overall_line(verdict: TraceVerdict) -> str:
                        if best[label] < top)
     return (f"{verdict.trace}: best or tied-best on {top} of {total} questions: "
             f"{', '.join(leaders)}; the others: {behind}.")
+
+
+def regime_lines(labelled_runs: list[tuple[str, Run]]) -> list[str]:
+    """The load regime of each run, with the figures that placed it there."""
+    from reports.regime import regime
+
+    lines = []
+    for label, run in labelled_runs:
+        placed = regime(run)
+        lines.append(f"{label}: {placed.name} ({placed.why}).")
+    return lines
+
+
+def sustained_line(sustained: dict[str, float], step: float) -> str:
+    """Who sustains the highest rate under the SLO: named when no other run reaches the same
+    grid rate (the curve's resolution is one grid step), else a tie."""
+    if not sustained:
+        return "No capacity curve: the runs hold one rate only."
+    best = max(sustained.values())
+    leaders = [label for label, rate in sustained.items() if rate >= best / step ** 0.5]
+    listed = ", ".join(f"{label} {rate:.2f}" for label, rate in sustained.items())
+    if best <= 0:
+        return f"No allocator met the SLO at the lowest rate ({listed} req/s)."
+    if len(leaders) == 1:
+        return (f"{leaders[0]} sustains the highest rate under the SLO, at least one grid step "
+                f"(x{step:g}) ahead of every other ({listed} req/s).")
+    return (f"Tie at the top (the curve resolves rates to one grid step, x{step:g}): "
+            f"{', '.join(leaders)} ({listed} req/s).")

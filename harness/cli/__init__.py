@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; return the exit status (2 for bad input, said in one line)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        code = _dispatch(argv or ["run"])
+        code = _dispatch(argv)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
         return code
     except BrokenPipeError:
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     parser = build_parser()
+    if not argv:  # the main job writes runs/ and reports/: it starts only when asked by name
+        parser.print_help()
+        return 0
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): a status for callers of main()

@@ -2,8 +2,8 @@
 
 The same engine, scheduler and allocator as `kvharness simulate`, with the GpuExecutor: a
 Llama-style decoder with seeded random weights at the model's real shape runs every step, and
-the clock advances by the step's measured time. Writes the same steps.csv, requests.csv and
-run.json (executor "gpu", the device's name), steps.csv with a kv_allocated_bytes column.
+the clock advances by the step's measured time. Writes the same steps.parquet, requests.parquet
+and run.json (executor "gpu", the device's name), steps.parquet with a kv_allocated_bytes column.
 With --tp N the decoder is split over N processes (harness.gpu.tp_run); the engine runs once.
 """
 from __future__ import annotations

@@ -1,13 +1,13 @@
-"""`kvharness run` (and `kvharness` with no arguments): the main job.
+"""`kvharness run`: the main job, a study (plain `kvharness` prints the help).
 
-Replays the bundled Azure and Mooncake conversation traces through every allocator of
-allocators.SPECS for llama3-8b on one H100 80GB (the full KV budget, the recorded arrival times),
-adds a block-size ablation of the default allocator on Mooncake, and writes the report PDF. Run directories go to
-runs/<trace>/<run>/ (--out-dir to change).
-
-By default the whole traces are replayed (19,366 and 12,031 requests): 147 s wall (280 s of
-CPU over the two worker processes) on this project's 2-core machine; `--requests N` replays only
-the first N requests of each trace (2,000: about 26 s); leaving it out replays the whole traces.
+For each bundled trace, a slice of its first requests is replayed at several request rates
+(workloads.scale_rate) through every allocator of allocators.SPECS, the static baseline also as
+its oracle, on a model whose context the trace fits: Azure conversations on llama3-8b (8k),
+Mooncake's long prompts on llama3.1-8b (128k); one H100 80GB, the whole KV budget. A paged
+block-size ablation runs on Mooncake at the block sizes the kernel was measured at. The report
+shows capacity curves, the rate each allocator sustains under the SLO, the sections at the first
+rate where memory presses, the ablation and the measured GPU pages; a short summary is printed
+at the end. Run directories go to runs/<trace>/<rate>/<run>/ (--out-dir to change).
 """
 from __future__ import annotations
 
@@ -21,18 +21,33 @@ from typing import Any
 from allocators import DEFAULT_ALLOCATOR, SPECS, AllocatorSpec
 from harness.cli.argtypes import (allocator_names, non_negative_int, positive_int, positive_ints,
                                   unique_names)
+from harness.cli.report import add_slo_arguments
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 DEFAULT_TRACES = ("azure-conv", "mooncake-conv")
 DEFAULT_ALLOCATORS = tuple(SPECS)
+# Per trace: the model it runs on, and the rate factors of its capacity curve (times its
+# recorded rate; a x2 grid, from idle to overloaded for every allocator).
+TRACE_MODELS = {"azure-conv": "llama3-8b", "mooncake-conv": "llama3.1-8b"}
+TRACE_RATES = {"azure-conv": (1.0, 2.0, 4.0, 8.0, 16.0),
+               "mooncake-conv": (0.0625, 0.125, 0.25, 0.5, 1.0)}
+OTHER_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)  # a trace given by path
+DEFAULT_MODEL = "llama3-8b"
+DEFAULT_REQUESTS = 400  # the slice: enough for a p99, few enough for the 3-minute budget
 ABLATION_ALLOCATOR = DEFAULT_ALLOCATOR
-ABLATION_BLOCK_SIZES = (8, 32, 64, 128)  # beside the default grain of the main runs
-ABLATION_TRACE = "mooncake-conv"  # memory-bound at its recorded rate: block size can matter
+# With the default 16: the block sizes the kernel was measured at, but 1 (the paged allocator
+# hashes every block for its prefix cache, so one-token blocks simulate far slower; segmented
+# is the page-1 design).
+ABLATION_BLOCK_SIZES = (64, 256)
+ABLATION_TRACE = "mooncake-conv"
+ABLATION_RATE = 0.25  # a rate factor of the ablation trace's curve where memory presses
 
 
 @dataclass(frozen=True)
 class Job:
     trace_name: str
+    model: str
+    rate: float  # factor of the trace's recorded rate
     allocator: str
     params: tuple[tuple[str, Any], ...]
     out_dir: Path
@@ -40,14 +55,10 @@ class Job:
 
 
 def _request_count(text: str) -> int:
-    """--requests N, N >= 1. `--requests 0` once meant the whole traces; that is the default now,
-    and the error says so rather than replaying nothing."""
     try:
         return positive_int(text)
     except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{exc}; leave --requests out to replay the whole traces"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{exc}; the slice needs at least one request") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,17 +68,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trace_load_arguments(parser)
     parser.add_argument("--allocators", type=allocator_names, default=DEFAULT_ALLOCATORS,
                         help=f"comma-separated (default {','.join(DEFAULT_ALLOCATORS)})")
-    parser.add_argument("--requests", type=_request_count, metavar="N",
-                        help="replay the first N requests of each trace (default: the whole "
-                             "traces)")
+    parser.add_argument("--requests", type=_request_count, metavar="N", default=DEFAULT_REQUESTS,
+                        help=f"the slice: the first N requests of each trace (default "
+                             f"{DEFAULT_REQUESTS})")
+    parser.add_argument("--rates", type=_factors, default=None,
+                        help="comma-separated factors of each trace's recorded rate (default "
+                             "per trace: azure 1..16, mooncake 1/16..1, x2 apart)")
     parser.add_argument("--block-sizes", type=positive_ints, default=ABLATION_BLOCK_SIZES,
                         help=f"block sizes of the {ABLATION_ALLOCATOR} ablation, "
                              f"comma-separated; empty to skip (default "
                              f"{','.join(map(str, ABLATION_BLOCK_SIZES))})")
     parser.add_argument("--ablation-trace", default=ABLATION_TRACE,
                         help=f"the trace of the block-size ablation (default {ABLATION_TRACE})")
-    parser.add_argument("--model", default="llama3-8b", help="model preset (default llama3-8b)")
+    parser.add_argument("--model", default=None,
+                        help="model preset for every trace (default: llama3-8b for Azure, "
+                             "llama3.1-8b for Mooncake, llama3-8b otherwise)")
     parser.add_argument("--gpu", default="h100-80gb", help="GPU preset (default h100-80gb)")
+    parser.add_argument("--truncate", action="store_true",
+                        help="cut requests to the model's context instead of rejecting them")
+    add_slo_arguments(parser)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out-dir", type=Path, default=Path("runs"),
                         help="where run directories go (default runs/)")
@@ -81,97 +100,180 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _factors(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers")
+    if not values or any(not value > 0 for value in values):
+        raise argparse.ArgumentTypeError(f"rate factors must be > 0, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
 def _default_grain(spec: AllocatorSpec) -> int:
     return spec.param(spec.grain).default
 
 
+def _variants(allocator: str) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+    """(directory name, parameters) of an allocator's runs: its default grain, written into
+    run.json so that the ablation finds it, and for an allocator with an oracle, the oracle."""
+    spec = SPECS[allocator]
+    params = ((spec.grain, _default_grain(spec)),)
+    out = [(allocator, params)]
+    if spec.oracle_param:
+        out.append((f"{allocator}-oracle", (*params, (spec.oracle_param, True))))
+    return out
+
+
+def _trace_dir(args: argparse.Namespace, trace_name: str) -> Path:
+    return args.out_dir / Path(trace_name).name.split(".")[0]
+
+
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
-    """The main runs (every allocator at its default grain, written into run.json so that the
-    ablation page places them among the ablation runs) and the ablation runs."""
+    """Every allocator variant at every rate of each trace, then the ablation runs."""
     jobs = []
     for trace_name in args.traces:
-        trace_dir = args.out_dir / Path(trace_name).name.split(".")[0]
-        for allocator in args.allocators:
-            spec = SPECS[allocator]
-            params = ((spec.grain, _default_grain(spec)),)
-            jobs.append(Job(trace_name, allocator, params, trace_dir / allocator, False))
+        model = args.model or TRACE_MODELS.get(trace_name, DEFAULT_MODEL)
+        rates = args.rates or TRACE_RATES.get(trace_name, OTHER_RATES)
+        for rate in rates:
+            rate_dir = _trace_dir(args, trace_name) / f"x{rate:g}"
+            jobs += [Job(trace_name, model, rate, allocator, params, rate_dir / name, False)
+                     for allocator in args.allocators for name, params in _variants(allocator)]
         if trace_name == args.ablation_trace and ABLATION_ALLOCATOR in args.allocators:
-            jobs += _ablation_jobs(trace_name, trace_dir, args.block_sizes)
+            rate = min(rates, key=lambda r: abs(r - ABLATION_RATE))
+            jobs += _ablation_jobs(trace_name, model, rate, _trace_dir(args, trace_name),
+                                   args.block_sizes)
     return jobs
 
 
-def _ablation_jobs(trace_name: str, trace_dir: Path, sizes: tuple[int, ...]) -> list[Job]:
+def _ablation_jobs(trace_name: str, model: str, rate: float, trace_dir: Path,
+                   sizes: tuple[int, ...]) -> list[Job]:
     spec = SPECS[ABLATION_ALLOCATOR]
     short = spec.param(spec.grain).label or spec.grain
-    return [Job(trace_name, spec.name, ((spec.grain, size),),
-                trace_dir / f"{spec.name}-{short}{size}", True)
+    return [Job(trace_name, model, rate, spec.name, ((spec.grain, size),),
+                trace_dir / f"x{rate:g}" / f"{spec.name}-{short}{size}", True)
             for size in sizes if size != _default_grain(spec)]
 
 
-def run_job(job: Job, trace, base) -> tuple[Job, float]:
+def run_job(job: Job, trace, base, progress=False) -> tuple[Job, float]:
     """Simulate one job and write its run directory; return it with its wall time."""
+    import workloads
     from harness import AllocatorConfig, simulate, write_run
+    from harness.model.presets import model_preset
 
     started = time.perf_counter()
-    config = replace(base, allocator=AllocatorConfig.of(job.allocator, **dict(job.params)))
-    write_run(simulate(config, trace), job.out_dir)
+    config = replace(base, model=model_preset(job.model),
+                     allocator=AllocatorConfig.of(job.allocator, **dict(job.params)))
+    # Loaded again from its spec at the job's rate, so that run.json can replay it (--from).
+    spec = workloads.TraceSpec.from_dict({**trace.attrs["spec"], "rate_scale": job.rate})
+    write_run(simulate(config, spec.load(), progress=progress), job.out_dir)
     return job, time.perf_counter() - started
 
 
 def _load_traces(args: argparse.Namespace) -> dict[str, Any]:
-    """Each of --traces, cut to its first --requests requests when that is given."""
+    """Each of --traces cut to its slice (and, with --truncate, to its model's context)."""
     import workloads
+    from harness.model.presets import model_preset
 
-    return {name: workloads.TraceSpec(name, max_requests=args.requests,
-                                      **trace_load_options(args)).load()
-            for name in args.traces}
+    traces = {}
+    for name in args.traces:
+        limit = model_preset(args.model or TRACE_MODELS.get(name, DEFAULT_MODEL)).max_model_len
+        cap = limit if args.truncate else None
+        traces[name] = workloads.TraceSpec(name, max_requests=args.requests, cap_lengths_to=cap,
+                                           **trace_load_options(args)).load()
+    return traces
+
+
+class _Counter:
+    """What a worker's engine calls as requests finish: batched puts on the parent's queue."""
+
+    EVERY = 50
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+        self.pending = 0
+
+    def __call__(self, done: int) -> None:
+        self.pending += done
+        if self.pending >= self.EVERY:
+            self.queue.put(self.pending)
+            self.pending = 0
+
+
+def _counted_job(job: Job, trace, base, queue) -> tuple[Job, float]:
+    counter = _Counter(queue)
+    result = run_job(job, trace, base, progress=counter)
+    queue.put(counter.pending)
+    return result
 
 
 def _run_all(jobs: list[Job], traces: dict, base, workers: int, progress: bool) -> list[float]:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    """Run every job; the bar counts finished requests over all runs, so it moves inside each."""
     from tqdm import tqdm
 
     # Longest runs first, so that the workers stay busy to the end.
     order = sorted(jobs, key=lambda job: -SPECS[job.allocator].cost_hint
                    * float(traces[job.trace_name]["prompt_tokens"].sum()))
-    walls = {}
-    bar = tqdm(total=len(jobs), unit="run", desc="simulating", file=sys.stderr,
+    total = sum(len(traces[job.trace_name]) for job in jobs)
+    bar = tqdm(total=total, unit="req", desc=f"simulating {len(jobs)} runs", file=sys.stderr,
                disable=not progress)
+    walls = {}
     if workers <= 1:
         for job in order:
-            bar.set_postfix_str(f"{job.trace_name}/{job.out_dir.name}")
-            done, wall_s = run_job(job, traces[job.trace_name], base)
-            walls[done] = wall_s
-            bar.update()
+            done, walls[job] = run_job(job, traces[job.trace_name], base, progress=bar.update)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_job, job, traces[job.trace_name], base) for job in order]
-            for future in as_completed(futures):
-                done, wall_s = future.result()
-                walls[done] = wall_s
-                bar.set_postfix_str(f"done {done.trace_name}/{done.out_dir.name}")
-                bar.update()
+        walls = _run_pool(order, traces, base, workers, bar)
     bar.close()
     return [walls[job] for job in jobs]
 
 
+def _run_pool(order: list[Job], traces: dict, base, workers: int, bar) -> dict[Job, float]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from queue import Empty
+
+    walls = {}
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=workers) as pool:
+        queue = manager.Queue()
+        pending = {pool.submit(_counted_job, job, traces[job.trace_name], base, queue)
+                   for job in order}
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job, walls[job] = future.result()
+            try:
+                while True:
+                    bar.update(queue.get_nowait())
+            except Empty:
+                pass
+    return walls
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def main(args: argparse.Namespace) -> int:
     from harness import RunConfig
-    from harness.cli.report import allocator_facts
-    from harness.model.presets import gpu_preset, model_preset
+    from harness.cli.report import allocator_facts, trace_slos
+    from harness.model.presets import gpu_preset
     from reports.build import build_report
+    from reports.load import load_run
+    from reports.study import split_ablation, summary_lines, trace_studies
 
     started = time.perf_counter()
-    base = RunConfig(model=model_preset(args.model), gpu=gpu_preset(args.gpu), seed=args.seed)
+    slos = trace_slos(args)
+    base = RunConfig(gpu=gpu_preset(args.gpu), seed=args.seed)
     traces = _load_traces(args)
     jobs = plan_jobs(args)
-    walls = _run_all(jobs, traces, base, args.jobs, not args.no_progress)
-    for job, wall_s in zip(jobs, walls):
-        print(f"  {job.trace_name:<16} {job.out_dir.name:<12} {wall_s:6.1f} s  -> {job.out_dir}")
-    titles = build_report([job.out_dir for job in jobs if not job.ablation], args.output,
-                          ablation_dirs=[job.out_dir for job in jobs if job.ablation],
-                          results_dir=args.results_dir,
-                          allocators=allocator_facts())
-    print(f"wrote {args.output} ({len(titles)} pages) in {time.perf_counter() - started:.0f} s")
+    _run_all(jobs, traces, base, args.jobs, not args.no_progress)
+    facts = allocator_facts()
+    dirs = [job.out_dir for job in jobs]
+    titles = build_report([d for d, job in zip(dirs, jobs) if not job.ablation], args.output,
+                          ablation_dirs=[d for d, job in zip(dirs, jobs) if job.ablation],
+                          results_dir=args.results_dir, allocators=facts, slos=slos)
+    runs, _ = split_ablation([load_run(d) for d in dirs if d.exists()], facts)
+    print("\n".join(summary_lines(trace_studies(runs, facts, slos))))
+    print(f"{len(jobs)} runs in {args.out_dir} ({_dir_bytes(args.out_dir) / 1e6:.1f} MB); "
+          f"wrote {args.output} ({len(titles)} pages) in {time.perf_counter() - started:.0f} s")
     return 0

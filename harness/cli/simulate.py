@@ -66,7 +66,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preemption", choices=("recompute", "swap"))
     parser.add_argument("--swap-space-gib", type=non_negative_float,
                         help="CPU swap space per GPU")
-    parser.add_argument("--max-model-len", type=positive_int, help="reject longer requests")
+    parser.add_argument("--max-model-len", type=positive_int,
+                        help="reject longer requests (default: the model's context length)")
+    parser.add_argument("--truncate", action="store_true",
+                        help="cut prompts and outputs to max_model_len instead of rejecting "
+                             "longer requests (counted in the summary)")
     parser.add_argument("--policy", choices=SCHEDULING_POLICIES,
                         help="replica scheduling policy (default vllm-v1: mixed batching)")
     parser.add_argument("--chunk-size", type=positive_int,
@@ -151,13 +155,18 @@ def main(args: argparse.Namespace) -> int:
 
     # Build every config first: one that cannot be built stops the command before any run writes.
     configs = build_configs(args)
-    trace = trace_spec(args).load()
+    spec = trace_spec(args)
+    trace = spec.load()
     if args.find_replicas:
         return _find_replicas(configs, trace, Path(args.out), args.slo_ttft_s)
     summaries = {}
     for config in configs:
         out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)
-        summaries[config.allocator.name] = _run(config, trace, out,
+        run_trace = trace
+        if args.truncate and config.max_model_len is not None:
+            # Cut in the spec, so that run.json says so and --from replays it.
+            run_trace = dataclasses.replace(spec, cap_lengths_to=config.max_model_len).load()
+        summaries[config.allocator.name] = _run(config, run_trace, out,
                                                 progress=not args.no_progress).summary
     if len(configs) > 1:
         print(comparison_table(summaries))
@@ -194,7 +203,7 @@ def _run(config, trace, out: Path, *, progress: bool):
     s = result.summary
     print(
         f"{config.allocator.name}: {s['completed']}/{s['requests']} completed, "
-        f"{s['rejected']} rejected, utilization {s['utilization_mean']:.1%}, "
+        f"{s['rejected']} rejected, {s['truncated_prompts']} prompts truncated, utilization {s['utilization_mean']:.1%}, "
         f"peak running {s['peak_running']}, {s['throughput_tok_s']:.0f} tok/s, "
         f"TTFT p50 {s['ttft_p50_s'] * 1e3:.0f} ms; simulated {s['sim_time_s']:.0f} s "
         f"in {elapsed:.1f} s wall, priced by "

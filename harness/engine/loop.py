@@ -21,7 +21,7 @@ from allocators import spec_of
 from harness.model.budget import kv_budget
 from harness.model.config import ConfigError, RunConfig
 from harness.engine.executor import CostModelExecutor, ExecutorFactory, KVGeometry
-from harness.model.planner import preallocation_warning
+from harness.model.planner import preallocation_warning, run_params
 from harness.engine.recorder import Recorder
 from harness.engine.sequences import Group
 from harness.engine.decode_runs import DecodeRun
@@ -53,21 +53,24 @@ def simulate(
     config: RunConfig,
     trace: pd.DataFrame,
     *,
-    progress: bool = False,
+    progress: bool | Callable[[int], None] = False,
     executor_factory: ExecutorFactory | None = None,
     decode_runs: bool = True,
 ) -> RunResult:
     """Replay a canonical trace through one allocator; the cost model prices steps unless
     another executor factory (config, geometry) -> Executor is given. decode_runs=False takes
-    every step through schedule() (the decode-run shortcut must change nothing)."""
+    every step through schedule() (the decode-run shortcut must change nothing). progress: a
+    bar on stderr, or a callable told how many more requests finished (a parent process's
+    bar over several runs)."""
     engine = Engine(config, trace, executor_factory=executor_factory, decode_runs=decode_runs)
     return engine.run(progress=progress)
 
 
 def _effective_max_model_len(config: RunConfig) -> int | None:
-    """The tighter of the scheduler's limit and the allocator's fixed per-request reservation."""
-    reservation = spec_of(config.allocator.name).max_model_len(config.allocator.kwargs)
-    limits = [config.scheduler.max_model_len, reservation]
+    """The tighter of the run's max_model_len (scheduler or model) and the allocator's fixed
+    per-request reservation."""
+    reservation = spec_of(config.allocator.name).max_model_len(run_params(config))
+    limits = [config.max_model_len, reservation]
     limits = [x for x in limits if x is not None]
     return min(limits) if limits else None
 
@@ -102,7 +105,7 @@ class Engine:
                                                       replica.executor)
         self.recorder, self.scheduler = replica.recorder, replica.scheduler
 
-    def run(self, *, progress: bool = False) -> RunResult:
+    def run(self, *, progress: bool | Callable[[int], None] = False) -> RunResult:
         env = simpy.Environment()
         replica = self.replica
         env.process(arrivals(env, self.trace, lambda group: replica, [replica]))
@@ -157,7 +160,7 @@ class Replica:
             raise ConfigError(warning)
         try:
             self.allocator = spec_of(config.allocator.name).build(
-                self.budget.slots, config.allocator.kwargs
+                self.budget.slots, run_params(config)
             )
         except ValueError as exc:  # a check of the allocator its spec does not repeat
             raise ConfigError(f"allocator {config.allocator.name!r}: {exc}") from None
@@ -284,6 +287,7 @@ class Replica:
             bytes_per_token=self.budget.bytes_per_token,
             output_tokens=self.output_tokens,
             sim_time_s=end_s,
+            capped=self.trace.attrs.get("capped"),
         )
         peak_kv_bytes = self.recorder.peak_kv_allocated_bytes
         if peak_kv_bytes is not None:
@@ -305,7 +309,19 @@ class Replica:
         }
 
 
-def _progress_bar(total: int, enabled: bool):
+class _Callback:
+    """The bar interface over a callable that counts finished requests."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self.update = report
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool | Callable[[int], None]):
+    if callable(enabled):
+        return _Callback(enabled)
     if not enabled:
         return None
     from tqdm import tqdm

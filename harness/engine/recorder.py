@@ -19,9 +19,8 @@ import pandas as pd
 from allocators import Usage
 from harness.engine.batch import Batch
 from reports.schema import (
-    CLUSTER_JSON_KEY, FLOAT_FORMAT, FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON,
-    STEP_COLUMNS,
-    STEPS_FILE, USAGE_COLUMNS,
+    CLUSTER_JSON_KEY, FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS,
+    STEPS_FILE, USAGE_COLUMNS, write_table,
 )
 
 _CHUNK_ROWS = 8192
@@ -45,6 +44,9 @@ class Recorder:
         self.status = [""] * n
         self.reason = [""] * n
         self.num_done = 0  # completed or rejected
+        # Preemptions since the last row: they happen while the next step is scheduled, so the
+        # row of that step carries them (the step table then shows preemptions over time).
+        self._preempted_since_row = 0
         self._chunks: list[np.ndarray] = []
         self._rows: list[tuple] = []
 
@@ -72,6 +74,7 @@ class Recorder:
 
     def preempted(self, rid: int) -> None:
         self.preemptions[rid] += 1
+        self._preempted_since_row += 1
 
     def step(
         self, time_s: float, step_s: float, running: int, waiting: int, swapped: int,
@@ -89,9 +92,10 @@ class Recorder:
             self._kv_bytes.append(self._executor.kv_allocated_bytes)
         rows = self._rows
         rows.append(
-            (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens)
-            + _usage_figures(usage)
+            (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens,
+             self._preempted_since_row) + _usage_figures(usage)
         )
+        self._preempted_since_row = 0
         if len(rows) == _CHUNK_ROWS:
             self._chunks.append(np.array(rows, dtype=np.float64))
             rows.clear()
@@ -105,8 +109,9 @@ class Recorder:
         """The steps table with the columns of STEP_COLUMNS (and kv_allocated_bytes when the
         executor has it)."""
         chunks = self._chunks + ([np.array(self._rows, dtype=np.float64)] if self._rows else [])
-        data = np.concatenate(chunks) if chunks else np.zeros((0, 7 + len(USAGE_COLUMNS)))
-        t, step_s, running, waiting, swapped, prefill, decode = data[:, :7].T
+        fixed = 8  # the columns before the usage figures
+        data = np.concatenate(chunks) if chunks else np.zeros((0, fixed + len(USAGE_COLUMNS)))
+        t, step_s, running, waiting, swapped, prefill, decode, preempted = data[:, :fixed].T
         columns = {
             "step": np.arange(len(data), dtype=np.int64),
             "time_s": t,
@@ -117,8 +122,9 @@ class Recorder:
             "batch_tokens": prefill + decode,
             "prefill_tokens": prefill,
             "decode_tokens": decode,
+            "preempted": preempted,
         }
-        columns.update(zip(USAGE_COLUMNS, data[:, 7:].T))
+        columns.update(zip(USAGE_COLUMNS, data[:, fixed:].T))
         frame = pd.DataFrame(columns)
         ints = [c for c in STEP_COLUMNS if c not in FLOAT_STEP_COLUMNS]
         frame = frame.astype({c: np.int64 for c in ints})
@@ -160,9 +166,9 @@ class Recorder:
 
 
 def write_tables(out_dir: Path, steps: pd.DataFrame, requests: pd.DataFrame) -> None:
-    """The steps and requests tables at full float precision (NaN as an empty field)."""
+    """The steps and requests tables in the schema's file format (NaN stays NaN)."""
     for name, frame in ((STEPS_FILE, steps), (REQUESTS_FILE, requests)):
-        frame.to_csv(out_dir / name, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+        write_table(frame, out_dir / name)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -199,7 +205,8 @@ def versions() -> dict[str, str]:
 
 
 def write_run(result, out_dir: str | Path) -> Path:
-    """Write a RunResult as steps.csv, requests.csv and run.json into out_dir (created)."""
+    """Write a RunResult as the schema's steps and requests tables and run.json into out_dir
+    (created)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_tables(out, result.steps, result.requests)

@@ -32,7 +32,11 @@ def summarize(
     bytes_per_token: int,
     output_tokens: int,
     sim_time_s: float,
+    capped: dict | None = None,
 ) -> dict[str, float | int]:
+    """The run's figures; capped is the trace's attrs["capped"] when its lengths were cut to
+    max_model_len (--truncate), so that the summary says how many requests were cut."""
+    capped = capped or {}
     status = requests["status"]
     dt = steps["step_ms"].to_numpy() / 1e3
     total = dt.sum()
@@ -52,6 +56,8 @@ def summarize(
         "requests": len(requests),
         "completed": int((status == "completed").sum()),
         "rejected": int((status == "rejected").sum()),
+        "truncated_prompts": int(capped.get("prompts", 0)),
+        "truncated_outputs": int(capped.get("outputs", 0)),
         "queued_at_end": int((status == "queued").sum()),
         "running_at_end": int((status == "running").sum()),
         "budget_slots": int(budget_slots),

@@ -34,7 +34,7 @@ class SchedulerConfig:
     chunked_prefill: bool = True
     preemption: str = "recompute"  # "recompute" | "swap"
     swap_space_bytes: int = 4 * GIB  # CPU swap space per GPU (vLLM's --swap-space 4)
-    max_model_len: int | None = None  # None: any length the KV budget holds
+    max_model_len: int | None = None  # None: the model's context length
     policy: str = "vllm-v1"  # one of SCHEDULING_POLICIES
     chunk_size: int = 512  # sarathi: the fixed token budget of every step
     # edf: a request's TTFT deadline is arrival + ttft_slo_s + prompt tokens x this per-token
@@ -131,6 +131,14 @@ class RunConfig:
             raise ConfigError(
                 f"budget_slots_override must be >= 0, got {self.budget_slots_override}"
             )
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The longest request served: the scheduler's limit where set, never past the model's
+        context (None: neither sets one)."""
+        limits = [x for x in (self.scheduler.max_model_len, self.model.max_model_len)
+                  if x is not None]
+        return min(limits) if limits else None
 
     def to_dict(self) -> dict[str, Any]:
         out = _drop_defaults(dataclasses.asdict(self), self, _LATER_FIELDS)

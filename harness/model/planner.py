@@ -46,6 +46,14 @@ def planned_params(spec: AllocatorSpec, params: Mapping[str, Any], max_model_len
     return {spec.max_len_param: max_model_len, **params}
 
 
+def run_params(config: RunConfig) -> dict[str, Any]:
+    """The allocator parameters a run builds with: its own, and for an allocator that reserves
+    a fixed length per request, the run's max_model_len unless its parameter says otherwise
+    (a preallocating engine reserves the model's context)."""
+    spec = spec_of(config.allocator.name)
+    return planned_params(spec, config.allocator.kwargs, config.max_model_len)
+
+
 def allocator_capacities(
     slots: int,
     context: int,
@@ -91,10 +99,11 @@ def max_model_len_warning(
 def preallocation_warning(config: RunConfig) -> str | None:
     """max_model_len_warning for a run whose allocator reserves a fixed length per request."""
     spec = spec_of(config.allocator.name)
-    reserved = spec.max_model_len(config.allocator.kwargs)
+    params = run_params(config)
+    reserved = spec.max_model_len(params)
     if reserved is None:
         return None
-    unit = spec.resolve(config.allocator.kwargs)[spec.grain]
+    unit = spec.resolve(params)[spec.grain]
     return max_model_len_warning(config, reserved, unit_tokens=unit)
 
 

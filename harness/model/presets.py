@@ -1,7 +1,8 @@
 """Model shapes and GPU figures: the presets a run config names.
 
-Model shapes are copied from each model card's config.json (Hugging Face); parameter counts are
-computed from the shape so that weights bytes and FLOPs follow from one definition. GPU figures
+Model shapes are copied from each model card's config.json (Hugging Face), context length
+(max_model_len) from its max_position_embeddings; parameter counts are computed from the shape
+so that weights bytes and FLOPs follow from one definition. GPU figures
 come from NVIDIA's datasheets; memory is what the driver reports as total (nvidia-smi), which is
 what an engine such as vLLM multiplies by gpu_memory_utilization.
 """
@@ -31,6 +32,9 @@ class ModelSpec:
     vocab_size: int
     dtype_bytes: int
     num_params: int
+    # The longest sequence (prompt + output) the model serves; None: no limit (toy shapes).
+    # A serving engine rejects longer requests, and a preallocating one reserves this much.
+    max_model_len: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,11 @@ def count_params(
     return num_layers * per_layer + embeddings + hidden_size
 
 
-def _model(name: str, *, dtype_bytes: int = 2, tied: bool = False, qkv_bias: bool = False, **shape):
+def _model(name: str, *, context: int | None, dtype_bytes: int = 2, tied: bool = False,
+           qkv_bias: bool = False, **shape):
     params = count_params(tied_embeddings=tied, qkv_bias=qkv_bias, **shape)
-    return ModelSpec(name=name, dtype_bytes=dtype_bytes, num_params=params, **shape)
+    return ModelSpec(name=name, dtype_bytes=dtype_bytes, num_params=params,
+                     max_model_len=context, **shape)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -77,23 +83,45 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         # A toy shape for tests and CPU runs of the GPU executor (not a real model).
         _model("tiny", num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, hidden_size=64,
-               intermediate_size=128, vocab_size=256),
+               intermediate_size=128, vocab_size=256, context=None),
         # meta-llama/Llama-3.2-1B config.json: 16 layers, 32 heads, 8 KV heads, head_dim 64,
-        # hidden 2048, intermediate 8192, vocab 128256, tie_word_embeddings true (1.24B params).
+        # hidden 2048, intermediate 8192, vocab 128256, tie_word_embeddings true (1.24B params),
+        # max_position_embeddings 131072.
         _model("llama3.2-1b", num_layers=16, num_heads=32, num_kv_heads=8, head_dim=64,
-               hidden_size=2048, intermediate_size=8192, vocab_size=128256, tied=True),
+               hidden_size=2048, intermediate_size=8192, vocab_size=128256, tied=True,
+               context=131072),
         # meta-llama/Meta-Llama-3-8B config.json: 32 layers, 32 heads, 8 KV heads, hidden 4096
-        # (head_dim 128), intermediate 14336, vocab 128256, untied head (8.03B params).
+        # (head_dim 128), intermediate 14336, vocab 128256, untied head (8.03B params),
+        # max_position_embeddings 8192.
         _model("llama3-8b", num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
-               hidden_size=4096, intermediate_size=14336, vocab_size=128256),
+               hidden_size=4096, intermediate_size=14336, vocab_size=128256, context=8192),
+        # meta-llama/Llama-3.1-8B config.json: the shape of Llama-3-8B with llama3 rope scaling
+        # (factor 8, original 8192) and max_position_embeddings 131072.
+        _model("llama3.1-8b", num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
+               hidden_size=4096, intermediate_size=14336, vocab_size=128256, context=131072),
         # meta-llama/Meta-Llama-3-70B config.json: 80 layers, 64 heads, 8 KV heads, hidden 8192
-        # (head_dim 128), intermediate 28672, vocab 128256 (70.6B params).
+        # (head_dim 128), intermediate 28672, vocab 128256 (70.6B params),
+        # max_position_embeddings 8192.
         _model("llama3-70b", num_layers=80, num_heads=64, num_kv_heads=8, head_dim=128,
-               hidden_size=8192, intermediate_size=28672, vocab_size=128256),
+               hidden_size=8192, intermediate_size=28672, vocab_size=128256, context=8192),
+        # meta-llama/Llama-3.1-70B config.json: the shape of Llama-3-70B, max_position_embeddings
+        # 131072. Its 141 GB of bf16 weights need tensor parallelism: run it with tp 4 or 8
+        # (8 KV heads split 2 or 1 per GPU).
+        _model("llama3.1-70b", num_layers=80, num_heads=64, num_kv_heads=8, head_dim=128,
+               hidden_size=8192, intermediate_size=28672, vocab_size=128256, context=131072),
         # Qwen/Qwen2.5-7B config.json: 28 layers, 28 heads, 4 KV heads, hidden 3584 (head_dim
-        # 128), intermediate 18944, vocab 152064, q/k/v biases, untied head (7.61B params).
+        # 128), intermediate 18944, vocab 152064, q/k/v biases, untied head (7.61B params),
+        # max_position_embeddings 131072.
         _model("qwen2.5-7b", num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
-               hidden_size=3584, intermediate_size=18944, vocab_size=152064, qkv_bias=True),
+               hidden_size=3584, intermediate_size=18944, vocab_size=152064, qkv_bias=True,
+               context=131072),
+        # Qwen/Qwen2.5-7B-Instruct-1M config.json: the Qwen2.5-7B shape (28 layers, 28 heads,
+        # 4 KV heads, hidden 3584, intermediate 18944, vocab 152064, q/k/v biases, untied head),
+        # max_position_embeddings 1010000, rope_theta 1e7; full attention in every layer
+        # (use_sliding_window false; dual chunk attention of 262144-token chunks reaches 1M).
+        _model("qwen2.5-7b-1m", num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
+               hidden_size=3584, intermediate_size=18944, vocab_size=152064, qkv_bias=True,
+               context=1010000),
     )
 }
 

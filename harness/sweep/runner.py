@@ -4,7 +4,7 @@ A sweep directory holds:
 
     sweep.json         the grid (base, trace, axes) and its cells: index, config_hash, axes
     results.csv        one row per cell that has run, in grid order (the schema below)
-    cells/<hash>/      each finished cell's run directory: steps.csv, requests.csv, run.json
+    cells/<hash>/      each finished cell's run directory: steps.parquet, requests.parquet, run.json
 
 results.csv columns, in order: `cell` (index in grid order), `config_hash`, `status` ("ok" or
 "error"), `error` (exception type and message, empty when ok); the config columns `trace`,

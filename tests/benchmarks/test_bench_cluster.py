@@ -10,6 +10,7 @@ import pytest
 
 from harness.cluster.run import simulate
 from harness.model.config import AllocatorConfig, RunConfig
+from harness.model.presets import model_preset
 
 workloads = pytest.importorskip("workloads")
 
@@ -21,6 +22,8 @@ def mooncake_slice():
 
 @pytest.mark.parametrize("router", ["round-robin", "prefix-aware"])
 def test_bench_cluster_mooncake_150_on_8(benchmark, mooncake_slice, router):
-    config = RunConfig(allocator=AllocatorConfig("paged"), replicas=8, router=router)
+    # A 128k-context model: Mooncake prompts run past llama3-8b's 8k context.
+    config = RunConfig(model=model_preset("llama3.1-8b"), allocator=AllocatorConfig("paged"),
+                       replicas=8, router=router)
     result = benchmark.pedantic(simulate, args=(config, mooncake_slice), rounds=3, iterations=1)
     assert result.summary["completed"] == 150

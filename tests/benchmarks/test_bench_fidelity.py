@@ -24,7 +24,8 @@ from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig  # 
 from harness.model.fitted import (FittedCostModel, fitted_cost_model, price_rows,
                                   profile_path)  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
-from reports.schema import FIDELITY_COLUMNS, STEP_BATCH_COLUMNS, read_measurement  # noqa: E402
+from reports.schema import (FIDELITY_COLUMNS, STEP_BATCH_COLUMNS, read_measurement,  # noqa: E402
+                            write_table)
 from workloads.trace import make_trace  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_fidelity.py"
@@ -100,7 +101,7 @@ def test_a_slice_measured_and_simulated_gives_a_fidelity_row(bench, tmp_path):
     with tarfile.open(tmp_path / "fidelity_runs_cpu.tar.gz") as tar:
         names = set(tar.getnames())
     assert "small-1x-paged-gpu/step_batches.csv" in names
-    assert "small-1x-paged-sim/requests.csv" in names
+    assert "small-1x-paged-sim/requests.parquet" in names
 
 
 def test_errors_of_equal_runs_are_zero(bench, tmp_path):
@@ -109,7 +110,7 @@ def test_errors_of_equal_runs_are_zero(bench, tmp_path):
     for name in ("a", "b"):
         d = tmp_path / name
         d.mkdir()
-        (d / "steps.csv").write_text("step\n0\n1\n")
+        write_table(pd.DataFrame({"step": [0, 1]}), d / "steps.parquet")
         (d / "run.json").write_text(json.dumps({"summary": {
             "sim_time_s": 2.0, "ttft_p50_s": 0.1, "ttft_p99_s": 0.5, "throughput_tok_s": 10.0}}))
     pd.DataFrame({"measured_ms": [2.0, 4.0], "predicted_ms": [2.2, 3.0]}).to_csv(

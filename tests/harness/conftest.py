@@ -50,6 +50,8 @@ def random_trace(rng: np.random.Generator, rows: int, *, max_prompt=300, max_out
 def tiny_config(allocator="paged", *, slots=4096, **sched) -> RunConfig:
     """llama3-8b step times over a small KV budget, so memory pressure is easy to create."""
     params = {"block_size": 16} if allocator in ("paged", "hybrid") else {}
+    if allocator == "static":  # a model's whole context would not fit these small budgets
+        params["oracle"] = True
     if allocator in ("segmented", "hybrid"):
         params["segment_tokens"] = 1024
     return RunConfig(

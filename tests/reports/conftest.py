@@ -1,4 +1,4 @@
-"""Synthetic run directories in the results contract's schema (steps.csv, requests.csv,
+"""Synthetic run directories in the results contract's schema (steps.parquet, requests.parquet,
 run.json), so the report builders are tested without the engine."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from reports.load import AllocatorFacts
-from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS
+from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS, write_table
 
 # Typical live/backed share and the waste it leaves, per allocator (reserved, internal, external,
 # cached): static reserves, paged wastes block tails, segmented backs memory on demand.
@@ -24,8 +24,10 @@ BUDGET_SLOTS = 100_000
 BYTES_PER_TOKEN = 131_072
 
 
-def _requests(rng: np.random.Generator, num: int, status: str, slow: float) -> pd.DataFrame:
-    arrival = np.cumsum(rng.exponential(0.5, num))
+def _requests(rng: np.random.Generator, num: int, status: str, slow: float,
+              rate_scale: float) -> pd.DataFrame:
+    # Arrivals are the slice's, whatever the run's seed: runs of one slice share its rate.
+    arrival = np.cumsum(np.random.default_rng(num).exponential(0.5, num)) / rate_scale
     if num:
         arrival -= arrival[0]
     prompt = rng.integers(100, 2000, num)
@@ -63,6 +65,7 @@ def _steps(rng: np.random.Generator, num_steps: int, profile: tuple, grows: bool
         "running": running, "waiting": rng.integers(0, 10, num_steps),
         "swapped": np.zeros(num_steps, dtype=int), "batch_tokens": running,
         "prefill_tokens": np.zeros(num_steps, dtype=int), "decode_tokens": running,
+        "preempted": np.zeros(num_steps, dtype=int),
         "budget": BUDGET_SLOTS, "backed": backed, "live": live, "logical": live,
         "reserved": reserved_slots, "internal": internal_slots, "cached": cached_slots,
         "free": free, "largest_free_run": largest,
@@ -118,15 +121,16 @@ def _summary(steps: pd.DataFrame, requests: pd.DataFrame) -> dict:
 
 def write_run(path: Path, *, allocator: str = "paged", trace: str = "azure-conv",
               num_requests: int = 60, num_steps: int = 300, block_size: int | None = None,
-              status: str = "completed", seed: int = 0) -> Path:
-    """Write a synthetic run directory and return its path."""
+              status: str = "completed", seed: int = 0, rate_scale: float = 1.0) -> Path:
+    """Write a synthetic run directory and return its path; rate_scale replays its slice of
+    arrivals that many times faster."""
     rng = np.random.default_rng(seed)
     profile = list(PROFILES[allocator])
     if block_size is not None:  # bigger blocks: longer unused tails
         profile[0] -= 0.002 * block_size
         profile[2] += 0.002 * block_size
     slow = {"static": 3.0, "paged": 1.0, "segmented": 1.1, "hybrid": 1.05}[allocator]
-    requests = _requests(rng, num_requests, status, slow)
+    requests = _requests(rng, num_requests, status, slow, rate_scale)
     steps = _steps(rng, num_steps if num_requests and status == "completed" else 0,
                    tuple(profile), grows=allocator in ("segmented", "hybrid"))
     params = [["block_size", block_size]] if block_size is not None else []
@@ -143,8 +147,8 @@ def write_run(path: Path, *, allocator: str = "paged", trace: str = "azure-conv"
         "summary": _summary(steps, requests),
     }
     path.mkdir(parents=True, exist_ok=True)
-    steps.to_csv(path / "steps.csv", index=False)
-    requests.to_csv(path / "requests.csv", index=False)
+    write_table(steps, path / "steps.parquet")
+    write_table(requests, path / "requests.parquet")
     (path / "run.json").write_text(json.dumps(meta, indent=1))
     return path
 
@@ -196,4 +200,5 @@ def facts() -> AllocatorFacts:
     """What the CLI hands the reports from the allocator specs, written out as plain data."""
     return AllocatorFacts(order=("static", "paged", "segmented", "hybrid"),
                           labels={"block_size": "bs", "segment_tokens": "seg"},
-                          reservations={"static": "max_model_len"})
+                          reservations={"static": "max_model_len"},
+                          oracles={"static": "oracle"})

@@ -48,7 +48,7 @@ def test_full_report_pages_and_data(two_traces, kernel_csv, tmp_path, facts):
     assert "paged bs=8" in section[0] and "paged bs=32" in section[0]
     verdict = " ".join(texts[i] for i in verdict_pages)
     assert "At a glance" in verdict
-    assert "reserves prompt+max_tokens up front" in verdict
+    assert "reserves max_model_len up front" in verdict
     ablation, kernel, decode, fidelity = texts[-4:]
     assert "Not measured yet" in fidelity
     assert "bs=8" in ablation and "bs=32" in ablation

@@ -13,7 +13,7 @@ import pytest
 from reports.fidelity import error_table, fidelity_pages, meets_targets
 from reports.load import load_run
 from reports.schema import (FIDELITY_COLUMNS, REQUESTS_FILE, STEP_BATCH_COLUMNS,
-                            STEP_BATCHES_FILE, fidelity_run_name)
+                            STEP_BATCHES_FILE, fidelity_run_name, write_table)
 from reports.title import _executor
 
 ROWS = [
@@ -36,8 +36,8 @@ def _write(directory, *, archive: bool) -> None:
         for measured in (True, False):
             run = runs / fidelity_run_name(row["slice"], row["allocator"], measured)
             run.mkdir(parents=True)
-            pd.DataFrame({"ttft_s": rng.exponential(0.2, 30), "e2e_s": rng.exponential(3, 30)}
-                         ).to_csv(run / REQUESTS_FILE, index=False)
+            write_table(pd.DataFrame({"ttft_s": rng.exponential(0.2, 30),
+                                      "e2e_s": rng.exponential(3, 30)}), run / REQUESTS_FILE)
             if measured:
                 batches = pd.DataFrame(0, index=range(40), columns=list(STEP_BATCH_COLUMNS))
                 batches["kind"] = ["decode"] * 30 + ["mixed"] * 10

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from reports.load import RunDirError, group_by_trace, load_run, run_labels, time_weighted_mean
+from reports.schema import write_table
 
 
 def test_load_run_reads_the_contract_files(make_run, tmp_path):
@@ -33,7 +34,7 @@ def test_empty_run_has_nan_figures(make_run, tmp_path):
     assert all(np.isnan(v) for v in run.waste_shares().values())
 
 
-@pytest.mark.parametrize("missing", ["steps.csv", "requests.csv", "run.json"])
+@pytest.mark.parametrize("missing", ["steps.parquet", "requests.parquet", "run.json"])
 def test_missing_file_names_it(make_run, tmp_path, missing):
     path = make_run(tmp_path / "r")
     (path / missing).unlink()
@@ -43,8 +44,8 @@ def test_missing_file_names_it(make_run, tmp_path, missing):
 
 def test_missing_column_names_it(make_run, tmp_path):
     path = make_run(tmp_path / "r")
-    steps = pd.read_csv(path / "steps.csv").drop(columns=["largest_free_run"])
-    steps.to_csv(path / "steps.csv", index=False)
+    steps = pd.read_parquet(path / "steps.parquet").drop(columns=["largest_free_run"])
+    write_table(steps, path / "steps.parquet")
     with pytest.raises(RunDirError, match="largest_free_run"):
         load_run(path)
 
@@ -94,3 +95,10 @@ def test_time_weighted_mean_weights_by_step_duration():
     assert time_weighted_mean(steps, "running") == pytest.approx(4.0)
     steps["step_ms"] = 0.0
     assert time_weighted_mean(steps, "running") == pytest.approx(6.0)
+
+
+def test_a_table_that_is_not_parquet_is_a_run_dir_error(make_run, tmp_path):
+    path = make_run(tmp_path / "r")
+    (path / "steps.parquet").write_text("step,time_s\n0,0.0\n")
+    with pytest.raises(RunDirError, match="steps.parquet: not a Parquet table"):
+        load_run(path)

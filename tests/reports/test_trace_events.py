@@ -55,7 +55,8 @@ def test_export_trace_writes_one_process_per_replica(tmp_path, capsys):
 
 
 def test_a_single_replica_run_is_process_zero(tmp_path):
-    config = RunConfig(allocator=AllocatorConfig("static"), budget_slots_override=4096)
+    config = RunConfig(allocator=AllocatorConfig.of("static", max_model_len=1024),
+                       budget_slots_override=4096)
     result = simulate(dataclasses.replace(config), _trace(10))
     write_run(result, tmp_path)
     assert main(["export-trace", str(tmp_path)]) == 0

@@ -20,7 +20,7 @@ def test_winners_and_reasons(make_run, tmp_path):
     utilization = by_metric["utilization"]
     assert utilization.winners == ("segmented",)
     static_reason = next(s for s in utilization.why if s.startswith("static"))
-    assert "reserves prompt+max_tokens up front" in static_reason
+    assert "reserves max_model_len up front" in static_reason
     assert "reserved-not-written" in static_reason
     # static's synthetic latencies are three times slower: it loses TTFT p99.
     assert "static" not in by_metric["TTFT p99"].winners
@@ -81,3 +81,15 @@ def test_a_run_that_admitted_nothing_does_not_compete(make_run, tmp_path):
     verdict = _verdict([rejected, load_run(make_run(tmp_path / "p"))])
     assert verdict.findings == () and verdict.labels == ("paged",)
     assert "all 3 requests were rejected" in verdict.notes[0]
+
+
+def test_the_oracle_is_labelled_and_said_to_reserve_the_actual_output(make_run, tmp_path, facts):
+    from reports.load import run_labels
+
+    oracle = load_run(make_run(tmp_path / "o", allocator="static"))
+    oracle.meta["config"]["allocator"]["params"] = {"oracle": True}
+    plain = load_run(make_run(tmp_path / "s", allocator="static"))
+    paged = load_run(make_run(tmp_path / "p"))
+    assert run_labels([oracle, plain, paged], facts) == ["static oracle", "static", "paged"]
+    finding = trace_verdict("t", [("static oracle", oracle), ("paged", paged)], facts).findings[0]
+    assert "reserves prompt + actual output (an oracle) up front" in " ".join(finding.why)

@@ -180,16 +180,16 @@ def test_skip_invalid_and_format_reach_the_loader(tmp_path, capsys):
     assert str(path) in _one_error_line(capsys.readouterr().err, "simulate")
 
 
-def test_run_passes_the_trace_flags_and_reads_whole_traces_by_default(monkeypatch, make_trace):
+def test_run_passes_the_trace_flags_and_slices_the_traces(monkeypatch, make_trace):
     from harness.cli import build_parser
-    from harness.cli.run import _load_traces
+    from harness.cli.run import DEFAULT_REQUESTS, _load_traces
 
     calls = []
     monkeypatch.setattr(workloads.load, "load_trace",
                         lambda name, **kwargs: calls.append((name, kwargs))
                         or make_trace([10, 20, 30], [1, 2, 3], name=name))
     args = build_parser().parse_args(["run", "--traces", "a,b", "--skip-invalid"])
-    assert args.requests is None
+    assert args.requests == DEFAULT_REQUESTS
     traces = _load_traces(args)
     assert calls == [("a", {"format": None, "skip_invalid": True}),
                      ("b", {"format": None, "skip_invalid": True})]

@@ -26,7 +26,7 @@ def test_simulate_writes_a_run_directory(tmp_path, capsys):
                                      "max_requests": 40}}
     assert run["executor"] == "costmodel" and run["device"] is None
     assert tuple(run["summary"]) == SUMMARY_KEYS
-    assert len(pd.read_csv(out / "requests.csv")) == 40
+    assert len(pd.read_parquet(out / "requests.parquet")) == 40
     # No profile of llama3-8b on an H100 is committed: the roofline prices it, and says so.
     assert run["executor_details"]["cost_model"] == "roofline"
     err = capsys.readouterr().err
@@ -37,9 +37,22 @@ def test_simulate_several_allocators_prints_a_table(tmp_path, capsys):
     code = main(["simulate", "--trace", "azure-conv", "--requests", "20", "--allocator",
                  "static,paged", "--out", str(tmp_path), "--no-progress"])
     assert code == 0
-    assert (tmp_path / "static" / "steps.csv").exists() and (tmp_path / "paged").exists()
+    assert (tmp_path / "static" / "steps.parquet").exists() and (tmp_path / "paged").exists()
     table = capsys.readouterr().out.splitlines()
     assert [line.split("|")[1].strip() for line in table[2:]] == ["static", "paged"]
+
+
+def test_truncate_cuts_what_max_model_len_would_reject(tmp_path):
+    # The first 40 Mooncake requests hold prompts past llama3-8b's 8,192-token context.
+    runs = {}
+    for flags in ([], ["--truncate"]):
+        out = tmp_path / ("cut" if flags else "plain")
+        assert main(["simulate", "--trace", "mooncake-conv", "--requests", "40", "--model",
+                     "llama3-8b", "--out", str(out), "--no-progress", *flags]) == 0
+        runs[bool(flags)] = json.loads((out / "run.json").read_text())["summary"]
+    assert runs[False]["rejected"] > 0 and runs[False]["truncated_prompts"] == 0
+    assert runs[True]["rejected"] == 0
+    assert runs[True]["truncated_prompts"] == runs[False]["rejected"]
 
 
 def test_simulate_reads_a_toml_config_and_flags_override_it(tmp_path):
@@ -81,7 +94,7 @@ def test_a_run_replays_byte_for_byte_from_its_own_run_json(tmp_path):
                  "30000", "--preemption", "swap", "--out", str(first), "--no-progress"]) == 0
     assert main(["simulate", "--from", str(first / "run.json"), "--out", str(again),
                  "--no-progress"]) == 0
-    for name in ("steps.csv", "requests.csv", "run.json"):
+    for name in ("steps.parquet", "requests.parquet", "run.json"):
         assert (first / name).read_bytes() == (again / name).read_bytes(), name
     spec = json.loads((first / "run.json").read_text())["trace"]["spec"]
     assert spec["source"] == "mooncake-conv" and spec["max_requests"] == 60
@@ -94,3 +107,11 @@ def test_from_a_run_of_an_in_memory_trace_is_a_clear_error(tmp_path, capsys):
     assert main(["simulate", "--from", str(run), "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 2
     assert "built in memory" in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: kvharness") and "run" in out and "report" in out
+    assert list(tmp_path.iterdir()) == []

@@ -88,3 +88,4 @@ def test_reports_get_the_specs_as_plain_data():
     facts = allocator_facts()
     assert facts.order == tuple(SPECS)
     assert facts.label("block_size") == "bs" and facts.reservations == {"static": "max_model_len"}
+    assert facts.oracles == {"static": "oracle"}

@@ -1,6 +1,7 @@
 """End-to-end behaviour of the engine on small traces with a small KV budget."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.engine.loop import Engine, simulate
+from harness.model.config import AllocatorConfig
+from harness.model.presets import model_preset
 from harness.engine.batch import Batch
 from harness.engine.recorder import write_run
 from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS, SUMMARY_KEYS
@@ -66,7 +69,7 @@ def test_same_seed_writes_byte_identical_files(tiny_config, random_trace, tmp_pa
     config = tiny_config("hybrid", slots=2048, preemption="swap", swap_space_bytes=500 * 131072)
     for name in ("a", "b"):
         write_run(simulate(config, trace), tmp_path / name)
-    for file in ("steps.csv", "requests.csv", "run.json"):
+    for file in ("steps.parquet", "requests.parquet", "run.json"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
 
 
@@ -139,9 +142,28 @@ def test_static_arena_alignment_rejects_what_fits_no_reservation(tiny_config, ma
     assert "empty KV cache" in requests["reason"][0]
 
 
+def test_requests_past_the_models_context_are_rejected_with_a_reason(tiny_config, make_trace):
+    trace = make_trace([8000, 8000], [100, 300])  # llama3-8b serves 8,192 tokens
+    requests = simulate(tiny_config("paged", slots=30000), trace).requests
+    assert list(requests["status"]) == ["completed", "rejected"]
+    assert requests["reason"][1] == "prompt + output = 8300 tokens > max_model_len 8192"
+
+
+def test_static_reserves_the_models_context_unless_it_is_the_oracle(tiny_config, make_trace):
+    trace = make_trace([100], [20])
+    for oracle, reserved in ((False, 8192), (True, 128)):
+        config = dataclasses.replace(
+            tiny_config("static", slots=9000),
+            allocator=AllocatorConfig.of("static", oracle=oracle))
+        steps = simulate(config, trace).steps
+        assert steps["backed"].iloc[0] - steps["free"].iloc[0] == reserved
+
+
 def test_long_prompts_are_prefilled_in_chunks_of_the_token_budget(tiny_config, make_trace):
     trace = make_trace([20000], [3])
-    result = simulate(tiny_config("paged", slots=30000, max_num_batched_tokens=8192), trace)
+    config = tiny_config("paged", slots=30000, max_num_batched_tokens=8192)
+    config = dataclasses.replace(config, model=model_preset("llama3.1-8b"))  # 128k context
+    result = simulate(config, trace)
     assert list(result.steps["prefill_tokens"]) == [8192, 8192, 3616, 0, 0]
     assert list(result.steps["decode_tokens"]) == [0, 0, 0, 1, 1]
 
@@ -220,7 +242,7 @@ def test_decode_runs_change_nothing(tiny_config, random_trace, allocator, slots,
     out = tmp_path_factory.mktemp("runs")
     write_run(simulate(config, trace), out / "runs")
     write_run(simulate(config, trace, decode_runs=False), out / "steps")
-    for file in ("steps.csv", "requests.csv"):
+    for file in ("steps.parquet", "requests.parquet"):
         assert (out / "runs" / file).read_bytes() == (out / "steps" / file).read_bytes()
 
 

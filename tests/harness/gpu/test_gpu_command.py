@@ -22,8 +22,8 @@ def test_gpu_command_writes_a_measured_run(tmp_path, allocator):
         "--out", str(out), "--no-progress",
     ])
     assert code == 0
-    steps = pd.read_csv(out / "steps.csv")
-    requests = pd.read_csv(out / "requests.csv")
+    steps = pd.read_parquet(out / "steps.parquet")
+    requests = pd.read_parquet(out / "requests.parquet")
     run = json.loads((out / "run.json").read_text())
     assert list(steps.columns) == [*STEP_COLUMNS, "kv_allocated_bytes"]
     assert list(requests.columns) == list(REQUEST_COLUMNS)

@@ -6,7 +6,11 @@ from harness.model.presets import GPUS, MODELS, PresetError, gpu_preset, model_p
 
 # Parameter counts stated on the model cards.
 CARD_PARAMS = {"llama3.2-1b": 1.24e9, "llama3-8b": 8.03e9, "llama3-70b": 70.6e9,
-               "qwen2.5-7b": 7.61e9}
+               "qwen2.5-7b": 7.61e9, "llama3.1-8b": 8.03e9, "llama3.1-70b": 70.6e9,
+               "qwen2.5-7b-1m": 7.61e9}
+# max_position_embeddings of each model card's config.json.
+CARD_CONTEXT = {"llama3-8b": 8192, "llama3.1-8b": 131072, "llama3.1-70b": 131072,
+                "qwen2.5-7b-1m": 1010000}
 
 
 @pytest.mark.parametrize("name", sorted(CARD_PARAMS))
@@ -29,3 +33,18 @@ def test_unknown_preset_names_the_choices():
         model_preset("gpt-5")
     with pytest.raises(PresetError, match="h100-80gb"):
         gpu_preset("tpu")
+
+
+@pytest.mark.parametrize("name", sorted(CARD_CONTEXT))
+def test_presets_carry_their_context_length(name):
+    assert MODELS[name].max_model_len == CARD_CONTEXT[name]
+
+
+def test_a_70b_model_needs_tensor_parallelism_and_fits_under_it():
+    from harness.model.budget import BudgetError, kv_budget
+    from harness.model.config import RunConfig
+
+    model = model_preset("llama3.1-70b")
+    with pytest.raises(BudgetError):
+        kv_budget(RunConfig(model=model))
+    assert kv_budget(RunConfig(model=model, tp=4)).slots > model.max_model_len

@@ -36,7 +36,7 @@ def fake_cell(cell) -> dict[str, bytes]:
     summary.update(utilization_mean=1 / (1 + block_size / 64), peak_running=100 // block_size,
                    ttft_p99_s=0.5 * cell.trace.rate_scale)
     run = {"config": cell.config.to_dict(), "summary": summary}
-    return {"run.json": json.dumps(run, sort_keys=True).encode(), "steps.csv": b"step\n0\n"}
+    return {"run.json": json.dumps(run, sort_keys=True).encode(), "steps.parquet": b"step\n0\n"}
 
 
 def crash_once(marker_dir: Path, cell) -> dict[str, bytes]:
