@@ -24,6 +24,7 @@ from harness.model.planner import preallocation_warning
 from harness.engine.recorder import Recorder
 from harness.engine.sequences import Group
 from harness.engine.decode_runs import DecodeRun
+from harness.engine.decoding import beam_seq_ids, decoding_for, sequences
 from harness.engine.scheduler import Scheduler
 from harness.engine.summary import summarize
 
@@ -132,9 +133,16 @@ class Engine:
         arrival = trace["arrival_s"].to_numpy(dtype=np.float64).tolist()
         prompt = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
         output = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
-        samples = trace["n"].to_numpy(dtype=np.int64).tolist()
+        beams = trace["beam_width"].to_numpy(dtype=np.int64)
+        samples = sequences(trace["n"].to_numpy(dtype=np.int64), beams).tolist()
+        drafts = trace["spec_tokens"].to_numpy(dtype=np.int64).tolist()
+        accept = trace["spec_accept"].to_numpy(dtype=np.float64).tolist()
+        beams = beams.tolist()
         hashes = trace["prefix_hashes"].tolist()
         next_child = len(trace)  # children's seq ids follow the request ids
+        # ...and beams forked during a beam search follow those
+        forked_ids = beam_seq_ids(next_child + sum(samples) - len(samples))
+        seed = self.config.seed
         for rid in range(len(trace)):
             delay = arrival[rid] - env.now
             if delay > 0:
@@ -142,7 +150,11 @@ class Engine:
             n = samples[rid]
             seq_ids = (rid, *range(next_child, next_child + n - 1))
             next_child += n - 1
-            group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids)
+            decoding = None
+            if beams[rid] > 1 or drafts[rid]:
+                decoding = decoding_for(rid, beams[rid], drafts[rid], accept[rid], seed=seed,
+                                        seq_ids=forked_ids)
+            group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids, decoding)
             self._groups.append(group)
             self.scheduler.add(group)
             self.arrived += 1

@@ -1,8 +1,10 @@
 """A request inside the engine: its sequences and how far prefill and decode have come.
 
 One trace row becomes one Group: the parent sequence that holds the prompt, and for n > 1 the
-n - 1 children forked from it after prefill (parallel sampling). Every sample decodes in
-lockstep and produces output_tokens tokens; prefill produces the first one.
+n - 1 children forked from it after prefill (parallel sampling; for beam search n is the beam
+width). Every sample decodes in lockstep and produces output_tokens tokens; prefill produces the
+first one. A beam search replaces its seq_ids as beams are freed and forked (harness.engine.
+decoding).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Group:
         "num_live",
         "fork_len",
         "first_token_done",
+        "decoding",
     )
 
     def __init__(
@@ -38,6 +41,7 @@ class Group:
         n: int,
         prefix_hashes: Sequence[int] | None,
         seq_ids: tuple[int, ...],
+        decoding=None,
     ) -> None:
         self.rid = rid
         self.prompt = prompt
@@ -52,6 +56,8 @@ class Group:
         self.num_live = 0  # sequences allocated: 0 while queued, 1 until forked, then up to n
         self.fork_len = 0  # KV length when the children were forked (their shared prefix)
         self.first_token_done = False
+        # Beam search or speculative decoding (harness.engine.decoding); None: sampling.
+        self.decoding = decoding
 
     @property
     def final_tokens(self) -> int:
@@ -77,10 +83,12 @@ class Group:
 
     def reset_for_recompute(self) -> None:
         """After preemption by recompute: the KV is gone. A single sample keeps its tokens and
-        recomputes prompt + generated in one prefill (vLLM's recompute); parallel samples cannot
-        be rebuilt from one prefill, so the group restarts from its prompt."""
+        recomputes prompt + generated in one prefill (vLLM's recompute); parallel samples and
+        beams cannot be rebuilt from one prefill, so the group restarts from its prompt."""
         if self.n > 1:
             self.generated = 0
+        if self.decoding is not None:
+            self.decoding.reset()
         self.num_live = 0
         self.fork_len = 0
         self.target = self.prompt + self.generated
