@@ -15,6 +15,7 @@ from reports.latency import latency_page
 from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run, run_labels
 from reports.measured import find_measurements
 from reports.schema import results_dir as measured_results_dir
+from reports.sharing import sharing_pages
 from reports.splits import is_splits, splits_page
 from reports.style import RC
 from reports.table import summary_page
@@ -77,6 +78,7 @@ def _page_makers(groups: dict[str, Labelled], ablation: dict[str, Labelled], res
     for trace, labelled in groups.items():
         for page in SECTION_PAGES:
             yield lambda page=page, trace=trace, labelled=labelled: [page(trace, labelled)]
+        yield lambda trace=trace, labelled=labelled: sharing_pages(trace, labelled)
     both = {trace: [*groups.get(trace, []), *ablation.get(trace, [])]
             for trace in dict.fromkeys([*groups, *ablation])}
     yield lambda: [ablation_page(both, kernels)]
