@@ -145,6 +145,14 @@ class Allocator(ABC):
         """Make child share all of parent's KV (copy-on-write of a partly written last unit)."""
 
     @abstractmethod
+    def truncate(self, seq_id: int, num_tokens: int) -> None:
+        """Keep only the first num_tokens (1..length) written tokens of a sequence: the rollback
+        of rejected speculative tokens. Units left holding no kept token are let go (a static
+        reservation stays whole); registered prefix-cache entries stay valid for their other
+        holders. A kept, partly cut unit that others share is never rewritten under them: the
+        sequence gets a copy (reported), which needs a free unit (OutOfKVMemory without)."""
+
+    @abstractmethod
     def free(self, seq_id: int) -> None:
         """Release a sequence; cacheable blocks stay in the prefix cache until evicted."""
 

@@ -21,44 +21,10 @@ from typing import Sequence
 from allocators.base import (
     Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
 )
+from allocators.block_rollback import Rollback
 from allocators.prefix import block_keys, iter_block_keys
 from allocators.prefix_cache import PrefixCache
 from allocators.segment_pool import SegmentPool
-from allocators.spec import Capacity, CapacityFormula, Param
-
-MAX_UNIT_TOKENS = 256  # the largest block the paged decode kernel supports
-DEFAULT_SEGMENT_TOKENS = 65536
-
-
-def check_unit_tokens(name: str, value: int) -> None:
-    if not 1 <= value <= MAX_UNIT_TOKENS:
-        raise ValueError(f"{name} must be in 1..{MAX_UNIT_TOKENS}, got {value}")
-
-
-def unit_param(name: str, default: int, help: str, label: str) -> Param:
-    """The unit (block or page) parameter, bounded by what the decode kernel supports."""
-    return Param(name, int, default, help, min=1, max=MAX_UNIT_TOKENS, label=label)
-
-
-def segment_param(unit: str) -> Param:
-    """The segment size of on-demand backing; a segment holds at least one unit."""
-    return Param("segment_tokens", int, DEFAULT_SEGMENT_TOKENS, "slots backed (and released) "
-                 "at a time", min=unit, label="seg")
-
-
-PREFIX_CACHE_PARAM = Param("enable_prefix_cache", bool, True, "keep hashed prompt units for "
-                           "reuse", label="cache")
-
-
-def unit_capacity(unit: str) -> CapacityFormula:
-    """The capacity of an allocator whose sequences hold whole units of params[unit] slots and
-    whose units may come from anywhere in the budget (no contiguity)."""
-    def capacity(budget_slots: int, context: int, params) -> Capacity:
-        unit_tokens = params[unit]
-        per_seq = -(-context // unit_tokens) * unit_tokens
-        units = budget_slots // unit_tokens
-        return Capacity(per_seq, units // (per_seq // unit_tokens), units * unit_tokens)
-    return capacity
 
 
 class _Seq:
@@ -73,7 +39,7 @@ class _Seq:
         self.next_entry: int = next_entry  # index of the first entry it has not registered
 
 
-class BlockPoolAllocator(Allocator):
+class BlockPoolAllocator(Rollback, Allocator):
     """Ref-counted units with copy-on-write forks and a prefix cache, over a SegmentPool."""
 
     def __init__(
@@ -204,24 +170,7 @@ class BlockPoolAllocator(Allocator):
         seq = self._get(seq_id)
         del self._seqs[seq_id]
         self._logical -= seq.length
-        units, unit_tokens, shared = seq.units, self._unit, self._shared
-        # The units that lose their last reference, deepest first, so that a cached entry enters
-        # the LRU after its descendants and is evicted after them (see prefix_cache).
-        if not shared or shared.keys().isdisjoint(units):
-            released = units[::-1]
-        else:
-            released = [unit for unit in reversed(units) if unit not in shared]
-            for unit in shared.keys() & units:
-                self._unshare(unit)
-        # Every unit but the last is full; the last is partly written when length says so.
-        self._live -= len(released) * unit_tokens
-        tail_written = seq.length - (len(units) - 1) * unit_tokens
-        if released and released[0] == units[-1] and tail_written < unit_tokens:
-            self._live += unit_tokens - tail_written
-            self._drop_unwritten(units[-1])
-        if self._cache is not None:
-            released = self._cache.release_units(released)
-        self._pool.give(released)
+        self._let_go(seq.units, seq.length - (len(seq.units) - 1) * self._unit)
         self._pool.release_empty()
 
     def layout(self, seq_id: int) -> SeqLayout:
@@ -361,6 +310,27 @@ class BlockPoolAllocator(Allocator):
         self._live += 1
         self._logical += 1
         return True
+
+    def _let_go(self, units: list[int], tail_written: int) -> None:
+        """Drop one reference to each of units, the end of a sequence's list (its last unit
+        holds tail_written tokens). Units that lose their last reference go, deepest first, so
+        that a cached entry enters the LRU after its descendants and is evicted after them (see
+        prefix_cache): to the prefix cache when registered, else back to the pool."""
+        unit_tokens, shared = self._unit, self._shared
+        if not shared or shared.keys().isdisjoint(units):
+            released = units[::-1]
+        else:
+            released = [unit for unit in reversed(units) if unit not in shared]
+            for unit in shared.keys() & units:
+                self._unshare(unit)
+        # Every unit but the last is full; the last is partly written when tail_written says so.
+        self._live -= len(released) * unit_tokens
+        if released and released[0] == units[-1] and tail_written < unit_tokens:
+            self._live += unit_tokens - tail_written
+            self._drop_unwritten(units[-1])
+        if self._cache is not None:
+            released = self._cache.release_units(released)
+        self._pool.give(released)
 
     def _share(self, units: Sequence[int]) -> None:
         """Another sequence takes a reference to each of these held units."""

@@ -48,6 +48,10 @@ class PrefixCache:
             count += 1
         return count
 
+    def key_of(self, unit: int) -> int | None:
+        """The key of the entry holding unit, if it is registered."""
+        return self._key_of.get(unit)
+
     def units(self, key: int) -> tuple[int, ...]:
         return self._entries[key]
 
@@ -59,6 +63,12 @@ class PrefixCache:
         """Add an entry for units that a running sequence holds (so it is not in the LRU)."""
         self._entries[key] = tuple(units)
         self._key_of.update(dict.fromkeys(units, key))
+
+    def forget(self, key: int) -> None:
+        """Drop a held entry: its holder is about to rewrite part of it. Cached entries below it
+        can no longer be reached by a match and wait in the LRU until evicted."""
+        for unit in self._entries.pop(key):
+            del self._key_of[unit]
 
     def acquire(self, key: int) -> bool:
         """A sequence takes a reference; return whether the entry was unreferenced before."""

@@ -141,6 +141,15 @@ class StaticAllocator(Allocator):
             tokens = min(align, parent.length - i * align)
             self._block_copies.append(BlockCopy(parent.start + i, start + i, tokens))
 
+    def truncate(self, seq_id: int, num_tokens: int) -> None:
+        seq = self._get(seq_id)
+        if not 1 <= num_tokens <= seq.length:
+            raise ValueError(f"seq {seq_id}: cannot keep {num_tokens} of its {seq.length} tokens")
+        # The reservation stays whole: the cut slots are reserved again for the tokens to come.
+        self._account(seq, -1)
+        seq.length = num_tokens
+        self._account(seq, +1)
+
     def free(self, seq_id: int) -> None:
         seq = self._get(seq_id)
         del self._seqs[seq_id]

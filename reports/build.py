@@ -21,6 +21,7 @@ from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run
 from reports.measured import find_measurements
 from reports.regime import Slo, rate_key
 from reports.schema import results_dir as measured_results_dir
+from reports.sharing import sharing_pages
 from reports.splits import is_splits, splits_page
 from reports.study import TraceStudy, split_ablation, trace_studies
 from reports.style import RC
@@ -112,6 +113,7 @@ def _page_makers(studies: list[TraceStudy], ablation: dict[str, Labelled], resul
     for trace, labelled in groups.items():
         for page in SECTION_PAGES:
             yield lambda page=page, trace=trace, labelled=labelled: [page(trace, labelled)]
+        yield lambda trace=trace, labelled=labelled: sharing_pages(trace, labelled)
     # Without separate ablation runs, any allocator the sections hold at several grains is one.
     yield lambda: [ablation_page(ablation or groups, kernels)]
     yield lambda: kernel_pages(groups, kernels)

@@ -5,7 +5,9 @@ has `turns` turns, each turn arriving an exponential think time (mean think_time
 before (a trace cannot know when an answer completes). Turn k's prompt is the conversation so far:
 one of `num_system_prompts` shared system prompts (if system_prompt_tokens > 0), every earlier
 user message and answer, then its own user message drawn from `prompt_tokens`; its output is drawn
-from `output_tokens`. Every request asks for `n` sequences (parallel sampling or beam width).
+from `output_tokens`. Every request asks for `n` parallel samples, or beam search over
+`beam_width` beams, or speculative decoding of `spec_tokens` draft tokens a step, each accepted
+with chance `spec_accept` (see harness.engine.decoding for what each does to memory).
 `num_requests` requests are kept: the earliest, after enough conversations are generated.
 
 Prefix hashes, when something is shared (a system prompt, or more than one turn): the prompt is cut
@@ -16,6 +18,7 @@ full chunks, and a later turn shares its earlier turns' full chunks (prompt and 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +26,13 @@ import pandas as pd
 
 from workloads.distributions import Arrivals, Fixed, Lengths, Poisson
 from workloads.trace import make_trace
+from workloads.transforms import check_decoding
 
 
-@dataclass(frozen=True)
+_DECODING_DEFAULTS = {"beam_width": 1, "spec_tokens": 0, "spec_accept": 0.8}
+
+
+@dataclass(frozen=True, repr=False)
 class WorkloadSpec:
     """Everything that decides a synthetic trace."""
 
@@ -34,6 +41,9 @@ class WorkloadSpec:
     prompt_tokens: Lengths = Fixed(512)  # the new user message of each turn
     output_tokens: Lengths = Fixed(128)
     n: int = 1
+    beam_width: int = 1
+    spec_tokens: int = 0
+    spec_accept: float = 0.8
     system_prompt_tokens: int = 0
     num_system_prompts: int = 1
     turns: int = 1
@@ -49,8 +59,24 @@ class WorkloadSpec:
         ):
             if getattr(self, field) < low:
                 raise ValueError(f"{field} must be >= {low}, got {getattr(self, field)}")
+        check_decoding(self.n, self.beam_width, self.spec_tokens, self.spec_accept)
+        if self.beam_width > 1 and self.spec_tokens:
+            raise ValueError("beam search and speculative decoding together are not modelled")
+        if self.beam_width > 1 and self.n > self.beam_width:
+            raise ValueError(f"n {self.n} > beam_width {self.beam_width}")
         if self.think_time_s < 0:
             raise ValueError(f"think_time_s must be >= 0, got {self.think_time_s}")
+
+    def __repr__(self) -> str:
+        """The dataclass repr less decoding fields at their defaults: a trace's source names
+        its spec, and specs written before those fields existed keep their name."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _DECODING_DEFAULTS and value == _DECODING_DEFAULTS[f.name]:
+                continue
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     @property
     def shares_prefixes(self) -> bool:
@@ -82,6 +108,9 @@ def generate(spec: WorkloadSpec) -> pd.DataFrame:
         n=np.full(len(order), spec.n, dtype=np.int64),
         prefix_hashes=hashes,
         failed=np.zeros(len(order), dtype=bool),
+        beam_width=np.full(len(order), spec.beam_width, dtype=np.int64),
+        spec_tokens=np.full(len(order), spec.spec_tokens, dtype=np.int64),
+        spec_accept=np.full(len(order), spec.spec_accept if spec.spec_tokens else 0.0),
         attrs={
             "name": spec.name,
             "source": repr(spec),

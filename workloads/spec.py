@@ -1,7 +1,8 @@
 """A trace spec: which trace a run replays and how it was cut and scaled, as plain data.
 
 A run's trace is this spec loaded: the file (or bundled name) read as its format, then a time
-window, a slice of requests, an arrival-rate scale and a length cap, in that order. The loaded
+window, a slice of requests, an arrival-rate scale, a length cap and how requests decode (n
+samples, beam width, speculative tokens and their acceptance), in that order. The loaded
 frame carries its spec in attrs["spec"], so a run directory records exactly what it replayed and
 `kvharness simulate --from RUN_DIR/run.json` can replay it again.
 """
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
+
+DECODING_FIELDS = ("n", "beam_width", "spec_tokens", "spec_accept")
 
 
 class TraceSpecError(ValueError):
@@ -30,6 +34,11 @@ class TraceSpec:
     max_requests: int | None = None  # ...and keep at most this many
     rate_scale: float = 1.0  # arrival rate multiplier: arrival times are divided by it
     cap_lengths_to: int | None = None  # fit every request into this many tokens
+    # How every request decodes (None: as the trace says); see transforms.set_decoding.
+    n: int | None = None
+    beam_width: int | None = None
+    spec_tokens: int | None = None
+    spec_accept: float | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -43,6 +52,15 @@ class TraceSpec:
         for name, ok, allowed in checks:
             if not ok:
                 raise TraceSpecError(f"trace.{name} must be {allowed}, got {getattr(self, name)}")
+        from workloads.transforms import check_decoding
+
+        try:
+            check_decoding(*self._decoding().values())
+        except ValueError as exc:
+            raise TraceSpecError(f"trace.{exc}") from None
+
+    def _decoding(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DECODING_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TraceSpec:
@@ -53,7 +71,13 @@ class TraceSpec:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, less decoding fields left unset (so a spec written before they existed
+        reads the same)."""
+        out = dataclasses.asdict(self)
+        for name in DECODING_FIELDS:
+            if out[name] is None:
+                del out[name]
+        return out
 
     def load(self) -> pd.DataFrame:
         """The trace as the run replays it."""
@@ -71,5 +95,11 @@ class TraceSpec:
             trace = transforms.scale_rate(trace, self.rate_scale)
         if self.cap_lengths_to is not None:
             trace = transforms.cap_lengths(trace, self.cap_lengths_to)
+        decoding = self._decoding()
+        if any(value is not None for value in decoding.values()):
+            try:
+                trace = transforms.set_decoding(trace, **decoding)
+            except ValueError as exc:
+                raise TraceSpecError(f"trace: {exc}") from None
         trace.attrs["spec"] = self.to_dict()
         return trace

@@ -9,6 +9,12 @@ A trace is a pandas DataFrame with these columns, in this order:
     n              int64    >= 1: parallel samples / beam width (1 where the format has none)
     prefix_hashes  object   tuple[int, ...] of chunk hashes, or None
     failed         bool     the response failed (BurstGPT rows with 0 response tokens)
+    beam_width     int64    >= 1: beam search over this many beams (1: no beam search)
+    spec_tokens    int64    >= 0: draft tokens per step of speculative decoding (0: none)
+    spec_accept    float64  in [0, 1]: chance that the target accepts each draft token
+
+The last three describe how a request decodes; no file format carries them, so a loaded trace has
+1, 0 and 0.0 until transforms.set_decoding or a generator sets them.
 
 prefix_hashes: hash i stands for prompt tokens [i * chunk_tokens, (i + 1) * chunk_tokens), the last
 chunk may be partial. Two requests with equal hashes at positions 0..i hold the same tokens there,
@@ -41,6 +47,9 @@ COLUMNS = (
     "n",
     "prefix_hashes",
     "failed",
+    "beam_width",
+    "spec_tokens",
+    "spec_accept",
 )
 
 # Hints name the CLI flags first (most readers of these messages ran kvharness), then the keyword
@@ -88,6 +97,9 @@ class Request(NamedTuple):
     n: int
     prefix_hashes: tuple[int, ...] | None
     failed: bool
+    beam_width: int = 1
+    spec_tokens: int = 0
+    spec_accept: float = 0.0
 
 
 def make_trace(
@@ -99,8 +111,12 @@ def make_trace(
     prefix_hashes: Sequence[tuple[int, ...] | None] | None,
     failed: np.ndarray,
     attrs: dict,
+    beam_width: np.ndarray | None = None,
+    spec_tokens: np.ndarray | None = None,
+    spec_accept: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Assemble a canonical trace from columns already in arrival order and already valid."""
+    """Assemble a canonical trace from columns already in arrival order and already valid
+    (the decoding columns default to plain sampling)."""
     rows = len(arrival_s)
     if prefix_hashes is None:
         hashes = np.full(rows, None, dtype=object)
@@ -115,6 +131,9 @@ def make_trace(
             "n": np.asarray(n, dtype=np.int64),
             "prefix_hashes": hashes,
             "failed": np.asarray(failed, dtype=bool),
+            "beam_width": _column(beam_width, rows, 1, np.int64),
+            "spec_tokens": _column(spec_tokens, rows, 0, np.int64),
+            "spec_accept": _column(spec_accept, rows, 0.0, np.float64),
         }
     )
     frame.attrs.update(
@@ -127,6 +146,12 @@ def make_trace(
         }
     )
     return frame
+
+
+def _column(values: np.ndarray | None, rows: int, default, dtype) -> np.ndarray:
+    if values is None:
+        return np.full(rows, default, dtype=dtype)
+    return np.asarray(values, dtype=dtype)
 
 
 def frame_requests(trace: pd.DataFrame) -> Iterator[Request]:

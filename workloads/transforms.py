@@ -13,6 +13,10 @@ import numpy as np
 import pandas as pd
 
 
+# Per draft token: the range that published draft/target pairs report (Leviathan et al. 2023).
+DEFAULT_SPEC_ACCEPT = 0.8
+
+
 def scale_rate(trace: pd.DataFrame, factor: float) -> pd.DataFrame:
     """Replay at factor times the recorded rate: every gap between arrivals divided by factor."""
     if not factor > 0:
@@ -82,3 +86,46 @@ def _finish(out: pd.DataFrame, original: pd.DataFrame, note: str) -> pd.DataFram
     out.attrs.pop("spec", None)  # a spec describes the frame it loaded, not one cut from it
     out.attrs["transforms"] = [*out.attrs.get("transforms", []), note]
     return out
+
+
+def set_decoding(
+    trace: pd.DataFrame,
+    *,
+    n: int | None = None,
+    beam_width: int | None = None,
+    spec_tokens: int | None = None,
+    spec_accept: float | None = None,
+) -> pd.DataFrame:
+    """Decode every request the same way: n parallel samples, beam search over beam_width beams,
+    or speculative decoding with spec_tokens draft tokens accepted each with chance spec_accept.
+    Arguments left None keep the trace's column, except that spec_tokens alone comes with
+    DEFAULT_SPEC_ACCEPT."""
+    if spec_tokens and spec_accept is None:
+        spec_accept = DEFAULT_SPEC_ACCEPT
+    check_decoding(n, beam_width, spec_tokens, spec_accept)
+    out = trace.copy()
+    values = {"n": n, "beam_width": beam_width, "spec_tokens": spec_tokens,
+              "spec_accept": spec_accept}
+    for column, value in values.items():
+        if value is not None:
+            out[column] = np.full(len(out), value, dtype=out[column].dtype)
+    if ((out["beam_width"] > 1) & (out["spec_tokens"] > 0)).any():
+        raise ValueError("beam search and speculative decoding together are not modelled")
+    if ((out["beam_width"] > 1) & (out["n"] > out["beam_width"])).any():
+        raise ValueError("n must be <= beam_width: beam search returns at most its beams")
+    note = ", ".join(f"{k}={v:g}" for k, v in values.items() if v is not None)
+    return _finish(out, trace, f"set_decoding({note})")
+
+
+def check_decoding(n, beam_width, spec_tokens, spec_accept) -> None:
+    """ValueError naming the first decoding value out of range (None: not set)."""
+    checks = (
+        ("n", n, n is None or n >= 1, ">= 1"),
+        ("beam_width", beam_width, beam_width is None or beam_width >= 1, ">= 1"),
+        ("spec_tokens", spec_tokens, spec_tokens is None or spec_tokens >= 0, ">= 0"),
+        ("spec_accept", spec_accept, spec_accept is None or 0.0 <= spec_accept <= 1.0,
+         "in [0, 1]"),
+    )
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {allowed}, got {value}")

@@ -83,6 +83,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from reports.load import RunDirError
     from reports.schema import MeasurementError
     from workloads import TraceError
+    from workloads.spec import TraceSpecError
 
     return (BudgetError, ConfigError, ParamError, PresetError, GridError, SweepError, TraceError,
-            RunDirError, MeasurementError, OSError)
+            TraceSpecError, RunDirError, MeasurementError, OSError)

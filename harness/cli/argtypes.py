@@ -68,6 +68,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """A chance in [0, 1] (speculative-token acceptance)."""
+    value = _finite(text, "in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
 def positive_ints(text: str) -> tuple[int, ...]:
     """A comma-separated list of integers >= 1; empty text is the empty list."""
     try:

@@ -15,6 +15,7 @@ from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
 from harness.cli.params import add_param_arguments, cli_params
+from harness.cli.simulate import add_decoding_arguments
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensor-parallel ranks: N processes, one GPU each (gloo on a CPU); "
                         "default the config's (1)")
     parser.add_argument("--out", type=Path, help="run directory (default runs/gpu-<allocator>)")
+    add_decoding_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -77,6 +79,12 @@ def main(args: argparse.Namespace) -> int:
     trace = load_slice(args.trace, start=args.start, count=args.requests,
                        rate_scale=args.rate_scale, max_model_len=args.max_model_len,
                        **trace_load_options(args))
+    decoding = {"n": args.n, "beam_width": args.beam_width, "spec_tokens": args.spec_tokens,
+                "spec_accept": args.spec_accept}
+    if any(value is not None for value in decoding.values()):
+        from workloads.transforms import set_decoding
+
+        trace = set_decoding(trace, **decoding)
     config = gpu_run_config(
         device, model=args.model, allocator=args.allocator, params=params, base=args.config,
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli.argtypes import (allocator_names, fraction, non_negative_float, non_negative_int,
-                                  positive_float, positive_int)
+                                  positive_float, positive_int, probability)
 from harness.cli.params import add_param_arguments, cli_params
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 from harness.model.config import ConfigError
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=positive_int, help="replay only the first N requests")
     parser.add_argument("--rate-scale", type=positive_float,
                         help="replay at this multiple of the rate")
+    add_decoding_arguments(parser)
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--find-replicas", action="store_true",
@@ -43,6 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "OUT/ALLOCATOR/replicas-N")
     parser.add_argument("--slo-ttft-s", type=positive_float, default=2.0,
                         help="the p99 TTFT SLO of --find-replicas (default 2)")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """How every request decodes (default: as the trace says, one sample for a loaded file)."""
+    parser.add_argument("--n", type=positive_int, help="parallel samples per request")
+    parser.add_argument("--beam-width", type=positive_int, help="beam search over W beams")
+    parser.add_argument("--spec-tokens", type=non_negative_int,
+                        help="speculative decoding: draft tokens per step")
+    parser.add_argument("--spec-accept", type=probability,
+                        help="chance the target accepts each draft token (default 0.8)")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +148,9 @@ def trace_spec(args: argparse.Namespace):
         spec = TraceSpec.from_dict(recorded)
     else:
         spec = TraceSpec(args.trace, **trace_load_options(args))
-    flags = {"max_requests": args.requests, "rate_scale": args.rate_scale}
+    flags = {"max_requests": args.requests, "rate_scale": args.rate_scale, "n": args.n,
+             "beam_width": args.beam_width, "spec_tokens": args.spec_tokens,
+             "spec_accept": args.spec_accept}
     return dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})
 
 

@@ -36,7 +36,7 @@ def simulate(config: RunConfig, trace: pd.DataFrame, *, progress: bool = False,
         return replicas[chosen]
 
     env = simpy.Environment()
-    env.process(arrivals(env, trace, route, replicas))
+    env.process(arrivals(env, trace, route, replicas, seed=config.seed))
     bar = _progress_bar(len(trace), progress)
     loops = [env.process(replica.loop(env, bar)) for replica in replicas]
     env.run(until=simpy.AllOf(env, loops))

@@ -4,6 +4,8 @@ Per scheduled sequence: its new tokens, its context length and, for an executor 
 KV, its physical layout (block table). Then the step's memory operations as explicit lists, in
 the order an executor applies them, and the sequences' lifecycle events (what became of
 sequences since the previous batch; events of steps that ran nothing arrive with the next):
+0. truncated: speculative tokens rolled back at the end of the previous step; the sequence keeps
+   the KV of its first num_tokens tokens, and its last sampled token stays its next input;
 1. forks: the child starts as the parent (tokens, and KV as written); preempted: freed for
    recompute, the request keeps its first kept_tokens tokens to prefill again; finished: freed
    for good (completed or rejected);
@@ -15,7 +17,8 @@ sequences since the previous batch; events of steps that ran nothing arrive with
 4. segments_released: segments the allocator let go (after the reads above);
 5. swap_in: host KV to write into the new slots given this step;
 6. seqs: the attention work, which writes the new tokens' K/V.
-Aggregates (token and context counts, attention pairs, swapped tokens) serve a cost model.
+Aggregates (token and context counts, attention pairs, swapped tokens, a draft model's work)
+serve a cost model. A speculative sequence's verification is a decode of several new tokens.
 """
 from __future__ import annotations
 
@@ -64,6 +67,12 @@ class Fork:
 
 
 @dataclass(frozen=True, slots=True)
+class Truncation:
+    seq_id: int
+    num_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class Preemption:
     seq_id: int
     kept_tokens: int
@@ -72,6 +81,7 @@ class Preemption:
 @dataclass(slots=True)
 class Batch:
     seqs: list[ScheduledSeq] = field(default_factory=list)
+    truncated: list[Truncation] = field(default_factory=list)
     forks: list[Fork] = field(default_factory=list)
     preempted: list[Preemption] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
@@ -87,6 +97,12 @@ class Batch:
     prefill_attention_pairs: int = 0  # sum over prefill tokens of the keys each attends to
     swap_in_tokens: int = 0
     swap_out_tokens: int = 0
+    # The draft model's work before verification: draft_steps decode steps (the most drafts of a
+    # sequence), draft_tokens tokens in all, each reading draft_context_tokens / draft_tokens
+    # keys on average.
+    draft_steps: int = 0
+    draft_tokens: int = 0
+    draft_context_tokens: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -96,6 +112,13 @@ class Batch:
     def has_work(self) -> bool:
         """Whether the step computes or moves anything (else it is not run)."""
         return bool(self.seqs or self.swap_in_tokens or self.swap_out_tokens)
+
+    def add_drafts(self, num_seqs: int, drafts: int, context: int) -> None:
+        """num_seqs sequences draft `drafts` tokens each after `context` tokens."""
+        self.draft_steps = max(self.draft_steps, drafts)
+        self.draft_tokens += num_seqs * drafts
+        self.draft_context_tokens += num_seqs * drafts * context + num_seqs * drafts * (
+            drafts - 1) // 2
 
     def add_prefill(
         self, seq_id: int, request_id: int, start: int, num_tokens: int, *, samples: bool

@@ -1,7 +1,7 @@
 """Decode runs: stretches of steps that can only decode every running sample by one token.
 
 On long traces most steps are such steps. The scheduler knows a run in advance (nothing in
-prefill, to fork or swapped, nobody admissible, nobody finishing before its last step, memory for
+prefill, to fork or swapped, no beam search or speculative decoding, nobody admissible, nobody finishing before its last step, memory for
 all of it), so the engine can take it without calling schedule() each step: every sequence grows
 by one slot per step, and an executor that prices steps in bulk prices them together. Both
 executors take this path; it must give exactly the results of scheduling every step (a property
@@ -36,7 +36,7 @@ class DecodeRuns:
             return None
         steps = 1 << 62
         for g in running:
-            if g.computed < g.target or g.num_live != g.n:
+            if g.computed < g.target or g.num_live != g.n or g.decoding is not None:
                 return None
             if g.output - g.generated < steps:
                 steps = g.output - g.generated

@@ -10,6 +10,7 @@ in memory reaches them in the batch.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -18,7 +19,9 @@ import numpy as np
 
 from allocators import spec_of
 from harness.engine.batch import Batch
+from harness.engine.decoding import DRAFT_MODEL
 from harness.model.config import RunConfig
+from harness.model.presets import model_preset
 from harness.model.costmodel import (
     COMPUTE_EFFICIENCY,
     MEMORY_EFFICIENCY,
@@ -87,6 +90,8 @@ class CostModelExecutor:
         allreduce = measured_allreduce(config.gpu.name, config.tp, results_dir=results_dir)
         self.model = CostModel.from_config(config, decode_efficiency=efficiency,
                                            allreduce=allreduce)
+        self._config = config
+        self._draft: CostModel | None = None  # built by the first step that drafts
         self.details = {
             "cost_model": "roofline",
             "decode_efficiency": efficiency,
@@ -111,11 +116,31 @@ class CostModelExecutor:
         )
 
     def step(self, batch: Batch) -> float:
-        return self.model.step_s(
+        step_s = self.model.step_s(
             prefill_tokens=batch.prefill_tokens,
             decode_tokens=batch.decode_tokens,
             prefill_context_tokens=batch.prefill_context_tokens,
             decode_context_tokens=batch.decode_context_tokens,
             prefill_attention_pairs=batch.prefill_attention_pairs,
             swap_tokens=batch.swap_in_tokens + batch.swap_out_tokens,
+        )
+        if batch.draft_steps:
+            step_s += self._draft_s(batch)
+        return step_s
+
+    def _draft_s(self, batch: Batch) -> float:
+        """The draft model's decode steps before verification, priced by the same roofline for
+        the draft's shape (its own KV is not in the budget): each step decodes the sequences
+        still drafting; averaged over the steps, as the batch gives totals."""
+        if self._draft is None:
+            draft_config = dataclasses.replace(self._config, model=model_preset(DRAFT_MODEL))
+            self._draft = CostModel.from_config(draft_config)
+            self.details["draft_model"] = DRAFT_MODEL
+        steps = batch.draft_steps
+        return steps * self._draft.step_s(
+            prefill_tokens=0,
+            decode_tokens=batch.draft_tokens / steps,
+            prefill_context_tokens=0,
+            decode_context_tokens=batch.draft_context_tokens / steps,
+            prefill_attention_pairs=0,
         )

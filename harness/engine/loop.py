@@ -25,6 +25,7 @@ from harness.model.planner import preallocation_warning, run_params
 from harness.engine.recorder import Recorder
 from harness.engine.sequences import Group
 from harness.engine.decode_runs import DecodeRun
+from harness.engine.decoding import beam_seq_ids, decoding_for, sequences
 from harness.engine.scheduler import Scheduler
 from harness.engine.summary import summarize
 
@@ -108,7 +109,8 @@ class Engine:
     def run(self, *, progress: bool | Callable[[int], None] = False) -> RunResult:
         env = simpy.Environment()
         replica = self.replica
-        env.process(arrivals(env, self.trace, lambda group: replica, [replica]))
+        env.process(arrivals(env, self.trace, lambda group: replica, [replica],
+                             seed=self.replica.config.seed))
         bar = _progress_bar(len(self.trace), progress)
         loop = env.process(replica.loop(env, bar))
         env.run(until=loop)
@@ -118,15 +120,21 @@ class Engine:
 
 
 def arrivals(env: simpy.Environment, trace: pd.DataFrame, route: Callable[[Group], Replica],
-             replicas: list[Replica]):
+             replicas: list[Replica], *, seed: int = 0):
     """Hand each request, at its arrival time, to the replica route chooses; then tell every
-    replica that nothing more will arrive."""
+    replica that nothing more will arrive. seed: of the decoding patterns' modelled choices."""
     arrival = trace["arrival_s"].to_numpy(dtype=np.float64).tolist()
     prompt = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
     output = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
-    samples = trace["n"].to_numpy(dtype=np.int64).tolist()
+    beams = trace["beam_width"].to_numpy(dtype=np.int64)
+    samples = sequences(trace["n"].to_numpy(dtype=np.int64), beams).tolist()
+    drafts = trace["spec_tokens"].to_numpy(dtype=np.int64).tolist()
+    accept = trace["spec_accept"].to_numpy(dtype=np.float64).tolist()
+    beams = beams.tolist()
     hashes = trace["prefix_hashes"].tolist()
-    next_child = len(trace)  # children's seq ids follow the request ids
+    next_child = len(trace)  # children's seq ids follow the request ids...
+    # ...and beams forked during a beam search follow those
+    forked_ids = beam_seq_ids(next_child + sum(samples) - len(samples))
     for rid in range(len(trace)):
         delay = arrival[rid] - env.now
         if delay > 0:
@@ -134,7 +142,12 @@ def arrivals(env: simpy.Environment, trace: pd.DataFrame, route: Callable[[Group
         n = samples[rid]
         seq_ids = (rid, *range(next_child, next_child + n - 1))
         next_child += n - 1
-        group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids, arrival[rid])
+        decoding = None
+        if beams[rid] > 1 or drafts[rid]:
+            decoding = decoding_for(rid, beams[rid], drafts[rid], accept[rid], seed=seed,
+                                    seq_ids=forked_ids)
+        group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids, arrival[rid],
+                      decoding)
         route(group).add(group)
     for replica in replicas:
         replica.close()

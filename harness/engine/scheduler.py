@@ -175,25 +175,29 @@ class Scheduler(DecodeRuns):
                 continue
             if not decodes or budget < g.n:
                 continue
+            # Slots per sample: one, or a speculative request's drafts and last token.
+            step = 1 if g.decoding is None else g.decoding.step_tokens(g, budget)
             if g.num_live == g.n:
                 try:  # the common case: every sample grows by one token
                     for sid in g.seq_ids:
-                        extend(sid, 1)
+                        extend(sid, step)
                     grown = True
                 except OutOfKVMemory:
                     grown = False
             else:
                 grown = False
-            if not grown and not self._grow(g, batch):
+            if not grown and not self._grow(g, batch, step):
                 break  # g was the latest admitted and went itself
-            g.kv_len += 1
+            g.kv_len += step
             ctx = g.kv_len
             for sid in g.seq_ids:
-                seqs.append(ScheduledSeq(sid, g.rid, 1, ctx, False, True))
-            decode_tokens += g.n
+                seqs.append(ScheduledSeq(sid, g.rid, step, ctx, False, True))
+            if step > 1:
+                batch.add_drafts(g.n, step - 1, ctx - step + 1)
+            decode_tokens += g.n * step
             decode_context += g.n * ctx
             scheduled.append((g, 0))
-            budget -= g.n
+            budget -= g.n * step
         batch.decode_tokens += decode_tokens
         batch.decode_context_tokens += decode_context
         return budget
@@ -205,13 +209,13 @@ class Scheduler(DecodeRuns):
         batch.add_prefill(g.seq_ids[0], g.rid, g.computed, chunk, samples=samples)
         self._scheduled.append((g, chunk))
 
-    def _grow(self, g: Group, batch: Batch) -> bool:
-        """Fork g's samples if due and give every sample one more slot, preempting later
-        requests while memory runs short. False when g itself had to go."""
+    def _grow(self, g: Group, batch: Batch, step: int = 1) -> bool:
+        """Fork g's samples (or beams) if due and give every sample step more slots, preempting
+        later requests while memory runs short. False when g itself had to go."""
         alloc = self.allocator
-        parent = g.seq_ids[0]
         while g.num_live < g.n:
             child = g.seq_ids[g.num_live]
+            parent = g.seq_ids[0] if g.decoding is None else g.decoding.parent_of(g, child)
             try:
                 alloc.fork(parent, child)
             except OutOfKVMemory:
@@ -220,12 +224,13 @@ class Scheduler(DecodeRuns):
                 continue
             batch.forks.append(Fork(parent, child))
             g.num_live += 1
-            g.fork_len = g.kv_len
+            if g.decoding is None or not g.fork_len:  # beams share at least the prompt
+                g.fork_len = g.kv_len
         for sid in g.seq_ids:
             # A sample extended before a failure is not extended again.
             while alloc.length(sid) == g.kv_len:
                 try:
-                    alloc.extend(sid, 1)
+                    alloc.extend(sid, step)
                 except OutOfKVMemory:
                     if not self._make_room(g, batch):
                         return False
@@ -355,7 +360,12 @@ class Scheduler(DecodeRuns):
                     self._finish(g, end)
                     done = True
                     continue
-            g.generated += 1
+            if chunk or g.decoding is None:
+                g.generated += 1
+            else:  # what beams or drafts make of the step, and of memory
+                g.generated += g.decoding.after_decode(
+                    g, self.allocator, self._next.finished, self._next.truncated
+                )
             if not g.first_token_done:
                 g.first_token_done = True
                 events.first_token(g.rid, end)

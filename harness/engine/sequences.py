@@ -1,8 +1,10 @@
 """A request inside the engine: its sequences and how far prefill and decode have come.
 
 One trace row becomes one Group: the parent sequence that holds the prompt, and for n > 1 the
-n - 1 children forked from it after prefill (parallel sampling). Every sample decodes in
-lockstep and produces output_tokens tokens; prefill produces the first one.
+n - 1 children forked from it after prefill (parallel sampling; for beam search n is the beam
+width). Every sample decodes in lockstep and produces output_tokens tokens; prefill produces the
+first one. A beam search replaces its seq_ids as beams are freed and forked (harness.engine.
+decoding).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class Group:
         "fork_len",
         "first_token_done",
         "arrival_s",
+        "decoding",
     )
 
     def __init__(
@@ -40,6 +43,7 @@ class Group:
         prefix_hashes: Sequence[int] | None,
         seq_ids: tuple[int, ...],
         arrival_s: float = 0.0,
+        decoding=None,
     ) -> None:
         self.rid = rid
         self.prompt = prompt
@@ -55,6 +59,8 @@ class Group:
         self.fork_len = 0  # KV length when the children were forked (their shared prefix)
         self.first_token_done = False
         self.arrival_s = arrival_s  # what a deadline-ordered policy counts from
+        # Beam search or speculative decoding (harness.engine.decoding); None: sampling.
+        self.decoding = decoding
 
     @property
     def final_tokens(self) -> int:
@@ -80,10 +86,12 @@ class Group:
 
     def reset_for_recompute(self) -> None:
         """After preemption by recompute: the KV is gone. A single sample keeps its tokens and
-        recomputes prompt + generated in one prefill (vLLM's recompute); parallel samples cannot
-        be rebuilt from one prefill, so the group restarts from its prompt."""
+        recomputes prompt + generated in one prefill (vLLM's recompute); parallel samples and
+        beams cannot be rebuilt from one prefill, so the group restarts from its prompt."""
         if self.n > 1:
             self.generated = 0
+        if self.decoding is not None:
+            self.decoding.reset()
         self.num_live = 0
         self.fork_len = 0
         self.target = self.prompt + self.generated

@@ -213,7 +213,12 @@ class GpuExecutor:
         return seconds
 
     def _lifecycle(self, batch: Batch) -> None:
-        """What became of sequences since the last batch, for the tokens and tables kept."""
+        """What became of sequences since the last batch, for the tokens and tables kept (a
+        truncated sequence's shorter table comes with its next step)."""
+        bs = self.pool.block_size
+        for cut in batch.truncated:
+            self._tokens.roll_back(cut.seq_id, cut.num_tokens)
+            self._tables.truncate(cut.seq_id, -(-cut.num_tokens // bs))
         for fork in batch.forks:
             self._tokens.fork(fork.parent, fork.child)
             self._rid[fork.child] = self._rid[fork.parent]
@@ -283,8 +288,13 @@ class GpuExecutor:
                 self._start_seq(sid, seq.request_id)
             row = tables.update(sid, seq.block_table)
             have = tokens.length(sid)
-            if seq.is_prefill:
-                if have < context or (seq.samples and have != context):
+            if seq.is_prefill or seq.num_new_tokens > 1:
+                if not seq.is_prefill:  # a verification: the last token, then the drafts
+                    if have != seq.start + 1:
+                        raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} "
+                                            "tokens")
+                    self._draft(sid, seq.num_new_tokens - 1)
+                elif have < context or (seq.samples and have != context):
                     raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
                 prefills.append(PrefillWork(sid, tokens.ids(sid)[seq.start:context], seq.start,
                                             context, seq.samples))
@@ -303,6 +313,14 @@ class GpuExecutor:
         tables_out = tables.gather(np.asarray(pre_rows + dec_rows, np.int64),
                                    -(-np.concatenate([contexts, lens]) // bs))
         return prefills, decode, tables_out
+
+    def _draft(self, sid: int, count: int) -> None:
+        """Append count draft tokens to a sequence: seeded ids, since what they are does not
+        change the target's work (a draft model's own cost is measured apart, see
+        benchmarks/bench_spec_decode.py)."""
+        rng = np.random.default_rng([self.seed, sid, self._tokens.length(sid)])
+        ids = rng.integers(self.decoder.config.vocab_size, size=count).tolist()
+        self._tokens.append([sid] * count, ids)
 
     def _copy(self, copies: list[BlockCopy]) -> None:
         """Apply block copies decided by the allocator (one gather and one scatter)."""

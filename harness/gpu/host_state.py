@@ -34,6 +34,13 @@ class TokenStore:
     def truncate(self, seq_id: int, length: int) -> None:
         self._len[seq_id] = min(self._len[seq_id], length)
 
+    def roll_back(self, seq_id: int, kept: int) -> None:
+        """Speculative tokens rejected: keep the first kept tokens and the last sampled token
+        (the verification's own next token, the next input)."""
+        ids, length = self._ids[seq_id], self._len[seq_id]
+        ids[kept] = ids[length - 1]
+        self._len[seq_id] = kept + 1
+
     def length(self, seq_id: int) -> int:
         return self._len[seq_id]
 
@@ -90,6 +97,14 @@ class TableRows:
         self._rows[row, keep : len(table)] = table[keep:]
         self._seen[seq_id] = table
         return row
+
+    def truncate(self, seq_id: int, num_blocks: int) -> None:
+        """The sequence was cut to num_blocks blocks: its next table is rewritten from its last
+        kept block (a rollback gives back the blocks past it and may copy that one; a table
+        that shrank and grew again between two steps differs from the last one seen there)."""
+        seen = self._seen.get(seq_id)
+        if seen is not None:
+            self._seen[seq_id] = seen[:num_blocks]
 
     def drop(self, seq_id: int) -> None:
         row = self._row_of.pop(seq_id, None)

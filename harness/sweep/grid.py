@@ -124,7 +124,7 @@ def expand(grid: Grid) -> list[Cell]:
 
 def config_hash(config: RunConfig, trace: TraceSpec) -> str:
     """A stable hash of a cell: canonical JSON (sorted keys, no spaces) through SHA-256."""
-    spec = {"config": config.to_dict(), "trace": dataclasses.asdict(trace)}
+    spec = {"config": config.to_dict(), "trace": trace.to_dict()}
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
 

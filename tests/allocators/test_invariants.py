@@ -7,7 +7,9 @@ to its sequence (and to the forks that copied it). After every step each live to
 read its own content from the slot its layout maps it to: this catches a slot owned twice, a
 prefix-cache hit on the wrong data, a block reused while still referenced, and a write into a
 shared block without copy-on-write. Copies reach the model only as the allocator reports them
-(take_block_copies), so a copy made but not reported fails too.
+(take_block_copies), so a copy made but not reported fails too. A truncated sequence's own tokens
+written again get a new name (its rollback count), so that rewriting a slot another sequence
+still reads is caught even where the old and new token sit at the same position.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.contents: dict[int, list[tuple]] = {}  # seq -> content of each written token
         self.prompts: dict[int, tuple[tuple[int, ...], int]] = {}  # seq -> (hashes, chunk_tokens)
         self.slots: dict[int, list[int]] = {}  # seq -> slot of each token at the last check
+        self.rollbacks: dict[int, int] = {}  # seq -> truncations so far (names its new tokens)
         self.memory: dict[int, tuple] = {}  # slot -> content last written there
         self.live_segments: tuple[int, ...] = self.alloc.segments()
         self.blocks_per_segment = 0  # learnt from the first layout
@@ -125,6 +128,27 @@ class AllocatorMachine(RuleBasedStateMachine):
         self._check()
 
     @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63), cut=st.integers(0, 1 << 16))
+    def truncate(self, pick, cut):
+        seq = self._pick(pick)
+        length = len(self.contents[seq])
+        keep = 1 + cut % length
+        before = self._snapshot()
+        try:
+            self.alloc.truncate(seq, keep)
+        except OutOfKVMemory:
+            # Only a copy of shared units cut partway needs memory: one prefix entry at most.
+            self._assert_unchanged(before)
+            assert not self.static
+            assert self._available(before[0]) < max(16, self.alloc.block_size)
+            return
+        if self.static:
+            assert before[1][seq][0] == self.alloc.layout(seq), "a reservation changed"
+        del self.contents[seq][keep:]
+        self.rollbacks[seq] = self.rollbacks.get(seq, 0) + 1
+        self._check()
+
+    @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63))
     def free(self, pick):
         seq = self._pick(pick)
@@ -140,11 +164,12 @@ class AllocatorMachine(RuleBasedStateMachine):
             self.alloc.allocate(self._new_id(), BUDGET + extra)
         self._assert_unchanged(before)
 
-    @rule(op=st.sampled_from(["extend", "fork", "free", "layout", "length", "reuse", "fork-onto"]))
+    @rule(op=st.sampled_from(["extend", "fork", "free", "layout", "length", "reuse", "fork-onto",
+                              "truncate", "truncate-past", "truncate-all"]))
     def misuse(self, op):
         """Unknown or reused sequence ids are a ValueError and change nothing."""
         alloc = self.alloc
-        if op in ("reuse", "fork-onto") and not self.contents:
+        if op in ("reuse", "fork-onto", "truncate-past", "truncate-all") and not self.contents:
             return
         live = next(iter(self.contents), NEVER_ALLOCATED)
         calls = {
@@ -155,6 +180,9 @@ class AllocatorMachine(RuleBasedStateMachine):
             "length": lambda: alloc.length(NEVER_ALLOCATED),
             "reuse": lambda: alloc.allocate(live, 1),
             "fork-onto": lambda: alloc.fork(live, live),
+            "truncate": lambda: alloc.truncate(NEVER_ALLOCATED, 1),
+            "truncate-past": lambda: alloc.truncate(live, alloc.length(live) + 1),
+            "truncate-all": lambda: alloc.truncate(live, 0),
         }
         before = self._snapshot()
         with pytest.raises(ValueError):
@@ -197,12 +225,13 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     def _forget(self, seq: int) -> None:
         del self.contents[seq], self.prompts[seq], self.slots[seq]
+        self.rollbacks.pop(seq, None)
 
     def _token(self, seq: int, position: int) -> tuple:
         hashes, chunk_tokens = self.prompts[seq]
         if position < len(hashes) * chunk_tokens:
             return ("prefix", hashes[: position // chunk_tokens + 1], position)
-        return ("own", seq, position)
+        return ("own", seq, position, self.rollbacks.get(seq, 0))
 
     def _available(self, u) -> int:
         """Slots a request could still get: free, evictable, and budget not yet backed."""

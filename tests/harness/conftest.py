@@ -11,7 +11,8 @@ from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig
 
 
 def make_trace(
-    prompts, outputs, *, arrivals=None, n=None, hashes=None, chunk_tokens=0, name="test"
+    prompts, outputs, *, arrivals=None, n=None, hashes=None, chunk_tokens=0, name="test",
+    beam_width=None, spec_tokens=None, spec_accept=None,
 ) -> pd.DataFrame:
     """A canonical trace (workloads/trace.py schema) from plain lists."""
     rows = len(prompts)
@@ -26,6 +27,9 @@ def make_trace(
             "prefix_hashes": pd.Series(hashes if hashes is not None else [None] * rows,
                                        dtype=object),
             "failed": np.asarray(outputs) == 0,
+            "beam_width": np.asarray(beam_width or [1] * rows, dtype=np.int64),
+            "spec_tokens": np.asarray(spec_tokens or [0] * rows, dtype=np.int64),
+            "spec_accept": np.asarray(spec_accept or [0.0] * rows, dtype=np.float64),
         }
     )
     frame.attrs.update(

@@ -13,22 +13,18 @@ from harness.engine.recorder import write_run
 from harness.model.config import AllocatorConfig, RunConfig
 from reports.build import build_report
 from reports.cluster import cluster_pages, read_cluster_run, replica_blocks, router_blocks
+from workloads.trace import make_trace
 
 pypdf = pytest.importorskip("pypdf")
 
 
 def _trace(rows=40):
-    import pandas as pd
-
     rng = np.random.default_rng(3)
-    frame = pd.DataFrame({
-        "request_id": np.arange(rows), "arrival_s": np.sort(rng.uniform(0, 2, rows)),
-        "prompt_tokens": rng.integers(100, 1500, rows), "output_tokens": rng.integers(1, 60, rows),
-        "n": np.ones(rows, dtype=np.int64),
-        "prefix_hashes": pd.Series([[i % 5, i % 7] for i in range(rows)], dtype=object),
-        "failed": np.zeros(rows, dtype=bool)})
-    frame.attrs.update({"name": "toy", "source": "tests", "chunk_tokens": 64})
-    return frame
+    return make_trace(
+        arrival_s=np.sort(rng.uniform(0, 2, rows)), prompt_tokens=rng.integers(100, 1500, rows),
+        output_tokens=rng.integers(1, 60, rows), n=np.ones(rows, dtype=np.int64),
+        prefix_hashes=[(i % 5, i % 7) for i in range(rows)], failed=np.zeros(rows, dtype=bool),
+        attrs={"name": "toy", "source": "tests", "format": "synthetic", "chunk_tokens": 64})
 
 
 @pytest.fixture(scope="module")

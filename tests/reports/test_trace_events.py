@@ -12,20 +12,16 @@ from harness.cluster.run import simulate
 from harness.engine.recorder import write_run
 from harness.model.config import AllocatorConfig, RunConfig
 from reports.schema import REPLICA_COLUMN
+from workloads.trace import make_trace
 
 
 def _trace(rows=30):
-    import pandas as pd
-
     rng = np.random.default_rng(7)
-    arrivals = np.sort(rng.uniform(0, 1, rows))
-    frame = pd.DataFrame({
-        "request_id": np.arange(rows), "arrival_s": arrivals,
-        "prompt_tokens": rng.integers(10, 300, rows), "output_tokens": rng.integers(1, 40, rows),
-        "n": np.ones(rows, dtype=np.int64), "prefix_hashes": pd.Series([None] * rows, dtype=object),
-        "failed": np.zeros(rows, dtype=bool)})
-    frame.attrs.update({"name": "t", "source": "tests", "chunk_tokens": 0})
-    return frame
+    return make_trace(
+        arrival_s=np.sort(rng.uniform(0, 1, rows)), prompt_tokens=rng.integers(10, 300, rows),
+        output_tokens=rng.integers(1, 40, rows), n=np.ones(rows, dtype=np.int64),
+        prefix_hashes=None, failed=np.zeros(rows, dtype=bool),
+        attrs={"name": "t", "source": "tests", "format": "synthetic", "chunk_tokens": 0})
 
 
 def test_export_trace_writes_one_process_per_replica(tmp_path, capsys):

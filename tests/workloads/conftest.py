@@ -18,6 +18,9 @@ DTYPES = {
     "n": "int64",
     "prefix_hashes": "object",
     "failed": "bool",
+    "beam_width": "int64",
+    "spec_tokens": "int64",
+    "spec_accept": "float64",
 }
 
 
@@ -32,6 +35,8 @@ def _check_canonical(trace: pd.DataFrame) -> None:
     assert (np.diff(arrival) >= 0).all()
     assert (trace["prompt_tokens"] >= 1).all()
     assert (trace["n"] >= 1).all()
+    assert (trace["beam_width"] >= 1).all() and (trace["spec_tokens"] >= 0).all()
+    assert trace["spec_accept"].between(0.0, 1.0).all()
     output, failed = trace["output_tokens"], trace["failed"]
     assert ((output >= 1) | (failed & (output == 0))).all()
     for hashes in trace["prefix_hashes"]:

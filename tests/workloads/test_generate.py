@@ -127,3 +127,22 @@ def test_invalid_specs_are_refused(kwargs):
 def test_invalid_distributions_are_refused(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_decoding_fields_reach_the_trace(check_canonical):
+    beams = generate(WorkloadSpec(5, beam_width=4))
+    spec = generate(WorkloadSpec(5, spec_tokens=3, spec_accept=0.6))
+    check_canonical(beams)
+    check_canonical(spec)
+    assert (beams["beam_width"] == 4).all() and (beams["spec_tokens"] == 0).all()
+    assert (spec["spec_tokens"] == 3).all() and (spec["spec_accept"] == 0.6).all()
+    assert "beam_width=4" in beams.attrs["source"]
+    assert "beam_width" not in generate(WorkloadSpec(5)).attrs["source"]  # names stay as before
+
+
+@pytest.mark.parametrize("fields", [{"beam_width": 0}, {"spec_tokens": -1}, {"spec_accept": 1.5},
+                                    {"beam_width": 2, "spec_tokens": 2},
+                                    {"beam_width": 2, "n": 3}])
+def test_bad_decoding_fields_are_refused(fields):
+    with pytest.raises(ValueError):
+        WorkloadSpec(5, **fields)
