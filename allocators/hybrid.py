@@ -7,12 +7,13 @@ block. A segment holds segment_tokens // block_size whole blocks.
 """
 from __future__ import annotations
 
-from allocators.block_pool import (
-    DEFAULT_SEGMENT_TOKENS, PREFIX_CACHE_PARAM, BlockPoolAllocator, check_unit_tokens,
-    segment_param, unit_capacity, unit_param,
-)
+from allocators.block_pool import BlockPoolAllocator
 from allocators.segment_pool import SegmentPool
 from allocators.spec import AllocatorSpec
+from allocators.unit_params import (
+    DEFAULT_SEGMENT_TOKENS, PREFIX_CACHE_PARAM, check_unit_tokens, segment_param, unit_capacity,
+    unit_param,
+)
 
 DEFAULT_BLOCK_SIZE = 16  # as paged, so the two differ only in backing
 

@@ -7,11 +7,10 @@ recently used first; forks share every block and copy a partly written last bloc
 """
 from __future__ import annotations
 
-from allocators.block_pool import (
-    PREFIX_CACHE_PARAM, BlockPoolAllocator, check_unit_tokens, unit_capacity, unit_param,
-)
+from allocators.block_pool import BlockPoolAllocator
 from allocators.segment_pool import SegmentPool
 from allocators.spec import AllocatorSpec
+from allocators.unit_params import PREFIX_CACHE_PARAM, check_unit_tokens, unit_capacity, unit_param
 
 DEFAULT_BLOCK_SIZE = 16  # vLLM's
 

@@ -13,12 +13,13 @@ first, which is leaves first (see prefix_cache).
 """
 from __future__ import annotations
 
-from allocators.block_pool import (
-    DEFAULT_SEGMENT_TOKENS, PREFIX_CACHE_PARAM, BlockPoolAllocator, check_unit_tokens,
-    segment_param, unit_capacity, unit_param,
-)
+from allocators.block_pool import BlockPoolAllocator
 from allocators.segment_pool import SegmentPool
 from allocators.spec import AllocatorSpec
+from allocators.unit_params import (
+    DEFAULT_SEGMENT_TOKENS, PREFIX_CACHE_PARAM, check_unit_tokens, segment_param, unit_capacity,
+    unit_param,
+)
 
 DEFAULT_PAGE_SIZE = 1  # token-grained, as SGLang
 
