@@ -96,16 +96,16 @@ class BlockPoolAllocator(Rollback, Allocator):
         keys = self._keys(prefix_hashes, chunk_tokens, entry_tokens, num_tokens)
         cache = self._cache
         hits = cache.match(keys, num_tokens // entry_tokens) if keys else []
-        hit_units = [unit for key in hits for unit in cache.units(key)]
+        hit_units = cache.chain_units(hits) if hits else []
         need = -(-num_tokens // self._unit) - len(hit_units)
         self._require(seq_id, need, cache.unreferenced_units(hits) if hits else 0)
 
         hit_tokens = len(hit_units) * self._unit
-        for key in hits:
-            if cache.acquire(key):  # it waited in the LRU: this sequence is its only holder
-                self._live += len(cache.units(key)) * self._unit
-            else:
-                self._share(cache.units(key))
+        if hits:
+            # Units that waited in the LRU have this sequence as their only holder.
+            unreferenced, held = cache.acquire(hits)
+            self._live += unreferenced * self._unit
+            self._share(held)
         seq = _Seq(hit_units, hit_tokens, final_tokens, keys, entry_units, len(hits))
         self._seqs[seq_id] = seq
         self._logical += hit_tokens
@@ -251,10 +251,7 @@ class BlockPoolAllocator(Rollback, Allocator):
         pool, cache = self._pool, self._cache
         short = count - pool.free - pool.unbacked
         if short > 0:
-            evicted: list[int] = []
-            while len(evicted) < short:
-                evicted.extend(cache.evict_oldest())
-            pool.give(evicted)
+            pool.give(cache.evict(short))
         return pool.take(count)
 
     def _advance(self, seq: _Seq, count: int) -> None:
@@ -354,17 +351,21 @@ class BlockPoolAllocator(Rollback, Allocator):
     def _register(self, seq: _Seq) -> None:
         """Put the sequence's newly completed prompt entries into the prefix cache."""
         group = seq.entry_units
-        entry_tokens = group * self._unit
-        cache = self._cache
-        while seq.next_entry < len(seq.keys) and seq.length >= (seq.next_entry + 1) * entry_tokens:
-            index = seq.next_entry
-            key = seq.keys[index]
-            units = seq.units[index * group : (index + 1) * group]
-            if key in cache or not self._shared.keys().isdisjoint(units):
-                # Another sequence cached this span first, or a fork shares part of it (an
-                # entry's units must share one reference count). This copy stays private, and
-                # so do the entries after it, so that every cached entry keeps its parent.
-                seq.keys = ()
-                return
-            cache.register(key, units)
-            seq.next_entry = index + 1
+        start = seq.next_entry
+        stop = min(len(seq.keys), seq.length // (group * self._unit))
+        if stop <= start:
+            return
+        keys = seq.keys[start:stop]
+        units = seq.units[start * group : stop * group]
+        fresh = self._cache.unregistered(keys)
+        shared = self._shared
+        if shared and not shared.keys().isdisjoint(units[: fresh * group]):
+            fresh = next(i for i in range(fresh) if not shared.keys().isdisjoint(
+                units[i * group : (i + 1) * group]))
+        self._cache.register(keys[:fresh], units[: fresh * group], group)
+        seq.next_entry = start + fresh
+        if fresh < len(keys):
+            # Another sequence cached this span first, or a fork shares part of it (an entry's
+            # units must share one reference count). This copy stays private, and so do the
+            # entries after it, so that every cached entry keeps its parent.
+            seq.keys = ()

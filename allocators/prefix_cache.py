@@ -10,11 +10,23 @@ its ancestors (a hit walks from the root; a sequence registers entry j only if i
 j - 1), and a sequence releases its entries deepest first. So an entry enters the LRU no earlier
 than each of its descendants and leaves it together with them, and the oldest entry is always a
 leaf; evicting it never orphans a cached descendant.
+
+A prompt has hundreds of entries, and each is registered, hit, released and evicted once per
+request, so every operation takes a whole chain at once. While every entry has one unit (paged,
+hybrid) a chain maps onto the dicts through map/zip/compress without a Python loop per entry;
+entries of several units (segmented nodes) take the general loop.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from itertools import chain, compress, islice, repeat, takewhile
+from operator import is_not, not_
 from typing import Iterable, Sequence
+
+
+def _consume(iterator) -> None:
+    """Run an iterator of side effects to its end at C speed."""
+    deque(iterator, maxlen=0)
 
 
 class PrefixCache:
@@ -24,6 +36,7 @@ class PrefixCache:
         self._entries: dict[int, tuple[int, ...]] = {}
         self._key_of: dict[int, int] = {}
         self._lru: OrderedDict[int, None] = OrderedDict()
+        self._single = True  # every entry so far holds one unit: the chain-at-once paths apply
         self.cached_units = 0  # units of the entries in the LRU
 
     def __contains__(self, key: int) -> bool:
@@ -31,22 +44,12 @@ class PrefixCache:
 
     def match(self, keys: Sequence[int], limit: int) -> list[int]:
         """The leading keys (at most limit) that have an entry: the cached prefix."""
-        hits = []
-        for key in keys[:limit]:
-            if key not in self._entries:
-                break
-            hits.append(key)
-        return hits
+        return list(takewhile(self._entries.__contains__, keys[:limit]))
 
     def leading(self, keys: Iterable[int]) -> int:
         """How many leading keys have an entry (keys may be a lazy iterator: it stops at the
         first miss, so that asking about a long uncached prompt costs one key)."""
-        count = 0
-        for key in keys:
-            if key not in self._entries:
-                break
-            count += 1
-        return count
+        return sum(1 for _ in takewhile(self._entries.__contains__, keys))
 
     def key_of(self, unit: int) -> int | None:
         """The key of the entry holding unit, if it is registered."""
@@ -55,14 +58,28 @@ class PrefixCache:
     def units(self, key: int) -> tuple[int, ...]:
         return self._entries[key]
 
+    def chain_units(self, keys: Sequence[int]) -> list[int]:
+        """The units of these entries, in order."""
+        return list(chain.from_iterable(map(self._entries.__getitem__, keys)))
+
     def unreferenced_units(self, keys: Sequence[int]) -> int:
         """Units of these entries now waiting in the LRU (a hit takes them out of it)."""
+        if self._single:
+            return sum(map(self._lru.__contains__, keys))
         return sum(len(self._entries[key]) for key in keys if key in self._lru)
 
-    def register(self, key: int, units: Sequence[int]) -> None:
-        """Add an entry for units that a running sequence holds (so it is not in the LRU)."""
-        self._entries[key] = tuple(units)
-        self._key_of.update(dict.fromkeys(units, key))
+    def unregistered(self, keys: Sequence[int]) -> int:
+        """How many leading keys have no entry and repeat no earlier one of them: those that
+        register() may take as a chain."""
+        entries = self._entries
+        if entries.keys().isdisjoint(keys) and len(set(keys)) == len(keys):
+            return len(keys)
+        seen: set[int] = set()
+        for index, key in enumerate(keys):
+            if key in entries or key in seen:
+                return index
+            seen.add(key)
+        return len(keys)
 
     def forget(self, key: int) -> None:
         """Drop a held entry: its holder is about to rewrite part of it. Cached entries below it
@@ -70,13 +87,30 @@ class PrefixCache:
         for unit in self._entries.pop(key):
             del self._key_of[unit]
 
-    def acquire(self, key: int) -> bool:
-        """A sequence takes a reference; return whether the entry was unreferenced before."""
-        if key not in self._lru:
-            return False
-        del self._lru[key]
-        self.cached_units -= len(self._entries[key])
-        return True
+    def register(self, keys: Sequence[int], units: Sequence[int], entry_units: int) -> None:
+        """Add a chain of entries of entry_units units each (units in key order), for units that
+        a running sequence holds (so they are not in the LRU); no key may have an entry."""
+        if entry_units == 1:
+            self._entries.update(zip(keys, zip(units)))
+            self._key_of.update(zip(units, keys))
+            return
+        self._single = False
+        spans = [tuple(units[i : i + entry_units]) for i in range(0, len(units), entry_units)]
+        self._entries.update(zip(keys, spans))
+        self._key_of.update(zip(units, chain.from_iterable(map(repeat, keys, repeat(entry_units)))))
+
+    def acquire(self, keys: Sequence[int]) -> tuple[int, list[int]]:
+        """Sequences take a reference to each of these entries. Return the units of those that
+        were unreferenced (they leave the LRU, and the taker is their only holder), and the
+        units of those already held (which gain a holder)."""
+        lru, entries = self._lru, self._entries
+        waiting = list(map(lru.__contains__, keys))
+        acquired = list(compress(keys, waiting))
+        _consume(map(lru.__delitem__, acquired))
+        freed = sum(map(len, map(entries.__getitem__, acquired)))
+        self.cached_units -= freed
+        held = self.chain_units(list(compress(keys, map(not_, waiting))))
+        return freed, held
 
     def release(self, key: int) -> None:
         """The entry's last reference is gone: it becomes the newest evictable entry."""
@@ -87,9 +121,22 @@ class PrefixCache:
         """Take units that just lost their last running reference, deepest first. An entry
         becomes evictable (release) when its first unit, the last of its units to go, comes by;
         return the units outside the cache, which are free now."""
-        key_of, entries = self._key_of, self._entries
+        key_of = self._key_of
         if key_of.keys().isdisjoint(units):
             return units
+        if self._single:
+            # One unit per entry: every cached unit releases its own entry, in the order given.
+            keys = list(map(key_of.get, units))
+            cached = list(map(is_not, keys, repeat(None)))
+            released = list(compress(keys, cached))
+            self._lru.update(zip(released, repeat(None)))
+            self.cached_units += len(released)
+            return list(compress(units, map(not_, cached)))
+        return self._release_spans(units)
+
+    def _release_spans(self, units: list[int]) -> list[int]:
+        """release_units where entries may hold several units."""
+        key_of, entries = self._key_of, self._entries
         outside = []
         index = 0
         while index < len(units):
@@ -112,11 +159,21 @@ class PrefixCache:
                 index += 1
         return outside
 
-    def evict_oldest(self) -> tuple[int, ...]:
-        """Drop the least recently used unreferenced entry; return its units (now free)."""
-        key, _ = self._lru.popitem(last=False)
-        units = self._entries.pop(key)
-        for unit in units:
-            del self._key_of[unit]
+    def evict(self, count: int) -> list[int]:
+        """Drop the least recently used unreferenced entries until at least count units are
+        free; return their units. The caller checked that the LRU holds that many."""
+        lru, entries = self._lru, self._entries
+        if self._single:
+            keys = list(islice(lru, count))
+        else:
+            keys, found = [], 0
+            for key in lru:
+                if found >= count:
+                    break
+                keys.append(key)
+                found += len(entries[key])
+        _consume(map(lru.__delitem__, keys))
+        units = list(chain.from_iterable(map(entries.pop, keys)))
+        _consume(map(self._key_of.__delitem__, units))
         self.cached_units -= len(units)
         return units

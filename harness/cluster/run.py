@@ -13,7 +13,7 @@ import pandas as pd
 import simpy
 
 from harness.cluster.router import make_router
-from harness.engine.loop import (RunResult, Replica, _progress_bar, arrivals,
+from harness.engine.loop import (ArrivalClock, RunResult, Replica, _progress_bar, arrivals,
                                  simulate as simulate_engine, within_horizon)
 from harness.engine.summary import summarize
 from harness.model.config import RunConfig
@@ -36,9 +36,10 @@ def simulate(config: RunConfig, trace: pd.DataFrame, *, progress: bool = False,
         return replicas[chosen]
 
     env = simpy.Environment()
-    env.process(arrivals(env, trace, route, replicas, seed=config.seed))
+    clock = ArrivalClock()
+    env.process(arrivals(env, trace, route, replicas, clock, seed=config.seed))
     bar = _progress_bar(len(trace), progress)
-    loops = [env.process(replica.loop(env, bar)) for replica in replicas]
+    loops = [env.process(replica.loop(env, clock, bar)) for replica in replicas]
     env.run(until=simpy.AllOf(env, loops))
     if bar is not None:
         bar.close()

@@ -35,6 +35,16 @@ from harness.engine.summary import summarize
 DECODE_RUN_CHUNK = 32
 
 
+@dataclass
+class ArrivalClock:
+    """When the arrival process next runs: the exact SimPy time of its pending timeout (infinite
+    once every request has arrived). Until then nothing outside a replica reads or changes it
+    (a router reads replicas only when a request arrives, and replicas never read each other),
+    so a replica may take steps that end before then ahead of the SimPy clock."""
+
+    next_s: float = -math.inf  # before the process first runs: an arrival may come at once
+
+
 class SchedulerStalled(RuntimeError):
     """Work remains but the scheduler finds nothing to run and nothing will arrive."""
 
@@ -109,10 +119,11 @@ class Engine:
     def run(self, *, progress: bool | Callable[[int], None] = False) -> RunResult:
         env = simpy.Environment()
         replica = self.replica
-        env.process(arrivals(env, self.trace, lambda group: replica, [replica],
+        clock = ArrivalClock()
+        env.process(arrivals(env, self.trace, lambda group: replica, [replica], clock,
                              seed=self.replica.config.seed))
         bar = _progress_bar(len(self.trace), progress)
-        loop = env.process(replica.loop(env, bar))
+        loop = env.process(replica.loop(env, clock, bar))
         env.run(until=loop)
         if bar is not None:
             bar.close()
@@ -120,9 +131,10 @@ class Engine:
 
 
 def arrivals(env: simpy.Environment, trace: pd.DataFrame, route: Callable[[Group], Replica],
-             replicas: list[Replica], *, seed: int = 0):
+             replicas: list[Replica], clock: ArrivalClock, *, seed: int = 0):
     """Hand each request, at its arrival time, to the replica route chooses; then tell every
-    replica that nothing more will arrive. seed: of the decoding patterns' modelled choices."""
+    replica that nothing more will arrive. clock says when this process next runs; seed: of
+    the decoding patterns' modelled choices."""
     arrival = trace["arrival_s"].to_numpy(dtype=np.float64).tolist()
     prompt = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
     output = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
@@ -138,6 +150,7 @@ def arrivals(env: simpy.Environment, trace: pd.DataFrame, route: Callable[[Group
     for rid in range(len(trace)):
         delay = arrival[rid] - env.now
         if delay > 0:
+            clock.next_s = env.now + delay  # the time SimPy gives the timeout, to the bit
             yield env.timeout(delay)
         n = samples[rid]
         seq_ids = (rid, *range(next_child, next_child + n - 1))
@@ -149,6 +162,7 @@ def arrivals(env: simpy.Environment, trace: pd.DataFrame, route: Callable[[Group
         group = Group(rid, prompt[rid], output[rid], n, hashes[rid], seq_ids, arrival[rid],
                       decoding)
         route(group).add(group)
+    clock.next_s = math.inf
     for replica in replicas:
         replica.close()
 
@@ -214,7 +228,7 @@ class Replica:
         if self._idle is not None and not self._idle.triggered:
             self._idle.succeed()
 
-    def loop(self, env: simpy.Environment, bar=None):
+    def loop(self, env: simpy.Environment, clock: ArrivalClock, bar=None):
         sched, executor, recorder = self.scheduler, self.executor, self.recorder
         usage = self.allocator.usage
         waiting, swapped = sched.waiting, sched.swapped
@@ -243,24 +257,31 @@ class Replica:
             if self.decode_runs:
                 run = sched.decode_run()
                 if run is not None:
-                    yield from self._decode_run(env, run)
+                    yield from self._decode_run(env, run, clock)
             if bar is not None and recorder.num_done != shown:
                 bar.update(recorder.num_done - shown)
                 shown = recorder.num_done
 
-    def _decode_run(self, env: simpy.Environment, run: DecodeRun):
+    def _decode_run(self, env: simpy.Environment, run: DecodeRun, clock: ArrivalClock):
         """Decode-only steps that the scheduler knows in advance, run and recorded one by one
         exactly as the loop would; an arrival ends the run, since the next step may admit it.
         An executor that prices decode steps in bulk prices them in chunks (a run is often cut
-        short by the next arrival); any other executor runs each step's batch."""
-        sched, recorder, usage = self.scheduler, self.recorder, self.allocator.usage
+        short by the next arrival); any other executor runs each step's batch.
+
+        Steps that end before the next arrival run ahead of the SimPy clock: `now` is this
+        replica's time, `synced` the clock's, and one timeout catches the clock up when a step
+        would end at or past the next arrival, or the run ends. A step is taken ahead only when
+        that timeout lands on `now` to the bit, so every time is the one step-by-step timeouts
+        would give."""
+        sched, row, usage = self.scheduler, self.recorder.row, self.allocator.usage
         executor = self.executor
         decode_steps = getattr(executor, "decode_steps", None)
         horizon = self.config.horizon_s if self.config.horizon_s is not None else math.inf
         arrived = self.arrived
         running, waiting = sched.num_running_seqs, len(sched.waiting)
         done = 0
-        while done < run.steps and self.arrived == arrived and env.now < horizon:
+        now = synced = env.now
+        while done < run.steps and self.arrived == arrived and now < horizon:
             count = min(DECODE_RUN_CHUNK, run.steps - done)
             priced: list[float | None] = [None] * count
             if decode_steps is not None:
@@ -268,14 +289,23 @@ class Replica:
                 priced = decode_steps(run.decode_tokens,
                                       run.context_tokens + run.decode_tokens * offsets).tolist()
             for step_s in priced:
-                if self.arrived != arrived or env.now >= horizon:
+                if self.arrived != arrived or now >= horizon:
                     break
                 batch = sched.decode_step(run, done, build=step_s is None)
                 if step_s is None:
                     step_s = executor.step(batch)
-                recorder.row(env.now, step_s, running, waiting, 0, 0, run.decode_tokens, usage())
-                yield env.timeout(step_s)
+                row(now, step_s, running, waiting, 0, 0, run.decode_tokens, usage())
                 done += 1
+                end = now + step_s
+                if end < clock.next_s and synced + (end - synced) == end:
+                    now = end
+                    continue
+                if now != synced:
+                    yield env.timeout(now - synced)
+                yield env.timeout(step_s)
+                now = synced = env.now
+        if now != synced:
+            yield env.timeout(now - synced)
         sched.end_decode_run(done)
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,7 +1,8 @@
 """The results of a run: one row per engine step and one row per request, and their files.
 
-Step rows are kept as tuples in small chunks turned into float64 arrays: the Azure trace makes
-over 400,000 steps, and a tuple of Python numbers per row would take some 300 MB. The
+Step rows are kept as one flat list of numbers in small chunks turned into float64 arrays: the
+Azure trace makes over 400,000 steps, and a tuple of Python numbers per row would take some
+300 MB (and numpy reads a flat list of numbers far faster than a list of tuples). The
 recorder alone appends rows; the scheduler reports request events to it. An executor that holds
 real KV memory (it has `kv_allocated_bytes`) adds a kv_allocated_bytes column, read after each
 step; cost-model runs keep exactly the columns of STEP_COLUMNS.
@@ -24,6 +25,8 @@ from reports.schema import (
 )
 
 _CHUNK_ROWS = 8192
+_FIXED = 8  # the figures of a row before the usage figures
+_ROW_FIGURES = _FIXED + len(USAGE_COLUMNS)  # the figures row() takes
 _usage_figures = attrgetter(*USAGE_COLUMNS)
 
 
@@ -48,7 +51,7 @@ class Recorder:
         # row of that step carries them (the step table then shows preemptions over time).
         self._preempted_since_row = 0
         self._chunks: list[np.ndarray] = []
-        self._rows: list[tuple] = []
+        self._rows: list[float] = []  # the figures of the rows not yet in a chunk, row by row
 
     # request events, called by the scheduler
     def admitted(self, rid: int, t: float, hit_tokens: int) -> None:
@@ -91,14 +94,16 @@ class Recorder:
         if self._executor is not None:
             self._kv_bytes.append(self._executor.kv_allocated_bytes)
         rows = self._rows
-        rows.append(
-            (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens,
-             self._preempted_since_row) + _usage_figures(usage)
-        )
+        rows += (time_s, step_s, running, waiting, swapped, prefill_tokens, decode_tokens,
+                 self._preempted_since_row)
+        rows += _usage_figures(usage)
         self._preempted_since_row = 0
-        if len(rows) == _CHUNK_ROWS:
-            self._chunks.append(np.array(rows, dtype=np.float64))
+        if len(rows) == _CHUNK_ROWS * _ROW_FIGURES:
+            self._chunks.append(self._chunk())
             rows.clear()
+
+    def _chunk(self) -> np.ndarray:
+        return np.array(self._rows, dtype=np.float64).reshape(-1, _ROW_FIGURES)
 
     @property
     def peak_kv_allocated_bytes(self) -> int | None:
@@ -108,10 +113,9 @@ class Recorder:
     def steps_frame(self) -> pd.DataFrame:
         """The steps table with the columns of STEP_COLUMNS (and kv_allocated_bytes when the
         executor has it)."""
-        chunks = self._chunks + ([np.array(self._rows, dtype=np.float64)] if self._rows else [])
-        fixed = 8  # the columns before the usage figures
-        data = np.concatenate(chunks) if chunks else np.zeros((0, fixed + len(USAGE_COLUMNS)))
-        t, step_s, running, waiting, swapped, prefill, decode, preempted = data[:, :fixed].T
+        chunks = self._chunks + ([self._chunk()] if self._rows else [])
+        data = np.concatenate(chunks) if chunks else np.zeros((0, _ROW_FIGURES))
+        t, step_s, running, waiting, swapped, prefill, decode, preempted = data[:, :_FIXED].T
         columns = {
             "step": np.arange(len(data), dtype=np.int64),
             "time_s": t,
@@ -124,7 +128,7 @@ class Recorder:
             "decode_tokens": decode,
             "preempted": preempted,
         }
-        columns.update(zip(USAGE_COLUMNS, data[:, fixed:].T))
+        columns.update(zip(USAGE_COLUMNS, data[:, _FIXED:].T))
         frame = pd.DataFrame(columns)
         ints = [c for c in STEP_COLUMNS if c not in FLOAT_STEP_COLUMNS]
         frame = frame.astype({c: np.int64 for c in ints})
