@@ -40,6 +40,13 @@ def _mixed_step(pool_dtype, backend, config):
         alloc.allocate(sid, int(n))
         tables.append(alloc.layout(sid).block_table)
     pool.sync(list(alloc.segments()), [])
+    # The context before each chunk is read, never written here: give it values, not whatever
+    # an uninitialised tensor holds (NaN at times).
+    slots = np.arange(alloc.usage().backed)
+    gen = torch.Generator().manual_seed(0)
+    pool.write_slots(pool.index(slots), torch.randn(
+        config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim, generator=gen,
+        dtype=pool_dtype))
     padded = np.zeros((4, 16), np.int32)
     for row, table in enumerate(tables):
         padded[row, : len(table)] = table
