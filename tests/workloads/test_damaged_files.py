@@ -183,3 +183,12 @@ def test_binary_data_is_called_binary_not_utf16(kind, fmt, write):
 def test_wide_text_without_a_byte_order_mark_is_named(encoding, write):
     path = write("azure.csv", AZURE.encode(encoding))
     _raises(path, 1, "encoding", encoding[:6].upper(), "save it as UTF-8")
+
+
+def test_a_timestamp_outside_the_nanosecond_range_is_a_bad_field(tmp_path):
+    """Found by the fuzz test: year 0 parses, then fails converting to nanoseconds."""
+    path = tmp_path / "azure.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n\r0000,1,3\n")
+    with pytest.raises(TraceError) as err:
+        load_trace(path, format="azure")
+    assert "TIMESTAMP" in str(err.value)

@@ -36,6 +36,10 @@ def chunk_tokens(options: ReadOptions) -> int:
     return 0
 
 
+NS_FIRST = pd.Timestamp.min.tz_localize("UTC")
+NS_LAST = pd.Timestamp.max.tz_localize("UTC")
+
+
 def read(source: Source, options: ReadOptions) -> Iterator[Rows]:
     """Rows of an Azure CSV, in file order."""
     require_columns(source, COLUMNS)
@@ -44,7 +48,8 @@ def read(source: Source, options: ReadOptions) -> Iterator[Rows]:
         frame, lines = table.frame, table.lines
         problems: list[Problem] = list(table.problems)
         stamps = pd.to_datetime(frame["TIMESTAMP"], format="ISO8601", errors="coerce", utc=True)
-        bad_time = stamps.isna().to_numpy()
+        # Arrivals are counted in nanoseconds: a date outside their range (year 0, say) is bad.
+        bad_time = (stamps.isna() | (stamps < NS_FIRST) | (stamps > NS_LAST)).to_numpy()
         record_problems(
             frame["TIMESTAMP"], bad_time, "not a timestamp like 2023-11-16 18:15:46.6805900",
             "TIMESTAMP", lines, problems,
