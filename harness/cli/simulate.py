@@ -170,31 +170,35 @@ def main(args: argparse.Namespace) -> int:
     configs = build_configs(args)
     spec = trace_spec(args)
     trace = spec.load()
+
+    def trace_for(config):
+        if args.truncate and config.max_model_len is not None:
+            # Cut in the spec, so that run.json says so and --from replays it.
+            return dataclasses.replace(spec, cap_lengths_to=config.max_model_len).load()
+        return trace
+
     if args.find_replicas:
-        return _find_replicas(configs, trace, Path(args.out), args.slo_ttft_s)
+        return _find_replicas(configs, trace_for, Path(args.out), args.slo_ttft_s)
     summaries = {}
     for config in configs:
         out = Path(args.out) / config.allocator.name if len(configs) > 1 else Path(args.out)
-        run_trace = trace
-        if args.truncate and config.max_model_len is not None:
-            # Cut in the spec, so that run.json says so and --from replays it.
-            run_trace = dataclasses.replace(spec, cap_lengths_to=config.max_model_len).load()
-        summaries[config.allocator.name] = _run(config, run_trace, out,
+        summaries[config.allocator.name] = _run(config, trace_for(config), out,
                                                 progress=not args.no_progress).summary
     if len(configs) > 1:
         print(comparison_table(summaries))
     return 0
 
 
-def _find_replicas(configs, trace, out: Path, slo_ttft_s: float) -> int:
-    """Per allocator, the fewest replicas that serve the trace under the SLO (one line each)."""
+def _find_replicas(configs, trace_for, out: Path, slo_ttft_s: float) -> int:
+    """Per allocator, the fewest replicas that serve its trace (trace_for(config)) under the SLO
+    (one line each)."""
     from harness.cluster.capacity import smallest_replicas
     from harness.engine.recorder import write_run
 
     for config in configs:
         name = config.allocator.name
         search = smallest_replicas(
-            config, trace, slo_ttft_s,
+            config, trace_for(config), slo_ttft_s,
             on_run=lambda n, result, name=name: write_run(result, out / name / f"replicas-{n}"))
         found = search.replicas if search.replicas is not None else "none of those tried"
         print(f"{name}: {found} replicas (p99 TTFT <= {slo_ttft_s:g} s, every request "

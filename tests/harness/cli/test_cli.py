@@ -115,3 +115,16 @@ def test_no_command_prints_help_and_runs_nothing(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.startswith("usage: kvharness") and "run" in out and "report" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_find_replicas_cuts_over_long_requests_with_truncate(tmp_path, capsys):
+    """Azure's first requests on a 1k-context model: some are longer than the context. Without
+    --truncate they are rejected and no replica count serves every request; with it, one does."""
+    args = ["simulate", "--trace", "azure-conv", "--requests", "30", "--allocator", "paged",
+            "--max-model-len", "1024", "--find-replicas", "--slo-ttft-s", "60", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "rejected")]) == 0
+    assert "paged: none of those tried" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "cut"), "--truncate"]) == 0
+    assert "paged: 1 replicas" in capsys.readouterr().out
+    run = json.loads((tmp_path / "cut" / "paged" / "replicas-1" / "run.json").read_text())
+    assert run["trace"]["spec"]["cap_lengths_to"] == 1024
