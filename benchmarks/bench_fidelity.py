@@ -250,6 +250,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "fidelity-out")))
     parser.add_argument("--model", default="llama3-8b")
     parser.add_argument("--allocators", default=",".join(ALLOCATORS))
+    parser.add_argument("--slices", default=",".join(s.name for s in SLICES),
+                        help="which of the slices to replay, by name")
     parser.add_argument("--profile-dir", type=Path,
                         help="fit to the profile there instead of measuring one (default --out)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -267,7 +269,11 @@ def main() -> int:
     args.deadline = started + args.time_limit_s
     args.device = torch.device(args.device)
     args.allocators = [a for a in args.allocators.split(",") if a]
-    args.slices = QUICK_SLICES if args.quick else SLICES
+    names = [n for n in args.slices.split(",") if n]
+    known = {s.name for s in SLICES}
+    if unknown := sorted(set(names) - known):
+        parser.error(f"--slices: unknown {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    args.slices = [s for s in (QUICK_SLICES if args.quick else SLICES) if s.name in names]
     args.out.mkdir(parents=True, exist_ok=True)
     args.profile_dir = args.profile_dir or args.out
     gpu = gpu_slug(args.device)
