@@ -74,7 +74,10 @@ class GridSpec:
     context_factor: int = 4  # ratio of neighbouring contexts, chunks and priors
     mixed_decodes: tuple[int, ...] = (4, 32, 128)
     mixed_contexts: tuple[int, ...] = (1024, 8192)
-    mixed_chunks: tuple[tuple[int, int], ...] = ((256, 0), (2048, 0), (1024, 4096))  # tokens, prior
+    # (tokens, prior) of the mixed steps' prefill chunk: the small chunks are the common mixed
+    # step of a loaded server (a new prompt's tail or a short prompt joining running decodes).
+    mixed_chunks: tuple[tuple[int, int], ...] = ((16, 0), (64, 0), (256, 0), (2048, 0),
+                                                 (1024, 4096))
 
 
 QUICK_GRID = GridSpec(max_num_seqs=2, max_num_batched_tokens=64, min_context=32, max_context=96,

@@ -9,7 +9,9 @@ interpretable coefficients from benchmarks/results/profile_<model>_<gpu>.csv:
            + a convex piecewise-linear function of the batch's tokens (the dense layers: flat
              while the weights' reads dominate, steeper once the GEMMs are compute-bound),
              written as a slope plus non-negative extra slopes past a few knots
-           + seconds per KV token that decode attention reads
+           + seconds per KV token that decode attention reads, one rate in decode-only steps
+             and another in steps that also carry a prefill chunk (the two run different
+             attention paths: a captured graph of split-KV decode, and the mixed path)
            + seconds per KV token of prior context that prefill attention reads
            + seconds per prefill query-key pair
            + swap traffic over PCIe, priced as the roofline does (the profile moves no swaps).
@@ -56,6 +58,7 @@ class FittedCostModel:
     knots: tuple[int, ...]
     knot_slopes_s: tuple[float, ...]  # extra seconds per token past each knot
     decode_kv_token_s: float
+    mixed_decode_kv_token_s: float  # per decode KV token in a step with a prefill chunk
     prefill_kv_token_s: float
     prefill_pair_s: float
     swap_token_s: float = 0.0
@@ -77,11 +80,13 @@ class FittedCostModel:
         """Seconds of one step. Any argument may be a numpy array (with maximum=np.maximum):
         the arithmetic is the same, term by term, so both give equal floats."""
         tokens = prefill_tokens + decode_tokens
-        step = self.overhead_s + self.eager_overhead_s * (prefill_tokens > 0)
+        with_prefill = prefill_tokens > 0
+        step = self.overhead_s + self.eager_overhead_s * with_prefill
         step = step + self.token_s * tokens
         for knot, slope in zip(self.knots, self.knot_slopes_s):
             step = step + slope * maximum(tokens - knot, 0)
-        step = step + self.decode_kv_token_s * decode_context_tokens
+        step = step + self.decode_kv_token_s * decode_context_tokens * (1 - with_prefill)
+        step = step + self.mixed_decode_kv_token_s * decode_context_tokens * with_prefill
         step = step + self.prefill_kv_token_s * (prefill_context_tokens - prefill_tokens)
         step = step + self.prefill_pair_s * prefill_attention_pairs
         return step + self.swap_token_s * swap_tokens
@@ -97,6 +102,7 @@ class FittedCostModel:
             "knots": list(self.knots),
             "knot_slopes_s": list(self.knot_slopes_s),
             "decode_kv_token_s": self.decode_kv_token_s,
+            "mixed_decode_kv_token_s": self.mixed_decode_kv_token_s,
             "prefill_kv_token_s": self.prefill_kv_token_s,
             "prefill_pair_s": self.prefill_pair_s,
             "swap_token_s": self.swap_token_s,
@@ -111,9 +117,11 @@ def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...]) -> np.ndarray:
         raise ProfileError(f"profile lacks columns {missing}")
     get = {c: frame[c].to_numpy(dtype=np.float64) for c in BATCH_FEATURES}
     tokens = get["prefill_tokens"] + get["decode_tokens"]
-    columns = [np.ones_like(tokens), (get["prefill_tokens"] > 0).astype(np.float64), tokens]
+    with_prefill = (get["prefill_tokens"] > 0).astype(np.float64)
+    columns = [np.ones_like(tokens), with_prefill, tokens]
     columns += [np.maximum(tokens - k, 0.0) for k in knots]
-    columns += [get["decode_context_tokens"],
+    columns += [get["decode_context_tokens"] * (1 - with_prefill),
+                get["decode_context_tokens"] * with_prefill,
                 get["prefill_context_tokens"] - get["prefill_tokens"],
                 get["prefill_attention_pairs"]]
     return np.column_stack(columns)
@@ -163,12 +171,12 @@ def fit(frame: pd.DataFrame, *, block_size: int | None = None,
     model = FittedCostModel(
         overhead_s=x[0], eager_overhead_s=x[1], token_s=x[2], knots=tuple(int(k) for k in knots),
         knot_slopes_s=tuple(float(v) for v in x[3:3 + n]), decode_kv_token_s=x[3 + n],
-        prefill_kv_token_s=x[4 + n], prefill_pair_s=x[5 + n],
+        mixed_decode_kv_token_s=x[4 + n], prefill_kv_token_s=x[5 + n], prefill_pair_s=x[6 + n],
         block_size=int(rows["block_size"].iloc[0]) if "block_size" in rows else 0, source=source,
     )
     model = replace(model, **{k: float(getattr(model, k)) for k in (
-        "overhead_s", "eager_overhead_s", "token_s", "decode_kv_token_s", "prefill_kv_token_s",
-        "prefill_pair_s")})
+        "overhead_s", "eager_overhead_s", "token_s", "decode_kv_token_s",
+        "mixed_decode_kv_token_s", "prefill_kv_token_s", "prefill_pair_s")})
     errors = price_rows(model, rows) / measured_s - 1.0
     return replace(model, fit_err_median=float(np.median(np.abs(errors))))
 

@@ -42,7 +42,8 @@ def bench():
 
 MODEL = FittedCostModel(
     overhead_s=1e-3, eager_overhead_s=5e-4, token_s=1e-6, knots=(16,), knot_slopes_s=(1e-6,),
-    decode_kv_token_s=1e-8, prefill_kv_token_s=1e-8, prefill_pair_s=1e-10)
+    decode_kv_token_s=1e-8, mixed_decode_kv_token_s=2e-8, prefill_kv_token_s=1e-8,
+    prefill_pair_s=1e-10)
 
 
 def _profile(config, where: Path) -> None:

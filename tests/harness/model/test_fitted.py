@@ -19,7 +19,8 @@ from reports.schema import PROFILE_COLUMNS
 
 TRUE = FittedCostModel(
     overhead_s=2e-3, eager_overhead_s=1.5e-3, token_s=2e-6, knots=(64, 256, 1024, 4096),
-    knot_slopes_s=(0.0, 20e-6, 40e-6, 0.0), decode_kv_token_s=3e-8, prefill_kv_token_s=1e-8,
+    knot_slopes_s=(0.0, 20e-6, 40e-6, 0.0), decode_kv_token_s=3e-8,
+    mixed_decode_kv_token_s=7e-8, prefill_kv_token_s=1e-8,
     prefill_pair_s=5e-11, block_size=16)
 
 
@@ -35,8 +36,10 @@ def synthetic_profile(model: FittedCostModel, *, seed: int = 0, noise: float = 0
         for prior in (0, 1024, 4096, 16384, 65536):
             rows.append((0, chunk, 0, prior + chunk, chunk * prior + chunk * (chunk + 1) // 2))
     for decodes in (4, 32, 128):
-        for chunk in (256, 2048):
-            rows.append((decodes, chunk, decodes * 4096, chunk, chunk * (chunk + 1) // 2))
+        for context in (1024, 8192):
+            for chunk in (16, 256, 2048):
+                rows.append((decodes, chunk, decodes * context, chunk,
+                             chunk * (chunk + 1) // 2))
     frame = pd.DataFrame(rows, columns=["decode_tokens", "prefill_tokens",
                                         "decode_context_tokens", "prefill_context_tokens",
                                         "prefill_attention_pairs"])
@@ -52,7 +55,7 @@ def synthetic_profile(model: FittedCostModel, *, seed: int = 0, noise: float = 0
 
 
 COEFFICIENTS = ("overhead_s", "eager_overhead_s", "token_s", "decode_kv_token_s",
-                "prefill_kv_token_s", "prefill_pair_s")
+                "mixed_decode_kv_token_s", "prefill_kv_token_s", "prefill_pair_s")
 
 
 def test_fit_recovers_the_coefficients_of_an_exact_profile():
