@@ -41,7 +41,7 @@ def test_transformers_state_dict_is_views_of_our_tensors(tiny_decoder):
     assert theirs in ours
 
 
-def test_prefill_logits_match_transformers(tiny_decoder, pad_tables):
+def test_prefill_logits_match_transformers(tiny_decoder, host_tables):
     pytest.importorskip("transformers")
     from harness.gpu.baseline import build_hf_model
 
@@ -57,9 +57,11 @@ def test_prefill_logits_match_transformers(tiny_decoder, pad_tables):
         work.append(PrefillWork(sid, prompt.astype(np.int64), 0, len(prompt), True))
     pool.sync(list(alloc.segments()), [])
     no_decode = DecodeWork([], np.zeros(0, np.int64), np.zeros(0, np.int64))
-    padded = pad_tables(tables, np.array([len(t) for t in tables]))
-    step = to_device(layout_step(work, no_decode, padded, 4), pool, torch.device("cpu"))
-    step = dataclasses.replace(step, logit_rows=torch.arange(step.num_prefill_tokens))
+    ids, rows, device_tables = host_tables(tables)
+    step = to_device(layout_step(work, no_decode, ids, rows.array, 4), pool, device_tables,
+                     torch.device("cpu"))
+    assert step.num_decode_rows == 0
+    step = dataclasses.replace(step, logit_rows=torch.arange(len(step.input_ids)))
     logits = tiny_decoder.forward(step, pool)
     hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)
     with torch.inference_mode():
