@@ -70,3 +70,19 @@ def test_prefill_logits_match_transformers(tiny_decoder, host_tables):
             got = logits[chunk.start : chunk.start + chunk.num_new]
             assert chunk.num_new == len(prompt) and chunk.context == 0
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_static_batches_stop_at_the_deadline(tiny_decoder):
+    pytest.importorskip("transformers")
+    import time
+
+    from harness.gpu.baseline import build_hf_model, static_batch_generate
+
+    hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)
+    prompts = [[5, 6, 7], [8, 9], [10], [11, 12]]
+    full = static_batch_generate(hf, prompts, [2, 3, 1, 2], batch_size=2)
+    assert (full.requests, full.output_tokens, full.generated_tokens) == (4, 8, 10)
+    # Past the deadline: the first batch runs, no other starts.
+    cut = static_batch_generate(hf, prompts, [2, 3, 1, 2], batch_size=2,
+                                deadline=time.perf_counter())
+    assert (cut.requests, cut.output_tokens, cut.generated_tokens) == (2, 5, 6)
