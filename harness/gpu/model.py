@@ -203,20 +203,23 @@ class AttentionBackend(Protocol):
 @dataclass(frozen=True)
 class Pointwise:
     """The elementwise work between the GEMMs: add_rms_norm(x, delta | None, weight, eps) ->
-    (x + delta in place, normed) and silu_mul(gate_up) -> silu(gate) * up. Fused Triton kernels
-    on a GPU (a few dozen small kernels per layer fewer); their torch references elsewhere,
-    which follow transformers' operation order exactly."""
+    (x + delta in place, normed), silu_mul(gate_up) -> silu(gate) * up and rotary(qk, cos, sin)
+    -> the rotated query and key heads. Fused Triton kernels on a GPU (a few dozen small kernels
+    per layer fewer); their torch references elsewhere, which follow transformers' operation
+    order exactly."""
 
     add_rms_norm: Callable
     silu_mul: Callable
+    rotary: Callable
 
     @classmethod
     def for_device(cls, device: torch.device) -> Pointwise:
-        from kernels import rms_norm, swiglu
+        from kernels import rms_norm, rotary, swiglu
 
         if device.type == "cuda":
-            return cls(rms_norm.add_rms_norm, swiglu.silu_mul)
-        return cls(rms_norm.add_rms_norm_reference, swiglu.silu_mul_reference)
+            return cls(rms_norm.add_rms_norm, swiglu.silu_mul, rotary.rotary)
+        return cls(rms_norm.add_rms_norm_reference, swiglu.silu_mul_reference,
+                   rotary.rotary_reference)
 
 
 class Decoder:
@@ -276,9 +279,9 @@ class Decoder:
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.config.head_dim
         q_width, kv_width = heads * dim, kv_heads * dim
         qkv = F.linear(x, lw.qkv)
-        # Queries and keys rotate together: one set of elementwise kernels for both.
-        qk = qkv[:, : q_width + kv_width].view(-1, heads + kv_heads, dim)
-        qk = qk * cos + _swap_halves(qk) * sin
+        # Queries and keys rotate together, in one pass.
+        qk = self.pointwise.rotary(qkv[:, : q_width + kv_width].view(-1, heads + kv_heads, dim),
+                                   cos, sin)
         q, k = qk[:, :heads], qk[:, heads:]
         v = qkv[:, q_width + kv_width :].view(-1, kv_heads, dim)
         self.backend.write(pool, layer, k, v, step.slot_mapping)
@@ -297,9 +300,3 @@ class Decoder:
             self.backend.prefill(q, cache, step.prefill_batch, bps, out=out)
         # Row-parallel: each rank's heads give a partial sum of the output projection.
         return self.tp.all_reduce(F.linear(out.reshape(-1, q_width), lw.o))
-
-
-def _swap_halves(x: torch.Tensor) -> torch.Tensor:
-    """[x2, x1] for x = [x1, x2] along the last dimension (rotate_half without the sign)."""
-    return x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
-
