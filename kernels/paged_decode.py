@@ -47,6 +47,7 @@ import triton
 import triton.language as tl
 
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
+from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 LOG2E = 1.4426950408889634
@@ -416,6 +417,7 @@ def paged_decode(
     config: DecodeConfig | None = None,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of one query token per sequence over its paged KV: out [B, Hq, D] in q's dtype.
 
@@ -432,6 +434,13 @@ def paged_decode(
     A float8_e4m3fn cache (written by kernels.kv_write.write_kv with the same scales) needs
     k_scale and v_scale, float32 [1] or [Hkv] (kernels/fp8.py), and q in bfloat16, float16 or
     float32; any other cache needs q in its own dtype and takes no scales.
+
+    out: where to write instead of a new tensor, [B, Hq, D] in q's dtype with a contiguous last
+    dimension (a row slice of a larger output is fine).
+
+    Host time per call is kept small (the launch is planned once per input shape and the
+    compiled kernels are launched directly, kernels/launch.py); the checks of the inputs run
+    when a shape is first seen.
     """
     table = segment_table(k_segments, v_segments) if table is None else table
     launch = _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
@@ -440,7 +449,11 @@ def paged_decode(
                                         q.device)
     batch, num_heads, head_dim = q.shape
     num_splits = launch.plan.num_splits
-    out = torch.empty_like(q)
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
+        raise KVLayoutError(f"out must be {tuple(q.shape)} {q.dtype} with a contiguous last "
+                            "dimension")
     if num_splits > 1:
         # One allocation for both partial results: the float32 outputs, then the log-sum-exps.
         parts = batch * num_heads * num_splits
@@ -451,27 +464,26 @@ def paged_decode(
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
     fp8 = launch.plan.constexprs["KV_FP8"]
-    _decode_split_kernel[(batch, table.num_kv_heads, num_splits)](
+    launch.split(
+        (batch, table.num_kv_heads, num_splits),
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, context_lens, out, part_out,
         part_lse, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_splits, **launch.split_kwargs,
+        stride_ks, stride_vs, scale * LOG2E, num_splits,
     )
     if num_splits > 1:
-        _decode_reduce_kernel[(batch, num_heads)](
-            part_out, part_lse, out, out.stride(0), out.stride(1), num_splits,
-            **launch.reduce_kwargs,
-        )
+        launch.reduce((batch, num_heads, 1), part_out, part_lse, out, out.stride(0),
+                      out.stride(1), num_splits)
     return out
 
 
 @dataclass(frozen=True)
 class _Launch:
-    """A checked LaunchPlan with the keyword arguments of its one or two launches."""
+    """A checked LaunchPlan and its one or two kernel launches."""
 
     plan: LaunchPlan
-    split_kwargs: dict
-    reduce_kwargs: dict
+    split: DirectLaunch
+    reduce: DirectLaunch
 
 
 # Launches by the shapes, strides, dtypes and devices of paged_decode's inputs. A plain tuple
@@ -494,22 +506,25 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
         plan = plan_launch(q, table, block_tables, num_splits, config)
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
             _LAUNCHES.clear()
-        launch = _LAUNCHES[key] = _Launch(plan, *_launch_kwargs(plan, q.shape[1], q.shape[2]))
+        launch = _LAUNCHES[key] = _launches(plan, q.shape[1], q.shape[2])
     return launch
 
 
-def _launch_kwargs(plan: LaunchPlan, num_heads: int, head_dim: int) -> tuple[dict, dict]:
+def _launches(plan: LaunchPlan, num_heads: int, head_dim: int) -> _Launch:
     consts = plan.constexprs
-    split = dict(consts, num_warps=plan.config.num_warps, num_stages=plan.config.num_stages)
+    split = DirectLaunch(_decode_split_kernel, consts,
+                         dict(num_warps=plan.config.num_warps, num_stages=plan.config.num_stages))
     block_s = triton.next_power_of_2(plan.num_splits)
     # One warp sums the splits inside each thread, with no exchange between warps: faster than
     # four warps up to 32 splits at 1x4096, slower at 64 (measured on an H100).
-    reduce = dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
-                  EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"],
-                  num_warps=1 if block_s <= 32 else 4)
+    reduce_options = dict(num_warps=1 if block_s <= 32 else 4)
     if consts["USE_PDL"]:
-        reduce["launch_pdl"] = True
-    return split, reduce
+        reduce_options["launch_pdl"] = True
+    reduce = DirectLaunch(_decode_reduce_kernel,
+                          dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
+                               EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"]),
+                          reduce_options)
+    return _Launch(plan, split, reduce)
 
 
 def _check_inputs(q, table, block_tables, context_lens, blocks_per_segment) -> None:

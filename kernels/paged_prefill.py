@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -32,6 +32,7 @@ import triton.language as tl
 
 from kernels.paged_decode import LOG2E, round_to_bf16, saturate_to_fp16, tile_rows
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
+from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 
@@ -197,6 +198,12 @@ class PrefillPlan:
     config: PrefillConfig
     block_q: int
     constexprs: tuple  # sorted (name, value) pairs
+    launch: DirectLaunch = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        options = dict(num_warps=self.config.num_warps, num_stages=self.config.num_stages)
+        object.__setattr__(self, "launch",
+                           DirectLaunch(_prefill_kernel, dict(self.constexprs), options))
 
     def num_tiles(self, num_tokens: int, num_seqs: int) -> int:
         """Grid size along the query tiles: an upper bound read off the shapes alone."""
@@ -246,6 +253,7 @@ def paged_prefill(
     config: PrefillConfig | None = None,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query chunks over their sequences' paged KV: out [T, Hq, D]
     in q's dtype.
@@ -257,6 +265,10 @@ def paged_prefill(
     cache already. Pass `table` to skip rebuilding the segment table. Reads no tensor data on
     the host, so it needs no synchronisation. A float8_e4m3fn cache needs k_scale and v_scale
     as kernels.paged_decode.paged_decode takes them.
+
+    Rows of q past query_starts[P] belong to no chunk: their output is left as it was. out:
+    where to write instead of a new tensor, [T, Hq, D] in q's dtype with a contiguous last
+    dimension; only the chunks' rows are written.
     """
     table = segment_table(k_segments, v_segments) if table is None else table
     _check_inputs(q, table, block_tables, query_starts, context_lens, blocks_per_segment)
@@ -268,18 +280,22 @@ def paged_prefill(
     plan = plan_prefill(num_heads, table.num_kv_heads, head_dim, table.block_size,
                         table.blocks_per_segment, q.dtype, q.device, config,
                         table.dtype if fp8 else None)
-    out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
+        raise KVLayoutError(f"out must be {tuple(q.shape)} {q.dtype} with a contiguous last "
+                            "dimension")
     if num_tokens == 0:
         return out
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     num_tiles = plan.num_tiles(num_tokens, num_seqs)
     # Without fp8 the scale pointers are never read: any tensor will do.
-    _prefill_kernel[(num_tiles, table.num_kv_heads)](
+    plan.launch(
+        (num_tiles, table.num_kv_heads, 1),
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, query_starts, context_lens,
         out, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_seqs, num_tiles, **dict(plan.constexprs),
-        num_warps=plan.config.num_warps, num_stages=plan.config.num_stages,
+        stride_ks, stride_vs, scale * LOG2E, num_seqs, num_tiles,
     )
     return out
 

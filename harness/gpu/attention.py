@@ -1,8 +1,8 @@
 """Attention backends over the KV pool: the Triton kernels on a GPU, the torch reference elsewhere.
 
 Both store new K/V at the allocator's slots, run prefill attention for every prefill chunk of a
-step in one call per layer and decode attention for every decoding sequence in another; they
-differ only in which kernels do it.
+step in one call per layer and decode attention for every decoding sequence in another, each
+into the given rows of one output; they differ only in which kernels do it.
 """
 from __future__ import annotations
 
@@ -62,18 +62,20 @@ class TritonAttention:
         self._write_kv(k, v, None, None, where.slots, pool.block_size, pool.blocks_per_segment,
                        table=pool.layer(layer).handle)
 
-    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment):
+    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment, out=None):
         return self._paged_prefill(q, None, None, batch.block_tables, batch.query_starts,
-                                   batch.context_lens, blocks_per_segment, table=cache.handle)
+                                   batch.context_lens, blocks_per_segment, table=cache.handle,
+                                   out=out)
 
-    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
+    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
+               out=None):
         table = cache.handle
         key = (q.shape[0], block_tables.shape[1])
         splits = self._splits.get(key)
         if splits is None:
             splits = self._splits[key] = self._num_splits(q, table, block_tables)
         return self._paged_decode(q, None, None, block_tables, context_lens, blocks_per_segment,
-                                  num_splits=splits, table=table)
+                                  num_splits=splits, table=table, out=out)
 
     def _num_splits(self, q, table, block_tables) -> int:
         if self._sms is None:  # the Triton interpreter runs CPU tensors: one "SM"
@@ -124,18 +126,28 @@ class ReferenceAttention:
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
         pool.write(layer, k, v, where)
 
-    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment):
-        out = self._reference_prefill(q, cache.k_segments, cache.v_segments, batch.block_tables,
-                                      batch.query_starts, batch.context_lens, blocks_per_segment)
-        return out.to(q.dtype)
+    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment, out=None):
+        result = self._reference_prefill(q, cache.k_segments, cache.v_segments,
+                                         batch.block_tables, batch.query_starts,
+                                         batch.context_lens, blocks_per_segment)
+        return _into(result, q.dtype, out, slice(0, int(batch.query_starts[-1])))
 
-    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
-        out = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,
-                                     context_lens, blocks_per_segment)
-        return out.to(q.dtype)
+    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
+               out=None):
+        result = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,
+                                        context_lens, blocks_per_segment)
+        return _into(result, q.dtype, out, slice(None))
 
     def warmup(self, pool: KVPool, num_heads: int) -> None:
         """Nothing to compile."""
+
+
+def _into(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None, rows: slice):
+    """The kernels' out= for the references: result's rows written into out, or result."""
+    if out is None:
+        return result.to(dtype)
+    out[rows] = result[rows]
+    return out
 
 
 def default_backend(device: torch.device) -> TritonAttention | ReferenceAttention:

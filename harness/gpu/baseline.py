@@ -109,16 +109,25 @@ class BaselineResult:
 
 @torch.inference_mode()
 def static_batch_generate(
-    model, prompts: Sequence[Sequence[int]], output_tokens: Sequence[int], *, batch_size: int
+    model, prompts: Sequence[Sequence[int]], output_tokens: Sequence[int], *, batch_size: int,
+    deadline: float | None = None,
 ) -> BaselineResult:
     """Run the requests in arrival order in fixed-size batches: left-padded prompts, greedy,
-    max_new_tokens = the batch's largest output. Wall time covers every batch."""
+    max_new_tokens = the batch's largest output. Wall time covers every batch run.
+
+    deadline (time.perf_counter() seconds): no batch is started that the pace of the batches
+    before it says would end after it (the first always runs); the result then covers the
+    batches run."""
     device = model.lm_head.weight.device
-    generated = 0
+    generated = done = 0
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     for first in range(0, len(prompts), batch_size):
+        if deadline is not None and first:
+            per_batch = (time.perf_counter() - start) / (first // batch_size)
+            if time.perf_counter() + per_batch > deadline:
+                break
         batch = prompts[first : first + batch_size]
         new = max(output_tokens[first : first + batch_size])
         width = max(len(p) for p in batch)
@@ -132,6 +141,7 @@ def static_batch_generate(
             min_new_tokens=new, do_sample=False, pad_token_id=0,
         )
         generated += len(batch) * new
-    sync()
+        done += len(batch)
+        sync()
     seconds = time.perf_counter() - start
-    return BaselineResult(len(prompts), batch_size, int(sum(output_tokens)), generated, seconds)
+    return BaselineResult(done, batch_size, int(sum(output_tokens[:done])), generated, seconds)

@@ -116,6 +116,22 @@ def test_zero_context_gives_zeros(make_cache, device):
         assert torch.allclose(out[1].double(), ref[1], rtol=1e-4, atol=1e-5)
 
 
+def test_out_writes_into_a_row_slice(make_cache, rel_err, device):
+    """out= fills a slice of a larger output (the decode rows of a mixed step), nothing else."""
+    cache = make_cache(context_lens=[9, 30], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=9)
+    q = _query(2, 8, torch.float32, device, seed=9)
+    full = torch.full((5, 8, HEAD_DIM), 7.0, device=device)
+    for num_splits in (1, 2):
+        out, ref = _run_both(cache, q, num_splits=num_splits, config=TILE_16, out=full[3:])
+        assert out.data_ptr() == full[3:].data_ptr()
+        assert rel_err(full[3:], ref) < 1e-4
+        assert torch.equal(full[:3], torch.full_like(full[:3], 7.0))
+    with pytest.raises(KVLayoutError, match="out must be"):
+        paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                     cache.context_lens, cache.blocks_per_segment, out=full[:3])
+
+
 def test_rejects_mismatched_inputs(make_cache, device):
     cache = make_cache(context_lens=[5], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
                        blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=0)

@@ -98,6 +98,27 @@ def test_chunks_of_one_prompt_equal_the_whole_prompt(make_cache, device):
         torch.testing.assert_close(part, whole[lo:hi], rtol=1e-5, atol=1e-5)
 
 
+def test_out_keeps_the_rows_past_the_chunks(make_cache, rel_err, device):
+    """Rows after query_starts[P] (the decode rows of a mixed step) are no chunk's: out= keeps
+    what they held."""
+    cache = make_cache(context_lens=[5, 12], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=4)
+    q, starts = _inputs([3, 4], 8, torch.float32, device, seed=4)
+    q = torch.cat([q, torch.randn(2, 8, HEAD_DIM, device=device)])
+    out = torch.full_like(q, 7.0)
+    paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                  cache.context_lens, cache.blocks_per_segment, config=SMALL, out=out)
+    k64, v64 = cache.widened()
+    ref = reference_prefill(q[:7].double(), k64, v64, cache.block_tables, starts.cpu(),
+                            cache.context_lens.cpu(), cache.blocks_per_segment,
+                            compute_dtype=torch.float64)
+    assert rel_err(out[:7], ref) < 1e-4
+    assert torch.equal(out[7:], torch.full_like(out[7:], 7.0))
+    with pytest.raises(KVLayoutError, match="out must be"):
+        paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                      cache.context_lens, cache.blocks_per_segment, out=out[:7])
+
+
 def test_plan_is_cached_per_shape(device):
     dev = torch.device(device)
     first = plan_prefill(32, 8, 128, 16, 64, torch.bfloat16, dev)
