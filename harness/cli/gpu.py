@@ -9,13 +9,14 @@ With --tp N the decoder is split over N processes (harness.gpu.tp_run); the engi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
 from harness.cli.params import add_param_arguments, cli_params
-from harness.cli.simulate import add_decoding_arguments
+from harness.cli.simulate import add_decoding_arguments, add_window_arguments, with_window
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_param_arguments(parser)
     parser.add_argument("--model", default="llama3-8b", help="model preset (tiny, llama3.2-1b, "
                         "llama3-8b, ...)")
+    add_window_arguments(parser)
     parser.add_argument("--requests", type=positive_int, metavar="N",
                         help="the first N requests only")
     parser.add_argument("--start", type=non_negative_int, default=0,
@@ -90,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
         seed=args.seed, tp=args.tp,
     )
+    config = dataclasses.replace(config, model=with_window(config.model, args))
     if config.tp > 1:
         from harness.gpu.tp_run import run_tensor_parallel
 
