@@ -27,6 +27,7 @@ class Group:
         "target",
         "computed",
         "kv_len",
+        "kv_start",
         "num_live",
         "fork_len",
         "first_token_done",
@@ -55,6 +56,9 @@ class Group:
         self.target = prompt  # tokens the next prefill computes (prompt + generated on recompute)
         self.computed = 0  # tokens of the target whose KV is written
         self.kv_len = 0  # KV length of every sequence of the group
+        # Under a sliding window: the first token any sample's next query reads (the
+        # allocator was told; tokens before it are let go or stale, and never move in a swap).
+        self.kv_start = 0
         self.num_live = 0  # sequences allocated: 0 while queued, 1 until forked, then up to n
         self.fork_len = 0  # KV length when the children were forked (their shared prefix)
         self.first_token_done = False
@@ -81,8 +85,10 @@ class Group:
         return self.prompt + self.n * max(self.output - 1, 0)
 
     def swap_tokens(self) -> int:
-        """KV tokens a swap moves: the shared prefix once, each child's own tokens once."""
-        return self.kv_len + (self.num_live - 1) * (self.kv_len - self.fork_len)
+        """KV tokens a swap moves, from the window start on: the shared prefix once, each
+        child's own tokens once."""
+        own = self.kv_len - max(self.fork_len, self.kv_start)
+        return self.kv_len - self.kv_start + (self.num_live - 1) * own
 
     def reset_for_recompute(self) -> None:
         """After preemption by recompute: the KV is gone. A single sample keeps its tokens and
@@ -97,3 +103,4 @@ class Group:
         self.target = self.prompt + self.generated
         self.computed = 0
         self.kv_len = 0
+        self.kv_start = 0
