@@ -354,9 +354,13 @@ class DecodeShape:
 
     @property
     def max_keys(self) -> int:
-        """The most keys a query reads: the block tables' span, or the window's tiles."""
-        span = self.table_width * self.block_size
-        return span if self.window is None else min(span, self.window + TILE_TOKENS)
+        return max_keys(self.table_width * self.block_size, self.window)
+
+
+def max_keys(span: int, window: int | None) -> int:
+    """The most keys one query's splits share out, for block tables that span `span` tokens:
+    the span, or the window's keys and the part of a tile before them."""
+    return span if window is None else min(span, window + TILE_TOKENS)
 
 
 def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,

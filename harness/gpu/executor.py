@@ -296,7 +296,8 @@ class GpuExecutor:
         """Before the first timed step: back the first segments and compile the kernels, so
         that no step's time holds a compilation."""
         self.pool.sync(batch.segments_added, batch.segments_released)
-        self.decoder.backend.warmup(self.pool, self.decoder.num_heads)
+        self.decoder.backend.warmup(self.pool, self.decoder.num_heads,
+                                    self.decoder.config.sliding_window)
         self._warm = True
 
     # -- host-side preparation ----------------------------------------------------------------
@@ -368,11 +369,11 @@ class GpuExecutor:
 
     def _op_slots(self, op: SwapOp) -> np.ndarray:
         table = np.asarray(op.block_table, dtype=np.int64)
-        return slots_of(table, np.arange(op.num_tokens), self.pool.block_size)
+        return slots_of(table, np.arange(op.first_token, op.num_tokens), self.pool.block_size)
 
     def _swap_out(self, op: SwapOp) -> None:
-        """Save a sequence's written KV in the host swap space; its slots are the allocator's
-        again."""
+        """Save a sequence's written KV (from its window start on) in the host swap space; its
+        slots are the allocator's again."""
         self.swap.save(op.seq_id, self.pool.read_slots(self.pool.index(self._op_slots(op))))
         self._tables.drop(op.seq_id)
         self._swaps[0] += 1

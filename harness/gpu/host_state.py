@@ -72,7 +72,8 @@ class TableRows:
     The allocator changes a live sequence's table only at its tail: extending appends blocks,
     copy-on-write replaces the last one, truncation drops from the end. A table new since the
     last step is therefore rewritten from the last entry seen; a table that is the very object
-    seen last costs nothing. A sequence whose KV is freed (finished, preempted for recompute,
+    seen last costs nothing. (A slide also sets entries at the front to NO_BLOCK; the row keeps
+    the ids those entries had, which no kernel reads: they lie before every window.) A sequence whose KV is freed (finished, preempted for recompute,
     swapped out) is dropped, so its next table is written whole.
     """
 

@@ -35,6 +35,7 @@ class DecoderConfig:
     vocab_size: int
     rope_theta: float = 500000.0
     rms_norm_eps: float = 1e-5
+    sliding_window: int | None = None  # keys each query reads (None: all before it)
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
@@ -53,6 +54,7 @@ class DecoderConfig:
             hidden_size=spec.hidden_size,
             intermediate_size=spec.intermediate_size,
             vocab_size=spec.vocab_size,
+            sliding_window=spec.sliding_window,
         )
 
 
@@ -189,15 +191,15 @@ class StepInputs:
 
 class AttentionBackend(Protocol):
     """Stores K/V at pool slots and runs prefill and decode attention over the pool
-    (harness.gpu.attention)."""
+    (harness.gpu.attention), under the decoder's sliding window when it has one."""
 
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None: ...
 
-    def prefill(self, q, cache, batch: PrefillBatch, blocks_per_segment, out=None
-                ) -> torch.Tensor: ...
+    def prefill(self, q, cache, batch: PrefillBatch, blocks_per_segment, window: int | None,
+                out=None) -> torch.Tensor: ...
 
-    def decode(self, q, cache, block_tables, context_lens, blocks_per_segment, out=None
-               ) -> torch.Tensor: ...
+    def decode(self, q, cache, block_tables, context_lens, blocks_per_segment,
+               window: int | None, out=None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -287,8 +289,9 @@ class Decoder:
         self.backend.write(pool, layer, k, v, step.slot_mapping)
 
         cache, bps = pool.layer(layer), pool.blocks_per_segment
+        window = self.config.sliding_window
         if step.prefill_batch is None:  # every row decodes
-            out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps)
+            out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps, window)
         else:
             # One launch per kind of row, into one output. Decode first: in a padded step its
             # rows may begin among the prefill rows, which the prefill launch then writes.
@@ -296,7 +299,7 @@ class Decoder:
             first = q.shape[0] - step.num_decode_rows
             if step.num_decode_rows:
                 self.backend.decode(q[first:], cache, step.block_tables, step.context_lens, bps,
-                                    out=out[first:])
-            self.backend.prefill(q, cache, step.prefill_batch, bps, out=out)
+                                    window, out=out[first:])
+            self.backend.prefill(q, cache, step.prefill_batch, bps, window, out=out)
         # Row-parallel: each rank's heads give a partial sum of the output projection.
         return self.tp.all_reduce(F.linear(out.reshape(-1, q_width), lw.o))
