@@ -20,7 +20,7 @@ DEFINITIONS = (
     "fragmentation;\n    0 where any free unit serves)\n"
     "prefix cache: kept for reuse, no running\n    reference (evictable)\n"
     "stale: held, but behind the sliding window\n    of every sequence holding it (never read\n"
-    "    again; a unit goes once all of it is)\n"
+    "    again; let go once its whole unit is)\n"
     "free: backed and usable by the next request\n\n"
     "Shares are time-weighted means over the run\n(step durations as weights)."
 )
