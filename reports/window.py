@@ -86,9 +86,14 @@ def pair_runs(runs: list[Run], facts: AllocatorFacts = NO_FACTS) -> list[WindowP
 
 
 def _span(values: list[float], text) -> str:
-    """'a' when the values read the same, else 'lowest to highest'."""
+    """'a' when the values read the same, else 'lowest\u2013highest'."""
     low, high = text(min(values)), text(max(values))
-    return low if low == high else f"{low} to {high}"
+    return low if low == high else f"{low}\u2013{high}"
+
+
+def _names(labels: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
 def _times(value: float) -> str:
@@ -102,8 +107,9 @@ def takeaway(pairs: list[WindowPair], trace: str) -> str:
     window = pairs[0].window
     freeing = [p for p in pairs if p.freed() > 0.01]
     keeping = [p for p in pairs if p not in freeing]
-    parts = [f"{trace} through a {window:,}-token sliding window, against the same model with "
-             "full attention:"]
+    model = (pairs[0].windowed.config.get("model") or {}).get("name", "the model")
+    parts = [f"On {trace}, {model} ran through each allocator once with a {window:,}-token "
+             "sliding window and once with full attention."]
     if freeing:
         def both(key: str, text) -> tuple[str, str]:
             full, windowed = zip(*(p.figures(key) for p in freeing))
@@ -113,9 +119,9 @@ def takeaway(pairs: list[WindowPair], trace: str) -> str:
         peak_full, peak_window = both("peak_running", count)
         ttft_full, ttft_window = both("ttft_p99_s", seconds)
         parts.append(
-            f"{', '.join(p.label for p in freeing)} let go of "
+            f"{_names([p.label for p in freeing])} let go of "
             f"{_span([p.freed() for p in freeing], pct)} of the KV a running request holds "
-            f"({full_kv} -> {window_kv} tokens on average), so they run "
+            f"({full_kv} to {window_kv} tokens on average), so they run "
             f"{_span([p.ratio('mean_running') for p in freeing], _times)} as many requests at "
             f"once (peak {peak_window} against {peak_full}) at "
             f"{_span([p.ratio('throughput_tok_s') for p in freeing], _times)} the throughput, "
@@ -128,7 +134,7 @@ def takeaway(pairs: list[WindowPair], trace: str) -> str:
                 f"What a unit keeps behind the window differs: {pct(stale[most], 1)} of "
                 f"{most}'s memory is stale (a prompt's KV goes a whole prefix-cache entry at a "
                 f"time), against {_span([stale[label] for label in rest], lambda v: pct(v, 1))} "
-                f"for {', '.join(rest)}.")
+                f"for {_names(rest)}.")
         cached = [p.windowed.figure("waste_cached") for p in freeing]
         if max(cached) > 0.05:
             parts.append(
