@@ -52,11 +52,30 @@ class Window:
         boundary = max(boundary, dropped)
         old_end = -(-old_start // unit)  # one past the region before and after
         end = -(-start // unit)
+        if boundary == dropped and end == old_end > dropped and \
+                seq.units[end - 1] not in self._shared:
+            # A decode step's slide inside the region's last unit, which the sequence alone
+            # holds: only that unit's stale count grows.
+            self._stale_by_unit[seq.units[end - 1]][seq_id] = start - (end - 1) * unit
+            self._stale += start - old_start
+            self._logical -= start - old_start
+            seq.start = start
+            return
         gone = seq.units[dropped:boundary]
+        shared = self._shared
+        if old_end <= dropped and end <= boundary and not any(u in shared for u in gone):
+            # No region before or after (a one-token page, say), and the units let go have
+            # no other holder: no stale count changes.
+            self._logical -= start - old_start
+            seq.start = start
+            seq.units[dropped:boundary] = [NO_BLOCK] * len(gone)
+            seq.dropped = boundary
+            self._let_go(gone, unit)
+            self._pool.release_empty()
+            return
         # Units whose stale count can change: those leaving the region, its last one (its
         # count grows), and those let go that others hold (one holder less).
         edge = range(dropped, min(old_end, boundary))
-        shared = self._shared
         touched = self._detach([*(seq.units[j] for j in (*edge, old_end - 1)
                                   if dropped <= j < old_end),
                                 *(u for u in gone if u in shared)])
