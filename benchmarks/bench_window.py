@@ -157,10 +157,10 @@ def main() -> int:
     parser.add_argument("--contexts", type=ints, default=[8192, 32768])
     parser.add_argument("--model", default="mistral-7b")
     parser.add_argument("--trace", default="mooncake-conv")
-    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--rate-scale", type=float, default=4.0)
-    parser.add_argument("--budget-slots", type=int, default=131072,
-                        help="KV slots: 16 GiB of mistral-7b KV, which full attention presses")
+    parser.add_argument("--budget-slots", type=int, default=98304,
+                        help="KV slots: 12 GiB of mistral-7b KV, which full attention presses")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--skip-executor", action="store_true")
     args = parser.parse_args()
