@@ -107,8 +107,9 @@ class Scheduler(DecodeRuns):
                 f"prompt + output = {total} tokens > the step's token budget "
                 f"{self.policy.token_budget} without chunked prefill"
             )
-        if g.min_kv_slots > self.budget_slots:
-            return f"needs at least {g.min_kv_slots} KV slots; the budget holds {self.budget_slots}"
+        least = g.min_kv_slots(self.window)
+        if least > self.budget_slots:
+            return f"needs at least {least} KV slots; the budget holds {self.budget_slots}"
         return ""
 
     def schedule(self, now: float) -> Batch | None:

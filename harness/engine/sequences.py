@@ -79,10 +79,15 @@ class Group:
     def in_prefill(self) -> bool:
         return self.computed < self.target
 
-    @property
-    def min_kv_slots(self) -> int:
-        """The least KV a finished request holds: the shared prompt plus each sample's tokens."""
-        return self.prompt + self.n * max(self.output - 1, 0)
+    def min_kv_slots(self, window: int | None = None) -> int:
+        """The least KV the request needs at once: its prompt when admitted, and when finished
+        the shared prompt plus each sample's own tokens (under a sliding window, only what lies
+        in the window of a finished sample)."""
+        final = self.prompt + max(self.output - 1, 0)  # the KV length of a finished sample
+        first = 0 if window is None else max(0, final - window)  # its window start
+        shared = max(0, self.prompt - first)
+        own = final - max(self.prompt, first)
+        return max(self.prompt, shared + self.n * own)
 
     def swap_tokens(self) -> int:
         """KV tokens a swap moves, from the window start on: the shared prefix once, each

@@ -118,3 +118,13 @@ def test_a_step_counts_the_keys_its_queries_read():
         first_key = start + 1 - reads[0]  # the first query's window start
         assert batch.prefill_context_tokens == start + num - first_key
         assert batch.decode_context_tokens == reads[-1]
+
+
+def test_a_request_that_fits_only_through_its_window_runs(tiny_config, make_trace):
+    """Full attention rejects what can never fit; the window's share of it can run."""
+    trace = make_trace([100, 100], [3000, 50], n=[2, 1])
+    runs = {window: simulate(tiny_config("paged", slots=1024, window=window), trace)
+            for window in (None, WINDOW)}
+    assert runs[None].requests["status"].tolist() == ["rejected", "completed"]
+    assert f"needs at least {100 + 2 * 2999} KV slots" in runs[None].requests["reason"][0]
+    assert runs[WINDOW].requests["status"].tolist() == ["completed", "completed"]
