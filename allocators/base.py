@@ -172,10 +172,11 @@ class Allocator(ABC):
     @abstractmethod
     def truncate(self, seq_id: int, num_tokens: int) -> None:
         """Keep only the first num_tokens (1..length, and no fewer than the window start)
-        written tokens of a sequence: the rollback of rejected speculative tokens. Units left holding no kept token are let go (a static
-        reservation stays whole); registered prefix-cache entries stay valid for their other
-        holders. A kept, partly cut unit that others share is never rewritten under them: the
-        sequence gets a copy (reported), which needs a free unit (OutOfKVMemory without)."""
+        written tokens of a sequence: the rollback of rejected speculative tokens. Units left
+        holding no kept token are let go (a static reservation stays whole); registered
+        prefix-cache entries stay valid for their other holders. A kept, partly cut unit that
+        others share is never rewritten under them: the sequence gets a copy (reported), which
+        needs a free unit (OutOfKVMemory without)."""
 
     @abstractmethod
     def slide(self, seq_id: int, start: int) -> None:

@@ -329,9 +329,10 @@ class BlockPoolAllocator(Rollback, Window, Allocator):
 
     def _let_go(self, units: list[int], tail_written: int) -> None:
         """Drop one reference to each of units, the end of a sequence's list (its last unit
-        holds tail_written tokens) or the front a slide lets go (tail_written: a whole unit). Units that lose their last reference go, deepest first, so
-        that a cached entry enters the LRU after its descendants and is evicted after them (see
-        prefix_cache): to the prefix cache when registered, else back to the pool."""
+        holds tail_written tokens) or the front a slide lets go (tail_written: a whole unit).
+        Units that lose their last reference go, deepest first, so that a cached entry enters
+        the LRU after its descendants and is evicted after them (see prefix_cache): to the
+        prefix cache when registered, else back to the pool."""
         unit_tokens, shared = self._unit, self._shared
         if not shared or shared.keys().isdisjoint(units):
             released = units[::-1]

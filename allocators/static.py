@@ -172,7 +172,8 @@ class StaticAllocator(Allocator):
     def layout(self, seq_id: int) -> SeqLayout:
         seq = self._get(seq_id)
         first = seq.start_block
-        return SeqLayout(self._align, self._arena_blocks, tuple(range(first, first + seq.num_blocks)))
+        return SeqLayout(self._align, self._arena_blocks,
+                         tuple(range(first, first + seq.num_blocks)))
 
     def length(self, seq_id: int) -> int:
         return self._get(seq_id).length

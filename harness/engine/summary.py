@@ -103,7 +103,8 @@ def comparison_table(summaries: dict[str, dict]) -> str:
         lines.append(
             f"| {name} | {s['utilization_mean']:.1%} | {s['waste_reserved']:.1%} "
             f"| {s['waste_internal']:.1%} | {s['waste_external']:.1%} | {s['waste_cached']:.1%} "
-            f"| {s['waste_stale']:.1%} | {s['waste_free']:.1%} | {s['peak_running']} | {s['throughput_tok_s']:,.0f} "
+            f"| {s['waste_stale']:.1%} | {s['waste_free']:.1%} | {s['peak_running']} "
+            f"| {s['throughput_tok_s']:,.0f} "
             f"| {s['ttft_p50_s'] * 1e3:,.1f} | {s['ttft_p99_s'] * 1e3:,.1f} "
             f"| {s['preemptions']} | {s['rejected']} |"
         )

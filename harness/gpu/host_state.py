@@ -73,8 +73,9 @@ class TableRows:
     copy-on-write replaces the last one, truncation drops from the end. A table new since the
     last step is therefore rewritten from the last entry seen; a table that is the very object
     seen last costs nothing. (A slide also sets entries at the front to NO_BLOCK; the row keeps
-    the ids those entries had, which no kernel reads: they lie before every window.) A sequence whose KV is freed (finished, preempted for recompute,
-    swapped out) is dropped, so its next table is written whole.
+    the ids those entries had, which no kernel reads: they lie before every window.) A sequence
+    whose KV is freed (finished, preempted for recompute, swapped out) is dropped, so its next
+    table is written whole.
     """
 
     def __init__(self, rows: int = 64, width: int = 64) -> None:
