@@ -20,6 +20,10 @@ import pandas as pd
 STEPS_FILE = "steps.parquet"  # one row per engine step
 REQUESTS_FILE = "requests.parquet"  # one row per trace request
 RUN_JSON = "run.json"  # the run description (config, trace spec), versions and summary
+# run.json's config names the KV cache's element type under this key, and leaves it out when it
+# is the default (runs recorded before the choice existed stored bf16).
+KV_DTYPE_KEY = "kv_dtype"
+DEFAULT_KV_DTYPE = "bf16"
 
 USAGE_COLUMNS = (
     "budget", "backed", "live", "logical", "reserved", "internal", "cached", "free",
