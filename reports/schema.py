@@ -107,6 +107,15 @@ FIDELITY_COLUMNS = (
     "slice", "allocator", "steps_measured", "steps_simulated", "step_err_median", "step_err_p90",
     "total_time_err", "ttft_p50_err", "ttft_p99_err", "throughput_err",
 )
+# fp8_accuracy_<gpu>.csv (benchmarks/bench_fp8_accuracy.py): one row per prompt, an fp8 KV
+# cache against one in the model's dtype on the same random weights (harness/gpu/kv_accuracy.py):
+# max abs errors over every layer's attention output and over the logits (beside the largest
+# reference value, for scale), over `steps` greedy tokens fed the reference's tokens; the share
+# of them the fp8 run also picks, and the first it does not (steps: none).
+KV_ACCURACY_COLUMNS = (
+    "model", "prompt_tokens", "steps", "attention_max_abs_err", "attention_max_abs",
+    "logits_max_abs_err", "logits_max_abs", "token_agreement", "first_divergence",
+)
 # The validation's run directories, in fidelity_runs_<gpu>.tar.gz (or a folder of that name):
 # <slice>-<allocator>-gpu and <slice>-<allocator>-sim; the measured one also holds the batch of
 # every measured step with the fitted model's price of it.
