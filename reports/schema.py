@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read: the CLI's parser imports this
+    import pandas as pd
 
 # -- a run directory ----------------------------------------------------------------------------
 STEPS_FILE = "steps.parquet"  # one row per engine step
@@ -169,6 +171,8 @@ def read_measurement(path: str | Path) -> Measurement:
         body_start = number
     if body_start == len(lines):
         raise MeasurementError(f"{path}: no CSV table after the header comments")
+    import pandas as pd
+
     try:
         table = pd.read_csv(path, skiprows=body_start)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
