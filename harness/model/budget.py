@@ -2,9 +2,9 @@
 
 vLLM sizes its KV cache after a profile run: total memory x gpu_memory_utilization, minus the
 weights, minus the peak activations of one forward pass of max_num_batched_tokens tokens (and
-memory outside PyTorch), divided by the bytes one token's K and V take on one GPU. The KV cache's element type is the
-run's (config.kv_dtype): fp8 takes one byte per element, so the same memory holds twice the
-tokens, less the few bytes of its scales.
+memory outside PyTorch), divided by the bytes one token's K and V take on one GPU. The KV
+cache's element type is the run's (config.kv_dtype): fp8 takes one byte per element, so the same
+memory holds twice the tokens, less the few bytes of its scales.
 """
 from __future__ import annotations
 
