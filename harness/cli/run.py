@@ -58,7 +58,7 @@ class Job:
     params: tuple[tuple[str, Any], ...]
     out_dir: Path
     ablation: bool  # a block-size ablation run, kept out of the per-trace sections
-    kv_dtype: str = DEFAULT_KV_DTYPE  # another than the study's: a KV dtype comparison run
+    kv_dtype: str  # another than the study's (--kv-dtype): a KV dtype comparison run
 
 
 def _request_count(text: str) -> int:
