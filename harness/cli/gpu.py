@@ -4,6 +4,8 @@ The same engine, scheduler and allocator as `kvharness simulate`, with the GpuEx
 Llama-style decoder with seeded random weights at the model's real shape runs every step, and
 the clock advances by the step's measured time. Writes the same steps.parquet, requests.parquet
 and run.json (executor "gpu", the device's name), steps.parquet with a kv_allocated_bytes column.
+With --kv-dtype fp8 the KV pool is float8 e4m3, quantized on write with per-layer, per-head
+scales calibrated once before the first step (harness.gpu.calibration).
 With --tp N the decoder is split over N processes (harness.gpu.tp_run); the engine runs once.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
 from harness.cli.params import add_param_arguments, cli_params
-from harness.cli.simulate import add_decoding_arguments
+from harness.cli.simulate import add_decoding_arguments, add_kv_dtype_argument
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default on a CPU: 65536)")
     parser.add_argument("--preemption", choices=("recompute", "swap"))
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    add_kv_dtype_argument(parser)
     parser.add_argument("--device", type=_device,
                         help="torch device; default cuda when available, else cpu")
     parser.add_argument("--seed", type=non_negative_int,
@@ -88,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     config = gpu_run_config(
         device, model=args.model, allocator=args.allocator, params=params, base=args.config,
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
-        seed=args.seed, tp=args.tp,
+        seed=args.seed, tp=args.tp, kv_dtype=args.kv_dtype,
     )
     if config.tp > 1:
         from harness.gpu.tp_run import run_tensor_parallel

@@ -8,6 +8,8 @@ tables of the scheduled sequences, the segments added and released, the block co
 allocator decided on, and what became of sequences (forks, swaps, preemptions, finishes). The
 executor keeps only what the model produces: each sequence's token ids (prompts drawn by
 harness.gpu.prompts, then the greedy samples), and the KV of swapped-out sequences on the host.
+With the run's kv_dtype fp8 the pool is float8 e4m3, its scales calibrated once
+(harness.gpu.calibration) before the first step.
 """
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ import torch
 from allocators import BlockCopy
 from harness.engine.batch import Batch, SwapOp
 from harness.engine.executor import KVGeometry
-from harness.model.budget import bytes_per_token
+from harness.model.budget import kv_heads_per_gpu
 from harness.model.config import RunConfig
 from harness.gpu.attention import default_backend
 from harness.gpu.batching import (
     DecodeWork, HostStep, PrefillWork, layout_step, slots_of, to_device,
 )
+from harness.gpu.calibration import calibrate_kv_scales
 from harness.gpu.device_tables import DeviceTables
 from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
@@ -37,12 +40,19 @@ from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
 from harness.gpu.step_log import StepLog, StepRecord
 from harness.gpu.swap import SwapSpace
+from kernels.fp8 import FP8_DTYPE
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class ExecutorError(RuntimeError):
     """The batch disagrees with what the executor knows of a sequence (an engine bug)."""
+
+
+def pool_dtype(kv_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The KV pool's element type for a run's kv_dtype: float8 e4m3 for fp8; for bf16 the
+    decoder's own dtype (bfloat16 but in float32 CPU runs of the same code)."""
+    return FP8_DTYPE if kv_dtype == "fp8" else model_dtype
 
 
 def build_decoder(model, *, device: str | torch.device, dtype: str = "bfloat16",
@@ -108,8 +118,9 @@ class GpuExecutor:
         if config.tp != decoder.tp.size:
             raise ExecutorError(f"the run config's tp {config.tp} differs from the decoder's "
                                 f"{decoder.tp.size} ranks")
-        if bytes_per_token(config.model, config.tp) != 2 * c.num_layers * \
-                decoder.num_kv_heads * c.head_dim * config.model.dtype_bytes:
+        m = config.model
+        if (m.num_layers, kv_heads_per_gpu(m, config.tp), m.head_dim) != (
+                c.num_layers, decoder.num_kv_heads, c.head_dim):
             raise ExecutorError("the decoder's shape differs from the run config's model")
         self._prompt_len = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
         self._output_len = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
@@ -118,9 +129,11 @@ class GpuExecutor:
         self._cuda = self.device_t.type == "cuda"
         self.pool = KVPool(
             geometry, num_layers=c.num_layers, num_kv_heads=decoder.num_kv_heads,
-            head_dim=c.head_dim, dtype=weights.embed.dtype, device=self.device_t,
-            prepare=decoder.backend.prepare,
+            head_dim=c.head_dim, dtype=pool_dtype(config.kv_dtype, weights.embed.dtype),
+            device=self.device_t, prepare=decoder.backend.prepare,
         )
+        if self.pool.scales is not None:
+            self.pool.set_scales(*calibrate_kv_scales(decoder, seed=config.seed))
         self.swap = SwapSpace(self.device_t)
         lengths = (trace["prompt_tokens"] + trace["output_tokens"]).to_numpy()
         longest = int(np.max(lengths, initial=1))
@@ -166,6 +179,7 @@ class GpuExecutor:
         c = self.decoder.config
         return {
             "dtype": str(self.decoder.weights.embed.dtype).removeprefix("torch."),
+            "kv_dtype": str(self.pool.dtype).removeprefix("torch."),
             "attention": self.decoder.backend.name,
             "timing": "cuda events" if self._cuda else "host clock",
             "tp": self.decoder.tp.size,
@@ -296,7 +310,8 @@ class GpuExecutor:
         """Before the first timed step: back the first segments and compile the kernels, so
         that no step's time holds a compilation."""
         self.pool.sync(batch.segments_added, batch.segments_released)
-        self.decoder.backend.warmup(self.pool, self.decoder.num_heads)
+        self.decoder.backend.warmup(self.pool, self.decoder.num_heads,
+                                    self.decoder.weights.embed.dtype)
         self._warm = True
 
     # -- host-side preparation ----------------------------------------------------------------

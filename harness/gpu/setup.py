@@ -55,9 +55,11 @@ def gpu_run_config(
     preemption: str | None = None,
     seed: int | None = None,
     tp: int | None = None,
+    kv_dtype: str | None = None,
 ) -> RunConfig:
-    """The run's config: the base TOML (or defaults) with the model, allocator, GPU and
-    tensor-parallel width of this run; on a CPU the budget defaults to CPU_BUDGET_SLOTS slots."""
+    """The run's config: the base TOML (or defaults) with the model, allocator, GPU,
+    tensor-parallel width and KV dtype of this run; on a CPU the budget defaults to
+    CPU_BUDGET_SLOTS slots."""
     config = RunConfig.from_file(base) if base else RunConfig()
     if budget_slots is None and device.type != "cuda":
         budget_slots = CPU_BUDGET_SLOTS
@@ -73,6 +75,8 @@ def gpu_run_config(
         changes["seed"] = seed
     if tp is not None:  # the KV budget is then per GPU: weights and heads are split tp ways
         changes["tp"] = tp
+    if kv_dtype is not None:  # the budget then counts its bytes per element
+        changes["kv_dtype"] = kv_dtype
     if preemption is not None:
         changes["scheduler"] = dataclasses.replace(config.scheduler, preemption=preemption)
     return dataclasses.replace(config, **changes)

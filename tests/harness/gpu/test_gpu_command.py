@@ -36,6 +36,21 @@ def test_gpu_command_writes_a_measured_run(tmp_path, allocator):
     assert (steps.kv_allocated_bytes >= steps.backed * bytes_per_slot).all()
 
 
+def test_gpu_command_runs_an_fp8_pool(tmp_path):
+    out = tmp_path / "run"
+    assert main(["gpu", "--model", "tiny", "--requests", "4", "--rate-scale", "50",
+                 "--max-model-len", "64", "--allocator", "paged", "--budget-slots", "1024",
+                 "--dtype", "float32", "--kv-dtype", "fp8", "--device", "cpu", "--out", str(out),
+                 "--no-progress"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["kv_dtype"] == "fp8"
+    assert run["executor_details"]["kv_dtype"] == "float8_e4m3fn"
+    assert run["summary"]["bytes_per_token"] == 2 * 2 * 2 * 16  # one byte per element
+    steps = pd.read_parquet(out / "steps.parquet")
+    assert (steps.kv_allocated_bytes >= steps.backed * 2 * 2 * 2 * 16).all()
+    assert (pd.read_parquet(out / "requests.parquet").status == "completed").all()
+
+
 def test_gpu_command_rejects_unknown_allocator_parameters(capsys):
     code = main(["gpu", "--model", "tiny", "--param", "colour=blue", "--device", "cpu"])
     assert code == 2

@@ -51,8 +51,12 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
     slots = np.arange(alloc.usage().backed)
     gen = torch.Generator().manual_seed(0)
     pool.write_slots(pool.index(slots), torch.randn(
-        config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim, generator=gen,
-        dtype=pool_dtype))
+        config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim,
+        generator=gen).to(pool_dtype))
+    if pool.scales is not None:  # fp8: scales other than 1, so that a lost one shows
+        scales = torch.linspace(0.25, 0.75, config.num_layers * config.num_kv_heads)
+        scales = scales.reshape(config.num_layers, config.num_kv_heads)
+        pool.set_scales(scales, 2 * scales)
     decode = DecodeWork([10, 11], rng.integers(1, 200, 2), decode_lens)
     ids, rows, device_tables = host_tables(tables)
     return pool, device_tables, layout_step(work, decode, ids, rows.array, bs)
@@ -61,14 +65,17 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
 # (padded tokens, padded decode rows): rows 16..29 padding, decode rows 30 and 31, attended
 # over 28..31; and a decode padding that overlaps the prefill rows (decode attention over rows
 # 12..19 of which 12..15 are prefill rows, 15 sampled, written by prefill attention afterwards).
-@pytest.mark.parametrize("tokens, decode_rows", [(32, 4), (20, 8)])
-def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows):
+# An fp8 pool: both launches read the layer's scales in the padded step as in the eager one.
+@pytest.mark.parametrize("tokens, decode_rows, pool_dtype", [
+    (32, 4, torch.float32), (20, 8, torch.float32), (32, 4, torch.float8_e4m3fn)])
+def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows,
+                                            pool_dtype):
     from harness.gpu.attention import TritonAttention
     from harness.gpu.model import Decoder
 
     backend = TritonAttention()
     decoder = Decoder(tiny_decoder.config, tiny_decoder.weights, backend)
-    pool, device_tables, host = _mixed_step(torch.float32, backend, tiny_decoder.config,
+    pool, device_tables, host = _mixed_step(pool_dtype, backend, tiny_decoder.config,
                                             host_tables)
     eager_step = to_device(host, pool, device_tables, torch.device("cpu"), by_segment=False)
     assert eager_step.num_decode_rows == 2 and len(eager_step.input_ids) == 18
