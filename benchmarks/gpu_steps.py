@@ -72,9 +72,9 @@ def measure_ceilings(decoder) -> Ceilings:
 
 
 def floor_s(log: pd.DataFrame, ceil: Ceilings) -> np.ndarray:
-    """The floor of each step of a StepLog frame."""
-    tokens = (log.decode_seqs + log.prefill_tokens).to_numpy(float)
-    sampled = (log.decode_seqs + log.prefill_seqs).to_numpy(float)
+    """The floor of each step of a StepLog frame (a verification's rows are all sampled)."""
+    tokens = (log.decode_seqs + log.verify_tokens + log.prefill_tokens).to_numpy(float)
+    sampled = (log.decode_seqs + log.verify_tokens + log.prefill_seqs).to_numpy(float)
     grid = np.array(TOKEN_GRID, float)
     gemm = np.interp(tokens, grid, ceil.layers_s) + np.interp(sampled, grid, ceil.lm_head_s)
     kv_bytes = (log.decode_context_tokens + log.prefill_context_tokens).to_numpy(float) \

@@ -10,7 +10,9 @@ alone, and one graph per token bucket covers every mix of prefill and decode.
 Padding: rows past the step's tokens write no KV (slot -1) and belong to no sequence, so no
 attention output is written for them; every other operation works row by row, so whatever
 they hold stays in their own rows. Sequences past the step's have no query tokens (their
-programs return at once). The sampled rows are padded to a bucket too and point at row 0.
+programs return at once). The sampled rows are padded to a bucket too and point at row 0: one
+per sequence, or as many as a verification of speculative drafts samples (every row of it)
+where the trace speculates.
 """
 from __future__ import annotations
 
@@ -60,25 +62,27 @@ class UnifiedRows:
 class MixedBuffers:
     """Fixed device buffers of a padded mixed step, and the StepInputs that read them."""
 
-    def __init__(self, *, max_tokens: int, max_seqs: int, width: int,
-                 device: torch.device) -> None:
+    def __init__(self, *, max_tokens: int, max_seqs: int, width: int, device: torch.device,
+                 max_sampled: int | None = None) -> None:
         self.max_tokens, self.max_seqs, self.width = max_tokens, max_seqs, width
+        self.max_sampled = max_seqs if max_sampled is None else max_sampled
         pinned = device.type == "cuda"
         # Rows: token ids, positions, slot ids (tokens); sampled rows (sequences).
         self.rows = torch.zeros(3, max_tokens, dtype=torch.int64, device=device)
-        self.logit_rows = torch.zeros(max_seqs, dtype=torch.int64, device=device)
+        self.logit_rows = torch.zeros(self.max_sampled, dtype=torch.int64, device=device)
         # query_starts [S + 1] at 0, contexts [S] from a 16-byte boundary (one specialisation).
         self._ctx_at = round_width(max_seqs + 1)
         self.seqs = torch.zeros(self._ctx_at + max_seqs, dtype=torch.int32, device=device)
         self.tables = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
         self._staging = torch.zeros(max_seqs * width, dtype=torch.int32, device=device)
         self._rows_host = torch.zeros(3, max_tokens, dtype=torch.int64, pin_memory=pinned)
-        self._logit_host = torch.zeros(max_seqs, dtype=torch.int64, pin_memory=pinned)
+        self._logit_host = torch.zeros(self.max_sampled, dtype=torch.int64, pin_memory=pinned)
         self._seqs_host = torch.zeros(self.seqs.numel(), dtype=torch.int32, pin_memory=pinned)
         self._tables_host = torch.zeros(max_seqs * width, dtype=torch.int32, pin_memory=pinned)
 
     def fits(self, host: HostStep, num_seqs: int) -> bool:
         return (len(host.ids) <= self.max_tokens and num_seqs <= self.max_seqs
+                and len(host.logit_rows) <= self.max_sampled
                 and host.tables.shape[1] <= self.width)
 
     def inputs(self, tokens: int) -> StepInputs:
@@ -92,7 +96,7 @@ class MixedBuffers:
             num_prefill_tokens=tokens,
             block_tables=self.tables[:0],
             context_lens=seqs[:0],
-            logit_rows=self.logit_rows[: min(tokens, self.max_seqs)],
+            logit_rows=self.logit_rows[: min(tokens, self.max_sampled)],
             prefill_batch=PrefillBatch(
                 query_starts=seqs[: self.max_seqs + 1],
                 context_lens=seqs[self._ctx_at : self._ctx_at + self.max_seqs],
@@ -137,13 +141,13 @@ class MixedGraphs:
     """Captured mixed-step forwards of one decoder over one pool, one per token bucket."""
 
     def __init__(self, decoder: Decoder, pool: KVPool, *, max_seqs: int, max_context: int,
-                 max_tokens: int = MAX_GRAPH_TOKENS) -> None:
+                 max_tokens: int = MAX_GRAPH_TOKENS, max_sampled: int | None = None) -> None:
         self.decoder = decoder
         self.pool = pool
         self.buckets = token_buckets(max_tokens)
         width = round_width(-(-max_context // pool.block_size))
         self.buffers = MixedBuffers(max_tokens=max_tokens, max_seqs=max_seqs, width=width,
-                                    device=decoder.weights.embed.device)
+                                    device=decoder.weights.embed.device, max_sampled=max_sampled)
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None

@@ -1,5 +1,6 @@
 """The padded inputs of a mixed-step graph give the eager step's logits (no capture: on a CPU the
-Triton interpreter runs the forward the graph would hold)."""
+Triton interpreter runs the forward the graph would hold), a verification's every row
+included."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,13 +29,14 @@ def _mixed_step(pool_dtype, backend, config):
                   num_kv_heads=config.num_kv_heads, head_dim=config.head_dim, dtype=pool_dtype,
                   device="cpu", prepare=backend.prepare)
     rng = np.random.default_rng(1)
-    spans = [(0, 9, True), (6, 13, False)]  # a fresh prompt, a later chunk
+    # (start, context, sampled rows): a fresh prompt, a later chunk, a verification of 3 drafts
+    spans = [(0, 9, 1), (6, 13, 0), (10, 14, 4)]
     work, tables = [], []
-    for sid, (start, context, sample) in enumerate(spans):
+    for sid, (start, context, samples) in enumerate(spans):
         alloc.allocate(sid, context)
         tables.append(alloc.layout(sid).block_table)
         work.append(PrefillWork(sid, rng.integers(1, 200, context - start), start, context,
-                                sample))
+                                samples))
     decode_lens = np.array([11, 3])
     for sid, n in zip((10, 11), decode_lens):
         alloc.allocate(sid, int(n))
@@ -47,7 +49,7 @@ def _mixed_step(pool_dtype, backend, config):
     pool.write_slots(pool.index(slots), torch.randn(
         config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim, generator=gen,
         dtype=pool_dtype))
-    padded = np.zeros((4, 16), np.int32)
+    padded = np.zeros((5, 16), np.int32)
     for row, table in enumerate(tables):
         padded[row, : len(table)] = table
     decode = DecodeWork([10, 11], rng.integers(1, 200, 2), decode_lens)
@@ -65,9 +67,13 @@ def test_padded_unified_step_gives_the_eager_logits(tiny_decoder):
     eager = decoder.forward(to_device(host, pool, torch.device("cpu"), by_segment=False), pool)
 
     unified = UnifiedRows.of(host)
-    assert unified.query_starts.tolist() == [0, 9, 16, 17, 18]
-    assert unified.contexts.tolist() == [9, 13, 11, 3]
-    buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"))
+    assert unified.query_starts.tolist() == [0, 9, 16, 20, 21, 22]
+    assert unified.contexts.tolist() == [9, 13, 14, 11, 3]
+    assert host.logit_rows.tolist() == [8, 16, 17, 18, 19, 20, 21]
+    one_per_seq = MixedBuffers(max_tokens=32, max_seqs=5, width=16, device=torch.device("cpu"))
+    assert not one_per_seq.fits(host, unified.num_seqs)  # 7 sampled rows
+    buffers = MixedBuffers(max_tokens=32, max_seqs=5, width=16, device=torch.device("cpu"),
+                           max_sampled=10)
     assert buffers.fits(host, unified.num_seqs)
     buffers.load(host, unified, 32)
     padded = decoder.forward(buffers.inputs(32), pool)[: len(host.logit_rows)]
