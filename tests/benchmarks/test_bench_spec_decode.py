@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_spec_decode_bench_runs_on_the_cpu(tmp_path):
     command = [sys.executable, "benchmarks/bench_spec_decode.py", "--model", "tiny", "--draft",
-               "tiny", "--requests", "4", "--max-model-len", "128", "--spec-tokens", "2,4",
-               "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path)]
+               "tiny", "--check-model", "tiny", "--requests", "4", "--max-model-len", "128",
+               "--spec-tokens", "2,4", "--device", "cpu", "--dtype", "float32", "--out",
+               str(tmp_path)]
     subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
                    capture_output=True)
     path = tmp_path / "spec_decode_tiny_cpu.csv"
@@ -31,6 +32,7 @@ def test_spec_decode_bench_runs_on_the_cpu(tmp_path):
     assert (table.tokens_equal == 4).all() and (table.draft_mismatches == 0).all()
     assert (table.output_tokens == table.output_tokens[0]).all()
     spec = table[table.spec_tokens > 0]
+    assert (spec.check_equal == 4).all() and (spec.check_mismatches == 0).all()
     assert (spec.steps < table.steps[0]).all()  # several tokens a step
     for column in ("verify_ms", "plain_ms", "floor_ms", "allocator_truncate_us",
                    "executor_rollback_us", "rollback_share", "draft_s"):
