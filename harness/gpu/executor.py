@@ -118,7 +118,7 @@ class GpuExecutor:
             self._graphs = DecodeGraphs(decoder, self.pool, max_batch=max_seqs,
                                         max_context=longest)
             # A verification samples every row: its drafts and the last token.
-            rows = 1 + int(trace["spec_tokens"].max(initial=0))
+            rows = 1 + int(np.max(trace["spec_tokens"].to_numpy(), initial=0))
             self._mixed = MixedGraphs(decoder, self.pool, max_seqs=max_seqs, max_context=longest,
                                       max_sampled=max_seqs * rows)
         self._graph_steps = 0
