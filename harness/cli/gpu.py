@@ -79,15 +79,11 @@ def main(args: argparse.Namespace) -> int:
 
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     params = cli_params([args.allocator], args.block_size, args.param)[args.allocator]
-    trace = load_slice(args.trace, start=args.start, count=args.requests,
-                       rate_scale=args.rate_scale, max_model_len=args.max_model_len,
-                       **trace_load_options(args))
     decoding = {"n": args.n, "beam_width": args.beam_width, "spec_tokens": args.spec_tokens,
                 "spec_accept": args.spec_accept}
-    if any(value is not None for value in decoding.values()):
-        from workloads.transforms import set_decoding
-
-        trace = set_decoding(trace, **decoding)
+    trace = load_slice(args.trace, start=args.start, count=args.requests,
+                       rate_scale=args.rate_scale, max_model_len=args.max_model_len,
+                       decoding=decoding, **trace_load_options(args))
     config = gpu_run_config(
         device, model=args.model, allocator=args.allocator, params=params, base=args.config,
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,

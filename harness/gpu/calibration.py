@@ -62,7 +62,7 @@ def calibrate_kv_scales(decoder: Decoder, *, seed: int, prompts: int = CALIBRATI
                   prepare=recorder.prepare)
     pool.sync([0], [])
     rng = np.random.default_rng([seed, _STREAM])
-    work = [PrefillWork(i, rng.integers(1, config.vocab_size, tokens), 0, tokens, True)
+    work = [PrefillWork(i, rng.integers(1, config.vocab_size, tokens), 0, tokens, 1)
             for i in range(prompts)]
     tables = fixed_tables(np.arange(slots // _BLOCK_SIZE).reshape(prompts, -1), device)
     empty = np.zeros(0, np.int64)

@@ -32,15 +32,17 @@ def gpu_preset_for(device: torch.device) -> str:
 def load_slice(
     source: str, *, start: int = 0, count: int | None = None, rate_scale: float = 1.0,
     max_model_len: int | None = None, format: str | None = None, skip_invalid: bool = False,
+    decoding: dict | None = None,
 ) -> pd.DataFrame:
     """A trace, cut to requests [start, start + count), replayed rate_scale times faster, with
-    lengths capped at max_model_len (each step noted in attrs["transforms"]); format and
-    skip_invalid as in workloads.load_trace."""
+    lengths capped at max_model_len, decoded as `decoding` says (the trace spec's n, beam_width,
+    spec_tokens, spec_accept; None: as the trace says), each step noted in attrs["transforms"]
+    and the whole in attrs["spec"]; format and skip_invalid as in workloads.load_trace."""
     from workloads import TraceSpec
 
     return TraceSpec(source, format=format, skip_invalid=skip_invalid, start=start,
-                     max_requests=count, rate_scale=rate_scale,
-                     cap_lengths_to=max_model_len).load()
+                     max_requests=count, rate_scale=rate_scale, cap_lengths_to=max_model_len,
+                     **(decoding or {})).load()
 
 
 def gpu_run_config(

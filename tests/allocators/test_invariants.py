@@ -9,7 +9,9 @@ prefix-cache hit on the wrong data, a block reused while still referenced, and a
 shared block without copy-on-write. Copies reach the model only as the allocator reports them
 (take_block_copies), so a copy made but not reported fails too. A truncated sequence's own tokens
 written again get a new name (its rollback count), so that rewriting a slot another sequence
-still reads is caught even where the old and new token sit at the same position.
+still reads is caught even where the old and new token sit at the same position. Beside the
+single operations, rules drive them as the decoding patterns do: parallel samples, a beam
+search step, a speculative verification and its rollback.
 """
 from __future__ import annotations
 
@@ -91,7 +93,9 @@ class AllocatorMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63), k=st.integers(1, 24))
     def extend(self, pick, k):
-        seq = self._pick(pick)
+        self._extend(self._pick(pick), k)
+
+    def _extend(self, seq: int, k: int) -> bool:
         before = self._snapshot()
         old = len(self.contents[seq])
         try:
@@ -102,14 +106,18 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert old + k > len(before[1][seq][0].block_table) * self.alloc.block_size
             else:
                 assert self._available(before[0]) < k + 2 * self.alloc.block_size
-            return
+            return False
         self.contents[seq].extend(self._token(seq, p) for p in range(old, old + k))
         self._check(writes={seq: range(old, old + k)})
+        return True
 
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63))
     def fork(self, pick):
-        parent = self._pick(pick)
+        self._fork(self._pick(pick))
+
+    def _fork(self, parent: int) -> int | None:
+        """The child's id, or None when the fork did not fit."""
         child = self._new_id()
         before = self._snapshot()
         try:
@@ -121,18 +129,20 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert before[0].largest_free_run < capacity
             else:
                 assert self._available(before[0]) < 2 * self.alloc.block_size
-            return
+            return None
         self.prompts[child] = self.prompts[parent]
         self.contents[child] = list(self.contents[parent])
         self.slots[child] = self.slots[parent]  # the child starts from the parent's slots
         self._check()
+        return child
 
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63), cut=st.integers(0, 1 << 16))
     def truncate(self, pick, cut):
         seq = self._pick(pick)
-        length = len(self.contents[seq])
-        keep = 1 + cut % length
+        self._truncate(seq, 1 + cut % len(self.contents[seq]))
+
+    def _truncate(self, seq: int, keep: int) -> None:
         before = self._snapshot()
         try:
             self.alloc.truncate(seq, keep)
@@ -151,10 +161,52 @@ class AllocatorMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63))
     def free(self, pick):
-        seq = self._pick(pick)
+        self._free(self._pick(pick))
+
+    def _free(self, seq: int) -> None:
         self.alloc.free(seq)
         self._forget(seq)
         self._check()
+
+    # -- the decoding patterns, as the scheduler drives them (harness.engine.decoding) -----------
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63), drafts=st.integers(1, 8), accepted=st.integers(0, 8))
+    def speculate(self, pick, drafts, accepted):
+        """A verification writes the last token and the drafts; the rejected ones go back."""
+        seq = self._pick(pick)
+        written = len(self.contents[seq])
+        if self._extend(seq, drafts + 1):
+            self._truncate(seq, written + 1 + min(accepted, drafts))
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63),
+          continuations=st.lists(st.integers(0, 3), min_size=1, max_size=4))
+    def beam_step(self, pick, continuations):
+        """Beams after a step: one without a continuation is freed, one with c is forked c - 1
+        times, and every beam left writes its next token (a fork's shared last block too)."""
+        live = sorted(self.contents)
+        start = pick % len(live)
+        beams = []
+        for seq, count in zip(live[start:], continuations):
+            if not count:
+                self._free(seq)
+                continue
+            beams.append(seq)
+            beams.extend(child for child in (self._fork(seq) for _ in range(count - 1))
+                         if child is not None)
+        for seq in beams:
+            self._extend(seq, 1)
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63), n=st.integers(2, 4))
+    def sample(self, pick, n):
+        """Parallel sampling: n - 1 children forked from a prompt, then each writes a token."""
+        seq = self._pick(pick)
+        samples = [seq, *(self._fork(seq) for _ in range(n - 1))]
+        for sample in samples:
+            if sample is not None:
+                self._extend(sample, 1)
 
     @rule(extra=st.integers(1, 64))
     def allocate_beyond_budget(self, extra):
