@@ -1,10 +1,11 @@
 """The hardware floor of every measured step, and the step bins of gpu_steps_<gpu>.csv.
 
-Ceilings are measured on the device this runs on: device-to-device copy bandwidth (bytes read
-plus written), torch.matmul time of one layer's linear layers and of lm_head over a token grid
-(interpolated in between), and the causal flash-attention rate of SDPA. A step's floor is the
-larger of (a) its GEMM time plus its attention time (KV bytes read at copy bandwidth, prefill
-attention FLOPs at the SDPA rate) and (b) weight bytes plus KV bytes at copy bandwidth.
+Ceilings are measured on the device this runs on (on a CPU too, for a benchmark's smoke run):
+device-to-device copy bandwidth (bytes read plus written), torch.matmul time of one layer's
+linear layers and of lm_head over a token grid (interpolated in between), and the causal
+flash-attention rate of SDPA. A step's floor is the larger of (a) its GEMM time plus its
+attention time (KV bytes read at copy bandwidth, prefill attention FLOPs at the SDPA rate) and
+(b) weight bytes plus KV bytes at copy bandwidth.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ TOKEN_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 DECODE_BINS = ((1, 1), (2, 8), (9, 32), (33, 64), (65, 128), (129, 256))
 MIXED_BINS = ((1, 256), (257, 1024), (1025, 4096), (4097, 8192))
 STEP_COLUMNS = ("allocator", "kind", "bin", "steps", "measured_ms", "floor_ms", "ratio")
+CPU_REPEATS = 5  # timed calls per median on a CPU (no CUDA events there)
 
 
 @dataclass(frozen=True)
@@ -34,16 +36,29 @@ class Ceilings:
     attention_flops_per_pair: int  # all layers, QK and PV
 
 
-def _median_s(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
+def _median_s(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
+    fn()
+    times = []
+    for _ in range(CPU_REPEATS):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def measure_ceilings(decoder) -> Ceilings:
     c, w = decoder.config, decoder.weights
     dev, dtype = w.embed.device, w.embed.dtype
-    src = torch.randn(1 << 29, device=dev, dtype=torch.bfloat16)
+    # 1 GiB each way on a GPU (far past its caches); a CPU smoke run copies less.
+    src = torch.randn(1 << (29 if dev.type == "cuda" else 22), device=dev, dtype=torch.bfloat16)
     dst = torch.empty_like(src)
-    copy = 2 * src.numel() * src.element_size() / _median_s(lambda: dst.copy_(src))
+
+    def median_s(fn) -> float:
+        return _median_s(fn, dev)
+
+    copy = 2 * src.numel() * src.element_size() / median_s(lambda: dst.copy_(src))
     del src, dst
     layer = w.layers[0]
     layers_s, head_s = [], []
@@ -58,11 +73,11 @@ def measure_ceilings(decoder) -> Ceilings:
             torch.matmul(x, layer.gate_up.t())
             torch.matmul(mid, layer.down.t())
 
-        layers_s.append(_median_s(linears) * c.num_layers)
-        head_s.append(_median_s(lambda: torch.matmul(x, w.lm_head.t())))
+        layers_s.append(median_s(linears) * c.num_layers)
+        head_s.append(median_s(lambda: torch.matmul(x, w.lm_head.t())))
     q = torch.randn(1, c.num_heads, 4096, c.head_dim, device=dev, dtype=dtype)
     k = torch.randn(1, c.num_heads, 4096, c.head_dim, device=dev, dtype=dtype)
-    sdpa_s = _median_s(lambda: F.scaled_dot_product_attention(q, k, k, is_causal=True))
+    sdpa_s = median_s(lambda: F.scaled_dot_product_attention(q, k, k, is_causal=True))
     per_pair = 4 * c.num_heads * c.head_dim  # QK and PV, a multiply and an add each
     weights = sum(t.numel() * t.element_size() for lw in w.layers
                   for t in (lw.qkv, lw.o, lw.gate_up, lw.down)) + w.lm_head.numel() * w.lm_head.element_size()
@@ -72,9 +87,9 @@ def measure_ceilings(decoder) -> Ceilings:
 
 
 def floor_s(log: pd.DataFrame, ceil: Ceilings) -> np.ndarray:
-    """The floor of each step of a StepLog frame."""
-    tokens = (log.decode_seqs + log.prefill_tokens).to_numpy(float)
-    sampled = (log.decode_seqs + log.prefill_seqs).to_numpy(float)
+    """The floor of each step of a StepLog frame (a verification's rows are all sampled)."""
+    tokens = (log.decode_seqs + log.verify_tokens + log.prefill_tokens).to_numpy(float)
+    sampled = (log.decode_seqs + log.verify_tokens + log.prefill_seqs).to_numpy(float)
     grid = np.array(TOKEN_GRID, float)
     gemm = np.interp(tokens, grid, ceil.layers_s) + np.interp(sampled, grid, ceil.lm_head_s)
     kv_bytes = (log.decode_context_tokens + log.prefill_context_tokens).to_numpy(float) \

@@ -56,7 +56,7 @@ def gemm_ms(decoder) -> dict[int, float]:
             torch.matmul(x, layer.gate_up.t())
             torch.matmul(mid, layer.down.t())
 
-        out[tokens] = gpu_steps._median_s(linears) * c.num_layers * 1e3
+        out[tokens] = gpu_steps._median_s(linears, dev) * c.num_layers * 1e3
     return out
 
 

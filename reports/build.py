@@ -1,6 +1,6 @@
 """Assemble the report PDF: title page, the verdict, capacity curves and sustained rates, one
-section per trace comparing its allocators at one rate, the block-size ablation and the
-measured GPU pages."""
+section per trace comparing its allocators at one rate, the block-size ablation, the KV dtype
+comparison and the measured GPU pages."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -16,14 +16,15 @@ from reports.cluster import cluster_pages, is_cluster_run
 from reports.events import admission_page, fragmentation_page, throughput_page
 from reports.fidelity import fidelity_pages
 from reports.gpu import ablation_page, decode_pages, kernel_pages
+from reports.kv_dtype import KvComparison, kv_dtype_comparisons, kv_dtype_pages
 from reports.latency import latency_page
 from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, load_run, run_labels
-from reports.measured import find_measurements
+from reports.measured import find_measurements, is_kv_accuracy, is_kv_dtype_kernel
 from reports.regime import Slo, rate_key
 from reports.schema import results_dir as measured_results_dir
 from reports.sharing import sharing_pages
 from reports.splits import is_splits, splits_page
-from reports.study import TraceStudy, split_ablation, trace_studies
+from reports.study import TraceStudy, split_ablation, split_kv_dtype, trace_studies
 from reports.style import RC
 from reports.table import summary_page
 from reports.textpage import Block, bullet, heading, mono, para, sub, text_pages
@@ -95,15 +96,20 @@ def verdict_pages(verdicts: list[TraceVerdict], studies: dict[str, TraceStudy] |
 
 def _page_makers(studies: list[TraceStudy], ablation: dict[str, Labelled], results_dir: Path,
                  built: datetime, sweep_dirs: list[Path], slo_ttft_s: float,
-                 facts: AllocatorFacts, run_dirs: list[Path] = ()
+                 facts: AllocatorFacts, run_dirs: list[Path] = (),
+                 kv_comparisons: list[KvComparison] = ()
                  ) -> Iterable[Callable[[], list[Figure]]]:
     """One callable per page or run of pages, so that only one figure is in memory at a time."""
     kernels, others = find_measurements(results_dir)
     splits = [m for m in others if is_splits(m)]
-    others = [m for m in others if not is_splits(m)]
+    kv_kernels = [m for m in others if is_kv_dtype_kernel(m)]
+    kv_accuracy = [m for m in others if is_kv_accuracy(m)]
+    others = [m for m in others if m not in splits + kv_kernels + kv_accuracy]
     groups = {study.trace: study.section for study in studies}
     verdicts = [trace_verdict(trace, labelled, facts) for trace, labelled in groups.items()]
-    yield lambda: title_pages(groups, built, ablation)
+    others_kv = [run for comparison in kv_comparisons
+                 for points in list(comparison.curves.values())[1:] for run in points.values()]
+    yield lambda: title_pages(groups, built, ablation, others_kv)
     yield lambda: verdict_pages(verdicts, {study.trace: study for study in studies})
     curves = [study for study in studies if study.has_curve]
     for study in curves:
@@ -116,6 +122,7 @@ def _page_makers(studies: list[TraceStudy], ablation: dict[str, Labelled], resul
         yield lambda trace=trace, labelled=labelled: sharing_pages(trace, labelled)
     # Without separate ablation runs, any allocator the sections hold at several grains is one.
     yield lambda: [ablation_page(ablation or groups, kernels)]
+    yield lambda: kv_dtype_pages(list(kv_comparisons), kv_kernels, kv_accuracy)
     yield lambda: kernel_pages(groups, kernels)
     yield lambda: decode_pages(groups, others)
     yield lambda: [splits_page(m) for m in splits]
@@ -154,15 +161,18 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
     trace's SLO in slos, DEFAULT_SLO where none is given).
     ablation_dirs, and run_dirs at another grain than their allocator's default (allocators
     says which), feed only the block-size ablation, so that they do not crowd the sections;
-    sweep directories add their own pages after the measured ones, with goodput
+    run_dirs of another KV dtype than most runs' feed only the KV dtype comparison; sweep
+    directories add their own pages after the measured ones, with goodput
     judged against a p99 TTFT SLO of slo_ttft_s. allocators orders and labels the runs (the
     caller reads it from the allocators' specs)."""
     run_dirs = [Path(d) for d in run_dirs]
     # Cluster runs have a page of their own rather than a place among one trace's allocators.
     loaded = [load_run(path) for path in run_dirs if not is_cluster_run(path)]
+    loaded, other_dtype_runs = split_kv_dtype(loaded)
     runs, ablation_runs = split_ablation(loaded, allocators)
     ablation_runs += [load_run(path) for path in ablation_dirs]
     studies = trace_studies(runs, allocators, slos)
+    kv_comparisons = kv_dtype_comparisons(runs, other_dtype_runs, allocators, slos)
     ablation = _ablation_groups(runs, ablation_runs, allocators)
     built = built or datetime.now(timezone.utc)
     out_pdf = Path(out_pdf)
@@ -172,7 +182,7 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
                 "CreationDate": built}
     return write_pdf(_page_makers(studies, ablation, Path(results_dir or measured_results_dir()),
                                   built, [Path(d) for d in sweep_dirs], slo_ttft_s, allocators,
-                                  run_dirs), out_pdf, metadata)
+                                  run_dirs, kv_comparisons), out_pdf, metadata)
 
 
 def write_pdf(makers: Iterable[Callable[[], list[Figure]]], out_pdf: Path,

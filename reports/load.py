@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from reports.schema import (REQUEST_COLUMNS, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE,
-                            read_table)
+from reports.schema import (DEFAULT_KV_DTYPE, KV_DTYPE_KEY, REQUEST_COLUMNS, REQUESTS_FILE,
+                            RUN_JSON, STEP_COLUMNS, STEPS_FILE, read_table)
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,11 @@ class Run:
     @property
     def allocator_params(self) -> dict[str, Any]:
         return allocator_params(self.config)
+
+    @property
+    def kv_dtype(self) -> str:
+        """The KV cache's element type the run was simulated or measured with."""
+        return str(self.config.get(KV_DTYPE_KEY, DEFAULT_KV_DTYPE))
 
     @property
     def block_size(self) -> int | None:

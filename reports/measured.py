@@ -1,8 +1,9 @@
 """Measured GPU figures committed under benchmarks/results/: CSV files that start with
 `# key: value` comment lines (device, torch, triton, date) and then a CSV table.
 
-The paged-decode kernel benchmark has fixed columns (KERNEL_COLUMNS); any other results file
-(the decode throughput of the GPU executor) is shown as it is, with its device and date.
+The paged-decode kernel benchmark has fixed columns (KERNEL_COLUMNS), its fp8 run the same and
+kv_dtype; the fp8 accuracy table has KV_ACCURACY_COLUMNS. Any other results file (the decode
+throughput of the GPU executor) is shown as it is, with its device and date.
 """
 from __future__ import annotations
 
@@ -10,15 +11,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.schema import Measurement, read_measurement
+from reports.schema import KV_ACCURACY_COLUMNS, KV_DTYPE_KEY, Measurement, read_measurement
 
 KERNEL_COLUMNS = ("batch", "context", "block_size", "layout", "impl", "median_us", "kv_bytes",
                   "bandwidth_gbs", "copy_bandwidth_gbs", "max_abs_err")
 
 
 def is_kernel(measurement: Measurement) -> bool:
-    """Whether the table is the paged-decode kernel benchmark's."""
-    return all(column in measurement.table.columns for column in KERNEL_COLUMNS)
+    """Whether the table is the paged-decode kernel benchmark's (against SDPA, one dtype)."""
+    return (all(column in measurement.table.columns for column in KERNEL_COLUMNS)
+            and KV_DTYPE_KEY not in measurement.table.columns)
+
+
+def is_kv_dtype_kernel(measurement: Measurement) -> bool:
+    """Whether the table is the kernel over an fp8 cache beside bf16's (a kv_dtype column)."""
+    return (all(column in measurement.table.columns for column in KERNEL_COLUMNS)
+            and KV_DTYPE_KEY in measurement.table.columns)
+
+
+def is_kv_accuracy(measurement: Measurement) -> bool:
+    """Whether the table is the fp8 KV accuracy benchmark's."""
+    return all(column in measurement.table.columns for column in KV_ACCURACY_COLUMNS)
 
 
 def find_measurements(results_dir: str | Path) -> tuple[list[Measurement], list[Measurement]]:

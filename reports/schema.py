@@ -13,13 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read: the CLI's parser imports this
+    import pandas as pd
 
 # -- a run directory ----------------------------------------------------------------------------
 STEPS_FILE = "steps.parquet"  # one row per engine step
 REQUESTS_FILE = "requests.parquet"  # one row per trace request
 RUN_JSON = "run.json"  # the run description (config, trace spec), versions and summary
+# run.json's config names the KV cache's element type under this key, and leaves it out when it
+# is the default (runs recorded before the choice existed stored bf16).
+KV_DTYPE_KEY = "kv_dtype"
+DEFAULT_KV_DTYPE = "bf16"
 
 USAGE_COLUMNS = (
     "budget", "backed", "live", "logical", "reserved", "internal", "cached", "free",
@@ -104,6 +110,15 @@ FIDELITY_COLUMNS = (
     "slice", "allocator", "steps_measured", "steps_simulated", "step_err_median", "step_err_p90",
     "total_time_err", "ttft_p50_err", "ttft_p99_err", "throughput_err",
 )
+# fp8_accuracy_<gpu>.csv (benchmarks/bench_fp8_accuracy.py): one row per prompt, an fp8 KV
+# cache against one in the model's dtype on the same random weights (harness/gpu/kv_accuracy.py):
+# max abs errors over every layer's attention output and over the logits (beside the largest
+# reference value, for scale), over `steps` greedy tokens fed the reference's tokens; the share
+# of them the fp8 run also picks, and the first it does not (steps: none).
+KV_ACCURACY_COLUMNS = (
+    "model", "prompt_tokens", "steps", "attention_max_abs_err", "attention_max_abs",
+    "logits_max_abs_err", "logits_max_abs", "token_agreement", "first_divergence",
+)
 # The validation's run directories, in fidelity_runs_<gpu>.tar.gz (or a folder of that name):
 # <slice>-<allocator>-gpu and <slice>-<allocator>-sim; the measured one also holds the batch of
 # every measured step with the fitted model's price of it.
@@ -157,6 +172,8 @@ def read_measurement(path: str | Path) -> Measurement:
         body_start = number
     if body_start == len(lines):
         raise MeasurementError(f"{path}: no CSV table after the header comments")
+    import pandas as pd
+
     try:
         table = pd.read_csv(path, skiprows=body_start)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

@@ -1,5 +1,6 @@
 """Sort loaded runs into a study: per trace, the runs of each offered rate (a capacity curve when
-there are several), the one rate the per-trace sections show, and the block-size ablation.
+there are several), the one rate the per-trace sections show, the block-size ablation and the
+KV dtype comparison.
 
 The section rate is the lowest rate at which some run is not idle: there memory starts to
 matter, and the allocators differ for a reason a reader can follow. A trace replayed at one rate
@@ -7,6 +8,7 @@ only is shown at that rate.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from reports.load import NO_FACTS, AllocatorFacts, Run, group_by_trace, run_labels
 from reports.regime import DEFAULT_SLO, Slo, rate_key, regime, sustained_rate
+from reports.schema import DEFAULT_KV_DTYPE
 
 Labelled = list[tuple[str, Run]]
 OTHER_TRACES = "*"  # the key of an SLO mapping that covers traces it does not name
@@ -51,6 +54,17 @@ def split_ablation(runs: list[Run], facts: AllocatorFacts) -> tuple[list[Run], l
     return [run for run in runs if run not in ablation], ablation
 
 
+def split_kv_dtype(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """(runs of the study's KV dtype, runs of another): the study's is the dtype most runs
+    have, the default on a tie. The others are the KV dtype comparison's, kept out of the
+    sections as the ablation's runs are."""
+    counts = Counter(run.kv_dtype for run in runs)
+    study = max(counts, key=lambda dtype: (counts[dtype], dtype == DEFAULT_KV_DTYPE),
+                default=DEFAULT_KV_DTYPE)
+    return ([run for run in runs if run.kv_dtype == study],
+            [run for run in runs if run.kv_dtype != study])
+
+
 def _by_rate(runs: list[Run]) -> dict[float, list[Run]]:
     groups: dict[float, list[Run]] = {}
     for run in runs:
@@ -82,9 +96,14 @@ def trace_studies(runs: list[Run], facts: AllocatorFacts = NO_FACTS,
             for label, run in labelled:
                 curve.setdefault(label, {})[rate] = run
         rate = _section_rate(by_rate)
-        studies.append(TraceStudy(trace, rate, by_rate[rate], curve,
-                                  slos.get(trace, slos.get(OTHER_TRACES, DEFAULT_SLO))))
+        studies.append(TraceStudy(trace, rate, by_rate[rate], curve, trace_slo(slos, trace)))
     return studies
+
+
+def trace_slo(slos: Mapping[str, Slo] | None, trace: str) -> Slo:
+    """The SLO slos gives a trace: its own, that of OTHER_TRACES, else DEFAULT_SLO."""
+    slos = slos or {}
+    return slos.get(trace, slos.get(OTHER_TRACES, DEFAULT_SLO))
 
 
 def summary_lines(studies: list[TraceStudy]) -> list[str]:

@@ -49,7 +49,8 @@ def _gpu(run: Run) -> str:
 def _budget(run: Run) -> str:
     slots = run.figure("budget_slots")
     per_token = run.figure("bytes_per_token")
-    text = f"{count(slots)} slots x {count(per_token)} B/token = {gib(slots * per_token)}"
+    text = (f"{count(slots)} slots x {count(per_token)} B/token ({run.kv_dtype}) = "
+            f"{gib(slots * per_token)}")
     util = run.config.get("gpu_memory_utilization")
     return text + (f" (gpu_memory_utilization {util})" if util is not None else "")
 
@@ -79,7 +80,9 @@ def _run_line(label: str, run: Run) -> str:
 
 
 def title_pages(groups: dict[str, list[tuple[str, Run]]], built: datetime | None = None,
-                ablation: dict[str, list[tuple[str, Run]]] | None = None) -> list[Figure]:
+                ablation: dict[str, list[tuple[str, Run]]] | None = None,
+                other_kv_dtype: list[Run] = ()) -> list[Figure]:
+    """other_kv_dtype: the KV dtype comparison's runs of another dtype than the study's."""
     runs = [run for labelled in groups.values() for _, run in labelled]
     built = built or datetime.now(timezone.utc)
     traces = "; ".join(
@@ -103,6 +106,9 @@ def title_pages(groups: dict[str, list[tuple[str, Run]]], built: datetime | None
         *([heading("Block-size ablation runs (shown on the ablation page only)")]
           + [bullet(_run_line(f"{run.allocator} bs={run.block_size}", run))
              for labelled in ablation.values() for _, run in labelled] if ablation else []),
+        *([heading("KV dtype comparison runs (shown on the KV dtype page only)")]
+          + [bullet(_run_line(f"{run.allocator} {run.kv_dtype} KV", run))
+             for run in other_kv_dtype] if other_kv_dtype else []),
         heading("How to read this report"),
         para(READING_GUIDE),
     ]

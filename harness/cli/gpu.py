@@ -4,6 +4,8 @@ The same engine, scheduler and allocator as `kvharness simulate`, with the GpuEx
 Llama-style decoder with seeded random weights at the model's real shape runs every step, and
 the clock advances by the step's measured time. Writes the same steps.parquet, requests.parquet
 and run.json (executor "gpu", the device's name), steps.parquet with a kv_allocated_bytes column.
+With --kv-dtype fp8 the KV pool is float8 e4m3, quantized on write with per-layer, per-head
+scales calibrated once before the first step (harness.gpu.calibration).
 With --tp N the decoder is split over N processes (harness.gpu.tp_run); the engine runs once.
 """
 from __future__ import annotations
@@ -16,7 +18,8 @@ from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
 from harness.cli.params import add_param_arguments, cli_params
-from harness.cli.simulate import add_decoding_arguments, add_window_arguments, with_window
+from harness.cli.simulate import (add_decoding_arguments, add_kv_dtype_argument,
+                                  add_window_arguments, with_window)
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 
@@ -56,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default on a CPU: 65536)")
     parser.add_argument("--preemption", choices=("recompute", "swap"))
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    add_kv_dtype_argument(parser)
     parser.add_argument("--device", type=_device,
                         help="torch device; default cuda when available, else cpu")
     parser.add_argument("--seed", type=non_negative_int,
@@ -78,19 +82,15 @@ def main(args: argparse.Namespace) -> int:
 
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     params = cli_params([args.allocator], args.block_size, args.param)[args.allocator]
-    trace = load_slice(args.trace, start=args.start, count=args.requests,
-                       rate_scale=args.rate_scale, max_model_len=args.max_model_len,
-                       **trace_load_options(args))
     decoding = {"n": args.n, "beam_width": args.beam_width, "spec_tokens": args.spec_tokens,
                 "spec_accept": args.spec_accept}
-    if any(value is not None for value in decoding.values()):
-        from workloads.transforms import set_decoding
-
-        trace = set_decoding(trace, **decoding)
+    trace = load_slice(args.trace, start=args.start, count=args.requests,
+                       rate_scale=args.rate_scale, max_model_len=args.max_model_len,
+                       decoding=decoding, **trace_load_options(args))
     config = gpu_run_config(
         device, model=args.model, allocator=args.allocator, params=params, base=args.config,
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
-        seed=args.seed, tp=args.tp,
+        seed=args.seed, tp=args.tp, kv_dtype=args.kv_dtype,
     )
     config = dataclasses.replace(config, model=with_window(config.model, args))
     if config.tp > 1:

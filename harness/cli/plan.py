@@ -2,6 +2,7 @@
 
     kvharness plan --model llama3-8b --gpu h100-80gb --context 8192
     kvharness plan --model llama3-8b --gpu h200-141gb --tp 8 --max-model-len 10000000
+    kvharness plan --model llama3.1-8b --gpu h100-80gb --context 131072 --kv-dtype fp8
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 
 from harness.cli.argtypes import fraction, positive_int
 from harness.cli.params import add_param_arguments, cli_params
+from harness.cli.simulate import add_kv_dtype_argument
+from reports.schema import DEFAULT_KV_DTYPE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_param_arguments(parser)
     parser.add_argument("--max-num-batched-tokens", type=positive_int, default=8192,
                         help="sizes the activation reserve, as in vLLM's profile run")
+    add_kv_dtype_argument(parser, default=DEFAULT_KV_DTYPE)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
@@ -40,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
         tp=args.tp,
         gpu_memory_utilization=args.gpu_memory_utilization,
         scheduler=SchedulerConfig(max_num_batched_tokens=args.max_num_batched_tokens),
+        kv_dtype=args.kv_dtype,
     )
     params = cli_params(tuple(SPECS), args.block_size, args.param)
     plan = plan_capacity(
@@ -55,10 +60,12 @@ def plan_dict(plan) -> dict:
         "model": plan.config.model.name,
         "gpu": plan.config.gpu.name,
         "tp": plan.config.tp,
+        "kv_dtype": plan.config.kv_dtype,
         "bytes_per_token": b.bytes_per_token,
         "weight_bytes": b.weight_bytes,
         "activation_bytes": b.activation_bytes,
         "kv_bytes": b.kv_bytes,
+        "kv_scale_bytes": b.scale_bytes,
         "kv_tokens": b.slots,
         "context": plan.context,
         "max_model_len": plan.max_model_len,
@@ -76,8 +83,8 @@ def format_plan(plan) -> str:
         f"(gpu_memory_utilization {c.gpu_memory_utilization:g}), per GPU:",
         f"  memory {c.gpu.memory_bytes / GIB:,.1f} GiB, weights {b.weight_bytes / GIB:,.2f} GiB, "
         f"activations {b.activation_bytes / GIB:,.2f} GiB",
-        f"  KV cache {b.kv_bytes / GIB:,.2f} GiB = {b.slots:,} tokens at "
-        f"{b.bytes_per_token:,} bytes per token",
+        f"  KV cache ({c.kv_dtype}) {b.kv_bytes / GIB:,.2f} GiB = {b.slots:,} tokens at "
+        f"{b.bytes_per_token:,} bytes per token" + _scales_note(b),
         "",
         f"at context {plan.context:,}" + _max_len_note(plan),
         f"  {'allocator':<10} {'tokens/seq':>12} {'max concurrent':>15} {'longest context':>16}",
@@ -98,3 +105,7 @@ def _max_len_note(plan) -> str:
     if plan.max_model_len is None or not names:
         return ""
     return f" ({' and '.join(names)} reserves max_model_len {plan.max_model_len:,})"
+
+
+def _scales_note(budget) -> str:
+    return f", plus {budget.scale_bytes:,} bytes of scales" if budget.scale_bytes else ""

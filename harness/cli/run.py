@@ -3,11 +3,13 @@
 For each bundled trace, a slice of its first requests is replayed at several request rates
 (workloads.scale_rate) through every allocator of allocators.SPECS, the static baseline also as
 its oracle, on a model whose context the trace fits: Azure conversations on llama3-8b (8k),
-Mooncake's long prompts on llama3.1-8b (128k); one H100 80GB, the whole KV budget. A paged
-block-size ablation runs on Mooncake at the block sizes the kernel was measured at. The report
-shows capacity curves, the rate each allocator sustains under the SLO, the sections at the first
-rate where memory presses, the ablation and the measured GPU pages; a short summary is printed
-at the end. Run directories go to runs/<trace>/<rate>/<run>/ (--out-dir to change).
+Mooncake's long prompts on llama3.1-8b (128k); one H100 80GB, the whole KV budget, a bf16 KV
+cache (--kv-dtype). A paged block-size ablation runs on Mooncake at the block sizes the kernel
+was measured at, and paged runs its capacity curve there again with the other KV dtype (fp8):
+a few runs of a second each. The report shows capacity curves, the rate each allocator
+sustains under the SLO, the sections at the first rate where memory presses, the ablation, the
+KV dtype comparison and the measured GPU pages; a short summary is printed at the end. Run
+directories go to runs/<trace>/<rate>/<run>/ (--out-dir to change).
 """
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ from allocators import DEFAULT_ALLOCATOR, SPECS, AllocatorSpec
 from harness.cli.argtypes import (allocator_names, non_negative_int, positive_int, positive_ints,
                                   unique_names)
 from harness.cli.report import add_slo_arguments
+from harness.cli.simulate import add_kv_dtype_argument
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
+from harness.model.config import KV_DTYPES
+from reports.schema import DEFAULT_KV_DTYPE
 
 DEFAULT_TRACES = ("azure-conv", "mooncake-conv")
 DEFAULT_ALLOCATORS = tuple(SPECS)
@@ -41,6 +46,7 @@ ABLATION_ALLOCATOR = DEFAULT_ALLOCATOR
 ABLATION_BLOCK_SIZES = (64, 256)
 ABLATION_TRACE = "mooncake-conv"
 ABLATION_RATE = 0.25  # a rate factor of the ablation trace's curve where memory presses
+KV_DTYPE_ALLOCATOR = DEFAULT_ALLOCATOR  # runs the ablation trace's curve with each KV dtype
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Job:
     params: tuple[tuple[str, Any], ...]
     out_dir: Path
     ablation: bool  # a block-size ablation run, kept out of the per-trace sections
+    kv_dtype: str  # another than the study's (--kv-dtype): a KV dtype comparison run
 
 
 def _request_count(text: str) -> int:
@@ -79,7 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"comma-separated; empty to skip (default "
                              f"{','.join(map(str, ABLATION_BLOCK_SIZES))})")
     parser.add_argument("--ablation-trace", default=ABLATION_TRACE,
-                        help=f"the trace of the block-size ablation (default {ABLATION_TRACE})")
+                        help="the trace of the block-size ablation and of the KV dtype "
+                             f"comparison (default {ABLATION_TRACE})")
+    add_kv_dtype_argument(parser, default=DEFAULT_KV_DTYPE)
     parser.add_argument("--model", default=None,
                         help="model preset for every trace (default: llama3-8b for Azure, "
                              "llama3.1-8b for Mooncake, llama3-8b otherwise)")
@@ -130,29 +139,43 @@ def _trace_dir(args: argparse.Namespace, trace_name: str) -> Path:
 
 
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
-    """Every allocator variant at every rate of each trace, then the ablation runs."""
+    """Every allocator variant at every rate of each trace, then the ablation runs and the KV
+    dtype comparison's."""
     jobs = []
     for trace_name in args.traces:
         model = args.model or TRACE_MODELS.get(trace_name, DEFAULT_MODEL)
         rates = args.rates or TRACE_RATES.get(trace_name, OTHER_RATES)
         for rate in rates:
             rate_dir = _trace_dir(args, trace_name) / f"x{rate:g}"
-            jobs += [Job(trace_name, model, rate, allocator, params, rate_dir / name, False)
+            jobs += [Job(trace_name, model, rate, allocator, params, rate_dir / name, False,
+                         args.kv_dtype)
                      for allocator in args.allocators for name, params in _variants(allocator)]
         if trace_name == args.ablation_trace and ABLATION_ALLOCATOR in args.allocators:
             rate = min(rates, key=lambda r: abs(r - ABLATION_RATE))
             jobs += _ablation_jobs(trace_name, model, rate, _trace_dir(args, trace_name),
-                                   args.block_sizes)
+                                   args.block_sizes, args.kv_dtype)
+        if trace_name == args.ablation_trace and KV_DTYPE_ALLOCATOR in args.allocators:
+            jobs += _kv_dtype_jobs(trace_name, model, rates, _trace_dir(args, trace_name),
+                                   args.kv_dtype)
     return jobs
 
 
 def _ablation_jobs(trace_name: str, model: str, rate: float, trace_dir: Path,
-                   sizes: tuple[int, ...]) -> list[Job]:
+                   sizes: tuple[int, ...], kv_dtype: str) -> list[Job]:
     spec = SPECS[ABLATION_ALLOCATOR]
     short = spec.param(spec.grain).label or spec.grain
     return [Job(trace_name, model, rate, spec.name, ((spec.grain, size),),
-                trace_dir / f"x{rate:g}" / f"{spec.name}-{short}{size}", True)
+                trace_dir / f"x{rate:g}" / f"{spec.name}-{short}{size}", True, kv_dtype)
             for size in sizes if size != _default_grain(spec)]
+
+
+def _kv_dtype_jobs(trace_name: str, model: str, rates: tuple[float, ...], trace_dir: Path,
+                   study_dtype: str) -> list[Job]:
+    """The comparison allocator's default variant at every rate with each other KV dtype."""
+    name, params = _variants(KV_DTYPE_ALLOCATOR)[0]
+    return [Job(trace_name, model, rate, KV_DTYPE_ALLOCATOR, params,
+                trace_dir / f"x{rate:g}" / f"{name}-{dtype}", False, dtype)
+            for dtype in KV_DTYPES if dtype != study_dtype for rate in rates]
 
 
 def run_job(job: Job, trace, base, progress=False) -> tuple[Job, float]:
@@ -162,7 +185,7 @@ def run_job(job: Job, trace, base, progress=False) -> tuple[Job, float]:
     from harness.model.presets import model_preset
 
     started = time.perf_counter()
-    config = replace(base, model=model_preset(job.model),
+    config = replace(base, model=model_preset(job.model), kv_dtype=job.kv_dtype,
                      allocator=AllocatorConfig.of(job.allocator, **dict(job.params)))
     # Loaded again from its spec at the job's rate, so that run.json can replay it (--from).
     spec = workloads.TraceSpec.from_dict({**trace.attrs["spec"], "rate_scale": job.rate})
@@ -259,7 +282,7 @@ def main(args: argparse.Namespace) -> int:
     from harness.model.presets import gpu_preset
     from reports.build import build_report
     from reports.load import load_run
-    from reports.study import split_ablation, summary_lines, trace_studies
+    from reports.study import split_ablation, split_kv_dtype, summary_lines, trace_studies
 
     started = time.perf_counter()
     slos = trace_slos(args)
@@ -272,7 +295,8 @@ def main(args: argparse.Namespace) -> int:
     titles = build_report([d for d, job in zip(dirs, jobs) if not job.ablation], args.output,
                           ablation_dirs=[d for d, job in zip(dirs, jobs) if job.ablation],
                           results_dir=args.results_dir, allocators=facts, slos=slos)
-    runs, _ = split_ablation([load_run(d) for d in dirs if d.exists()], facts)
+    study_runs, _ = split_kv_dtype([load_run(d) for d in dirs if d.exists()])
+    runs, _ = split_ablation(study_runs, facts)
     print("\n".join(summary_lines(trace_studies(runs, facts, slos))))
     print(f"{len(jobs)} runs in {args.out_dir} ({_dir_bytes(args.out_dir) / 1e6:.1f} MB); "
           f"wrote {args.output} ({len(titles)} pages) in {time.perf_counter() - started:.0f} s")

@@ -110,6 +110,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router", choices=ROUTERS, help="which replica takes each request")
     parser.add_argument("--horizon-s", type=positive_float, help="stop the clock at this time")
     parser.add_argument("--seed", type=non_negative_int)
+    add_kv_dtype_argument(parser)
+
+
+def add_kv_dtype_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """--kv-dtype: the KV cache's element type (harness.model.config.KV_DTYPES)."""
+    from harness.model.config import KV_DTYPES
+
+    said = default or "the config's, bf16"
+    parser.add_argument("--kv-dtype", choices=tuple(KV_DTYPES), default=default,
+                        help="KV cache element type: bf16, or fp8 (e4m3 with per-head scales: "
+                        f"one byte, so a budget holds twice the tokens; default {said})")
 
 
 def build_configs(args: argparse.Namespace) -> list:
@@ -138,7 +149,8 @@ def build_config(args: argparse.Namespace, config, name: str, params: dict[str, 
         top["gpu"] = gpu_preset(args.gpu)
     for flag, field in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),
                         ("budget_slots", "budget_slots_override"), ("horizon_s", "horizon_s"),
-                        ("seed", "seed"), ("replicas", "replicas"), ("router", "router")):
+                        ("seed", "seed"), ("replicas", "replicas"), ("router", "router"),
+                        ("kv_dtype", "kv_dtype")):
         if getattr(args, flag) is not None:
             top[field] = getattr(args, flag)
     sched: dict[str, Any] = {}

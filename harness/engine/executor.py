@@ -26,10 +26,12 @@ from harness.model.costmodel import (
     COMPUTE_EFFICIENCY,
     MEMORY_EFFICIENCY,
     CostModel,
+    decode_bandwidth_ratio,
     decode_efficiency,
 )
 from harness.model.allreduce import measured_allreduce
 from harness.model.fitted import fitted_cost_model
+from reports.schema import DEFAULT_KV_DTYPE
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,16 @@ class CostModelExecutor:
         self, config: RunConfig, geometry: KVGeometry, *, results_dir: Path | None = None,
         roofline: bool = False,
     ) -> None:
+        ratio, ratio_source = decode_bandwidth_ratio(config.kv_dtype, config.gpu.name,
+                                                     geometry.block_size, results_dir=results_dir)
+        # Only a run of another KV dtype says so: a bf16 run's run.json stays as it was.
+        kv_details = {} if config.kv_dtype == DEFAULT_KV_DTYPE else {
+            "kv_decode_bandwidth_ratio": ratio, "kv_decode_source": ratio_source}
         fitted = None if roofline else fitted_cost_model(
-            config, geometry.block_size, results_dir=results_dir)
+            config, geometry.block_size, results_dir=results_dir, decode_bandwidth_ratio=ratio)
         if fitted is not None:
             self.model = fitted
-            self.details = fitted.details()
+            self.details = {**fitted.details(), **kv_details}
             return
         efficiency, source = decode_efficiency(
             config.gpu.name,
@@ -88,7 +95,7 @@ class CostModelExecutor:
             results_dir=results_dir,
         )
         allreduce = measured_allreduce(config.gpu.name, config.tp, results_dir=results_dir)
-        self.model = CostModel.from_config(config, decode_efficiency=efficiency,
+        self.model = CostModel.from_config(config, decode_efficiency=efficiency * ratio,
                                            allreduce=allreduce)
         self._config = config
         self._draft: CostModel | None = None  # built by the first step that drafts
@@ -102,6 +109,7 @@ class CostModelExecutor:
         }
         if config.tp > 1:  # None: the datasheet guess priced the all-reduces
             self.details["allreduce_source"] = allreduce.source if allreduce else None
+        self.details.update(kv_details)
 
     def decode_steps(self, decode_tokens: int, context_tokens: np.ndarray) -> np.ndarray:
         """Seconds of decode-only steps of decode_tokens sequences reading context_tokens each,

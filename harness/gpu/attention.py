@@ -4,7 +4,8 @@ Both store new K/V at the allocator's slots, run prefill attention for every pre
 step in one call per layer and decode attention for every decoding sequence in another, each
 into the given rows of one output, under the model's sliding window when it has one (block-table
 entries before the window may read NO_BLOCK: neither reads them); they differ only in which
-kernels do it.
+kernels do it. Over a float8 pool both quantize on write and dequantize on read with the layer's
+scales (LayerCache.k_scale, v_scale).
 """
 from __future__ import annotations
 
@@ -62,14 +63,16 @@ class TritonAttention:
                                    v_offsets=v_offsets)
 
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
+        cache = pool.layer(layer)
         self._write_kv(k, v, None, None, where.slots, pool.block_size, pool.blocks_per_segment,
-                       table=pool.layer(layer).handle)
+                       table=cache.handle, k_scale=cache.k_scale, v_scale=cache.v_scale)
 
     def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment, window,
                 out=None):
         return self._paged_prefill(q, None, None, batch.block_tables, batch.query_starts,
                                    batch.context_lens, blocks_per_segment, table=cache.handle,
-                                   out=out, window=window)
+                                   k_scale=cache.k_scale, v_scale=cache.v_scale, out=out,
+                                   window=window)
 
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
                window, out=None):
@@ -79,7 +82,8 @@ class TritonAttention:
         if splits is None:
             splits = self._splits[key] = self._num_splits(q, table, block_tables, window)
         return self._paged_decode(q, None, None, block_tables, context_lens, blocks_per_segment,
-                                  num_splits=splits, table=table, out=out, window=window)
+                                  num_splits=splits, table=table, k_scale=cache.k_scale,
+                                  v_scale=cache.v_scale, out=out, window=window)
 
     def _num_splits(self, q, table, block_tables, window) -> int:
         if self._sms is None:  # the Triton interpreter runs CPU tensors: one "SM"
@@ -90,26 +94,29 @@ class TritonAttention:
         splits = self._choose_splits(q.shape[0], table.num_kv_heads, keys, self._sms)
         return min(1 << (splits.bit_length() - 1), MAX_SPLITS)
 
-    def warmup(self, pool: KVPool, num_heads: int, window: int | None) -> None:
+    def warmup(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
+               window: int | None) -> None:
         """Compile every kernel variant a run can launch (each split count, the prefill kernel,
-        the KV write; with or without a window) before any step is timed. Nothing in the pool
-        is changed."""
-        table = pool.layer(0).handle
+        the KV write; with or without a window) for queries and new K/V in dtype before any
+        step is timed. Nothing in the pool is changed."""
+        cache = pool.layer(0)
+        table = cache.handle
+        scales = {"k_scale": cache.k_scale, "v_scale": cache.v_scale}
         device = table.k_base.device
-        q = torch.zeros(1, num_heads, pool.head_dim, dtype=pool.dtype, device=device)
+        q = torch.zeros(1, num_heads, pool.head_dim, dtype=dtype, device=device)
         first_block = pool.live_segments()[0] * pool.blocks_per_segment
         blocks = torch.full((1, 16), first_block, dtype=torch.int32, device=device)
         lens = torch.ones(1, dtype=torch.int32, device=device)
         for splits in (1 << i for i in range(MAX_SPLITS.bit_length())):
             self._paged_decode(q, None, None, blocks, lens, pool.blocks_per_segment,
-                               num_splits=splits, table=table, window=window)
+                               num_splits=splits, table=table, window=window, **scales)
         starts = torch.tensor([0, 1], dtype=torch.int32, device=device)
         self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
-                            table=table, window=window)
-        kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=pool.dtype, device=device)
+                            table=table, window=window, **scales)
+        kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=dtype, device=device)
         skip = torch.full((1,), -1, dtype=torch.int64, device=device)  # < 0: nothing written
         self._write_kv(kv, kv, None, None, skip, pool.block_size, pool.blocks_per_segment,
-                       table=table)
+                       table=table, **scales)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -123,28 +130,36 @@ class ReferenceAttention:
     prepare = None
 
     def __init__(self) -> None:
-        from kernels.reference import reference_decode, reference_prefill
+        from kernels.reference import quantize_kv, reference_decode, reference_prefill
 
+        self._quantize = quantize_kv
         self._reference_decode = reference_decode
         self._reference_prefill = reference_prefill
 
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
+        cache = pool.layer(layer)
+        if cache.k_scale is not None:
+            k, v = self._quantize(k, cache.k_scale), self._quantize(v, cache.v_scale)
         pool.write(layer, k, v, where)
 
     def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment, window,
                 out=None):
         result = self._reference_prefill(q, cache.k_segments, cache.v_segments,
                                          batch.block_tables, batch.query_starts,
-                                         batch.context_lens, blocks_per_segment, window=window)
+                                         batch.context_lens, blocks_per_segment,
+                                         k_scale=cache.k_scale, v_scale=cache.v_scale,
+                                         window=window)
         return _into(result, q.dtype, out, slice(0, int(batch.query_starts[-1])))
 
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
                window, out=None):
         result = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,
-                                        context_lens, blocks_per_segment, window=window)
+                                        context_lens, blocks_per_segment, k_scale=cache.k_scale,
+                                        v_scale=cache.v_scale, window=window)
         return _into(result, q.dtype, out, slice(None))
 
-    def warmup(self, pool: KVPool, num_heads: int, window: int | None) -> None:
+    def warmup(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
+               window: int | None) -> None:
         """Nothing to compile."""
 
 

@@ -21,13 +21,14 @@ from harness.gpu.model import PrefillBatch, PrefillChunk, StepInputs
 
 @dataclass(frozen=True)
 class PrefillWork:
-    """Rows start..context-1 of a sequence's tokens; sample: the chunk ends its prefill."""
+    """Rows start..context-1 of a sequence's tokens; samples: how many of its last rows give a
+    next token (1 where the chunk ends a prefill, every row of a verification of drafts)."""
 
     seq_id: int
     tokens: np.ndarray  # int64 [context - start]
     start: int
     context: int
-    sample: bool
+    samples: int
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,11 @@ def layout_step(prefills: list[PrefillWork], decode: DecodeWork, table_rows: np.
     seq_of_row = np.concatenate([rows_of_seq, np.arange(num_pre_seqs, num_pre_seqs + num_decode)])
     slots = tables[table_rows[seq_of_row], positions // bs].astype(np.int64) * bs + positions % bs
     width = round_width(-(-int(np.concatenate([contexts, lens]).max(initial=1)) // bs))
-    sampled_pre = np.fromiter((w.sample for w in prefills), bool, num_pre_seqs)
-    logit_rows = np.concatenate([query_starts[1:][sampled_pre] - 1,
+    samples = np.fromiter((w.samples for w in prefills), np.int64, num_pre_seqs)
+    ends = query_starts[1:]
+    logit_rows = np.concatenate([ragged_arange(ends - samples, ends),
                                  np.arange(num_prefill, num_prefill + num_decode)])
-    sampled = [w.seq_id for w in prefills if w.sample] + list(decode.seq_ids)
+    sampled = [w.seq_id for w in prefills for _ in range(w.samples)] + list(decode.seq_ids)
     ids = np.concatenate([w.tokens for w in prefills] + [decode.tokens.astype(np.int64)])
     return HostStep(ids, positions, slots, logit_rows.astype(np.int64), query_starts, contexts,
                     starts, lens, np.asarray(table_rows, np.int64), width, sampled)

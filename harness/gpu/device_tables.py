@@ -15,6 +15,7 @@ once the executor has waited for the step's end.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from harness.gpu.host_state import TableRows
@@ -61,3 +62,17 @@ class DeviceTables:
         row ids), into out when given."""
         return torch.index_select(self.rows[:, :width], 0, rows, out=out)
 
+
+
+def fixed_tables(tables: np.ndarray, device: torch.device) -> DeviceTables:
+    """Block tables that stay as given, on the device and synced: row i holds tables[i] (a
+    forward outside the executor: the fp8 calibration, the accuracy comparison). Its host
+    array is what layout_step reads, with np.arange(len(tables)) as the table rows."""
+    rows = TableRows(rows=len(tables), width=tables.shape[1])
+    for i, table in enumerate(tables):
+        if rows.update(i, tuple(int(b) for b in table)) != i:
+            raise AssertionError("TableRows hands out its rows in order")
+    device_tables = DeviceTables(rows, device)
+    device_tables.stage()
+    device_tables.sync()
+    return device_tables

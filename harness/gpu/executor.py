@@ -8,6 +8,9 @@ tables of the scheduled sequences, the segments added and released, the block co
 allocator decided on, and what became of sequences (forks, swaps, preemptions, finishes). The
 executor keeps only what the model produces: each sequence's token ids (prompts drawn by
 harness.gpu.prompts, then the greedy samples), and the KV of swapped-out sequences on the host.
+With the run's kv_dtype fp8 the pool is float8 e4m3, its scales calibrated once
+(harness.gpu.calibration) before the first step. A verification of speculative drafts gets
+real drafts and the target's tokens at every verified position (harness.gpu.speculative).
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ import torch
 from allocators import BlockCopy
 from harness.engine.batch import Batch, SwapOp
 from harness.engine.executor import KVGeometry
-from harness.model.budget import bytes_per_token
+from harness.model.budget import kv_heads_per_gpu
 from harness.model.config import RunConfig
 from harness.gpu.attention import default_backend
 from harness.gpu.batching import (
     DecodeWork, HostStep, PrefillWork, layout_step, slots_of, to_device,
 )
+from harness.gpu.calibration import calibrate_kv_scales
 from harness.gpu.device_tables import DeviceTables
 from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
@@ -35,14 +39,22 @@ from harness.gpu.mixed_graphs import MixedGraphs
 from harness.gpu.model import SINGLE_RANK, Decoder, DecoderConfig, random_weights
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
+from harness.gpu.speculative import SelfDrafter, Verification, keep_sampled
 from harness.gpu.step_log import StepLog, StepRecord
 from harness.gpu.swap import SwapSpace
+from kernels.fp8 import FP8_DTYPE
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class ExecutorError(RuntimeError):
     """The batch disagrees with what the executor knows of a sequence (an engine bug)."""
+
+
+def pool_dtype(kv_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The KV pool's element type for a run's kv_dtype: float8 e4m3 for fp8; for bf16 the
+    decoder's own dtype (bfloat16 but in float32 CPU runs of the same code)."""
+    return FP8_DTYPE if kv_dtype == "fp8" else model_dtype
 
 
 def build_decoder(model, *, device: str | torch.device, dtype: str = "bfloat16",
@@ -108,8 +120,9 @@ class GpuExecutor:
         if config.tp != decoder.tp.size:
             raise ExecutorError(f"the run config's tp {config.tp} differs from the decoder's "
                                 f"{decoder.tp.size} ranks")
-        if bytes_per_token(config.model, config.tp) != 2 * c.num_layers * \
-                decoder.num_kv_heads * c.head_dim * config.model.dtype_bytes:
+        m = config.model
+        if (m.num_layers, kv_heads_per_gpu(m, config.tp), m.head_dim) != (
+                c.num_layers, decoder.num_kv_heads, c.head_dim):
             raise ExecutorError("the decoder's shape differs from the run config's model")
         self._prompt_len = trace["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
         self._output_len = trace["output_tokens"].to_numpy(dtype=np.int64).tolist()
@@ -118,9 +131,11 @@ class GpuExecutor:
         self._cuda = self.device_t.type == "cuda"
         self.pool = KVPool(
             geometry, num_layers=c.num_layers, num_kv_heads=decoder.num_kv_heads,
-            head_dim=c.head_dim, dtype=weights.embed.dtype, device=self.device_t,
-            prepare=decoder.backend.prepare,
+            head_dim=c.head_dim, dtype=pool_dtype(config.kv_dtype, weights.embed.dtype),
+            device=self.device_t, prepare=decoder.backend.prepare,
         )
+        if self.pool.scales is not None:
+            self.pool.set_scales(*calibrate_kv_scales(decoder, seed=config.seed))
         self.swap = SwapSpace(self.device_t)
         lengths = (trace["prompt_tokens"] + trace["output_tokens"]).to_numpy()
         longest = int(np.max(lengths, initial=1))
@@ -133,8 +148,11 @@ class GpuExecutor:
         if cuda_graphs and self._cuda and decoder.backend.graph_safe:
             self._graphs = DecodeGraphs(decoder, self.pool, self._device_tables,
                                         max_batch=max_seqs, max_context=longest)
+            # A verification samples every row: its drafts and the last token.
+            rows = 1 + int(np.max(trace["spec_tokens"].to_numpy(), initial=0))
             self._mixed = MixedGraphs(decoder, self.pool, self._device_tables,
-                                      max_seqs=max_seqs, max_context=longest)
+                                      max_seqs=max_seqs, max_context=longest,
+                                      max_sampled=max_seqs * rows)
         self._graph_steps = 0
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
@@ -142,6 +160,7 @@ class GpuExecutor:
         self._tokens = TokenStore()  # prompt and sampled token ids of every sequence
         self._rid: dict[int, int] = {}  # seq_id -> request id
         self._by_segment = decoder.backend.indexes_by_segment
+        self._drafter = SelfDrafter(decoder, self.pool, self._graphs, by_segment=self._by_segment)
         self.step_log = StepLog()
         self._timer = _Timer(self.device_t)
         self._warm = False
@@ -150,6 +169,7 @@ class GpuExecutor:
         self._steps = 0
         self._swaps = [0, 0]  # sequences swapped out, in
         self._copied_blocks = 0
+        self._draft_mismatches = 0
 
     # -- what the engine and the recorder read ---------------------------------------------
 
@@ -166,6 +186,7 @@ class GpuExecutor:
         c = self.decoder.config
         return {
             "dtype": str(self.decoder.weights.embed.dtype).removeprefix("torch."),
+            "kv_dtype": str(self.pool.dtype).removeprefix("torch."),
             "attention": self.decoder.backend.name,
             "timing": "cuda events" if self._cuda else "host clock",
             "tp": self.decoder.tp.size,
@@ -177,6 +198,7 @@ class GpuExecutor:
             "swapped_out_seqs": self._swaps[0],
             "swapped_in_seqs": self._swaps[1],
             "copied_blocks": self._copied_blocks,
+            "draft_mismatches": self._draft_mismatches,
             "cuda_graph_steps": self._graph_steps,
             "cuda_graph_captures": (self._graphs.captures + self._mixed.captures
                                     if self._graphs else 0),
@@ -187,15 +209,27 @@ class GpuExecutor:
         return {sid: self._tokens.ids(sid)[self._prompt_len[self._rid[sid]]:].tolist()
                 for sid in self._tokens.seq_ids()}
 
+    def request_of(self, seq_id: int) -> int:
+        """The request a sequence seen belongs to (samples and beams have ids of their own)."""
+        return self._rid[seq_id]
+
     # -- one step -------------------------------------------------------------------------
 
     def step(self, batch: Batch) -> float:
         if not self._warm:  # compiles kernels: no part of any step's preparation
             self._warm_up(batch)
         t0 = time.perf_counter()
-        self._lifecycle(batch)
-        staged = self._stage(batch)
-        host_s = time.perf_counter() - t0
+        rollback_s = self._lifecycle(batch)
+        prefills, verifications, decode, rows = self._plan(batch)
+        host_s = seconds = 0.0
+        if verifications:
+            self._device_tables.stage()
+            host_s = time.perf_counter() - t0
+            seconds = self._draft(batch, verifications)
+            t0 = time.perf_counter()
+            prefills = prefills + [v.work(self._tokens) for v in verifications]
+        staged = self._stage(prefills, decode, rows)
+        host_s += time.perf_counter() - t0
         if staged.decode_graph:  # a first use captures, untimed
             self._graphs.prepare(len(staged.decode.seq_ids))
         elif staged.mixed_key is not None:
@@ -204,24 +238,38 @@ class GpuExecutor:
         self.decoder.tp.align()  # every rank's host work done: the timer sees device work
         t1 = time.perf_counter()
         self._timer.start()
-        self._memory_ops(batch)
+        if not verifications:
+            self._memory_ops(batch)
         self._device_tables.sync()
         next_tokens, sampled = self._forward(staged)
         graphed = staged.decode_graph or staged.mixed_key is not None
         self._graph_steps += graphed
         enqueue_s = time.perf_counter() - t1
-        seconds = self._timer.stop_s()
+        seconds += self._timer.stop_s()
 
         t2 = time.perf_counter()
         if next_tokens is not None:
-            self._tokens.append(sampled, next_tokens.tolist())
+            self._draft_mismatches += keep_sampled(self._tokens, verifications, sampled,
+                                                   next_tokens.tolist())
         host_s += time.perf_counter() - t2
-        self._record(batch, graphed, host_s, enqueue_s, seconds)
+        self._record(batch, verifications, graphed, host_s, rollback_s, enqueue_s, seconds)
         return seconds
 
-    def _stage(self, batch: Batch) -> _Staged:
+    def _draft(self, batch: Batch, verifications: list[Verification]) -> float:
+        """The drafts of a step's verifications, decoded into its new slots: so its memory
+        operations (and the tables on the device, staged) go first, timed; the drafting is no
+        part of the step (harness.gpu.speculative). Returns the memory operations' seconds."""
+        self.decoder.tp.align()
+        self._timer.start()
+        self._memory_ops(batch)
+        self._device_tables.sync()
+        seconds = self._timer.stop_s()
+        self._drafter.draft(verifications, self._device_tables, self._tokens)
+        return seconds
+
+    def _stage(self, prefills: list[PrefillWork], decode: DecodeWork,
+               rows: np.ndarray) -> _Staged:
         """The host part of a step: its work laid out, and staged for a graph if one fits."""
-        prefills, decode, rows = self._plan(batch)
         tables = self._tables.array
         staged = _Staged(decode)
         if (self._graphs is not None and not prefills and decode.seq_ids
@@ -249,13 +297,16 @@ class GpuExecutor:
                          by_segment=self._by_segment)
         return self.decoder.next_tokens(step, self.pool), host.sampled
 
-    def _lifecycle(self, batch: Batch) -> None:
+    def _lifecycle(self, batch: Batch) -> float:
         """What became of sequences since the last batch, for the tokens and tables kept (a
-        truncated sequence's shorter table comes with its next step)."""
+        truncated sequence's shorter table comes with its next step); returns the seconds the
+        rollbacks took."""
         bs = self.pool.block_size
-        for cut in batch.truncated:
-            self._tokens.roll_back(cut.seq_id, cut.num_tokens)
+        t0 = time.perf_counter()
+        for cut in batch.truncated:  # the kept KV, and the token after it: the next input
+            self._tokens.truncate(cut.seq_id, cut.num_tokens + 1)
             self._tables.truncate(cut.seq_id, -(-cut.num_tokens // bs))
+        rollback_s = time.perf_counter() - t0
         for fork in batch.forks:
             self._tokens.fork(fork.parent, fork.child)
             self._rid[fork.child] = self._rid[fork.parent]
@@ -265,6 +316,7 @@ class GpuExecutor:
         for sid in batch.finished:
             self.swap.drop(sid)  # a rejected swapped request; a completed one holds none
             self._tables.drop(sid)
+        return rollback_s
 
     def _memory_ops(self, batch: Batch) -> None:
         """Segments, block copies and swaps, in the order Batch documents."""
@@ -281,22 +333,25 @@ class GpuExecutor:
         for op in batch.swap_in:
             self._swap_in(op)
 
-    def _record(self, batch: Batch, graph: bool, host_s: float, enqueue_s: float,
-                seconds: float) -> None:
+    def _record(self, batch: Batch, verifications: list[Verification], graph: bool,
+                host_s: float, rollback_s: float, enqueue_s: float, seconds: float) -> None:
         self._steps += 1
         self._device_s += seconds
         self._host_s += host_s
+        verify_tokens = sum(v.context - v.start for v in verifications)
+        decode_seqs = batch.decode_tokens - verify_tokens
         self.step_log.append(StepRecord(
-            graph, batch.decode_tokens, batch.decode_context_tokens,
-            len(batch.seqs) - batch.decode_tokens, batch.prefill_tokens,
-            batch.prefill_context_tokens, batch.prefill_attention_pairs, host_s, enqueue_s,
-            seconds))
+            graph, decode_seqs, batch.decode_context_tokens,
+            len(batch.seqs) - decode_seqs - len(verifications), batch.prefill_tokens,
+            batch.prefill_context_tokens, batch.prefill_attention_pairs, len(verifications),
+            verify_tokens, host_s, rollback_s, enqueue_s, seconds))
 
     def _warm_up(self, batch: Batch) -> None:
         """Before the first timed step: back the first segments and compile the kernels, so
         that no step's time holds a compilation."""
         self.pool.sync(batch.segments_added, batch.segments_released)
         self.decoder.backend.warmup(self.pool, self.decoder.num_heads,
+                                    self.decoder.weights.embed.dtype,
                                     self.decoder.config.sliding_window)
         self._warm = True
 
@@ -311,12 +366,14 @@ class GpuExecutor:
         self._tokens.start(sid, prompt, self._prompt_len[rid] + self._output_len[rid] + 1)
         self._rid[sid] = rid
 
-    def _plan(self, batch: Batch) -> tuple[list[PrefillWork], DecodeWork, np.ndarray]:
-        """The step's work from the batch, on the host: prefill chunks, decode rows and the
-        rows of their block tables in TableRows (prefills first). One pass over the sequences;
-        the rest is numpy."""
+    def _plan(self, batch: Batch) -> tuple[list[PrefillWork], list[Verification], DecodeWork,
+                                            np.ndarray]:
+        """The step's work from the batch, on the host: prefill chunks, verifications of drafts
+        (drafted later), decode rows, and the rows of their block tables in TableRows in that
+        order. One pass over the sequences; the rest is numpy."""
         prefills: list[PrefillWork] = []
         pre_rows: list[int] = []
+        verifications: list[Verification] = []
         dec_ids: list[int] = []
         dec_rows: list[int] = []
         dec_lens: list[int] = []
@@ -327,17 +384,16 @@ class GpuExecutor:
                 self._start_seq(sid, seq.request_id)
             row = tables.update(sid, seq.block_table)
             have = tokens.length(sid)
-            if seq.is_prefill or seq.num_new_tokens > 1:
-                if not seq.is_prefill:  # a verification: the last token, then the drafts
-                    if have != seq.start + 1:
-                        raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} "
-                                            "tokens")
-                    self._draft(sid, seq.num_new_tokens - 1)
-                elif have < context or (seq.samples and have != context):
+            if seq.is_prefill:
+                if have < context or (seq.samples and have != context):
                     raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
                 prefills.append(PrefillWork(sid, tokens.ids(sid)[seq.start:context], seq.start,
-                                            context, seq.samples))
+                                            context, int(seq.samples)))
                 pre_rows.append(row)
+            elif seq.num_new_tokens > 1:  # a verification: the last token, then the drafts
+                if have != seq.start + 1:
+                    raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} tokens")
+                verifications.append(Verification(sid, seq.start, context, row))
             else:
                 if have != context:
                     raise ExecutorError(f"seq {sid}: decode to {context} with {have} tokens")
@@ -347,15 +403,9 @@ class GpuExecutor:
         lens = np.asarray(dec_lens, np.int64)
         last = [tokens.last(sid) for sid in dec_ids]
         decode = DecodeWork(dec_ids, np.asarray(last, np.int64), lens)
-        return prefills, decode, np.asarray(pre_rows + dec_rows, np.int64)
-
-    def _draft(self, sid: int, count: int) -> None:
-        """Append count draft tokens to a sequence: seeded ids, since what they are does not
-        change the target's work (a draft model's own cost is measured apart, see
-        benchmarks/bench_spec_decode.py)."""
-        rng = np.random.default_rng([self.seed, sid, self._tokens.length(sid)])
-        ids = rng.integers(self.decoder.config.vocab_size, size=count).tolist()
-        self._tokens.append([sid] * count, ids)
+        ver_rows = [v.row for v in verifications]
+        return prefills, verifications, decode, np.asarray(pre_rows + ver_rows + dec_rows,
+                                                           np.int64)
 
     def _copy(self, copies: list[BlockCopy]) -> None:
         """Apply block copies decided by the allocator (one gather and one scatter)."""

@@ -35,13 +35,6 @@ class TokenStore:
     def truncate(self, seq_id: int, length: int) -> None:
         self._len[seq_id] = min(self._len[seq_id], length)
 
-    def roll_back(self, seq_id: int, kept: int) -> None:
-        """Speculative tokens rejected: keep the first kept tokens and the last sampled token
-        (the verification's own next token, the next input)."""
-        ids, length = self._ids[seq_id], self._len[seq_id]
-        ids[kept] = ids[length - 1]
-        self._len[seq_id] = kept + 1
-
     def length(self, seq_id: int) -> int:
         return self._len[seq_id]
 

@@ -12,6 +12,11 @@ segment the budget cuts short is backed whole: a budget of whole segments avoids
 Slots are the allocator's global slot ids: block b = slot // block_size lives in segment
 b // blocks_per_segment. Per layer the kernels see a list indexed by segment id of
 [blocks_per_segment, block_size, num_kv_heads, head_dim] views, None where no segment is live.
+
+A float8 pool (kernels/fp8.py) stores K / scale and V / scale, with one float32 scale per layer
+and KV head for each, held here for the pool's whole life: set_scales() overwrites their values
+in place, so that captured CUDA graphs read the calibrated ones. The pool moves float8 data as
+bytes, since torch indexes few float8 operations.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 
 from harness.engine.executor import KVGeometry
+from kernels.fp8 import is_fp8
 
 # prepare(k_segments, v_segments, previous) -> a kernel's per-layer segment handle
 # (kernels.paged_decode's SegmentTable), called when the live segments change; previous is the
@@ -32,12 +38,14 @@ PrepareLayer = Callable[[list, list, object], object]
 
 @dataclass(frozen=True)
 class LayerCache:
-    """One layer's segment views, indexed by segment id (None: not live), and the kernel's
-    handle on them."""
+    """One layer's segment views, indexed by segment id (None: not live), the kernel's
+    handle on them, and a float8 pool's scales of this layer (float32 [num_kv_heads])."""
 
     k_segments: list
     v_segments: list
     handle: object | None
+    k_scale: torch.Tensor | None = None
+    v_scale: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class KVPool:
         self._prepare = prepare
         self._tensors: dict[int, torch.Tensor] = {}
         self._layers: list[LayerCache] = []
+        # [2 (K, V), num_layers, num_kv_heads]; 1 until set_scales() calibrates them.
+        self.scales = torch.ones(2, num_layers, num_kv_heads, dtype=torch.float32,
+                                 device=self.device) if is_fp8(dtype) else None
 
     @property
     def slots_per_segment(self) -> int:
@@ -87,6 +98,18 @@ class KVPool:
     @property
     def allocated_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
+
+    def set_scales(self, k_scales: torch.Tensor, v_scales: torch.Tensor) -> None:
+        """Overwrite a float8 pool's scales: float32 [num_layers, num_kv_heads] for K and V.
+        KV already stored keeps the scales it was written with, so set them before any write."""
+        if self.scales is None:
+            raise ValueError(f"a {self.dtype} pool stores no scales")
+        want = tuple(self.scales.shape[1:])
+        for name, scales in (("k_scales", k_scales), ("v_scales", v_scales)):
+            if tuple(scales.shape) != want:
+                raise ValueError(f"{name} has shape {tuple(scales.shape)}, the pool needs {want}")
+        self.scales[0].copy_(k_scales)
+        self.scales[1].copy_(v_scales)
 
     def sync(self, added: list[int], released: list[int]) -> bool:
         """Drop the tensors of released segments, create those of added ones (either may be
@@ -119,7 +142,8 @@ class KVPool:
             handle = previous[layer].handle if previous[layer] is not None else None
             if self._prepare and self._tensors:
                 handle = self._prepare(k, v, handle)
-            self._layers.append(LayerCache(k, v, handle))
+            scales = (None, None) if self.scales is None else self.scales[:, layer]
+            self._layers.append(LayerCache(k, v, handle, *scales))
 
     def _max_segments(self) -> int:
         return -(-self.budget_slots // self.slots_per_segment)
@@ -162,14 +186,14 @@ class KVPool:
             raise SegmentMismatch(f"slots reference segments {missing} with no tensor behind them")
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, where: SlotIndex) -> None:
-        """Store one layer's K/V rows [n, Hkv, D] at the slots of `where` (torch indexing; a
-        GPU backend writes with kernels.kv_write instead)."""
+        """Store one layer's K/V rows [n, Hkv, D], in the pool's dtype, at the slots of `where`
+        (torch indexing; a GPU backend writes with kernels.kv_write instead)."""
         cache = self._layers[layer]
-        k_segments, v_segments = cache.k_segments, cache.v_segments
         shape = (-1, self.num_kv_heads, self.head_dim)
-        for seg, local, rows in where.parts:
-            k_segments[seg].view(shape).index_copy_(0, local, k if rows is None else k[rows])
-            v_segments[seg].view(shape).index_copy_(0, local, v if rows is None else v[rows])
+        for segments, rows_in in ((cache.k_segments, _raw(k)), (cache.v_segments, _raw(v))):
+            for seg, local, rows in where.parts:
+                _raw(segments[seg]).view(shape).index_copy_(
+                    0, local, rows_in if rows is None else rows_in[rows])
 
     def gather(self, layer: int, where: SlotIndex) -> tuple[torch.Tensor, torch.Tensor]:
         """One layer's K and V at the slots of `where`, [n, Hkv, D] each, in slot order."""
@@ -190,18 +214,27 @@ class KVPool:
         """Every layer's K and V at the slots: [num_layers, 2, n, Hkv, D] (swap-out, fork)."""
         if len(where.parts) == 1:
             seg, local, _ = where.parts[0]
-            return self._flat(seg)[:, :, local]
-        out = torch.empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
-                          self.head_dim, dtype=self.dtype, device=self.device)
+            return self._flat(seg)[:, :, local].view(self.dtype)
+        first = self._flat(where.parts[0][0])
+        out = first.new_empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
+                              self.head_dim)
         for seg, local, rows in where.parts:
             out[:, :, rows] = self._flat(seg)[:, :, local]
-        return out
+        return out.view(self.dtype)
 
     def write_slots(self, where: SlotIndex, data: torch.Tensor) -> None:
         """Inverse of read_slots: data [num_layers, 2, n, Hkv, D] on the pool's device."""
+        data = _raw(data)
         for seg, local, rows in where.parts:
             self._flat(seg)[:, :, local] = data if rows is None else data[:, :, rows]
 
     def _flat(self, seg: int) -> torch.Tensor:
-        return self._tensors[seg].view(self.num_layers, 2, -1, self.num_kv_heads, self.head_dim)
+        """A segment's tensor as [num_layers, 2, slots, Hkv, D], float8 as bytes."""
+        return _raw(self._tensors[seg]).view(self.num_layers, 2, -1, self.num_kv_heads,
+                                             self.head_dim)
+
+
+def _raw(t: torch.Tensor) -> torch.Tensor:
+    """Float8 data as its bytes (same shape), for torch's indexing; other dtypes as they are."""
+    return t.view(torch.uint8) if is_fp8(t.dtype) else t
 

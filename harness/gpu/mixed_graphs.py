@@ -14,9 +14,10 @@ rows: prefill rows 0..P-1, padding, decode rows T-D..T-1. Decode attention cover
 rows; the first Db - D of them are padding of context length 0 (they get zeros), and may be
 prefill rows, which prefill attention, launched second, writes. Padding rows write no KV
 (slot -1); prefill sequences past the step's have no query tokens, so their programs return at
-once. Sampled rows are padded too and point at row 0. Decode and prefill sequences have their
-own block tables and lengths, each gathered on the device from the executor's tables
-(harness/gpu/device_tables.py).
+once. Decode and prefill sequences have their own block tables and lengths, each gathered on
+the device from the executor's tables (harness/gpu/device_tables.py). Sampled rows are padded
+too and point at row 0: one per sequence, or as many as a verification of speculative drafts
+samples (every row of it, a chunk among the prefill rows) where the trace speculates.
 """
 from __future__ import annotations
 
@@ -58,13 +59,14 @@ class MixedBuffers:
     """Fixed device buffers of a padded mixed step, their pinned staging copies, and the
     StepInputs that read them."""
 
-    def __init__(self, *, max_tokens: int, max_seqs: int, width: int,
-                 device: torch.device) -> None:
+    def __init__(self, *, max_tokens: int, max_seqs: int, width: int, device: torch.device,
+                 max_sampled: int | None = None) -> None:
         self.max_tokens, self.max_seqs, self.width = max_tokens, max_seqs, width
+        self.max_sampled = max_seqs if max_sampled is None else max_sampled
         pinned = device.type == "cuda"
-        # int64: token ids, positions, slot ids (max_tokens each); sampled rows, decode then
-        # prefill sequences' rows of the block tables (max_seqs each).
-        self._ids_at = 3 * max_tokens + max_seqs
+        # int64: token ids, positions, slot ids (max_tokens each); sampled rows (max_sampled);
+        # decode then prefill sequences' rows of the block tables (max_seqs each).
+        self._ids_at = 3 * max_tokens + self.max_sampled
         self.longs = torch.zeros(self._ids_at + 2 * max_seqs, dtype=torch.int64, device=device)
         # int32 from 16-byte boundaries: query_starts [S + 1], prefill contexts [S], decode
         # context lengths [S].
@@ -79,7 +81,8 @@ class MixedBuffers:
 
     def fits(self, host: HostStep) -> bool:
         return (len(host.ids) <= self.max_tokens and host.table_width <= self.width
-                and len(host.prefill_contexts) + len(host.decode_lens) <= self.max_seqs)
+                and len(host.prefill_contexts) + len(host.decode_lens) <= self.max_seqs
+                and len(host.logit_rows) <= self.max_sampled)
 
     def inputs(self, tokens: int, decode_rows: int) -> StepInputs:
         """The StepInputs of a step padded to `tokens` rows, the last decode_rows decoding."""
@@ -94,7 +97,7 @@ class MixedBuffers:
             num_decode_rows=decode_rows,
             block_tables=self.decode_tables[:decode_rows],
             context_lens=ints[self._dec_at : self._dec_at + decode_rows],
-            logit_rows=longs[3 * t : 3 * t + seqs],
+            logit_rows=longs[3 * t : 3 * t + min(tokens, self.max_sampled)],
             prefill_batch=PrefillBatch(
                 query_starts=ints[: seqs + 1],
                 context_lens=ints[self._ctx_at : self._ctx_at + seqs],
@@ -125,7 +128,7 @@ class MixedBuffers:
             rows[row, :num_pre] = values[:num_pre]
             rows[row, num_pre : num_pre + pad] = filler
             rows[row, num_pre + pad : tokens] = values[num_pre:]
-        logit = longs[3 * t : 3 * t + s]
+        logit = longs[3 * t : self._ids_at]
         logit[:] = 0
         sampled = host.logit_rows
         logit[: len(sampled)] = np.where(sampled >= num_pre, sampled + pad, sampled)
@@ -162,7 +165,8 @@ class MixedGraphs:
     decode-row bucket."""
 
     def __init__(self, decoder: Decoder, pool: KVPool, tables: DeviceTables, *, max_seqs: int,
-                 max_context: int, max_tokens: int = MAX_GRAPH_TOKENS) -> None:
+                 max_context: int, max_tokens: int = MAX_GRAPH_TOKENS,
+                 max_sampled: int | None = None) -> None:
         self.decoder = decoder
         self.pool = pool
         self.tables = tables
@@ -170,7 +174,7 @@ class MixedGraphs:
         self.decode_buckets = decode_buckets(max_seqs)
         width = round_width(-(-max_context // pool.block_size))
         self.buffers = MixedBuffers(max_tokens=max_tokens, max_seqs=max_seqs, width=width,
-                                    device=decoder.weights.embed.device)
+                                    device=decoder.weights.embed.device, max_sampled=max_sampled)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None

@@ -32,15 +32,17 @@ def gpu_preset_for(device: torch.device) -> str:
 def load_slice(
     source: str, *, start: int = 0, count: int | None = None, rate_scale: float = 1.0,
     max_model_len: int | None = None, format: str | None = None, skip_invalid: bool = False,
+    decoding: dict | None = None,
 ) -> pd.DataFrame:
     """A trace, cut to requests [start, start + count), replayed rate_scale times faster, with
-    lengths capped at max_model_len (each step noted in attrs["transforms"]); format and
-    skip_invalid as in workloads.load_trace."""
+    lengths capped at max_model_len, decoded as `decoding` says (the trace spec's n, beam_width,
+    spec_tokens, spec_accept; None: as the trace says), each step noted in attrs["transforms"]
+    and the whole in attrs["spec"]; format and skip_invalid as in workloads.load_trace."""
     from workloads import TraceSpec
 
     return TraceSpec(source, format=format, skip_invalid=skip_invalid, start=start,
-                     max_requests=count, rate_scale=rate_scale,
-                     cap_lengths_to=max_model_len).load()
+                     max_requests=count, rate_scale=rate_scale, cap_lengths_to=max_model_len,
+                     **(decoding or {})).load()
 
 
 def gpu_run_config(
@@ -55,9 +57,11 @@ def gpu_run_config(
     preemption: str | None = None,
     seed: int | None = None,
     tp: int | None = None,
+    kv_dtype: str | None = None,
 ) -> RunConfig:
-    """The run's config: the base TOML (or defaults) with the model, allocator, GPU and
-    tensor-parallel width of this run; on a CPU the budget defaults to CPU_BUDGET_SLOTS slots."""
+    """The run's config: the base TOML (or defaults) with the model, allocator, GPU,
+    tensor-parallel width and KV dtype of this run; on a CPU the budget defaults to
+    CPU_BUDGET_SLOTS slots."""
     config = RunConfig.from_file(base) if base else RunConfig()
     if budget_slots is None and device.type != "cuda":
         budget_slots = CPU_BUDGET_SLOTS
@@ -73,6 +77,8 @@ def gpu_run_config(
         changes["seed"] = seed
     if tp is not None:  # the KV budget is then per GPU: weights and heads are split tp ways
         changes["tp"] = tp
+    if kv_dtype is not None:  # the budget then counts its bytes per element
+        changes["kv_dtype"] = kv_dtype
     if preemption is not None:
         changes["scheduler"] = dataclasses.replace(config.scheduler, preemption=preemption)
     return dataclasses.replace(config, **changes)

@@ -12,8 +12,11 @@ import pandas as pd
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """step_s: CUDA-event time of the device work; host_prep_s: host work before it (the
-    scheduler's not included); enqueue_s: host time from the start event to the last launch
+    """decode_seqs: sequences decoding one token; verify_seqs: sequences verifying drafts, in
+    verify_tokens rows (the last token and the drafts of each, every row sampled);
+    decode_context_tokens: the KV length of both. step_s: CUDA-event time of the device work;
+    host_prep_s: host work before it (the scheduler's not included), rollback_s of it applying
+    the last step's rollbacks; enqueue_s: host time from the start event to the last launch
     (close to step_s when the host, not the device, sets the pace)."""
 
     graph: bool
@@ -23,7 +26,10 @@ class StepRecord:
     prefill_tokens: int
     prefill_context_tokens: int
     prefill_attention_pairs: int
+    verify_seqs: int
+    verify_tokens: int
     host_prep_s: float
+    rollback_s: float
     enqueue_s: float
     step_s: float
 

@@ -2,20 +2,24 @@
 
 vLLM sizes its KV cache after a profile run: total memory x gpu_memory_utilization, minus the
 weights, minus the peak activations of one forward pass of max_num_batched_tokens tokens (and
-memory outside PyTorch), divided by the bytes one token's K and V take on one GPU.
+memory outside PyTorch), divided by the bytes one token's K and V take on one GPU. The KV
+cache's element type is the run's (config.kv_dtype): fp8 takes one byte per element, so the same
+memory holds twice the tokens, less the few bytes of its scales.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.model.config import RunConfig
+from harness.model.config import KV_DTYPES, RunConfig
 from harness.model.presets import GIB, MIB, ModelSpec
+from reports.schema import DEFAULT_KV_DTYPE
 
 # Memory outside PyTorch's allocator: CUDA context, cuBLAS and NCCL workspaces. vLLM logs a few
 # hundred MiB of "non_torch memory" on H100; half a GiB keeps the estimate on the safe side.
 NON_TORCH_BYTES = 512 * MIB
 # Sampling keeps float32 logits for one token per sequence.
 LOGITS_DTYPE_BYTES = 4
+SCALE_BYTES = 4  # float32
 
 
 class BudgetError(ValueError):
@@ -31,6 +35,7 @@ class KvBudget:
     activation_bytes: int
     kv_bytes: int
     slots: int
+    scale_bytes: int = 0  # a scaled (fp8) cache's scales, outside kv_bytes
 
 
 def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
@@ -47,9 +52,18 @@ def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
     return 1
 
 
-def bytes_per_token(model: ModelSpec, tp: int = 1) -> int:
-    """K and V of one token in every layer, on one GPU."""
-    return 2 * model.num_layers * kv_heads_per_gpu(model, tp) * model.head_dim * model.dtype_bytes
+def bytes_per_token(model: ModelSpec, tp: int = 1, kv_dtype: str = DEFAULT_KV_DTYPE) -> int:
+    """K and V of one token in every layer, on one GPU, in elements of kv_dtype."""
+    return (2 * model.num_layers * kv_heads_per_gpu(model, tp) * model.head_dim
+            * KV_DTYPES[kv_dtype].element_bytes)
+
+
+def scale_bytes(model: ModelSpec, tp: int = 1, kv_dtype: str = DEFAULT_KV_DTYPE) -> int:
+    """What a scaled cache's scales take on one GPU (nothing for another dtype): per layer, one
+    scale per KV head for K and for V, whatever the number of tokens."""
+    if not KV_DTYPES[kv_dtype].scaled:
+        return 0
+    return 2 * model.num_layers * kv_heads_per_gpu(model, tp) * SCALE_BYTES
 
 
 def weight_bytes(model: ModelSpec, tp: int = 1) -> int:
@@ -74,14 +88,15 @@ def activation_bytes(config: RunConfig) -> int:
 
 def kv_budget(config: RunConfig) -> KvBudget:
     """The KV budget of a run; budget_slots_override replaces the memory arithmetic."""
-    bpt = bytes_per_token(config.model, config.tp)
+    bpt = bytes_per_token(config.model, config.tp, config.kv_dtype)
     weights = weight_bytes(config.model, config.tp)
     activations = activation_bytes(config)
+    scales = scale_bytes(config.model, config.tp, config.kv_dtype)
     if config.budget_slots_override is not None:
         slots = config.budget_slots_override
-        return KvBudget(bpt, weights, activations, slots * bpt, slots)
+        return KvBudget(bpt, weights, activations, slots * bpt, slots, scales)
     usable = int(config.gpu.memory_bytes * config.gpu_memory_utilization)
-    kv = usable - weights - activations
+    kv = usable - weights - activations - scales
     if kv < bpt:
         raise BudgetError(
             f"{config.model.name} on {config.gpu.name} x tp {config.tp}: "
@@ -90,4 +105,4 @@ def kv_budget(config: RunConfig) -> KvBudget:
             f"{activations / GIB:.1f} GiB activations leaves no KV cache; raise tp or "
             f"gpu_memory_utilization, or use a larger GPU"
         )
-    return KvBudget(bpt, weights, activations, kv, kv // bpt)
+    return KvBudget(bpt, weights, activations, kv, kv // bpt, scales)

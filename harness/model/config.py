@@ -13,12 +13,27 @@ from typing import Any
 
 from allocators import DEFAULT_ALLOCATOR, spec_of
 from harness.model.presets import GIB, GpuSpec, ModelSpec, gpu_preset, model_preset
+from reports.schema import DEFAULT_KV_DTYPE
 
 PREEMPTION_MODES = ("recompute", "swap")
 # Replica scheduling policies (harness/engine/policies.py) and cluster routers
 # (harness/cluster/router.py); named here so that a config is checked where it is built.
 SCHEDULING_POLICIES = ("vllm-v1", "vllm-v0", "sarathi", "edf")
 ROUTERS = ("round-robin", "least-outstanding", "least-kv", "prefix-aware")
+
+
+@dataclass(frozen=True)
+class KvDtype:
+    """What one element of the KV cache takes. A scaled type stores K / scale and V / scale,
+    with one float32 scale per layer and KV head for each (kernels/fp8.py)."""
+
+    element_bytes: int
+    scaled: bool
+
+
+# The KV cache's element types: bf16 as the presets' weights, fp8 as e4m3. The model's
+# dtype_bytes sizes weights and activations only.
+KV_DTYPES = {"bf16": KvDtype(2, scaled=False), "fp8": KvDtype(1, scaled=True)}
 
 
 class ConfigError(ValueError):
@@ -115,8 +130,12 @@ class RunConfig:
     horizon_s: float | None = None  # stop the clock here; None runs until every request is done
     replicas: int = 1  # engines behind a router, each with this config's GPU, budget, allocator
     router: str = "round-robin"  # one of ROUTERS: which replica takes each arriving request
+    kv_dtype: str = DEFAULT_KV_DTYPE  # one of KV_DTYPES: what the KV cache stores
 
     def __post_init__(self) -> None:
+        if self.kv_dtype not in KV_DTYPES:
+            raise ConfigError(f"kv_dtype must be one of {tuple(KV_DTYPES)}, got "
+                              f"{self.kv_dtype!r}")
         if self.tp < 1:
             raise ConfigError(f"tp must be >= 1, got {self.tp}")
         if self.replicas < 1:
@@ -194,7 +213,7 @@ class RunConfig:
 # Fields added after runs and sweeps were first recorded: written only when they differ from
 # their defaults, so that the run.json and the sweep cell hash of a run that does not use them
 # stay what they were (from_dict fills them back in).
-_LATER_FIELDS = ("replicas", "router")
+_LATER_FIELDS = ("replicas", "router", "kv_dtype")
 _LATER_MODEL_FIELDS = ("sliding_window",)
 _LATER_SCHEDULER_FIELDS = ("policy", "chunk_size", "ttft_slo_s", "ttft_slo_s_per_token")
 

@@ -7,6 +7,11 @@ and swap traffic over PCIe, which do not overlap with the forward pass. The all-
 fitted from a measured sweep where one exists for the GPU (harness.model.allreduce), else taken
 from the datasheet's NVLink bandwidth and a guessed latency. The decode attention
 kernel's efficiency per block size comes from measured kernel benchmarks when they exist.
+
+A KV cache of another element type (config.kv_dtype, fp8) reads its own bytes per token, at the
+bandwidth its kernel was measured to reach relative to the bf16 kernel's
+(decode_bandwidth_ratio): fp8 halves the bytes, but its decode loop does not stream them twice
+as fast.
 """
 from __future__ import annotations
 
@@ -17,8 +22,8 @@ from pathlib import Path
 
 from harness.model.allreduce import AllReduceFit
 from harness.model.budget import bytes_per_token, weight_bytes
-from harness.model.config import RunConfig
-from reports.schema import read_measurement
+from harness.model.config import KV_DTYPES, RunConfig
+from reports.schema import DEFAULT_KV_DTYPE, read_measurement
 from reports.schema import results_dir as measured_results_dir
 
 # Fraction of datasheet HBM bandwidth that streaming kernels reach (GEMV-bound decode: vLLM's
@@ -32,6 +37,9 @@ STEP_OVERHEAD_S = 0.5e-3
 # Latency of one NVLink all-reduce of a small message, a guess used when no measured sweep
 # exists; a Llama layer does two under tensor parallelism (after attention and after the MLP).
 ALLREDUCE_LATENCY_S = 10e-6
+# benchmarks/bench_paged_decode.py writes paged_decode_<gpu>.csv (the kernel against SDPA);
+# benchmarks/bench_paged_decode_fp8.py writes paged_decode_fp8_<gpu>.csv (fp8 and bf16 rows).
+KERNEL_TABLE_PREFIX = "paged_decode_"
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class CostModel:
             ring, latency, link = 1.0, allreduce.latency_s, allreduce.bytes_s
         return cls(
             weight_bytes=weight_bytes(model, tp),
-            bytes_per_token=bytes_per_token(model, tp),
+            bytes_per_token=bytes_per_token(model, tp, config.kv_dtype),
             flops_per_token=2 * model.num_params / tp,
             attention_flops_per_pair=4 * model.num_layers * (model.num_heads // tp)
             * model.head_dim,
@@ -122,7 +130,9 @@ def decode_efficiency(
     """
     family = gpu_name.split("-")[0].lower()
     where = Path(results_dir) if results_dir is not None else measured_results_dir()
-    files = sorted(p for p in where.glob("paged_decode_*.csv") if family in p.name.lower())
+    other_dtypes = tuple(f"{KERNEL_TABLE_PREFIX}{name}_" for name in KV_DTYPES)
+    files = sorted(p for p in where.glob(f"{KERNEL_TABLE_PREFIX}*.csv")
+                   if family in p.name.lower() and not p.name.startswith(other_dtypes))
     if not files:
         return 1.0, None
     table = _efficiency_table(files[0], "contiguous" if contiguous else "shuffled")
@@ -145,3 +155,36 @@ def _efficiency_table(path: Path, layout: str) -> dict[int, float]:
             continue
         ratios.setdefault(int(r["block_size"]), []).append(float(r["bandwidth_gbs"]) / sdpa[key])
     return {bs: statistics.median(v) for bs, v in sorted(ratios.items())}
+
+
+def decode_bandwidth_ratio(kv_dtype: str, gpu_name: str, block_size: int, *,
+                           results_dir: Path | None = None) -> tuple[float, str | None]:
+    """(ratio, source file): the KV bandwidth of the paged decode kernel over a kv_dtype cache
+    divided by its bandwidth over a bf16 cache, median over the shapes measured both ways at
+    the measured block size nearest block_size (in log2). From this GPU family's
+    paged_decode_<kv_dtype>_ table, else another GPU's: a measured kernel over a guess, and a
+    conservative one, since the fp8 loop is bound by instruction issue and a GPU of lower
+    bandwidth leaves it less far behind (kernels/paged_decode.py). (1.0, None) for bf16 and
+    where nothing is measured: the bytes stream at bf16's bandwidth."""
+    if kv_dtype == DEFAULT_KV_DTYPE:
+        return 1.0, None
+    where = Path(results_dir) if results_dir is not None else measured_results_dir()
+    files = sorted(where.glob(f"{KERNEL_TABLE_PREFIX}{kv_dtype}_*.csv"),
+                   key=lambda p: (gpu_name.split("-")[0].lower() not in p.name.lower(), p.name))
+    for path in files:
+        ratios = _dtype_ratios(read_measurement(path).table, kv_dtype)
+        if ratios:
+            nearest = min(ratios, key=lambda bs: (abs(math.log2(bs) - math.log2(block_size)), bs))
+            return ratios[nearest], path.name
+    return 1.0, None
+
+
+def _dtype_ratios(table, kv_dtype: str) -> dict[int, float]:
+    """block_size -> median over shapes of kv_dtype bandwidth / bf16 bandwidth."""
+    key = ["batch", "context", "block_size", "layout"]
+    both = table[table["kv_dtype"] == kv_dtype].merge(
+        table[table["kv_dtype"] == DEFAULT_KV_DTYPE], on=key, suffixes=("", "_base"))
+    both = both[both["bandwidth_gbs_base"] > 0]
+    ratios = both["bandwidth_gbs"] / both["bandwidth_gbs_base"]
+    return {int(bs): float(statistics.median(r))
+            for bs, r in ratios.groupby(both["block_size"]) if len(r)}

@@ -209,14 +209,22 @@ def profile_path(model_name: str, gpu_name: str, results_dir: Path | None = None
     return where / f"profile_{model_name}_{gpu_family(gpu_name)}.csv"
 
 
-def fitted_cost_model(config: RunConfig, block_size: int, *,
-                      results_dir: Path | None = None) -> FittedCostModel | None:
+def fitted_cost_model(config: RunConfig, block_size: int, *, results_dir: Path | None = None,
+                      decode_bandwidth_ratio: float = 1.0) -> FittedCostModel | None:
     """The model fitted to the profile of this run's model and GPU family, or None when there
     is none. A profile is measured on one GPU: runs with tensor parallelism keep the roofline,
-    which prices the all-reduces."""
+    which prices the all-reduces.
+
+    A profile is measured with a bf16 cache; a run of another kv_dtype reads its own bytes per
+    KV token (half for fp8), decode attention at decode_bandwidth_ratio times the bf16
+    kernel's bandwidth (harness.model.costmodel.decode_bandwidth_ratio)."""
     path = profile_path(config.model.name, config.gpu.name, results_dir)
     if config.tp != 1 or not path.is_file():
         return None
     model = fit(read_measurement(path).table, block_size=block_size, source=path.name)
-    swap_s = bytes_per_token(config.model, config.tp) / config.gpu.pcie_bytes_s
-    return replace(model, swap_token_s=swap_s)
+    kv_bytes = bytes_per_token(config.model, config.tp, config.kv_dtype)
+    bytes_ratio = kv_bytes / bytes_per_token(config.model, config.tp)
+    return replace(model, swap_token_s=kv_bytes / config.gpu.pcie_bytes_s,
+                   decode_kv_token_s=model.decode_kv_token_s * bytes_ratio
+                   / decode_bandwidth_ratio,
+                   prefill_kv_token_s=model.prefill_kv_token_s * bytes_ratio)

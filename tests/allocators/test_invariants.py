@@ -12,7 +12,9 @@ written again get a new name (its rollback count), so that rewriting a slot anot
 still reads is caught even where the old and new token sit at the same position. Slides move a
 sequence's window start: only the tokens from there on must still read their content; what the
 allocator still holds before it is stale, and the stale and live figures are recounted from the
-layouts (a slot stale for one holder and read by another is live).
+layouts (a slot stale for one holder and read by another is live). Beside the single
+operations, rules drive them as the decoding patterns do: parallel samples, a beam search step,
+a speculative verification and its rollback.
 """
 from __future__ import annotations
 
@@ -99,7 +101,9 @@ class AllocatorMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63), k=st.integers(1, 24))
     def extend(self, pick, k):
-        seq = self._pick(pick)
+        self._extend(self._pick(pick), k)
+
+    def _extend(self, seq: int, k: int) -> bool:
         before = self._snapshot()
         old = len(self.contents[seq])
         try:
@@ -110,14 +114,18 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert old + k > len(before[1][seq][0].block_table) * self.alloc.block_size
             else:
                 assert self._available(before[0]) < k + 2 * self.alloc.block_size
-            return
+            return False
         self.contents[seq].extend(self._token(seq, p) for p in range(old, old + k))
         self._check(writes={seq: range(old, old + k)})
+        return True
 
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63))
     def fork(self, pick):
-        parent = self._pick(pick)
+        self._fork(self._pick(pick))
+
+    def _fork(self, parent: int) -> int | None:
+        """The child's id, or None when the fork did not fit."""
         child = self._new_id()
         before = self._snapshot()
         try:
@@ -129,12 +137,13 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert before[0].largest_free_run < capacity
             else:
                 assert self._available(before[0]) < 2 * self.alloc.block_size
-            return
+            return None
         self.prompts[child] = self.prompts[parent]
         self.starts[child] = self.starts[parent]
         self.contents[child] = list(self.contents[parent])
         self.slots[child] = self.slots[parent]  # the child starts from the parent's slots
         self._check()
+        return child
 
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63), cut=st.integers(0, 1 << 16))
@@ -142,7 +151,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         seq = self._pick(pick)
         length = len(self.contents[seq])
         lowest = max(1, self.starts[seq])  # the window's tokens are never cut
-        keep = lowest + cut % (length - lowest + 1)
+        self._truncate(seq, lowest + cut % (length - lowest + 1))
+
+    def _truncate(self, seq: int, keep: int) -> None:
         before = self._snapshot()
         try:
             self.alloc.truncate(seq, keep)
@@ -187,10 +198,52 @@ class AllocatorMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63))
     def free(self, pick):
-        seq = self._pick(pick)
+        self._free(self._pick(pick))
+
+    def _free(self, seq: int) -> None:
         self.alloc.free(seq)
         self._forget(seq)
         self._check()
+
+    # -- the decoding patterns, as the scheduler drives them (harness.engine.decoding) -----------
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63), drafts=st.integers(1, 8), accepted=st.integers(0, 8))
+    def speculate(self, pick, drafts, accepted):
+        """A verification writes the last token and the drafts; the rejected ones go back."""
+        seq = self._pick(pick)
+        written = len(self.contents[seq])
+        if self._extend(seq, drafts + 1):
+            self._truncate(seq, written + 1 + min(accepted, drafts))
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63),
+          continuations=st.lists(st.integers(0, 3), min_size=1, max_size=4))
+    def beam_step(self, pick, continuations):
+        """Beams after a step: one without a continuation is freed, one with c is forked c - 1
+        times, and every beam left writes its next token (a fork's shared last block too)."""
+        live = sorted(self.contents)
+        start = pick % len(live)
+        beams = []
+        for seq, count in zip(live[start:], continuations):
+            if not count:
+                self._free(seq)
+                continue
+            beams.append(seq)
+            beams.extend(child for child in (self._fork(seq) for _ in range(count - 1))
+                         if child is not None)
+        for seq in beams:
+            self._extend(seq, 1)
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63), n=st.integers(2, 4))
+    def sample(self, pick, n):
+        """Parallel sampling: n - 1 children forked from a prompt, then each writes a token."""
+        seq = self._pick(pick)
+        samples = [seq, *(self._fork(seq) for _ in range(n - 1))]
+        for sample in samples:
+            if sample is not None:
+                self._extend(sample, 1)
 
     @rule(extra=st.integers(1, 64))
     def allocate_beyond_budget(self, extra):

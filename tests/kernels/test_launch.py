@@ -83,3 +83,71 @@ def test_specialization_classes():
     assert specialization((True,)) != specialization((1,))
     assert specialization((16,)) == specialization((4096,)) != specialization((8,))
     assert specialization((0.5,)) == specialization((2.0,))
+
+
+class RecordingKernel(FakeJit):
+    """A fake of one of the attention kernels: its parameters, nothing run."""
+
+    def __init__(self, real):
+        super().__init__(compiles=True)
+        self.arg_names = real.arg_names
+
+    def launches(self):
+        """Every launch's arguments by parameter name, the JIT's and the direct ones in order."""
+        named = [dict(zip(self.arg_names, args)) | kwargs for _, args, kwargs in self.calls]
+        direct = [dict(zip(self.arg_names, args)) for c in self.compiled for _, args in c.calls]
+        return named, direct
+
+
+def _fp8_calls(kind, cache, q, k_scale, v_scale, k8, v8):
+    from kernels.paged_decode import paged_decode
+    from kernels.paged_prefill import paged_prefill
+
+    if kind == "decode":
+        return lambda **kw: paged_decode(q, kw.get("k", k8), kw.get("v", v8), cache.block_tables,
+                                         cache.context_lens, cache.blocks_per_segment,
+                                         num_splits=1, k_scale=kw.get("k_scale", k_scale),
+                                         v_scale=kw.get("v_scale", v_scale))
+    starts = torch.tensor([0, 1, 3], dtype=torch.int32)
+    return lambda **kw: paged_prefill(q, kw.get("k", k8), kw.get("v", v8), cache.block_tables,
+                                      starts, cache.context_lens, cache.blocks_per_segment,
+                                      k_scale=kw.get("k_scale", k_scale),
+                                      v_scale=kw.get("v_scale", v_scale))
+
+
+@pytest.mark.parametrize("kind", ["decode", "prefill"])
+def test_fp8_scales_reach_the_kernel_on_the_direct_path(monkeypatch, make_cache, kind):
+    """The fp8 cache and its scale tensors are launch arguments: a direct launch passes this
+    call's scales (a captured graph reads whatever they hold), a bf16 cache or a per-tensor
+    scale (stride 0, not 1) is another specialisation, and the plan's KV_FP8 goes with it."""
+    import kernels.paged_decode as decode_module
+    import kernels.paged_prefill as prefill_module
+
+    real = (decode_module._decode_split_kernel if kind == "decode"
+            else prefill_module._prefill_kernel)
+    kernel = RecordingKernel(real)
+    monkeypatch.setattr(decode_module, "_decode_split_kernel", kernel)
+    monkeypatch.setattr(prefill_module, "_prefill_kernel", kernel)
+    monkeypatch.setattr(decode_module, "_LAUNCHES", {})
+    prefill_module.plan_prefill.cache_clear()  # its plans hold their DirectLaunch
+    try:
+        cache = make_cache(context_lens=[5, 20], num_kv_heads=2, head_dim=16, block_size=16,
+                           blocks_per_segment=4, num_segments=2, dtype=torch.bfloat16, seed=0,
+                           device="cpu")
+        k8, v8, k_scale, v_scale = cache.quantized(per_head=True)
+        q = torch.randn(2 if kind == "decode" else 3, 4, 16, dtype=torch.bfloat16)
+        call = _fp8_calls(kind, cache, q, k_scale, v_scale, k8, v8)
+        call()
+        k2, v2 = k_scale * 2, v_scale * 2
+        call(k_scale=k2, v_scale=v2)
+        call(k_scale=k_scale[:1].clone(), v_scale=v_scale[:1].clone())
+        call(k=cache.k_segments, v=cache.v_segments, k_scale=None, v_scale=None)
+    finally:
+        prefill_module.plan_prefill.cache_clear()
+    jit, direct = kernel.launches()
+    assert len(jit) == 3 and len(direct) == 1
+    assert direct[0]["K_scale"] is k2 and direct[0]["V_scale"] is v2
+    assert direct[0]["stride_ks"] == 1 and direct[0]["KV_FP8"]
+    assert jit[0]["K_scale"] is k_scale and jit[0]["K_base"].dtype == torch.float8_e4m3fn
+    assert jit[1]["stride_ks"] == jit[1]["stride_vs"] == 0 and jit[1]["KV_FP8"]
+    assert jit[2]["K_base"].dtype == torch.bfloat16 and not jit[2]["KV_FP8"]

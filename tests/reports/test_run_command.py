@@ -15,7 +15,7 @@ def test_the_main_job_is_a_capacity_study():
     args = build_parser().parse_args(["run"])
     assert args.traces == DEFAULT_TRACES and args.allocators == DEFAULT_ALLOCATORS
     jobs = plan_jobs(args)
-    main_runs = [job for job in jobs if not job.ablation]
+    main_runs = [job for job in jobs if not job.ablation and job.kv_dtype == args.kv_dtype]
     # every allocator, static also as its oracle, at every rate of each trace's curve
     per_rate = len(DEFAULT_ALLOCATORS) + 1
     assert len(main_runs) == per_rate * sum(len(TRACE_RATES[t]) for t in DEFAULT_TRACES)
@@ -26,6 +26,20 @@ def test_the_main_job_is_a_capacity_study():
     assert {job.trace_name for job in ablation} == {"mooncake-conv"}
     assert all(job.allocator == "paged" for job in ablation)
     assert len({job.rate for job in ablation}) == 1
+    # paged's curve on the ablation trace again with fp8 KV, kept apart from the study's runs
+    fp8 = [job for job in jobs if job.kv_dtype != args.kv_dtype]
+    assert args.kv_dtype == "bf16" and {job.kv_dtype for job in fp8} == {"fp8"}
+    assert {(job.trace_name, job.allocator) for job in fp8} == {("mooncake-conv", "paged")}
+    assert sorted(job.rate for job in fp8) == sorted(TRACE_RATES["mooncake-conv"])
+    assert not any(job.ablation for job in fp8)
+
+
+def test_the_main_job_in_fp8_compares_against_bf16():
+    args = build_parser().parse_args(["run", "--kv-dtype", "fp8"])
+    kv_dtypes = {job.kv_dtype for job in plan_jobs(args) if job.allocator == "static"}
+    assert kv_dtypes == {"fp8"}
+    assert {job.out_dir.name for job in plan_jobs(args) if job.kv_dtype == "bf16"} == {
+        "paged-bf16"}
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
@@ -42,13 +56,15 @@ def test_run_writes_runs_and_report(tmp_path, capsys, jobs):
     assert run_dirs == sorted([f"{trace}/x{rate}/{run}"
                                for trace in ("azure-conv", "mooncake-conv") for rate in (1, 4)
                                for run in ("paged", "static", "static-oracle")]
-                              + ["mooncake-conv/x1/paged-bs64"])
+                              + ["mooncake-conv/x1/paged-bs64", "mooncake-conv/x1/paged-fp8",
+                                 "mooncake-conv/x4/paged-fp8"])
     meta = json.loads((tmp_path / "runs/mooncake-conv/x1/paged-bs64/run.json").read_text())
     assert meta["summary"]["requests"] == 12
     text = " ".join(page.extract_text() for page in pypdf.PdfReader(out_pdf).pages)
     assert "mooncake-conv: KV memory utilization over time" in text
     assert "capacity curves" in text and "static oracle" in text
     assert "paged bs=64" in text  # listed among the ablation runs on the title page
+    assert "mooncake-conv: paged with fp8 against bf16 KV (simulated)" in text
     out = capsys.readouterr().out
     assert f"wrote {out_pdf}" in out and "highest rate sustained" in out
 

@@ -87,6 +87,37 @@ def test_plan_json(capsys):
     assert [a["name"] for a in plan["allocators"]] == ["static", "paged", "segmented", "hybrid"]
 
 
+def test_plan_with_fp8_kv_holds_twice_the_tokens(capsys):
+    plans = {}
+    for dtype in ("bf16", "fp8"):
+        assert main(["plan", "--context", "4096", "--json", "--kv-dtype", dtype]) == 0
+        plans[dtype] = json.loads(capsys.readouterr().out)
+    bf16, fp8 = plans["bf16"], plans["fp8"]
+    assert (bf16["kv_dtype"], fp8["kv_dtype"]) == ("bf16", "fp8")
+    assert fp8["bytes_per_token"] * 2 == bf16["bytes_per_token"]
+    assert bf16["kv_scale_bytes"] == 0 < fp8["kv_scale_bytes"]
+    assert fp8["kv_bytes"] == bf16["kv_bytes"] - fp8["kv_scale_bytes"]
+    assert fp8["kv_tokens"] == fp8["kv_bytes"] // fp8["bytes_per_token"]
+    concurrency = {dtype: {a["name"]: a["max_concurrency"] for a in plan["allocators"]}
+                   for dtype, plan in plans.items()}
+    assert all(concurrency["fp8"][name] >= 2 * concurrency["bf16"][name] for name in
+               concurrency["bf16"])
+
+
+def test_simulate_with_fp8_kv_records_it_and_replays_it(tmp_path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(["simulate", "--trace", "azure-conv", "--requests", "30", "--kv-dtype", "fp8",
+                 "--out", str(first), "--no-progress"]) == 0
+    run = json.loads((first / "run.json").read_text())
+    assert run["config"]["kv_dtype"] == "fp8"
+    assert "kv_decode_bandwidth_ratio" in run["executor_details"]
+    assert run["summary"]["bytes_per_token"] == 65536  # llama3-8b: 2 x 32 x 8 x 128 x 1 byte
+    assert main(["simulate", "--from", str(first / "run.json"), "--out", str(again),
+                 "--no-progress"]) == 0
+    for name in ("steps.parquet", "requests.parquet", "run.json"):
+        assert (first / name).read_bytes() == (again / name).read_bytes(), name
+
+
 def test_a_run_replays_byte_for_byte_from_its_own_run_json(tmp_path):
     first, again = tmp_path / "first", tmp_path / "again"
     assert main(["simulate", "--trace", "mooncake-conv", "--requests", "60", "--rate-scale", "3",

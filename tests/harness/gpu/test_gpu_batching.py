@@ -22,13 +22,15 @@ def test_mixed_step_rows_slots_and_prefill_batch():
     pool = KVPool(KVGeometry(bs, alloc.blocks_per_segment, 256), num_layers=1, num_kv_heads=1,
                   head_dim=16, dtype=torch.float32, device="cpu")
     rng = np.random.default_rng(0)
-    spans = [(0, 5, True), (8, 19, False), (3, 4, True)]  # (start, context, samples)
+    # (start, context, sampled rows): the middle chunk samples its last 3 rows, as a
+    # verification of drafts samples every row.
+    spans = [(0, 5, 1), (8, 19, 3), (3, 4, 1)]
     work, decode_tables, prefill_tables = [], [], []
-    for sid, (start, context, sample) in enumerate(spans):
+    for sid, (start, context, samples) in enumerate(spans):
         alloc.allocate(sid, context)
         table = np.asarray(alloc.layout(sid).block_table, np.int64)
         tokens = rng.integers(1, 100, context - start)
-        work.append(PrefillWork(sid, tokens, start, context, sample))
+        work.append(PrefillWork(sid, tokens, start, context, samples))
         prefill_tables.append(table)
     decode_lens = np.array([7, 1])
     for sid, n in zip((10, 11), decode_lens):
@@ -67,7 +69,8 @@ def test_mixed_step_rows_slots_and_prefill_batch():
     assert batch.block_tables[1, :5].tolist() == tables[1][:5].tolist()
     assert step.context_lens.tolist() == [7, 1]
     assert step.block_tables[0, :2].tolist() == decode_tables[0][:2].tolist()
-    assert step.logit_rows.tolist() == [4, 16, 17, 18] and sampled == [0, 2, 10, 11]
+    assert step.logit_rows.tolist() == [4, 13, 14, 15, 16, 17, 18]
+    assert sampled == [0, 1, 1, 1, 2, 10, 11]
 
 
 def test_table_rows_follow_tail_changes_and_reuse_rows():

@@ -36,6 +36,21 @@ def test_gpu_command_writes_a_measured_run(tmp_path, allocator):
     assert (steps.kv_allocated_bytes >= steps.backed * bytes_per_slot).all()
 
 
+def test_gpu_command_runs_an_fp8_pool(tmp_path):
+    out = tmp_path / "run"
+    assert main(["gpu", "--model", "tiny", "--requests", "4", "--rate-scale", "50",
+                 "--max-model-len", "64", "--allocator", "paged", "--budget-slots", "1024",
+                 "--dtype", "float32", "--kv-dtype", "fp8", "--device", "cpu", "--out", str(out),
+                 "--no-progress"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["kv_dtype"] == "fp8"
+    assert run["executor_details"]["kv_dtype"] == "float8_e4m3fn"
+    assert run["summary"]["bytes_per_token"] == 2 * 2 * 2 * 16  # one byte per element
+    steps = pd.read_parquet(out / "steps.parquet")
+    assert (steps.kv_allocated_bytes >= steps.backed * 2 * 2 * 2 * 16).all()
+    assert (pd.read_parquet(out / "requests.parquet").status == "completed").all()
+
+
 def test_gpu_command_rejects_unknown_allocator_parameters(capsys):
     code = main(["gpu", "--model", "tiny", "--param", "colour=blue", "--device", "cpu"])
     assert code == 2
@@ -55,3 +70,25 @@ def test_gpu_command_passes_skip_invalid_and_format_to_the_loader(tmp_path, caps
     assert "line 3" in capsys.readouterr().err
     assert main([*argv, "--skip-invalid", "--format", "azure"]) == 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["trace"]["rows"] == 2
+
+
+@pytest.mark.parametrize("flags, recorded", [
+    (["--n", "2"], {"n": 2}),
+    (["--beam-width", "2"], {"beam_width": 2}),
+    (["--spec-tokens", "2", "--spec-accept", "0.5"], {"spec_tokens": 2, "spec_accept": 0.5}),
+])
+def test_gpu_command_decodes_as_its_flags_say_and_records_them(tmp_path, flags, recorded):
+    out = tmp_path / "run"
+    assert main([
+        "gpu", "--model", "tiny", "--requests", "4", "--max-model-len", "96", "--allocator",
+        "paged", "--budget-slots", "4096", "--dtype", "float32", "--device", "cpu", "--out",
+        str(out), "--no-progress", *flags,
+    ]) == 0
+    spec = json.loads((out / "run.json").read_text())["trace"]["spec"]
+    assert {k: spec[k] for k in recorded} == recorded  # `simulate --from` replays it so
+    assert (pd.read_parquet(out / "requests.parquet").status == "completed").all()
+    steps = pd.read_parquet(out / "steps.parquet")
+    if "--spec-tokens" in flags:
+        assert (steps.decode_tokens > steps.running).any()  # verifications of drafts
+    else:
+        assert (steps.live < steps.logical).any()  # samples or beams share the prompt

@@ -1,6 +1,6 @@
 """The padded inputs of a mixed-step graph give the eager step's logits (no capture: on a CPU the
 Triton interpreter runs the forward the graph would hold: decode rows through paged_decode,
-prefill chunks through paged_prefill)."""
+prefill chunks through paged_prefill), a verification's every row sampled."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,13 +34,14 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
                   num_kv_heads=config.num_kv_heads, head_dim=config.head_dim, dtype=pool_dtype,
                   device="cpu", prepare=backend.prepare)
     rng = np.random.default_rng(1)
-    spans = [(0, 9, True), (6, 13, True)]  # a fresh prompt, a later (last) chunk
+    # (start, context, sampled rows): a fresh prompt, a later chunk, a verification of 3 drafts
+    spans = [(0, 9, 1), (6, 13, 0), (10, 14, 4)]
     work, tables = [], []
-    for sid, (start, context, sample) in enumerate(spans):
+    for sid, (start, context, samples) in enumerate(spans):
         alloc.allocate(sid, context)
         tables.append(alloc.layout(sid).block_table)
         work.append(PrefillWork(sid, rng.integers(1, 200, context - start), start, context,
-                                sample))
+                                samples))
     decode_lens = np.array([11, 3])
     for sid, n in zip((10, 11), decode_lens):
         alloc.allocate(sid, int(n))
@@ -51,36 +52,49 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
     slots = np.arange(alloc.usage().backed)
     gen = torch.Generator().manual_seed(0)
     pool.write_slots(pool.index(slots), torch.randn(
-        config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim, generator=gen,
-        dtype=pool_dtype))
+        config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim,
+        generator=gen).to(pool_dtype))
+    if pool.scales is not None:  # fp8: scales other than 1, so that a lost one shows
+        scales = torch.linspace(0.25, 0.75, config.num_layers * config.num_kv_heads)
+        scales = scales.reshape(config.num_layers, config.num_kv_heads)
+        pool.set_scales(scales, 2 * scales)
     decode = DecodeWork([10, 11], rng.integers(1, 200, 2), decode_lens)
     ids, rows, device_tables = host_tables(tables)
     return pool, device_tables, layout_step(work, decode, ids, rows.array, bs)
 
 
-# (padded tokens, padded decode rows): rows 16..29 padding, decode rows 30 and 31, attended
+# (padded tokens, padded decode rows): rows 20..29 padding, decode rows 30 and 31, attended
 # over 28..31; and a decode padding that overlaps the prefill rows (decode attention over rows
-# 12..19 of which 12..15 are prefill rows, 15 sampled, written by prefill attention afterwards).
-@pytest.mark.parametrize("tokens, decode_rows", [(32, 4), (20, 8)])
-def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows):
+# 16..23 of which 16..19 are the verification's, every one sampled, written by prefill
+# attention afterwards). An fp8 pool: both launches read the layer's scales in the padded step
+# as in the eager one.
+@pytest.mark.parametrize("tokens, decode_rows, pool_dtype", [
+    (32, 4, torch.float32), (24, 8, torch.float32), (32, 4, torch.float8_e4m3fn)])
+def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows,
+                                            pool_dtype):
     from harness.gpu.attention import TritonAttention
     from harness.gpu.model import Decoder
 
     backend = TritonAttention()
     decoder = Decoder(tiny_decoder.config, tiny_decoder.weights, backend)
-    pool, device_tables, host = _mixed_step(torch.float32, backend, tiny_decoder.config,
+    pool, device_tables, host = _mixed_step(pool_dtype, backend, tiny_decoder.config,
                                             host_tables)
     eager_step = to_device(host, pool, device_tables, torch.device("cpu"), by_segment=False)
-    assert eager_step.num_decode_rows == 2 and len(eager_step.input_ids) == 18
+    assert eager_step.num_decode_rows == 2 and len(eager_step.input_ids) == 22
     eager = decoder.forward(eager_step, pool)
 
-    buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"))
+    # 5 sequences and 7 sampled rows: a buffer of one sampled row per sequence is too small.
+    assert host.logit_rows.tolist() == [8, 16, 17, 18, 19, 20, 21]
+    one_per_seq = MixedBuffers(max_tokens=32, max_seqs=5, width=16, device=torch.device("cpu"))
+    assert not one_per_seq.fits(host)
+    buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"),
+                           max_sampled=10)
     assert buffers.fits(host)
     buffers.stage(host, tokens, decode_rows)
     buffers.load(device_tables)
     step = buffers.inputs(tokens, decode_rows)
     assert step.context_lens.tolist()[-2:] == [11, 3]
-    assert step.slot_mapping.slots[16 : tokens - 2].tolist() == [-1] * (tokens - 18)
+    assert step.slot_mapping.slots[20 : tokens - 2].tolist() == [-1] * (tokens - 22)
     padded = decoder.forward(step, pool)[: len(host.logit_rows)]
     torch.testing.assert_close(padded, eager, rtol=1e-4, atol=1e-4)
     assert padded.argmax(-1).tolist() == eager.argmax(-1).tolist()

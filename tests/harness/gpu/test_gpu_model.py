@@ -54,7 +54,7 @@ def test_prefill_logits_match_transformers(tiny_decoder, host_tables):
     for sid, prompt in enumerate(prompts):
         alloc.allocate(sid, len(prompt))
         tables.append(np.asarray(alloc.layout(sid).block_table, np.int64))
-        work.append(PrefillWork(sid, prompt.astype(np.int64), 0, len(prompt), True))
+        work.append(PrefillWork(sid, prompt.astype(np.int64), 0, len(prompt), 1))
     pool.sync(list(alloc.segments()), [])
     no_decode = DecodeWork([], np.zeros(0, np.int64), np.zeros(0, np.int64))
     ids, rows, device_tables = host_tables(tables)

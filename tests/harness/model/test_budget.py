@@ -10,6 +10,7 @@ from harness.model.budget import (
     bytes_per_token,
     kv_budget,
     kv_heads_per_gpu,
+    scale_bytes,
     weight_bytes,
 )
 from harness.model.config import RunConfig
@@ -53,3 +54,26 @@ def test_weights_that_do_not_fit_are_an_error_naming_the_fix():
     with pytest.raises(BudgetError, match="raise tp"):
         kv_budget(config)
     assert kv_budget(dataclasses.replace(config, tp=4)).slots > 0
+
+
+def test_fp8_takes_one_byte_per_element_and_holds_twice_the_tokens():
+    model = model_preset("llama3-8b")
+    assert bytes_per_token(model, kv_dtype="fp8") * 2 == bytes_per_token(model)
+    bf16 = kv_budget(RunConfig())
+    fp8 = kv_budget(RunConfig(kv_dtype="fp8"))
+    assert fp8.bytes_per_token * 2 == bf16.bytes_per_token
+    # Twice the tokens, but for the scales' few bytes and the rounding to whole tokens.
+    assert abs(fp8.slots - 2 * bf16.slots) <= 1
+
+
+def test_fp8_scales_are_counted_out_of_the_kv_memory():
+    config = RunConfig(model=model_preset("llama3-70b"), tp=4, kv_dtype="fp8")
+    scales = scale_bytes(config.model, config.tp, config.kv_dtype)
+    # One float32 for K and one for V per layer and KV head on this GPU.
+    assert scales == 2 * 80 * kv_heads_per_gpu(config.model, 4) * 4
+    assert scale_bytes(config.model, config.tp) == 0
+    fp8 = kv_budget(config)
+    bf16 = kv_budget(dataclasses.replace(config, kv_dtype="bf16"))
+    assert fp8.scale_bytes == scales and bf16.scale_bytes == 0
+    assert fp8.kv_bytes == bf16.kv_bytes - scales
+    assert fp8.slots == fp8.kv_bytes // fp8.bytes_per_token

@@ -54,6 +54,14 @@ def test_a_window_is_written_only_where_the_model_has_one():
     assert narrow.model.sliding_window == 512 and narrow.model.num_layers == 32
 
 
+def test_kv_dtype_is_written_only_when_it_is_not_the_default():
+    """A bf16 run's description (and so its sweep cell hash) is what it was before the field."""
+    assert "kv_dtype" not in RunConfig().to_dict()
+    fp8 = RunConfig(kv_dtype="fp8")
+    assert fp8.to_dict()["kv_dtype"] == "fp8"
+    assert RunConfig.from_dict(fp8.to_dict()) == fp8
+
+
 def test_yaml_config(tmp_path):
     pytest.importorskip("yaml")
     path = tmp_path / "run.yaml"
@@ -72,6 +80,7 @@ def test_yaml_config(tmp_path):
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
         ({"model": {"preset": "llama3-8b", "layers": 3}}, "unknown field"),
         ({"model": {"preset": "mistral-7b", "sliding_window": 0}}, "sliding_window"),
+        ({"kv_dtype": "int4"}, "kv_dtype"),
     ],
 )
 def test_bad_values_are_config_errors(data, match):

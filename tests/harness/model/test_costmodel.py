@@ -10,6 +10,7 @@ from harness.model.costmodel import (
     MEMORY_EFFICIENCY,
     STEP_OVERHEAD_S,
     CostModel,
+    decode_bandwidth_ratio,
     decode_efficiency,
 )
 from harness.model.presets import model_preset
@@ -86,3 +87,45 @@ def test_efficiency_is_paged_over_sdpa_bandwidth_per_block_size(tmp_path):
 def test_no_table_for_the_gpu_means_full_efficiency(tmp_path):
     (tmp_path / "paged_decode_h100.csv").write_text(BENCH)
     assert decode_efficiency("a100-80gb", 16, contiguous=False, results_dir=tmp_path) == (1.0, None)
+
+
+FP8_BENCH = """# device: NVIDIA H200
+batch,context,block_size,layout,impl,median_us,kv_bytes,bandwidth_gbs,copy_bandwidth_gbs,max_abs_err,kv_dtype
+8,4096,16,shuffled,paged,10,2,1000,3000,0,bf16
+8,4096,16,shuffled,paged,10,1,600,3000,0,fp8
+32,4096,16,shuffled,paged,10,2,2000,3000,0,bf16
+32,4096,16,shuffled,paged,10,1,1000,3000,0,fp8
+8,4096,64,shuffled,paged,10,2,1000,3000,0,bf16
+8,4096,64,shuffled,paged,10,1,900,3000,0,fp8
+"""
+
+
+def test_fp8_bandwidth_ratio_is_the_median_over_shapes_at_the_nearest_block_size(tmp_path):
+    (tmp_path / "paged_decode_fp8_h200.csv").write_text(FP8_BENCH)
+    assert decode_bandwidth_ratio("fp8", "h200-141gb", 16, results_dir=tmp_path) == (
+        0.55, "paged_decode_fp8_h200.csv")
+    assert decode_bandwidth_ratio("fp8", "h200-141gb", 128, results_dir=tmp_path)[0] == 0.9
+    # Another GPU takes the measured kernel rather than a guess; bf16 is its own reference.
+    assert decode_bandwidth_ratio("fp8", "h100-80gb", 16, results_dir=tmp_path)[0] == 0.55
+    assert decode_bandwidth_ratio("bf16", "h200-141gb", 16, results_dir=tmp_path) == (1.0, None)
+    assert decode_bandwidth_ratio("fp8", "h200-141gb", 16, results_dir=tmp_path / "no") == (
+        1.0, None)
+
+
+def test_the_fp8_table_is_not_taken_for_the_bf16_kernels_efficiency(tmp_path):
+    (tmp_path / "paged_decode_fp8_h100.csv").write_text(FP8_BENCH)
+    (tmp_path / "paged_decode_h100.csv").write_text(BENCH)
+    assert decode_efficiency("h100-80gb", 16, contiguous=False, results_dir=tmp_path) == (
+        0.75, "paged_decode_h100.csv")
+
+
+def test_fp8_decode_reads_half_the_bytes_at_the_measured_bandwidth():
+    bf16 = CostModel.from_config(RunConfig())
+    fp8 = CostModel.from_config(RunConfig(kv_dtype="fp8"), decode_efficiency=0.6)
+    assert fp8.bytes_per_token * 2 == bf16.bytes_per_token
+    # Memory-bound decode: the KV part of the step is bytes / (bandwidth x efficiency).
+    kv = {cost: _step(cost, decode=64, decode_ctx=64 * 8000) - _step(cost, decode=64)
+          for cost in (bf16, fp8)}
+    assert kv[fp8] == pytest.approx(kv[bf16] * 0.5 / 0.6)
+    swap = {cost: _step(cost, decode=1, swap=1000) - _step(cost, decode=1) for cost in (bf16, fp8)}
+    assert swap[fp8] == pytest.approx(swap[bf16] / 2)

@@ -154,3 +154,35 @@ def test_a_simulated_run_records_the_model_that_priced_it(tmp_path, make_trace):
     roofline = simulate(config, trace, executor_factory=lambda c, g: CostModelExecutor(
         c, g, results_dir=tmp_path / "none"))
     assert roofline.info["executor_details"]["cost_model"] == "roofline"
+
+
+def test_an_fp8_run_scales_the_bf16_profiles_kv_reads(tmp_path):
+    """The profile is measured over a bf16 cache: fp8 reads half the bytes per KV token, and
+    decode attention reads them at the measured bandwidth ratio."""
+    config = RunConfig()
+    _write_profile(tmp_path, config)
+    bf16 = fitted_cost_model(config, 16, results_dir=tmp_path)
+    fp8 = fitted_cost_model(dataclasses.replace(config, kv_dtype="fp8"), 16,
+                            results_dir=tmp_path, decode_bandwidth_ratio=0.6)
+    assert fp8.decode_kv_token_s == pytest.approx(bf16.decode_kv_token_s * 0.5 / 0.6)
+    assert fp8.prefill_kv_token_s == pytest.approx(bf16.prefill_kv_token_s * 0.5)
+    assert fp8.swap_token_s == pytest.approx(bf16.swap_token_s * 0.5)
+    assert (fp8.overhead_s, fp8.token_s, fp8.prefill_pair_s) == (
+        bf16.overhead_s, bf16.token_s, bf16.prefill_pair_s)
+
+
+def test_an_fp8_run_records_the_bandwidth_ratio_that_priced_it(tmp_path):
+    (tmp_path / "paged_decode_fp8_h100.csv").write_text(
+        "# device: test\nbatch,context,block_size,layout,impl,median_us,kv_bytes,bandwidth_gbs,"
+        "copy_bandwidth_gbs,max_abs_err,kv_dtype\n1,64,16,shuffled,paged,1,2,100,1,0,bf16\n"
+        "1,64,16,shuffled,paged,1,1,70,1,0,fp8\n")
+    config = RunConfig(kv_dtype="fp8")
+    roofline = CostModelExecutor(config, _geometry(config), results_dir=tmp_path)
+    assert roofline.details["kv_decode_bandwidth_ratio"] == pytest.approx(0.7)
+    assert roofline.details["kv_decode_source"] == "paged_decode_fp8_h100.csv"
+    _write_profile(tmp_path, config)
+    fitted = CostModelExecutor(config, _geometry(config), results_dir=tmp_path)
+    assert fitted.details["cost_model"].startswith("fitted")
+    assert fitted.details["kv_decode_bandwidth_ratio"] == pytest.approx(0.7)
+    bf16 = CostModelExecutor(RunConfig(), _geometry(config), results_dir=tmp_path)
+    assert "kv_decode_bandwidth_ratio" not in bf16.details

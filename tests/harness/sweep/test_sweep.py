@@ -267,3 +267,24 @@ def test_a_sweep_varies_replicas_and_routers(tmp_path):
     assert table["replicas"].tolist() == [1, 1, 2, 2]
     assert table["completed"].eq(12).all()
     assert table["prefix_hit_rate"].isna().tolist() == [True, True, False, False]
+
+
+def test_a_sweep_varies_the_kv_dtype(tmp_path):
+    grid = Grid.from_dict({
+        "base": {"model": "tiny", "gpu": "h100-80gb"},
+        "trace": {"source": "azure-conv", "max_requests": 4},
+        "grid": {"kv_dtype": ["bf16", "fp8"]},
+    })
+    cells = expand(grid)
+    assert [c.config.kv_dtype for c in cells] == ["bf16", "fp8"]
+    assert cells[0].config_hash != cells[1].config_hash
+    # The default dtype leaves the hash of a cell written before the field existed alone.
+    assert cells[0].config_hash == expand(Grid.from_dict({**grid.to_dict(), "grid": {}}))[
+        0].config_hash
+    from harness.sweep.runner import simulate_cell
+
+    run_sweep(grid, cells, tmp_path, LocalExecutor(1), cell_fn=simulate_cell, progress=False)
+    table = pd.read_csv(tmp_path / RESULTS_CSV)
+    assert table["kv_dtype"].tolist() == ["bf16", "fp8"]
+    # Twice the tokens, but for the scales' few bytes and the rounding to whole tokens.
+    assert abs(table["budget_slots"][1] - 2 * table["budget_slots"][0]) <= 1

@@ -1,0 +1,110 @@
+"""The executor's CUDA-graph paths on a CPU: decode-only graphs (the drafts of a verification
+among them) and mixed-step graphs (a verification's every row sampled) staged and replayed as on
+a GPU, with a stand-in graph that runs the captured forward again on replay. The tokens must be
+the eager executor's, and with speculation plain decoding's."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import harness.gpu.graphs as graphs_module  # noqa: E402
+import harness.gpu.mixed_graphs as mixed_module  # noqa: E402
+from harness.engine.loop import simulate  # noqa: E402
+from harness.gpu.executor import GpuExecutor  # noqa: E402
+from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig  # noqa: E402
+from harness.model.presets import model_preset  # noqa: E402
+from workloads.transforms import set_decoding  # noqa: E402
+
+MAX_SEQS = 8
+
+
+class ReplayedForward:
+    """A captured graph's stand-in: replay runs the forward again into the captured output."""
+
+    def __init__(self, forward):
+        self.forward = forward
+        self.out = forward()
+
+    def replay(self):
+        self.out.copy_(self.forward())
+
+
+def _decode_capture(self, bucket):
+    self._meta.zero_()
+    self._meta[2].fill_(-1)
+    self._tables.zero_()
+    graph = ReplayedForward(lambda: self.decoder.next_tokens(self._step(bucket), self.pool))
+    self.captures += 1
+    return graph, graph.out
+
+
+def _mixed_capture(self, tokens, decode_rows):
+    self.buffers.clear()
+    step = self.buffers.inputs(tokens, decode_rows)
+    graph = ReplayedForward(lambda: self.decoder.next_tokens(step, self.pool))
+    self.captures += 1
+    return graph, graph.out
+
+
+@pytest.fixture
+def cpu_graphs(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: self)
+    monkeypatch.setattr(graphs_module.DecodeGraphs, "_capture", _decode_capture)
+    monkeypatch.setattr(mixed_module.MixedGraphs, "_capture", _mixed_capture)
+
+
+def _run(decoder, trace, graphs: bool):
+    config = RunConfig(model=model_preset("tiny"),
+                       allocator=AllocatorConfig.of("paged", block_size=4),
+                       scheduler=SchedulerConfig(max_num_seqs=MAX_SEQS,
+                                                 max_num_batched_tokens=48),
+                       budget_slots_override=4096)
+    made = []
+
+    def factory(cfg, geometry):
+        executor = GpuExecutor(cfg, geometry, decoder=decoder, trace=trace)
+        if graphs:  # what the executor builds on a GPU
+            longest = int((trace.prompt_tokens + trace.output_tokens).max())
+            rows = 1 + int(trace.spec_tokens.max())
+            executor._graphs = graphs_module.DecodeGraphs(
+                decoder, executor.pool, executor._device_tables, max_batch=MAX_SEQS,
+                max_context=longest)
+            executor._mixed = mixed_module.MixedGraphs(
+                decoder, executor.pool, executor._device_tables, max_seqs=MAX_SEQS,
+                max_context=longest, max_tokens=64, max_sampled=MAX_SEQS * rows)
+            executor._drafter.graphs = executor._graphs
+        made.append(executor)
+        return executor
+
+    result = simulate(config, trace, executor_factory=factory)
+    assert result.summary["completed"] == len(trace)
+    outputs = made[0].outputs()
+    tokens = {rid: outputs[rid][:n] for rid, n in enumerate(trace.output_tokens)}
+    return tokens, made[0]
+
+
+def test_graph_replays_give_the_eager_and_the_plain_tokens(cpu_graphs, small_trace):
+    from harness.gpu.attention import TritonAttention
+    from harness.gpu.executor import build_decoder
+    from harness.gpu.model import Decoder
+
+    base = build_decoder(model_preset("tiny"), device="cpu", dtype="float32", seed=0)
+    decoder = Decoder(base.config, base.weights, TritonAttention())
+    trace = small_trace(8, 6, max_prompt=30, max_output=14)
+    trace["arrival_s"] = 0.0
+    plain, _ = _run(decoder, trace, graphs=False)
+    graphed, executor = _run(decoder, trace, graphs=True)
+    assert graphed == plain
+    assert executor.details["cuda_graph_steps"] > 0
+
+    spec, executor = _run(decoder, set_decoding(trace, spec_tokens=3, spec_accept=0.7),
+                          graphs=True)
+    assert spec == plain
+    log = executor.step_log.frame()
+    verifying = log.verify_seqs > 0
+    assert verifying.any() and log.graph[verifying].all()  # verifications in mixed graphs
+    assert executor._graphs.captures > 0  # the drafts decoded in decode graphs
+    assert executor.details["draft_mismatches"] == 0
+    assert (log.verify_tokens[verifying] > log.verify_seqs[verifying]).all()  # drafts + 1 rows
