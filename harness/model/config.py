@@ -115,6 +115,9 @@ class RunConfig:
     horizon_s: float | None = None  # stop the clock here; None runs until every request is done
     replicas: int = 1  # engines behind a router, each with this config's GPU, budget, allocator
     router: str = "round-robin"  # one of ROUTERS: which replica takes each arriving request
+    # Host memory per GPU for the CPU tier of the prefix cache (evicted prefix blocks wait there
+    # until a hit copies them back); 0: no tier. Like vLLM's --kv-offloading-size.
+    cpu_cache_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.tp < 1:
@@ -127,6 +130,8 @@ class RunConfig:
             raise ConfigError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
+        if self.cpu_cache_bytes < 0:
+            raise ConfigError(f"cpu_cache_bytes must be >= 0, got {self.cpu_cache_bytes}")
         if self.budget_slots_override is not None and self.budget_slots_override < 0:
             raise ConfigError(
                 f"budget_slots_override must be >= 0, got {self.budget_slots_override}"
@@ -188,7 +193,7 @@ class RunConfig:
 # Fields added after runs and sweeps were first recorded: written only when they differ from
 # their defaults, so that the run.json and the sweep cell hash of a run that does not use them
 # stay what they were (from_dict fills them back in).
-_LATER_FIELDS = ("replicas", "router")
+_LATER_FIELDS = ("replicas", "router", "cpu_cache_bytes")
 _LATER_SCHEDULER_FIELDS = ("policy", "chunk_size", "ttft_slo_s", "ttft_slo_s_per_token")
 
 
