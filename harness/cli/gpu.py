@@ -9,13 +9,15 @@ With --tp N the decoder is split over N processes (harness.gpu.tp_run); the engi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
 from harness.cli.params import add_param_arguments, cli_params
-from harness.cli.simulate import add_decoding_arguments
+from harness.cli.simulate import (add_cpu_cache_argument, add_decoding_arguments, cpu_cache_bytes,
+                                  host_tier_line)
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 
@@ -53,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="KV budget in slots instead of the memory arithmetic "
                         "(default on a CPU: 65536)")
     parser.add_argument("--preemption", choices=("recompute", "swap"))
+    add_cpu_cache_argument(parser)
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--device", type=_device,
                         help="torch device; default cuda when available, else cpu")
@@ -90,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
         seed=args.seed, tp=args.tp,
     )
+    if args.cpu_cache_gib is not None:
+        config = dataclasses.replace(config, cpu_cache_bytes=cpu_cache_bytes(args.cpu_cache_gib))
     if config.tp > 1:
         from harness.gpu.tp_run import run_tensor_parallel
 
@@ -108,5 +113,7 @@ def main(args: argparse.Namespace) -> int:
         f"peak KV {s['peak_kv_allocated_bytes'] / 2**30:.2f} GiB, utilization "
         f"{s['utilization_mean']:.3f} -> {out}"
     )
+    if "prefix_hit_rate_host" in s:
+        print(f"{name}: {host_tier_line(s)}")
     return 0
 
