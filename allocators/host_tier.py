@@ -17,7 +17,7 @@ descendants did, and no entry left here waits below a missing parent.
 from __future__ import annotations
 
 from collections import OrderedDict
-from itertools import takewhile
+from itertools import chain, takewhile
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -74,33 +74,55 @@ class HostTier:
         while start and total + len(spans[start - 1]) <= room:
             start -= 1
             total += len(spans[start])
+        keys, spans = keys[start:], spans[start:]
+        entries = self._entries
+        if entries.keys().isdisjoint(keys):  # an eviction's usual case
+            return self._store_new(keys, spans)
         units: list[int] = []
         blocks: list[int] = []
-        entries = self._entries
-        for key, span in zip(keys[start:], spans[start:]):
+        new = 0  # the first key of the run of keys not held, up to the current one
+        for index, key in enumerate(keys):
             if key in entries:
+                stored = self._store_new(keys[new:index], spans[new:index])
+                units += stored[0]
+                blocks += stored[1]
                 entries.move_to_end(key)
-                continue
-            self._make_room(len(span))
-            held = self._take(len(span))
-            entries[key] = held
-            units.extend(span)
-            blocks.extend(held)
+                new = index + 1
+        stored = self._store_new(keys[new:], spans[new:])
+        return units + stored[0], blocks + stored[1]
+
+    def _store_new(self, keys: Sequence[int], spans: Sequence[Sequence[int]]) -> tuple[
+            list[int], list[int]]:
+        """Hold entries none of which is held, in one take of host blocks."""
+        units = list(chain.from_iterable(spans))
+        if not units:
+            return [], []
+        self._make_room(len(units))
+        blocks = self._take(len(units))
+        if len(units) == len(keys):
+            self._entries.update(zip(keys, zip(blocks)))
+        else:
+            ends = np.cumsum(list(map(len, spans))).tolist()
+            self._entries.update(
+                zip(keys, (tuple(blocks[a:b]) for a, b in zip([0, *ends], ends))))
         return units, blocks
 
     def _make_room(self, count: int) -> None:
         """Drop the oldest entries until count blocks are free."""
-        while self.free_blocks < count:
-            _, span = self._entries.popitem(last=False)
-            index = np.asarray(span, dtype=np.int64)
-            self._free_view[index] = True
-            self.free_blocks += len(span)
-            self._lowest = min(self._lowest, int(index.min()))
+        if self.free_blocks >= count:
+            return
+        freed: list[int] = []
+        while self.free_blocks + len(freed) < count:
+            freed.extend(self._entries.popitem(last=False)[1])
+        index = np.asarray(freed, dtype=np.int64)
+        self._free_view[index] = True
+        self.free_blocks += len(freed)
+        self._lowest = min(self._lowest, int(index.min()))
 
-    def _take(self, count: int) -> tuple[int, ...]:
+    def _take(self, count: int) -> list[int]:
         """count free blocks, lowest ids first (runs of consecutive blocks copy in one go)."""
         blocks = lowest_set(self._free, self._free_view, self._lowest, count)
         self._free_view[blocks] = False
         self.free_blocks -= count
         self._lowest = int(blocks[-1]) + 1
-        return tuple(blocks.tolist())
+        return blocks.tolist()

@@ -117,7 +117,7 @@ def test_pinned_entries_come_back_as_the_newest_root_last():
     tier = HostTier(4)
     tier.store([3, 2, 1], [(3,), (2,), (1,)])  # host blocks 0, 1, 2
     spans = tier.pin([1, 2])
-    assert tier.store([9, 8, 7], [(9,), (8,), (7,)]) == ([8, 7], [3, 0])  # 2 blocks unpinned
+    assert tier.store([9, 8, 7], [(9,), (8,), (7,)]) == ([8, 7], [0, 3])  # 2 blocks unpinned
     tier.unpin([1, 2], spans)
     tier.store([6, 5, 4], [(6,), (5,), (4,)])  # drops 8, 7, then 2 before its parent 1
     assert tier.match([1, 2]) == [1] and 8 not in tier and 7 not in tier
