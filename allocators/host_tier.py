@@ -82,12 +82,16 @@ class HostTier:
         blocks: list[int] = []
         new = 0  # the first key of the run of keys not held, up to the current one
         for index, key in enumerate(keys):
+            if key not in entries:
+                continue
+            stored = self._store_new(keys[new:index], spans[new:index])
+            units += stored[0]
+            blocks += stored[1]
             if key in entries:
-                stored = self._store_new(keys[new:index], spans[new:index])
-                units += stored[0]
-                blocks += stored[1]
                 entries.move_to_end(key)
                 new = index + 1
+            else:  # dropped to make room for the run before it: stored with the next run
+                new = index
         stored = self._store_new(keys[new:], spans[new:])
         return units + stored[0], blocks + stored[1]
 

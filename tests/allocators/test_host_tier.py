@@ -113,6 +113,14 @@ def test_host_lru_keeps_the_shallowest_entries_of_an_eviction_that_does_not_fit(
     assert tier.free_blocks == 0
 
 
+def test_an_entry_held_but_dropped_to_make_room_for_the_ones_before_it_is_stored_again():
+    tier = HostTier(3)
+    tier.store([1], [(1,)])
+    tier.store([2, 3], [(2,), (3,)])  # full; entry 1 is the oldest
+    assert tier.store([5, 1], [(5,), (1,)]) == ([5, 1], [0, 1])  # 5 takes 1's block, 1 takes 2's
+    assert 3 in tier and 5 in tier and 1 in tier and 2 not in tier
+
+
 def test_pinned_entries_come_back_as_the_newest_root_last():
     tier = HostTier(4)
     tier.store([3, 2, 1], [(3,), (2,), (1,)])  # host blocks 0, 1, 2
