@@ -3,6 +3,11 @@
 Every allocator manages KV *slots* (one slot = the K and V of one token in every layer) inside
 *segments* (contiguous physical ranges). Allocators are pure Python and know nothing of torch.
 The figures of `Usage` are defined here once and shared by every allocator and every report.
+
+A sliding attention window (Mistral's: the query at position p reads keys p - window + 1 .. p)
+reaches the allocators as `slide`: the engine says where a sequence's window now starts, and
+the allocator lets go of what its unit allows; what it still holds of the tokens before the
+window is `stale`.
 """
 from __future__ import annotations
 
@@ -19,18 +24,26 @@ class OutOfKVMemory(Exception):
 class Usage:
     """A snapshot of slot accounting, in slots (multiply by bytes_per_token for bytes).
 
-    Conservation: backed == live + reserved + internal + cached + free.
+    Conservation: backed == live + stale + reserved + internal + cached + free.
     """
 
     budget: int  # slots the memory budget allows
     backed: int  # slots with physical memory behind them now
-    live: int  # distinct token states stored and referenced (a shared prefix counts once)
-    logical: int  # sum of running sequences' KV lengths (a shared prefix counts per sequence)
+    # distinct token states stored, referenced and still to be read: inside the attention
+    # window of some sequence that holds them (a shared prefix counts once)
+    live: int
+    # sum of running sequences' KV lengths inside their windows (a shared prefix counts per
+    # sequence)
+    logical: int
     reserved: int  # allocated for tokens that will be written later
     internal: int  # allocated and never to be written (slack past the final length)
     cached: int  # held by the prefix cache with no running reference (evictable)
     free: int  # backed and not allocated, not cached
     largest_free_run: int  # longest run of free slots usable by one request
+    # written tokens still held although every sequence holding them has slid its window past
+    # them (never read again; released when the allocator's unit allows). Last, with a
+    # default, so that a snapshot of a run without a window reads as it always did.
+    stale: int = 0
 
     @property
     def utilization(self) -> float:
@@ -56,13 +69,25 @@ def split_allocated(allocated: int, length: int, final_length: int | None) -> tu
     return reserved, unwritten - reserved
 
 
+def check_slide(seq_id: int, old_start: int, start: int, length: int) -> None:
+    """ValueError unless a window start may move from old_start to start (forward, within the
+    sequence's length)."""
+    if not old_start <= start <= length:
+        raise ValueError(f"seq {seq_id}: its window cannot move from token {old_start} to "
+                         f"{start} (a window only moves forward, within the {length} tokens)")
+
+
+NO_BLOCK = -1  # the block-table entry of a block that a slide let go (never to be read)
+
+
 @dataclass(frozen=True)
 class SeqLayout:
     """Where a sequence's KV lives, for a GPU pool to address.
 
     Physical block ids are global: block b lives in segment b // blocks_per_segment at block
     offset b % blocks_per_segment. Token i of the sequence is slot i % block_size of
-    block_table[i // block_size].
+    block_table[i // block_size]. Blocks a slide let go read NO_BLOCK: they lie wholly before
+    the sequence's window, where nothing reads.
     """
 
     block_size: int
@@ -162,11 +187,21 @@ class Allocator(ABC):
 
     @abstractmethod
     def truncate(self, seq_id: int, num_tokens: int) -> None:
-        """Keep only the first num_tokens (1..length) written tokens of a sequence: the rollback
-        of rejected speculative tokens. Units left holding no kept token are let go (a static
-        reservation stays whole); registered prefix-cache entries stay valid for their other
-        holders. A kept, partly cut unit that others share is never rewritten under them: the
-        sequence gets a copy (reported), which needs a free unit (OutOfKVMemory without)."""
+        """Keep only the first num_tokens (1..length, and no fewer than the window start)
+        written tokens of a sequence: the rollback of rejected speculative tokens. Units left
+        holding no kept token are let go (a static reservation stays whole); registered
+        prefix-cache entries stay valid for their other holders. A kept, partly cut unit that
+        others share is never rewritten under them: the sequence gets a copy (reported), which
+        needs a free unit (OutOfKVMemory without)."""
+
+    @abstractmethod
+    def slide(self, seq_id: int, start: int) -> None:
+        """The sequence's attention window now starts at token `start` (it never moves back;
+        start <= length): no query will read the tokens before it again. Units that hold only
+        such tokens are let go, as free() lets units go (a registered prefix-cache entry waits
+        in the cache: its KV is still that prefix's); the tokens before `start` that the
+        allocator's unit keeps it from letting go are stale. A static reservation stays whole.
+        Needs no memory, so it never raises OutOfKVMemory."""
 
     @abstractmethod
     def free(self, seq_id: int) -> None:

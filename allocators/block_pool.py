@@ -11,6 +11,7 @@ it back into a fresh unit.
 
 The three allocators differ only in where units come from (one preallocated segment, or segments
 added on demand) and in the span of a prefix-cache entry (one block, or a chunk of pages).
+Truncation (block_rollback) and the sliding window (block_window) are mixins over the same state.
 
 Every operation checks that it can get all the units it needs before it changes anything, so an
 OutOfKVMemory leaves the state (LRU order and prefix cache included) exactly as it was. The usage
@@ -26,24 +27,29 @@ from allocators.base import (
 )
 from allocators.block_offload import Offload
 from allocators.block_rollback import Rollback
+from allocators.block_window import Window
 from allocators.prefix import block_keys, iter_block_keys
 from allocators.prefix_cache import PrefixCache
 from allocators.segment_pool import SegmentPool
 
 
 class _Seq:
-    __slots__ = ("units", "length", "final_tokens", "keys", "entry_units", "next_entry")
+    __slots__ = ("units", "length", "final_tokens", "keys", "entry_units", "next_entry", "start",
+                 "dropped")
 
-    def __init__(self, units, length, final_tokens, keys, entry_units, next_entry) -> None:
-        self.units: list[int] = units
+    def __init__(self, units, length, final_tokens, keys, entry_units, next_entry, start=0,
+                 dropped=0) -> None:
+        self.units: list[int] = units  # NO_BLOCK where a slide let a unit go
         self.length: int = length  # tokens written
         self.final_tokens: int | None = final_tokens
         self.keys: Sequence[int] = keys  # prefix-cache keys of its hashed prompt entries
         self.entry_units: int = entry_units  # units per prefix-cache entry
         self.next_entry: int = next_entry  # index of the first entry it has not registered
+        self.start: int = start  # the window start: tokens before it are never read again
+        self.dropped: int = dropped  # leading units let go by slides
 
 
-class BlockPoolAllocator(Offload, Rollback, Allocator):
+class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
     """Ref-counted units with copy-on-write forks and a prefix cache, over a SegmentPool."""
 
     def __init__(
@@ -67,10 +73,12 @@ class BlockPoolAllocator(Offload, Rollback, Allocator):
         # Partly written units -> (reserved, internal) slots of their unwritten tail. Keyed by
         # unit, so a tail shared by forks is counted once.
         self._unwritten: dict[int, tuple[int, int]] = {}
-        self._live = 0
+        self._live = 0  # written tokens held, stale ones included
         self._logical = 0
         self._reserved = 0
         self._internal = 0
+        self._stale_by_unit: dict[int, dict[int, int]] = {}  # see block_window
+        self._stale = 0
 
     @property
     def block_size(self) -> int:
@@ -117,7 +125,9 @@ class BlockPoolAllocator(Offload, Rollback, Allocator):
             # Units that waited in the LRU have this sequence as their only holder.
             unreferenced, held = cache.acquire(hits)
             self._live += unreferenced * self._unit
+            touched = self._sharing(held)
             self._share(held)
+            self._attach(touched)
         seq = _Seq(hit_units, hit_tokens, final_tokens, keys, entry_units, len(hits))
         self._seqs[seq_id] = seq
         self._logical += hit_tokens
@@ -141,29 +151,18 @@ class BlockPoolAllocator(Offload, Rollback, Allocator):
                 raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
             return
         unit = self._unit
-        units = seq.units
-        tail = units[-1]
-        written = seq.length - (len(units) - 1) * unit  # tokens in the last unit
-        copied = 0
+        tail = seq.units[-1]
+        written = seq.length - (len(seq.units) - 1) * unit  # tokens in the last unit
         if written < unit and tail in self._shared:
-            # The tail is shared by a fork: this sequence rewrites its tokens into a private
-            # copy; the other holders keep the original and its unwritten-slot accounting.
             need = -(-(written + num_tokens) // unit)
             self._require(seq_id, need, 0)
-            units.pop()
-            self._unshare(tail)
-            seq.length -= written
-            self._logical -= written
-            num_tokens += written
-            copied = written
-        else:
-            need = -(-(num_tokens - unit + written) // unit)
-            if need > 0:
-                self._require(seq_id, need, 0)
+            with self._holding_changes(seq_id, seq):
+                self._write_after_copy(seq, tail, written, num_tokens, need)
+            return
+        need = -(-(num_tokens - unit + written) // unit)
         if need > 0:
-            units.extend(self._take(need))
-            if copied:
-                self._block_copies.append(BlockCopy(tail, units[-need], copied))
+            self._require(seq_id, need, 0)
+            seq.units.extend(self._take(need))
             self._advance(seq, num_tokens)
             self._pool.release_empty()  # an eviction may have emptied a segment
         else:  # a decode step inside the last unit: nothing to take, nothing to release
@@ -173,18 +172,22 @@ class BlockPoolAllocator(Offload, Rollback, Allocator):
         parent = self._get(parent_id)
         if child_id in self._seqs:
             raise ValueError(f"seq_id {child_id} is already allocated")
-        self._share(parent.units)
+        self._share(parent.units[parent.dropped:])
         self._seqs[child_id] = _Seq(
             list(parent.units), parent.length, parent.final_tokens, parent.keys,
-            parent.entry_units, parent.next_entry,
+            parent.entry_units, parent.next_entry, parent.start, parent.dropped,
         )
-        self._logical += parent.length
+        self._logical += parent.length - parent.start
+        if self._stale_by_unit:
+            self._fork_regions(parent_id, child_id, parent)
 
     def free(self, seq_id: int) -> None:
         seq = self._get(seq_id)
         del self._seqs[seq_id]
-        self._logical -= seq.length
-        self._let_go(seq.units, seq.length - (len(seq.units) - 1) * self._unit)
+        self._logical -= seq.length - seq.start
+        with self._holding_changes(seq_id, seq):
+            self._let_go(seq.units[seq.dropped:],
+                         seq.length - (len(seq.units) - 1) * self._unit)
         self._pool.release_empty()
 
     def layout(self, seq_id: int) -> SeqLayout:
@@ -210,13 +213,14 @@ class BlockPoolAllocator(Offload, Rollback, Allocator):
         unit, pool = self._unit, self._pool
         free = pool.free * unit
         return Usage(budget=self._budget, backed=pool.backed * unit,
-            live=self._live,
+            live=self._live - self._stale,
             logical=self._logical,
             reserved=self._reserved,
             internal=self._internal,
             cached=self._cache.cached_units * unit if self._cache is not None else 0,
             free=free,
             largest_free_run=free,  # any free unit serves: no external fragmentation
+            stale=self._stale,
         )
 
     def segments(self) -> tuple[int, ...]:
@@ -296,6 +300,21 @@ class BlockPoolAllocator(Offload, Rollback, Allocator):
         if seq.next_entry < len(seq.keys):
             self._register(seq)
 
+    def _write_after_copy(self, seq: _Seq, tail: int, written: int, num_tokens: int,
+                          need: int) -> None:
+        """Write num_tokens after a tail that a fork shares, partly written: this sequence
+        rewrites the tail's tokens into a private copy (reported); the other holders keep the
+        original and its unwritten-slot accounting. The caller checked the need units."""
+        seq.units.pop()
+        self._unshare(tail)
+        seq.length -= written
+        self._logical -= written
+        new = self._take(need)
+        seq.units.extend(new)
+        self._block_copies.append(BlockCopy(tail, new[0], written))
+        self._advance(seq, written + num_tokens)
+        self._pool.release_empty()  # an eviction may have emptied a segment
+
     def _decode_step(self, seq: _Seq) -> bool:
         """Write one token on the quick path of a decode step, if it applies; return whether it
         did. The caller checked that no prefix entry is left to register. The general path is
@@ -332,9 +351,10 @@ class BlockPoolAllocator(Offload, Rollback, Allocator):
 
     def _let_go(self, units: list[int], tail_written: int) -> None:
         """Drop one reference to each of units, the end of a sequence's list (its last unit
-        holds tail_written tokens). Units that lose their last reference go, deepest first, so
-        that a cached entry enters the LRU after its descendants and is evicted after them (see
-        prefix_cache): to the prefix cache when registered, else back to the pool."""
+        holds tail_written tokens) or the front a slide lets go (tail_written: a whole unit).
+        Units that lose their last reference go, deepest first, so that a cached entry enters
+        the LRU after its descendants and is evicted after them (see prefix_cache): to the
+        prefix cache when registered, else back to the pool."""
         unit_tokens, shared = self._unit, self._shared
         if not shared or shared.keys().isdisjoint(units):
             released = units[::-1]

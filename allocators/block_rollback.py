@@ -23,8 +23,9 @@ class Rollback:
     def truncate(self, seq_id: int, num_tokens: int) -> None:
         seq = self._get(seq_id)
         length, unit, units = seq.length, self._unit, seq.units
-        if not 1 <= num_tokens <= length:
-            raise ValueError(f"seq {seq_id}: cannot keep {num_tokens} of its {length} tokens")
+        if not max(1, seq.start) <= num_tokens <= length:
+            raise ValueError(f"seq {seq_id}: cannot keep {num_tokens} of its {length} tokens "
+                             f"(its window starts at {seq.start})")
         if num_tokens == length:
             return
         keep = -(-num_tokens // unit)  # units that hold a kept token
@@ -33,7 +34,13 @@ class Rollback:
         if start < keep:  # the units cut loose count: their space comes back first
             freed = sum(1 for u in units[keep:] if u not in self._shared)
             self._require(seq_id, keep - start - freed, 0)
-        # Nothing below can fail.
+        with self._holding_changes(seq_id, seq):  # nothing below can fail
+            self._cut(seq, num_tokens, keep, start, cut_key)
+
+    def _cut(self, seq: _Seq, num_tokens: int, keep: int, start: int,
+             cut_key: int | None) -> None:
+        """truncate's changes, checked: units past keep let go, units from start copied."""
+        length, unit, units = seq.length, self._unit, seq.units
         if cut_key is not None and start == keep:
             self._cache.forget(cut_key)  # its only holder will rewrite the cut part in place
         seq.next_entry = min(seq.next_entry, num_tokens // (seq.entry_units * unit))

@@ -9,7 +9,11 @@ Why plain LRU order is also leaves-first order: a sequence holds an entry only t
 its ancestors (a hit walks from the root; a sequence registers entry j only if it holds entry
 j - 1), and a sequence releases its entries deepest first. So an entry enters the LRU no earlier
 than each of its descendants and leaves it together with them, and the oldest entry is always a
-leaf; evicting it never orphans a cached descendant.
+leaf; evicting it never orphans a cached descendant. A sliding window breaks this on purpose: a
+slide lets a sequence's first entries go while it holds the later ones, so a root may be the
+oldest entry. Evicting it leaves its cached descendants unreachable by a match (as forget does);
+they wait in the LRU until evicted in turn, or until a sequence registers the missing entries
+again and the chain serves hits once more.
 
 A prompt has hundreds of entries, and each is registered, hit, released and evicted once per
 request, so every operation takes a whole chain at once. While every entry has one unit (paged,

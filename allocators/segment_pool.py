@@ -282,9 +282,15 @@ class SegmentPool:
             return
         self._free += len(units)
         self._end_turn()  # a returned unit may make another segment the fullest
+        per_segment = self.units_per_segment
+        if len(units) == 1:  # a sliding window lets one page go per decode step
+            unit = units[0]
+            self._unit_free[unit] = 1
+            segment_id = unit // per_segment
+            self._give_to_one(segment_id, 1, unit - segment_id * per_segment)
+            return
         units = np.asarray(units, dtype=np.int64)
         self._unit_free_view[units] = True
-        per_segment = self.units_per_segment
         low = int(units.min())
         segment_id = low // per_segment
         if segment_id == int(units.max()) // per_segment:  # one segment: no array per segment

@@ -5,7 +5,9 @@ whole maximum length up front (max_model_len, which a run sets to the model's co
 aligned range of the arena. The oracle variant reserves prompt + the request's actual output,
 which no engine knows before decoding ends: it is the best a preallocating engine could do, kept
 to bound the baseline, never as the baseline. Free ranges are kept sorted and merged with their neighbours,
-so holes left by finished requests are real and external fragmentation can be measured.
+so holes left by finished requests are real and external fragmentation can be measured. A
+reservation is one range to its end, so a sliding window releases none of it: the tokens the
+window has passed stay held, as stale.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from allocators.base import (
-    Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
+    Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, check_slide, split_allocated,
 )
 from allocators.spec import AllocatorSpec, Capacity, Param
 
@@ -24,10 +26,11 @@ DEFAULT_ALIGN_TOKENS = 16
 
 @dataclass(slots=True)
 class _Reservation:
-    start: int  # first block of the range
+    start_block: int  # first block of the range
     num_blocks: int
     length: int  # tokens written
     final_tokens: int | None
+    start: int = 0  # the window start: tokens before it are stale
 
 
 class StaticAllocator(Allocator):
@@ -70,7 +73,8 @@ class StaticAllocator(Allocator):
         self._seqs: dict[int, _Reservation] = {}
         self._block_copies: list[BlockCopy] = []
         # Running totals so usage() stays O(1) however many sequences run.
-        self._live = 0
+        self._live = 0  # written tokens, stale ones included
+        self._stale = 0
         self._reserved = 0
         self._internal = 0
         if self._arena_blocks:
@@ -131,51 +135,62 @@ class StaticAllocator(Allocator):
         parent = self._get(parent_id)
         if child_id in self._seqs:
             raise ValueError(f"seq_id {child_id} is already allocated")
-        # A static engine cannot share: the child copies the parent into its own reservation.
+        # A static engine cannot share: the child copies the parent into its own reservation,
+        # from the block where the parent's window starts (what comes before is never read).
         start = self._take(parent.num_blocks)
-        child = _Reservation(start, parent.num_blocks, parent.length, parent.final_tokens)
+        child = _Reservation(start, parent.num_blocks, parent.length, parent.final_tokens,
+                             parent.start)
         self._seqs[child_id] = child
         self._account(child, +1)
         align = self._align
-        for i in range(-(-parent.length // align)):
+        for i in range(parent.start // align, -(-parent.length // align)):
             tokens = min(align, parent.length - i * align)
-            self._block_copies.append(BlockCopy(parent.start + i, start + i, tokens))
+            self._block_copies.append(BlockCopy(parent.start_block + i, start + i, tokens))
 
     def truncate(self, seq_id: int, num_tokens: int) -> None:
         seq = self._get(seq_id)
-        if not 1 <= num_tokens <= seq.length:
-            raise ValueError(f"seq {seq_id}: cannot keep {num_tokens} of its {seq.length} tokens")
+        if not max(1, seq.start) <= num_tokens <= seq.length:
+            raise ValueError(f"seq {seq_id}: cannot keep {num_tokens} of its {seq.length} tokens "
+                             f"(its window starts at {seq.start})")
         # The reservation stays whole: the cut slots are reserved again for the tokens to come.
         self._account(seq, -1)
         seq.length = num_tokens
         self._account(seq, +1)
 
+    def slide(self, seq_id: int, start: int) -> None:
+        seq = self._get(seq_id)
+        check_slide(seq_id, seq.start, start, seq.length)
+        self._stale += start - seq.start
+        seq.start = start
+
     def free(self, seq_id: int) -> None:
         seq = self._get(seq_id)
         del self._seqs[seq_id]
         self._account(seq, -1)
-        self._release(seq.start, seq.num_blocks)
+        self._release(seq.start_block, seq.num_blocks)
 
     def layout(self, seq_id: int) -> SeqLayout:
         seq = self._get(seq_id)
-        return SeqLayout(
-            self._align, self._arena_blocks, tuple(range(seq.start, seq.start + seq.num_blocks))
-        )
+        first = seq.start_block
+        return SeqLayout(self._align, self._arena_blocks,
+                         tuple(range(first, first + seq.num_blocks)))
 
     def length(self, seq_id: int) -> int:
         return self._get(seq_id).length
 
     def usage(self) -> Usage:
+        live = self._live - self._stale
         return Usage(
             budget=self._budget,
             backed=self._arena_blocks * self._align,
-            live=self._live,
-            logical=self._live,  # nothing is shared
+            live=live,
+            logical=live,  # nothing is shared
             reserved=self._reserved,
             internal=self._internal,
             cached=0,
             free=self._free_blocks * self._align,
             largest_free_run=self._largest_run() * self._align,
+            stale=self._stale,
         )
 
     def segments(self) -> tuple[int, ...]:
@@ -209,6 +224,7 @@ class StaticAllocator(Allocator):
             seq.num_blocks * self._align, seq.length, seq.final_tokens
         )
         self._live += sign * seq.length
+        self._stale += sign * seq.start
         self._reserved += sign * reserved
         self._internal += sign * internal
 

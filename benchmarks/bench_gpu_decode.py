@@ -15,6 +15,10 @@ Writes to --out: gpu_decode_baseline_<device>.csv, gpu_decode_<device>.csv and
 gpu_steps_<device>.csv (per allocator, rewritten after each) and runs-<name>.tar.gz (steps.parquet,
 requests.parquet, run.json of each run, and the GPU runs' per-step log step_log.csv).
 
+--time-limit-s bounds the whole run: the peer baseline, last, is left out when less than
+BASELINE_MIN_S remain, and starts no static batch that the pace of the ones before says would
+end past the limit; its table says how many requests transformers covered.
+
     PYTHONPATH=. python benchmarks/bench_gpu_decode.py --out "$OUT"
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import triton
 
@@ -54,8 +59,9 @@ SUMMARY_COLUMNS = (
     "measured_tok_s", "decode_step_tok_s", "wall_tok_s", "peak_kv_allocated_bytes",
     "peak_backed_bytes", "utilization_measured", "utilization_simulated",
     "mean_step_ms_measured", "mean_step_ms_simulated", "step_ms_error", "preemptions",
-    "ttft_p50_s", "tpot_p50_s", "host_prep_s", "wall_s",
+    "ttft_p50_s", "tpot_p50_s", "host_prep_s", "host_prep_p50_ms", "host_prep_p99_ms", "wall_s",
 )
+BASELINE_MIN_S = 90  # our engine's offline run and one static batch of transformers, with margin
 BASELINE_COLUMNS = (
     "engine", "requests", "batch_size", "output_tokens", "seconds", "tok_s", "speedup",
 )
@@ -143,6 +149,7 @@ def run_allocator(args, name: str, trace, decoder):
     save_runs(args.out, name, {f"gpu-{name}": result, f"sim-{name}": sim}, step_log)
     s, ss = result.summary, sim.summary
     busy_s = details["device_s"]
+    prep_ms = step_log.host_prep_s.to_numpy() * 1e3
     decode_only = steps[steps.prefill_tokens == 0]
     row = {
         "allocator": name, "block_size": block_size, "requests": s["requests"],
@@ -156,7 +163,8 @@ def run_allocator(args, name: str, trace, decoder):
         "mean_step_ms_measured": s["mean_step_ms"], "mean_step_ms_simulated": ss["mean_step_ms"],
         "step_ms_error": ss["mean_step_ms"] / s["mean_step_ms"] - 1.0,
         "preemptions": s["preemptions"], "ttft_p50_s": s["ttft_p50_s"], "tpot_p50_s": s["tpot_p50_s"],
-        "host_prep_s": details["host_prep_s"], "wall_s": wall_s,
+        "host_prep_s": details["host_prep_s"], "host_prep_p50_ms": float(np.median(prep_ms)),
+        "host_prep_p99_ms": float(np.percentile(prep_ms, 99)), "wall_s": wall_s,
     }
     print(f"{name:9s} bs {block_size:3d}: {row['completed']}/{row['requests']} done, "
           f"{row['measured_tok_s']:.0f} tok/s measured ({row['wall_tok_s']:.0f} wall), "
@@ -167,8 +175,9 @@ def run_allocator(args, name: str, trace, decoder):
     return row, step_log
 
 
-def run_baseline(args, trace, decoder) -> list[dict]:
-    """Our engine (paged) and transformers' generate on the same requests, all at t=0."""
+def run_baseline(args, trace, decoder, deadline: float | None) -> list[dict]:
+    """Our engine (paged) and transformers' generate on the same requests, all at t=0 (generate
+    on the first of its static batches that fit before the deadline)."""
     from workloads import take
 
     offline = take(trace, args.baseline_requests)
@@ -189,7 +198,8 @@ def run_baseline(args, trace, decoder) -> list[dict]:
     outputs = offline.output_tokens.astype(int).tolist()
     warm = static_batch_generate(hf, prompts[:2], [2, 2], batch_size=2)  # load kernels
     del warm
-    base = static_batch_generate(hf, prompts, outputs, batch_size=args.baseline_batch)
+    base = static_batch_generate(hf, prompts, outputs, batch_size=args.baseline_batch,
+                                 deadline=deadline)
     ours = tokens / busy_s
     rows = [
         {"engine": "kvharness (paged, step time)", "requests": len(offline), "batch_size": 0,
@@ -222,6 +232,8 @@ def main() -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--budget-slots", type=int, help="KV budget instead of the memory sums")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--time-limit-s", type=float, default=0.0,
+                        help="bound on the whole run, 0: none (the baseline stops in time)")
     args = parser.parse_args()
     args.device = torch.device(args.device)
     command = "python benchmarks/bench_gpu_decode.py " + " ".join(sys.argv[1:])
@@ -229,6 +241,7 @@ def main() -> int:
     slug = device_slug(args.device)
     trace = load_slice(args.trace, start=args.start, count=args.requests, rate_scale=args.rate_scale)
     started = time.perf_counter()
+    deadline = started + args.time_limit_s if args.time_limit_s else None
     decoder = build_decoder(model_preset(args.model), device=args.device, dtype=args.dtype)
     if args.device.type == "cuda":
         torch.cuda.synchronize()
@@ -245,6 +258,7 @@ def main() -> int:
     warm_up(args, trace, decoder)
     ceilings = gpu_steps.measure_ceilings(decoder)
     host_us = gpu_steps.paged_decode_host_us()
+    print(f"warm-up and ceilings done at {time.perf_counter() - started:.0f} s", flush=True)
     step_lines = lines + [
         f"# ceilings: copy {ceilings.copy_bytes_s / 1e12:.2f} TB/s (read + write); SDPA causal "
         f"flash {ceilings.sdpa_flop_s / 1e12:.0f} TFLOP/s; linear layers "
@@ -263,18 +277,22 @@ def main() -> int:
         print(gpu_steps.host_notes(name, step_log), flush=True)
         write_csv(args.out / f"gpu_decode_{slug}.csv", lines, rows, SUMMARY_COLUMNS)
         write_csv(args.out / f"gpu_steps_{slug}.csv", step_lines, bins, gpu_steps.STEP_COLUMNS)
+        print(f"{name} done at {time.perf_counter() - started:.0f} s", flush=True)
     for b in bins:
         print(f"{b['allocator']:9s} {b['kind']:6s} {b['bin']:>9s} {b['steps']:4d} steps "
               f"{b['measured_ms']:7.2f} ms / floor {b['floor_ms']:7.2f} = {b['ratio']:.2f}")
     print("\n".join(gpu_steps.spread_notes(bins)), flush=True)
     # The peer baseline last: transformers' generate is the slowest part, and a run cut off
     # by a time limit still leaves the step bins.
-    if args.baseline_requests:
-        base_rows = run_baseline(args, trace, decoder)
+    if deadline is not None and time.perf_counter() > deadline - BASELINE_MIN_S:
+        print(f"no peer baseline: under {BASELINE_MIN_S} s of the time limit left", flush=True)
+    elif args.baseline_requests:
+        base_rows = run_baseline(args, trace, decoder, deadline)
         write_csv(args.out / f"gpu_decode_baseline_{slug}.csv",
                   header(args.device, command)
                   + [f"# requests: the first {args.baseline_requests} of the slice, all arriving "
-                     f"at t=0; greedy; {args.dtype}; budget {args.budget_slots} slots"],
+                     f"at t=0; greedy; {args.dtype}; budget {args.budget_slots} slots; "
+                     "transformers' tokens/s over the static batches it ran (requests column)"],
                   base_rows, BASELINE_COLUMNS)
     print(f"total {time.perf_counter() - started:.0f} s -> {args.out}", flush=True)
     return 0

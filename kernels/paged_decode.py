@@ -31,6 +31,8 @@ share its KV head (GQA) as one tile, streams its slice of the context in tiles o
 tokens with an online softmax in base 2, and writes either the output (one split) or a
 normalised partial output and its log-sum-exp, which a second kernel combines. A block that
 holds whole tiles costs one table lookup per tile; smaller blocks are looked up per token.
+With a sliding window the splits share out only the last `window` keys (from the tile they
+start in): blocks before it are never loaded, nor are their block-table entries read.
 
 Launch heuristics (default_config, choose_num_splits) size the grid in waves: a wave is as many
 programs as the GPU holds at once, read off the compiled kernel's registers and shared memory.
@@ -47,6 +49,7 @@ import triton
 import triton.language as tl
 
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
+from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 LOG2E = 1.4426950408889634
@@ -199,16 +202,16 @@ def saturate_to_fp16(x):
     return tl.clamp(x.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["window"])
 def _decode_split_kernel(
     Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Context_lens, Out,
     Part_out, Part_lse, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, stride_ks,
-    stride_vs, qk_scale, num_splits,
+    stride_vs, qk_scale, num_splits, window,
     SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
-    KV_FP8: tl.constexpr, DOT_FP16: tl.constexpr,
+    KV_FP8: tl.constexpr, DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
     if USE_PDL:
         # The reduce kernel may be scheduled now; its programs wait in gdc_wait for this grid.
@@ -220,8 +223,16 @@ def _decode_split_kernel(
     BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
 
     context = tl.load(Context_lens + b)
-    split_tokens = tl.cdiv(tl.cdiv(context, num_splits), BLOCK_N) * BLOCK_N
-    start = split * split_tokens
+    if HAS_WINDOW:
+        # The query at position context - 1 reads keys from lo on; the splits share out the
+        # tiles from the one lo falls in.
+        lo = tl.maximum(context - window, 0)
+        first = lo // BLOCK_N * BLOCK_N
+    else:
+        lo = 0
+        first = 0
+    split_tokens = tl.cdiv(tl.cdiv(context - first, num_splits), BLOCK_N) * BLOCK_N
+    start = first + split * split_tokens
     end = tl.minimum(start + split_tokens, context)
 
     g = tl.arange(0, BLOCK_G)
@@ -244,6 +255,8 @@ def _decode_split_kernel(
     for tile in range(start, end, BLOCK_N):
         tok = tile + tl.arange(0, BLOCK_N)
         valid = tok < end
+        if HAS_WINDOW:
+            valid = valid & (tok >= lo)
         k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
                                    BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
         k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
@@ -330,23 +343,36 @@ class DecodeShape:
     cache_dtype: torch.dtype
     table_width: int
     table_stride: int
+    window: int | None = None
 
     @classmethod
-    def of(cls, q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor) -> DecodeShape:
+    def of(cls, q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
+           window: int | None = None) -> DecodeShape:
         return cls(q.shape[0], q.shape[1], q.shape[2], (q.stride(0), q.stride(1)), q.dtype,
                    q.device, table.num_kv_heads, table.block_size, table.blocks_per_segment,
-                   table.dtype, block_tables.shape[1], block_tables.stride(0))
+                   table.dtype, block_tables.shape[1], block_tables.stride(0), window)
+
+    @property
+    def max_keys(self) -> int:
+        return max_keys(self.table_width * self.block_size, self.window)
+
+
+def max_keys(span: int, window: int | None) -> int:
+    """The most keys one query's splits share out, for block tables that span `span` tokens:
+    the span, or the window's keys and the part of a tile before them."""
+    return span if window is None else min(span, window + TILE_TOKENS)
 
 
 def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
-                num_splits: int | None = None, config: DecodeConfig | None = None) -> LaunchPlan:
+                num_splits: int | None = None, config: DecodeConfig | None = None,
+                window: int | None = None) -> LaunchPlan:
     """What paged_decode launches for these shapes: the given split count and config, or the
     defaults (choose_num_splits with the occupancy of the compiled kernels, default_config).
     Reads no tensor data; the plan is cached per DecodeShape, since choosing the split count
     takes far longer on the host than a small decode kernel runs. The returned plan is shared:
     do not change its constexprs."""
     check_query_dtype(q.dtype, table.dtype)
-    return plan_for_shape(DecodeShape.of(q, table, block_tables), num_splits, config)
+    return plan_for_shape(DecodeShape.of(q, table, block_tables, window), num_splits, config)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -355,7 +381,7 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
     """plan_launch's work for one shape (plan_for_shape.__wrapped__ is the uncached form)."""
     device, dtype = shape.device, shape.dtype
     group = shape.num_heads // shape.num_kv_heads
-    max_context = shape.table_width * shape.block_size
+    max_context = shape.max_keys
     # The Triton interpreter (the only way CPU tensors run) multiplies bfloat16 bit patterns in
     # tl.dot (triton-lang/triton#11584) and truncates float32 -> bfloat16: there bfloat16 goes
     # through float32 with explicit round-to-nearest-even, the arithmetic of the GPU path.
@@ -368,6 +394,7 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
         KV_FP8=is_fp8(shape.cache_dtype),
         DOT_FP16=is_fp8(shape.cache_dtype) and dtype == torch.bfloat16,
+        HAS_WINDOW=shape.window is not None,
     )
 
     def plan(splits: int) -> LaunchPlan:
@@ -389,7 +416,7 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
             scale = torch.float32 if is_fp8(cache) else dtype
             signature = (dtype, cache, cache, torch.int64, torch.int64, scale, scale, torch.int32,
                          torch.int32, dtype, partial, partial, *q_strides, shape.table_stride,
-                         *q_strides, 0, 0, 1.0, min(splits, 2))
+                         *q_strides, 0, 0, 1.0, min(splits, 2), shape.window or 0)
             occupancy[key] = _programs_per_sm(
                 device, signature, tuple(sorted(candidate.constexprs.items())),
                 candidate.config.num_warps, candidate.config.num_stages)
@@ -416,6 +443,8 @@ def paged_decode(
     config: DecodeConfig | None = None,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Attention of one query token per sequence over its paged KV: out [B, Hq, D] in q's dtype.
 
@@ -432,15 +461,30 @@ def paged_decode(
     A float8_e4m3fn cache (written by kernels.kv_write.write_kv with the same scales) needs
     k_scale and v_scale, float32 [1] or [Hkv] (kernels/fp8.py), and q in bfloat16, float16 or
     float32; any other cache needs q in its own dtype and takes no scales.
+
+    out: where to write instead of a new tensor, [B, Hq, D] in q's dtype with a contiguous last
+    dimension (a row slice of a larger output is fine).
+
+    Host time per call is kept small (the launch is planned once per input shape and the
+    compiled kernels are launched directly, kernels/launch.py); the checks of the inputs run
+    when a shape is first seen.
+
+    window: a sliding window of that many keys (the query, at position context - 1, reads
+    keys context - window .. context - 1); the block-table entries of blocks wholly before
+    it are never read, so they may hold anything (an allocator let those blocks go).
     """
     table = segment_table(k_segments, v_segments) if table is None else table
     launch = _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
-                         config)
+                         config, window)
     stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
                                         q.device)
     batch, num_heads, head_dim = q.shape
     num_splits = launch.plan.num_splits
-    out = torch.empty_like(q)
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
+        raise KVLayoutError(f"out must be {tuple(q.shape)} {q.dtype} with a contiguous last "
+                            "dimension")
     if num_splits > 1:
         # One allocation for both partial results: the float32 outputs, then the log-sum-exps.
         parts = batch * num_heads * num_splits
@@ -451,27 +495,26 @@ def paged_decode(
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
     fp8 = launch.plan.constexprs["KV_FP8"]
-    _decode_split_kernel[(batch, table.num_kv_heads, num_splits)](
+    launch.split(
+        (batch, table.num_kv_heads, num_splits),
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, context_lens, out, part_out,
         part_lse, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_splits, **launch.split_kwargs,
+        stride_ks, stride_vs, scale * LOG2E, num_splits, window or 0,
     )
     if num_splits > 1:
-        _decode_reduce_kernel[(batch, num_heads)](
-            part_out, part_lse, out, out.stride(0), out.stride(1), num_splits,
-            **launch.reduce_kwargs,
-        )
+        launch.reduce((batch, num_heads, 1), part_out, part_lse, out, out.stride(0),
+                      out.stride(1), num_splits)
     return out
 
 
 @dataclass(frozen=True)
 class _Launch:
-    """A checked LaunchPlan with the keyword arguments of its one or two launches."""
+    """A checked LaunchPlan and its one or two kernel launches."""
 
     plan: LaunchPlan
-    split_kwargs: dict
-    reduce_kwargs: dict
+    split: DirectLaunch
+    reduce: DirectLaunch
 
 
 # Launches by the shapes, strides, dtypes and devices of paged_decode's inputs. A plain tuple
@@ -482,34 +525,45 @@ MAX_CACHED_LAUNCHES = 4096
 
 
 def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
-                config) -> _Launch:
+                config, window) -> _Launch:
     key = (q.shape, q.stride(), q.dtype, q.device, table.dtype, table.num_kv_heads,
            table.head_dim, table.block_size, table.blocks_per_segment,
            table.k_base.element_size(), block_tables.shape, block_tables.stride(),
            block_tables.dtype, context_lens.shape, context_lens.dtype, blocks_per_segment,
-           num_splits, config)
+           num_splits, config, window)
     launch = _LAUNCHES.get(key)
     if launch is None:
         _check_inputs(q, table, block_tables, context_lens, blocks_per_segment)
-        plan = plan_launch(q, table, block_tables, num_splits, config)
+        check_window(window)
+        plan = plan_launch(q, table, block_tables, num_splits, config, window)
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
             _LAUNCHES.clear()
-        launch = _LAUNCHES[key] = _Launch(plan, *_launch_kwargs(plan, q.shape[1], q.shape[2]))
+        launch = _LAUNCHES[key] = _launches(plan, q.shape[1], q.shape[2])
     return launch
 
 
-def _launch_kwargs(plan: LaunchPlan, num_heads: int, head_dim: int) -> tuple[dict, dict]:
+def _launches(plan: LaunchPlan, num_heads: int, head_dim: int) -> _Launch:
     consts = plan.constexprs
-    split = dict(consts, num_warps=plan.config.num_warps, num_stages=plan.config.num_stages)
+    split = DirectLaunch(_decode_split_kernel, consts,
+                         dict(num_warps=plan.config.num_warps, num_stages=plan.config.num_stages))
     block_s = triton.next_power_of_2(plan.num_splits)
     # One warp sums the splits inside each thread, with no exchange between warps: faster than
     # four warps up to 32 splits at 1x4096, slower at 64 (measured on an H100).
-    reduce = dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
-                  EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"],
-                  num_warps=1 if block_s <= 32 else 4)
+    reduce_options = dict(num_warps=1 if block_s <= 32 else 4)
     if consts["USE_PDL"]:
-        reduce["launch_pdl"] = True
-    return split, reduce
+        reduce_options["launch_pdl"] = True
+    reduce = DirectLaunch(_decode_reduce_kernel,
+                          dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
+                               EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"]),
+                          reduce_options)
+    return _Launch(plan, split, reduce)
+
+
+def check_window(window: int | None) -> None:
+    """KVLayoutError unless window is None (full attention) or a positive key count."""
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window < 1):
+        raise KVLayoutError(f"window must be None or an integer >= 1, got {window!r}")
 
 
 def _check_inputs(q, table, block_tables, context_lens, blocks_per_segment) -> None:

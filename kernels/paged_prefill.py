@@ -18,20 +18,27 @@ row and stream with no mask; the few tiles on the diagonal apply the causal mask
 softmax in base 2, in float32. Tiles of all sequences are numbered in one range: sequence p's
 first tile is query_starts[p] // BLOCK_Q + p, which bounds the grid from the host shapes
 alone (no synchronisation) and lets a program find its sequence by binary search.
+
+A sliding window (the query at position p reads keys p - window + 1 .. p) bounds the keys from
+below too: the stream starts at the tile holding the first key the tile's first query reads,
+keys before the last query's window start are masked per row, and the unmasked stretch is
+what every row reads. Blocks before the window are never loaded, nor their table entries read.
 """
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels.paged_decode import LOG2E, round_to_bf16, saturate_to_fp16, tile_rows
+from kernels.paged_decode import (LOG2E, check_window, round_to_bf16, saturate_to_fp16,
+                                  tile_rows)
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
+from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 
@@ -69,16 +76,20 @@ def default_config(device: torch.device, row_bytes: int) -> PrefillConfig:
 
 @triton.jit
 def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
-            start, end, qk_scale,
+            start, end, qk_scale, lo, window,
             CAUSAL: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
             ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
-            DOT_FP16: tl.constexpr):
+            DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr):
     """Online softmax of the tile's rows over keys start..end-1 (start a multiple of BLOCK_N).
-    Without CAUSAL every key is visible to every row and end is a multiple of BLOCK_N."""
+    Without CAUSAL every key is visible to every row and end is a multiple of BLOCK_N. With a
+    window, CAUSAL tiles also mask each row's keys before its window, and no key before lo (the
+    first any row reads) is loaded."""
     for tile in range(start, end, BLOCK_N):
         tok = tile + tl.arange(0, BLOCK_N)
         valid = tok < end
+        if HAS_WINDOW:
+            valid = valid & (tok >= lo)
         k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
                                    BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
         if CAUSAL:
@@ -95,12 +106,20 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
         if CAUSAL:
             seen = (tok[None, :] <= pos[:, None]) & valid[None, :]
+            if HAS_WINDOW:
+                seen = seen & (tok[None, :] > pos[:, None] - window)
             scores = tl.where(seen, scores, float("-inf"))
-        # Every row has a finite maximum from its first tile on: the first diagonal tile holds
-        # key 0 or follows unmasked tiles, so m_new is never -inf here.
         m_new = tl.maximum(m_i, tl.max(scores, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(scores - m_new[:, None])
+        if HAS_WINDOW:
+            # A row whose window starts past this tile sees no key here yet: its maximum is
+            # still -inf, and the exponentials are taken from 0 (giving 0) rather than NaN.
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            # Every row has a finite maximum from its first tile on: the first diagonal tile
+            # holds key 0 or follows unmasked tiles, so m_new is never -inf here.
+            m_ref = m_new
+        alpha = tl.exp2(m_i - m_ref)
+        p = tl.exp2(scores - m_ref[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         if EMULATE_BF16 and not DOT_FP16:
             p = round_to_bf16(p)
@@ -111,16 +130,16 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
     return m_i, l_i, acc
 
 
-@triton.jit(do_not_specialize=["num_seqs", "num_tiles"])
+@triton.jit(do_not_specialize=["num_seqs", "num_tiles", "window"])
 def _prefill_kernel(
     Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Query_starts,
     Context_lens, Out, stride_qt, stride_qh, stride_bt, stride_ot, stride_oh, stride_ks,
-    stride_vs, qk_scale, num_seqs, num_tiles,
+    stride_vs, qk_scale, num_seqs, num_tiles, window,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_Q: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, KV_FP8: tl.constexpr,
-    DOT_FP16: tl.constexpr,
+    DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = BLOCK_Q * BLOCK_G
     TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
@@ -168,21 +187,37 @@ def _prefill_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    # Keys every row of the tile sees (up to its first position), in whole tiles, unmasked.
-    full_end = (prefix + first_q + 1) // BLOCK_N * BLOCK_N
-    m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
-                            head_col, 0, full_end, qk_scale, False, BLOCK_SIZE,
-                            BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16)
-    # The diagonal: up to one past the tile's last valid position.
+    # Up to one past the tile's last valid position; up to full_end, whole tiles of keys at or
+    # before the first row's position.
     end = prefix + tl.minimum(q_len, first_q + BLOCK_Q)
+    full_end = (prefix + first_q + 1) // BLOCK_N * BLOCK_N
+    if HAS_WINDOW:
+        # lo: the first key the first row reads; from shared on (whole tiles), every row's.
+        lo = tl.maximum(prefix + first_q - window + 1, 0)
+        shared = tl.minimum(tl.cdiv(tl.maximum(end - window, 0), BLOCK_N) * BLOCK_N, full_end)
+        m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets,
+                                V_offsets, head_col, lo // BLOCK_N * BLOCK_N, shared, qk_scale,
+                                lo, window, True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N,
+                                BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
+                                EMULATE_BF16, DOT_FP16, HAS_WINDOW)
+    else:
+        lo = 0
+        shared = 0
+    # Keys every row of the tile sees, in whole tiles, unmasked.
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
-                            head_col, full_end, end, qk_scale, True, BLOCK_SIZE,
+                            head_col, shared, full_end, qk_scale, lo, window, False, BLOCK_SIZE,
                             BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16)
+                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_WINDOW)
+    # The diagonal.
+    m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
+                            head_col, full_end, end, qk_scale, lo, window, True, BLOCK_SIZE,
+                            BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
+                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_WINDOW)
 
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)
+    if HAS_WINDOW:  # padding rows past the chunk may see no key at all
+        l_i = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_i[:, None]
     if EMULATE_BF16:
         out = round_to_bf16(out)
@@ -197,6 +232,12 @@ class PrefillPlan:
     config: PrefillConfig
     block_q: int
     constexprs: tuple  # sorted (name, value) pairs
+    launch: DirectLaunch = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        options = dict(num_warps=self.config.num_warps, num_stages=self.config.num_stages)
+        object.__setattr__(self, "launch",
+                           DirectLaunch(_prefill_kernel, dict(self.constexprs), options))
 
     def num_tiles(self, num_tokens: int, num_seqs: int) -> int:
         """Grid size along the query tiles: an upper bound read off the shapes alone."""
@@ -207,10 +248,12 @@ class PrefillPlan:
 def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int,
                  blocks_per_segment: int, dtype: torch.dtype, device: torch.device,
                  config: PrefillConfig | None = None,
-                 cache_dtype: torch.dtype | None = None) -> PrefillPlan:
+                 cache_dtype: torch.dtype | None = None,
+                 has_window: bool = False) -> PrefillPlan:
     """What paged_prefill launches for this shape, computed once per shape and reused: a
     launch then costs the host only the grid's arithmetic and Triton's own dispatch. dtype is
-    q's; cache_dtype the cache's when it differs (float8 e4m3)."""
+    q's; cache_dtype the cache's when it differs (float8 e4m3); has_window: the launch takes a
+    sliding window."""
     itemsize = dtype.itemsize
     cache_dtype = cache_dtype or dtype
     # Sized by q's rows: fp8 K/V rows are narrower, so the tiles fit all the more.
@@ -228,6 +271,7 @@ def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: i
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
         KV_FP8=is_fp8(cache_dtype),
         DOT_FP16=is_fp8(cache_dtype) and dtype == torch.bfloat16,
+        HAS_WINDOW=has_window,
     )
     return PrefillPlan(config, block_q, tuple(sorted(consts.items())))
 
@@ -246,6 +290,8 @@ def paged_prefill(
     config: PrefillConfig | None = None,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query chunks over their sequences' paged KV: out [T, Hq, D]
     in q's dtype.
@@ -256,10 +302,16 @@ def paged_prefill(
     block_tables [P, max_blocks] int32 global block ids. The chunks' own K/V must be in the
     cache already. Pass `table` to skip rebuilding the segment table. Reads no tensor data on
     the host, so it needs no synchronisation. A float8_e4m3fn cache needs k_scale and v_scale
-    as kernels.paged_decode.paged_decode takes them.
+    as kernels.paged_decode.paged_decode takes them. window: a sliding window, as paged_decode
+    takes it (a query at position p reads keys p - window + 1 .. p).
+
+    Rows of q past query_starts[P] belong to no chunk: their output is left as it was. out:
+    where to write instead of a new tensor, [T, Hq, D] in q's dtype with a contiguous last
+    dimension; only the chunks' rows are written.
     """
     table = segment_table(k_segments, v_segments) if table is None else table
     _check_inputs(q, table, block_tables, query_starts, context_lens, blocks_per_segment)
+    check_window(window)
     stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
                                         q.device)
     num_tokens, num_heads, head_dim = q.shape
@@ -267,19 +319,23 @@ def paged_prefill(
     fp8 = is_fp8(table.dtype)
     plan = plan_prefill(num_heads, table.num_kv_heads, head_dim, table.block_size,
                         table.blocks_per_segment, q.dtype, q.device, config,
-                        table.dtype if fp8 else None)
-    out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
+                        table.dtype if fp8 else None, window is not None)
+    if out is None:
+        out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
+        raise KVLayoutError(f"out must be {tuple(q.shape)} {q.dtype} with a contiguous last "
+                            "dimension")
     if num_tokens == 0:
         return out
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     num_tiles = plan.num_tiles(num_tokens, num_seqs)
     # Without fp8 the scale pointers are never read: any tensor will do.
-    _prefill_kernel[(num_tiles, table.num_kv_heads)](
+    plan.launch(
+        (num_tiles, table.num_kv_heads, 1),
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, query_starts, context_lens,
         out, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_seqs, num_tiles, **dict(plan.constexprs),
-        num_warps=plan.config.num_warps, num_stages=plan.config.num_stages,
+        stride_ks, stride_vs, scale * LOG2E, num_seqs, num_tiles, window or 0,
     )
     return out
 

@@ -10,6 +10,10 @@ s * blocks_per_segment .. (s + 1) * blocks_per_segment - 1 as a tensor
 [blocks_per_segment, block_size, num_kv_heads, head_dim]; a segment id with no memory behind it
 is None in the list. A float8 e4m3 cache is gathered, then dequantized (times its k_scale /
 v_scale, kernels/fp8.py): the kernels must compute attention over exactly those values.
+
+A sliding window (`window`, Mistral's): the query at position p attends keys p - window + 1 .. p.
+Blocks that lie wholly before the first key a sequence's queries read are never gathered, so
+their block-table entries may hold anything (an allocator lets them go).
 """
 from __future__ import annotations
 
@@ -27,6 +31,13 @@ def quantize_kv(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return scaled.clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 
+def window_start(position: torch.Tensor, window: int | None) -> torch.Tensor:
+    """The first key the query at `position` attends to (0 without a window)."""
+    if window is None:
+        return torch.zeros_like(position)
+    return (position - window + 1).clamp(min=0)
+
+
 def gather_dequantized(
     segments: Sequence[torch.Tensor | None],
     scale: torch.Tensor | None,
@@ -34,13 +45,15 @@ def gather_dequantized(
     context_lens: torch.Tensor,
     blocks_per_segment: int,
     dtype: torch.dtype,
+    first_tokens: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """gather_kv, then, for a float8 cache (scale not None), the values it stands for in dtype:
     times scale ([1] or [Hkv]). Gathered as bytes, since torch indexes few float8 operations."""
     if scale is None:
-        return gather_kv(segments, block_tables, context_lens, blocks_per_segment)
+        return gather_kv(segments, block_tables, context_lens, blocks_per_segment, first_tokens)
     raw = [None if t is None else t.view(torch.uint8) for t in segments]
-    tokens = gather_kv(raw, block_tables, context_lens, blocks_per_segment).view(FP8_DTYPE)
+    tokens = gather_kv(raw, block_tables, context_lens, blocks_per_segment,
+                       first_tokens).view(FP8_DTYPE)
     return tokens.to(dtype) * scale.to(tokens.device, dtype).reshape(-1, 1)
 
 
@@ -49,11 +62,14 @@ def gather_kv(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     blocks_per_segment: int,
+    first_tokens: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Copy every sequence's tokens out of the paged cache: [B, max_context, Hkv, D].
 
     Positions past a sequence's context length are zero. Block-table entries past
-    ceil(context / block_size) are never read, so they may hold any padding value.
+    ceil(context / block_size) are never read, so they may hold any padding value; nor are
+    those of blocks wholly before first_tokens[b] (the sequence's first key read), whose
+    positions are zero too.
     """
     first = next(t for t in segments if t is not None)
     block_size, num_kv_heads, head_dim = first.shape[1:]
@@ -64,6 +80,9 @@ def gather_kv(
     out = first.new_zeros(batch, num_blocks, block_size, num_kv_heads, head_dim)
     blocks = block_tables[:, :num_blocks].to(device="cpu", dtype=torch.int64)
     used = torch.arange(num_blocks) < ((lens + block_size - 1) // block_size)[:, None]
+    if first_tokens is not None:
+        first = first_tokens.to(device="cpu", dtype=torch.int64) // block_size
+        used &= torch.arange(num_blocks) >= first[:, None]
     segment_ids = torch.where(used, blocks // blocks_per_segment, -1)
     local = blocks % blocks_per_segment
     for seg, tensor in enumerate(segments):
@@ -96,18 +115,22 @@ def reference_decode(
     *,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Decode attention of one query token per sequence over its paged KV, in compute_dtype.
 
     q [B, Hq, D]; returns [B, Hq, D] in compute_dtype. Hq must be a multiple of Hkv (GQA: query
     head h reads KV head h // (Hq // Hkv)). A sequence of context length 0 gets a zero output.
-    k_scale, v_scale: a float8 cache's scales, as paged_decode takes them.
+    k_scale, v_scale: a float8 cache's scales, as paged_decode takes them. window: the query
+    (at position context - 1) attends only the last `window` keys.
     """
     batch, num_heads, head_dim = q.shape
+    lens = context_lens.to(device="cpu", dtype=torch.int64)
+    first = window_start(lens - 1, window)
     keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
-                              blocks_per_segment, compute_dtype)
+                              blocks_per_segment, compute_dtype, first)
     values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
-                                blocks_per_segment, compute_dtype)
+                                blocks_per_segment, compute_dtype, first)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -115,9 +138,9 @@ def reference_decode(
     keys = keys.to(device=q.device, dtype=compute_dtype)
     values = values.to(device=q.device, dtype=compute_dtype)
     scores = torch.einsum("bhgd,bthd->bhgt", qg, keys) * scale
-    lens = context_lens.to(device=q.device, dtype=torch.int64)
-    past_end = torch.arange(keys.shape[1], device=q.device)[None, :] >= lens[:, None]
-    scores = scores.masked_fill(past_end[:, None, None, :], float("-inf"))
+    positions = torch.arange(keys.shape[1], device=q.device)[None, :]
+    unread = (positions >= lens.to(q.device)[:, None]) | (positions < first.to(q.device)[:, None])
+    scores = scores.masked_fill(unread[:, None, None, :], float("-inf"))
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
     out = torch.einsum("bhgt,bthd->bhgd", probs, values)
     return out.reshape(batch, num_heads, head_dim)
@@ -136,19 +159,23 @@ def reference_prefill(
     *,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query chunks over their sequences' paged KV, in compute_dtype.
 
     q [T, Hq, D]: rows query_starts[p] .. query_starts[p+1]-1 are the last q_len tokens of
     sequence p, whose KV is context_lens[p] long (those tokens included); query token i sits
-    at position context - q_len + i and attends keys 0 .. that position. Returns [T, Hq, D].
-    k_scale, v_scale: a float8 cache's scales, as paged_prefill takes them.
+    at position context - q_len + i and attends keys 0 .. that position (with a window, only
+    the last `window` of them). Returns [T, Hq, D]. k_scale, v_scale: a float8 cache's scales,
+    as paged_prefill takes them.
     """
     num_tokens, num_heads, head_dim = q.shape
+    q_lens = (query_starts[1:] - query_starts[:-1]).to(device="cpu", dtype=torch.int64)
+    first = window_start(context_lens.to(device="cpu", dtype=torch.int64) - q_lens, window)
     keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
-                              blocks_per_segment, compute_dtype)
+                              blocks_per_segment, compute_dtype, first)
     values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
-                                blocks_per_segment, compute_dtype)
+                                blocks_per_segment, compute_dtype, first)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -164,7 +191,9 @@ def reference_prefill(
         vs = values[seq, :context].to(device=q.device, dtype=compute_dtype)
         scores = torch.einsum("qhgd,khd->hgqk", qs, ks) * scale
         positions = torch.arange(q_len, device=q.device) + context - q_len
-        future = torch.arange(context, device=q.device)[None, :] > positions[:, None]
-        probs = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        key_positions = torch.arange(context, device=q.device)[None, :]
+        unread = (key_positions > positions[:, None]) | (
+            key_positions < window_start(positions, window)[:, None])
+        probs = torch.softmax(scores.masked_fill(unread, float("-inf")), dim=-1)
         out[rows] = torch.einsum("hgqk,khd->qhgd", probs, vs).reshape(q_len, num_heads, head_dim)
     return out

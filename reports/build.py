@@ -170,11 +170,18 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
     metadata = {"Title": "kvharness report: KV-cache allocators on real traces",
                 "Subject": ", ".join(study.trace for study in studies) or "no runs", "Creator": "kvharness report",
                 "CreationDate": built}
+    return write_pdf(_page_makers(studies, ablation, Path(results_dir or measured_results_dir()),
+                                  built, [Path(d) for d in sweep_dirs], slo_ttft_s, allocators,
+                                  run_dirs), out_pdf, metadata)
+
+
+def write_pdf(makers: Iterable[Callable[[], list[Figure]]], out_pdf: Path,
+              metadata: Mapping[str, object]) -> list[str]:
+    """Write the pages each maker draws (in the report's style, one maker's pages in memory at
+    a time) to out_pdf; return the page titles in order."""
     titles = []
     with plt.rc_context(RC), PdfPages(out_pdf, metadata=metadata) as pdf:
-        for make in _page_makers(studies, ablation, Path(results_dir or measured_results_dir()),
-                                 built, [Path(d) for d in sweep_dirs], slo_ttft_s, allocators,
-                                 run_dirs):
+        for make in makers:
             for fig in make():
                 titles.append(fig.get_suptitle())
                 pdf.savefig(fig)

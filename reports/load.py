@@ -102,11 +102,12 @@ class Run:
             return float("nan")
 
     def waste_shares(self) -> dict[str, float]:
-        """Time-weighted shares of backed memory: live, reserved, internal, external, cached and
-        free, summing to 1. Free is what the summary's other shares leave over, so it reads the
-        same whether the engine counts fragmented free slots inside waste_free or not."""
+        """Time-weighted shares of backed memory: live, reserved, internal, external, cached,
+        stale and free, summing to 1. Free is what the summary's other shares leave over, so it
+        reads the same whether the engine counts fragmented free slots inside waste_free or
+        not."""
         shares = {"live": self.figure("utilization_mean")}
-        for key in ("reserved", "internal", "external", "cached"):
+        for key in ("reserved", "internal", "external", "cached", "stale"):
             shares[key] = self.figure(f"waste_{key}")
         if not all(np.isfinite(value) for value in shares.values()):
             return {key: float("nan") for key in (*shares, "free")}

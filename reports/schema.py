@@ -23,7 +23,7 @@ RUN_JSON = "run.json"  # the run description (config, trace spec), versions and 
 
 USAGE_COLUMNS = (
     "budget", "backed", "live", "logical", "reserved", "internal", "cached", "free",
-    "largest_free_run", "utilization", "external_fragmentation",
+    "largest_free_run", "stale", "utilization", "external_fragmentation",
 )
 STEP_COLUMNS = (
     "step", "time_s", "step_ms", "running", "waiting", "swapped", "batch_tokens",
@@ -51,7 +51,8 @@ PARQUET_COMPRESSION = "zstd"
 SUMMARY_KEYS = (
     "requests", "completed", "rejected", "truncated_prompts", "truncated_outputs", "queued_at_end", "running_at_end", "budget_slots",
     "bytes_per_token", "utilization_mean", "utilization_p50", "utilization_p99",
-    "waste_reserved", "waste_internal", "waste_external", "waste_cached", "waste_free",
+    "waste_reserved", "waste_internal", "waste_external", "waste_cached", "waste_stale",
+    "waste_free",
     "peak_running", "mean_running", "peak_backed_bytes", "throughput_tok_s", "output_tokens",
     "prefill_tokens", "prefix_hit_tokens", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
     "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "preemptions", "sim_time_s", "mean_step_ms",

@@ -60,6 +60,7 @@ WASTE_COMPONENTS = (
     ("internal", "internal (never written)", "0.75", "xx"),
     ("external", "external (free, fragmented)", "0.9", ".."),
     ("cached", "prefix cache (evictable)", "0.65", "\\\\"),
+    ("stale", "stale (behind the window)", "0.4", "++"),
     ("free", "free", "1.0", ""),
 )
 

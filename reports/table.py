@@ -25,6 +25,7 @@ ROWS: tuple[tuple[str, str, Callable[[float], str], str | None], ...] = (
     ("waste: internal", "waste_internal", pct, "min"),
     ("waste: external", "waste_external", pct, "min"),
     ("waste: prefix cache", "waste_cached", pct, None),
+    ("waste: stale (behind the window)", "waste_stale", pct, "min"),
     ("running, mean", "mean_running", lambda v: count(v, 1), "max"),
     ("running, peak", "peak_running", count, "max"),
     ("peak backed memory (GiB)", "peak_backed_bytes", lambda v: count(v / 2**30, 1), None),

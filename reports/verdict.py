@@ -24,6 +24,8 @@ WASTE_PHRASES = {
     "external": "{share} of its backed memory is free but fragmented (no contiguous run long "
                 "enough for one request)",
     "cached": "{share} of its backed memory holds evictable prefix-cache entries",
+    "stale": "{share} of its backed memory holds tokens its sliding window has passed (never "
+             "read again, not yet let go)",
     "free": "{share} of its backed memory sat free (backed, but the load did not fill it)",
 }
 

@@ -19,6 +19,8 @@ DEFINITIONS = (
     "external: free, but in runs too short for one\n    contiguous request (free x external_"
     "fragmentation;\n    0 where any free unit serves)\n"
     "prefix cache: kept for reuse, no running\n    reference (evictable)\n"
+    "stale: held, but behind the sliding window\n    of every sequence holding it (never read\n"
+    "    again; let go once its whole unit is)\n"
     "free: backed and usable by the next request\n\n"
     "Shares are time-weighted means over the run\n(step durations as weights)."
 )

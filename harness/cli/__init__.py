@@ -17,6 +17,7 @@ COMMANDS = {
     "gpu": ("gpu", "replay a trace on the GPU with measured step times"),
     "profile": ("profile", "measure the GPU executor's step times for the fitted cost model"),
     "export-trace": ("export_trace", "a run's steps and requests as a Perfetto timeline"),
+    "window": ("window", "what a sliding attention window frees per allocator (mistral-7b)"),
 }
 
 

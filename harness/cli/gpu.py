@@ -16,8 +16,9 @@ from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
 from harness.cli.params import add_param_arguments, cli_params
-from harness.cli.simulate import (add_cpu_cache_argument, add_decoding_arguments, cpu_cache_bytes,
-                                  host_tier_line)
+from harness.cli.simulate import (add_cpu_cache_argument, add_decoding_arguments,
+                                  add_window_arguments, cpu_cache_bytes, host_tier_line,
+                                  with_window)
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_param_arguments(parser)
     parser.add_argument("--model", default="llama3-8b", help="model preset (tiny, llama3.2-1b, "
                         "llama3-8b, ...)")
+    add_window_arguments(parser)
     parser.add_argument("--requests", type=positive_int, metavar="N",
                         help="the first N requests only")
     parser.add_argument("--start", type=non_negative_int, default=0,
@@ -95,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.cpu_cache_gib is not None:
         config = dataclasses.replace(config, cpu_cache_bytes=cpu_cache_bytes(args.cpu_cache_gib))
+    config = dataclasses.replace(config, model=with_window(config.model, args))
     if config.tp > 1:
         from harness.gpu.tp_run import run_tensor_parallel
 

@@ -56,6 +56,24 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chance the target accepts each draft token (default 0.8)")
 
 
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sliding-window / --full-attention: the attention window of the model (shared with
+    `kvharness gpu`)."""
+    window = parser.add_mutually_exclusive_group()
+    window.add_argument("--sliding-window", type=positive_int, metavar="TOKENS",
+                        help="attend only the last TOKENS keys in every layer (default: the "
+                             "model's own; mistral-7b 4096)")
+    window.add_argument("--full-attention", action="store_true",
+                        help="attend every key, even where the model has a sliding window")
+
+
+def with_window(model, args: argparse.Namespace):
+    """The model with the window the flags set (the model as it is when they set none)."""
+    if not (args.sliding_window or args.full_attention):
+        return model
+    return dataclasses.replace(model, sliding_window=args.sliding_window)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that override a RunConfig (shared with other subcommands)."""
     from allocators import SPECS
@@ -66,6 +84,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         "(simulate: one run directory each under --out, and a table)")
     add_param_arguments(parser)
     parser.add_argument("--model", help="model preset (llama3-8b, llama3-70b, qwen2.5-7b, ...)")
+    add_window_arguments(parser)
     parser.add_argument("--gpu", help="GPU preset (h100-80gb, h200-141gb, a100-80gb)")
     parser.add_argument("--tp", type=positive_int, help="tensor-parallel degree")
     parser.add_argument("--gpu-memory-utilization", type=fraction, help="in (0, 1]")
@@ -125,6 +144,7 @@ def build_config(args: argparse.Namespace, config, name: str, params: dict[str, 
     top: dict[str, Any] = {}
     if args.model:
         top["model"] = model_preset(args.model)
+    top["model"] = with_window(top.get("model", config.model), args)
     if args.gpu:
         top["gpu"] = gpu_preset(args.gpu)
     for flag, field in (("tp", "tp"), ("gpu_memory_utilization", "gpu_memory_utilization"),

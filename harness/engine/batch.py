@@ -22,13 +22,33 @@ sequences since the previous batch; events of steps that ran nothing arrive with
 6. seqs: the attention work, which writes the new tokens' K/V.
 Aggregates (token and context counts, attention pairs, tokens swapped or copied to and from the
 host tier, a draft model's work) serve a cost model. A speculative sequence's verification is a
-decode of several new tokens.
+decode of several new tokens. Under a sliding window the context counts are the keys attention
+reads: a query at position p reads min(p + 1, window) keys (attended_keys), and a prefill chunk
+reads from its first query's window on.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from allocators import BlockCopy, HostCopy
+
+
+def attended_keys(context: int, window: int | None) -> int:
+    """Keys the query at position context - 1 reads: the whole context, or its last window."""
+    return context if window is None or context <= window else window
+
+
+def attended_keys_array(contexts: np.ndarray, window: int | None) -> np.ndarray:
+    """attended_keys of every element."""
+    return contexts if window is None else np.minimum(contexts, window)
+
+
+def attention_pairs(start: int, num_tokens: int, window: int | None) -> int:
+    """Keys summed over the queries at positions start .. start + num_tokens - 1."""
+    below = num_tokens if window is None else max(0, min(start + num_tokens, window) - start)
+    return below * start + below * (below + 1) // 2 + (num_tokens - below) * (window or 0)
 
 
 @dataclass(slots=True)
@@ -54,14 +74,16 @@ class ScheduledSeq:
 
 @dataclass(frozen=True, slots=True)
 class SwapOp:
-    """The KV of a sequence's first num_tokens tokens moves between device and host through
-    the blocks of block_table; a swap-out comes after the batch's first copies_before block
-    copies."""
+    """The KV of a sequence's tokens first_token .. num_tokens - 1 moves between device and
+    host through the blocks of block_table (under a sliding window, tokens before first_token
+    are never read again and do not move); a swap-out comes after the batch's first
+    copies_before block copies."""
 
     seq_id: int
     num_tokens: int
     block_table: tuple[int, ...]
     copies_before: int = 0
+    first_token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,17 +156,19 @@ class Batch:
             drafts - 1) // 2
 
     def add_prefill(
-        self, seq_id: int, request_id: int, start: int, num_tokens: int, *, samples: bool
+        self, seq_id: int, request_id: int, start: int, num_tokens: int, *, samples: bool,
+        window: int | None = None,
     ) -> None:
         """Prefill tokens [start, start + num_tokens) of a sequence."""
         context = start + num_tokens
         self.seqs.append(ScheduledSeq(seq_id, request_id, num_tokens, context, True, samples))
         self.prefill_tokens += num_tokens
-        self.prefill_context_tokens += context
-        self.prefill_attention_pairs += num_tokens * start + num_tokens * (num_tokens + 1) // 2
+        self.prefill_context_tokens += context - start - 1 + attended_keys(start + 1, window)
+        self.prefill_attention_pairs += attention_pairs(start, num_tokens, window)
 
-    def add_decode(self, seq_id: int, request_id: int, context: int) -> None:
+    def add_decode(self, seq_id: int, request_id: int, context: int,
+                   window: int | None = None) -> None:
         """Decode one token of a sequence whose KV length becomes context."""
         self.seqs.append(ScheduledSeq(seq_id, request_id, 1, context, False, True))
         self.decode_tokens += 1
-        self.decode_context_tokens += context
+        self.decode_context_tokens += attended_keys(context, window)

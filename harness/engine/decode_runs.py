@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.engine.batch import Batch, ScheduledSeq
+import numpy as np
+
+from harness.engine.batch import Batch, ScheduledSeq, attended_keys_array
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,20 @@ class DecodeRun:
 
     seq_ids: list[int]  # every running sequence, in scheduling order
     decode_tokens: int  # tokens per step: one per sequence
-    context_tokens: int  # KV tokens the first step reads; each next step reads decode_tokens more
+    context_tokens: int  # KV tokens the first step holds; each next step holds decode_tokens more
     steps: int
+    # Under a sliding window: each sequence's context in the first step, and the window that
+    # caps what each step reads of it.
+    contexts: np.ndarray | None = None
+    window: int | None = None
+
+    def attended(self, done):
+        """Keys the steps done (an int, or an array of them) read in all; without a window,
+        the context the run holds then."""
+        if self.window is None:
+            return self.context_tokens + self.decode_tokens * done
+        keys = attended_keys_array(self.contexts + np.asarray(done)[..., None], self.window)
+        return keys.sum(axis=-1)
 
 
 class DecodeRuns:
@@ -46,7 +60,10 @@ class DecodeRuns:
             return None
         seq_ids = [sid for g in running for sid in g.seq_ids]
         context = sum(g.n * (g.kv_len + 1) for g in running)
-        return DecodeRun(seq_ids, decode_tokens, context, steps)
+        if self.window is None:
+            return DecodeRun(seq_ids, decode_tokens, context, steps)
+        contexts = np.repeat([g.kv_len + 1 for g in running], [g.n for g in running])
+        return DecodeRun(seq_ids, decode_tokens, context, steps, contexts, self.window)
 
     def _admission_blocked(self) -> bool:
         """Whether _admit, after this step's decodes, would admit nobody (its loop conditions)."""
@@ -78,6 +95,9 @@ class DecodeRuns:
         """Step done + 1 of a decode run: every sequence grows by one slot. With build, the
         step's batch too, the one schedule() would make (an executor that prices decode runs
         in bulk needs none)."""
+        if done and self.window is not None:  # the window after the step before
+            for g in self.running:
+                self._slide(g, g.kv_len + done)
         extend = self.allocator.extend
         for sid in run.seq_ids:
             extend(sid, 1)
@@ -85,7 +105,7 @@ class DecodeRuns:
             return None
         batch, self._next = self._next, Batch()  # it carries the events since the last batch
         batch.decode_tokens = run.decode_tokens
-        batch.decode_context_tokens = run.context_tokens + done * run.decode_tokens
+        batch.decode_context_tokens = int(run.attended(done))
         for g in self.running:
             ctx = g.kv_len + 1 + done
             for sid in g.seq_ids:
@@ -98,4 +118,6 @@ class DecodeRuns:
         for g in self.running:
             g.kv_len += steps
             g.generated += steps
+            if self.window is not None:
+                self._slide(g, g.kv_len)
 

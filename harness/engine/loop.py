@@ -209,6 +209,7 @@ class Replica:
             chunk_tokens=int(trace.attrs.get("chunk_tokens", 0) or 0),
             max_model_len=_effective_max_model_len(config),
             with_layouts=self.executor.needs_layouts,
+            sliding_window=config.model.sliding_window,
         )
         self.groups: list[Group] = []
         self.arrived = 0
@@ -289,8 +290,7 @@ class Replica:
             priced: list[float | None] = [None] * count
             if decode_steps is not None:
                 offsets = np.arange(done, done + count, dtype=np.int64)
-                priced = decode_steps(run.decode_tokens,
-                                      run.context_tokens + run.decode_tokens * offsets).tolist()
+                priced = decode_steps(run.decode_tokens, run.attended(offsets)).tolist()
             for step_s in priced:
                 if self.arrived != arrived or now >= horizon:
                     break

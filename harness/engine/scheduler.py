@@ -10,6 +10,12 @@ cannot grow, the latest admitted request is preempted; a step that preempted adm
 The scheduler alone moves requests between the waiting, running and swapped queues, and its
 batches tell the executor what became of each sequence (forked, swapped, preempted, finished),
 so that an executor holding real KV follows these rules without re-deriving them.
+
+Under a sliding window, after every step each running request's window moves to where its next
+query starts reading (position p reads p - window + 1 .. p) and the allocator is told (slide),
+so that it lets go of what it can before the next step; steps count only the keys attention
+reads. Admission and swap-in still take room for the whole KV first (the slide after the step
+gives back what the window does not need).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from collections import deque
 from typing import Protocol
 
 from allocators import Allocator, OutOfKVMemory
-from harness.engine.batch import Batch, Fork, Preemption, ScheduledSeq, SwapOp
+from harness.engine.batch import Batch, Fork, Preemption, ScheduledSeq, SwapOp, attended_keys
 from harness.engine.decode_runs import DecodeRuns
 from harness.engine.policies import make_policy
 from harness.engine.sequences import Group
@@ -50,6 +56,7 @@ class Scheduler(DecodeRuns):
         chunk_tokens: int = 0,
         max_model_len: int | None = None,
         with_layouts: bool = False,
+        sliding_window: int | None = None,
     ) -> None:
         self.config = config
         self.policy = make_policy(config)  # the choices in which scheduling policies differ
@@ -61,6 +68,7 @@ class Scheduler(DecodeRuns):
         self.max_model_len = max_model_len
         # Whether batches carry block tables and segment changes (an executor holding real KV).
         self.with_layouts = with_layouts
+        self.window = sliding_window  # keys a query reads; None: every key before it
         self._segments: tuple[int, ...] = ()  # the allocator's segments as the last batch told
         self.waiting: deque[Group] = deque()
         self.running: list[Group] = []  # admission order: the last is the preemption victim
@@ -100,8 +108,9 @@ class Scheduler(DecodeRuns):
                 f"prompt + output = {total} tokens > the step's token budget "
                 f"{self.policy.token_budget} without chunked prefill"
             )
-        if g.min_kv_slots > self.budget_slots:
-            return f"needs at least {g.min_kv_slots} KV slots; the budget holds {self.budget_slots}"
+        least = g.min_kv_slots(self.window)
+        if least > self.budget_slots:
+            return f"needs at least {least} KV slots; the budget holds {self.budget_slots}"
         return ""
 
     def schedule(self, now: float) -> Batch | None:
@@ -214,7 +223,7 @@ class Scheduler(DecodeRuns):
             if step > 1:
                 batch.add_drafts(g.n, step - 1, ctx - step + 1)
             decode_tokens += g.n * step
-            decode_context += g.n * ctx
+            decode_context += g.n * attended_keys(ctx, self.window)
             scheduled.append((g, 0))
             budget -= g.n * step
         batch.decode_tokens += decode_tokens
@@ -225,7 +234,8 @@ class Scheduler(DecodeRuns):
         """Schedule g's next prefill chunk; the one that ends the prefill samples a token,
         unless the response failed (no output: the request ends with its prefill)."""
         samples = g.computed + chunk == g.target and g.output > 0
-        batch.add_prefill(g.seq_ids[0], g.rid, g.computed, chunk, samples=samples)
+        batch.add_prefill(g.seq_ids[0], g.rid, g.computed, chunk, samples=samples,
+                          window=self.window)
         self._scheduled.append((g, chunk))
 
     def _grow(self, g: Group, batch: Batch, step: int = 1) -> bool:
@@ -291,7 +301,8 @@ class Scheduler(DecodeRuns):
             # Copies decided so far (a fork of g this step) come before its KV is read.
             self._take_copies(batch)
             before = len(batch.block_copies)
-            batch.swap_out.extend(self._swap_op(sid, g.kv_len, before) for sid in seq_ids)
+            batch.swap_out.extend(self._swap_op(sid, g.kv_len, g.kv_start, before)
+                                  for sid in seq_ids)
         self._release(g)
         if swap:
             self.swap.put(tokens)
@@ -302,10 +313,11 @@ class Scheduler(DecodeRuns):
             batch.preempted.extend(Preemption(sid, g.target) for sid in seq_ids)
             self.policy.requeue(self.waiting, g)
 
-    def _swap_op(self, seq_id: int, written: int, copies_before: int = 0) -> SwapOp:
-        """The move of a sequence's written KV (a sample grown before its request was preempted
-        in the same step holds one more slot, not yet written)."""
-        return SwapOp(seq_id, written, self.allocator.layout(seq_id).block_table, copies_before)
+    def _swap_op(self, seq_id: int, written: int, first: int, copies_before: int = 0) -> SwapOp:
+        """The move of a sequence's written KV from its window start on (a sample grown before
+        its request was preempted in the same step holds one more slot, not yet written)."""
+        return SwapOp(seq_id, written, self.allocator.layout(seq_id).block_table, copies_before,
+                      first)
 
     def _swap_in(self, batch: Batch) -> None:
         """Bring swapped requests back, oldest first, while memory and sequence slots last."""
@@ -325,7 +337,8 @@ class Scheduler(DecodeRuns):
                 self.events.rejected(g.rid, "its swapped KV does not fit in an empty cache")
                 continue
             batch.swap_in_tokens += tokens
-            batch.swap_in.extend(self._swap_op(sid, g.kv_len) for sid in g.live_seq_ids)
+            batch.swap_in.extend(self._swap_op(sid, g.kv_len, g.kv_start)
+                                 for sid in g.live_seq_ids)
             self.running.append(g)
             self.num_running_seqs += g.n
 
@@ -395,6 +408,18 @@ class Scheduler(DecodeRuns):
         if done:
             self.running = [g for g in self.running if g.num_live]
         self._scheduled = []
+        if self.window is not None:
+            for g in self.running:
+                self._slide(g, g.computed if g.in_prefill else g.kv_len)
+
+    def _slide(self, g: Group, position: int) -> None:
+        """Move g's window to where the query at `position` (the first its next step computes)
+        starts reading; its samples' tokens before that are never read again."""
+        start = position + 1 - self.window
+        if start > g.kv_start:
+            for sid in g.live_seq_ids:
+                self.allocator.slide(sid, start)
+            g.kv_start = start
 
     def _finish(self, g: Group, end: float) -> None:
         """Free a finished request (complete() drops it from running afterwards)."""

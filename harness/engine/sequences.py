@@ -27,6 +27,7 @@ class Group:
         "target",
         "computed",
         "kv_len",
+        "kv_start",
         "num_live",
         "fork_len",
         "first_token_done",
@@ -55,6 +56,9 @@ class Group:
         self.target = prompt  # tokens the next prefill computes (prompt + generated on recompute)
         self.computed = 0  # tokens of the target whose KV is written
         self.kv_len = 0  # KV length of every sequence of the group
+        # Under a sliding window: the first token any sample's next query reads (the
+        # allocator was told; tokens before it are let go or stale, and never move in a swap).
+        self.kv_start = 0
         self.num_live = 0  # sequences allocated: 0 while queued, 1 until forked, then up to n
         self.fork_len = 0  # KV length when the children were forked (their shared prefix)
         self.first_token_done = False
@@ -75,14 +79,21 @@ class Group:
     def in_prefill(self) -> bool:
         return self.computed < self.target
 
-    @property
-    def min_kv_slots(self) -> int:
-        """The least KV a finished request holds: the shared prompt plus each sample's tokens."""
-        return self.prompt + self.n * max(self.output - 1, 0)
+    def min_kv_slots(self, window: int | None = None) -> int:
+        """The least KV the request needs at once: its prompt when admitted, and when finished
+        the shared prompt plus each sample's own tokens (under a sliding window, only what lies
+        in the window of a finished sample)."""
+        final = self.prompt + max(self.output - 1, 0)  # the KV length of a finished sample
+        first = 0 if window is None else max(0, final - window)  # its window start
+        shared = max(0, self.prompt - first)
+        own = final - max(self.prompt, first)
+        return max(self.prompt, shared + self.n * own)
 
     def swap_tokens(self) -> int:
-        """KV tokens a swap moves: the shared prefix once, each child's own tokens once."""
-        return self.kv_len + (self.num_live - 1) * (self.kv_len - self.fork_len)
+        """KV tokens a swap moves, from the window start on: the shared prefix once, each
+        child's own tokens once."""
+        own = self.kv_len - max(self.fork_len, self.kv_start)
+        return self.kv_len - self.kv_start + (self.num_live - 1) * own
 
     def reset_for_recompute(self) -> None:
         """After preemption by recompute: the KV is gone. A single sample keeps its tokens and
@@ -97,3 +108,4 @@ class Group:
         self.target = self.prompt + self.generated
         self.computed = 0
         self.kv_len = 0
+        self.kv_start = 0

@@ -2,7 +2,8 @@
 
 Means and percentiles over steps weight each step by its duration (a long prefill step counts
 for its time, not as one row). Waste shares split every backed slot into live, reserved,
-internal, cached, external (free but outside the largest free run) and free (the largest run).
+internal, cached, stale (held, but behind every sliding window that holds it), external (free
+but outside the largest free run) and free (the largest run).
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def summarize(
         "waste_internal": share(steps["internal"]),
         "waste_external": share(steps["free"] - steps["largest_free_run"]),
         "waste_cached": share(steps["cached"]),
+        "waste_stale": share(steps["stale"]),
         "waste_free": share(steps["largest_free_run"]),
         "peak_running": int(steps["running"].max()) if len(steps) else 0,
         "mean_running": mean(steps["running"].to_numpy()),
@@ -116,7 +118,7 @@ def host_tier_figures(steps: pd.DataFrame, requests: pd.DataFrame,
 def comparison_table(summaries: dict[str, dict]) -> str:
     """A Markdown table of runs side by side (name -> summary): memory use, admission, latency."""
     header = (
-        "| allocator | utilization | reserved | internal | external | cached | free "
+        "| allocator | utilization | reserved | internal | external | cached | stale | free "
         "| peak running | throughput tok/s | TTFT p50 ms | TTFT p99 ms | preemptions | rejected |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -124,7 +126,8 @@ def comparison_table(summaries: dict[str, dict]) -> str:
         lines.append(
             f"| {name} | {s['utilization_mean']:.1%} | {s['waste_reserved']:.1%} "
             f"| {s['waste_internal']:.1%} | {s['waste_external']:.1%} | {s['waste_cached']:.1%} "
-            f"| {s['waste_free']:.1%} | {s['peak_running']} | {s['throughput_tok_s']:,.0f} "
+            f"| {s['waste_stale']:.1%} | {s['waste_free']:.1%} | {s['peak_running']} "
+            f"| {s['throughput_tok_s']:,.0f} "
             f"| {s['ttft_p50_s'] * 1e3:,.1f} | {s['ttft_p99_s'] * 1e3:,.1f} "
             f"| {s['preemptions']} | {s['rejected']} |"
         )

@@ -33,8 +33,9 @@ class SwapSpace:
 
 def restore(allocator: Allocator, g: Group) -> bool:
     """Re-create g's sequences with their sharing: the parent up to the fork, the children
-    forked from it, then every sample's own tokens. All or nothing: False, and no change, when
-    the memory is not there."""
+    forked from it, then every sample's own tokens, and under a sliding window the window's
+    start (room is taken for the whole KV first; the slide lets the part before the window go
+    again). All or nothing: False, and no change, when the memory is not there."""
     parent = g.seq_ids[0]
     shared = g.fork_len if g.num_live > 1 else g.kv_len
     done: list[int] = []
@@ -51,4 +52,7 @@ def restore(allocator: Allocator, g: Group) -> bool:
         for sid in done:
             allocator.free(sid)
         return False
+    if g.kv_start:
+        for sid in done:
+            allocator.slide(sid, g.kv_start)
     return True

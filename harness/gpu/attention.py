@@ -1,8 +1,10 @@
 """Attention backends over the KV pool: the Triton kernels on a GPU, the torch reference elsewhere.
 
 Both store new K/V at the allocator's slots, run prefill attention for every prefill chunk of a
-step in one call per layer and decode attention for every decoding sequence in another; they
-differ only in which kernels do it.
+step in one call per layer and decode attention for every decoding sequence in another, each
+into the given rows of one output, under the model's sliding window when it has one (block-table
+entries before the window may read NO_BLOCK: neither reads them); they differ only in which
+kernels do it.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class TritonAttention:
         self._paged_prefill = paged_prefill.paged_prefill
         self._paged_decode = paged_decode.paged_decode
         self._choose_splits = paged_decode.choose_num_splits
+        self._max_keys = paged_decode.max_keys
         self._segment_table = segments.segment_table
         self._segment_offsets = segments.segment_offsets
         self._align = segments.ALIGN_BYTES
@@ -62,31 +65,35 @@ class TritonAttention:
         self._write_kv(k, v, None, None, where.slots, pool.block_size, pool.blocks_per_segment,
                        table=pool.layer(layer).handle)
 
-    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment):
+    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment, window,
+                out=None):
         return self._paged_prefill(q, None, None, batch.block_tables, batch.query_starts,
-                                   batch.context_lens, blocks_per_segment, table=cache.handle)
+                                   batch.context_lens, blocks_per_segment, table=cache.handle,
+                                   out=out, window=window)
 
-    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
+    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
+               window, out=None):
         table = cache.handle
         key = (q.shape[0], block_tables.shape[1])
         splits = self._splits.get(key)
         if splits is None:
-            splits = self._splits[key] = self._num_splits(q, table, block_tables)
+            splits = self._splits[key] = self._num_splits(q, table, block_tables, window)
         return self._paged_decode(q, None, None, block_tables, context_lens, blocks_per_segment,
-                                  num_splits=splits, table=table)
+                                  num_splits=splits, table=table, out=out, window=window)
 
-    def _num_splits(self, q, table, block_tables) -> int:
+    def _num_splits(self, q, table, block_tables, window) -> int:
         if self._sms is None:  # the Triton interpreter runs CPU tensors: one "SM"
             cuda = q.device.type == "cuda"
             self._sms = torch.cuda.get_device_properties(q.device).multi_processor_count \
                 if cuda else 1
-        splits = self._choose_splits(q.shape[0], table.num_kv_heads,
-                                     block_tables.shape[1] * table.block_size, self._sms)
+        keys = self._max_keys(block_tables.shape[1] * table.block_size, window)
+        splits = self._choose_splits(q.shape[0], table.num_kv_heads, keys, self._sms)
         return min(1 << (splits.bit_length() - 1), MAX_SPLITS)
 
-    def warmup(self, pool: KVPool, num_heads: int) -> None:
+    def warmup(self, pool: KVPool, num_heads: int, window: int | None) -> None:
         """Compile every kernel variant a run can launch (each split count, the prefill kernel,
-        the KV write) before any step is timed. Nothing in the pool is changed."""
+        the KV write; with or without a window) before any step is timed. Nothing in the pool
+        is changed."""
         table = pool.layer(0).handle
         device = table.k_base.device
         q = torch.zeros(1, num_heads, pool.head_dim, dtype=pool.dtype, device=device)
@@ -95,10 +102,10 @@ class TritonAttention:
         lens = torch.ones(1, dtype=torch.int32, device=device)
         for splits in (1 << i for i in range(MAX_SPLITS.bit_length())):
             self._paged_decode(q, None, None, blocks, lens, pool.blocks_per_segment,
-                               num_splits=splits, table=table)
+                               num_splits=splits, table=table, window=window)
         starts = torch.tensor([0, 1], dtype=torch.int32, device=device)
         self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
-                            table=table)
+                            table=table, window=window)
         kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=pool.dtype, device=device)
         skip = torch.full((1,), -1, dtype=torch.int64, device=device)  # < 0: nothing written
         self._write_kv(kv, kv, None, None, skip, pool.block_size, pool.blocks_per_segment,
@@ -124,18 +131,29 @@ class ReferenceAttention:
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None:
         pool.write(layer, k, v, where)
 
-    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment):
-        out = self._reference_prefill(q, cache.k_segments, cache.v_segments, batch.block_tables,
-                                      batch.query_starts, batch.context_lens, blocks_per_segment)
-        return out.to(q.dtype)
+    def prefill(self, q, cache: LayerCache, batch: PrefillBatch, blocks_per_segment, window,
+                out=None):
+        result = self._reference_prefill(q, cache.k_segments, cache.v_segments,
+                                         batch.block_tables, batch.query_starts,
+                                         batch.context_lens, blocks_per_segment, window=window)
+        return _into(result, q.dtype, out, slice(0, int(batch.query_starts[-1])))
 
-    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment):
-        out = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,
-                                     context_lens, blocks_per_segment)
-        return out.to(q.dtype)
+    def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
+               window, out=None):
+        result = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,
+                                        context_lens, blocks_per_segment, window=window)
+        return _into(result, q.dtype, out, slice(None))
 
-    def warmup(self, pool: KVPool, num_heads: int) -> None:
+    def warmup(self, pool: KVPool, num_heads: int, window: int | None) -> None:
         """Nothing to compile."""
+
+
+def _into(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None, rows: slice):
+    """The kernels' out= for the references: result's rows written into out, or result."""
+    if out is None:
+        return result.to(dtype)
+    out[rows] = result[rows]
+    return out
 
 
 def default_backend(device: torch.device) -> TritonAttention | ReferenceAttention:

@@ -1,4 +1,5 @@
-"""The peer baseline: transformers' LlamaForCausalLM on our weights, with its own contiguous cache.
+"""The peer baseline: transformers' LlamaForCausalLM on our weights, with its own contiguous cache
+(MistralForCausalLM, the same architecture with a sliding window, where the decoder has one).
 
 Two uses. As the correctness oracle, `hf_greedy` runs one prompt at a time through
 `generate` (greedy, no padding) so the engine's tokens can be compared token for token. As the
@@ -20,10 +21,17 @@ from harness.gpu.model import DecoderConfig, DecoderWeights
 
 
 def hf_config(config: DecoderConfig, *, max_position_embeddings: int = 131072):
-    """The LlamaConfig of our decoder: same shape, default RoPE, untied head, no biases."""
-    from transformers import LlamaConfig
+    """The LlamaConfig of our decoder: same shape, default RoPE, untied head, no biases; a
+    MistralConfig with its sliding_window where it has one (transformers reads it as we do:
+    the query at position p attends keys p - sliding_window + 1 .. p)."""
+    from transformers import LlamaConfig, MistralConfig
 
-    return LlamaConfig(
+    if config.sliding_window is None:
+        make = LlamaConfig
+    else:
+        def make(**fields):
+            return MistralConfig(sliding_window=config.sliding_window, **fields)
+    return make(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
@@ -66,17 +74,21 @@ def hf_state_dict(config: DecoderConfig, weights: DecoderWeights) -> dict[str, t
 
 
 def build_hf_model(config: DecoderConfig, weights: DecoderWeights, *, attn_implementation="sdpa"):
-    """A LlamaForCausalLM whose parameters are our tensors (built on the meta device, then
-    assigned; the rotary table, a non-persistent buffer, is rebuilt on the weights' device)."""
-    from transformers import LlamaForCausalLM
+    """A LlamaForCausalLM (MistralForCausalLM under a sliding window) whose parameters are our
+    tensors (built on the meta device, then assigned; the rotary table, a non-persistent
+    buffer, is rebuilt on the weights' device)."""
+    from transformers import LlamaForCausalLM, MistralForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding
 
     cfg = hf_config(config)
     cfg._attn_implementation = attn_implementation
+    causal_lm, rotary = ((LlamaForCausalLM, LlamaRotaryEmbedding) if config.sliding_window is None
+                         else (MistralForCausalLM, MistralRotaryEmbedding))
     with torch.device("meta"):
-        model = LlamaForCausalLM(cfg)
+        model = causal_lm(cfg)
     model.load_state_dict(hf_state_dict(config, weights), strict=True, assign=True)
-    model.model.rotary_emb = LlamaRotaryEmbedding(cfg).to(weights.embed.device)
+    model.model.rotary_emb = rotary(cfg).to(weights.embed.device)
     return model.eval()
 
 
@@ -109,16 +121,25 @@ class BaselineResult:
 
 @torch.inference_mode()
 def static_batch_generate(
-    model, prompts: Sequence[Sequence[int]], output_tokens: Sequence[int], *, batch_size: int
+    model, prompts: Sequence[Sequence[int]], output_tokens: Sequence[int], *, batch_size: int,
+    deadline: float | None = None,
 ) -> BaselineResult:
     """Run the requests in arrival order in fixed-size batches: left-padded prompts, greedy,
-    max_new_tokens = the batch's largest output. Wall time covers every batch."""
+    max_new_tokens = the batch's largest output. Wall time covers every batch run.
+
+    deadline (time.perf_counter() seconds): no batch is started that the pace of the batches
+    before it says would end after it (the first always runs); the result then covers the
+    batches run."""
     device = model.lm_head.weight.device
-    generated = 0
+    generated = done = 0
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     for first in range(0, len(prompts), batch_size):
+        if deadline is not None and first:
+            per_batch = (time.perf_counter() - start) / (first // batch_size)
+            if time.perf_counter() + per_batch > deadline:
+                break
         batch = prompts[first : first + batch_size]
         new = max(output_tokens[first : first + batch_size])
         width = max(len(p) for p in batch)
@@ -132,6 +153,7 @@ def static_batch_generate(
             min_new_tokens=new, do_sample=False, pad_token_id=0,
         )
         generated += len(batch) * new
-    sync()
+        done += len(batch)
+        sync()
     seconds = time.perf_counter() - start
-    return BaselineResult(len(prompts), batch_size, int(sum(output_tokens)), generated, seconds)
+    return BaselineResult(done, batch_size, int(sum(output_tokens[:done])), generated, seconds)

@@ -3,7 +3,8 @@
 Prefill chunks come first (their rows are contiguous per sequence), then one row per decoding
 sequence. layout_step does the host work (numpy over whole arrays, before the step is timed);
 to_device moves it: the int64 rows in one copy, the int32 per-sequence lengths in a second, the
-prefill and decode block tables (one array) in a third, the slot ids in a fourth.
+slot ids in a third; the prefill and decode block tables are gathered from the executor's
+tables on the device (harness/gpu/device_tables.py).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.gpu.host_state import round_width
+from harness.gpu.device_tables import DeviceTables
+from harness.gpu.host_state import ragged_arange, round_width
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.model import PrefillBatch, PrefillChunk, StepInputs
 
@@ -49,7 +51,8 @@ class HostStep:
     prefill_contexts: np.ndarray  # int64 [P]
     chunk_starts: np.ndarray  # int64 [P]: context before each chunk
     decode_lens: np.ndarray  # int64 [D]
-    tables: np.ndarray  # int32 [P + D, W], prefill rows first
+    table_rows: np.ndarray  # int64 [P + D]: each sequence's row of TableRows, prefills first
+    table_width: int  # block-table entries the step reads, rounded up to a multiple of 16
     sampled: list[int]  # seq ids of the logit rows
 
 
@@ -58,16 +61,10 @@ def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) ->
     return block_table[positions // block_size] * block_size + positions % block_size
 
 
-def ragged_arange(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) without the loop."""
-    lengths = ends - starts
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-
-
-def layout_step(prefills: list[PrefillWork], decode: DecodeWork, tables: np.ndarray,
-                block_size: int) -> HostStep:
-    """The rows of a step. tables: [P + D, W] block tables, the prefills' rows first."""
+def layout_step(prefills: list[PrefillWork], decode: DecodeWork, table_rows: np.ndarray,
+                tables: np.ndarray, block_size: int) -> HostStep:
+    """The rows of a step. table_rows: each sequence's row of tables (TableRows.array), the
+    prefills' first."""
     bs = block_size
     num_pre_seqs, num_decode = len(prefills), len(decode.seq_ids)
     starts = np.fromiter((w.start for w in prefills), np.int64, num_pre_seqs)
@@ -77,27 +74,29 @@ def layout_step(prefills: list[PrefillWork], decode: DecodeWork, tables: np.ndar
     num_prefill = int(query_starts[-1])
     rows_of_seq = np.repeat(np.arange(num_pre_seqs), contexts - starts)
     positions = np.concatenate([ragged_arange(starts, contexts), lens - 1])
-    table_rows = np.concatenate([rows_of_seq, np.arange(num_pre_seqs, num_pre_seqs + num_decode)])
-    slots = tables[table_rows, positions // bs].astype(np.int64) * bs + positions % bs
+    seq_of_row = np.concatenate([rows_of_seq, np.arange(num_pre_seqs, num_pre_seqs + num_decode)])
+    slots = tables[table_rows[seq_of_row], positions // bs].astype(np.int64) * bs + positions % bs
+    width = round_width(-(-int(np.concatenate([contexts, lens]).max(initial=1)) // bs))
     sampled_pre = np.fromiter((w.sample for w in prefills), bool, num_pre_seqs)
     logit_rows = np.concatenate([query_starts[1:][sampled_pre] - 1,
                                  np.arange(num_prefill, num_prefill + num_decode)])
     sampled = [w.seq_id for w in prefills if w.sample] + list(decode.seq_ids)
     ids = np.concatenate([w.tokens for w in prefills] + [decode.tokens.astype(np.int64)])
     return HostStep(ids, positions, slots, logit_rows.astype(np.int64), query_starts, contexts,
-                    starts, lens, tables, sampled)
+                    starts, lens, np.asarray(table_rows, np.int64), width, sampled)
 
 
-def to_device(host: HostStep, pool: KVPool, device: torch.device,
+def to_device(host: HostStep, pool: KVPool, tables: DeviceTables, device: torch.device,
               by_segment: bool = True) -> StepInputs:
-    """The StepInputs of a laid-out step (by_segment: the backend indexes slots per segment)."""
+    """The StepInputs of a laid-out step (by_segment: the backend indexes slots per segment);
+    tables must be synced."""
     num_pre_seqs = len(host.prefill_contexts)
     total, n_rows = len(host.ids), len(host.logit_rows)
-    meta = np.concatenate([host.ids, host.positions, host.logit_rows]).astype(np.int64)
-    meta = torch.from_numpy(meta).to(device, non_blocking=True)
+    meta = np.concatenate([host.ids, host.positions, host.logit_rows, host.table_rows])
+    meta = torch.from_numpy(meta.astype(np.int64)).to(device, non_blocking=True)
     query_starts, prefill_lens, decode_lens = _aligned_int32(
         [host.query_starts, host.prefill_contexts, host.decode_lens], device)
-    tables_dev = torch.from_numpy(np.ascontiguousarray(host.tables)).to(device, non_blocking=True)
+    tables_dev = tables.gather(meta[2 * total + n_rows :], host.table_width)
     prefill_batch = None
     if num_pre_seqs:
         prefill_batch = PrefillBatch(query_starts=query_starts, context_lens=prefill_lens,
@@ -110,7 +109,7 @@ def to_device(host: HostStep, pool: KVPool, device: torch.device,
         positions=meta[total : 2 * total],
         slot_mapping=pool.index(host.slots, by_segment=by_segment),
         prefills=chunks,
-        num_prefill_tokens=int(qs[-1]),
+        num_decode_rows=total - int(qs[-1]),
         block_tables=tables_dev[num_pre_seqs:],
         context_lens=decode_lens,
         logit_rows=meta[2 * total : 2 * total + n_rows],

@@ -13,6 +13,7 @@ with a host tier of the prefix cache its blocks in pinned host memory (harness.g
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,10 @@ from harness.engine.executor import KVGeometry
 from harness.model.budget import bytes_per_token
 from harness.model.config import RunConfig
 from harness.gpu.attention import default_backend
-from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, slots_of, to_device
+from harness.gpu.batching import (
+    DecodeWork, HostStep, PrefillWork, layout_step, slots_of, to_device,
+)
+from harness.gpu.device_tables import DeviceTables
 from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
 from harness.gpu.host_tier import HostTierBlocks
@@ -76,6 +80,17 @@ class _Timer:
         return time.perf_counter() - self._t0
 
 
+@dataclass
+class _Staged:
+    """What the host prepared for a step: decode rows staged for a decode graph, or the laid-out
+    step (and the key of the mixed graph it was staged for, if one fits)."""
+
+    decode: DecodeWork
+    decode_graph: bool = False
+    host: HostStep | None = None
+    mixed_key: tuple[int, int] | None = None
+
+
 class GpuExecutor:
     """Runs engine steps on a Decoder and a KVPool that follows the allocator's segments."""
 
@@ -112,21 +127,25 @@ class GpuExecutor:
         self.host_tier = (HostTierBlocks(geometry.host_tier_blocks, self.pool)
                           if geometry.host_tier_blocks else None)
         self._host_copied = [0, 0]  # blocks copied to the host tier, and back
+        lengths = (trace["prompt_tokens"] + trace["output_tokens"]).to_numpy()
+        longest = int(np.max(lengths, initial=1))
+        max_seqs = config.scheduler.max_num_seqs
+        # Block tables of the sequences holding KV, on the host and on the device; wide enough
+        # for the longest request from the start (a wider table still grows them).
+        self._tables = TableRows(rows=max_seqs, width=-(-longest // self.pool.block_size))
+        self._device_tables = DeviceTables(self._tables, self.device_t)
         self._graphs = self._mixed = None
         if cuda_graphs and self._cuda and decoder.backend.graph_safe:
-            lengths = (trace["prompt_tokens"] + trace["output_tokens"]).to_numpy()
-            longest = int(np.max(lengths, initial=1))
-            max_seqs = config.scheduler.max_num_seqs
-            self._graphs = DecodeGraphs(decoder, self.pool, max_batch=max_seqs,
-                                        max_context=longest)
-            self._mixed = MixedGraphs(decoder, self.pool, max_seqs=max_seqs, max_context=longest)
+            self._graphs = DecodeGraphs(decoder, self.pool, self._device_tables,
+                                        max_batch=max_seqs, max_context=longest)
+            self._mixed = MixedGraphs(decoder, self.pool, self._device_tables,
+                                      max_seqs=max_seqs, max_context=longest)
         self._graph_steps = 0
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
             self._memory_base = torch.cuda.memory_allocated(self.device_t)
         self._tokens = TokenStore()  # prompt and sampled token ids of every sequence
         self._rid: dict[int, int] = {}  # seq_id -> request id
-        self._tables = TableRows()
         self._by_segment = decoder.backend.indexes_by_segment
         self.step_log = StepLog()
         self._timer = _Timer(self.device_t)
@@ -182,33 +201,21 @@ class GpuExecutor:
             self._warm_up(batch)
         t0 = time.perf_counter()
         self._lifecycle(batch)
-        prefills, decode, tables = self._plan(batch)
-        graph = (self._graphs is not None and not prefills and bool(decode.seq_ids)
-                 and self._graphs.fits(decode))
-        host = None
-        if not graph and (prefills or decode.seq_ids):
-            host = layout_step(prefills, decode, tables, self.pool.block_size)
-        mixed = host is not None and self._mixed is not None and self._mixed.fits(host)
+        staged = self._stage(batch)
         host_s = time.perf_counter() - t0
-        if graph:  # a first use captures, untimed
-            self._graphs.prepare(len(decode.seq_ids))
-        elif mixed:
-            self._mixed.prepare(len(host.ids))
+        if staged.decode_graph:  # a first use captures, untimed
+            self._graphs.prepare(len(staged.decode.seq_ids))
+        elif staged.mixed_key is not None:
+            self._mixed.prepare(staged.mixed_key)
 
         self.decoder.tp.align()  # every rank's host work done: the timer sees device work
         t1 = time.perf_counter()
         self._timer.start()
         self._memory_ops(batch)
-        sampled: list[int] = []
-        next_tokens = None
-        if graph:
-            next_tokens, sampled = self._graphs.run(decode, tables), decode.seq_ids
-        elif mixed:
-            next_tokens, sampled = self._mixed.run(host), host.sampled
-        elif host is not None:
-            step = to_device(host, self.pool, self.device_t, by_segment=self._by_segment)
-            next_tokens, sampled = self.decoder.next_tokens(step, self.pool), host.sampled
-        self._graph_steps += graph or mixed
+        self._device_tables.sync()
+        next_tokens, sampled = self._forward(staged)
+        graphed = staged.decode_graph or staged.mixed_key is not None
+        self._graph_steps += graphed
         enqueue_s = time.perf_counter() - t1
         seconds = self._timer.stop_s()
 
@@ -216,8 +223,38 @@ class GpuExecutor:
         if next_tokens is not None:
             self._tokens.append(sampled, next_tokens.tolist())
         host_s += time.perf_counter() - t2
-        self._record(batch, graph or mixed, host_s, enqueue_s, seconds)
+        self._record(batch, graphed, host_s, enqueue_s, seconds)
         return seconds
+
+    def _stage(self, batch: Batch) -> _Staged:
+        """The host part of a step: its work laid out, and staged for a graph if one fits."""
+        prefills, decode, rows = self._plan(batch)
+        tables = self._tables.array
+        staged = _Staged(decode)
+        if (self._graphs is not None and not prefills and decode.seq_ids
+                and self._graphs.fits(decode)):
+            self._graphs.stage(decode, rows, tables)
+            staged.decode_graph = True
+        elif prefills or decode.seq_ids:
+            staged.host = layout_step(prefills, decode, rows, tables, self.pool.block_size)
+            if self._mixed is not None and self._mixed.fits(staged.host):
+                staged.mixed_key = self._mixed.stage(staged.host)
+        self._device_tables.stage()
+        return staged
+
+    def _forward(self, staged: _Staged) -> tuple[torch.Tensor | None, list[int]]:
+        """The device part of a step: its forward (a graph replay where one was staged); the
+        next tokens and the seq ids they belong to."""
+        if staged.decode_graph:
+            return self._graphs.run(), staged.decode.seq_ids
+        host = staged.host
+        if host is None:
+            return None, []
+        if staged.mixed_key is not None:
+            return self._mixed.run(), host.sampled
+        step = to_device(host, self.pool, self._device_tables, self.device_t,
+                         by_segment=self._by_segment)
+        return self.decoder.next_tokens(step, self.pool), host.sampled
 
     def _lifecycle(self, batch: Batch) -> None:
         """What became of sequences since the last batch, for the tokens and tables kept (a
@@ -272,7 +309,8 @@ class GpuExecutor:
         """Before the first timed step: back the first segments and compile the kernels, so
         that no step's time holds a compilation."""
         self.pool.sync(batch.segments_added, batch.segments_released)
-        self.decoder.backend.warmup(self.pool, self.decoder.num_heads)
+        self.decoder.backend.warmup(self.pool, self.decoder.num_heads,
+                                    self.decoder.config.sliding_window)
         self._warm = True
 
     # -- host-side preparation ----------------------------------------------------------------
@@ -287,8 +325,9 @@ class GpuExecutor:
         self._rid[sid] = rid
 
     def _plan(self, batch: Batch) -> tuple[list[PrefillWork], DecodeWork, np.ndarray]:
-        """The step's work from the batch, on the host: prefill chunks, decode rows and their
-        block tables (prefills first). One pass over the sequences; the rest is numpy."""
+        """The step's work from the batch, on the host: prefill chunks, decode rows and the
+        rows of their block tables in TableRows (prefills first). One pass over the sequences;
+        the rest is numpy."""
         prefills: list[PrefillWork] = []
         pre_rows: list[int] = []
         dec_ids: list[int] = []
@@ -321,11 +360,7 @@ class GpuExecutor:
         lens = np.asarray(dec_lens, np.int64)
         last = [tokens.last(sid) for sid in dec_ids]
         decode = DecodeWork(dec_ids, np.asarray(last, np.int64), lens)
-        contexts = np.fromiter((w.context for w in prefills), np.int64, len(prefills))
-        bs = self.pool.block_size
-        tables_out = tables.gather(np.asarray(pre_rows + dec_rows, np.int64),
-                                   -(-np.concatenate([contexts, lens]) // bs))
-        return prefills, decode, tables_out
+        return prefills, decode, np.asarray(pre_rows + dec_rows, np.int64)
 
     def _draft(self, sid: int, count: int) -> None:
         """Append count draft tokens to a sequence: seeded ids, since what they are does not
@@ -347,11 +382,11 @@ class GpuExecutor:
 
     def _op_slots(self, op: SwapOp) -> np.ndarray:
         table = np.asarray(op.block_table, dtype=np.int64)
-        return slots_of(table, np.arange(op.num_tokens), self.pool.block_size)
+        return slots_of(table, np.arange(op.first_token, op.num_tokens), self.pool.block_size)
 
     def _swap_out(self, op: SwapOp) -> None:
-        """Save a sequence's written KV in the host swap space; its slots are the allocator's
-        again."""
+        """Save a sequence's written KV (from its window start on) in the host swap space; its
+        slots are the allocator's again."""
         self.swap.save(op.seq_id, self.pool.read_slots(self.pool.index(self._op_slots(op))))
         self._tables.drop(op.seq_id)
         self._swaps[0] += 1

@@ -6,11 +6,12 @@ decode step is bound by the host. Capturing the whole decode forward (every laye
 decode kernel included, and the greedy argmax) per padded batch size and replaying it leaves
 the device busy back to back, as serving engines do.
 
-Inputs live in fixed device buffers: token ids, positions, slot ids and context lengths in one
-int64 block, the block tables in an int32 block of a fixed width (the longest sequence the
-trace can produce). Only the columns the step's longest sequence uses travel: they go to a
-staging buffer in one copy and into the fixed block on the device (a page-1 allocator's
-tables are long). Padding rows write nowhere (slot -1) and attend to nothing (length 0).
+Inputs live in fixed device buffers: token ids, positions, slot ids, context lengths and the
+sequences' rows of the executor's block tables in one int64 block, which travels in one copy;
+the block tables, an int32 block of a fixed width (the longest sequence the trace can produce),
+are gathered on the device from the executor's copy (harness/gpu/device_tables.py), so no
+table crosses PCIe. A step is staged on the host first (stage(), before the timed region), then
+run. Padding rows write nowhere (slot -1) and attend to nothing (length 0).
 The graphs bake in the addresses of the KV pool's segment tables, which the Triton backend
 updates in place, so segments may come and go between replays; a new table object (the pool
 went empty and was rebuilt) makes them recapture.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from harness.gpu.batching import DecodeWork
+from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, StepInputs
@@ -36,19 +38,20 @@ def batch_buckets(max_batch: int) -> list[int]:
 class DecodeGraphs:
     """Captured decode forwards of one decoder over one pool, replayed for decode-only steps."""
 
-    def __init__(self, decoder: Decoder, pool: KVPool, *, max_batch: int, max_context: int):
+    def __init__(self, decoder: Decoder, pool: KVPool, tables: DeviceTables, *, max_batch: int,
+                 max_context: int):
         self.decoder = decoder
         self.pool = pool
+        self.tables = tables
         self.max_batch = max_batch
         self.width = round_width(-(-max_context // pool.block_size))
         self.buckets = batch_buckets(max_batch)
         device = decoder.weights.embed.device
-        # Rows: token ids, positions, slot ids, context lengths.
-        self._meta = torch.zeros(4, max_batch, dtype=torch.int64, device=device)
+        # Rows: token ids, positions, slot ids, context lengths, rows of the block tables.
+        self._meta = torch.zeros(5, max_batch, dtype=torch.int64, device=device)
         self._tables = torch.zeros(max_batch, self.width, dtype=torch.int32, device=device)
-        self._staging = torch.zeros(max_batch * self.width, dtype=torch.int32, device=device)
-        self._meta_host = torch.zeros(4, max_batch, dtype=torch.int64).pin_memory()
-        self._tables_host = torch.zeros(max_batch * self.width, dtype=torch.int32).pin_memory()
+        self._meta_host = torch.zeros(5, max_batch, dtype=torch.int64).pin_memory()
+        self._staged = (0, 0)  # batch, bucket
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None
@@ -68,12 +71,11 @@ class DecodeGraphs:
         if bucket not in self._graphs:
             self._graphs[bucket] = self._capture(bucket)
 
-    def run(self, decode: DecodeWork, tables: np.ndarray) -> torch.Tensor:
-        """Greedy next tokens [B] of a decode-only step (prepare() first); tables: [B, W]
-        int32 block tables, W <= self.width."""
+    def stage(self, decode: DecodeWork, table_rows: np.ndarray, tables: np.ndarray) -> None:
+        """The host part of a decode-only step: its inputs into the pinned staging buffer.
+        table_rows: each sequence's row of tables (the executor's TableRows.array)."""
         b = len(decode.seq_ids)
         bucket = self._bucket(b)
-        width = tables.shape[1]
         meta = self._meta_host.numpy()
         meta[:, b:bucket] = 0
         meta[2, b:bucket] = -1
@@ -82,14 +84,17 @@ class DecodeGraphs:
         last = lens - 1
         meta[0, :b] = decode.tokens
         meta[1, :b] = last
-        meta[2, :b] = tables[np.arange(b), last // bs].astype(np.int64) * bs + last % bs
+        meta[2, :b] = tables[table_rows, last // bs].astype(np.int64) * bs + last % bs
         meta[3, :b] = lens
-        flat = self._tables_host.numpy()[: b * width].reshape(b, width)
-        flat[:] = tables
+        meta[4, :b] = table_rows
+        self._staged = (b, bucket)
+
+    def run(self) -> torch.Tensor:
+        """The device part of the staged step (prepare() first; the executor's tables synced):
+        greedy next tokens [B]."""
+        b, bucket = self._staged
         self._meta[:, :bucket].copy_(self._meta_host[:, :bucket], non_blocking=True)
-        staged = self._staging[: b * width]
-        staged.copy_(self._tables_host[: b * width], non_blocking=True)
-        self._tables[:b, :width].copy_(staged.view(b, width))
+        self.tables.gather(self._meta[4, :b], self.width, out=self._tables[:b])
         graph, tokens = self._graphs[bucket]
         graph.replay()
         return tokens[:b]
@@ -104,7 +109,7 @@ class DecodeGraphs:
             positions=meta[1, :bucket],
             slot_mapping=SlotIndex(meta[2, :bucket], ()),
             prefills=(),
-            num_prefill_tokens=0,
+            num_decode_rows=bucket,
             block_tables=self._tables[:bucket],
             context_lens=meta[3, :bucket].to(torch.int32),
             logit_rows=torch.arange(bucket, device=meta.device),

@@ -2,8 +2,9 @@
 
 Token ids: one growable int64 array per sequence (the prompt, then the greedy samples), so a
 prefill chunk is a view and a decode input a single read. Block tables: one row per sequence
-holding KV in a shared int32 array, updated only where the allocator's table changed, so that
-a step's padded block tables are one fancy-indexing gather instead of a conversion per sequence.
+holding KV in a shared int32 array, updated only where the allocator's table changed; the
+entries written are logged, so that the copy on the device (harness/gpu/device_tables.py)
+follows by those entries alone rather than by the whole tables of every step.
 """
 from __future__ import annotations
 
@@ -71,15 +72,25 @@ class TableRows:
     The allocator changes a live sequence's table only at its tail: extending appends blocks,
     copy-on-write replaces the last one, truncation drops from the end. A table new since the
     last step is therefore rewritten from the last entry seen; a table that is the very object
-    seen last costs nothing. A sequence whose KV is freed (finished, preempted for recompute,
-    swapped out) is dropped, so its next table is written whole.
+    seen last costs nothing. (A slide also sets entries at the front to NO_BLOCK; the row keeps
+    the ids those entries had, which no kernel reads: they lie before every window.) A sequence
+    whose KV is freed (finished, preempted for recompute, swapped out) is dropped, so its next
+    table is written whole.
     """
 
     def __init__(self, rows: int = 64, width: int = 64) -> None:
-        self._rows = np.zeros((rows, width), dtype=np.int32)
+        self._rows = np.zeros((rows, round_width(width)), dtype=np.int32)
         self._row_of: dict[int, int] = {}
         self._seen: dict[int, tuple[int, ...]] = {}
         self._free: list[int] = list(range(rows - 1, -1, -1))
+        self._written: list[tuple[int, int, int]] = []  # (row, start, end) since take_changes
+        self._regrown = True  # the array is new since take_changes: all of it changed
+
+    @property
+    def array(self) -> np.ndarray:
+        """[rows, width] int32: row r holds the table of the sequence given row r (valid until
+        the next update)."""
+        return self._rows
 
     def update(self, seq_id: int, table: tuple[int, ...]) -> int:
         """The row of a sequence, holding its current block table."""
@@ -95,8 +106,23 @@ class TableRows:
         if len(table) > self._rows.shape[1]:
             self._grow(width=2 * len(table))
         self._rows[row, keep : len(table)] = table[keep:]
+        self._written.append((row, keep, len(table)))
         self._seen[seq_id] = table
         return row
+
+    def take_changes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Flat indices into `array` (int64) and values (int32) of the entries written since
+        the last call, or None when the array was reallocated since (everything is new)."""
+        written, self._written = self._written, []
+        if self._regrown:
+            self._regrown = False
+            return None
+        if not written:
+            return np.zeros(0, np.int64), np.zeros(0, np.int32)
+        rows, starts, ends = np.array(written, dtype=np.int64).T
+        first = rows * self._rows.shape[1]
+        flat = ragged_arange(first + starts, first + ends)
+        return flat, self._rows.reshape(-1)[flat]
 
     def truncate(self, seq_id: int, num_blocks: int) -> None:
         """The sequence was cut to num_blocks blocks: its next table is rewritten from its last
@@ -112,14 +138,6 @@ class TableRows:
         if row is not None:
             self._free.append(row)
 
-    def gather(self, rows: np.ndarray, num_blocks: np.ndarray) -> np.ndarray:
-        """[len(rows), W] int32: the first num_blocks[i] entries of each row (what follows is
-        never read); W is the largest num_blocks rounded up to TABLE_WIDTH_MULTIPLE."""
-        width = round_width(int(num_blocks.max(initial=1)))
-        if width > self._rows.shape[1]:
-            self._grow(width=width)
-        return self._rows[rows, :width]
-
     def _take_row(self) -> int:
         if not self._free:
             self._grow(rows=2 * self._rows.shape[0])
@@ -131,6 +149,14 @@ class TableRows:
         new[: old.shape[0], : old.shape[1]] = old
         self._free.extend(range(new.shape[0] - 1, old.shape[0] - 1, -1))
         self._rows = new
+        self._regrown = True
+
+
+def ragged_arange(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) without the loop."""
+    lengths = ends - starts
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
 
 
 def round_width(width: int, multiple: int = TABLE_WIDTH_MULTIPLE) -> int:

@@ -2,24 +2,29 @@
 
 Outside a graph a step of the 8B model launches over a thousand kernels from Python, which
 takes the host longer than the device needs for the whole step at a few hundred tokens: such
-steps were bound by the host (the launch loop, not the GPU, set their time). Here every row of
-the step is a query chunk of the paged prefill kernel (a decode row is a chunk of one token,
-attending to its whole context), so the forward's launches depend on the padded token count
-alone, and one graph per token bucket covers every mix of prefill and decode.
+steps were bound by the host (the launch loop, not the GPU, set their time). A graph is captured
+per padded token count and padded decode-row count, and holds the forward of the eager step:
+one split-KV paged decode launch for the decode rows, one paged prefill launch for the chunks.
+(Running a decode row as a one-token prefill chunk instead, which would need no decode-row
+count, reads its context unsplit, one program per sequence and KV head, far below the decode
+kernel's bandwidth.)
 
-Padding: rows past the step's tokens write no KV (slot -1) and belong to no sequence, so no
-attention output is written for them; every other operation works row by row, so whatever
-they hold stays in their own rows. Sequences past the step's have no query tokens (their
-programs return at once). The sampled rows are padded to a bucket too and point at row 0.
+Layout of a step of P prefill tokens and D decode rows padded to T rows with Db >= D decode
+rows: prefill rows 0..P-1, padding, decode rows T-D..T-1. Decode attention covers the last Db
+rows; the first Db - D of them are padding of context length 0 (they get zeros), and may be
+prefill rows, which prefill attention, launched second, writes. Padding rows write no KV
+(slot -1); prefill sequences past the step's have no query tokens, so their programs return at
+once. Sampled rows are padded too and point at row 0. Decode and prefill sequences have their
+own block tables and lengths, each gathered on the device from the executor's tables
+(harness/gpu/device_tables.py).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from harness.gpu.batching import HostStep
+from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, PrefillBatch, StepInputs
@@ -30,154 +35,187 @@ MAX_GRAPH_TOKENS = 2048
 
 
 def token_buckets(max_tokens: int) -> list[int]:
-    """Padded step sizes: powers of two to 64, then every 64 to 1024, then every 128. cuBLAS
-    tiles the token dimension in 64- or 128-row tiles, so these cost about what the unpadded
-    step costs."""
-    sizes = [8, 16, 32] + list(range(64, 1025, 64)) + list(range(1152, max_tokens + 1, 128))
+    """Padded step sizes: powers of two to 128, then every 128. From a few hundred tokens on
+    the linear layers are bound by arithmetic and cuBLAS tiles the token dimension in 128-row
+    tiles: a size between two multiples of 128 costs what the next multiple costs."""
+    sizes = [8, 16, 32, 64, 128] + list(range(256, max_tokens + 1, 128))
     return sorted({s for s in sizes if s < max_tokens} | {max_tokens})
 
 
-@dataclass(frozen=True)
-class UnifiedRows:
-    """A laid-out step with every sequence as one query chunk: prefills first, then one row per
-    decoding sequence. query_starts [S + 1], contexts [S] (KV length once written)."""
+def decode_buckets(max_seqs: int) -> list[int]:
+    """Padded decode-row counts: powers of two, then max_seqs. The decode kernel's split count
+    is chosen for the padded count, so each bucket keeps it within a factor of two of the
+    step's."""
+    sizes = [1 << i for i in range(max_seqs.bit_length()) if 1 << i < max_seqs]
+    return sizes + [max_seqs]
 
-    query_starts: np.ndarray
-    contexts: np.ndarray
 
-    @classmethod
-    def of(cls, host: HostStep) -> UnifiedRows:
-        num_prefill = int(host.query_starts[-1])
-        decode_ends = num_prefill + np.arange(1, len(host.decode_lens) + 1, dtype=np.int64)
-        return cls(np.concatenate([host.query_starts, decode_ends]),
-                   np.concatenate([host.prefill_contexts, host.decode_lens]))
-
-    @property
-    def num_seqs(self) -> int:
-        return len(self.contexts)
+def _bucket(buckets: list[int], size: int) -> int:
+    return next(b for b in buckets if b >= size)
 
 
 class MixedBuffers:
-    """Fixed device buffers of a padded mixed step, and the StepInputs that read them."""
+    """Fixed device buffers of a padded mixed step, their pinned staging copies, and the
+    StepInputs that read them."""
 
     def __init__(self, *, max_tokens: int, max_seqs: int, width: int,
                  device: torch.device) -> None:
         self.max_tokens, self.max_seqs, self.width = max_tokens, max_seqs, width
         pinned = device.type == "cuda"
-        # Rows: token ids, positions, slot ids (tokens); sampled rows (sequences).
-        self.rows = torch.zeros(3, max_tokens, dtype=torch.int64, device=device)
-        self.logit_rows = torch.zeros(max_seqs, dtype=torch.int64, device=device)
-        # query_starts [S + 1] at 0, contexts [S] from a 16-byte boundary (one specialisation).
-        self._ctx_at = round_width(max_seqs + 1)
-        self.seqs = torch.zeros(self._ctx_at + max_seqs, dtype=torch.int32, device=device)
-        self.tables = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
-        self._staging = torch.zeros(max_seqs * width, dtype=torch.int32, device=device)
-        self._rows_host = torch.zeros(3, max_tokens, dtype=torch.int64, pin_memory=pinned)
-        self._logit_host = torch.zeros(max_seqs, dtype=torch.int64, pin_memory=pinned)
-        self._seqs_host = torch.zeros(self.seqs.numel(), dtype=torch.int32, pin_memory=pinned)
-        self._tables_host = torch.zeros(max_seqs * width, dtype=torch.int32, pin_memory=pinned)
+        # int64: token ids, positions, slot ids (max_tokens each); sampled rows, decode then
+        # prefill sequences' rows of the block tables (max_seqs each).
+        self._ids_at = 3 * max_tokens + max_seqs
+        self.longs = torch.zeros(self._ids_at + 2 * max_seqs, dtype=torch.int64, device=device)
+        # int32 from 16-byte boundaries: query_starts [S + 1], prefill contexts [S], decode
+        # context lengths [S].
+        self._ctx_at = round_width(max_seqs + 1, 4)
+        self._dec_at = self._ctx_at + round_width(max_seqs, 4)
+        self.ints = torch.zeros(self._dec_at + max_seqs, dtype=torch.int32, device=device)
+        self.prefill_tables = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
+        self.decode_tables = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
+        self._longs_host = torch.zeros(self.longs.numel(), dtype=torch.int64, pin_memory=pinned)
+        self._ints_host = torch.zeros(self.ints.numel(), dtype=torch.int32, pin_memory=pinned)
+        self._staged = (0, 0, 0)  # decode rows, decode sequences, prefill sequences
 
-    def fits(self, host: HostStep, num_seqs: int) -> bool:
-        return (len(host.ids) <= self.max_tokens and num_seqs <= self.max_seqs
-                and host.tables.shape[1] <= self.width)
+    def fits(self, host: HostStep) -> bool:
+        return (len(host.ids) <= self.max_tokens and host.table_width <= self.width
+                and len(host.prefill_contexts) + len(host.decode_lens) <= self.max_seqs)
 
-    def inputs(self, tokens: int) -> StepInputs:
-        """The StepInputs of a step padded to `tokens` rows."""
-        seqs = self.seqs
+    def inputs(self, tokens: int, decode_rows: int) -> StepInputs:
+        """The StepInputs of a step padded to `tokens` rows, the last decode_rows decoding."""
+        t, s = self.max_tokens, self.max_seqs
+        longs, ints = self.longs, self.ints
+        seqs = min(s, tokens)  # prefill sequences: no more than tokens
         return StepInputs(
-            input_ids=self.rows[0, :tokens],
-            positions=self.rows[1, :tokens],
-            slot_mapping=SlotIndex(self.rows[2, :tokens], ()),
+            input_ids=longs[:tokens],
+            positions=longs[t : t + tokens],
+            slot_mapping=SlotIndex(longs[2 * t : 2 * t + tokens], ()),
             prefills=(),
-            num_prefill_tokens=tokens,
-            block_tables=self.tables[:0],
-            context_lens=seqs[:0],
-            logit_rows=self.logit_rows[: min(tokens, self.max_seqs)],
+            num_decode_rows=decode_rows,
+            block_tables=self.decode_tables[:decode_rows],
+            context_lens=ints[self._dec_at : self._dec_at + decode_rows],
+            logit_rows=longs[3 * t : 3 * t + seqs],
             prefill_batch=PrefillBatch(
-                query_starts=seqs[: self.max_seqs + 1],
-                context_lens=seqs[self._ctx_at : self._ctx_at + self.max_seqs],
-                block_tables=self.tables,
+                query_starts=ints[: seqs + 1],
+                context_lens=ints[self._ctx_at : self._ctx_at + seqs],
+                block_tables=self.prefill_tables[:seqs],
             ),
         )
 
     def clear(self) -> None:
         """Inputs that write nowhere, hold no query tokens and sample row 0: what a capture of
         any bucket may run on, whatever step was loaded before."""
-        self.rows.zero_()
-        self.rows[2].fill_(-1)
-        self.logit_rows.zero_()
-        self.seqs.zero_()
+        t = self.max_tokens
+        self.longs.zero_()
+        self.longs[2 * t : 3 * t].fill_(-1)
+        self.ints.zero_()
 
-    def load(self, host: HostStep, unified: UnifiedRows, tokens: int) -> None:
-        """Copy a step into the buffers, padded to `tokens` rows (three copies)."""
-        t, s, width = len(host.ids), unified.num_seqs, host.tables.shape[1]
-        rows = self._rows_host.numpy()
-        rows[:, t:tokens] = 0
-        rows[2, t:tokens] = -1
-        rows[0, :t], rows[1, :t], rows[2, :t] = host.ids, host.positions, host.slots
-        logit = self._logit_host.numpy()
+    def stage(self, host: HostStep, tokens: int, decode_rows: int) -> None:
+        """The host part of loading a step padded to `tokens` rows with decode_rows decode
+        rows: everything into the pinned staging buffers."""
+        t, s = self.max_tokens, self.max_seqs
+        num_pre = int(host.query_starts[-1])
+        num_dec = len(host.decode_lens)
+        num_pre_seqs = len(host.prefill_contexts)
+        pad = tokens - len(host.ids)  # rows between the prefill and the decode rows
+        longs = self._longs_host.numpy()
+        rows = longs[: 3 * t].reshape(3, t)
+        for row, (values, filler) in enumerate(((host.ids, 0), (host.positions, 0),
+                                                (host.slots, -1))):
+            rows[row, :num_pre] = values[:num_pre]
+            rows[row, num_pre : num_pre + pad] = filler
+            rows[row, num_pre + pad : tokens] = values[num_pre:]
+        logit = longs[3 * t : 3 * t + s]
         logit[:] = 0
-        logit[: len(host.logit_rows)] = host.logit_rows
-        seqs = self._seqs_host.numpy()
-        seqs[: s + 1] = unified.query_starts
-        seqs[s + 1 : self.max_seqs + 1] = t
-        seqs[self._ctx_at : self._ctx_at + s] = unified.contexts
-        seqs[self._ctx_at + s :] = 0
-        flat = self._tables_host.numpy()[: s * width].reshape(s, width)
-        flat[:] = host.tables
-        self.rows[:, :tokens].copy_(self._rows_host[:, :tokens], non_blocking=True)
-        self.logit_rows.copy_(self._logit_host, non_blocking=True)
-        self.seqs.copy_(self._seqs_host, non_blocking=True)
-        staged = self._staging[: s * width]
-        staged.copy_(self._tables_host[: s * width], non_blocking=True)
-        self.tables[:s, :width].copy_(staged.view(s, width))
+        sampled = host.logit_rows
+        logit[: len(sampled)] = np.where(sampled >= num_pre, sampled + pad, sampled)
+        ids = longs[self._ids_at :]
+        ids[:num_dec] = host.table_rows[num_pre_seqs:]
+        ids[s : s + num_pre_seqs] = host.table_rows[:num_pre_seqs]
+        ints = self._ints_host.numpy()
+        ints[: num_pre_seqs + 1] = host.query_starts
+        ints[num_pre_seqs + 1 : s + 1] = num_pre
+        ints[self._ctx_at : self._ctx_at + num_pre_seqs] = host.prefill_contexts
+        ints[self._ctx_at + num_pre_seqs : self._ctx_at + s] = 0
+        first = decode_rows - num_dec  # padding decode rows come first
+        ints[self._dec_at : self._dec_at + first] = 0
+        ints[self._dec_at + first : self._dec_at + decode_rows] = host.decode_lens
+        self._staged = (decode_rows, num_dec, num_pre_seqs)
+
+    def load(self, tables: DeviceTables) -> None:
+        """The device part: two copies, then the staged sequences' block tables gathered from
+        the executor's (synced) tables."""
+        self.longs.copy_(self._longs_host, non_blocking=True)
+        self.ints.copy_(self._ints_host, non_blocking=True)
+        decode_rows, num_dec, num_pre_seqs = self._staged
+        s, ids = self.max_seqs, self.longs[self._ids_at :]
+        if num_dec:
+            tables.gather(ids[:num_dec], self.width,
+                          out=self.decode_tables[decode_rows - num_dec : decode_rows])
+        if num_pre_seqs:
+            tables.gather(ids[s : s + num_pre_seqs], self.width,
+                          out=self.prefill_tables[:num_pre_seqs])
 
 
 class MixedGraphs:
-    """Captured mixed-step forwards of one decoder over one pool, one per token bucket."""
+    """Captured mixed-step forwards of one decoder over one pool, one per token bucket and
+    decode-row bucket."""
 
-    def __init__(self, decoder: Decoder, pool: KVPool, *, max_seqs: int, max_context: int,
-                 max_tokens: int = MAX_GRAPH_TOKENS) -> None:
+    def __init__(self, decoder: Decoder, pool: KVPool, tables: DeviceTables, *, max_seqs: int,
+                 max_context: int, max_tokens: int = MAX_GRAPH_TOKENS) -> None:
         self.decoder = decoder
         self.pool = pool
-        self.buckets = token_buckets(max_tokens)
+        self.tables = tables
+        self.token_buckets = token_buckets(max_tokens)
+        self.decode_buckets = decode_buckets(max_seqs)
         width = round_width(-(-max_context // pool.block_size))
         self.buffers = MixedBuffers(max_tokens=max_tokens, max_seqs=max_seqs, width=width,
                                     device=decoder.weights.embed.device)
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None
+        self._staged: tuple[tuple[int, int], int] = ((0, 0), 0)
         self.captures = 0
 
     def fits(self, host: HostStep) -> bool:
-        return self.buffers.fits(host, len(host.prefill_contexts) + len(host.decode_lens))
+        return self.buffers.fits(host)
 
-    def prepare(self, tokens: int) -> None:
-        """Capture the bucket of this many tokens if needed (outside any timed region)."""
+    def key(self, host: HostStep) -> tuple[int, int]:
+        """The step's (padded tokens, padded decode rows)."""
+        tokens = _bucket(self.token_buckets, len(host.ids))
+        num_dec = len(host.decode_lens)
+        return tokens, min(_bucket(self.decode_buckets, num_dec), tokens) if num_dec else 0
+
+    def prepare(self, key: tuple[int, int]) -> None:
+        """Capture the graph of this key if needed (outside any timed region)."""
         handle = self.pool.layer(0).handle
         if handle is not self._handle:  # a rebuilt segment table: the graphs read the old one
             self._graphs.clear()
             self._handle = handle
-        bucket = self._bucket(tokens)
-        if bucket not in self._graphs:
-            self._graphs[bucket] = self._capture(bucket)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(*key)
 
-    def run(self, host: HostStep) -> torch.Tensor:
-        """Greedy next tokens of the step's sampled rows (prepare() first)."""
-        bucket = self._bucket(len(host.ids))
-        self.buffers.load(host, UnifiedRows.of(host), bucket)
-        graph, tokens = self._graphs[bucket]
+    def stage(self, host: HostStep) -> tuple[int, int]:
+        """The host part of a step (before the timed region); returns its key."""
+        key = self.key(host)
+        self.buffers.stage(host, *key)
+        self._staged = (key, len(host.logit_rows))
+        return key
+
+    def run(self) -> torch.Tensor:
+        """The device part of the staged step (prepare() first; the executor's tables synced):
+        greedy next tokens of its sampled rows."""
+        key, sampled = self._staged
+        self.buffers.load(self.tables)
+        graph, tokens = self._graphs[key]
         graph.replay()
-        return tokens[: len(host.logit_rows)]
+        return tokens[:sampled]
 
-    def _bucket(self, tokens: int) -> int:
-        return next(b for b in self.buckets if b >= tokens)
-
-    def _capture(self, bucket: int):
+    def _capture(self, tokens: int, decode_rows: int):
         """Warm the forward up on a side stream, then capture it; the inputs write nowhere and
         hold no query tokens."""
         self.buffers.clear()
-        step = self.buffers.inputs(bucket)
+        step = self.buffers.inputs(tokens, decode_rows)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -185,6 +223,6 @@ class MixedGraphs:
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._mempool):
-            tokens = self.decoder.next_tokens(step, self.pool)
+            tokens_out = self.decoder.next_tokens(step, self.pool)
         self.captures += 1
-        return graph, tokens
+        return graph, tokens_out

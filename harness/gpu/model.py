@@ -4,8 +4,8 @@ RMSNorm, rotary embeddings, grouped-query attention and a SwiGLU MLP, written to
 operation order of transformers' Llama so that greedy tokens match it on the same weights. One
 forward runs a whole engine step: every token of the step (prefill chunks and decode tokens) goes
 through the linear layers together; attention writes the step's new K/V into the KV pool's slots
-once, then runs one paged prefill call for all prefill chunks (each over its sequence's whole KV
-in the pool) and one paged decode call for all decoding sequences.
+once, then runs one paged decode call for all decoding sequences and one paged prefill call for
+all prefill chunks (each over its sequence's whole KV in the pool), both into one output.
 
 Under tensor parallelism (harness.gpu.tp) each rank runs this same code on its shard of the
 weights and of the KV heads; the decoder's `tp` says how the shards meet again. A single rank
@@ -35,6 +35,7 @@ class DecoderConfig:
     vocab_size: int
     rope_theta: float = 500000.0
     rms_norm_eps: float = 1e-5
+    sliding_window: int | None = None  # keys each query reads (None: all before it)
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
@@ -53,6 +54,7 @@ class DecoderConfig:
             hidden_size=spec.hidden_size,
             intermediate_size=spec.intermediate_size,
             vocab_size=spec.vocab_size,
+            sliding_window=spec.sliding_window,
         )
 
 
@@ -168,48 +170,58 @@ class PrefillBatch:
 @dataclass(frozen=True)
 class StepInputs:
     """Everything one forward needs, already on the device. Prefill rows come first, then one row
-    per decoding sequence. A decode-only step (the CUDA graphs) has no prefills and no
-    prefill_batch."""
+    per decoding sequence: the last num_decode_rows rows go to decode attention. A decode-only
+    step has no prefills and no prefill_batch.
+
+    A step padded to a captured size (harness/gpu/mixed_graphs.py) may give decode attention more
+    rows than it has decoding sequences: the first of its last num_decode_rows rows are then
+    padding of context length 0 (decode attention gives them zeros), and may be rows of the
+    prefill chunks, which prefill attention writes afterwards."""
 
     input_ids: torch.Tensor  # int64 [T]
     positions: torch.Tensor  # int64 [T]
     slot_mapping: SlotIndex  # where each row's K/V is written
     prefills: tuple[PrefillChunk, ...]
-    num_prefill_tokens: int
-    block_tables: torch.Tensor  # int32 [num_decode, max_blocks]
-    context_lens: torch.Tensor  # int32 [num_decode], the new token included
+    num_decode_rows: int
+    block_tables: torch.Tensor  # int32 [num_decode_rows, max_blocks]
+    context_lens: torch.Tensor  # int32 [num_decode_rows], the new token included
     logit_rows: torch.Tensor  # int64 [S]: rows whose next token is sampled
     prefill_batch: PrefillBatch | None = None  # the prefills, for the kernel
 
 
 class AttentionBackend(Protocol):
     """Stores K/V at pool slots and runs prefill and decode attention over the pool
-    (harness.gpu.attention)."""
+    (harness.gpu.attention), under the decoder's sliding window when it has one."""
 
     def write(self, pool: KVPool, layer: int, k, v, where: SlotIndex) -> None: ...
 
-    def prefill(self, q, cache, batch: PrefillBatch, blocks_per_segment) -> torch.Tensor: ...
+    def prefill(self, q, cache, batch: PrefillBatch, blocks_per_segment, window: int | None,
+                out=None) -> torch.Tensor: ...
 
-    def decode(self, q, cache, block_tables, context_lens, blocks_per_segment) -> torch.Tensor: ...
+    def decode(self, q, cache, block_tables, context_lens, blocks_per_segment,
+               window: int | None, out=None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
 class Pointwise:
     """The elementwise work between the GEMMs: add_rms_norm(x, delta | None, weight, eps) ->
-    (x + delta in place, normed) and silu_mul(gate_up) -> silu(gate) * up. Fused Triton kernels
-    on a GPU (a few dozen small kernels per layer fewer); their torch references elsewhere,
-    which follow transformers' operation order exactly."""
+    (x + delta in place, normed), silu_mul(gate_up) -> silu(gate) * up and rotary(qk, cos, sin)
+    -> the rotated query and key heads. Fused Triton kernels on a GPU (a few dozen small kernels
+    per layer fewer); their torch references elsewhere, which follow transformers' operation
+    order exactly."""
 
     add_rms_norm: Callable
     silu_mul: Callable
+    rotary: Callable
 
     @classmethod
     def for_device(cls, device: torch.device) -> Pointwise:
-        from kernels import rms_norm, swiglu
+        from kernels import rms_norm, rotary, swiglu
 
         if device.type == "cuda":
-            return cls(rms_norm.add_rms_norm, swiglu.silu_mul)
-        return cls(rms_norm.add_rms_norm_reference, swiglu.silu_mul_reference)
+            return cls(rms_norm.add_rms_norm, swiglu.silu_mul, rotary.rotary)
+        return cls(rms_norm.add_rms_norm_reference, swiglu.silu_mul_reference,
+                   rotary.rotary_reference)
 
 
 class Decoder:
@@ -269,30 +281,25 @@ class Decoder:
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.config.head_dim
         q_width, kv_width = heads * dim, kv_heads * dim
         qkv = F.linear(x, lw.qkv)
-        # Queries and keys rotate together: one set of elementwise kernels for both.
-        qk = qkv[:, : q_width + kv_width].view(-1, heads + kv_heads, dim)
-        qk = qk * cos + _swap_halves(qk) * sin
+        # Queries and keys rotate together, in one pass.
+        qk = self.pointwise.rotary(qkv[:, : q_width + kv_width].view(-1, heads + kv_heads, dim),
+                                   cos, sin)
         q, k = qk[:, :heads], qk[:, heads:]
         v = qkv[:, q_width + kv_width :].view(-1, kv_heads, dim)
         self.backend.write(pool, layer, k, v, step.slot_mapping)
 
-        n_pre = step.num_prefill_tokens
         cache, bps = pool.layer(layer), pool.blocks_per_segment
-        # One launch per kind of row; a step of one kind writes no output copy.
-        if n_pre == 0:
-            out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps)
-        elif n_pre == q.shape[0]:
-            out = self.backend.prefill(q, cache, step.prefill_batch, bps)
+        window = self.config.sliding_window
+        if step.prefill_batch is None:  # every row decodes
+            out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps, window)
         else:
+            # One launch per kind of row, into one output. Decode first: in a padded step its
+            # rows may begin among the prefill rows, which the prefill launch then writes.
             out = torch.empty_like(q)
-            out[:n_pre] = self.backend.prefill(q[:n_pre], cache, step.prefill_batch, bps)
-            out[n_pre:] = self.backend.decode(q[n_pre:], cache, step.block_tables,
-                                              step.context_lens, bps)
+            first = q.shape[0] - step.num_decode_rows
+            if step.num_decode_rows:
+                self.backend.decode(q[first:], cache, step.block_tables, step.context_lens, bps,
+                                    window, out=out[first:])
+            self.backend.prefill(q, cache, step.prefill_batch, bps, window, out=out)
         # Row-parallel: each rank's heads give a partial sum of the output projection.
         return self.tp.all_reduce(F.linear(out.reshape(-1, q_width), lw.o))
-
-
-def _swap_halves(x: torch.Tensor) -> torch.Tensor:
-    """[x2, x1] for x = [x1, x2] along the last dimension (rotate_half without the sign)."""
-    return x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
-

@@ -132,6 +132,11 @@ class RunConfig:
             )
         if self.cpu_cache_bytes < 0:
             raise ConfigError(f"cpu_cache_bytes must be >= 0, got {self.cpu_cache_bytes}")
+        window = self.model.sliding_window
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                                   or window < 1):
+            raise ConfigError(f"model.sliding_window must be an integer >= 1 or none, got "
+                              f"{window!r}")
         if self.budget_slots_override is not None and self.budget_slots_override < 0:
             raise ConfigError(
                 f"budget_slots_override must be >= 0, got {self.budget_slots_override}"
@@ -147,6 +152,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = _drop_defaults(dataclasses.asdict(self), self, _LATER_FIELDS)
+        out["model"] = _drop_defaults(out["model"], self.model, _LATER_MODEL_FIELDS)
         out["allocator"] = {"name": self.allocator.name, "params": self.allocator.kwargs}
         out["scheduler"] = _drop_defaults(out["scheduler"], self.scheduler,
                                           _LATER_SCHEDULER_FIELDS)
@@ -194,6 +200,7 @@ class RunConfig:
 # their defaults, so that the run.json and the sweep cell hash of a run that does not use them
 # stay what they were (from_dict fills them back in).
 _LATER_FIELDS = ("replicas", "router", "cpu_cache_bytes")
+_LATER_MODEL_FIELDS = ("sliding_window",)
 _LATER_SCHEDULER_FIELDS = ("policy", "chunk_size", "ttft_slo_s", "ttft_slo_s_per_token")
 
 

@@ -35,6 +35,10 @@ class ModelSpec:
     # The longest sequence (prompt + output) the model serves; None: no limit (toy shapes).
     # A serving engine rejects longer requests, and a preallocating one reserves this much.
     max_model_len: int | None = None
+    # Sliding-window attention in every layer: the query at position p attends keys
+    # p - sliding_window + 1 .. p (transformers' and vLLM's reading of the config field).
+    # None: full attention.
+    sliding_window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,10 @@ def count_params(
 
 
 def _model(name: str, *, context: int | None, dtype_bytes: int = 2, tied: bool = False,
-           qkv_bias: bool = False, **shape):
+           qkv_bias: bool = False, sliding_window: int | None = None, **shape):
     params = count_params(tied_embeddings=tied, qkv_bias=qkv_bias, **shape)
     return ModelSpec(name=name, dtype_bytes=dtype_bytes, num_params=params,
-                     max_model_len=context, **shape)
+                     max_model_len=context, sliding_window=sliding_window, **shape)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -109,6 +113,12 @@ MODELS: dict[str, ModelSpec] = {
         # (8 KV heads split 2 or 1 per GPU).
         _model("llama3.1-70b", num_layers=80, num_heads=64, num_kv_heads=8, head_dim=128,
                hidden_size=8192, intermediate_size=28672, vocab_size=128256, context=131072),
+        # mistralai/Mistral-7B-v0.1 config.json: 32 layers, 32 heads, 8 KV heads, hidden 4096
+        # (head_dim 128), intermediate 14336, vocab 32000, untied head (7.24B params),
+        # max_position_embeddings 32768, sliding_window 4096 (in every layer).
+        _model("mistral-7b", num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
+               hidden_size=4096, intermediate_size=14336, vocab_size=32000, context=32768,
+               sliding_window=4096),
         # Qwen/Qwen2.5-7B config.json: 28 layers, 28 heads, 4 KV heads, hidden 3584 (head_dim
         # 128), intermediate 18944, vocab 152064, q/k/v biases, untied head (7.61B params),
         # max_position_embeddings 131072.

@@ -9,13 +9,18 @@ prefix-cache hit on the wrong data, a block reused while still referenced, and a
 shared block without copy-on-write. Copies reach the model only as the allocator reports them
 (take_block_copies), so a copy made but not reported fails too. A truncated sequence's own tokens
 written again get a new name (its rollback count), so that rewriting a slot another sequence
-still reads is caught even where the old and new token sit at the same position.
+still reads is caught even where the old and new token sit at the same position. Slides move a
+sequence's window start: only the tokens from there on must still read their content; what the
+allocator still holds before it is stale, and the stale and live figures are recounted from the
+layouts (a slot stale for one holder and read by another is live).
 
 With a host tier the model keeps host memory too: an evicted prefix entry's content reaches it
 only through the host copies the allocator reports (take_host_copies, applied among the block
 copies where their copies_before says), and a prefix hit on the host tier reads its content back
 only through them, so a host block given twice, a restore from the wrong block or a copy applied
-after its units were reused fails the same check.
+after its units were reused fails the same check. The host-tier configurations slide windows
+too: a slide puts a sequence's first entries in the LRU before its later ones, so evictions (and
+offloads) no longer come leaves first.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from allocators import OutOfKVMemory, make_allocator
+from allocators.base import NO_BLOCK
 
 BUDGET = 512  # slots; a whole number of blocks and segments for every configuration below
 CONFIGS = [
@@ -52,10 +58,13 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.alloc = make_allocator(name, BUDGET, **params)
         self.static = name == "static"
         self.fixed_pool = name in ("static", "paged")  # backed from the start, one segment set
+        self.chunk_entries = name == "segmented"  # a prefix entry spans a chunk of pages
         self.contents: dict[int, list[tuple]] = {}  # seq -> content of each written token
         self.prompts: dict[int, tuple[tuple[int, ...], int]] = {}  # seq -> (hashes, chunk_tokens)
         self.slots: dict[int, list[int]] = {}  # seq -> slot of each token at the last check
         self.rollbacks: dict[int, int] = {}  # seq -> truncations so far (names its new tokens)
+        self.starts: dict[int, int] = {}  # seq -> its window start (tokens before: never read)
+        self.stale_slots: set[int] = set()  # slots held before some window, at the last check
         self.memory: dict[int, tuple] = {}  # slot -> content last written there
         self.host_memory: dict[int, tuple] = {}  # host slot -> content last copied there
         self.live_segments: tuple[int, ...] = self.alloc.segments()
@@ -98,6 +107,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         if self.static:
             assert hit == 0
         self.prompts[seq] = (hashes, chunk_tokens)
+        self.starts[seq] = 0
         self.contents[seq] = [self._token(seq, p) for p in range(num_tokens)]
         self._check(writes={seq: range(hit, num_tokens)})
 
@@ -136,6 +146,7 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert self._available(before[0]) < 2 * self.alloc.block_size
             return
         self.prompts[child] = self.prompts[parent]
+        self.starts[child] = self.starts[parent]
         self.contents[child] = list(self.contents[parent])
         self.slots[child] = self.slots[parent]  # the child starts from the parent's slots
         self._check()
@@ -145,7 +156,8 @@ class AllocatorMachine(RuleBasedStateMachine):
     def truncate(self, pick, cut):
         seq = self._pick(pick)
         length = len(self.contents[seq])
-        keep = 1 + cut % length
+        lowest = max(1, self.starts[seq])  # the window's tokens are never cut
+        keep = lowest + cut % (length - lowest + 1)
         before = self._snapshot()
         try:
             self.alloc.truncate(seq, keep)
@@ -159,6 +171,32 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert before[1][seq][0] == self.alloc.layout(seq), "a reservation changed"
         del self.contents[seq][keep:]
         self.rollbacks[seq] = self.rollbacks.get(seq, 0) + 1
+        self._check()
+
+    @precondition(lambda self: self.contents)
+    @rule(pick=st.integers(0, 63), advance=st.integers(0, 24), to_end=st.integers(0, 7))
+    def slide(self, pick, advance, to_end):
+        """The window start moves forward: units wholly before it go (whole prefix entries of
+        several units only together), no new memory is needed, and static keeps every block."""
+        seq = self._pick(pick)
+        length = len(self.contents[seq])
+        start = length if to_end == 0 else min(length, self.starts[seq] + advance)
+        before = self._snapshot()
+        self.alloc.slide(seq, start)
+        self.starts[seq] = start
+        layout = self.alloc.layout(seq)
+        if self.static:
+            assert layout == before[1][seq][0], "a reservation changed"
+        else:
+            bs = self.alloc.block_size
+            released = [i for i, b in enumerate(layout.block_table) if b == NO_BLOCK]
+            assert released == list(range(len(released))), "only a front is let go"
+            lingering = start // bs - len(released)  # held units wholly before the window
+            hashes, chunk_tokens = self.prompts[seq]
+            entry = max(1, chunk_tokens // bs) if hashes and self.chunk_entries else 1
+            assert lingering < entry, f"{lingering} units before the window still held"
+        assert self._available(self.alloc.usage()) >= self._available(before[0]), (
+            "a slide took memory")
         self._check()
 
     @precondition(lambda self: self.contents)
@@ -178,13 +216,18 @@ class AllocatorMachine(RuleBasedStateMachine):
         self._assert_unchanged(before)
 
     @rule(op=st.sampled_from(["extend", "fork", "free", "layout", "length", "reuse", "fork-onto",
-                              "truncate", "truncate-past", "truncate-all"]))
+                              "truncate", "truncate-past", "truncate-all", "truncate-window",
+                              "slide", "slide-back", "slide-past"]))
     def misuse(self, op):
-        """Unknown or reused sequence ids are a ValueError and change nothing."""
+        """Unknown or reused sequence ids, and windows moved back or past the end, are a
+        ValueError and change nothing."""
         alloc = self.alloc
-        if op in ("reuse", "fork-onto", "truncate-past", "truncate-all") and not self.contents:
+        if op in ("reuse", "fork-onto", "truncate-past", "truncate-all", "slide-past",
+                  "truncate-window", "slide-back") and not self.contents:
             return
         live = next(iter(self.contents), NEVER_ALLOCATED)
+        if op in ("truncate-window", "slide-back") and self.starts[live] < 2:
+            return
         calls = {
             "extend": lambda: alloc.extend(NEVER_ALLOCATED),
             "fork": lambda: alloc.fork(NEVER_ALLOCATED, self._new_id()),
@@ -196,6 +239,10 @@ class AllocatorMachine(RuleBasedStateMachine):
             "truncate": lambda: alloc.truncate(NEVER_ALLOCATED, 1),
             "truncate-past": lambda: alloc.truncate(live, alloc.length(live) + 1),
             "truncate-all": lambda: alloc.truncate(live, 0),
+            "truncate-window": lambda: alloc.truncate(live, self.starts.get(live, 0) - 1),
+            "slide": lambda: alloc.slide(NEVER_ALLOCATED, 0),
+            "slide-back": lambda: alloc.slide(live, self.starts.get(live, 0) - 1),
+            "slide-past": lambda: alloc.slide(live, alloc.length(live) + 1),
         }
         before = self._snapshot()
         with pytest.raises(ValueError):
@@ -210,13 +257,14 @@ class AllocatorMachine(RuleBasedStateMachine):
             self._forget(seq)
             self._check()
         u = self.alloc.usage()
-        assert (u.live, u.logical, u.reserved, u.internal) == (0, 0, 0, 0)
+        assert (u.live, u.logical, u.reserved, u.internal, u.stale) == (0, 0, 0, 0, 0)
         assert u.free == u.backed - u.cached
         if self.static:
             assert u.free == u.largest_free_run == u.backed
         whole = self._new_id()
         self.alloc.allocate(whole, BUDGET, final_tokens=BUDGET)
         self.prompts[whole] = ((), 0)
+        self.starts[whole] = 0
         self.contents[whole] = [self._token(whole, p) for p in range(BUDGET)]
         self._check(writes={whole: range(BUDGET)})  # overwrites every slot, cached ones too
         self.alloc.free(whole)
@@ -237,7 +285,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         return live[pick % len(live)]
 
     def _forget(self, seq: int) -> None:
-        del self.contents[seq], self.prompts[seq], self.slots[seq]
+        del self.contents[seq], self.prompts[seq], self.slots[seq], self.starts[seq]
         self.rollbacks.pop(seq, None)
 
     def _token(self, seq: int, position: int) -> tuple:
@@ -272,22 +320,29 @@ class AllocatorMachine(RuleBasedStateMachine):
         # segment copies its units to the host first).
         self._apply_copies()
         self._drop_released(set(segments))
-        new_slots = {}
+        new_slots, stale = {}, set()
         for seq, layout in layouts.items():
-            length = alloc.length(seq)
+            length, start = alloc.length(seq), self.starts[seq]
             assert length == len(self.contents[seq])
-            self._check_layout(layout, length, set(segments))
-            new_slots[seq] = layout.slot_mapping(0, length)
+            self._check_layout(layout, length, start, set(segments))
+            # Slots of the window's tokens, None before it (never read again).
+            new_slots[seq] = [None] * start + layout.slot_mapping(start, length)
+            held = next(i for i, b in enumerate(layout.block_table + (0,)) if b != NO_BLOCK)
+            stale.update(layout.slot_mapping(held * layout.block_size, start))
         for seq, positions in (writes or {}).items():
             for p in positions:
                 self.memory[new_slots[seq][p]] = self.contents[seq][p]
         for seq, slots in new_slots.items():
             for p, slot in enumerate(slots):
+                if slot is None:
+                    continue
                 assert self.memory.get(slot) == self.contents[seq][p], (
                     f"token {p} of seq {seq} in slot {slot} reads {self.memory.get(slot)}, "
                     f"expected {self.contents[seq][p]}"
                 )
         self.slots = new_slots
+        live = {slot for slots in new_slots.values() for slot in slots if slot is not None}
+        self.stale_slots = stale - live
         self._check_usage(layouts, segments)
 
     def _apply_copies(self) -> None:
@@ -322,11 +377,14 @@ class AllocatorMachine(RuleBasedStateMachine):
             for i in range(copy.num_tokens):
                 self.memory[copy.dst * bs + i] = self.memory.get(copy.src * bs + i)
 
-    def _check_layout(self, layout, length: int, segments: set[int]) -> None:
+    def _check_layout(self, layout, length: int, start: int, segments: set[int]) -> None:
         bs = self.alloc.block_size
         assert layout.block_size == bs
         assert len(layout.block_table) * bs >= length
-        for block in layout.block_table:
+        for index, block in enumerate(layout.block_table):
+            if block == NO_BLOCK:
+                assert (index + 1) * bs <= start, f"block {index} let go inside the window"
+                continue
             assert block >= 0 and layout.segment_of(block) in segments, f"block {block} unbacked"
             if self.fixed_pool:
                 assert block < self.alloc.usage().backed // bs
@@ -343,19 +401,23 @@ class AllocatorMachine(RuleBasedStateMachine):
         u = self.alloc.usage()
         assert u.budget == BUDGET and 0 <= u.backed <= u.budget
         assert min(u.live, u.logical, u.reserved, u.internal, u.cached, u.free) >= 0
-        assert u.backed == u.live + u.reserved + u.internal + u.cached + u.free
-        assert u.logical == sum(len(c) for c in self.contents.values())
+        assert u.backed == u.live + u.stale + u.reserved + u.internal + u.cached + u.free
+        assert u.logical == sum(len(c) - self.starts[s] for s, c in self.contents.items())
         assert u.live <= u.logical
-        # Exact ref counting: live counts each written slot once, and the blocks the running
-        # sequences hold are exactly their live, reserved and internal slots.
-        assert u.live == len({slot for slots in self.slots.values() for slot in slots})
-        held = {block for layout in layouts.values() for block in layout.block_table}
-        assert len(held) * self.alloc.block_size == u.live + u.reserved + u.internal
+        # Exact ref counting: live counts each slot a window reads once, stale each slot held
+        # that no window reads, and the blocks the running sequences hold are exactly their
+        # live, stale, reserved and internal slots.
+        assert u.live == len({slot for slots in self.slots.values() for slot in slots
+                              if slot is not None})
+        assert u.stale == len(self.stale_slots)
+        held = {block for layout in layouts.values() for block in layout.block_table} - {NO_BLOCK}
+        assert len(held) * self.alloc.block_size == u.live + u.stale + u.reserved + u.internal
         assert u.largest_free_run <= u.free
         if self.blocks_per_segment:
             assert u.backed == len(segments) * self.blocks_per_segment * self.alloc.block_size
         if self.static:
             assert u.live == u.logical and u.cached == 0
+            assert u.stale == sum(self.starts.values())
             tables = [b for layout in layouts.values() for b in layout.block_table]
             assert len(tables) == len(set(tables)), "static reservations overlap"
         else:

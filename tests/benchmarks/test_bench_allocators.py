@@ -54,3 +54,20 @@ def test_extend_one_token(benchmark, running):
 def test_usage(benchmark, running):
     usage = benchmark(running.usage)
     assert usage.backed == usage.live + usage.reserved + usage.internal + usage.cached + usage.free
+
+
+def test_extend_and_slide_one_token(benchmark, running):
+    """The decode hot path under a sliding window: one token written, the window moved one
+    token on (and a unit let go where one empties). Per sequence."""
+    window = 512
+    seq_ids = cycle(range(RUNNING))
+
+    def extend_and_slide():
+        seq_id = next(seq_ids)
+        running.extend(seq_id)
+        running.slide(seq_id, running.length(seq_id) + 1 - window)
+
+    benchmark.pedantic(extend_and_slide, rounds=EXTEND_ROUNDS, iterations=RUNNING,
+                       warmup_rounds=1)
+    u = running.usage()
+    assert u.live == u.logical and u.live + u.stale + u.reserved + u.internal + u.free == u.backed

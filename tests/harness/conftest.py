@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig
+from harness.model.presets import model_preset
 
 
 def make_trace(
@@ -51,14 +52,16 @@ def random_trace(rng: np.random.Generator, rows: int, *, max_prompt=300, max_out
     )
 
 
-def tiny_config(allocator="paged", *, slots=4096, **sched) -> RunConfig:
-    """llama3-8b step times over a small KV budget, so memory pressure is easy to create."""
+def tiny_config(allocator="paged", *, slots=4096, window=None, **sched) -> RunConfig:
+    """llama3-8b step times over a small KV budget, so memory pressure is easy to create;
+    window: a sliding window of that many tokens in its every layer."""
     params = {"block_size": 16} if allocator in ("paged", "hybrid") else {}
     if allocator == "static":  # a model's whole context would not fit these small budgets
         params["oracle"] = True
     if allocator in ("segmented", "hybrid"):
         params["segment_tokens"] = 1024
     return RunConfig(
+        model=dataclasses.replace(model_preset("llama3-8b"), sliding_window=window),
         allocator=AllocatorConfig.of(allocator, **params),
         scheduler=dataclasses.replace(SchedulerConfig(), **sched),
         budget_slots_override=slots,

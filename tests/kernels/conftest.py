@@ -45,6 +45,20 @@ class PagedCache:
         self.context_lens = torch.tensor(context_lens, dtype=torch.int32, device=device)
         self.blocks_per_segment = blocks_per_segment
         self.block_size = block_size
+        self.spare = backed  # blocks no sequence uses
+
+    def release_before(self, first_tokens, *, poison: bool):
+        """What a sliding window leaves: the block-table entries of blocks wholly before
+        first_tokens[b] point at a spare block of NaN (poison: a kernel that reads a key from
+        one returns NaN) or hold -1 (the entry of a block an allocator let go)."""
+        target = -1
+        if poison:
+            target = self.spare[0]
+            segment, offset = divmod(target, self.blocks_per_segment)
+            for segments in (self.k_segments, self.v_segments):
+                segments[segment][offset] = float("nan")
+        for row, first in enumerate(first_tokens):
+            self.block_tables[row, : first // self.block_size] = target
 
     def widened(self, dtype=torch.float64):
         """The segment lists in a wide type, for the reference."""

@@ -116,6 +116,22 @@ def test_zero_context_gives_zeros(make_cache, device):
         assert torch.allclose(out[1].double(), ref[1], rtol=1e-4, atol=1e-5)
 
 
+def test_out_writes_into_a_row_slice(make_cache, rel_err, device):
+    """out= fills a slice of a larger output (the decode rows of a mixed step), nothing else."""
+    cache = make_cache(context_lens=[9, 30], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=9)
+    q = _query(2, 8, torch.float32, device, seed=9)
+    full = torch.full((5, 8, HEAD_DIM), 7.0, device=device)
+    for num_splits in (1, 2):
+        out, ref = _run_both(cache, q, num_splits=num_splits, config=TILE_16, out=full[3:])
+        assert out.data_ptr() == full[3:].data_ptr()
+        assert rel_err(full[3:], ref) < 1e-4
+        assert torch.equal(full[:3], torch.full_like(full[:3], 7.0))
+    with pytest.raises(KVLayoutError, match="out must be"):
+        paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                     cache.context_lens, cache.blocks_per_segment, out=full[:3])
+
+
 def test_rejects_mismatched_inputs(make_cache, device):
     cache = make_cache(context_lens=[5], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
                        blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=0)
@@ -272,3 +288,63 @@ def test_fp8_accuracy_against_unquantized_cache(make_cache, fp8_bound, device, v
         print(f"fp8 V heads x{v_factors}, per_head={per_head}, KV head {head}: max abs err "
               f"{error:.3g}, {error / v_amax:.2%} of V's range")
         assert error < fp8_bound(v_amax)
+
+
+WINDOW_CONTEXTS = [1, 17, 37, 70]
+
+
+@pytest.mark.parametrize("poison", [True, False])
+@pytest.mark.parametrize("num_splits, config", [(1, TILE_16), (3, TILE_16), (None, None)])
+@pytest.mark.parametrize("block_size", [1, 5, 16])
+@pytest.mark.parametrize("window", [1, 6, 16, 40])
+def test_sliding_window_matches_reference(make_cache, rel_err, device, window, block_size,
+                                          num_splits, config, poison):
+    """The query reads its last `window` keys; blocks wholly before them are never read
+    (their entries point at NaN, or at -1 as a released block's do)."""
+    cache = make_cache(context_lens=WINDOW_CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=block_size, blocks_per_segment=max(4, 64 // block_size),
+                       num_segments=4, dtype=torch.float32, seed=window + block_size)
+    first = [max(0, n - window) for n in WINDOW_CONTEXTS]
+    cache.release_before(first, poison=poison)
+    q = _query(4, 8, torch.float32, device, seed=window)
+    out = paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                       cache.context_lens, cache.blocks_per_segment, num_splits=num_splits,
+                       config=config, window=window)
+    k64, v64 = cache.widened()
+    ref = reference_decode(q.double(), k64, v64, cache.block_tables, cache.context_lens,
+                           cache.blocks_per_segment, compute_dtype=torch.float64, window=window)
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_a_window_past_the_context_is_full_attention(make_cache, device):
+    cache = make_cache(context_lens=WINDOW_CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=16, blocks_per_segment=8, num_segments=2,
+                       dtype=torch.float32, seed=1)
+    q = _query(4, 8, torch.float32, device, seed=1)
+    runs = [paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                         cache.context_lens, cache.blocks_per_segment, num_splits=2,
+                         config=TILE_16, window=window) for window in (None, 70, 1000)]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+
+
+def test_window_bounds_the_split_count(make_cache, device):
+    """Splits share out the window's keys, not the table's span."""
+    cache = make_cache(context_lens=[4000], num_kv_heads=1, head_dim=HEAD_DIM, block_size=16,
+                       blocks_per_segment=256, num_segments=1, dtype=torch.float32, seed=2)
+    q = _query(1, 4, torch.float32, device, seed=2)
+    table = segment_table(cache.k_segments, cache.v_segments)
+    shape = DecodeShape.of(q, table, cache.block_tables)
+    windowed = DecodeShape.of(q, table, cache.block_tables, window=256)
+    assert windowed.max_keys == 256 + TILE_TOKENS < shape.max_keys
+    assert plan_for_shape.__wrapped__(windowed).constexprs["HAS_WINDOW"]
+    assert not plan_for_shape.__wrapped__(shape).constexprs["HAS_WINDOW"]
+
+
+@pytest.mark.parametrize("window", [0, -3, 2.5, True])
+def test_rejects_a_bad_window(make_cache, device, window):
+    cache = make_cache(context_lens=[5], num_kv_heads=1, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=3)
+    q = _query(1, 2, torch.float32, device, seed=3)
+    with pytest.raises(KVLayoutError, match="window"):
+        paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                     cache.context_lens, cache.blocks_per_segment, window=window)

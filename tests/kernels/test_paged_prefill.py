@@ -98,6 +98,27 @@ def test_chunks_of_one_prompt_equal_the_whole_prompt(make_cache, device):
         torch.testing.assert_close(part, whole[lo:hi], rtol=1e-5, atol=1e-5)
 
 
+def test_out_keeps_the_rows_past_the_chunks(make_cache, rel_err, device):
+    """Rows after query_starts[P] (the decode rows of a mixed step) are no chunk's: out= keeps
+    what they held."""
+    cache = make_cache(context_lens=[5, 12], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=4)
+    q, starts = _inputs([3, 4], 8, torch.float32, device, seed=4)
+    q = torch.cat([q, torch.randn(2, 8, HEAD_DIM, device=device)])
+    out = torch.full_like(q, 7.0)
+    paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                  cache.context_lens, cache.blocks_per_segment, config=SMALL, out=out)
+    k64, v64 = cache.widened()
+    ref = reference_prefill(q[:7].double(), k64, v64, cache.block_tables, starts.cpu(),
+                            cache.context_lens.cpu(), cache.blocks_per_segment,
+                            compute_dtype=torch.float64)
+    assert rel_err(out[:7], ref) < 1e-4
+    assert torch.equal(out[7:], torch.full_like(out[7:], 7.0))
+    with pytest.raises(KVLayoutError, match="out must be"):
+        paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                      cache.context_lens, cache.blocks_per_segment, out=out[:7])
+
+
 def test_plan_is_cached_per_shape(device):
     dev = torch.device(device)
     first = plan_prefill(32, 8, 128, 16, 64, torch.bfloat16, dev)
@@ -193,3 +214,59 @@ def test_fp8_scales_are_checked(make_cache, device):
     with pytest.raises(KVLayoutError, match="scales apply"):
         paged_prefill(q, cache.k_segments, cache.v_segments, *args, k_scale=k_scale,
                       v_scale=v_scale)
+
+
+# Chunks after a prefix (a window start inside the prefix, inside the chunk, or at 0), one of
+# them longer than every window here, so tiles hold rows with different window starts.
+WINDOW_QUERY_LENS = [1, 7, 37, 3]
+WINDOW_CONTEXTS = [1, 25, 50, 40]
+
+
+@pytest.mark.parametrize("poison", [True, False])
+@pytest.mark.parametrize("block_size, config", [
+    (1, SMALL), (3, SMALL), (16, SMALL),
+    (64, PrefillConfig(block_m=16, block_n=64, num_warps=4, num_stages=1))])
+@pytest.mark.parametrize("window", [1, 4, 17, 45])
+def test_sliding_window_matches_reference(make_cache, rel_err, device, window, block_size,
+                                          config, poison):
+    """Each query reads its last `window` keys; blocks wholly before the first query's window
+    are never read (their entries point at NaN, or at -1 as a released block's do)."""
+    cache = make_cache(context_lens=WINDOW_CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=block_size, blocks_per_segment=max(2, 64 // block_size),
+                       num_segments=4, dtype=torch.float32, seed=window + block_size)
+    first = [max(0, n - q + 1 - window) for n, q in zip(WINDOW_CONTEXTS, WINDOW_QUERY_LENS)]
+    cache.release_before(first, poison=poison)
+    q, starts = _inputs(WINDOW_QUERY_LENS, 8, torch.float32, device, seed=window)
+    out = paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                        cache.context_lens, cache.blocks_per_segment, config=config,
+                        window=window)
+    k64, v64 = cache.widened()
+    ref = reference_prefill(q.double(), k64, v64, cache.block_tables, starts.cpu(),
+                            cache.context_lens.cpu(), cache.blocks_per_segment,
+                            compute_dtype=torch.float64, window=window)
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_windowed_chunks_equal_the_whole_windowed_prompt(make_cache, device):
+    """Chunks over the KV before them give the rows of one prefill, under a window too."""
+    cache = make_cache(context_lens=[41], num_kv_heads=1, head_dim=HEAD_DIM, block_size=4,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=6)
+    q, starts = _inputs([41], 2, torch.float32, device, seed=6)
+    args = (cache.k_segments, cache.v_segments, cache.block_tables)
+    whole = paged_prefill(q, *args, starts, cache.context_lens, cache.blocks_per_segment,
+                          config=SMALL, window=9)
+    for lo, hi in ((0, 13), (13, 14), (14, 41)):
+        part = paged_prefill(q[lo:hi], *args, starts.new_tensor([0, hi - lo]),
+                             cache.context_lens.new_tensor([hi]), cache.blocks_per_segment,
+                             config=SMALL, window=9)
+        torch.testing.assert_close(part, whole[lo:hi], rtol=1e-5, atol=1e-5)
+
+
+def test_a_window_past_the_context_is_causal_attention(make_cache, device):
+    cache = make_cache(context_lens=CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM, block_size=3,
+                       blocks_per_segment=16, num_segments=2, dtype=torch.float32, seed=7)
+    q, starts = _inputs(QUERY_LENS, 4, torch.float32, device, seed=7)
+    outs = [paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                          cache.context_lens, cache.blocks_per_segment, config=SMALL,
+                          window=window) for window in (None, 1000)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)

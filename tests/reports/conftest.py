@@ -68,7 +68,7 @@ def _steps(rng: np.random.Generator, num_steps: int, profile: tuple, grows: bool
         "preempted": np.zeros(num_steps, dtype=int),
         "budget": BUDGET_SLOTS, "backed": backed, "live": live, "logical": live,
         "reserved": reserved_slots, "internal": internal_slots, "cached": cached_slots,
-        "free": free, "largest_free_run": largest,
+        "free": free, "largest_free_run": largest, "stale": np.zeros(num_steps, dtype=int),
         "utilization": live / backed,
         "external_fragmentation": np.where(free > 0, 1 - largest / np.maximum(free, 1), 0.0),
     })[list(STEP_COLUMNS)]
@@ -77,7 +77,7 @@ def _steps(rng: np.random.Generator, num_steps: int, profile: tuple, grows: bool
 def _summary(steps: pd.DataFrame, requests: pd.DataFrame) -> dict:
     if steps.empty:
         shares = dict.fromkeys(("utilization_mean", "waste_reserved", "waste_internal",
-                                "waste_external", "waste_cached", "waste_free"))
+                                "waste_external", "waste_cached", "waste_stale", "waste_free"))
         running = {"peak_running": 0, "mean_running": None}
     else:
         w = steps["step_ms"].to_numpy()
@@ -91,6 +91,7 @@ def _summary(steps: pd.DataFrame, requests: pd.DataFrame) -> dict:
                   "waste_internal": mean(steps["internal"]),
                   "waste_external": mean(steps["free"] * steps["external_fragmentation"]),
                   "waste_cached": mean(steps["cached"]),
+                  "waste_stale": mean(steps["stale"]),
                   "waste_free": mean(steps["free"])}
         running = {"peak_running": int(steps["running"].max()),
                    "mean_running": float(np.average(steps["running"], weights=w))}

@@ -22,7 +22,7 @@ def test_load_run_reads_the_contract_files(make_run, tmp_path):
 
 def test_waste_shares_sum_to_one(make_run, tmp_path):
     shares = load_run(make_run(tmp_path / "r", allocator="static")).waste_shares()
-    assert set(shares) == {"live", "reserved", "internal", "external", "cached", "free"}
+    assert set(shares) == {"live", "reserved", "internal", "external", "cached", "stale", "free"}
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["reserved"] > 0.5
 

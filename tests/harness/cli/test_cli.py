@@ -143,3 +143,37 @@ def test_find_replicas_cuts_over_long_requests_with_truncate(tmp_path, capsys):
     assert "paged: 1 replicas" in capsys.readouterr().out
     run = json.loads((tmp_path / "cut" / "paged" / "replicas-1" / "run.json").read_text())
     assert run["trace"]["spec"]["cap_lengths_to"] == 1024
+
+
+def test_the_window_flags_set_the_models_window(tmp_path):
+    """mistral-7b brings its 4,096-token window; --sliding-window changes it, --full-attention
+    drops it (and run.json says which ran)."""
+    windows = {}
+    for name, flags in (("own", []), ("narrow", ["--sliding-window", "512"]),
+                        ("full", ["--full-attention"])):
+        out = tmp_path / name
+        assert main(["simulate", "--trace", "mooncake-conv", "--requests", "20", "--model",
+                     "mistral-7b", "--truncate", "--allocator", "static", "--out", str(out),
+                     "--no-progress", *flags]) == 0
+        run = json.loads((out / "run.json").read_text())
+        windows[name] = (run["config"]["model"].get("sliding_window"),
+                         run["summary"]["waste_stale"])
+    assert [w for w, _ in windows.values()] == [4096, 512, None]
+    assert windows["narrow"][1] > windows["own"][1] > windows["full"][1] == 0
+
+
+def test_window_command_runs_every_allocator_both_ways_and_writes_its_pages(tmp_path, capsys):
+    out, pdf = tmp_path / "runs", tmp_path / "window.pdf"
+    assert main(["window", "--requests", "30", "--out-dir", str(out), "-o", str(pdf),
+                 "--no-progress"]) == 0
+    runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("run.json"))
+    assert runs == [f"mooncake-conv/{kind}/{name}" for kind in ("full", "window-4096")
+                    for name in ("hybrid", "paged", "segmented", "static")]
+    assert pdf.stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "4,096-token sliding window" in printed and "(3 pages)" in printed
+
+
+def test_window_command_needs_a_window(tmp_path, capsys):
+    assert main(["window", "--model", "llama3-8b", "--out-dir", str(tmp_path)]) == 2
+    assert "attends fully" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def _check_run(result, rows):
     assert (done["ttft_s"].dropna() > 0).all()
     admitted = requests["admit_s"].dropna()
     assert admitted.is_monotonic_increasing  # first come, first served
-    parts = steps[["live", "reserved", "internal", "cached", "free"]].sum(axis=1)
+    parts = steps[["live", "stale", "reserved", "internal", "cached", "free"]].sum(axis=1)
     assert (parts == steps["backed"]).all()
     assert (steps["backed"] <= steps["budget"]).all()
 
@@ -226,19 +226,19 @@ def test_a_plugged_executor_sees_batches_that_match_the_allocator(tiny_config, r
     assert result.info["executor"] == "checking"
 
 
-@settings(max_examples=12, deadline=None,
+@settings(max_examples=16, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(allocator=st.sampled_from(["static", "paged", "segmented", "hybrid"]),
        slots=st.sampled_from([1024, 8192]), seed=st.integers(0, 2**16),
-       preemption=st.sampled_from(["recompute", "swap"]))
+       preemption=st.sampled_from(["recompute", "swap"]), window=st.sampled_from([None, 50]))
 def test_decode_runs_change_nothing(tiny_config, random_trace, allocator, slots, seed, preemption,
-                                    tmp_path_factory):
+                                    window, tmp_path_factory):
     """The decode-run shortcut (both executors take it) gives the results of scheduling every
-    step through schedule()."""
+    step through schedule(), under a sliding window too."""
     trace = random_trace(np.random.default_rng(seed), 60, max_output=200, rate_per_s=20.0,
                          max_n=2)
     config = tiny_config(allocator, slots=slots, preemption=preemption,
-                         swap_space_bytes=2000 * 131072)
+                         swap_space_bytes=2000 * 131072, window=window)
     out = tmp_path_factory.mktemp("runs")
     write_run(simulate(config, trace), out / "runs")
     write_run(simulate(config, trace, decode_runs=False), out / "steps")

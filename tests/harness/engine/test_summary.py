@@ -15,7 +15,7 @@ def _steps(step_ms, utilization, running):
     return pd.DataFrame({
         "step_ms": step_ms, "utilization": utilization, "running": running,
         "backed": [100] * n, "live": live, "reserved": 100 - live, "internal": [0] * n,
-        "cached": [0] * n, "free": [0] * n, "largest_free_run": [0] * n,
+        "cached": [0] * n, "free": [0] * n, "largest_free_run": [0] * n, "stale": [0] * n,
         "prefill_tokens": [0] * n,
     })
 

@@ -47,16 +47,19 @@ def small_trace():
 
 
 @pytest.fixture
-def pad_tables():
-    """Block tables as one zero-padded int32 array, [B, W] with W rounded as the executor
-    rounds it: what the executor's TableRows hold, built directly."""
-    from harness.gpu.host_state import round_width
+def host_tables():
+    """host_tables(tables) -> (row ids, TableRows, DeviceTables): the block tables as the
+    executor keeps them (table i in row ids[i]), with the device copy on the CPU synced."""
+    from harness.gpu.device_tables import DeviceTables
+    from harness.gpu.host_state import TableRows
 
-    def pad(tables: list[np.ndarray], num_blocks: np.ndarray) -> np.ndarray:
-        width = round_width(max(int(num_blocks.max(initial=0)), 1))
-        out = np.zeros((len(tables), width), dtype=np.int32)
-        for row, (table, n) in enumerate(zip(tables, num_blocks.tolist())):
-            out[row, :n] = table[:n]
-        return out
+    def make(tables: list):
+        rows = TableRows(rows=len(tables))
+        ids = np.array([rows.update(i, tuple(int(b) for b in table))
+                        for i, table in enumerate(tables)], dtype=np.int64)
+        device = DeviceTables(rows, torch.device("cpu"))
+        device.stage()
+        device.sync()
+        return ids, rows, device
 
-    return pad
+    return make

@@ -10,6 +10,7 @@ from allocators import make_allocator  # noqa: E402
 from harness.gpu.batching import (  # noqa: E402
     DecodeWork, PrefillWork, layout_step, to_device,
 )
+from harness.gpu.device_tables import DeviceTables  # noqa: E402
 from harness.gpu.host_state import TableRows, TokenStore  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
@@ -37,12 +38,15 @@ def test_mixed_step_rows_slots_and_prefill_batch():
     decode = DecodeWork([10, 11], np.array([5, 6]), decode_lens)
     all_tables = prefill_tables + decode_tables
     rows = TableRows(rows=2, width=2)  # both grow
-    for sid, table in zip((0, 1, 2, 10, 11), all_tables):
-        rows.update(sid, tuple(table.tolist()))
-    lens = np.array([c for _, c, _ in spans] + decode_lens.tolist())
-    padded = rows.gather(np.arange(5), -(-lens // bs))
-    host = layout_step(work, decode, padded, bs)
-    step, sampled = to_device(host, pool, torch.device("cpu"), by_segment=False), host.sampled
+    ids = np.array([rows.update(sid, tuple(table.tolist()))
+                    for sid, table in zip((0, 1, 2, 10, 11), all_tables)])
+    device_tables = DeviceTables(rows, torch.device("cpu"))
+    device_tables.stage()
+    device_tables.sync()
+    host = layout_step(work, decode, ids, rows.array, bs)
+    assert host.table_width == 16  # 5 blocks at most, rounded up
+    step = to_device(host, pool, device_tables, torch.device("cpu"), by_segment=False)
+    sampled = host.sampled
     assert step.slot_mapping.parts == ()
 
     positions = [np.arange(s, c) for s, c, _ in spans] + [decode_lens - 1]
@@ -53,7 +57,7 @@ def test_mixed_step_rows_slots_and_prefill_batch():
                                       zip(rr, pp)]) for rr, pp in zip(rows, positions)])
     assert step.positions.tolist() == pos.tolist()
     assert step.slot_mapping.slots.tolist() == slots.tolist()
-    assert step.num_prefill_tokens == 5 + 11 + 1
+    assert step.num_decode_rows == 2 and len(step.input_ids) == 5 + 11 + 1 + 2
     assert [(c.start, c.num_new, c.context) for c in step.prefills] == [(0, 5, 0), (5, 11, 8),
                                                                         (16, 1, 3)]
     batch = step.prefill_batch
@@ -71,12 +75,36 @@ def test_table_rows_follow_tail_changes_and_reuse_rows():
     a = rows.update(7, (4, 5))
     assert rows.update(7, (4, 9, 10)) == a  # copy-on-write of the last block, then a new one
     b = rows.update(8, (1,))
-    assert rows.gather(np.array([a, b]), np.array([3, 1]))[:, :3].tolist() == [[4, 9, 10],
-                                                                              [1, 0, 0]]
+    assert rows.array[[a, b], :3].tolist() == [[4, 9, 10], [1, 0, 0]]
     rows.update(7, (4,))  # truncated
     rows.drop(7)
     assert rows.update(9, (2, 3)) == a
-    assert rows.gather(np.array([a]), np.array([2]))[0, :2].tolist() == [2, 3]
+    assert rows.array[a, :2].tolist() == [2, 3]
+
+
+def test_device_tables_follow_the_host_rows_by_their_changes():
+    rows = TableRows(rows=2, width=16)
+    device = DeviceTables(rows, torch.device("cpu"))
+    rng = np.random.default_rng(3)
+    tables = {sid: () for sid in range(3)}
+    whole = 0
+    for step in range(40):
+        sid = int(rng.integers(3))
+        if rng.random() < 0.1:
+            rows.drop(sid)
+            tables[sid] = ()
+            continue
+        kept = tables[sid][: max(len(tables[sid]) - int(rng.integers(2)), 0)]
+        tables[sid] = kept + tuple(rng.integers(100, size=int(rng.integers(1, 6))).tolist())
+        rows.update(sid, tables[sid])  # grows past 2 rows and 16 entries on the way
+        device.stage()
+        whole += device._whole
+        device.sync()
+        assert torch.equal(device.rows, torch.from_numpy(rows.array))
+    assert whole >= 2  # the first sync and at least one after growing
+    ids = torch.tensor([rows.update(s, tables[s]) for s in range(3) if tables[s]])
+    gathered = device.gather(ids, 16)
+    assert gathered.tolist() == rows.array[ids.numpy(), :16].tolist()
 
 
 def test_token_store_appends_forks_and_truncates():

@@ -1,6 +1,9 @@
 """Greedy tokens through the engine equal transformers' LlamaForCausalLM on the same weights,
-for every allocator, with preemption by recompute and by swap, forks and prefix-cache hits."""
+for every allocator, with preemption by recompute and by swap, forks and prefix-cache hits; and
+MistralForCausalLM's under a sliding window, with the blocks behind it let go."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -42,7 +45,8 @@ def reference_outputs(decoder, trace, seed=0):
 def check_run(decoder, trace, allocator, params, *, budget, preemption, model="tiny",
               batched_tokens=48):
     config = RunConfig(
-        model=model_preset(model),
+        model=dataclasses.replace(model_preset(model),
+                                  sliding_window=decoder.config.sliding_window),
         allocator=AllocatorConfig.of(allocator, **params),
         scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=batched_tokens,
                                   preemption=preemption),
@@ -178,4 +182,76 @@ def test_triton_chunked_prefill_after_prefix_hits(tiny_decoder, small_trace):
                       batched_tokens=12)
             for backend in (ReferenceAttention, TritonAttention)]
     assert runs[1][0].summary["prefix_hit_tokens"] > 0
+    assert runs[0][1] == runs[1][1]
+
+
+WINDOW = 8  # far below the trace's contexts (up to 73 tokens): most KV lies behind it
+# Budgets under which the window run still preempts (static keeps every token; the others
+# give back what slides past): a whole prompt must fit at admission. Segmented's one-token
+# pages go as fast as decoding takes new ones, so once admitted nothing ever needs room.
+WINDOW_BUDGETS = {"static": 160, "paged": 56, "segmented": 52, "hybrid": 56}
+
+
+def windowed(decoder, backend=None):
+    """The decoder with a sliding window of WINDOW keys (its weights; its backend, or one)."""
+    from harness.gpu.model import Decoder
+
+    config = dataclasses.replace(decoder.config, sliding_window=WINDOW)
+    return Decoder(config, decoder.weights, backend or decoder.backend)
+
+
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+@pytest.mark.parametrize("allocator", list(ALLOCATORS))
+def test_engine_matches_mistral_under_a_sliding_window(
+    tiny_decoder, forked_trace, forked_refs, allocator, preemption
+):
+    """Greedy tokens equal MistralForCausalLM's with the same window, while the allocators let
+    the blocks behind it go (the executor's tables then read NO_BLOCK there) and swaps move
+    only the window."""
+    decoder = windowed(tiny_decoder)
+    refs = _window_refs(decoder, forked_trace)
+    result, outputs, details = check_run(
+        decoder, forked_trace, allocator, ALLOCATORS[allocator],
+        budget=WINDOW_BUDGETS[allocator], preemption=preemption,
+    )
+    preempted = allocator != "segmented"
+    assert (result.summary["preemptions"] > 0) == preempted
+    if preemption == "swap":
+        assert (details["swapped_out_seqs"] > 0) == preempted
+    steps = result.steps[result.steps["prefill_tokens"] == 0]  # admission takes whole prompts
+    assert (steps["live"] <= steps["running"] * WINDOW).all()
+    if allocator == "static":
+        assert steps["stale"].max() > 0
+    else:  # less than a block of 4 per sequence
+        assert (steps["stale"] < steps["running"] * 4).all()
+    assert refs != forked_refs  # the window changes the tokens: the test can tell
+    assert_same_tokens(forked_trace, result, outputs, refs)
+
+
+_WINDOW_REFS: dict = {}
+
+
+def _window_refs(decoder, trace):
+    key = trace.attrs["name"]
+    if key not in _WINDOW_REFS:
+        _WINDOW_REFS[key] = reference_outputs(decoder, trace)
+    return _WINDOW_REFS[key]
+
+
+@pytest.mark.parametrize("allocator", ["static", "segmented"])
+def test_triton_kernels_under_a_window_give_the_reference_tokens(tiny_decoder, small_trace,
+                                                                 allocator):
+    """The windowed kernels through the engine, prefill chunks mixed with decode rows, blocks
+    behind the window let go: the reference backend's tokens."""
+    from harness.gpu.attention import ReferenceAttention, TritonAttention
+    from harness.gpu.model import Decoder
+
+    trace = small_trace(6, 3, max_prompt=30, max_output=8)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    weights = build_decoder(model_preset("tiny"), device=device, dtype="float32").weights
+    runs = [check_run(windowed(Decoder(tiny_decoder.config, weights, backend())), trace,
+                      allocator, ALLOCATORS[allocator], budget=4096, preemption="recompute",
+                      batched_tokens=12)
+            for backend in (ReferenceAttention, TritonAttention)]
+    assert runs[1][2]["attention"] == "triton"
     assert runs[0][1] == runs[1][1]

@@ -1,5 +1,6 @@
 """The padded inputs of a mixed-step graph give the eager step's logits (no capture: on a CPU the
-Triton interpreter runs the forward the graph would hold)."""
+Triton interpreter runs the forward the graph would hold: decode rows through paged_decode,
+prefill chunks through paged_prefill)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,24 +12,29 @@ from allocators import make_allocator  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, to_device  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
-from harness.gpu.mixed_graphs import MixedBuffers, UnifiedRows, token_buckets  # noqa: E402
+from harness.gpu.mixed_graphs import MixedBuffers, decode_buckets, token_buckets  # noqa: E402
 
 
 def test_token_buckets_cover_every_size_up_to_the_cap():
     buckets = token_buckets(2048)
     assert buckets[-1] == 2048 and buckets == sorted(set(buckets))
-    assert all(b % 64 == 0 for b in buckets if b >= 64)
+    assert all(b % 128 == 0 for b in buckets if b >= 128)
     assert token_buckets(100)[-1] == 100
 
 
-def _mixed_step(pool_dtype, backend, config):
+def test_decode_buckets_are_powers_of_two_up_to_the_cap():
+    assert decode_buckets(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert decode_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
+
+
+def _mixed_step(pool_dtype, backend, config, host_tables):
     bs = 4
     alloc = make_allocator("paged", 512, block_size=bs)
     pool = KVPool(KVGeometry(bs, alloc.blocks_per_segment, 512), num_layers=config.num_layers,
                   num_kv_heads=config.num_kv_heads, head_dim=config.head_dim, dtype=pool_dtype,
                   device="cpu", prepare=backend.prepare)
     rng = np.random.default_rng(1)
-    spans = [(0, 9, True), (6, 13, False)]  # a fresh prompt, a later chunk
+    spans = [(0, 9, True), (6, 13, True)]  # a fresh prompt, a later (last) chunk
     work, tables = [], []
     for sid, (start, context, sample) in enumerate(spans):
         alloc.allocate(sid, context)
@@ -47,30 +53,35 @@ def _mixed_step(pool_dtype, backend, config):
     pool.write_slots(pool.index(slots), torch.randn(
         config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim, generator=gen,
         dtype=pool_dtype))
-    padded = np.zeros((4, 16), np.int32)
-    for row, table in enumerate(tables):
-        padded[row, : len(table)] = table
     decode = DecodeWork([10, 11], rng.integers(1, 200, 2), decode_lens)
-    return pool, layout_step(work, decode, padded, bs)
+    ids, rows, device_tables = host_tables(tables)
+    return pool, device_tables, layout_step(work, decode, ids, rows.array, bs)
 
 
-def test_padded_unified_step_gives_the_eager_logits(tiny_decoder):
+# (padded tokens, padded decode rows): rows 16..29 padding, decode rows 30 and 31, attended
+# over 28..31; and a decode padding that overlaps the prefill rows (decode attention over rows
+# 12..19 of which 12..15 are prefill rows, 15 sampled, written by prefill attention afterwards).
+@pytest.mark.parametrize("tokens, decode_rows", [(32, 4), (20, 8)])
+def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows):
     from harness.gpu.attention import TritonAttention
     from harness.gpu.model import Decoder
 
     backend = TritonAttention()
     decoder = Decoder(tiny_decoder.config, tiny_decoder.weights, backend)
-    pool, host = _mixed_step(torch.float32, backend, tiny_decoder.config)
-    # Earlier context of the later chunk and of the decode rows: any KV, written once.
-    eager = decoder.forward(to_device(host, pool, torch.device("cpu"), by_segment=False), pool)
+    pool, device_tables, host = _mixed_step(torch.float32, backend, tiny_decoder.config,
+                                            host_tables)
+    eager_step = to_device(host, pool, device_tables, torch.device("cpu"), by_segment=False)
+    assert eager_step.num_decode_rows == 2 and len(eager_step.input_ids) == 18
+    eager = decoder.forward(eager_step, pool)
 
-    unified = UnifiedRows.of(host)
-    assert unified.query_starts.tolist() == [0, 9, 16, 17, 18]
-    assert unified.contexts.tolist() == [9, 13, 11, 3]
     buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"))
-    assert buffers.fits(host, unified.num_seqs)
-    buffers.load(host, unified, 32)
-    padded = decoder.forward(buffers.inputs(32), pool)[: len(host.logit_rows)]
+    assert buffers.fits(host)
+    buffers.stage(host, tokens, decode_rows)
+    buffers.load(device_tables)
+    step = buffers.inputs(tokens, decode_rows)
+    assert step.context_lens.tolist()[-2:] == [11, 3]
+    assert step.slot_mapping.slots[16 : tokens - 2].tolist() == [-1] * (tokens - 18)
+    padded = decoder.forward(step, pool)[: len(host.logit_rows)]
     torch.testing.assert_close(padded, eager, rtol=1e-4, atol=1e-4)
     assert padded.argmax(-1).tolist() == eager.argmax(-1).tolist()
 
@@ -79,10 +90,11 @@ def test_cleared_buffers_are_valid_inputs_for_a_smaller_bucket():
     """A capture of a small bucket after a larger step was loaded must not see that step's
     sampled rows (they index rows the small bucket does not have)."""
     buffers = MixedBuffers(max_tokens=64, max_seqs=8, width=16, device=torch.device("cpu"))
-    buffers.logit_rows.fill_(40)
-    buffers.rows.fill_(7)
+    buffers.longs.fill_(40)
+    buffers.ints.fill_(7)
     buffers.clear()
-    step = buffers.inputs(8)
+    step = buffers.inputs(8, 4)
     assert step.logit_rows.tolist() == [0] * 8
     assert step.slot_mapping.slots.tolist() == [-1] * 8
     assert step.prefill_batch.query_starts.tolist() == [0] * 9
+    assert step.context_lens.tolist() == [0] * 4

@@ -41,7 +41,7 @@ def test_transformers_state_dict_is_views_of_our_tensors(tiny_decoder):
     assert theirs in ours
 
 
-def test_prefill_logits_match_transformers(tiny_decoder, pad_tables):
+def test_prefill_logits_match_transformers(tiny_decoder, host_tables):
     pytest.importorskip("transformers")
     from harness.gpu.baseline import build_hf_model
 
@@ -57,9 +57,11 @@ def test_prefill_logits_match_transformers(tiny_decoder, pad_tables):
         work.append(PrefillWork(sid, prompt.astype(np.int64), 0, len(prompt), True))
     pool.sync(list(alloc.segments()), [])
     no_decode = DecodeWork([], np.zeros(0, np.int64), np.zeros(0, np.int64))
-    padded = pad_tables(tables, np.array([len(t) for t in tables]))
-    step = to_device(layout_step(work, no_decode, padded, 4), pool, torch.device("cpu"))
-    step = dataclasses.replace(step, logit_rows=torch.arange(step.num_prefill_tokens))
+    ids, rows, device_tables = host_tables(tables)
+    step = to_device(layout_step(work, no_decode, ids, rows.array, 4), pool, device_tables,
+                     torch.device("cpu"))
+    assert step.num_decode_rows == 0
+    step = dataclasses.replace(step, logit_rows=torch.arange(len(step.input_ids)))
     logits = tiny_decoder.forward(step, pool)
     hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)
     with torch.inference_mode():
@@ -68,3 +70,19 @@ def test_prefill_logits_match_transformers(tiny_decoder, pad_tables):
             got = logits[chunk.start : chunk.start + chunk.num_new]
             assert chunk.num_new == len(prompt) and chunk.context == 0
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_static_batches_stop_at_the_deadline(tiny_decoder):
+    pytest.importorskip("transformers")
+    import time
+
+    from harness.gpu.baseline import build_hf_model, static_batch_generate
+
+    hf = build_hf_model(tiny_decoder.config, tiny_decoder.weights)
+    prompts = [[5, 6, 7], [8, 9], [10], [11, 12]]
+    full = static_batch_generate(hf, prompts, [2, 3, 1, 2], batch_size=2)
+    assert (full.requests, full.output_tokens, full.generated_tokens) == (4, 8, 10)
+    # Past the deadline: the first batch runs, no other starts.
+    cut = static_batch_generate(hf, prompts, [2, 3, 1, 2], batch_size=2,
+                                deadline=time.perf_counter())
+    assert (cut.requests, cut.output_tokens, cut.generated_tokens) == (2, 5, 6)

@@ -43,6 +43,17 @@ def test_to_dict_round_trips_and_stays_hashable():
     hash(config)
 
 
+def test_a_window_is_written_only_where_the_model_has_one():
+    """run.json of a full-attention model reads as before windows existed (sweep cell hashes
+    stay), and a window, the preset's or another, round-trips."""
+    assert "sliding_window" not in RunConfig().to_dict()["model"]
+    mistral = RunConfig(model=model_preset("mistral-7b"))
+    assert mistral.to_dict()["model"]["sliding_window"] == 4096
+    assert RunConfig.from_dict(mistral.to_dict()) == mistral
+    narrow = RunConfig.from_dict({"model": {"preset": "mistral-7b", "sliding_window": 512}})
+    assert narrow.model.sliding_window == 512 and narrow.model.num_layers == 32
+
+
 def test_yaml_config(tmp_path):
     pytest.importorskip("yaml")
     path = tmp_path / "run.yaml"
@@ -60,6 +71,7 @@ def test_yaml_config(tmp_path):
         ({"scheduler": {"preemption": "kill"}}, "preemption"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
         ({"model": {"preset": "llama3-8b", "layers": 3}}, "unknown field"),
+        ({"model": {"preset": "mistral-7b", "sliding_window": 0}}, "sliding_window"),
     ],
 )
 def test_bad_values_are_config_errors(data, match):

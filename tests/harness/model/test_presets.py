@@ -7,10 +7,10 @@ from harness.model.presets import GPUS, MODELS, PresetError, gpu_preset, model_p
 # Parameter counts stated on the model cards.
 CARD_PARAMS = {"llama3.2-1b": 1.24e9, "llama3-8b": 8.03e9, "llama3-70b": 70.6e9,
                "qwen2.5-7b": 7.61e9, "llama3.1-8b": 8.03e9, "llama3.1-70b": 70.6e9,
-               "qwen2.5-7b-1m": 7.61e9}
+               "qwen2.5-7b-1m": 7.61e9, "mistral-7b": 7.24e9}
 # max_position_embeddings of each model card's config.json.
 CARD_CONTEXT = {"llama3-8b": 8192, "llama3.1-8b": 131072, "llama3.1-70b": 131072,
-                "qwen2.5-7b-1m": 1010000}
+                "qwen2.5-7b-1m": 1010000, "mistral-7b": 32768}
 
 
 @pytest.mark.parametrize("name", sorted(CARD_PARAMS))
@@ -48,3 +48,8 @@ def test_a_70b_model_needs_tensor_parallelism_and_fits_under_it():
     with pytest.raises(BudgetError):
         kv_budget(RunConfig(model=model))
     assert kv_budget(RunConfig(model=model, tp=4)).slots > model.max_model_len
+
+
+def test_only_mistral_attends_through_a_sliding_window():
+    assert model_preset("mistral-7b").sliding_window == 4096  # its config.json's sliding_window
+    assert {name for name, m in MODELS.items() if m.sliding_window} == {"mistral-7b"}

@@ -1,0 +1,137 @@
+"""GPU probe: the executor's step time at chosen step shapes against its floor, where a step's
+device time goes, the linear layers' time over token counts, and paged_decode's eager host time.
+
+A few minutes on the GPU, before or instead of the whole Azure replay (bench_gpu_decode.py): each
+shape is one step through GpuExecutor.step (graphs as a run uses them) over a paged pool of
+random KV, timed as `kvharness profile` times it; the floor is benchmarks/gpu_steps.py's. Prints
+tables and writes probe_steps.csv to --out.
+
+    PYTHONPATH=. python benchmarks/probe_steps.py --out "$OUT"
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import gpu_steps
+
+from allocators import spec_of
+from harness.engine.executor import KVGeometry
+from harness.gpu.executor import GpuExecutor, build_decoder
+from harness.gpu.profile import PointTimer, ProfilePoint, assign_seq_ids, fill_random, \
+    profile_trace
+from harness.gpu.setup import gpu_run_config
+from harness.model.budget import bytes_per_token
+from harness.model.presets import model_preset
+
+CONTEXT = 1500  # decode contexts: about the Azure slice's
+POINTS = (
+    [ProfilePoint("decode", (CONTEXT,) * b) for b in (1, 8, 32, 48, 64)]
+    + [ProfilePoint("mixed", (CONTEXT,) * d, start, tokens) for d, start, tokens in
+       ((44, 1000, 2), (40, 700, 300), (8, 0, 96), (40, 3000, 1100), (40, 0, 4000))]
+)
+PROFILED = (3, 6)  # decode 48; 40 decodes + 300 prefill tokens
+TOKEN_SIZES = (32, 48, 64, 128, 192, 256, 320, 384, 448, 512, 768, 1024)
+
+
+def gemm_ms(decoder) -> dict[int, float]:
+    """Every layer's four linear layers at these token counts (torch.matmul, as the floor)."""
+    c, layer = decoder.config, decoder.weights.layers[0]
+    dev, dtype = layer.qkv.device, layer.qkv.dtype
+    out = {}
+    for tokens in TOKEN_SIZES:
+        x = torch.randn(tokens, c.hidden_size, device=dev, dtype=dtype)
+        attn = torch.randn(tokens, c.num_heads * c.head_dim, device=dev, dtype=dtype)
+        mid = torch.randn(tokens, c.intermediate_size, device=dev, dtype=dtype)
+
+        def linears():
+            torch.matmul(x, layer.qkv.t())
+            torch.matmul(attn, layer.o.t())
+            torch.matmul(x, layer.gate_up.t())
+            torch.matmul(mid, layer.down.t())
+
+        out[tokens] = gpu_steps._median_s(linears) * c.num_layers * 1e3
+    return out
+
+
+def direct_launch_check() -> str:
+    """A first paged_decode call (through the JIT) and a second (the compiled kernels launched
+    directly) on the same inputs: equal, and both near the reference."""
+    from bench_paged_decode import make_case, max_abs_err, paged_call
+
+    case = make_case(4, 2048, seed=1)
+    tables = case.block_tables(16, "shuffled", 1)
+    call = paged_call(case, 16, tables)
+    first, second = call(), call()
+    return (f"equal {torch.equal(first, second)}, "
+            f"max abs error {max_abs_err(case, second, 16, tables)[0]:.2e}")
+
+
+def kernel_table(executor: GpuExecutor, timer: PointTimer, point, ids) -> str:
+    """The step's device kernels by total time (torch.profiler; graph replays included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    timer.measure(point, ids)  # captured and warm
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        timer.measure(point, ids)
+    return prof.key_averages().table(sort_by="device_time_total", row_limit=14,
+                                     max_name_column_width=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    parser.add_argument("--budget-slots", type=int, default=131072)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    device = torch.device("cuda")
+    decoder = build_decoder(model_preset("llama3-8b"), device=device, dtype="bfloat16")
+    host_us = gpu_steps.paged_decode_host_us()
+    print(f"paged_decode eager host time at 1x4096: {host_us:.1f} us; direct launches against "
+          f"the JIT's and the reference: {direct_launch_check()}", flush=True)
+    ceilings = gpu_steps.measure_ceilings(decoder)
+    config = gpu_run_config(device, model="llama3-8b", allocator="paged",
+                            budget_slots=args.budget_slots)
+    allocator = spec_of("paged").build(args.budget_slots, {"block_size": 16})
+    seq_ids, first = assign_seq_ids(list(POINTS))
+    geometry = KVGeometry(allocator.block_size, allocator.blocks_per_segment, args.budget_slots)
+    executor = GpuExecutor(config, geometry, decoder=decoder, trace=profile_trace(first))
+    executor.pool.sync(list(allocator.segments()), [])
+    fill_random(executor.pool, allocator.segments(), seed=0)
+    timer = PointTimer(executor, allocator, bytes_per_token=bytes_per_token(config.model),
+                       repeats=5, warmup=2)
+    print(f"set up in {time.perf_counter() - started:.0f} s", flush=True)
+    rows = []
+    for point, ids in zip(POINTS, seq_ids):
+        row = timer.measure(point, ids)
+        last = executor.step_log.frame().tail(1)
+        row["floor_ms"] = float(gpu_steps.floor_s(last, ceilings)[0]) * 1e3
+        row["ratio"] = row["measured_ms"] / row["floor_ms"]
+        row["graph"] = bool(last.graph.iloc[0])
+        row["host_prep_ms"] = float(last.host_prep_s.iloc[0]) * 1e3
+        rows.append(row)
+        print(f"{row['kind']:6s} decode {row['decode_tokens']:3d} prefill "
+              f"{row['prefill_tokens']:4d} (ctx {row['prefill_context_tokens']:5d}) "
+              f"graph {row['graph']:d}: "
+              f"{row['measured_ms']:7.2f} ms / floor {row['floor_ms']:7.2f} = {row['ratio']:.2f}"
+              f"  host prep {row['host_prep_ms']:.3f} ms", flush=True)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(args.out / "probe_steps.csv", index=False, float_format="%.6g")
+    grid = gemm_ms(decoder)
+    print("linear layers (all layers, torch.matmul) ms by tokens: "
+          + ", ".join(f"{t}: {ms:.2f}" for t, ms in grid.items()), flush=True)
+    for index in PROFILED:
+        print(kernel_table(executor, timer, POINTS[index], seq_ids[index]), flush=True)
+    print(f"total {time.perf_counter() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

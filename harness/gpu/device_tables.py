@@ -1,0 +1,63 @@
+"""The executor's block tables on the device, kept equal to the host's TableRows by the entries
+that changed.
+
+A step needs the block tables of its sequences on the device. Sending them whole every step
+costs batch x width entries on the host and over PCIe (a page-1 allocator's tables hold one
+entry per token: megabytes a step); a decode step changes about one entry per sequence. So the
+rows of TableRows live on the device too: each step sends the entries written since the last
+one (indices and values, one copy) and scatters them, and a step's tables are a gather of its
+rows on the device.
+
+Two halves, as a step's work splits: stage() does the host part (before the timed region),
+sync() the device part, in stream order before the step's kernels. The staging buffer is
+reused: the previous step's copy out of it must be complete before the next stage(), as it is
+once the executor has waited for the step's end.
+"""
+from __future__ import annotations
+
+import torch
+
+from harness.gpu.host_state import TableRows
+
+
+class DeviceTables:
+    """TableRows' array on the device."""
+
+    def __init__(self, host: TableRows, device: torch.device) -> None:
+        self.host = host
+        self.device = device
+        self.rows = torch.zeros(0, 0, dtype=torch.int32, device=device)
+        self._pinned = torch.zeros(2, 0, dtype=torch.int64)
+        self._count = 0
+        self._whole = True
+
+    def stage(self) -> None:
+        """Host part: the entries written since the last stage(), into the staging buffer."""
+        changes = self.host.take_changes()
+        if changes is None:
+            self._whole = True
+            return
+        flat, values = changes
+        self._count = n = len(flat)
+        if n > self._pinned.shape[1]:
+            self._pinned = torch.zeros(2, 2 * n, dtype=torch.int64,
+                                       pin_memory=self.device.type == "cuda")
+        staged = self._pinned.numpy()
+        staged[0, :n] = flat
+        staged[1, :n] = values
+
+    def sync(self) -> None:
+        """Device part: apply what stage() took (the whole array after it was reallocated)."""
+        if self._whole:
+            self.rows = torch.tensor(self.host.array, device=self.device)
+            self._whole = False
+        elif self._count:
+            changes = self._pinned[:, : self._count].to(self.device, non_blocking=True)
+            self.rows.view(-1).index_copy_(0, changes[0], changes[1].to(torch.int32))
+        self._count = 0
+
+    def gather(self, rows: torch.Tensor, width: int, out: torch.Tensor | None = None):
+        """[len(rows), width] int32: the first width entries of the given rows (device int64
+        row ids), into out when given."""
+        return torch.index_select(self.rows[:, :width], 0, rows, out=out)
+
