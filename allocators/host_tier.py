@@ -13,6 +13,15 @@ wait in an LRU, oldest first, and the oldest go when a new entry needs room. The
 device's eviction order, deepest first, and a hit renews a chain deepest first, so that, as on
 the device (see prefix_cache), the oldest entry is a leaf: an entry leaves only after its cached
 descendants did, and no entry left here waits below a missing parent.
+
+A sliding window breaks that order on purpose, as on the device: a slide lets a chain's first
+entries go to the LRU while its sequence holds the later ones, so the device evicts (and this
+tier receives) roots before their descendants, and an entry may wait here below a missing
+parent, or behind a root held here while its child stays on the device. Neither is wrong, since
+a key names its whole prefix: a match walks from the first key past the device's hits and stops
+at the first entry held in neither place, so such entries cost room until they go. A hit that
+brings a chain's first entries back registers them on the device again, which makes the
+device's later entries reachable once more.
 """
 from __future__ import annotations
 

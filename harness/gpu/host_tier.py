@@ -8,6 +8,12 @@ restore writes them before the step's forward reads them. Host blocks are laid o
 one contiguous range of pinned memory and a run of consecutive host blocks moves in one DMA
 copy; the pool's blocks are gathered into (or scattered from) one contiguous device buffer of
 the same layout on the device side.
+
+A restore writes KV, never a block-table entry: its blocks are fresh ones of a sequence the
+allocator has just allocated, whose table the executor's TableRows writes whole when a step
+first schedules it, so the device's copy of the tables (device_tables.py) takes them with that
+step's changed entries, before the forward that reads them. Blocks a slide let go, waiting in
+the prefix cache's LRU, keep their KV until an eviction offloads them.
 """
 from __future__ import annotations
 

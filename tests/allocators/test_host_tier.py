@@ -140,3 +140,49 @@ def test_pinned_entries_come_back_as_the_newest_root_last():
 def test_a_tier_that_cannot_be_built_is_an_error(name, params, slots, error):
     with pytest.raises(error, match="host"):
         make_allocator(name, 64, host_cache_slots=slots, **params)
+
+
+def conserved(alloc) -> bool:
+    u = alloc.usage()
+    return u.backed == u.live + u.stale + u.reserved + u.internal + u.cached + u.free
+
+
+@pytest.mark.parametrize("name, params", [
+    ("paged", {"block_size": 16}),
+    ("segmented", {"segment_tokens": 32}),
+    ("hybrid", {"block_size": 8, "segment_tokens": 32}),
+])
+def test_entries_a_slide_lets_go_reach_the_host_when_evicted_and_come_back(name, params):
+    """A slide puts the window's passed prompt entries in the LRU (the chain's first ones, while
+    the sequence still holds the later ones); evicted, they go to the host like any entry. A
+    prompt of that family then finds its first entries on the host only (the device's later
+    entry waits behind the missing root), gets them back, and the chain is whole on the
+    device again."""
+    alloc = make_allocator(name, 96, host_cache_slots=128, **params)
+    unit = alloc.block_size
+    allocate(alloc, 0, prompt(1, 4))
+    alloc.extend(0, 16)
+    first = alloc.layout(0).block_table
+    alloc.slide(0, 52)  # entries 0-2 leave the window whole; 4 tokens of entry 3 are stale
+    u = alloc.usage()
+    assert (u.cached, u.stale) == (48, 4) and conserved(alloc)
+    assert alloc.take_host_copies() == []
+
+    allocate(alloc, 1, prompt(2, 4))  # 16 slots free: the slid entries are evicted
+    (offload,) = alloc.take_host_copies()
+    assert offload.to_host and sorted(offload.units) == sorted(first[: 48 // unit])
+    where = dict(zip(offload.units, offload.host_blocks))
+    assert conserved(alloc)
+    alloc.free(1)
+    assert alloc.cached_prefix_tokens(prompt(1, 4), CHUNK) == 48
+
+    assert allocate(alloc, 2, prompt(1, 4)) == 48
+    copies = alloc.take_host_copies()
+    assert [c.to_host for c in copies] == [True, False]  # prompt 2 leaves, prompt 1 comes back
+    assert copies[1].units == alloc.layout(2).block_table[: 48 // unit]
+    assert copies[1].host_blocks == tuple(where[u] for u in first[: 48 // unit])
+    assert conserved(alloc)
+    alloc.free(2)
+    assert alloc.cached_prefix_tokens(prompt(1, 4), CHUNK) == 64  # entry 3: still seq 0's
+    assert allocate(alloc, 3, prompt(1, 4)) == 64
+    assert alloc.take_host_copies() == [] and conserved(alloc)

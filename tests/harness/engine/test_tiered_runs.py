@@ -147,3 +147,29 @@ def test_a_tier_that_cannot_serve_the_run_is_a_config_error(tiny_config, make_tr
     with pytest.raises(ConfigError, match=match):
         config = dataclasses.replace(tiny_config(allocator), cpu_cache_bytes=cpu_bytes)
         simulate(config, families_trace(make_trace, 4, rows=4))
+
+
+@pytest.mark.parametrize("allocator", ["paged", "segmented", "hybrid"])
+def test_under_a_sliding_window_slid_prefixes_reach_the_tier_and_usage_adds_up(
+        tiny_config, make_trace, allocator, tmp_path):
+    """Prompt entries a slide lets go wait in the GPU's LRU and go to the host when evicted;
+    the copies ride in the batches, the hits add up, the stale figure closes every step's
+    conservation, and decode runs change nothing."""
+    trace = families_trace(make_trace, 0)
+    base = tiny_config(allocator, slots=4096, window=256)
+    engine = Engine(tiered(base, 16384), trace, executor_factory=_Checking)
+    on = engine.run()
+    off = simulate(base, trace)
+    s = on.summary
+    assert s["prefix_hit_tokens_host"] > 0 and s["host_offload_bytes"] > 0
+    assert engine.executor.restored == on.steps["host_restore_tokens"].sum()
+    assert s["prefix_hit_tokens_gpu"] + s["prefix_hit_tokens_host"] == s["prefix_hit_tokens"]
+    assert s["prefix_hit_tokens"] > off.summary["prefix_hit_tokens"]
+    steps = on.steps
+    assert (steps["backed"] == steps[["live", "stale", "reserved", "internal", "cached",
+                                      "free"]].sum(axis=1)).all()
+    assert steps["stale"].max() > 0
+    for name, runs in (("a", True), ("b", False)):
+        write_run(simulate(tiered(base, 16384), trace, decode_runs=runs), tmp_path / name)
+    for file in ("steps.parquet", "requests.parquet"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()

@@ -10,6 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from harness.engine.executor import KVGeometry  # noqa: E402
+from harness.engine.loop import simulate  # noqa: E402
+from harness.gpu.executor import GpuExecutor  # noqa: E402
 from harness.gpu.host_tier import HostTierBlocks, block_runs  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
 from harness.gpu.run import run_on_device  # noqa: E402
@@ -88,3 +90,53 @@ def test_restored_prefixes_give_the_tokens_of_a_run_without_the_tier(tiny_decode
     assert tiered.summary["prefill_tokens"] < plain.summary["prefill_tokens"]
     assert executor.details["host_restored_blocks"] > 0
     assert executor.outputs() == plain_executor.outputs()
+
+
+class _TablesChecked(GpuExecutor):
+    """The executor, checking after every step that the device's block tables are the host's
+    (restored blocks sit in tables the step wrote, and sliding windows set NO_BLOCK entries)."""
+
+    def step(self, batch):
+        seconds = super().step(batch)
+        device = self._device_tables.rows.cpu().numpy()
+        assert np.array_equal(device, self._tables.array)
+        return seconds
+
+
+@pytest.mark.parametrize("allocator, params", [
+    ("paged", {"block_size": 4}),
+    ("segmented", {"segment_tokens": 16}),
+    ("hybrid", {"block_size": 4, "segment_tokens": 16}),
+])
+def test_under_a_sliding_window_restored_prefixes_give_the_tokens_of_a_run_without_the_tier(
+        tiny_decoder, allocator, params):
+    """Prompt blocks let go by slides go to the host when evicted and come back on a hit; the
+    tokens are those of the windowed run without a tier, and the device's tables follow."""
+    from harness.gpu.model import Decoder
+
+    window = 8  # below every prompt (16..20 tokens): slides let most of each prompt go
+    decoder = Decoder(dataclasses.replace(tiny_decoder.config, sliding_window=window),
+                      tiny_decoder.weights, tiny_decoder.backend)
+    trace = families_one_at_a_time(12)
+    config = RunConfig(
+        model=dataclasses.replace(model_preset("tiny"), sliding_window=window),
+        allocator=AllocatorConfig.of(allocator, **params),
+        scheduler=SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=32),
+        budget_slots_override=48,
+    )
+    made = []
+
+    def factory(cfg, geometry):
+        made.append(_TablesChecked(cfg, geometry, decoder=decoder, trace=trace))
+        return made[-1]
+
+    plain = simulate(config, trace, executor_factory=factory)
+    host_bytes = 256 * bytes_per_token(config.model, 1)
+    tiered = simulate(dataclasses.replace(config, cpu_cache_bytes=host_bytes), trace,
+                      executor_factory=factory)
+    assert (tiered.requests["status"] == "completed").all()
+    assert tiered.summary["prefix_hit_tokens_host"] > 0
+    assert tiered.summary["prefill_tokens"] < plain.summary["prefill_tokens"]
+    assert made[1].details["host_restored_blocks"] > 0
+    assert tiered.steps["stale"].max() > 0 or allocator == "segmented"
+    assert made[1].outputs() == made[0].outputs()
