@@ -6,7 +6,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from allocators import hybrid, paged, segmented, static
-from allocators.base import Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage
+from allocators.base import Allocator, BlockCopy, HostCopy, OutOfKVMemory, SeqLayout, Usage
 from allocators.spec import AllocatorSpec, Capacity, Param, ParamError
 
 # In the order every listing and report section shows them: the baseline first.
@@ -25,12 +25,15 @@ def spec_of(name: str) -> AllocatorSpec:
         raise ParamError(f"unknown allocator {name!r}; allocators: {', '.join(SPECS)}") from None
 
 
-def make_allocator(name: str, budget_slots: int, **params) -> Allocator:
-    """Build an allocator by name with its own parameters, validated by its spec."""
-    return spec_of(name).build(budget_slots, params)
+def make_allocator(name: str, budget_slots: int, *, host_cache_slots: int = 0,
+                   **params) -> Allocator:
+    """Build an allocator by name with its own parameters, validated by its spec, and a host
+    tier of host_cache_slots slots for its prefix cache (0: none)."""
+    return spec_of(name).build(budget_slots, params, host_cache_slots=host_cache_slots)
 
 
 __all__ = [
     "DEFAULT_ALLOCATOR", "SPECS", "Allocator", "AllocatorSpec", "BlockCopy", "Capacity",
-    "OutOfKVMemory", "Param", "ParamError", "SeqLayout", "Usage", "make_allocator", "spec_of",
+    "HostCopy", "OutOfKVMemory", "Param", "ParamError", "SeqLayout", "Usage", "make_allocator",
+    "spec_of",
 ]

@@ -114,6 +114,21 @@ class BlockCopy:
     num_tokens: int
 
 
+@dataclass(frozen=True, slots=True)
+class HostCopy:
+    """Whole units of KV moving between the device and the allocator's host tier (the CPU tier
+    of the prefix cache): unit units[i] and host block host_blocks[i] hold the same tokens.
+    to_host: a prefix-cache entry evicted from the device keeps its KV on the host (read the
+    units before anything reuses them); else a prefix hit on the host tier is brought back into
+    fresh units (written before the step reads them). It comes after the first copies_before
+    block copies reported with it, and after the host copies before it in the list."""
+
+    to_host: bool
+    units: tuple[int, ...]
+    host_blocks: tuple[int, ...]
+    copies_before: int = 0
+
+
 class Allocator(ABC):
     """The shared interface. Every operation is atomic: it succeeds, or raises OutOfKVMemory
     (or ValueError for a misuse such as an unknown seq_id) and leaves the state exactly as before.
@@ -123,7 +138,8 @@ class Allocator(ABC):
     derive their own cache keys from them with `allocators.prefix.block_keys`.
 
     Block copies an operation decides on are appended to `_block_copies` (set up by each
-    allocator's constructor) and handed over by take_block_copies().
+    allocator's constructor) and handed over by take_block_copies(); an allocator with a host
+    tier hands over its host copies by take_host_copies(), to be drained together with them.
     """
 
     _block_copies: list[BlockCopy]
@@ -205,6 +221,16 @@ class Allocator(ABC):
         """The copies decided since the last call, in order; the list is handed over."""
         copies, self._block_copies = self._block_copies, []
         return copies
+
+    @property
+    def host_tier_blocks(self) -> int:
+        """Blocks (of block_size slots) of the host tier of the prefix cache; 0: none."""
+        return 0
+
+    def take_host_copies(self) -> list[HostCopy]:
+        """The host copies decided since the last call, in order (their copies_before counts
+        the block copies take_block_copies hands over at the same time)."""
+        return []
 
     @abstractmethod
     def segments(self) -> tuple[int, ...]:

@@ -5,7 +5,9 @@ counted, so a fork or a prefix-cache hit shares them instead of copying; a partl
 shared by a fork is copied when one of its holders writes next (copy-on-write), so the others
 keep reading the tokens they had. Full units that hold hashed prompt chunks are registered in a
 PrefixCache and, once no sequence holds them, wait there until a free unit is needed and they are
-evicted, least recently used first.
+evicted, least recently used first. With a host tier (block_offload), an evicted entry keeps its
+KV in host memory, and a prefix hit that reaches past the device's entries into the host's brings
+it back into a fresh unit.
 
 The three allocators differ only in where units come from (one preallocated segment, or segments
 added on demand) and in the span of a prefix-cache entry (one block, or a chunk of pages).
@@ -17,11 +19,13 @@ figures are kept as running totals, so usage() and a decode step's extend() are 
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import Sequence
 
 from allocators.base import (
-    Allocator, BlockCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
+    Allocator, BlockCopy, HostCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
 )
+from allocators.block_offload import Offload
 from allocators.block_rollback import Rollback
 from allocators.block_window import Window
 from allocators.prefix import block_keys, iter_block_keys
@@ -45,11 +49,12 @@ class _Seq:
         self.dropped: int = dropped  # leading units let go by slides
 
 
-class BlockPoolAllocator(Rollback, Window, Allocator):
+class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
     """Ref-counted units with copy-on-write forks and a prefix cache, over a SegmentPool."""
 
     def __init__(
-        self, budget_slots: int, unit_tokens: int, pool: SegmentPool, *, enable_prefix_cache: bool
+        self, budget_slots: int, unit_tokens: int, pool: SegmentPool, *, enable_prefix_cache: bool,
+        host_cache_slots: int = 0,
     ) -> None:
         if budget_slots < 0:
             raise ValueError(f"budget_slots must be >= 0, got {budget_slots}")
@@ -57,8 +62,10 @@ class BlockPoolAllocator(Rollback, Window, Allocator):
         self._unit = unit_tokens
         self._pool = pool
         self._cache = PrefixCache() if enable_prefix_cache else None
+        self._host = self._host_tier(host_cache_slots, unit_tokens, enable_prefix_cache)
         self._seqs: dict[int, _Seq] = {}
         self._block_copies: list[BlockCopy] = []
+        self._host_copies: list[HostCopy] = []
         # Held units -> running references beyond the first, for units that several sequences
         # hold (forks, prefix hits). Most units have one holder and no entry, so that taking
         # and giving back thousands of one-token pages stays a bulk operation.
@@ -102,13 +109,18 @@ class BlockPoolAllocator(Rollback, Window, Allocator):
         entry_units = self._entry_units(chunk_tokens)
         entry_tokens = entry_units * self._unit
         keys = self._keys(prefix_hashes, chunk_tokens, entry_tokens, num_tokens)
-        cache = self._cache
-        hits = cache.match(keys, num_tokens // entry_tokens) if keys else []
+        cache, host = self._cache, self._host
+        limit = num_tokens // entry_tokens
+        hits = cache.match(keys, limit) if keys else []
+        # Entries past the device's hits that the host holds come back into fresh units.
+        host_hits = host.match(keys[len(hits) : limit]) if host is not None and keys else []
         hit_units = cache.chain_units(hits) if hits else []
         need = -(-num_tokens // self._unit) - len(hit_units)
         self._require(seq_id, need, cache.unreferenced_units(hits) if hits else 0)
+        host_spans = host.pin(host_hits) if host_hits else []
 
-        hit_tokens = len(hit_units) * self._unit
+        held_units = len(hit_units)  # the sequence's unit list starts as hit_units
+        hit_tokens = held_units * self._unit
         if hits:
             # Units that waited in the LRU have this sequence as their only holder.
             unreferenced, held = cache.acquire(hits)
@@ -120,9 +132,11 @@ class BlockPoolAllocator(Rollback, Window, Allocator):
         self._seqs[seq_id] = seq
         self._logical += hit_tokens
         seq.units.extend(self._take(need))
+        if host_hits:
+            self._bring_back(seq.units[held_units:], host_hits, host_spans)
         self._advance(seq, num_tokens - hit_tokens)
         self._pool.release_empty()
-        return hit_tokens
+        return hit_tokens + len(host_hits) * entry_tokens
 
     def can_allocate(self, num_tokens: int, *, final_tokens: int | None = None) -> bool:
         self._check_new(num_tokens, final_tokens)
@@ -188,7 +202,12 @@ class BlockPoolAllocator(Rollback, Window, Allocator):
             return 0
         entry = self._entry_units(chunk_tokens) * self._unit
         span = len(prefix_hashes) * chunk_tokens
-        return self._cache.leading(iter_block_keys(prefix_hashes, chunk_tokens, entry, span)) * entry
+        keys = iter_block_keys(prefix_hashes, chunk_tokens, entry, span)
+        if self._host is None:
+            return self._cache.leading(keys) * entry
+        keys = list(keys)
+        held = self._cache.leading(keys)
+        return (held + self._host.leading(keys[held:])) * entry
 
     def usage(self) -> Usage:
         unit, pool = self._unit, self._pool
@@ -252,10 +271,13 @@ class BlockPoolAllocator(Rollback, Window, Allocator):
         """count fresh units (one holder): free ones first, then a new segment, then evictions."""
         if not count:
             return []
-        pool, cache = self._pool, self._cache
+        pool = self._pool
         short = count - pool.free - pool.unbacked
         if short > 0:
-            pool.give(cache.evict(short))
+            keys, spans = self._cache.evict(short)
+            if self._host is not None:
+                self._offload(keys, spans)
+            pool.give(list(chain.from_iterable(spans)))
         return pool.take(count)
 
     def _advance(self, seq: _Seq, count: int) -> None:

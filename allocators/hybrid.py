@@ -28,6 +28,7 @@ class HybridAllocator(BlockPoolAllocator):
         block_size: int = DEFAULT_BLOCK_SIZE,
         segment_tokens: int = DEFAULT_SEGMENT_TOKENS,
         enable_prefix_cache: bool = True,
+        host_cache_slots: int = 0,
     ) -> None:
         check_unit_tokens("block_size", block_size)
         if segment_tokens < block_size:
@@ -35,7 +36,8 @@ class HybridAllocator(BlockPoolAllocator):
         pool = SegmentPool(
             max(0, budget_slots) // block_size, segment_tokens // block_size, preallocated=False
         )
-        super().__init__(budget_slots, block_size, pool, enable_prefix_cache=enable_prefix_cache)
+        super().__init__(budget_slots, block_size, pool, enable_prefix_cache=enable_prefix_cache,
+                         host_cache_slots=host_cache_slots)
 
 
 SPEC = AllocatorSpec(
@@ -48,6 +50,7 @@ SPEC = AllocatorSpec(
     ),
     grain="block_size",
     needs_contiguity=False,
+    host_tier=True,
     capacity_formula=unit_capacity("block_size"),
     cost_hint=1.2,
 )

@@ -21,12 +21,14 @@ class PagedAllocator(BlockPoolAllocator):
     """Blocks of block_size tokens in one preallocated pool, with a per-block prefix cache."""
 
     def __init__(
-        self, budget_slots: int, *, block_size: int = DEFAULT_BLOCK_SIZE, enable_prefix_cache: bool = True
+        self, budget_slots: int, *, block_size: int = DEFAULT_BLOCK_SIZE,
+        enable_prefix_cache: bool = True, host_cache_slots: int = 0,
     ) -> None:
         check_unit_tokens("block_size", block_size)
         num_blocks = max(0, budget_slots) // block_size
         pool = SegmentPool(num_blocks, max(1, num_blocks), preallocated=True)
-        super().__init__(budget_slots, block_size, pool, enable_prefix_cache=enable_prefix_cache)
+        super().__init__(budget_slots, block_size, pool, enable_prefix_cache=enable_prefix_cache,
+                         host_cache_slots=host_cache_slots)
 
 
 SPEC = AllocatorSpec(
@@ -38,5 +40,6 @@ SPEC = AllocatorSpec(
     ),
     grain="block_size",
     needs_contiguity=False,
+    host_tier=True,
     capacity_formula=unit_capacity("block_size"),
 )

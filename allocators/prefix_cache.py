@@ -163,9 +163,10 @@ class PrefixCache:
                 index += 1
         return outside
 
-    def evict(self, count: int) -> list[int]:
+    def evict(self, count: int) -> tuple[list[int], list[tuple[int, ...]]]:
         """Drop the least recently used unreferenced entries until at least count units are
-        free; return their units. The caller checked that the LRU holds that many."""
+        free; return their keys and the units of each, oldest first. The caller checked that
+        the LRU holds that many."""
         lru, entries = self._lru, self._entries
         if self._single:
             keys = list(islice(lru, count))
@@ -177,7 +178,7 @@ class PrefixCache:
                 keys.append(key)
                 found += len(entries[key])
         _consume(map(lru.__delitem__, keys))
-        units = list(chain.from_iterable(map(entries.pop, keys)))
-        _consume(map(self._key_of.__delitem__, units))
-        self.cached_units -= len(units)
-        return units
+        spans = list(map(entries.pop, keys))
+        _consume(map(self._key_of.__delitem__, chain.from_iterable(spans)))
+        self.cached_units -= sum(map(len, spans))
+        return keys, spans

@@ -34,6 +34,7 @@ class SegmentedAllocator(BlockPoolAllocator):
         segment_tokens: int = DEFAULT_SEGMENT_TOKENS,
         page_size: int = DEFAULT_PAGE_SIZE,
         enable_prefix_cache: bool = True,
+        host_cache_slots: int = 0,
     ) -> None:
         check_unit_tokens("page_size", page_size)
         if segment_tokens < page_size:
@@ -41,7 +42,8 @@ class SegmentedAllocator(BlockPoolAllocator):
         pool = SegmentPool(
             max(0, budget_slots) // page_size, segment_tokens // page_size, preallocated=False
         )
-        super().__init__(budget_slots, page_size, pool, enable_prefix_cache=enable_prefix_cache)
+        super().__init__(budget_slots, page_size, pool, enable_prefix_cache=enable_prefix_cache,
+                         host_cache_slots=host_cache_slots)
 
     def _entry_units(self, chunk_tokens: int) -> int:
         return max(1, chunk_tokens // self._unit)
@@ -57,6 +59,7 @@ SPEC = AllocatorSpec(
     ),
     grain="page_size",
     needs_contiguity=False,
+    host_tier=True,
     capacity_formula=unit_capacity("page_size"),
     cost_hint=5.0,
 )

@@ -125,6 +125,9 @@ class AllocatorSpec:
     grain: str  # the parameter that sets its allocation unit (what --block-size sets)
     needs_contiguity: bool  # a request's KV must be one contiguous range
     capacity_formula: CapacityFormula
+    # Whether evicted prefix-cache entries can wait in a host tier: the class then takes
+    # host_cache_slots, the tier's size (a run's CPU memory, not an allocator parameter).
+    host_tier: bool = False
     cost_hint: float = 1.0  # relative CPU cost per simulated request, to schedule long runs first
     max_len_param: str | None = None  # the parameter that fixes every request's reservation
     # A bool parameter that, when true, makes the reservation the request's actual final length
@@ -171,9 +174,16 @@ class AllocatorSpec:
         """Every parameter: the given ones validated, the rest at their defaults."""
         return {**self.defaults, **self.validate(params)}
 
-    def build(self, budget_slots: int, params: Mapping[str, Any]):
-        """The allocator over budget_slots slots with these parameters."""
-        return self.cls(budget_slots, **self.validate(params))
+    def build(self, budget_slots: int, params: Mapping[str, Any], *, host_cache_slots: int = 0):
+        """The allocator over budget_slots slots with these parameters, and a host tier of
+        host_cache_slots slots for its prefix cache (0: none)."""
+        valid = self.validate(params)
+        if not host_cache_slots:
+            return self.cls(budget_slots, **valid)
+        if not self.host_tier:
+            raise ParamError(f"allocator {self.name} keeps no prefix cache for a host tier "
+                             f"(host_cache_slots={host_cache_slots}) to back")
+        return self.cls(budget_slots, host_cache_slots=host_cache_slots, **valid)
 
     def capacity(self, budget_slots: int, context: int, params: Mapping[str, Any]) -> Capacity:
         return self.capacity_formula(budget_slots, context, self.resolve(params))

@@ -92,7 +92,7 @@ class BatchRecording:
     def step(self, batch: Batch) -> float:
         seconds = self.inner.step(batch)
         self.rows.append(tuple(getattr(batch, f) for f in BATCH_FEATURES)
-                         + (batch.swap_in_tokens + batch.swap_out_tokens, seconds * 1e3))
+                         + (batch.pcie_tokens, seconds * 1e3))
         return seconds
 
     def frame(self, model: FittedCostModel) -> pd.DataFrame:

@@ -41,6 +41,11 @@ KV_BYTES_COLUMN = "kv_allocated_bytes"  # measured runs only: device KV memory a
 # served the request (steps are numbered per replica). run.json then has a "cluster" table.
 REPLICA_COLUMN = "replica"
 CLUSTER_JSON_KEY = "cluster"
+# Runs with a CPU tier of the prefix cache only (cpu_cache_bytes > 0), after the columns above:
+# per step the tokens of KV copied to the host tier and back from it, per request the prompt
+# tokens of its prefix hit that came from the host tier (of prefix_hit_tokens).
+HOST_TIER_STEP_COLUMNS = ("host_offload_tokens", "host_restore_tokens")
+HOST_HIT_COLUMN = "host_hit_tokens"
 REQUEST_COLUMNS = (
     "request_id", "arrival_s", "prompt_tokens", "output_tokens", "n", "status", "reason",
     "admit_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions",
@@ -58,6 +63,16 @@ SUMMARY_KEYS = (
     "prefill_tokens", "prefix_hit_tokens", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
     "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "preemptions", "sim_time_s", "mean_step_ms",
 )
+
+# And the summary keys of such runs, after SUMMARY_KEYS: the prompt tokens of admitted requests
+# found on the GPU tier, on the host tier and in neither (shares of them: *_rate), and the bytes
+# copied over PCIe each way.
+HOST_TIER_SUMMARY_KEYS = (
+    "prefix_hit_tokens_gpu", "prefix_hit_tokens_host", "prefix_miss_tokens",
+    "prefix_hit_rate_gpu", "prefix_hit_rate_host", "prefix_miss_rate",
+    "host_offload_bytes", "host_restore_bytes",
+)
+
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     """One table of a run directory. The file holds the columns, the pandas schema and the

@@ -5,6 +5,7 @@
   size (static, segmented) is drawn as a flat reference line at its value.
 - Arrival rate: p99 TTFT against the arrival-rate scale with the SLO line, and the goodput of each
   allocator: the largest rate scale it sustains with p99 TTFT within the SLO.
+- Host tier of the prefix cache (cpu_cache_bytes): reports.host_tier.
 
 Series differ by line style and marker as well as colour, so the pages read in greyscale.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from reports.host_tier import TIER_AXIS, host_tier_pages
 from reports.load import NO_FACTS, AllocatorFacts
 from reports.schema import RESULTS_CSV, SWEEP_JSON, config_columns
 from reports.style import PLOT_AREA, block_size_axis, new_page, note, page_legend, run_style
@@ -40,7 +42,8 @@ def load_results(sweep_dir: str | Path, facts: AllocatorFacts = NO_FACTS) -> pd.
 
 def sweep_pages(sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
                 facts: AllocatorFacts = NO_FACTS) -> list[Figure]:
-    """The sweep's pages as figures: block-size and rate-scale views where the grid varies them."""
+    """The sweep's pages as figures: block-size, rate-scale and host-tier views where the grid
+    varies them."""
     table = load_results(sweep_dir, facts)
     name = Path(sweep_dir).name
     pages = []
@@ -48,11 +51,13 @@ def sweep_pages(sweep_dir: str | Path, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S
         pages.append(block_size_page(table, name, facts))
     if _varies(table, "rate_scale"):
         pages.append(rate_page(table, name, slo_ttft_s, facts))
+    if _varies(table, TIER_AXIS):
+        pages += host_tier_pages(table, sweep_dir, name, facts)
     if not pages:
         fig = new_page(f"Sweep {name}")
         ax = fig.add_axes([0.1, 0.1, 0.8, 0.75])
-        note(ax, f"{len(table)} ok cells; the grid varies neither block_size nor rate_scale, "
-                 f"so there is no sweep view to draw (see {RESULTS_CSV}).")
+        note(ax, f"{len(table)} ok cells; the grid varies neither block_size, rate_scale nor "
+                 f"{TIER_AXIS}, so there is no sweep view to draw (see {RESULTS_CSV}).")
         pages.append(fig)
     return pages
 

@@ -18,8 +18,9 @@ from allocators import DEFAULT_ALLOCATOR
 from harness.cli.argtypes import (allocator_name, int_at_least, non_negative_int, positive_float,
                                   positive_int)
 from harness.cli.params import add_param_arguments, cli_params
-from harness.cli.simulate import (add_decoding_arguments, add_kv_dtype_argument,
-                                  add_window_arguments, with_window)
+from harness.cli.simulate import (add_cpu_cache_argument, add_decoding_arguments,
+                                  add_kv_dtype_argument, add_window_arguments, cpu_cache_bytes,
+                                  host_tier_line, with_window)
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
 
 
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="KV budget in slots instead of the memory arithmetic "
                         "(default on a CPU: 65536)")
     parser.add_argument("--preemption", choices=("recompute", "swap"))
+    add_cpu_cache_argument(parser)
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     add_kv_dtype_argument(parser)
     parser.add_argument("--device", type=_device,
@@ -92,6 +94,8 @@ def main(args: argparse.Namespace) -> int:
         gpu=args.gpu, budget_slots=args.budget_slots, preemption=args.preemption,
         seed=args.seed, tp=args.tp, kv_dtype=args.kv_dtype,
     )
+    if args.cpu_cache_gib is not None:
+        config = dataclasses.replace(config, cpu_cache_bytes=cpu_cache_bytes(args.cpu_cache_gib))
     config = dataclasses.replace(config, model=with_window(config.model, args))
     if config.tp > 1:
         from harness.gpu.tp_run import run_tensor_parallel
@@ -111,5 +115,7 @@ def main(args: argparse.Namespace) -> int:
         f"peak KV {s['peak_kv_allocated_bytes'] / 2**30:.2f} GiB, utilization "
         f"{s['utilization_mean']:.3f} -> {out}"
     )
+    if "prefix_hit_rate_host" in s:
+        print(f"{name}: {host_tier_line(s)}")
     return 0
 

@@ -96,6 +96,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preemption", choices=("recompute", "swap"))
     parser.add_argument("--swap-space-gib", type=non_negative_float,
                         help="CPU swap space per GPU")
+    add_cpu_cache_argument(parser)
     parser.add_argument("--max-model-len", type=positive_int,
                         help="reject longer requests (default: the model's context length)")
     parser.add_argument("--truncate", action="store_true",
@@ -121,6 +122,16 @@ def add_kv_dtype_argument(parser: argparse.ArgumentParser, default: str | None =
     parser.add_argument("--kv-dtype", choices=tuple(KV_DTYPES), default=default,
                         help="KV cache element type: bf16, or fp8 (e4m3 with per-head scales: "
                         f"one byte, so a budget holds twice the tokens; default {said})")
+
+
+def add_cpu_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpu-cache-gib", type=non_negative_float,
+                        help="host memory per GPU for the CPU tier of the prefix cache: evicted "
+                        "prefix blocks wait there for a hit to copy them back (default 0: none)")
+
+
+def cpu_cache_bytes(gib: float) -> int:
+    return int(gib * GIB)
 
 
 def build_configs(args: argparse.Namespace) -> list:
@@ -162,6 +173,8 @@ def build_config(args: argparse.Namespace, config, name: str, params: dict[str, 
         sched["chunked_prefill"] = False
     if args.swap_space_gib is not None:
         sched["swap_space_bytes"] = int(args.swap_space_gib * GIB)
+    if args.cpu_cache_gib is not None:
+        top["cpu_cache_bytes"] = cpu_cache_bytes(args.cpu_cache_gib)
     own = config.allocator.kwargs if name == config.allocator.name else {}
     top["allocator"] = AllocatorConfig.of(name, **{**own, **params})
     top["scheduler"] = dataclasses.replace(config.scheduler, **sched)
@@ -259,4 +272,14 @@ def _run(config, trace, out: Path, *, progress: bool):
         f"{result.info['executor_details'].get('cost_model', result.info['executor'])} -> {out}",
         file=sys.stderr,
     )
+    if "prefix_hit_rate_host" in s:
+        print(f"{config.allocator.name}: {host_tier_line(s)}", file=sys.stderr)
     return result
+
+
+def host_tier_line(s: dict) -> str:
+    """A run summary's prefix-cache figures by tier, in words."""
+    return (f"prefix hits {s['prefix_hit_rate_gpu']:.1%} GPU, {s['prefix_hit_rate_host']:.1%} "
+            f"host, {s['prefix_miss_rate']:.1%} missed (of admitted prompt tokens); PCIe "
+            f"{s['host_offload_bytes'] / 1e9:.1f} GB to the host tier, "
+            f"{s['host_restore_bytes'] / 1e9:.1f} GB back")

@@ -10,18 +10,21 @@ sequences since the previous batch; events of steps that ran nothing arrive with
    recompute, the request keeps its first kept_tokens tokens to prefill again; finished: freed
    for good (completed or rejected);
 2. segments_added: new segments of the allocator;
-3. block_copies and swap_out, in the order they were decided: a swap-out's KV is read after the
-   first copies_before block copies (say, a fork copied into the reservation it swaps out) and
-   before the rest (which may reuse the slots it freed); block_copies are copy-on-write of a
-   shared, partly written block, or a static fork's copy;
+3. block_copies, swap_out and host_copies, in the order they were decided: a swap-out's KV is
+   read after the first copies_before block copies (say, a fork copied into the reservation it
+   swaps out) and before the rest (which may reuse the slots it freed); block_copies are
+   copy-on-write of a shared, partly written block, or a static fork's copy; host_copies move
+   whole blocks between the device and the host tier of the prefix cache (an evicted entry's KV
+   to the host, a host hit's KV back into fresh blocks), each after the first copies_before block
+   copies and the swap-outs there, in list order;
 4. segments_released: segments the allocator let go (after the reads above);
 5. swap_in: host KV to write into the new slots given this step;
 6. seqs: the attention work, which writes the new tokens' K/V.
-Aggregates (token and context counts, attention pairs, swapped tokens, a draft model's work)
-serve a cost model. A speculative sequence's verification is a decode of several new tokens.
-Under a sliding window the context counts are the keys attention reads: a query at position p
-reads min(p + 1, window) keys (attended_keys), and a prefill chunk reads from its first
-query's window on.
+Aggregates (token and context counts, attention pairs, tokens swapped or copied to and from the
+host tier, a draft model's work) serve a cost model. A speculative sequence's verification is a
+decode of several new tokens. Under a sliding window the context counts are the keys attention
+reads: a query at position p reads min(p + 1, window) keys (attended_keys), and a prefill chunk
+reads from its first query's window on.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from allocators import BlockCopy
+from allocators import BlockCopy, HostCopy
 
 
 def attended_keys(context: int, window: int | None) -> int:
@@ -113,6 +116,7 @@ class Batch:
     swap_out: list[SwapOp] = field(default_factory=list)
     segments_released: list[int] = field(default_factory=list)
     swap_in: list[SwapOp] = field(default_factory=list)
+    host_copies: list[HostCopy] = field(default_factory=list)
     prefill_tokens: int = 0
     decode_tokens: int = 0
     prefill_context_tokens: int = 0
@@ -120,6 +124,8 @@ class Batch:
     prefill_attention_pairs: int = 0  # sum over prefill tokens of the keys each attends to
     swap_in_tokens: int = 0
     swap_out_tokens: int = 0
+    host_offload_tokens: int = 0  # copied to the prefix cache's host tier
+    host_restore_tokens: int = 0  # copied back from it
     # The draft model's work before verification: draft_steps decode steps (the most drafts of a
     # sequence), draft_tokens tokens in all, each reading draft_context_tokens / draft_tokens
     # keys on average.
@@ -130,6 +136,12 @@ class Batch:
     @property
     def num_tokens(self) -> int:
         return self.prefill_tokens + self.decode_tokens
+
+    @property
+    def pcie_tokens(self) -> int:
+        """Tokens of KV the step moves between the device and host memory."""
+        return (self.swap_in_tokens + self.swap_out_tokens + self.host_offload_tokens
+                + self.host_restore_tokens)
 
     @property
     def has_work(self) -> bool:

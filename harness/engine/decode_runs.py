@@ -82,10 +82,13 @@ class DecodeRuns:
     def _growth_room(self, num_seqs: int) -> int:
         """Decode steps every sequence can surely take: the slots an allocation can still get
         (free, evictable, not yet backed) cover a new unit per block_size tokens per sequence,
-        plus a partial and a copied-on-write unit each."""
-        usage = self.allocator.usage()
-        unit = self.allocator.block_size
-        room = usage.free + usage.cached + max(0, usage.budget - usage.backed - unit)
+        plus a partial and a copied-on-write unit each. With a host tier an eviction copies KV
+        to the host, which a step's price must see, so evictable slots do not count."""
+        alloc = self.allocator
+        usage = alloc.usage()
+        unit = alloc.block_size
+        evictable = 0 if alloc.host_tier_blocks else usage.cached
+        room = usage.free + evictable + max(0, usage.budget - usage.backed - unit)
         return room // num_seqs - 2 * unit
 
     def decode_step(self, run: DecodeRun, done: int, *, build: bool) -> Batch | None:

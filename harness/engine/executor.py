@@ -42,6 +42,7 @@ class KVGeometry:
     block_size: int
     blocks_per_segment: int
     budget_slots: int
+    host_tier_blocks: int = 0  # blocks of block_size slots in the prefix cache's host tier
 
 
 class Executor(Protocol):
@@ -130,7 +131,7 @@ class CostModelExecutor:
             prefill_context_tokens=batch.prefill_context_tokens,
             decode_context_tokens=batch.decode_context_tokens,
             prefill_attention_pairs=batch.prefill_attention_pairs,
-            swap_tokens=batch.swap_in_tokens + batch.swap_out_tokens,
+            swap_tokens=batch.pcie_tokens,
         )
         if batch.draft_steps:
             step_s += self._draft_s(batch)

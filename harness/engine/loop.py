@@ -185,18 +185,21 @@ class Replica:
         warning = preallocation_warning(config)
         if warning:
             raise ConfigError(warning)
+        host_slots = config.cpu_cache_bytes // self.budget.bytes_per_token
+        if config.cpu_cache_bytes and not host_slots:
+            raise ConfigError(f"cpu_cache_bytes {config.cpu_cache_bytes} hold no token of KV "
+                              f"({self.budget.bytes_per_token} bytes)")
         try:
             self.allocator = spec_of(config.allocator.name).build(
-                self.budget.slots, run_params(config)
-            )
+                self.budget.slots, run_params(config), host_cache_slots=host_slots)
         except ValueError as exc:  # a check of the allocator its spec does not repeat
             raise ConfigError(f"allocator {config.allocator.name!r}: {exc}") from None
-        geometry = KVGeometry(
-            self.allocator.block_size, self.allocator.blocks_per_segment, self.budget.slots
-        )
+        alloc = self.allocator
+        geometry = KVGeometry(alloc.block_size, alloc.blocks_per_segment, self.budget.slots,
+                              alloc.host_tier_blocks)
         self.executor = (executor_factory or CostModelExecutor)(config, geometry)
         self.decode_runs = decode_runs
-        self.recorder = Recorder(trace, self.executor)
+        self.recorder = Recorder(trace, self.executor, host_tier=bool(alloc.host_tier_blocks))
         self.scheduler = Scheduler(
             config.scheduler,
             self.allocator,

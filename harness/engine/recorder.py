@@ -5,7 +5,9 @@ Azure trace makes over 400,000 steps, and a tuple of Python numbers per row woul
 300 MB (and numpy reads a flat list of numbers far faster than a list of tuples). The
 recorder alone appends rows; the scheduler reports request events to it. An executor that holds
 real KV memory (it has `kv_allocated_bytes`) adds a kv_allocated_bytes column, read after each
-step; cost-model runs keep exactly the columns of STEP_COLUMNS.
+step; cost-model runs keep exactly the columns of STEP_COLUMNS. A run with a host tier of the
+prefix cache adds the HOST_TIER_STEP_COLUMNS and the HOST_HIT_COLUMN of requests (the few steps
+that copy to or from the host are kept apart, so that the other rows stay as they are).
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ import pandas as pd
 from allocators import Usage
 from harness.engine.batch import Batch
 from reports.schema import (
-    CLUSTER_JSON_KEY, FLOAT_STEP_COLUMNS, KV_BYTES_COLUMN, REQUESTS_FILE, RUN_JSON, STEP_COLUMNS,
-    STEPS_FILE, USAGE_COLUMNS, write_table,
+    CLUSTER_JSON_KEY, FLOAT_STEP_COLUMNS, HOST_HIT_COLUMN, HOST_TIER_STEP_COLUMNS, KV_BYTES_COLUMN,
+    REQUESTS_FILE, RUN_JSON, STEP_COLUMNS, STEPS_FILE, USAGE_COLUMNS, write_table,
 )
 
 _CHUNK_ROWS = 8192
@@ -33,8 +35,10 @@ _usage_figures = attrgetter(*USAGE_COLUMNS)
 class Recorder:
     """Collects step rows and request events of one run (requests indexed by request_id)."""
 
-    def __init__(self, trace: pd.DataFrame, executor: object | None = None) -> None:
+    def __init__(self, trace: pd.DataFrame, executor: object | None = None, *,
+                 host_tier: bool = False) -> None:
         self.trace = trace
+        self.host_tier = host_tier
         # Device memory the executor's KV pool holds, read after each step (measured runs).
         self._executor = executor if hasattr(executor, KV_BYTES_COLUMN) else None
         self._kv_bytes: list[int] = []
@@ -44,6 +48,8 @@ class Recorder:
         self.finish_s = [math.nan] * n
         self.preemptions = [0] * n
         self.prefix_hit_tokens = [0] * n
+        self.host_hit_tokens = [0] * n
+        self._host_copy_rows: list[tuple[int, int, int]] = []  # (row, offloaded, restored)
         self.status = [""] * n
         self.reason = [""] * n
         self.num_done = 0  # completed or rejected
@@ -54,13 +60,15 @@ class Recorder:
         self._rows: list[float] = []  # the figures of the rows not yet in a chunk, row by row
 
     # request events, called by the scheduler
-    def admitted(self, rid: int, t: float, hit_tokens: int) -> None:
-        """prefix_hit_tokens are the prompt tokens the cache held at the first admission: a
-        request admitted again after a preemption finds its own blocks, which is recompute
-        saved, not reuse, and would count the same prompt twice."""
+    def admitted(self, rid: int, t: float, hit_tokens: int, host_hit_tokens: int) -> None:
+        """prefix_hit_tokens are the prompt tokens the cache held at the first admission (of
+        them host_hit_tokens on the host tier): a request admitted again after a preemption
+        finds its own blocks, which is recompute saved, not reuse, and would count the same
+        prompt twice."""
         if math.isnan(self.admit_s[rid]):  # the first admission; later ones follow preemptions
             self.admit_s[rid] = t
             self.prefix_hit_tokens[rid] = hit_tokens
+            self.host_hit_tokens[rid] = host_hit_tokens
 
     def first_token(self, rid: int, t: float) -> None:
         self.first_token_s[rid] = t
@@ -83,6 +91,10 @@ class Recorder:
         self, time_s: float, step_s: float, running: int, waiting: int, swapped: int,
         batch: Batch, usage: Usage,
     ) -> None:
+        if batch.host_offload_tokens or batch.host_restore_tokens:
+            row = len(self._chunks) * _CHUNK_ROWS + len(self._rows) // _ROW_FIGURES
+            self._host_copy_rows.append(
+                (row, batch.host_offload_tokens, batch.host_restore_tokens))
         self.row(time_s, step_s, running, waiting, swapped, batch.prefill_tokens,
                  batch.decode_tokens, usage)
 
@@ -132,6 +144,13 @@ class Recorder:
         frame = pd.DataFrame(columns)
         ints = [c for c in STEP_COLUMNS if c not in FLOAT_STEP_COLUMNS]
         frame = frame.astype({c: np.int64 for c in ints})
+        if self.host_tier:
+            copied = np.zeros((len(data), len(HOST_TIER_STEP_COLUMNS)), dtype=np.int64)
+            if self._host_copy_rows:
+                rows = np.asarray(self._host_copy_rows, dtype=np.int64)
+                copied[rows[:, 0]] = rows[:, 1:]
+            for index, name in enumerate(HOST_TIER_STEP_COLUMNS):
+                frame[name] = copied[:, index]
         if self._executor is not None:
             frame[KV_BYTES_COLUMN] = np.asarray(self._kv_bytes, dtype=np.int64)
         return frame
@@ -166,6 +185,8 @@ class Recorder:
                 "prefix_hit_tokens": np.array(self.prefix_hit_tokens, dtype=np.int64),
             }
         )
+        if self.host_tier:
+            frame[HOST_HIT_COLUMN] = np.array(self.host_hit_tokens, dtype=np.int64)
         return frame
 
 

@@ -19,6 +19,7 @@ gives back what the window does not need).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from typing import Protocol
 
@@ -34,7 +35,7 @@ from harness.model.config import SchedulerConfig
 class RequestEvents(Protocol):
     """Where the scheduler reports what happens to requests (the recorder)."""
 
-    def admitted(self, rid: int, t: float, hit_tokens: int) -> None: ...
+    def admitted(self, rid: int, t: float, hit_tokens: int, host_hit_tokens: int) -> None: ...
     def first_token(self, rid: int, t: float) -> None: ...
     def finished(self, rid: int, t: float) -> None: ...
     def rejected(self, rid: int, reason: str) -> None: ...
@@ -144,10 +145,10 @@ class Scheduler(DecodeRuns):
         return batch
 
     def _hand_over_memory(self, batch: Batch) -> None:
-        """Put the allocator's block copies (always drained), and for an executor holding real
-        KV the block tables and segment changes, into the batch."""
+        """Put the allocator's copies (always drained), and for an executor holding real KV the
+        block tables and segment changes, into the batch."""
         alloc = self.allocator
-        batch.block_copies.extend(alloc.take_block_copies())
+        self._take_copies(batch)
         if not self.with_layouts:
             return
         layout = alloc.layout
@@ -159,6 +160,24 @@ class Scheduler(DecodeRuns):
             batch.segments_released.extend(sorted(before - now))
             batch.segments_added.extend(sorted(now - before))
             self._segments = segments
+
+    def _take_copies(self, batch: Batch) -> int:
+        """Move the copies the allocator decided into the batch, each host copy placed among
+        the block copies; return the tokens brought back from the host tier."""
+        alloc = self.allocator
+        before = len(batch.block_copies)
+        batch.block_copies.extend(alloc.take_block_copies())
+        restored = 0
+        for copy in alloc.take_host_copies():
+            batch.host_copies.append(
+                dataclasses.replace(copy, copies_before=before + copy.copies_before))
+            tokens = len(copy.units) * alloc.block_size
+            if copy.to_host:
+                batch.host_offload_tokens += tokens
+            else:
+                batch.host_restore_tokens += tokens
+                restored += tokens
+        return restored
 
     def _schedule_running(
         self, batch: Batch, budget: int, *, prefills: bool = True, decodes: bool = True
@@ -280,7 +299,7 @@ class Scheduler(DecodeRuns):
         seq_ids = g.live_seq_ids
         if swap:
             # Copies decided so far (a fork of g this step) come before its KV is read.
-            batch.block_copies.extend(self.allocator.take_block_copies())
+            self._take_copies(batch)
             before = len(batch.block_copies)
             batch.swap_out.extend(self._swap_op(sid, g.kv_len, g.kv_start, before)
                                   for sid in seq_ids)
@@ -350,10 +369,11 @@ class Scheduler(DecodeRuns):
                 self.events.rejected(g.rid, f"does not fit in an empty KV cache: {exc}")
                 continue
             self.waiting.popleft()
+            restored = self._take_copies(batch)  # the hit's tail may come from the host tier
             g.num_live = 1
             g.kv_len = g.target
             g.computed = min(hit, g.target - 1)  # the last token is recomputed for its logits
-            self.events.admitted(g.rid, now, g.computed)
+            self.events.admitted(g.rid, now, g.computed, max(0, g.computed - (hit - restored)))
             self.running.append(g)
             self.num_running_seqs += g.n
             chunk = min(g.target - g.computed, budget)

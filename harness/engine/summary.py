@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from reports.schema import HOST_HIT_COLUMN, HOST_TIER_STEP_COLUMNS, HOST_TIER_SUMMARY_KEYS
+
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     """The smallest value whose cumulative weight reaches q of the total (NaN when empty)."""
@@ -89,7 +91,28 @@ def summarize(
         "sim_time_s": float(sim_time_s),
         "mean_step_ms": float(steps["step_ms"].mean()) if len(steps) else float("nan"),
     }
+    if HOST_HIT_COLUMN in requests:
+        summary.update(host_tier_figures(steps, requests, bytes_per_token))
     return summary
+
+
+def host_tier_figures(steps: pd.DataFrame, requests: pd.DataFrame,
+                      bytes_per_token: int) -> dict[str, float | int]:
+    """The HOST_TIER_SUMMARY_KEYS of a run with a host tier: the prompt tokens of admitted
+    requests by where they were found, and the PCIe bytes of the tier each way."""
+    admitted = requests["admit_s"].notna()
+    prompt = int(requests.loc[admitted, "prompt_tokens"].sum())
+    hit = int(requests["prefix_hit_tokens"].sum())
+    host = int(requests[HOST_HIT_COLUMN].sum())
+    miss = prompt - hit
+
+    def rate(tokens: int) -> float:
+        return tokens / prompt if prompt else float("nan")
+
+    offload, restore = (int(steps[name].sum()) * int(bytes_per_token)
+                        for name in HOST_TIER_STEP_COLUMNS)
+    return dict(zip(HOST_TIER_SUMMARY_KEYS, (
+        hit - host, host, miss, rate(hit - host), rate(host), rate(miss), offload, restore)))
 
 
 def comparison_table(summaries: dict[str, dict]) -> str:

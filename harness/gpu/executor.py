@@ -7,7 +7,8 @@ the same code. It never sees the allocator: each batch (harness.engine.batch) br
 tables of the scheduled sequences, the segments added and released, the block copies the
 allocator decided on, and what became of sequences (forks, swaps, preemptions, finishes). The
 executor keeps only what the model produces: each sequence's token ids (prompts drawn by
-harness.gpu.prompts, then the greedy samples), and the KV of swapped-out sequences on the host.
+harness.gpu.prompts, then the greedy samples), the KV of swapped-out sequences on the host, and
+with a host tier of the prefix cache its blocks in pinned host memory (harness.gpu.host_tier).
 With the run's kv_dtype fp8 the pool is float8 e4m3, its scales calibrated once
 (harness.gpu.calibration) before the first step. A verification of speculative drafts gets
 real drafts and the target's tokens at every verified position (harness.gpu.speculative).
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from allocators import BlockCopy
+from allocators import BlockCopy, HostCopy
 from harness.engine.batch import Batch, SwapOp
 from harness.engine.executor import KVGeometry
 from harness.model.budget import kv_heads_per_gpu
@@ -34,6 +35,7 @@ from harness.gpu.calibration import calibrate_kv_scales
 from harness.gpu.device_tables import DeviceTables
 from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
+from harness.gpu.host_tier import HostTierBlocks
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.mixed_graphs import MixedGraphs
 from harness.gpu.model import SINGLE_RANK, Decoder, DecoderConfig, random_weights
@@ -137,6 +139,9 @@ class GpuExecutor:
         if self.pool.scales is not None:
             self.pool.set_scales(*calibrate_kv_scales(decoder, seed=config.seed))
         self.swap = SwapSpace(self.device_t)
+        self.host_tier = (HostTierBlocks(geometry.host_tier_blocks, self.pool)
+                          if geometry.host_tier_blocks else None)
+        self._host_copied = [0, 0]  # blocks copied to the host tier, and back
         lengths = (trace["prompt_tokens"] + trace["output_tokens"]).to_numpy()
         longest = int(np.max(lengths, initial=1))
         max_seqs = config.scheduler.max_num_seqs
@@ -199,6 +204,8 @@ class GpuExecutor:
             "swapped_in_seqs": self._swaps[1],
             "copied_blocks": self._copied_blocks,
             "draft_mismatches": self._draft_mismatches,
+            **({"host_offloaded_blocks": self._host_copied[0],
+                "host_restored_blocks": self._host_copied[1]} if self.host_tier else {}),
             "cuda_graph_steps": self._graph_steps,
             "cuda_graph_captures": (self._graphs.captures + self._mixed.captures
                                     if self._graphs else 0),
@@ -319,15 +326,21 @@ class GpuExecutor:
         return rollback_s
 
     def _memory_ops(self, batch: Batch) -> None:
-        """Segments, block copies and swaps, in the order Batch documents."""
+        """Segments, block copies, swaps and host-tier copies, in the order Batch documents."""
         self.pool.sync(batch.segments_added, [])
         # Swapped-out KV is read where the scheduler decided it among the block copies, before
-        # the pool drops a released segment and before anything this step writes reuses it.
+        # the pool drops a released segment and before anything this step writes reuses it;
+        # so are host-tier copies, after the swap-outs at their place.
+        placed = sorted([(op.copies_before, 0, i) for i, op in enumerate(batch.swap_out)]
+                        + [(op.copies_before, 1, i) for i, op in enumerate(batch.host_copies)])
         copied = 0
-        for op in batch.swap_out:
-            self._copy(batch.block_copies[copied:op.copies_before])
-            copied = op.copies_before
-            self._swap_out(op)
+        for copies_before, kind, index in placed:
+            self._copy(batch.block_copies[copied:copies_before])
+            copied = copies_before
+            if kind:
+                self._host_copy(batch.host_copies[index])
+            else:
+                self._swap_out(batch.swap_out[index])
         self._copy(batch.block_copies[copied:])
         self.pool.sync([], batch.segments_released)
         for op in batch.swap_in:
@@ -427,6 +440,13 @@ class GpuExecutor:
         self.swap.save(op.seq_id, self.pool.read_slots(self.pool.index(self._op_slots(op))))
         self._tables.drop(op.seq_id)
         self._swaps[0] += 1
+
+    def _host_copy(self, op: HostCopy) -> None:
+        if op.to_host:
+            self.host_tier.offload(op.units, op.host_blocks)
+        else:
+            self.host_tier.restore(op.units, op.host_blocks)
+        self._host_copied[not op.to_host] += len(op.units)
 
     def _swap_in(self, op: SwapOp) -> None:
         self.pool.write_slots(self.pool.index(self._op_slots(op)),

@@ -131,6 +131,9 @@ class RunConfig:
     replicas: int = 1  # engines behind a router, each with this config's GPU, budget, allocator
     router: str = "round-robin"  # one of ROUTERS: which replica takes each arriving request
     kv_dtype: str = DEFAULT_KV_DTYPE  # one of KV_DTYPES: what the KV cache stores
+    # Host memory per GPU for the CPU tier of the prefix cache (evicted prefix blocks wait there
+    # until a hit copies them back); 0: no tier. Like vLLM's --kv-offloading-size.
+    cpu_cache_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.kv_dtype not in KV_DTYPES:
@@ -146,6 +149,8 @@ class RunConfig:
             raise ConfigError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
+        if self.cpu_cache_bytes < 0:
+            raise ConfigError(f"cpu_cache_bytes must be >= 0, got {self.cpu_cache_bytes}")
         window = self.model.sliding_window
         if window is not None and (isinstance(window, bool) or not isinstance(window, int)
                                    or window < 1):
@@ -213,7 +218,7 @@ class RunConfig:
 # Fields added after runs and sweeps were first recorded: written only when they differ from
 # their defaults, so that the run.json and the sweep cell hash of a run that does not use them
 # stay what they were (from_dict fills them back in).
-_LATER_FIELDS = ("replicas", "router", "kv_dtype")
+_LATER_FIELDS = ("replicas", "router", "kv_dtype", "cpu_cache_bytes")
 _LATER_MODEL_FIELDS = ("sliding_window",)
 _LATER_SCHEDULER_FIELDS = ("policy", "chunk_size", "ttft_slo_s", "ttft_slo_s_per_token")
 

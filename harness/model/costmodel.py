@@ -3,7 +3,11 @@
 A step reads every weight once and the KV of every scheduled sequence's context; it computes
 2 x params FLOPs per token plus attention (4 x layers x heads x head_dim per query-key pair). The
 step takes max(memory time, compute time) plus a fixed overhead, plus tensor-parallel all-reduces
-and swap traffic over PCIe, which do not overlap with the forward pass. The all-reduce term is
+and PCIe traffic (swaps, and the prefix cache's host tier: evicted blocks copied out, host hits
+copied back), which do not overlap with the forward pass: the GPU executor makes these copies on
+the compute stream before the forward, so a step waits for them. An engine that copies evicted
+blocks out on a side stream (vLLM's CPU offloading, LMCache) hides that direction behind compute:
+for it the device-to-host part of this price is an upper bound. The all-reduce term is
 fitted from a measured sweep where one exists for the GPU (harness.model.allreduce), else taken
 from the datasheet's NVLink bandwidth and a guessed latency. The decode attention
 kernel's efficiency per block size comes from measured kernel benchmarks when they exist.
@@ -98,6 +102,7 @@ class CostModel:
     ):
         """Seconds of one step. Decode reads its context through the paged kernel (scaled by
         its efficiency); prefill attention is compute-bound and read at full bandwidth.
+        swap_tokens: tokens of KV the step moves over PCIe (Batch.pcie_tokens).
         Any argument may be a numpy array (with maximum=np.maximum) to price many steps at once
         with the very same arithmetic."""
         tokens = prefill_tokens + decode_tokens

@@ -14,7 +14,8 @@ interpretable coefficients from benchmarks/results/profile_<model>_<gpu>.csv:
              attention paths: a captured graph of split-KV decode, and the mixed path)
            + seconds per KV token of prior context that prefill attention reads
            + seconds per prefill query-key pair
-           + swap traffic over PCIe, priced as the roofline does (the profile moves no swaps).
+           + swap and host-tier traffic over PCIe, priced as the roofline does (the profile
+             moves no KV to or from the host).
 
 Every coefficient is non-negative (a longer context never makes a step faster), fitted by
 non-negative least squares on relative errors, so that short decode steps weigh as much as long

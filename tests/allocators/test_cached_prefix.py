@@ -1,5 +1,5 @@
-"""cached_prefix_tokens: what a router reads of a replica's prefix cache. It must predict the hit
-that allocate would report for the same prompt, and change nothing."""
+"""cached_prefix_tokens: what a router reads of a replica's prefix cache (both tiers). It must
+predict the hit that allocate would report for the same prompt, and change nothing."""
 from __future__ import annotations
 
 import copy
@@ -17,6 +17,10 @@ CONFIGS = [
     pytest.param("paged", {"block_size": 16}, id="paged"),
     pytest.param("segmented", {"segment_tokens": 128}, id="segmented"),
     pytest.param("hybrid", {"block_size": 8, "segment_tokens": 128}, id="hybrid"),
+    # A host tier: entries evicted from the device still count, found past the device's.
+    pytest.param("paged", {"block_size": 16, "host_cache_slots": 256}, id="paged-host"),
+    pytest.param("segmented", {"segment_tokens": 128, "host_cache_slots": 192},
+                 id="segmented-host"),
 ]
 # (prefix family, prompt chunks, free it afterwards)
 OPS = st.lists(st.tuples(st.integers(0, 2), st.integers(1, 4), st.booleans()), max_size=12)
@@ -26,7 +30,7 @@ OPS = st.lists(st.tuples(st.integers(0, 2), st.integers(1, 4), st.booleans()), m
 @settings(max_examples=60, deadline=None)
 @given(ops=OPS)
 def test_cached_prefix_predicts_the_hit_and_changes_nothing(name, params, ops):
-    alloc = make_allocator(name, 1024, **params)
+    alloc = make_allocator(name, 512, **params)
     for seq_id, (family, chunks, free) in enumerate(ops):
         try:
             alloc.allocate(seq_id, chunks * CHUNK, prefix_hashes=PREFIXES[family][:chunks],

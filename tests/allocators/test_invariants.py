@@ -15,6 +15,14 @@ allocator still holds before it is stale, and the stale and live figures are rec
 layouts (a slot stale for one holder and read by another is live). Beside the single
 operations, rules drive them as the decoding patterns do: parallel samples, a beam search step,
 a speculative verification and its rollback.
+
+With a host tier the model keeps host memory too: an evicted prefix entry's content reaches it
+only through the host copies the allocator reports (take_host_copies, applied among the block
+copies where their copies_before says), and a prefix hit on the host tier reads its content back
+only through them, so a host block given twice, a restore from the wrong block or a copy applied
+after its units were reused fails the same check. The host-tier configurations slide windows
+too: a slide puts a sequence's first entries in the LRU before its later ones, so evictions (and
+offloads) no longer come leaves first.
 """
 from __future__ import annotations
 
@@ -33,6 +41,12 @@ CONFIGS = [
     pytest.param("paged", {"block_size": 16}, id="paged"),
     pytest.param("segmented", {"segment_tokens": 128}, id="segmented"),
     pytest.param("hybrid", {"block_size": 8, "segment_tokens": 128}, id="hybrid"),
+    # Host tiers smaller than one family's prompt, so that they evict too.
+    pytest.param("paged", {"block_size": 16, "host_cache_slots": 80}, id="paged-host"),
+    pytest.param("segmented", {"segment_tokens": 128, "host_cache_slots": 72},
+                 id="segmented-host"),
+    pytest.param("hybrid", {"block_size": 8, "segment_tokens": 128, "host_cache_slots": 44},
+                 id="hybrid-host"),
 ]
 # Chunk-hash families: the first two share three chunks, so prefixes of several lengths match.
 PREFIXES = ((1, 2, 3, 4, 5, 6), (1, 2, 3, 7, 8, 9), (10, 11, 12, 13, 14, 15))
@@ -54,6 +68,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.starts: dict[int, int] = {}  # seq -> its window start (tokens before: never read)
         self.stale_slots: set[int] = set()  # slots held before some window, at the last check
         self.memory: dict[int, tuple] = {}  # slot -> content last written there
+        self.host_memory: dict[int, tuple] = {}  # host slot -> content last copied there
         self.live_segments: tuple[int, ...] = self.alloc.segments()
         self.blocks_per_segment = 0  # learnt from the first layout
         self.next_id = 0
@@ -338,7 +353,10 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     def _snapshot(self):
         layouts = {s: (self.alloc.layout(s), self.alloc.length(s)) for s in self.contents}
-        return self.alloc.usage(), layouts, self.alloc.segments()
+        # What either tier of the prefix cache holds of every prompt family.
+        cached = tuple(self.alloc.cached_prefix_tokens(tuple(h + 1000 * c for h in family), c)
+                       for family in PREFIXES for c in (4, 16))
+        return self.alloc.usage(), layouts, self.alloc.segments(), cached
 
     def _assert_unchanged(self, before) -> None:
         assert self._snapshot() == before, "a failed operation changed the state"
@@ -351,6 +369,9 @@ class AllocatorMachine(RuleBasedStateMachine):
             self.blocks_per_segment = next(iter(layouts.values())).blocks_per_segment
         segments = alloc.segments()
         assert list(segments) == sorted(set(segments))
+        # Copies run before a released segment's memory goes (an eviction that empties a
+        # segment copies its units to the host first).
+        self._apply_copies()
         self._drop_released(set(segments))
         new_slots, stale = {}, set()
         for seq, layout in layouts.items():
@@ -361,12 +382,6 @@ class AllocatorMachine(RuleBasedStateMachine):
             new_slots[seq] = [None] * start + layout.slot_mapping(start, length)
             held = next(i for i, b in enumerate(layout.block_table + (0,)) if b != NO_BLOCK)
             stale.update(layout.slot_mapping(held * layout.block_size, start))
-        # Written tokens move only by the copies the allocator reports, applied in order.
-        bs = alloc.block_size
-        for copy in alloc.take_block_copies():
-            assert 0 < copy.num_tokens <= bs and copy.src != copy.dst
-            for i in range(copy.num_tokens):
-                self.memory[copy.dst * bs + i] = self.memory.get(copy.src * bs + i)
         for seq, positions in (writes or {}).items():
             for p in positions:
                 self.memory[new_slots[seq][p]] = self.contents[seq][p]
@@ -382,6 +397,38 @@ class AllocatorMachine(RuleBasedStateMachine):
         live = {slot for slots in new_slots.values() for slot in slots if slot is not None}
         self.stale_slots = stale - live
         self._check_usage(layouts, segments)
+
+    def _apply_copies(self) -> None:
+        """Written tokens move only by the copies the allocator reports, applied in order: each
+        host copy after the first copies_before block copies."""
+        alloc = self.alloc
+        bs = alloc.block_size
+        copies = alloc.take_block_copies()
+        done = 0
+        for host_copy in alloc.take_host_copies():
+            assert done <= host_copy.copies_before <= len(copies)
+            self._block_copies(copies[done : host_copy.copies_before])
+            done = host_copy.copies_before
+            blocks = host_copy.host_blocks
+            assert len(host_copy.units) == len(blocks) > 0
+            assert len(set(blocks)) == len(blocks)
+            assert all(0 <= b < alloc.host_tier_blocks for b in blocks)
+            for unit, block in zip(host_copy.units, blocks):
+                device = range(unit * bs, (unit + 1) * bs)
+                host = range(block * bs, (block + 1) * bs)
+                src, dst = (device, host) if host_copy.to_host else (host, device)
+                source, target = ((self.memory, self.host_memory) if host_copy.to_host
+                                  else (self.host_memory, self.memory))
+                for s, d in zip(src, dst):
+                    target[d] = source.get(s)
+        self._block_copies(copies[done:])
+
+    def _block_copies(self, copies) -> None:
+        bs = self.alloc.block_size
+        for copy in copies:
+            assert 0 < copy.num_tokens <= bs and copy.src != copy.dst
+            for i in range(copy.num_tokens):
+                self.memory[copy.dst * bs + i] = self.memory.get(copy.src * bs + i)
 
     def _check_layout(self, layout, length: int, start: int, segments: set[int]) -> None:
         bs = self.alloc.block_size

@@ -49,6 +49,8 @@ BAD_NUMBERS = [
     (SIMULATE, "--max-num-batched-tokens", "-8"),
     (SIMULATE, "--swap-space-gib", "-1"),
     (SIMULATE, "--swap-space-gib", "nan"),
+    (SIMULATE, "--cpu-cache-gib", "-1"),
+    (GPU, "--cpu-cache-gib", "inf"),
     (SIMULATE, "--max-model-len", "0"),
     (SIMULATE, "--seed", "-1"),
     (RUN, "--requests", "0"),
@@ -141,6 +143,8 @@ def test_errors_of_the_project_are_one_line_and_status_2(tmp_path, capsys):
         (["simulate", "--trace", "azure-conv", "--config", str(config)], "colour"),  # ConfigError
         (["simulate", "--trace", "azure-conv", "--param", "block_size"], "--param"),
         (["simulate", "--trace", "azure-conv", "--model", "gpt-9"], "gpt-9"),  # PresetError
+        (["simulate", "--trace", "azure-conv", "--allocator", "static", "--cpu-cache-gib", "1"],
+         "no prefix cache"),
     ]
     for argv, named in cases:
         assert main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2

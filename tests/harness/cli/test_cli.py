@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from reports.schema import SUMMARY_KEYS
+from reports.schema import HOST_TIER_SUMMARY_KEYS, SUMMARY_KEYS
 
 pytest.importorskip("workloads")
 
@@ -31,6 +31,21 @@ def test_simulate_writes_a_run_directory(tmp_path, capsys):
     assert run["executor_details"]["cost_model"] == "roofline"
     err = capsys.readouterr().err
     assert "hybrid: 40/40 completed" in err and "priced by roofline" in err
+
+
+def test_a_cpu_cache_reaches_the_config_and_the_summary_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["simulate", "--trace", "mooncake-conv", "--requests", "30", "--model",
+                 "llama3.1-8b", "--budget-slots", "65536", "--cpu-cache-gib", "8", "--out",
+                 str(out), "--no-progress"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["cpu_cache_bytes"] == 8 << 30
+    assert tuple(run["summary"]) == SUMMARY_KEYS + HOST_TIER_SUMMARY_KEYS
+    s = run["summary"]
+    assert s["host_offload_bytes"] > 0  # 30 long prompts overflow 65,536 slots
+    line = next(line for line in capsys.readouterr().err.splitlines() if "prefix hits" in line)
+    assert line.startswith(f"paged: prefix hits {s['prefix_hit_rate_gpu']:.1%} GPU, ")
+    assert f"PCIe {s['host_offload_bytes'] / 1e9:.1f} GB to the host tier" in line
 
 
 def test_simulate_several_allocators_prints_a_table(tmp_path, capsys):

@@ -6,8 +6,9 @@ import math
 import numpy as np
 
 from allocators import Usage
+from harness.engine.batch import Batch
 from harness.engine.recorder import Recorder, write_json
-from reports.schema import STEP_COLUMNS
+from reports.schema import HOST_HIT_COLUMN, HOST_TIER_STEP_COLUMNS, STEP_COLUMNS
 
 
 def test_step_rows_survive_chunking_in_order(make_trace):
@@ -28,13 +29,13 @@ def test_step_rows_survive_chunking_in_order(make_trace):
 
 def test_requests_frame_fills_end_status_and_latencies(make_trace):
     recorder = Recorder(make_trace([10, 10, 10], [5, 5, 5], arrivals=[0.0, 1.0, 2.0]))
-    recorder.admitted(0, 0.0, 0)
+    recorder.admitted(0, 0.0, 0, 0)
     recorder.first_token(0, 0.5)
     recorder.finished(0, 1.3)
     recorder.rejected(1, "too long")
-    recorder.admitted(2, 2.0, 16)
+    recorder.admitted(2, 2.0, 16, 0)
     recorder.preempted(2)
-    recorder.admitted(2, 2.5, 12)
+    recorder.admitted(2, 2.5, 12, 0)
     requests = recorder.requests_frame({2: "running"})
     assert list(requests["status"]) == ["completed", "rejected", "running"]
     assert requests["ttft_s"][0] == 0.5 and math.isclose(requests["tpot_s"][0], 0.2)
@@ -43,6 +44,26 @@ def test_requests_frame_fills_end_status_and_latencies(make_trace):
     # hits of the first admission: the second found the request's own blocks
     assert requests["prefix_hit_tokens"][2] == 16 and requests["preemptions"][2] == 1
     assert requests["reason"][1] == "too long"
+    assert HOST_HIT_COLUMN not in requests  # a run without a host tier
+
+
+def test_a_host_tier_adds_its_columns_filled_only_where_copies_ran(make_trace):
+    recorder = Recorder(make_trace([40, 40], [5, 5]), host_tier=True)
+    usage = Usage(100, 100, 10, 12, 5, 1, 0, 84, 84)
+    for i in range(20000):  # more than two chunks: a copy's row is counted across them
+        batch = Batch(prefill_tokens=1)
+        if i in (3, 9000, 19999):
+            batch.host_offload_tokens, batch.host_restore_tokens = i, 2 * i + 1
+        recorder.step(i * 0.5, 0.25, 1, 0, 0, batch, usage)
+    steps = recorder.steps_frame()
+    assert list(steps.columns) == [*STEP_COLUMNS, *HOST_TIER_STEP_COLUMNS]
+    offload, restore = (steps[name] for name in HOST_TIER_STEP_COLUMNS)
+    assert offload[offload > 0].to_dict() == {3: 3, 9000: 9000, 19999: 19999}
+    assert restore[restore > 0].to_dict() == {3: 7, 9000: 18001, 19999: 39999}
+    recorder.admitted(0, 0.0, 32, 16)
+    recorder.preempted(0)
+    recorder.admitted(0, 1.0, 39, 39)  # its own blocks back from the host: not reuse
+    assert list(recorder.requests_frame({})[HOST_HIT_COLUMN]) == [16, 0]
 
 
 def test_json_writes_nan_as_null(tmp_path):
