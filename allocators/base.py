@@ -163,10 +163,24 @@ class Allocator(ABC):
         final_tokens: int | None = None,
         prefix_hashes: Sequence[int] | None = None,
         chunk_tokens: int = 0,
+        prompt_tokens: int | None = None,
+        pending: bool = False,
     ) -> int:
         """Give a new sequence room for num_tokens tokens; return how many leading tokens were
         found in the prefix cache (their KV needs no prefill). final_tokens is the length the
-        sequence will reach (prompt + max output), used by reservations and waste accounting."""
+        sequence will reach (prompt + max output), used by reservations and waste accounting.
+        prompt_tokens: the length of the prompt the hashes describe (their last chunk may be
+        partial), where num_tokens may run past it (a recompute prefills the tokens generated
+        so far too); None: the prompt ends no earlier than num_tokens. pending: the tokens
+        past the prefix hit are room for a prefill still to run, and no other sequence may
+        share their KV before written() reports it written (else it counts as written now)."""
+
+    def written(self, seq_id: int, num_tokens: int) -> None:
+        """The KV of a pending prefill's first num_tokens tokens is written by the end of the
+        step being scheduled, so other sequences may share it from then on (a prefix-cache hit
+        in the same step is safe: an executor writes each layer's new K/V before attention
+        reads any). Tokens reported before stay written. Nothing to do without a prefix cache.
+        """
 
     @abstractmethod
     def cached_prefix_tokens(self, prefix_hashes: Sequence[int] | None, chunk_tokens: int) -> int:

@@ -4,10 +4,13 @@ A sequence holds a list of units (blocks, or pages) taken from a SegmentPool. Un
 counted, so a fork or a prefix-cache hit shares them instead of copying; a partly written unit
 shared by a fork is copied when one of its holders writes next (copy-on-write), so the others
 keep reading the tokens they had. Full units that hold hashed prompt chunks are registered in a
-PrefixCache and, once no sequence holds them, wait there until a free unit is needed and they are
-evicted, least recently used first. With a host tier (block_offload), an evicted entry keeps its
-KV in host memory, and a prefix hit that reaches past the device's entries into the host's brings
-it back into a fresh unit.
+PrefixCache once their KV is written and, once no sequence holds them, wait there until a free
+unit is needed and they are evicted, least recently used first. A prefill allocated ahead
+(allocate with pending) is written chunk by chunk: its entries are registered as written()
+reports their KV, so that a sequence let go midway (a preemption) leaves no entry over KV that was
+never written. With a host tier (block_offload), an evicted entry keeps its KV in host memory, and
+a prefix hit that reaches past the device's entries into the host's brings it back into a fresh
+unit.
 
 The three allocators differ only in where units come from (one preallocated segment, or segments
 added on demand) and in the span of a prefix-cache entry (one block, or a chunk of pages).
@@ -35,10 +38,10 @@ from allocators.segment_pool import SegmentPool
 
 class _Seq:
     __slots__ = ("units", "length", "final_tokens", "keys", "entry_units", "next_entry", "start",
-                 "dropped")
+                 "dropped", "unwritten")
 
     def __init__(self, units, length, final_tokens, keys, entry_units, next_entry, start=0,
-                 dropped=0) -> None:
+                 dropped=0, unwritten=None) -> None:
         self.units: list[int] = units  # NO_BLOCK where a slide let a unit go
         self.length: int = length  # tokens written
         self.final_tokens: int | None = final_tokens
@@ -47,6 +50,9 @@ class _Seq:
         self.next_entry: int = next_entry  # index of the first entry it has not registered
         self.start: int = start  # the window start: tokens before it are never read again
         self.dropped: int = dropped  # leading units let go by slides
+        # The first token of a pending prefill whose KV nobody has reported written (None: all
+        # are written): no entry past it is registered.
+        self.unwritten: int | None = unwritten
 
 
 class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
@@ -102,13 +108,16 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
         final_tokens: int | None = None,
         prefix_hashes: Sequence[int] | None = None,
         chunk_tokens: int = 0,
+        prompt_tokens: int | None = None,
+        pending: bool = False,
     ) -> int:
         if seq_id in self._seqs:
             raise ValueError(f"seq_id {seq_id} is already allocated")
         self._check_new(num_tokens, final_tokens)
         entry_units = self._entry_units(chunk_tokens)
         entry_tokens = entry_units * self._unit
-        keys = self._keys(prefix_hashes, chunk_tokens, entry_tokens, num_tokens)
+        keys = self._keys(prefix_hashes, chunk_tokens, entry_tokens,
+                          num_tokens if prompt_tokens is None else prompt_tokens)
         cache, host = self._cache, self._host
         limit = num_tokens // entry_tokens
         hits = cache.match(keys, limit) if keys else []
@@ -128,7 +137,10 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
             touched = self._sharing(held)
             self._share(held)
             self._attach(touched)
-        seq = _Seq(hit_units, hit_tokens, final_tokens, keys, entry_units, len(hits))
+        # Host hits are written too: their copies run before the step that reads them.
+        restored = hit_tokens + len(host_hits) * entry_tokens
+        seq = _Seq(hit_units, hit_tokens, final_tokens, keys, entry_units, len(hits),
+                   unwritten=restored if pending and restored < num_tokens else None)
         self._seqs[seq_id] = seq
         self._logical += hit_tokens
         seq.units.extend(self._take(need))
@@ -136,7 +148,7 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
             self._bring_back(seq.units[held_units:], host_hits, host_spans)
         self._advance(seq, num_tokens - hit_tokens)
         self._pool.release_empty()
-        return hit_tokens + len(host_hits) * entry_tokens
+        return restored
 
     def can_allocate(self, num_tokens: int, *, final_tokens: int | None = None) -> bool:
         self._check_new(num_tokens, final_tokens)
@@ -168,6 +180,16 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
         else:  # a decode step inside the last unit: nothing to take, nothing to release
             self._advance(seq, num_tokens)
 
+    def written(self, seq_id: int, num_tokens: int) -> None:
+        seq = self._get(seq_id)
+        if not 0 <= num_tokens <= seq.length:
+            raise ValueError(f"seq {seq_id}: {num_tokens} tokens written of its {seq.length}")
+        if seq.unwritten is None or num_tokens <= seq.unwritten:
+            return
+        seq.unwritten = num_tokens if num_tokens < seq.length else None
+        if seq.next_entry < len(seq.keys):
+            self._register(seq)
+
     def fork(self, parent_id: int, child_id: int) -> None:
         parent = self._get(parent_id)
         if child_id in self._seqs:
@@ -176,6 +198,7 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
         self._seqs[child_id] = _Seq(
             list(parent.units), parent.length, parent.final_tokens, parent.keys,
             parent.entry_units, parent.next_entry, parent.start, parent.dropped,
+            parent.unwritten,
         )
         self._logical += parent.length - parent.start
         if self._stale_by_unit:
@@ -243,14 +266,15 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
 
     def _keys(
         self, prefix_hashes: Sequence[int] | None, chunk_tokens: int, entry_tokens: int,
-        num_tokens: int,
+        prompt_tokens: int,
     ) -> Sequence[int]:
         if self._cache is None or not prefix_hashes or chunk_tokens <= 0:
             return ()
         # Every hashed chunk but the last is a full chunk of the prompt, so its entries are keyed
-        # even past num_tokens: a later prefill chunk (extend) registers them. The last chunk may
-        # be partial and end before the prompt does, so it is keyed only within num_tokens.
-        limit = max(num_tokens, (len(prefix_hashes) - 1) * chunk_tokens)
+        # even past the tokens allocated: a later prefill chunk (extend) registers them. The last
+        # chunk may be partial, so it is keyed only within the prompt (tokens after it, generated
+        # ones, are not what its hash stands for).
+        limit = max(prompt_tokens, (len(prefix_hashes) - 1) * chunk_tokens)
         return tuple(block_keys(prefix_hashes, chunk_tokens, entry_tokens, limit))
 
     def _obtainable(self, hit_cached_units: int) -> int:
@@ -391,10 +415,12 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
         self._internal -= internal
 
     def _register(self, seq: _Seq) -> None:
-        """Put the sequence's newly completed prompt entries into the prefix cache."""
+        """Put the sequence's newly completed prompt entries, as far as their KV is written,
+        into the prefix cache."""
         group = seq.entry_units
         start = seq.next_entry
-        stop = min(len(seq.keys), seq.length // (group * self._unit))
+        written = seq.length if seq.unwritten is None else seq.unwritten
+        stop = min(len(seq.keys), written // (group * self._unit))
         if stop <= start:
             return
         keys = seq.keys[start:stop]

@@ -66,6 +66,8 @@ class Rollback:
                     self._drop_unwritten(units[rewind])
         self._logical -= length - rewind * unit
         seq.length = rewind * unit
+        if seq.unwritten is not None and seq.unwritten >= num_tokens:
+            seq.unwritten = None  # what is kept is written
         self._advance(seq, num_tokens - rewind * unit)
         self._pool.release_empty()
 

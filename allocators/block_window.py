@@ -43,9 +43,12 @@ class Window:
         unit, old_start, dropped = self._unit, seq.start, seq.dropped
         boundary = start // unit
         registered = seq.next_entry * seq.entry_units
-        if boundary < registered:  # inside the registered entries: whole entries only
+        # Entries of a pending prefill's unwritten part count as registered (they will be once
+        # written), so that the window lets go of whole entries there too.
+        keyed = min(len(seq.keys), seq.length // (seq.entry_units * unit)) * seq.entry_units
+        if boundary < max(registered, keyed):  # inside the (to be) registered entries
             boundary -= boundary % seq.entry_units
-        elif boundary > registered and seq.next_entry < len(seq.keys):
+        if boundary > registered and seq.next_entry < len(seq.keys):
             # Units of entries not registered yet go: this copy registers no more entries, so
             # that every cached entry keeps its parent.
             seq.keys = ()

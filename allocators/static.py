@@ -96,6 +96,8 @@ class StaticAllocator(Allocator):
         final_tokens: int | None = None,
         prefix_hashes: Sequence[int] | None = None,
         chunk_tokens: int = 0,
+        prompt_tokens: int | None = None,
+        pending: bool = False,
     ) -> int:
         if seq_id in self._seqs:
             raise ValueError(f"seq_id {seq_id} is already allocated")

@@ -232,10 +232,13 @@ class Scheduler(DecodeRuns):
 
     def _add_prefill(self, batch: Batch, g: Group, chunk: int) -> None:
         """Schedule g's next prefill chunk; the one that ends the prefill samples a token,
-        unless the response failed (no output: the request ends with its prefill)."""
+        unless the response failed (no output: the request ends with its prefill). Its KV is
+        written this step (a scheduled chunk is never preempted before it runs: victims come
+        later in admission order), so the prefix cache may share it from now on."""
         samples = g.computed + chunk == g.target and g.output > 0
         batch.add_prefill(g.seq_ids[0], g.rid, g.computed, chunk, samples=samples,
                           window=self.window)
+        self.allocator.written(g.seq_ids[0], g.computed + chunk)
         self._scheduled.append((g, chunk))
 
     def _grow(self, g: Group, batch: Batch, step: int = 1) -> bool:
@@ -344,7 +347,9 @@ class Scheduler(DecodeRuns):
 
     def _admit(self, batch: Batch, budget: int, now: float) -> None:
         """Admit waiting requests in queue order: allocate the whole prefill target (prefix
-        hits included) and schedule its first chunk."""
+        hits included) and schedule its first chunk. The target's KV is pending until its
+        chunks are scheduled: a request preempted midway leaves no prefix-cache entry over KV
+        that was never written."""
         cfg = self.config
         while self.waiting and budget > 0 and not self._blocked:
             g = self.waiting[0]
@@ -360,6 +365,8 @@ class Scheduler(DecodeRuns):
                     final_tokens=g.final_tokens,
                     prefix_hashes=g.prefix_hashes,
                     chunk_tokens=self.chunk_tokens,
+                    prompt_tokens=g.prompt,  # a recompute's target runs past it
+                    pending=True,
                 )
             except OutOfKVMemory as exc:
                 if self.running:

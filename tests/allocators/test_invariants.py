@@ -2,19 +2,22 @@
 
 Beside the allocator the machine keeps a model of what a GPU pool would hold: the symbolic content
 of every written slot. A prompt token inside hashed chunks is named by the chunk hashes up to its
-chunk and its position, so equal names mean equal KV and may share a slot; any other token belongs
-to its sequence (and to the forks that copied it). After every step each live token must still
-read its own content from the slot its layout maps it to: this catches a slot owned twice, a
-prefix-cache hit on the wrong data, a block reused while still referenced, and a write into a
-shared block without copy-on-write. Copies reach the model only as the allocator reports them
-(take_block_copies), so a copy made but not reported fails too. A truncated sequence's own tokens
-written again get a new name (its rollback count), so that rewriting a slot another sequence
-still reads is caught even where the old and new token sit at the same position. Slides move a
-sequence's window start: only the tokens from there on must still read their content; what the
-allocator still holds before it is stale, and the stale and live figures are recounted from the
-layouts (a slot stale for one holder and read by another is live). Beside the single
-operations, rules drive them as the decoding patterns do: parallel samples, a beam search step,
-a speculative verification and its rollback.
+chunk and its position, so equal names mean equal KV and may share a slot; any other token (past
+the prompt where its length is given, say a recompute's generated tokens) belongs to its sequence
+(and to the forks that copied it). After every step each live token must still read its own content
+from the slot its layout maps it to: this catches a slot owned twice, a prefix-cache hit on the
+wrong data, a block reused while still referenced, and a write into a shared block without
+copy-on-write. Copies reach the model only as the allocator reports them (take_block_copies), so a
+copy made but not reported fails too. A truncated sequence's own tokens written again get a new
+name (its rollback count), so that rewriting a slot another sequence still reads is caught even
+where the old and new token sit at the same position. Slides move a sequence's window start: only
+the tokens from there on must still read their content; what the allocator still holds before it is
+stale, and the stale and live figures are recounted from the layouts (a slot stale for one holder
+and read by another is live). A pending allocation (room for a prefill still to run) writes only as
+written() says; until then its unwritten tokens are not read, and no other sequence may be given
+them as a prefix hit. Beside the single operations, rules drive them as the
+decoding patterns do: parallel samples, a beam search step, a speculative verification and its
+rollback.
 
 With a host tier the model keeps host memory too: an evicted prefix entry's content reaches it
 only through the host copies the allocator reports (take_host_copies, applied among the block
@@ -62,10 +65,12 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.fixed_pool = name in ("static", "paged")  # backed from the start, one segment set
         self.chunk_entries = name == "segmented"  # a prefix entry spans a chunk of pages
         self.contents: dict[int, list[tuple]] = {}  # seq -> content of each written token
-        self.prompts: dict[int, tuple[tuple[int, ...], int]] = {}  # seq -> (hashes, chunk_tokens)
+        # seq -> (hashes, chunk_tokens, prompt tokens if given)
+        self.prompts: dict[int, tuple[tuple[int, ...], int, int | None]] = {}
         self.slots: dict[int, list[int]] = {}  # seq -> slot of each token at the last check
         self.rollbacks: dict[int, int] = {}  # seq -> truncations so far (names its new tokens)
         self.starts: dict[int, int] = {}  # seq -> its window start (tokens before: never read)
+        self.unwritten: dict[int, range] = {}  # seq -> positions a pending prefill is yet to write
         self.stale_slots: set[int] = set()  # slots held before some window, at the last check
         self.memory: dict[int, tuple] = {}  # slot -> content last written there
         self.host_memory: dict[int, tuple] = {}  # host slot -> content last copied there
@@ -81,21 +86,28 @@ class AllocatorMachine(RuleBasedStateMachine):
         family=st.integers(-1, len(PREFIXES) - 1),
         chunks=st.integers(0, 6),
         chunk_tokens=st.sampled_from([4, 16]),
+        short=st.one_of(st.none(), st.integers(0, 15)),
+        pending=st.booleans(),
     )
-    def allocate(self, num_tokens, extra, family, chunks, chunk_tokens):
+    def allocate(self, num_tokens, extra, family, chunks, chunk_tokens, short, pending):
+        """short: the prompt the hashes describe is given, its last chunk that many tokens
+        short (and num_tokens may run past it: a recompute's generated tokens are its own)."""
         seq = self._new_id()
         final = None if extra is None else num_tokens + extra
         # Hash values differ per chunk size: equal hashes must mean equal tokens.
         hashes = ()
         if family >= 0:
             hashes = tuple(h + 1000 * chunk_tokens for h in PREFIXES[family][:chunks])
+        prompt = None
+        if hashes and short is not None:
+            prompt = len(hashes) * chunk_tokens - short % chunk_tokens
         before = self._snapshot()
         room = self.alloc.can_allocate(num_tokens, final_tokens=final)
         assert self._snapshot() == before, "can_allocate changed the state"
         try:
             hit = self.alloc.allocate(
                 seq, num_tokens, final_tokens=final, prefix_hashes=hashes or None,
-                chunk_tokens=chunk_tokens if hashes else 0,
+                chunk_tokens=chunk_tokens if hashes else 0, prompt_tokens=prompt, pending=pending,
             )
         except OutOfKVMemory:
             assert not room, "can_allocate said yes, allocate failed"
@@ -105,13 +117,36 @@ class AllocatorMachine(RuleBasedStateMachine):
             return
         if not hashes:
             assert room, "allocate succeeded without prefix hits where can_allocate said no"
-        assert 0 <= hit <= min(num_tokens, len(hashes) * chunk_tokens)
+        assert 0 <= hit <= min(num_tokens, prompt or len(hashes) * chunk_tokens)
         if self.static:
             assert hit == 0
-        self.prompts[seq] = (hashes, chunk_tokens)
+        self.prompts[seq] = (hashes, chunk_tokens, prompt)
         self.starts[seq] = 0
         self.contents[seq] = [self._token(seq, p) for p in range(num_tokens)]
-        self._check(writes={seq: range(hit, num_tokens)})
+        if pending and hit < num_tokens:
+            self.unwritten[seq] = range(hit, num_tokens)
+            self._check()
+        else:
+            self._check(writes={seq: range(hit, num_tokens)})
+
+    @precondition(lambda self: self.unwritten)
+    @rule(pick=st.integers(0, 63), k=st.integers(0, 1 << 16))
+    def written(self, pick, k):
+        """A pending allocation's KV is written up to some token (to its end, say), or is
+        reported again up to where it already was (nothing changes)."""
+        seq = sorted(self.unwritten)[pick % len(self.unwritten)]
+        todo = self.unwritten[seq]
+        stop = max(0, todo.start - 1 + k % (len(todo) + 2))  # from a no-op to the end
+        before = self._snapshot()
+        self.alloc.written(seq, stop)
+        after = self._snapshot()
+        assert after[:3] == before[:3], "written() changed layouts or figures"
+        assert all(a >= b for a, b in zip(after[3], before[3])), "a cached prefix shrank"
+        if stop > todo.start:
+            self.unwritten[seq] = range(stop, todo.stop)
+            if stop == todo.stop:
+                del self.unwritten[seq]
+            self._check(writes={seq: range(todo.start, stop)})
 
     @precondition(lambda self: self.contents)
     @rule(pick=st.integers(0, 63), k=st.integers(1, 24))
@@ -157,6 +192,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.starts[child] = self.starts[parent]
         self.contents[child] = list(self.contents[parent])
         self.slots[child] = self.slots[parent]  # the child starts from the parent's slots
+        if parent in self.unwritten:
+            self.unwritten[child] = self.unwritten[parent]
         self._check()
         return child
 
@@ -182,6 +219,9 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert before[1][seq][0] == self.alloc.layout(seq), "a reservation changed"
         del self.contents[seq][keep:]
         self.rollbacks[seq] = self.rollbacks.get(seq, 0) + 1
+        todo = self.unwritten.pop(seq, range(0))
+        if todo.start < keep:
+            self.unwritten[seq] = range(todo.start, min(todo.stop, keep))
         self._check()
 
     @precondition(lambda self: self.contents)
@@ -203,7 +243,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             released = [i for i, b in enumerate(layout.block_table) if b == NO_BLOCK]
             assert released == list(range(len(released))), "only a front is let go"
             lingering = start // bs - len(released)  # held units wholly before the window
-            hashes, chunk_tokens = self.prompts[seq]
+            hashes, chunk_tokens, _ = self.prompts[seq]
             entry = max(1, chunk_tokens // bs) if hashes and self.chunk_entries else 1
             assert lingering < entry, f"{lingering} units before the window still held"
         assert self._available(self.alloc.usage()) >= self._available(before[0]), (
@@ -316,7 +356,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert u.free == u.largest_free_run == u.backed
         whole = self._new_id()
         self.alloc.allocate(whole, BUDGET, final_tokens=BUDGET)
-        self.prompts[whole] = ((), 0)
+        self.prompts[whole] = ((), 0, None)
         self.starts[whole] = 0
         self.contents[whole] = [self._token(whole, p) for p in range(BUDGET)]
         self._check(writes={whole: range(BUDGET)})  # overwrites every slot, cached ones too
@@ -340,10 +380,11 @@ class AllocatorMachine(RuleBasedStateMachine):
     def _forget(self, seq: int) -> None:
         del self.contents[seq], self.prompts[seq], self.slots[seq], self.starts[seq]
         self.rollbacks.pop(seq, None)
+        self.unwritten.pop(seq, None)
 
     def _token(self, seq: int, position: int) -> tuple:
-        hashes, chunk_tokens = self.prompts[seq]
-        if position < len(hashes) * chunk_tokens:
+        hashes, chunk_tokens, prompt = self.prompts[seq]
+        if position < (len(hashes) * chunk_tokens if prompt is None else prompt):
             return ("prefix", hashes[: position // chunk_tokens + 1], position)
         return ("own", seq, position, self.rollbacks.get(seq, 0))
 
@@ -382,12 +423,17 @@ class AllocatorMachine(RuleBasedStateMachine):
             new_slots[seq] = [None] * start + layout.slot_mapping(start, length)
             held = next(i for i, b in enumerate(layout.block_table + (0,)) if b != NO_BLOCK)
             stale.update(layout.slot_mapping(held * layout.block_size, start))
+        bs = alloc.block_size
         for seq, positions in (writes or {}).items():
+            table = layouts[seq].block_table
             for p in positions:
-                self.memory[new_slots[seq][p]] = self.contents[seq][p]
+                # A window moved past a token before its KV was written may still hold its slot.
+                if table[p // bs] != NO_BLOCK:
+                    self.memory[table[p // bs] * bs + p % bs] = self.contents[seq][p]
         for seq, slots in new_slots.items():
+            unwritten = self.unwritten.get(seq, range(0))
             for p, slot in enumerate(slots):
-                if slot is None:
+                if slot is None or p in unwritten:
                     continue
                 assert self.memory.get(slot) == self.contents[seq][p], (
                     f"token {p} of seq {seq} in slot {slot} reads {self.memory.get(slot)}, "

@@ -52,6 +52,19 @@ def random_trace(rng: np.random.Generator, rows: int, *, max_prompt=300, max_out
     )
 
 
+def chained_prefix_trace(seed: int, rows: int, *, chunk_tokens=8, max_output=30) -> pd.DataFrame:
+    """Prompts hashed Mooncake's way (a hash per chunk of chunk_tokens tokens, the last chunk
+    partial) in two families, each prompt a run of 2-8 of its family's hashes from the first:
+    a prompt is a prefix of every longer one of its family. All arrive at once, so that the
+    steps do not depend on how long each one takes."""
+    rng = np.random.default_rng(seed)
+    firsts = [100 * (1 + i % 2) for i in range(rows)]
+    hashes = [tuple(range(first, first + rng.integers(2, 9))) for first in firsts]
+    prompts = [len(h) * chunk_tokens - rng.integers(0, chunk_tokens) for h in hashes]
+    return make_trace(prompts, rng.integers(10, max_output, rows), hashes=hashes,
+                      chunk_tokens=chunk_tokens, name=f"chained-{seed}")
+
+
 def tiny_config(allocator="paged", *, slots=4096, window=None, **sched) -> RunConfig:
     """llama3-8b step times over a small KV budget, so memory pressure is easy to create;
     window: a sliding window of that many tokens in its every layer."""
@@ -81,6 +94,28 @@ def _make_trace_fixture():
 @pytest.fixture(name="random_trace")
 def _random_trace_fixture():
     return random_trace
+
+
+@pytest.fixture(name="chained_prefix_trace")
+def _chained_prefix_trace_fixture():
+    return chained_prefix_trace
+
+
+@pytest.fixture
+def prefill_preemptions(monkeypatch):
+    """[count] of the run's preemptions of a request midway through its prefill (some of its
+    target computed or found in the prefix cache, the rest not)."""
+    from harness.engine.scheduler import Scheduler
+
+    count = [0]
+    preempt = Scheduler._preempt
+
+    def counting(self, g, batch):
+        count[0] += 0 < g.computed < g.target
+        preempt(self, g, batch)
+
+    monkeypatch.setattr(Scheduler, "_preempt", counting)
+    return count
 
 
 @pytest.fixture(name="tiny_config")

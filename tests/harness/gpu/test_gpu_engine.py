@@ -107,6 +107,38 @@ def test_prefix_cache_hits_reuse_real_kv(tiny_decoder, small_trace, allocator):
     assert_same_tokens(trace, result, outputs, refs)
 
 
+# Steps of 10 tokens for up to 8 requests and 112 slots: prompts of up to 64 tokens prefill over
+# several steps while the requests admitted before them decode, and those decodes outgrow the
+# budget midway through the prefills.
+CHAINED_BUDGET = 112
+CHAINED_STEP_TOKENS = 10
+
+
+@pytest.mark.parametrize("allocator", ["paged", "segmented", "hybrid"])
+def test_prefix_hits_after_preemptions_midway_through_prefill(
+    tiny_decoder, chained_prefix_trace, prefill_preemptions, allocator
+):
+    """A request preempted midway through its chunked prefill leaves no prefix-cache entry over
+    KV never written, and a recomputed one none over its generated tokens: the hits that follow
+    (its own when it is admitted again, the longer prompts' of its family) read the prompt's
+    real KV, so every request's tokens equal those of a run without the prefix cache."""
+    trace = chained_prefix_trace(10, 8)
+
+    def run(**params):
+        result, outputs, _ = check_run(
+            tiny_decoder, trace, allocator, {**ALLOCATORS[allocator], **params},
+            budget=CHAINED_BUDGET, preemption="recompute", batched_tokens=CHAINED_STEP_TOKENS)
+        assert (result.requests.status == "completed").all()
+        return result.summary, outputs
+
+    summary, outputs = run()
+    assert summary["prefix_hit_tokens"] > 0
+    assert summary["preemptions"] > 0
+    assert prefill_preemptions[0] > 0
+    _, plain = run(enable_prefix_cache=False)
+    assert [rid for rid in range(len(trace)) if outputs[rid] != plain[rid]] == []
+
+
 GPU_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
