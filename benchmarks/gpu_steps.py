@@ -48,6 +48,24 @@ def _median_s(fn, device: torch.device) -> float:
     return float(np.median(times))
 
 
+def linear_layers_s(decoder, tokens: int) -> float:
+    """Seconds of every layer's four linear layers at `tokens` rows (torch.matmul: the floor's
+    GEMM time)."""
+    c, layer = decoder.config, decoder.weights.layers[0]
+    dev, dtype = layer.qkv.device, layer.qkv.dtype
+    x = torch.randn(tokens, c.hidden_size, device=dev, dtype=dtype)
+    attn = torch.randn(tokens, c.num_heads * c.head_dim, device=dev, dtype=dtype)
+    mid = torch.randn(tokens, c.intermediate_size, device=dev, dtype=dtype)
+
+    def linears():
+        torch.matmul(x, layer.qkv.t())
+        torch.matmul(attn, layer.o.t())
+        torch.matmul(x, layer.gate_up.t())
+        torch.matmul(mid, layer.down.t())
+
+    return _median_s(linears, dev) * c.num_layers
+
+
 def measure_ceilings(decoder) -> Ceilings:
     c, w = decoder.config, decoder.weights
     dev, dtype = w.embed.device, w.embed.dtype
@@ -60,20 +78,10 @@ def measure_ceilings(decoder) -> Ceilings:
 
     copy = 2 * src.numel() * src.element_size() / median_s(lambda: dst.copy_(src))
     del src, dst
-    layer = w.layers[0]
     layers_s, head_s = [], []
     for tokens in TOKEN_GRID:
+        layers_s.append(linear_layers_s(decoder, tokens))
         x = torch.randn(tokens, c.hidden_size, device=dev, dtype=dtype)
-        attn = torch.randn(tokens, c.num_heads * c.head_dim, device=dev, dtype=dtype)
-        mid = torch.randn(tokens, c.intermediate_size, device=dev, dtype=dtype)
-
-        def linears():
-            torch.matmul(x, layer.qkv.t())
-            torch.matmul(attn, layer.o.t())
-            torch.matmul(x, layer.gate_up.t())
-            torch.matmul(mid, layer.down.t())
-
-        layers_s.append(median_s(linears) * c.num_layers)
         head_s.append(median_s(lambda: torch.matmul(x, w.lm_head.t())))
     q = torch.randn(1, c.num_heads, 4096, c.head_dim, device=dev, dtype=dtype)
     k = torch.randn(1, c.num_heads, 4096, c.head_dim, device=dev, dtype=dtype)

@@ -42,22 +42,7 @@ TOKEN_SIZES = (32, 48, 64, 128, 192, 256, 320, 384, 448, 512, 768, 1024)
 
 def gemm_ms(decoder) -> dict[int, float]:
     """Every layer's four linear layers at these token counts (torch.matmul, as the floor)."""
-    c, layer = decoder.config, decoder.weights.layers[0]
-    dev, dtype = layer.qkv.device, layer.qkv.dtype
-    out = {}
-    for tokens in TOKEN_SIZES:
-        x = torch.randn(tokens, c.hidden_size, device=dev, dtype=dtype)
-        attn = torch.randn(tokens, c.num_heads * c.head_dim, device=dev, dtype=dtype)
-        mid = torch.randn(tokens, c.intermediate_size, device=dev, dtype=dtype)
-
-        def linears():
-            torch.matmul(x, layer.qkv.t())
-            torch.matmul(attn, layer.o.t())
-            torch.matmul(x, layer.gate_up.t())
-            torch.matmul(mid, layer.down.t())
-
-        out[tokens] = gpu_steps._median_s(linears, dev) * c.num_layers * 1e3
-    return out
+    return {tokens: gpu_steps.linear_layers_s(decoder, tokens) * 1e3 for tokens in TOKEN_SIZES}
 
 
 def direct_launch_check() -> str:
