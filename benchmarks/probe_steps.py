@@ -36,7 +36,7 @@ POINTS = (
     + [ProfilePoint("mixed", (CONTEXT,) * d, start, tokens) for d, start, tokens in
        ((44, 1000, 2), (40, 700, 300), (8, 0, 96), (40, 3000, 1100), (40, 0, 4000))]
 )
-PROFILED = (3, 6)  # decode 48; 40 decodes + 300 prefill tokens
+PROFILED = (3, 5, 6)  # decode 48; 44 decodes + 2 prefill tokens; 40 decodes + 300
 TOKEN_SIZES = (32, 48, 64, 128, 192, 256, 320, 384, 448, 512, 768, 1024)
 
 
@@ -58,14 +58,14 @@ def direct_launch_check() -> str:
             f"max abs error {max_abs_err(case, second, 16, tables)[0]:.2e}")
 
 
-def kernel_table(executor: GpuExecutor, timer: PointTimer, point, ids) -> str:
-    """The step's device kernels by total time (torch.profiler; graph replays included)."""
+def kernel_table(timer: PointTimer, point, ids) -> str:
+    """The step's device kernels by total time (torch.profiler; graph replays included), the
+    point just measured, so captured and warm."""
     from torch.profiler import ProfilerActivity, profile
 
-    timer.measure(point, ids)  # captured and warm
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         timer.measure(point, ids)
-    return prof.key_averages().table(sort_by="device_time_total", row_limit=14,
+    return prof.key_averages().table(sort_by="device_time_total", row_limit=24,
                                      max_name_column_width=60)
 
 
@@ -93,9 +93,11 @@ def main() -> int:
     timer = PointTimer(executor, allocator, bytes_per_token=bytes_per_token(config.model),
                        repeats=5, warmup=2)
     print(f"set up in {time.perf_counter() - started:.0f} s", flush=True)
-    rows = []
-    for point, ids in zip(POINTS, seq_ids):
+    rows, tables = [], []
+    for index, (point, ids) in enumerate(zip(POINTS, seq_ids)):
         row = timer.measure(point, ids)
+        if index in PROFILED:  # before a later point gives these ids other lengths
+            tables.append(kernel_table(timer, point, ids))
         last = executor.step_log.frame().tail(1)
         row["floor_ms"] = float(gpu_steps.floor_s(last, ceilings)[0]) * 1e3
         row["ratio"] = row["measured_ms"] / row["floor_ms"]
@@ -112,8 +114,8 @@ def main() -> int:
     grid = gemm_ms(decoder)
     print("linear layers (all layers, torch.matmul) ms by tokens: "
           + ", ".join(f"{t}: {ms:.2f}" for t, ms in grid.items()), flush=True)
-    for index in PROFILED:
-        print(kernel_table(executor, timer, POINTS[index], seq_ids[index]), flush=True)
+    for table in tables:
+        print(table, flush=True)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
