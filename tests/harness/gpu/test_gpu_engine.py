@@ -43,10 +43,11 @@ def reference_outputs(decoder, trace, seed=0):
 
 
 def check_run(decoder, trace, allocator, params, *, budget, preemption, model="tiny",
-              batched_tokens=48):
+              batched_tokens=48, max_model_len=None):
+    preset = model_preset(model)
     config = RunConfig(
-        model=dataclasses.replace(model_preset(model),
-                                  sliding_window=decoder.config.sliding_window),
+        model=dataclasses.replace(preset, sliding_window=decoder.config.sliding_window,
+                                  max_model_len=max_model_len or preset.max_model_len),
         allocator=AllocatorConfig.of(allocator, **params),
         scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=batched_tokens,
                                   preemption=preemption),
@@ -156,7 +157,8 @@ def test_gpu_engine_matches_transformers_1b(small_trace, allocator, preemption):
         params["segment_tokens"] = 512
     result, outputs, details = check_run(decoder, trace, allocator, params,
                                          budget=GPU_BUDGETS[allocator], preemption=preemption,
-                                         model="llama3.2-1b", batched_tokens=256)
+                                         model="llama3.2-1b", batched_tokens=256,
+                                         max_model_len=512)  # static reserves it per request
     assert result.summary["preemptions"] > 0
     if preemption == "swap":
         assert details["swapped_out_seqs"] > 0

@@ -1,7 +1,7 @@
-"""The executor's CUDA-graph paths on a CPU: decode-only graphs (the drafts of a verification
-among them) and mixed-step graphs (a verification's every row sampled) staged and replayed as on
-a GPU, with a stand-in graph that runs the captured forward again on replay. The tokens must be
-the eager executor's, and with speculation plain decoding's."""
+"""The executor's CUDA-graph paths: decode-only graphs (the drafts of a verification among them)
+and mixed-step graphs (a verification's every row sampled), staged and replayed. On a GPU the
+graphs are real; on a CPU a stand-in graph runs the captured forward again on replay. The
+tokens must be the eager executor's, and with speculation plain decoding's."""
 from __future__ import annotations
 
 import pytest
@@ -48,11 +48,17 @@ def _mixed_capture(self, tokens, decode_rows):
 
 
 @pytest.fixture
-def cpu_graphs(monkeypatch):
+def graph_device(monkeypatch) -> str:
+    """"cuda" where there is a GPU (real graphs, float32 dots without TF32); else "cpu", with
+    the stand-in graphs patched in."""
+    if torch.cuda.is_available():
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+        return "cuda"
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: self)
     monkeypatch.setattr(graphs_module.DecodeGraphs, "_capture", _decode_capture)
     monkeypatch.setattr(mixed_module.MixedGraphs, "_capture", _mixed_capture)
+    return "cpu"
 
 
 def _run(decoder, trace, graphs: bool):
@@ -85,12 +91,12 @@ def _run(decoder, trace, graphs: bool):
     return tokens, made[0]
 
 
-def test_graph_replays_give_the_eager_and_the_plain_tokens(cpu_graphs, small_trace):
+def test_graph_replays_give_the_eager_and_the_plain_tokens(graph_device, small_trace):
     from harness.gpu.attention import TritonAttention
     from harness.gpu.executor import build_decoder
     from harness.gpu.model import Decoder
 
-    base = build_decoder(model_preset("tiny"), device="cpu", dtype="float32", seed=0)
+    base = build_decoder(model_preset("tiny"), device=graph_device, dtype="float32", seed=0)
     decoder = Decoder(base.config, base.weights, TritonAttention())
     trace = small_trace(8, 6, max_prompt=30, max_output=14)
     trace["arrival_s"] = 0.0
