@@ -2,6 +2,8 @@
 plus the kv_allocated_bytes column (the recorder reads the executor's pool after each step)."""
 from __future__ import annotations
 
+import gc
+
 import pandas as pd
 
 from harness.model.config import RunConfig
@@ -22,5 +24,14 @@ def run_on_device(
         made.append(GpuExecutor(cfg, geometry, decoder=decoder, trace=trace))
         return made[0]
 
-    result = simulate(config, trace, progress=progress, executor_factory=factory)
+    # Objects alive before the run (weights, modules, the trace, imported libraries) move out
+    # of the collector's reach, so a full collection during the run walks only what the run
+    # creates: one over everything pauses the host long enough to stall the GPU if it falls in
+    # a timed step's launches. vLLM freezes after startup for the same reason.
+    gc.collect()
+    gc.freeze()
+    try:
+        result = simulate(config, trace, progress=progress, executor_factory=factory)
+    finally:
+        gc.unfreeze()
     return result, made[0]
