@@ -1,10 +1,11 @@
 """GPU probe: the executor's step time at chosen step shapes against its floor, where a step's
-device time goes, the linear layers' time over token counts, and paged_decode's eager host time.
+device time goes, the linear layers' time over token counts, paged_decode's eager host time, and
+paged_decode's time over split counts on batches with one long sequence.
 
 A few minutes on the GPU, before or instead of the whole Azure replay (bench_gpu_decode.py): each
 shape is one step through GpuExecutor.step (graphs as a run uses them) over a paged pool of
 random KV, timed as `kvharness profile` times it; the floor is benchmarks/gpu_steps.py's. Prints
-tables and writes probe_steps.csv to --out.
+tables and writes probe_steps.csv and decode_skew.csv to --out.
 
     PYTHONPATH=. python benchmarks/probe_steps.py --out "$OUT"
 """
@@ -43,6 +44,36 @@ TOKEN_SIZES = (32, 48, 64, 128, 192, 256, 320, 384, 448, 512, 768, 1024)
 def gemm_ms(decoder) -> dict[int, float]:
     """Every layer's four linear layers at these token counts (torch.matmul, as the floor)."""
     return {tokens: gpu_steps.linear_layers_s(decoder, tokens) * 1e3 for tokens in TOKEN_SIZES}
+
+
+def skew_sweep() -> pd.DataFrame:
+    """paged_decode at llama3-8b heads over block tables 16,384 tokens wide (as a graph's are),
+    every split count against the default, on batches of short contexts with and without one
+    long sequence: whether the longest sequence, not the batch's total, sets the time."""
+    from bench_paged_decode import make_case, time_us
+    from kernels.paged_decode import paged_decode
+    from kernels.segments import segment_table
+
+    rows = []
+    for batch in (8, 16, 32, 48, 64):
+        case = make_case(batch, 16384, seed=batch)
+        k_segs, v_segs, bps = case.segments(16)
+        table = segment_table(k_segs, v_segs)
+        tables = case.block_tables(16, "shuffled", 1)
+        for longest in (1000, 8192, 16384):
+            lens = torch.full((batch,), 1000, dtype=torch.int32, device="cuda")
+            lens[0] = longest
+            for splits in (None, 1, 2, 4, 8, 16, 32):
+                def call():
+                    return paged_decode(case.q, None, None, tables, lens, bps,
+                                        num_splits=splits, table=table)
+                rows.append(dict(batch=batch, longest=longest, others=1000,
+                                 splits="default" if splits is None else splits,
+                                 median_us=time_us(call),
+                                 kv_bytes=int(lens.sum()) * 8 * 128 * 2 * 2))
+        del case
+        torch.cuda.empty_cache()
+    return pd.DataFrame(rows)
 
 
 def direct_launch_check() -> str:
@@ -116,6 +147,10 @@ def main() -> int:
           + ", ".join(f"{t}: {ms:.2f}" for t, ms in grid.items()), flush=True)
     for table in tables:
         print(table, flush=True)
+    skew = skew_sweep()
+    skew.to_csv(args.out / "decode_skew.csv", index=False, float_format="%.6g")
+    print(skew.pivot_table(index=["batch", "longest"], columns="splits", values="median_us")
+          .round(1).to_string(), flush=True)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
