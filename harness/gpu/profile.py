@@ -240,6 +240,7 @@ class PointTimer:
             "batch": len(batch.seqs), "prefill_tokens": batch.prefill_tokens,
             "decode_tokens": batch.decode_tokens,
             "decode_context_tokens": batch.decode_context_tokens,
+            "decode_max_context": batch.decode_max_context,
             "prefill_context_tokens": batch.prefill_context_tokens,
             "prefill_attention_pairs": batch.prefill_attention_pairs,
             "kv_bytes_read": self.bytes_per_token * (batch.decode_context_tokens + prior),
