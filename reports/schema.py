@@ -112,11 +112,12 @@ def config_columns(header) -> list[str]:
 
 # -- measured tables ----------------------------------------------------------------------------
 # profile_<model>_<gpu>.csv (`kvharness profile`): one row per measured step shape; measured_ms
-# is the median of the repeats, kv_bytes_read what attention reads of earlier tokens' KV.
+# is the median of the repeats, kv_bytes_read what attention reads of earlier tokens' KV,
+# decode_max_context the longest decode's context (profiles from before it lack the column).
 PROFILE_COLUMNS = (
     "kind", "block_size", "batch", "prefill_tokens", "decode_tokens", "decode_context_tokens",
-    "prefill_context_tokens", "prefill_attention_pairs", "kv_bytes_read", "measured_ms",
-    "min_ms", "max_ms", "repeats",
+    "decode_max_context", "prefill_context_tokens", "prefill_attention_pairs", "kv_bytes_read",
+    "measured_ms", "min_ms", "max_ms", "repeats",
 )
 # fidelity_<gpu>.csv (benchmarks/bench_fidelity.py): one row per slice and allocator. step_err_*
 # are quantiles of |simulated / measured - 1| over the measured steps, each priced by the fitted
@@ -140,8 +141,8 @@ KV_ACCURACY_COLUMNS = (
 STEP_BATCHES_FILE = "step_batches.csv"
 STEP_BATCH_COLUMNS = (
     "step", "kind", "prefill_tokens", "decode_tokens", "prefill_context_tokens",
-    "decode_context_tokens", "prefill_attention_pairs", "swap_tokens", "measured_ms",
-    "predicted_ms",
+    "decode_context_tokens", "prefill_attention_pairs", "decode_max_context", "swap_tokens",
+    "measured_ms", "predicted_ms",
 )
 
 

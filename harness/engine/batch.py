@@ -20,11 +20,11 @@ sequences since the previous batch; events of steps that ran nothing arrive with
 4. segments_released: segments the allocator let go (after the reads above);
 5. swap_in: host KV to write into the new slots given this step;
 6. seqs: the attention work, which writes the new tokens' K/V.
-Aggregates (token and context counts, attention pairs, tokens swapped or copied to and from the
-host tier, a draft model's work) serve a cost model. A speculative sequence's verification is a
-decode of several new tokens. Under a sliding window the context counts are the keys attention
-reads: a query at position p reads min(p + 1, window) keys (attended_keys), and a prefill chunk
-reads from its first query's window on.
+Aggregates (token and context counts, the longest decode context, attention pairs, tokens swapped
+or copied to and from the host tier, a draft model's work) serve a cost model. A speculative
+sequence's verification is a decode of several new tokens. Under a sliding window the context
+counts are the keys attention reads: a query at position p reads min(p + 1, window) keys
+(attended_keys), and a prefill chunk reads from its first query's window on.
 """
 from __future__ import annotations
 
@@ -121,6 +121,7 @@ class Batch:
     decode_tokens: int = 0
     prefill_context_tokens: int = 0
     decode_context_tokens: int = 0
+    decode_max_context: int = 0  # the longest of the contexts decode_context_tokens sums
     prefill_attention_pairs: int = 0  # sum over prefill tokens of the keys each attends to
     swap_in_tokens: int = 0
     swap_out_tokens: int = 0
@@ -170,5 +171,7 @@ class Batch:
                    window: int | None = None) -> None:
         """Decode one token of a sequence whose KV length becomes context."""
         self.seqs.append(ScheduledSeq(seq_id, request_id, 1, context, False, True))
+        keys = attended_keys(context, window)
         self.decode_tokens += 1
-        self.decode_context_tokens += attended_keys(context, window)
+        self.decode_context_tokens += keys
+        self.decode_max_context = max(self.decode_max_context, keys)

@@ -23,6 +23,7 @@ class DecodeRun:
     seq_ids: list[int]  # every running sequence, in scheduling order
     decode_tokens: int  # tokens per step: one per sequence
     context_tokens: int  # KV tokens the first step holds; each next step holds decode_tokens more
+    max_context: int  # the longest sequence's KV tokens in the first step; one more each step
     steps: int
     # Under a sliding window: each sequence's context in the first step, and the window that
     # caps what each step reads of it.
@@ -36,6 +37,10 @@ class DecodeRun:
             return self.context_tokens + self.decode_tokens * done
         keys = attended_keys_array(self.contexts + np.asarray(done)[..., None], self.window)
         return keys.sum(axis=-1)
+
+    def longest(self, done):
+        """Keys the longest sequence reads in the steps done (an int, or an array of them)."""
+        return attended_keys_array(self.max_context + np.asarray(done), self.window)
 
 
 class DecodeRuns:
@@ -60,10 +65,11 @@ class DecodeRuns:
             return None
         seq_ids = [sid for g in running for sid in g.seq_ids]
         context = sum(g.n * (g.kv_len + 1) for g in running)
+        longest = max(g.kv_len for g in running) + 1
         if self.window is None:
-            return DecodeRun(seq_ids, decode_tokens, context, steps)
+            return DecodeRun(seq_ids, decode_tokens, context, longest, steps)
         contexts = np.repeat([g.kv_len + 1 for g in running], [g.n for g in running])
-        return DecodeRun(seq_ids, decode_tokens, context, steps, contexts, self.window)
+        return DecodeRun(seq_ids, decode_tokens, context, longest, steps, contexts, self.window)
 
     def _admission_blocked(self) -> bool:
         """Whether _admit, after this step's decodes, would admit nobody (its loop conditions)."""
@@ -106,6 +112,7 @@ class DecodeRuns:
         batch, self._next = self._next, Batch()  # it carries the events since the last batch
         batch.decode_tokens = run.decode_tokens
         batch.decode_context_tokens = int(run.attended(done))
+        batch.decode_max_context = int(run.longest(done))
         for g in self.running:
             ctx = g.kv_len + 1 + done
             for sid in g.seq_ids:

@@ -48,8 +48,8 @@ class KVGeometry:
 class Executor(Protocol):
     """Runs or prices one step. `name` ("costmodel" | "gpu") and `device` go to run.json, and
     so does a `details` dict when the executor has one. An executor may also offer
-    `decode_steps(decode_tokens, context_tokens) -> seconds per step` to price a run of
-    decode-only steps at once (see CostModelExecutor); the engine then skips building their
+    `decode_steps(decode_tokens, context_tokens, max_context) -> seconds per step` to price a
+    run of decode-only steps at once (see CostModelExecutor); the engine then skips building their
     batches. Without it, step() sees every step. `needs_layouts`: batches must carry block
     tables and segment changes (an executor holding real KV)."""
 
@@ -112,14 +112,17 @@ class CostModelExecutor:
             self.details["allreduce_source"] = allreduce.source if allreduce else None
         self.details.update(kv_details)
 
-    def decode_steps(self, decode_tokens: int, context_tokens: np.ndarray) -> np.ndarray:
-        """Seconds of decode-only steps of decode_tokens sequences reading context_tokens each,
-        equal to what step() returns for each of them (the engine's decode runs use this)."""
+    def decode_steps(self, decode_tokens: int, context_tokens: np.ndarray,
+                     max_context: np.ndarray) -> np.ndarray:
+        """Seconds of decode-only steps of decode_tokens sequences reading context_tokens keys
+        each, max_context of them the longest sequence's, equal to what step() returns for each
+        of them (the engine's decode runs use this)."""
         return self.model.step_s(
             prefill_tokens=0,
             decode_tokens=decode_tokens,
             prefill_context_tokens=0,
             decode_context_tokens=context_tokens,
+            decode_max_context=max_context,
             prefill_attention_pairs=0,
             maximum=np.maximum,
         )
@@ -130,6 +133,7 @@ class CostModelExecutor:
             decode_tokens=batch.decode_tokens,
             prefill_context_tokens=batch.prefill_context_tokens,
             decode_context_tokens=batch.decode_context_tokens,
+            decode_max_context=batch.decode_max_context,
             prefill_attention_pairs=batch.prefill_attention_pairs,
             swap_tokens=batch.pcie_tokens,
         )

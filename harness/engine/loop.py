@@ -290,7 +290,8 @@ class Replica:
             priced: list[float | None] = [None] * count
             if decode_steps is not None:
                 offsets = np.arange(done, done + count, dtype=np.int64)
-                priced = decode_steps(run.decode_tokens, run.attended(offsets)).tolist()
+                priced = decode_steps(run.decode_tokens, run.attended(offsets),
+                                      run.longest(offsets)).tolist()
             for step_s in priced:
                 if self.arrived != arrived or now >= horizon:
                     break

@@ -187,7 +187,7 @@ class Scheduler(DecodeRuns):
         chunked = self.config.chunked_prefill
         seqs, scheduled, running = batch.seqs, self._scheduled, self.running
         extend = self.allocator.extend
-        decode_tokens = decode_context = 0
+        decode_tokens = decode_context = longest = 0
         i = 0
         while i < len(running):
             g = running[i]
@@ -222,12 +222,16 @@ class Scheduler(DecodeRuns):
                 seqs.append(ScheduledSeq(sid, g.rid, step, ctx, False, True))
             if step > 1:
                 batch.add_drafts(g.n, step - 1, ctx - step + 1)
+            keys = attended_keys(ctx, self.window)
             decode_tokens += g.n * step
-            decode_context += g.n * attended_keys(ctx, self.window)
+            decode_context += g.n * keys
+            if keys > longest:
+                longest = keys
             scheduled.append((g, 0))
             budget -= g.n * step
         batch.decode_tokens += decode_tokens
         batch.decode_context_tokens += decode_context
+        batch.decode_max_context = max(batch.decode_max_context, longest)
         return budget
 
     def _add_prefill(self, batch: Batch, g: Group, chunk: int) -> None:

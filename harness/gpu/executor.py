@@ -354,7 +354,7 @@ class GpuExecutor:
         verify_tokens = sum(v.context - v.start for v in verifications)
         decode_seqs = batch.decode_tokens - verify_tokens
         self.step_log.append(StepRecord(
-            graph, decode_seqs, batch.decode_context_tokens,
+            graph, decode_seqs, batch.decode_context_tokens, batch.decode_max_context,
             len(batch.seqs) - decode_seqs - len(verifications), batch.prefill_tokens,
             batch.prefill_context_tokens, batch.prefill_attention_pairs, len(verifications),
             verify_tokens, host_s, rollback_s, enqueue_s, seconds))

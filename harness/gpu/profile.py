@@ -1,11 +1,12 @@
 """`kvharness profile`: the GPU executor's own step time over the step shapes traces produce.
 
 The fitted cost model (harness.model.fitted) learns from these rows. Each point is one step the
-scheduler could emit: decode-only (a batch of sequences at a mean context), prefill-only (one
-chunk after some prior context) or mixed (decodes and one prefill chunk). The sequences are
-allocated in a real paged allocator of the run's KV budget, so the block tables are those the
-scheduler would hand over, and the step is timed through GpuExecutor.step itself: whatever the
-executor does (CUDA graphs for decode-only steps, eager prefill) is what gets measured.
+scheduler could emit: decode-only (a batch of sequences at a mean context, or a skewed batch of
+one long sequence among short ones), prefill-only (one chunk after some prior context) or mixed
+(decodes and one prefill chunk). The sequences are allocated in a real paged allocator of the
+run's KV budget, so the block tables are those the scheduler would hand over, and the step is
+timed through GpuExecutor.step itself: whatever the executor does (CUDA graphs for decode-only
+steps, eager prefill) is what gets measured.
 
 The executor checks each sequence's tokens against its context; a point reuses sequence ids of
 earlier points, so every batch after a sequence's first use carries a Preemption that cuts its
@@ -78,11 +79,17 @@ class GridSpec:
     # step of a loaded server (a new prompt's tail or a short prompt joining running decodes).
     mixed_chunks: tuple[tuple[int, int], ...] = ((16, 0), (64, 0), (256, 0), (2048, 0),
                                                  (1024, 4096))
+    # Skewed decode batches: one sequence of the long context among short ones, as traces of
+    # long conversations produce, at batches below and above the one the split-KV kernel
+    # stops splitting at; (short, long) contexts.
+    skewed_batches: tuple[int, ...] = (4, 16, 32, 64, 128, 256)
+    skewed_contexts: tuple[tuple[int, int], ...] = ((1024, 8192), (1024, 65536))
 
 
 QUICK_GRID = GridSpec(max_num_seqs=2, max_num_batched_tokens=64, min_context=32, max_context=96,
                       min_chunk=16, max_prior=32, context_factor=3, mixed_decodes=(2,),
-                      mixed_contexts=(48,), mixed_chunks=((16, 0),))
+                      mixed_contexts=(48,), mixed_chunks=((16, 0),), skewed_batches=(2,),
+                      skewed_contexts=((16, 96),))
 
 
 def spread(mean: int, count: int) -> tuple[int, ...]:
@@ -102,10 +109,15 @@ def _geometric(low: int, high: int, factor: int) -> list[int]:
     return values + [high]
 
 
+def skewed(short: int, long: int, count: int) -> tuple[int, ...]:
+    """count contexts: one long, the others short."""
+    return (long,) + (short,) * (count - 1)
+
+
 def profile_grid(spec: GridSpec, *, block_size: int, budget_slots: int) -> list[ProfilePoint]:
-    """Decode, prefill and mixed points, interleaved (a cut-short profile still covers every
-    kind), leaving out those whose KV does not fit the budget; each kind runs from its longest
-    contexts down, so that sequences are reused without growing."""
+    """Decode, prefill, mixed and skewed decode points, interleaved (a cut-short profile still
+    covers every kind), leaving out those whose KV does not fit the budget; each kind runs from
+    its longest contexts down, so that sequences are reused without growing."""
     batches = _geometric(1, spec.max_num_seqs, 2)
     contexts = _geometric(spec.min_context, spec.max_context, spec.context_factor)
     decode = [ProfilePoint("decode", spread(c, b)) for c in reversed(contexts) for b in
@@ -118,8 +130,11 @@ def profile_grid(spec: GridSpec, *, block_size: int, budget_slots: int) -> list[
              for c in reversed(spec.mixed_contexts) for d in spec.mixed_decodes
              for n, p in spec.mixed_chunks
              if d <= spec.max_num_seqs and d + n <= spec.max_num_batched_tokens]
+    skew = [ProfilePoint("decode", skewed(short, long, b))
+            for short, long in reversed(spec.skewed_contexts) for b in reversed(spec.skewed_batches)
+            if b <= spec.max_num_seqs]
     kinds = [[p for p in points if p.slots(block_size) <= budget_slots]
-             for points in (decode, prefill, mixed)]
+             for points in (decode, prefill, mixed, skew)]
     order = []
     for i in range(max(map(len, kinds))):
         order += [points[i] for points in kinds if i < len(points)]
@@ -240,6 +255,7 @@ class PointTimer:
             "batch": len(batch.seqs), "prefill_tokens": batch.prefill_tokens,
             "decode_tokens": batch.decode_tokens,
             "decode_context_tokens": batch.decode_context_tokens,
+            "decode_max_context": batch.decode_max_context,
             "prefill_context_tokens": batch.prefill_context_tokens,
             "prefill_attention_pairs": batch.prefill_attention_pairs,
             "kv_bytes_read": self.bytes_per_token * (batch.decode_context_tokens + prior),

@@ -14,14 +14,16 @@ import pandas as pd
 class StepRecord:
     """decode_seqs: sequences decoding one token; verify_seqs: sequences verifying drafts, in
     verify_tokens rows (the last token and the drafts of each, every row sampled);
-    decode_context_tokens: the KV length of both. step_s: CUDA-event time of the device work;
-    host_prep_s: host work before it (the scheduler's not included), rollback_s of it applying
-    the last step's rollbacks; enqueue_s: host time from the start event to the last launch
-    (close to step_s when the host, not the device, sets the pace)."""
+    decode_context_tokens: the KV length of both, decode_max_context the longest of them.
+    step_s: CUDA-event time of the device work; host_prep_s: host work before it (the
+    scheduler's not included), rollback_s of it applying the last step's rollbacks; enqueue_s:
+    host time from the start event to the last launch (close to step_s when the host, not the
+    device, sets the pace)."""
 
     graph: bool
     decode_seqs: int
     decode_context_tokens: int
+    decode_max_context: int
     prefill_seqs: int
     prefill_tokens: int
     prefill_context_tokens: int

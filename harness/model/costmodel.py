@@ -97,11 +97,14 @@ class CostModel:
         prefill_context_tokens: int,
         decode_context_tokens: int,
         prefill_attention_pairs: int,
+        decode_max_context: int = 0,
         swap_tokens: int = 0,
         maximum=max,
     ):
         """Seconds of one step. Decode reads its context through the paged kernel (scaled by
-        its efficiency); prefill attention is compute-bound and read at full bandwidth.
+        its efficiency), every KV token at the same bandwidth, so the longest context
+        (decode_max_context) costs nothing apart; prefill attention is compute-bound and read
+        at full bandwidth.
         swap_tokens: tokens of KV the step moves over PCIe (Batch.pcie_tokens).
         Any argument may be a numpy array (with maximum=np.maximum) to price many steps at once
         with the very same arithmetic."""

@@ -14,6 +14,9 @@ interpretable coefficients from benchmarks/results/profile_<model>_<gpu>.csv:
              attention paths: a captured graph of split-KV decode, and the mixed path)
            + seconds per KV token of prior context that prefill attention reads
            + seconds per prefill query-key pair
+           + seconds per token of the longest decode sequence's split, in every step with
+             decodes (decode_max_context x min(decode_tokens, decode_wave_seqs) /
+             decode_wave_seqs tokens, see below)
            + swap and host-tier traffic over PCIe, priced as the roofline does (the profile
              moves no KV to or from the host).
 
@@ -21,6 +24,17 @@ Every coefficient is non-negative (a longer context never makes a step faster), 
 non-negative least squares on relative errors, so that short decode steps weigh as much as long
 prefills. Vidur (Agrawal et al., MLSys 2024) profiles operators and fits a predictor per
 operator; this is a coarser, per-step fit of the same idea.
+
+The longest split: the split-KV decode kernel (kernels/paged_decode.py) runs one program per
+sequence, KV head and split, and splits every sequence alike, into as many parts as keep the
+grid about one wave of the GPU: a batch of fewer than decode_wave_seqs sequences is split into
+about decode_wave_seqs / decode_tokens parts, a larger one not at all. A program streams its
+part at one SM's pace, so when contexts are skewed (one long sequence among short ones) the
+longest sequence's programs, not the bytes all of them read, set the kernel's time. The KV-token
+terms price contexts spread as the profile's evenly spread batches are; this term prices the
+longest split beyond that, and is fitted on the profile's skewed batches. decode_wave_seqs is
+picked among powers of two by the fit (the least squared relative error). A profile without the
+decode_max_context column (measured before it existed) fits without the term: coefficient 0.
 """
 from __future__ import annotations
 
@@ -41,7 +55,11 @@ from reports.schema import results_dir as measured_results_dir
 DEFAULT_KNOTS = (64, 256, 1024, 4096)
 # The aggregates of a Batch the model reads (the names of Batch's fields and profile columns).
 BATCH_FEATURES = ("prefill_tokens", "decode_tokens", "prefill_context_tokens",
-                  "decode_context_tokens", "prefill_attention_pairs")
+                  "decode_context_tokens", "prefill_attention_pairs", "decode_max_context")
+# The one a profile or step table from before it lacks: read as 0 there.
+LONGEST_FEATURE = "decode_max_context"
+# Candidate decode_wave_seqs, those up to a profile's largest decode batch.
+WAVE_SEQS = tuple(2 ** i for i in range(11))
 
 
 class ProfileError(ValueError):
@@ -62,6 +80,8 @@ class FittedCostModel:
     mixed_decode_kv_token_s: float  # per decode KV token in a step with a prefill chunk
     prefill_kv_token_s: float
     prefill_pair_s: float
+    longest_split_token_s: float = 0.0  # per token of the longest decode sequence's split
+    decode_wave_seqs: int = 1  # decode sequences below which the decode kernel splits them
     swap_token_s: float = 0.0
     block_size: int = 0  # the profiled block size the coefficients come from
     source: str = ""  # the profile's file name
@@ -75,6 +95,7 @@ class FittedCostModel:
         prefill_context_tokens: int,
         decode_context_tokens: int,
         prefill_attention_pairs: int,
+        decode_max_context: int = 0,
         swap_tokens: int = 0,
         maximum=max,
     ):
@@ -90,6 +111,9 @@ class FittedCostModel:
         step = step + self.mixed_decode_kv_token_s * decode_context_tokens * with_prefill
         step = step + self.prefill_kv_token_s * (prefill_context_tokens - prefill_tokens)
         step = step + self.prefill_pair_s * prefill_attention_pairs
+        wave = self.decode_wave_seqs
+        split_seqs = decode_tokens - maximum(decode_tokens - wave, 0)  # min(decode_tokens, wave)
+        step = step + self.longest_split_token_s * decode_max_context * split_seqs / wave
         return step + self.swap_token_s * swap_tokens
 
     def details(self) -> dict:
@@ -106,17 +130,28 @@ class FittedCostModel:
             "mixed_decode_kv_token_s": self.mixed_decode_kv_token_s,
             "prefill_kv_token_s": self.prefill_kv_token_s,
             "prefill_pair_s": self.prefill_pair_s,
+            "longest_split_token_s": self.longest_split_token_s,
+            "decode_wave_seqs": self.decode_wave_seqs,
             "swap_token_s": self.swap_token_s,
             "fit_err_median": self.fit_err_median,
         }
 
 
-def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...]) -> np.ndarray:
-    """One column per coefficient of FittedCostModel, in its field order."""
-    missing = [c for c in BATCH_FEATURES if c not in frame.columns]
+def batch_columns(frame: pd.DataFrame, dtype) -> dict[str, np.ndarray]:
+    """The BATCH_FEATURES columns of a frame (a profile, or the batches a measured run
+    recorded); LONGEST_FEATURE reads as 0 where the frame predates it."""
+    missing = [c for c in BATCH_FEATURES if c not in frame.columns and c != LONGEST_FEATURE]
     if missing:
         raise ProfileError(f"profile lacks columns {missing}")
-    get = {c: frame[c].to_numpy(dtype=np.float64) for c in BATCH_FEATURES}
+    return {c: frame[c].to_numpy(dtype=dtype) if c in frame.columns
+            else np.zeros(len(frame), dtype=dtype) for c in BATCH_FEATURES}
+
+
+def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...],
+                  wave_seqs: int | None = None) -> np.ndarray:
+    """One column per coefficient of FittedCostModel, in its field order; the longest split's
+    only with its decode_wave_seqs."""
+    get = batch_columns(frame, np.float64)
     tokens = get["prefill_tokens"] + get["decode_tokens"]
     with_prefill = (get["prefill_tokens"] > 0).astype(np.float64)
     columns = [np.ones_like(tokens), with_prefill, tokens]
@@ -125,6 +160,9 @@ def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...]) -> np.ndarray:
                 get["decode_context_tokens"] * with_prefill,
                 get["prefill_context_tokens"] - get["prefill_tokens"],
                 get["prefill_attention_pairs"]]
+    if wave_seqs is not None:
+        split_seqs = np.minimum(get["decode_tokens"], wave_seqs)
+        columns.append(get[LONGEST_FEATURE] * split_seqs / wave_seqs)
     return np.column_stack(columns)
 
 
@@ -159,27 +197,43 @@ def fit(frame: pd.DataFrame, *, block_size: int | None = None,
         knots: tuple[int, ...] | None = None, source: str = "") -> FittedCostModel:
     """Fit the coefficients to a profile's rows (measured_ms) of the profiled block size nearest
     to block_size (in log2; all rows when None); knots default to DEFAULT_KNOTS inside the
-    range of the rows' token counts."""
+    range of the rows' token counts. decode_wave_seqs: the WAVE_SEQS up to the rows' largest
+    decode batch that fits best, where the rows have LONGEST_FEATURE."""
     rows = _rows_of_block_size(frame, block_size)
     tokens = (rows["prefill_tokens"] + rows["decode_tokens"]).to_numpy()
     if knots is None:
         knots = tuple(k for k in DEFAULT_KNOTS if tokens.min() < k < tokens.max())
     measured_s = rows["measured_ms"].to_numpy(dtype=np.float64) / 1e3
-    a = design_matrix(rows, knots)
-    # Relative residuals: each row divided by its own measured time.
-    x = nonnegative_lstsq(a / measured_s[:, None], np.ones_like(measured_s))
+    waves: list[int | None] = [None]
+    if LONGEST_FEATURE in rows:
+        largest = max(1, int(rows["decode_tokens"].max()))
+        waves = [w for w in WAVE_SEQS if w <= largest]
+    _, x, wave = min((_solve(rows, knots, measured_s, w) + (w,) for w in waves),
+                     key=lambda solution: solution[0])
     n = len(knots)
     model = FittedCostModel(
         overhead_s=x[0], eager_overhead_s=x[1], token_s=x[2], knots=tuple(int(k) for k in knots),
         knot_slopes_s=tuple(float(v) for v in x[3:3 + n]), decode_kv_token_s=x[3 + n],
         mixed_decode_kv_token_s=x[4 + n], prefill_kv_token_s=x[5 + n], prefill_pair_s=x[6 + n],
+        longest_split_token_s=x[7 + n] if wave else 0.0, decode_wave_seqs=wave or 1,
         block_size=int(rows["block_size"].iloc[0]) if "block_size" in rows else 0, source=source,
     )
     model = replace(model, **{k: float(getattr(model, k)) for k in (
         "overhead_s", "eager_overhead_s", "token_s", "decode_kv_token_s",
-        "mixed_decode_kv_token_s", "prefill_kv_token_s", "prefill_pair_s")})
+        "mixed_decode_kv_token_s", "prefill_kv_token_s", "prefill_pair_s",
+        "longest_split_token_s")})
     errors = price_rows(model, rows) / measured_s - 1.0
     return replace(model, fit_err_median=float(np.median(np.abs(errors))))
+
+
+def _solve(rows: pd.DataFrame, knots: tuple[int, ...], measured_s: np.ndarray,
+           wave_seqs: int | None) -> tuple[float, np.ndarray]:
+    """The coefficients for these knots and decode_wave_seqs, and their sum of squared relative
+    errors."""
+    # Relative residuals: each row divided by its own measured time.
+    a = design_matrix(rows, knots, wave_seqs) / measured_s[:, None]
+    x = nonnegative_lstsq(a, np.ones_like(measured_s))
+    return float(np.sum((a @ x - 1.0) ** 2)), x
 
 
 def _rows_of_block_size(frame: pd.DataFrame, block_size: int | None) -> pd.DataFrame:
@@ -195,7 +249,9 @@ def _rows_of_block_size(frame: pd.DataFrame, block_size: int | None) -> pd.DataF
 def price_rows(model: FittedCostModel, frame: pd.DataFrame) -> np.ndarray:
     """Seconds the model gives each row of a frame with the BATCH_FEATURES columns (a profile,
     or the batches a measured run recorded)."""
-    get = {c: frame[c].to_numpy(dtype=np.int64) for c in BATCH_FEATURES}
+    if model.longest_split_token_s and LONGEST_FEATURE not in frame.columns:
+        raise ProfileError(f"rows lack {LONGEST_FEATURE}, which the model prices")
+    get = batch_columns(frame, np.int64)
     swap = frame["swap_tokens"].to_numpy(dtype=np.int64) if "swap_tokens" in frame else 0
     return np.asarray(model.step_s(**get, swap_tokens=swap, maximum=np.maximum), dtype=np.float64)
 
@@ -217,8 +273,8 @@ def fitted_cost_model(config: RunConfig, block_size: int, *, results_dir: Path |
     which prices the all-reduces.
 
     A profile is measured with a bf16 cache; a run of another kv_dtype reads its own bytes per
-    KV token (half for fp8), decode attention at decode_bandwidth_ratio times the bf16
-    kernel's bandwidth (harness.model.costmodel.decode_bandwidth_ratio)."""
+    KV token (half for fp8), decode attention (its longest split too) at decode_bandwidth_ratio
+    times the bf16 kernel's bandwidth (harness.model.costmodel.decode_bandwidth_ratio)."""
     path = profile_path(config.model.name, config.gpu.name, results_dir)
     if config.tp != 1 or not path.is_file():
         return None
@@ -227,5 +283,7 @@ def fitted_cost_model(config: RunConfig, block_size: int, *, results_dir: Path |
     bytes_ratio = kv_bytes / bytes_per_token(config.model, config.tp)
     return replace(model, swap_token_s=kv_bytes / config.gpu.pcie_bytes_s,
                    decode_kv_token_s=model.decode_kv_token_s * bytes_ratio
+                   / decode_bandwidth_ratio,
+                   longest_split_token_s=model.longest_split_token_s * bytes_ratio
                    / decode_bandwidth_ratio,
                    prefill_kv_token_s=model.prefill_kv_token_s * bytes_ratio)

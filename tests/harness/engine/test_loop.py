@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from harness.engine.loop import Engine, simulate
 from harness.model.config import AllocatorConfig
 from harness.model.presets import model_preset
-from harness.engine.batch import Batch
+from harness.engine.batch import Batch, attended_keys
 from harness.engine.recorder import write_run
 from reports.schema import REQUEST_COLUMNS, STEP_COLUMNS, SUMMARY_KEYS
 from harness.engine.swap import SwapSpace
@@ -244,6 +244,48 @@ def test_decode_runs_change_nothing(tiny_config, random_trace, allocator, slots,
     write_run(simulate(config, trace, decode_runs=False), out / "steps")
     for file in ("steps.parquet", "requests.parquet"):
         assert (out / "runs" / file).read_bytes() == (out / "steps" / file).read_bytes()
+
+
+class _Aggregates:
+    """An executor that keeps each batch's decode aggregates, checking the longest context
+    against the batch's sequences; a step's time grows with it."""
+
+    name = "aggregates"
+    device = None
+    needs_layouts = False
+
+    def __init__(self, config, geometry):
+        self.window = config.model.sliding_window
+        self.rows = []
+
+    def step(self, batch: Batch) -> float:
+        keys = [attended_keys(s.context_tokens, self.window) for s in batch.seqs
+                if not s.is_prefill]
+        assert batch.decode_max_context == max(keys, default=0)
+        assert batch.decode_context_tokens == sum(keys)
+        self.rows.append((batch.decode_tokens, batch.decode_context_tokens,
+                          batch.decode_max_context))
+        return 0.01 + 1e-6 * batch.decode_max_context
+
+
+@settings(max_examples=16, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(allocator=st.sampled_from(["static", "paged", "segmented", "hybrid"]),
+       slots=st.sampled_from([1024, 8192]), seed=st.integers(0, 2**16),
+       window=st.sampled_from([None, 50]))
+def test_decode_runs_hand_over_the_longest_context_of_every_step(
+        tiny_config, random_trace, allocator, slots, seed, window):
+    """A decode run's batches carry the aggregates that schedule() gives the same steps."""
+    trace = random_trace(np.random.default_rng(seed), 40, max_output=200, rate_per_s=20.0,
+                         max_n=2)
+    config = tiny_config(allocator, slots=slots, window=window)
+    rows = {}
+    for runs in (True, False):
+        engine = Engine(config, trace, executor_factory=_Aggregates, decode_runs=runs)
+        engine.run()
+        rows[runs] = engine.executor.rows
+    assert rows[True] == rows[False]
+    assert max(row[2] for row in rows[True]) > 0
 
 
 def test_an_executor_without_bulk_pricing_runs_every_decode_run_step(tiny_config, random_trace):

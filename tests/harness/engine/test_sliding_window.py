@@ -117,7 +117,7 @@ def test_a_step_counts_the_keys_its_queries_read():
         assert batch.prefill_attention_pairs == sum(reads)
         first_key = start + 1 - reads[0]  # the first query's window start
         assert batch.prefill_context_tokens == start + num - first_key
-        assert batch.decode_context_tokens == reads[-1]
+        assert batch.decode_context_tokens == batch.decode_max_context == reads[-1]
 
 
 def test_a_request_that_fits_only_through_its_window_runs(tiny_config, make_trace):

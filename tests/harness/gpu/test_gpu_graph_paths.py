@@ -114,3 +114,7 @@ def test_graph_replays_give_the_eager_and_the_plain_tokens(graph_device, small_t
     assert executor._graphs.captures > 0  # the drafts decoded in decode graphs
     assert executor.details["draft_mismatches"] == 0
     assert (log.verify_tokens[verifying] > log.verify_seqs[verifying]).all()  # drafts + 1 rows
+    seqs = log.decode_seqs + log.verify_seqs  # the longest context is one of theirs
+    assert (log.decode_max_context <= log.decode_context_tokens).all()
+    assert (log.decode_max_context * seqs >= log.decode_context_tokens).all()
+    assert ((log.decode_max_context > 0) == (seqs > 0)).all()

@@ -3,7 +3,7 @@ shape on the CPU (the code path the GPU runs)."""
 from __future__ import annotations
 
 from harness.cli import main
-from harness.gpu.profile import (GridSpec, ProfilePoint, assign_seq_ids, profile_grid,
+from harness.gpu.profile import (GridSpec, ProfilePoint, assign_seq_ids, profile_grid, skewed,
                                  spread)
 from harness.model.fitted import fit
 from reports.schema import PROFILE_COLUMNS, read_measurement
@@ -24,6 +24,22 @@ def test_the_grid_covers_every_kind_and_skips_what_does_not_fit():
     assert {p.prefill_tokens for p in prefill} == {16, 64, 256, 1024, 4096, 8192}
     assert {p.prefill_start for p in prefill} == {0, 1024, 4096, 16384, 65536}
     assert all(len(p.decode_contexts) + p.prefill_tokens <= 8192 for p in points)
+
+
+def test_the_grid_holds_skewed_decodes_at_small_cost():
+    """One long sequence among short ones, at batches on both sides of where the split-KV
+    kernel stops splitting, for a few more points than the even grid."""
+    budget = 900_000
+    points = profile_grid(GridSpec(), block_size=16, budget_slots=budget)
+    even = profile_grid(GridSpec(skewed_batches=()), block_size=16, budget_slots=budget)
+    skew = [p for p in points if p not in even]
+    assert all(p.kind == "decode" and p.slots(16) <= budget for p in skew)
+    assert {len(p.decode_contexts) for p in skew} == {4, 16, 32, 64, 128, 256}
+    assert {max(p.decode_contexts) for p in skew} == {8192, 65536}
+    assert all(sorted(p.decode_contexts)[:-1] == [1024] * (len(p.decode_contexts) - 1)
+               for p in skew)
+    assert len(points) - len(even) == len(skew) <= 0.15 * len(even)
+    assert skewed(10, 50, 3) == (50, 10, 10)
 
 
 def test_spread_is_ragged_around_the_mean():
@@ -60,6 +76,10 @@ def test_quick_profile_on_the_cpu_writes_a_table_the_model_fits(tmp_path, capsys
     table = measurement.table
     assert list(table.columns) == list(PROFILE_COLUMNS)
     assert set(table.kind) == {"decode", "prefill", "mixed"}
+    decode = table[table.decode_tokens > 0]
+    mean = decode.decode_context_tokens / decode.decode_tokens
+    assert (decode.decode_max_context >= mean).all()
+    assert (decode.decode_max_context > 1.6 * mean).any()  # the skewed point
     assert set(table.block_size) == {4, 16}
     assert (table.measured_ms > 0).all()
     assert (table.min_ms <= table.measured_ms).all() and (table.repeats == 2).all()
