@@ -50,6 +50,7 @@ import triton.language as tl
 
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
+from kernels import occupancy
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 LOG2E = 1.4426950408889634
@@ -133,34 +134,8 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
 
 
 @functools.lru_cache(maxsize=None)
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-@functools.lru_cache(maxsize=None)
 def _use_pdl(device: torch.device) -> bool:
     return HAS_PDL and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
-
-
-@functools.lru_cache(maxsize=None)
-def _programs_per_sm(device: torch.device, signature: tuple, constexprs: tuple,
-                     num_warps: int, num_stages: int) -> int:
-    """Programs of one compiled split-kernel variant that an SM holds at once: the tightest of
-    its threads, registers (allocated per warp in units of 256) and shared memory (the largest
-    a program may take, about what an SM has; 1 KiB more per program is reserved), as in
-    Triton's fused-softmax tutorial."""
-    kernel = _decode_split_kernel.warmup(*signature, grid=(1,), num_warps=num_warps,
-                                         num_stages=num_stages, **dict(constexprs))
-    kernel._init_handles()
-    limits = triton.runtime.driver.active.utils.get_device_properties(device.index)
-    threads = torch.cuda.get_device_properties(device).max_threads_per_multi_processor
-    warp_regs = -(-kernel.n_regs * 32 // 256) * 256
-    return max(1, min(threads // (32 * num_warps),
-                      limits["max_num_regs"] // max(warp_regs, 1) // num_warps,
-                      limits["max_shared_mem"] // (kernel.metadata.shared + 1024),
-                      32))
 
 
 @triton.jit
@@ -402,14 +377,14 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
         return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
                                                USE_PDL=splits > 1 and _use_pdl(device)))
 
-    occupancy: dict[tuple, int] = {}
+    known: dict[tuple, int] = {}
 
     def programs_per_sm(splits: int) -> int:
         if device.type != "cuda":
             return 1
         candidate = plan(splits)
         key = (candidate.config, splits > 1)
-        if key not in occupancy:
+        if key not in known:
             partial = torch.float32 if splits > 1 else dtype
             q_strides = shape.q_strides
             cache = shape.cache_dtype
@@ -417,14 +392,15 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
             signature = (dtype, cache, cache, torch.int64, torch.int64, scale, scale, torch.int32,
                          torch.int32, dtype, partial, partial, *q_strides, shape.table_stride,
                          *q_strides, 0, 0, 1.0, min(splits, 2), shape.window or 0)
-            occupancy[key] = _programs_per_sm(
-                device, signature, tuple(sorted(candidate.constexprs.items())),
-                candidate.config.num_warps, candidate.config.num_stages)
-        return occupancy[key]
+            known[key] = occupancy.programs_per_sm(
+                _decode_split_kernel, device, signature,
+                tuple(sorted(candidate.constexprs.items())), candidate.config.num_warps,
+                candidate.config.num_stages)
+        return known[key]
 
     if num_splits is None:
         num_splits = choose_num_splits(shape.batch, shape.num_kv_heads, max_context,
-                                       _num_sms(device), block_size=shape.block_size,
+                                       occupancy.num_sms(device), block_size=shape.block_size,
                                        programs_per_sm=programs_per_sm)
     return plan(num_splits)
 
