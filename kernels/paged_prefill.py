@@ -395,6 +395,20 @@ def default_num_splits(plan: PrefillPlan, num_tokens: int, num_seqs: int, table_
                              programs_per_sm=programs_per_sm)
 
 
+def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
+                num_splits: int | None = None, config: PrefillConfig | None = None,
+                window: int | None = None) -> PrefillPlan:
+    """What paged_prefill launches for these inputs: the given split count, or
+    default_num_splits' for their lengths. Reads shapes and dtypes only, no tensor data."""
+    num_tokens, num_heads, head_dim = q.shape
+    plan = plan_prefill(PrefillShape(num_heads, table.num_kv_heads, head_dim, table.block_size,
+                                     table.blocks_per_segment, q.dtype, q.device, table.dtype,
+                                     window is not None), config)
+    if num_splits is None:
+        num_splits = default_num_splits(plan, num_tokens, *block_tables.shape, window)
+    return plan if num_splits == 1 else plan_prefill(plan.shape, config, num_splits)
+
+
 def paged_prefill(
     q: torch.Tensor,
     k_segments: Sequence[torch.Tensor | None] | None,
@@ -426,10 +440,10 @@ def paged_prefill(
     .. p).
 
     num_splits: how many programs share each query tile's keys (their partial outputs then
-    combined by a second kernel); default_num_splits chooses from T, P, the block-table width
-    and the GPU. Nothing is read on the host from any tensor, so the launch needs no
-    synchronisation and can be captured in a CUDA graph; the partials' scratch is allocated
-    here, from a graph's pool under capture.
+    combined by a second kernel); by default default_num_splits chooses from T, P, the
+    block-table width and the GPU (plan_launch says what it chose). Nothing is read on the
+    host from any tensor, so the launch needs no synchronisation and can be captured in a
+    CUDA graph; the partials' scratch is allocated here, from a graph's pool under capture.
 
     Rows of q past query_starts[P] belong to no chunk: their output is left as it was. out:
     where to write instead of a new tensor, [T, Hq, D] in q's dtype with a contiguous last
@@ -442,16 +456,10 @@ def paged_prefill(
         raise KVLayoutError(f"num_splits must be at least 1, got {num_splits}")
     stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
                                         q.device)
+    plan = plan_launch(q, table, block_tables, num_splits, config, window)
+    num_splits = plan.num_splits
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = context_lens.shape[0]
-    plan = plan_prefill(PrefillShape(num_heads, table.num_kv_heads, head_dim, table.block_size,
-                                     table.blocks_per_segment, q.dtype, q.device, table.dtype,
-                                     window is not None), config)
-    if num_splits is None:
-        num_splits = default_num_splits(plan, num_tokens, num_seqs, block_tables.shape[1],
-                                        window)
-    if num_splits > 1:
-        plan = plan_prefill(plan.shape, config, num_splits)
     if out is None:
         out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
     elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:

@@ -15,6 +15,7 @@ from kernels.paged_prefill import (
     default_config,
     default_num_splits,
     paged_prefill,
+    plan_launch,
     plan_prefill,
 )
 from kernels.reference import reference_prefill
@@ -371,6 +372,9 @@ def test_default_is_one_split_off_the_gpu(make_cache):
     cache = make_cache(context_lens=[5], num_kv_heads=2, head_dim=16, block_size=4,
                        blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=0)
     q, starts = _inputs([5], 4, torch.float32, "cpu", 0, head_dim=16)
+    table = segment_table(cache.k_segments, cache.v_segments)
+    assert plan_launch(q, table, cache.block_tables).num_splits == 1
+    assert plan_launch(q, table, cache.block_tables, num_splits=4).reduce is not None
     with pytest.raises(KVLayoutError, match="num_splits"):
         paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
                       cache.context_lens, 4, num_splits=0)
