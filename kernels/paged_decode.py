@@ -48,9 +48,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import occupancy
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
-from kernels import occupancy
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 LOG2E = 1.4426950408889634
@@ -535,22 +535,22 @@ def _launches(plan: LaunchPlan, num_heads: int, head_dim: int) -> _Launch:
 
 
 def reduce_launch(num_heads: int, head_dim: int, num_splits: int, emulate_bf16: bool,
-                  use_pdl: bool, *, limit_rows: bool) -> DirectLaunch:
+                  pdl: bool, *, limit_rows: bool) -> DirectLaunch:
     """The kernel that combines num_splits partial outputs per row and head, weighted by their
     log-sum-exps (shared with kernels/paged_prefill.py, whose rows are query tokens). Its
     arguments: Part_out, Part_lse, Out, Out's row and head strides, num_splits, then an int32
     tensor and an index into it: with limit_rows, the rows from that element's value on are
     left as they are; without, every row of the grid is written and the tensor is not read.
-    use_pdl: a programmatic dependent launch, after a split kernel that allows it."""
+    pdl: a programmatic dependent launch, after a split kernel that allows it (use_pdl)."""
     block_s = triton.next_power_of_2(num_splits)
     # One warp sums the splits inside each thread, with no exchange between warps: faster than
     # four warps up to 32 splits at 1x4096, slower at 64 (measured on an H100).
     options = dict(num_warps=1 if block_s <= 32 else 4)
-    if use_pdl:
+    if pdl:
         options["launch_pdl"] = True
     return DirectLaunch(_reduce_kernel,
                         dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
-                             EMULATE_BF16=emulate_bf16, USE_PDL=use_pdl, LIMIT_ROWS=limit_rows),
+                             EMULATE_BF16=emulate_bf16, USE_PDL=pdl, LIMIT_ROWS=limit_rows),
                         options)
 
 

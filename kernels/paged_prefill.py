@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import triton
@@ -359,40 +359,38 @@ def plan_prefill(shape: PrefillShape, config: PrefillConfig | None = None,
 
 
 def choose_num_splits(programs: int, max_keys: int, num_sms: int, *, block_n: int,
-                      programs_per_sm: Callable[[int], int]) -> int:
+                      programs_per_sm: tuple[int, int]) -> int:
     """Splits of each query tile's keys for a grid of `programs` (query tiles x KV heads) over
-    at most max_keys keys per tile; programs_per_sm(splits) is how many programs of that
-    launch one SM holds. A grid that fills a wave of the GPU is not split. A smaller one is
-    split into as many as still fit in one wave, so that the padding programs of a grid bound
-    (which return at once) never add a wave; each split at least MIN_SPLIT_TILES key tiles of
-    max_keys, and their number a power of two (few compiled variants: a caller can compile
-    them all before timing anything)."""
-    if programs >= programs_per_sm(1) * num_sms:
+    at most max_keys keys per tile; programs_per_sm: how many programs of the unsplit and of
+    the split kernel one SM holds. A grid that fills a wave of the GPU is not split. A smaller
+    one is split into as many as still fit in one wave, so that the padding programs of a grid
+    bound (which return at once) never add a wave; each split at least MIN_SPLIT_TILES key
+    tiles of max_keys, and their number a power of two (few compiled variants: a caller can
+    compile them all before timing anything)."""
+    unsplit, split = programs_per_sm
+    if programs >= unsplit * num_sms:
         return 1
-    longest = min(MAX_SPLITS, max_keys // (MIN_SPLIT_TILES * block_n))
-    splits = max((s for s in range(1, longest + 1)
-                  if programs * s <= programs_per_sm(s) * num_sms), default=1)
-    return 1 << (splits.bit_length() - 1)
+    splits = min(MAX_SPLITS, max_keys // (MIN_SPLIT_TILES * block_n), split * num_sms // programs)
+    return 1 << (max(splits, 1).bit_length() - 1)
 
 
 @functools.lru_cache(maxsize=4096)
 def default_num_splits(plan: PrefillPlan, num_tokens: int, num_seqs: int, table_width: int,
                        window: int | None) -> int:
     """paged_prefill's split count when the caller gives none, for the unsplit plan of its
-    shape: choose_num_splits with the compiled kernels' occupancy on a GPU, 1 elsewhere (the
-    interpreter runs one program at a time). Lengths only, never tensor data, so the grid of
-    a captured CUDA graph holds for any contexts that fit its block tables."""
+    shape: choose_num_splits with the compiled kernels' occupancy on a GPU (both read on the
+    first call for a shape, whatever the lengths: a warm-up call compiles what later ones
+    need), 1 elsewhere (the interpreter runs one program at a time). Lengths only, never
+    tensor data, so the grid of a captured CUDA graph holds for any contexts that fit its
+    block tables."""
     device = plan.shape.device
     if device.type != "cuda":
         return 1
-    programs = plan.num_tiles(num_tokens, num_seqs) * plan.shape.num_kv_heads
-
-    def programs_per_sm(splits: int) -> int:
-        return plan_prefill(plan.shape, plan.config, min(splits, 2)).programs_per_sm()
-
-    return choose_num_splits(programs, plan.max_keys(table_width, window),
-                             occupancy.num_sms(device), block_n=plan.config.block_n,
-                             programs_per_sm=programs_per_sm)
+    per_sm = tuple(plan_prefill(plan.shape, plan.config, splits).programs_per_sm()
+                   for splits in (1, 2))
+    return choose_num_splits(plan.num_tiles(num_tokens, num_seqs) * plan.shape.num_kv_heads,
+                             plan.max_keys(table_width, window), occupancy.num_sms(device),
+                             block_n=plan.config.block_n, programs_per_sm=per_sm)
 
 
 def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,

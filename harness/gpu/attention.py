@@ -114,6 +114,9 @@ class TritonAttention:
                                num_splits=splits, table=table, window=window, **scales)
             self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
                                 table=table, window=window, num_splits=splits, **scales)
+        # Prefill's own split choice reads the occupancy of its compiled kernels: first here.
+        self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
+                            table=table, window=window, **scales)
         kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=dtype, device=device)
         skip = torch.full((1,), -1, dtype=torch.int64, device=device)  # < 0: nothing written
         self._write_kv(kv, kv, None, None, skip, pool.block_size, pool.blocks_per_segment,

@@ -3,6 +3,7 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from kernels.paged_decode import MAX_SPLITS
 from kernels.paged_prefill import (
@@ -394,9 +395,20 @@ def test_default_is_one_split_off_the_gpu(make_cache):
 def test_split_choice(programs, max_keys, per_sm, expected):
     """The GPU's choice on H200 shapes (132 SMs, 64-key tiles), per_sm the programs an SM holds
     unsplit and split."""
-    splits = choose_num_splits(programs, max_keys, 132, block_n=64,
-                               programs_per_sm=lambda s: per_sm[s > 1])
-    assert splits == expected
-    assert splits & (splits - 1) == 0 and splits <= MAX_SPLITS
-    assert splits == 1 or (programs * splits <= per_sm[1] * 132
-                           and max_keys >= splits * MIN_SPLIT_TILES * 64)
+    assert choose_num_splits(programs, max_keys, 132, block_n=64,
+                             programs_per_sm=per_sm) == expected
+
+
+@given(programs=st.integers(1, 4096), max_keys=st.integers(1, 1 << 20),
+       sms=st.sampled_from([1, 108, 132]), unsplit=st.integers(1, 4), split=st.integers(1, 4),
+       block_n=st.sampled_from([16, 32, 64]))
+def test_split_choice_bounds(programs, max_keys, sms, unsplit, split, block_n):
+    """A power of two up to MAX_SPLITS; a full wave unsplit; a split grid within one wave, of
+    splits at least MIN_SPLIT_TILES key tiles long."""
+    splits = choose_num_splits(programs, max_keys, sms, block_n=block_n,
+                               programs_per_sm=(unsplit, split))
+    assert splits & (splits - 1) == 0 and 1 <= splits <= MAX_SPLITS
+    if programs >= unsplit * sms:
+        assert splits == 1
+    assert splits == 1 or (programs * splits <= split * sms
+                           and max_keys >= splits * MIN_SPLIT_TILES * block_n)
