@@ -3,7 +3,9 @@ per sequence (PagedAttention v1) against its split-KV launch (v2).
 
 prefill_<device>.csv: causal attention of `batch` chunks of `query` tokens, each after `context`
 tokens already in the cache (0: a fresh prompt), llama3-8b heads (32 q, 8 kv, dim 128), bf16.
-`paged` is kernels.paged_prefill at block size 16 over a shuffled block table; `sdpa` is
+`paged` is kernels.paged_prefill at block size 16 over a shuffled block table, with its own
+split count (num_splits; 0 for SDPA); where that is more than one, `paged_unsplit` is the same
+launch with one split, the kernel before split-KV; `sdpa` is
 torch's scaled_dot_product_attention on a contiguous [B, Hkv, T, D] cache of the same data,
 causal aligned bottom-right (is_causal, or torch.nn.attention.bias.causal_lower_right after a
 context), GQA through enable_gqa on the flash backend where it applies, no explicit mask.
@@ -37,19 +39,24 @@ from bench_paged_decode import (
     run_sdpa, time_us,
 )
 from kernels.paged_decode import plan_launch
-from kernels.paged_prefill import PrefillConfig, paged_prefill, plan_prefill
+from kernels.paged_prefill import PrefillConfig, PrefillShape, paged_prefill, plan_prefill
+from kernels.paged_prefill import plan_launch as plan_prefill_launch
 from kernels.reference import reference_prefill
 from kernels.segments import segment_table
 
 BLOCK_SIZE = 16
 SEGMENT_TOKENS = 65536
 CHECKED_ROWS = 256
-PREFILL_COLUMNS = ["batch", "query", "context", "impl", "median_us", "tflops", "rel_err"]
+PREFILL_COLUMNS = ["batch", "query", "context", "impl", "num_splits", "median_us", "tflops",
+                   "rel_err"]
 DECODE_COLUMNS = ["batch", "context", "impl", "num_splits", "median_us", "gbps", "ratio_to_sdpa"]
 # (batch, query, context): the issue's three targets first.
 TARGETS = [(1, 8192, 0), (4, 2048, 0), (1, 2048, 6144)]
+# Short chunks over long contexts last: grids far smaller than the GPU, where paged splits each
+# query tile's keys (a small mixed step's chunk, a 300-token chunk of a prompt).
 PREFILL_SHAPES = TARGETS + [(1, 512, 0), (8, 512, 0), (1, 16384, 0), (16, 128, 4096),
-                            (4, 512, 3584), (64, 16, 2048)]
+                            (4, 512, 3584), (64, 16, 2048), (1, 2, 1000), (1, 16, 1000),
+                            (1, 2, 8000), (1, 16, 8000), (1, 300, 700)]
 TARGET_SPEED = 0.8
 DEVICE = "cuda"
 
@@ -89,9 +96,14 @@ class PrefillCase:
         keys = self.query * self.context + self.query * (self.query + 1) / 2
         return 4 * self.batch * NUM_HEADS * HEAD_DIM * keys
 
-    def paged(self, config: PrefillConfig | None = None):
+    def num_splits(self) -> int:
+        """The split count paged_prefill chooses for this case."""
+        return plan_prefill_launch(self.q, self.table, self.block_tables).num_splits
+
+    def paged(self, config: PrefillConfig | None = None, num_splits: int | None = None):
         return lambda: paged_prefill(self.q, None, None, self.block_tables, self.query_starts,
-                                     self.context_lens, self.bps, table=self.table, config=config)
+                                     self.context_lens, self.bps, table=self.table, config=config,
+                                     num_splits=num_splits)
 
     def sdpa(self):
         """SDPA on a contiguous cache; the backend that ran it (flash preferred)."""
@@ -159,17 +171,22 @@ def prefill_sweep(shapes, notes: list[str]) -> tuple[list[dict], bool]:
         sdpa, backend = case.sdpa()
         if backend != "flash":
             notes.append(f"prefill {batch}x{query} after {context}: SDPA through {backend}")
-        for impl, fn in (("sdpa", sdpa), ("paged", case.paged())):
+        splits = case.num_splits()
+        impls = [("sdpa", 0, sdpa), ("paged", splits, case.paged())]
+        if splits > 1:
+            impls.append(("paged_unsplit", 1, case.paged(num_splits=1)))
+        for impl, num_splits, fn in impls:
             err = case.rel_err(fn())
             if not err < 1e-2:
                 ok = False
                 print(f"FAIL {impl} {batch}x{query} after {context}: rel {err:.2e}")
             us = timed(fn)
             rows.append(dict(batch=batch, query=query, context=context, impl=impl,
-                             median_us=round(us, 2), tflops=round(case.flops / us / 1e6, 1),
-                             rel_err=f"{err:.2e}"))
-            print(f"prefill {impl:5s} B={batch:3d} q={query:6d} ctx={context:6d} {us:10.1f} us "
-                  f"{case.flops / us / 1e6:6.0f} TFLOP/s rel {err:.1e}", flush=True)
+                             num_splits=num_splits, median_us=round(us, 2),
+                             tflops=round(case.flops / us / 1e6, 1), rel_err=f"{err:.2e}"))
+            print(f"prefill {impl:13s} B={batch:3d} q={query:6d} ctx={context:6d} "
+                  f"S={num_splits:2d} {us:10.1f} us {case.flops / us / 1e6:6.0f} TFLOP/s "
+                  f"rel {err:.1e}", flush=True)
         del case
         torch.cuda.empty_cache()
     return rows, ok
@@ -284,8 +301,8 @@ def main() -> int:
         tune(args.out)
         return 0
     notes: list[str] = []
-    plan = plan_prefill(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, 1, DTYPE,
-                        torch.device("cuda"))
+    plan = plan_prefill(PrefillShape(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, 1, DTYPE,
+                                     torch.device("cuda"), DTYPE))
     notes.append(f"paged launch: {plan.config}, {plan.block_q} query tokens per tile")
     rows, ok = prefill_sweep(PREFILL_SHAPES, notes)
     lines, met = speed_table(rows)

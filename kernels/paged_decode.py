@@ -48,6 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import occupancy
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
@@ -133,34 +134,9 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
 
 
 @functools.lru_cache(maxsize=None)
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-@functools.lru_cache(maxsize=None)
-def _use_pdl(device: torch.device) -> bool:
+def use_pdl(device: torch.device) -> bool:
+    """Whether a reduce kernel can be a programmatic dependent launch on this device."""
     return HAS_PDL and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
-
-
-@functools.lru_cache(maxsize=None)
-def _programs_per_sm(device: torch.device, signature: tuple, constexprs: tuple,
-                     num_warps: int, num_stages: int) -> int:
-    """Programs of one compiled split-kernel variant that an SM holds at once: the tightest of
-    its threads, registers (allocated per warp in units of 256) and shared memory (the largest
-    a program may take, about what an SM has; 1 KiB more per program is reserved), as in
-    Triton's fused-softmax tutorial."""
-    kernel = _decode_split_kernel.warmup(*signature, grid=(1,), num_warps=num_warps,
-                                         num_stages=num_stages, **dict(constexprs))
-    kernel._init_handles()
-    limits = triton.runtime.driver.active.utils.get_device_properties(device.index)
-    threads = torch.cuda.get_device_properties(device).max_threads_per_multi_processor
-    warp_regs = -(-kernel.n_regs * 32 // 256) * 256
-    return max(1, min(threads // (32 * num_warps),
-                      limits["max_num_regs"] // max(warp_regs, 1) // num_warps,
-                      limits["max_shared_mem"] // (kernel.metadata.shared + 1024),
-                      32))
 
 
 @triton.jit
@@ -294,12 +270,17 @@ def _decode_split_kernel(
         tl.store(Part_lse + part, lse, mask=g < GROUP)
 
 
-@triton.jit
-def _decode_reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits,
-                          NUM_HEADS: tl.constexpr, BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr,
-                          EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr):
+@triton.jit(do_not_specialize=["num_rows_at"])
+def _reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits, Num_rows,
+                   num_rows_at, NUM_HEADS: tl.constexpr, BLOCK_S: tl.constexpr,
+                   HEAD_DIM: tl.constexpr, EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
+                   LIMIT_ROWS: tl.constexpr):
     b = tl.program_id(0)
     head = tl.program_id(1)
+    if LIMIT_ROWS:
+        # Rows from Num_rows[num_rows_at] on have no partials: they keep what they hold.
+        if b >= tl.load(Num_rows + num_rows_at):
+            return
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, HEAD_DIM)
     row = (b * NUM_HEADS + head) * num_splits
@@ -400,16 +381,16 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
     def plan(splits: int) -> LaunchPlan:
         chosen = config or default_config(shape.block_size, splits, max_context)
         return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
-                                               USE_PDL=splits > 1 and _use_pdl(device)))
+                                               USE_PDL=splits > 1 and use_pdl(device)))
 
-    occupancy: dict[tuple, int] = {}
+    known: dict[tuple, int] = {}
 
     def programs_per_sm(splits: int) -> int:
         if device.type != "cuda":
             return 1
         candidate = plan(splits)
         key = (candidate.config, splits > 1)
-        if key not in occupancy:
+        if key not in known:
             partial = torch.float32 if splits > 1 else dtype
             q_strides = shape.q_strides
             cache = shape.cache_dtype
@@ -417,14 +398,15 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
             signature = (dtype, cache, cache, torch.int64, torch.int64, scale, scale, torch.int32,
                          torch.int32, dtype, partial, partial, *q_strides, shape.table_stride,
                          *q_strides, 0, 0, 1.0, min(splits, 2), shape.window or 0)
-            occupancy[key] = _programs_per_sm(
-                device, signature, tuple(sorted(candidate.constexprs.items())),
-                candidate.config.num_warps, candidate.config.num_stages)
-        return occupancy[key]
+            known[key] = occupancy.programs_per_sm(
+                _decode_split_kernel, device, signature,
+                tuple(sorted(candidate.constexprs.items())), candidate.config.num_warps,
+                candidate.config.num_stages)
+        return known[key]
 
     if num_splits is None:
         num_splits = choose_num_splits(shape.batch, shape.num_kv_heads, max_context,
-                                       _num_sms(device), block_size=shape.block_size,
+                                       occupancy.num_sms(device), block_size=shape.block_size,
                                        programs_per_sm=programs_per_sm)
     return plan(num_splits)
 
@@ -503,8 +485,9 @@ def paged_decode(
         stride_ks, stride_vs, scale * LOG2E, num_splits, window or 0,
     )
     if num_splits > 1:
+        # Every row is reduced: the row-count pointer is never read, any tensor will do.
         launch.reduce((batch, num_heads, 1), part_out, part_lse, out, out.stride(0),
-                      out.stride(1), num_splits)
+                      out.stride(1), num_splits, part_lse, 0)
     return out
 
 
@@ -546,17 +529,29 @@ def _launches(plan: LaunchPlan, num_heads: int, head_dim: int) -> _Launch:
     consts = plan.constexprs
     split = DirectLaunch(_decode_split_kernel, consts,
                          dict(num_warps=plan.config.num_warps, num_stages=plan.config.num_stages))
-    block_s = triton.next_power_of_2(plan.num_splits)
+    reduce = reduce_launch(num_heads, head_dim, plan.num_splits, consts["EMULATE_BF16"],
+                           consts["USE_PDL"], limit_rows=False)
+    return _Launch(plan, split, reduce)
+
+
+def reduce_launch(num_heads: int, head_dim: int, num_splits: int, emulate_bf16: bool,
+                  pdl: bool, *, limit_rows: bool) -> DirectLaunch:
+    """The kernel that combines num_splits partial outputs per row and head, weighted by their
+    log-sum-exps (shared with kernels/paged_prefill.py, whose rows are query tokens). Its
+    arguments: Part_out, Part_lse, Out, Out's row and head strides, num_splits, then an int32
+    tensor and an index into it: with limit_rows, the rows from that element's value on are
+    left as they are; without, every row of the grid is written and the tensor is not read.
+    pdl: a programmatic dependent launch, after a split kernel that allows it (use_pdl)."""
+    block_s = triton.next_power_of_2(num_splits)
     # One warp sums the splits inside each thread, with no exchange between warps: faster than
     # four warps up to 32 splits at 1x4096, slower at 64 (measured on an H100).
-    reduce_options = dict(num_warps=1 if block_s <= 32 else 4)
-    if consts["USE_PDL"]:
-        reduce_options["launch_pdl"] = True
-    reduce = DirectLaunch(_decode_reduce_kernel,
-                          dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
-                               EMULATE_BF16=consts["EMULATE_BF16"], USE_PDL=consts["USE_PDL"]),
-                          reduce_options)
-    return _Launch(plan, split, reduce)
+    options = dict(num_warps=1 if block_s <= 32 else 4)
+    if pdl:
+        options["launch_pdl"] = True
+    return DirectLaunch(_reduce_kernel,
+                        dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
+                             EMULATE_BF16=emulate_bf16, USE_PDL=pdl, LIMIT_ROWS=limit_rows),
+                        options)
 
 
 def check_window(window: int | None) -> None:

@@ -11,13 +11,23 @@ gathered and no KV head is repeated. A float8 e4m3 cache is dequantized as paged
 dequantizes it: K/V converted to the dots' dtype on load (float16 under a bfloat16 q), K's scale
 folded into the score scale and V's into the output.
 
-Algorithm (flash attention, forward): grid (query tile, kv_head). A tile holds BLOCK_Q query
-tokens times the query heads of one KV head (GQA), BLOCK_M = BLOCK_Q * BLOCK_G rows, so every
-K/V tile loaded feeds the whole group. Keys below the tile's first position are seen by every
+Algorithm (flash attention, forward): grid (query tile, kv_head, split). A tile holds BLOCK_Q
+query tokens times the query heads of one KV head (GQA), BLOCK_M = BLOCK_Q * BLOCK_G rows, so
+every K/V tile loaded feeds the whole group. Keys below the tile's first position are seen by every
 row and stream with no mask; the few tiles on the diagonal apply the causal mask. Online
 softmax in base 2, in float32. Tiles of all sequences are numbered in one range: sequence p's
 first tile is query_starts[p] // BLOCK_Q + p, which bounds the grid from the host shapes
 alone (no synchronisation) and lets a program find its sequence by binary search.
+
+Split-KV (as paged_decode's flash-decoding): few query tiles over a long context make a grid
+far smaller than the GPU, each program streaming every key in turn. With num_splits > 1, split
+s of a tile takes the s-th share of the tile's key range in whole key tiles, and each stretch
+(window-masked, unmasked, diagonal) is cut to that share, so every key tile, masked or not, is
+read by exactly the split it falls in and the splits stay even. Each split writes a normalised
+float32 partial output and its base-2 log-sum-exp (-inf where a row saw no key) per row and
+head; paged_decode's reduce kernel combines them into the chunks' rows only. One split is the
+kernel without partials. The split count is chosen from the shapes alone (default_num_splits),
+so the launch can be captured in a CUDA graph.
 
 A sliding window (the query at position p reads keys p - window + 1 .. p) bounds the keys from
 below too: the stream starts at the tile holding the first key the tile's first query reads,
@@ -35,10 +45,11 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.paged_decode import (LOG2E, check_window, round_to_bf16, saturate_to_fp16,
-                                  tile_rows)
+from kernels import occupancy
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
+from kernels.paged_decode import (LOG2E, MAX_SPLITS, check_window, reduce_launch, round_to_bf16,
+                                  saturate_to_fp16, tile_rows, use_pdl)
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 
@@ -62,6 +73,10 @@ GPU_CONFIG = PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
 SMALL_GPU_CONFIG = PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
 INTERPRETER_CONFIG = PrefillConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
 SHARED_MEMORY_BUDGET = 160 * 1024  # bytes of Q and staged K/V tiles, under Hopper's 227 KiB
+# A split streams at least this many key tiles of the longest key span: its pipeline
+# (num_stages) has loads to overlap, and its fixed costs (its Q tile, its partial output) are
+# shared by a few tiles of K/V.
+MIN_SPLIT_TILES = 2
 
 
 def default_config(device: torch.device, row_bytes: int) -> PrefillConfig:
@@ -80,11 +95,11 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
             CAUSAL: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
             ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
-            DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr):
-    """Online softmax of the tile's rows over keys start..end-1 (start a multiple of BLOCK_N).
-    Without CAUSAL every key is visible to every row and end is a multiple of BLOCK_N. With a
-    window, CAUSAL tiles also mask each row's keys before its window, and no key before lo (the
-    first any row reads) is loaded."""
+            DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr):
+    """Online softmax of the tile's rows over keys start..end-1 (start a multiple of BLOCK_N;
+    none when end <= start). Without CAUSAL every key is visible to every row and end is a
+    multiple of BLOCK_N. With a window, CAUSAL tiles also mask each row's keys before its
+    window, and no key before lo (the first any row reads) is loaded."""
     for tile in range(start, end, BLOCK_N):
         tok = tile + tl.arange(0, BLOCK_N)
         valid = tok < end
@@ -110,9 +125,10 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                 seen = seen & (tok[None, :] > pos[:, None] - window)
             scores = tl.where(seen, scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, 1))
-        if HAS_WINDOW:
-            # A row whose window starts past this tile sees no key here yet: its maximum is
-            # still -inf, and the exponentials are taken from 0 (giving 0) rather than NaN.
+        if HAS_WINDOW or SPLIT:
+            # A row whose window starts past this tile, or (a split starting on the diagonal)
+            # whose position is before it, sees no key here yet: its maximum is still -inf,
+            # and the exponentials are taken from 0 (giving 0) rather than NaN.
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
             # Every row has a finite maximum from its first tile on: the first diagonal tile
@@ -130,17 +146,21 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
     return m_i, l_i, acc
 
 
-@triton.jit(do_not_specialize=["num_seqs", "num_tiles", "window"])
+@triton.jit(do_not_specialize=["num_seqs", "num_tiles", "num_splits", "window"])
 def _prefill_kernel(
     Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Query_starts,
-    Context_lens, Out, stride_qt, stride_qh, stride_bt, stride_ot, stride_oh, stride_ks,
-    stride_vs, qk_scale, num_seqs, num_tiles, window,
+    Context_lens, Out, Part_out, Part_lse, stride_qt, stride_qh, stride_bt, stride_ot,
+    stride_oh, stride_ks, stride_vs, qk_scale, num_seqs, num_tiles, num_splits, window,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_Q: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, KV_FP8: tl.constexpr,
-    DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:
+        # The reduce kernel may be scheduled now; its programs wait in gdc_wait for this grid.
+        tl.extra.cuda.gdc_launch_dependents()
     BLOCK_M: tl.constexpr = BLOCK_Q * BLOCK_G
     TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
     BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
@@ -148,6 +168,7 @@ def _prefill_kernel(
     # starting the longest programs first leaves short ones to fill the last wave.
     tile_id = num_tiles - 1 - tl.program_id(0)
     kv_head = tl.program_id(1)
+    split = tl.program_id(2)
 
     # The sequence: the last p whose first tile number is <= tile_id.
     lo = num_seqs * 0
@@ -195,85 +216,195 @@ def _prefill_kernel(
         # lo: the first key the first row reads; from shared on (whole tiles), every row's.
         lo = tl.maximum(prefix + first_q - window + 1, 0)
         shared = tl.minimum(tl.cdiv(tl.maximum(end - window, 0), BLOCK_N) * BLOCK_N, full_end)
-        m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets,
-                                V_offsets, head_col, lo // BLOCK_N * BLOCK_N, shared, qk_scale,
-                                lo, window, True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N,
-                                BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
-                                EMULATE_BF16, DOT_FP16, HAS_WINDOW)
     else:
         lo = 0
         shared = 0
+    # This program's keys: the tile's from the key tile holding lo, or with splits its share of
+    # them in whole key tiles. Each stretch (window-masked, unmasked, diagonal) is cut to them.
+    start = lo // BLOCK_N * BLOCK_N
+    stop = end
+    if SPLIT:
+        split_keys = tl.cdiv(tl.cdiv(end - start, num_splits), BLOCK_N) * BLOCK_N
+        start += split * split_keys
+        stop = tl.minimum(start + split_keys, end)
+    if HAS_WINDOW:
+        m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets,
+                                V_offsets, head_col, start, tl.minimum(shared, stop), qk_scale,
+                                lo, window, True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N,
+                                BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
+                                EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT)
     # Keys every row of the tile sees, in whole tiles, unmasked.
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
-                            head_col, shared, full_end, qk_scale, lo, window, False, BLOCK_SIZE,
-                            BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_WINDOW)
+                            head_col, tl.maximum(shared, start), tl.minimum(full_end, stop),
+                            qk_scale, lo, window, False, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
+                            BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
+                            EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT)
     # The diagonal.
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
-                            head_col, full_end, end, qk_scale, lo, window, True, BLOCK_SIZE,
-                            BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN,
-                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_WINDOW)
+                            head_col, tl.maximum(full_end, start), stop, qk_scale, lo, window,
+                            True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
+                            TOKEN_STRIDE, ALIGN, INPUT_PRECISION, EMULATE_BF16, DOT_FP16,
+                            HAS_WINDOW, SPLIT)
 
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)
-    if HAS_WINDOW:  # padding rows past the chunk may see no key at all
-        l_i = tl.where(l_i > 0, l_i, 1.0)
-    out = acc / l_i[:, None]
-    if EMULATE_BF16:
-        out = round_to_bf16(out)
-    tl.store(Out + row_t[:, None] * stride_ot + heads[:, None] * stride_oh + d[None, :],
-             out.to(Out.dtype.element_ty), mask=row_valid[:, None])
+    if SPLIT:
+        # The normalised partial output and its log-sum-exp (-inf for a row that saw no key)
+        # at Part_out[(row * heads + head) * num_splits + split], as the reduce reads them.
+        has_keys = l_i > 0
+        out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+        part = (row_t * (NUM_KV_HEADS * GROUP) + heads) * num_splits + split
+        tl.store(Part_out + part[:, None] * HEAD_DIM + d[None, :], out, mask=row_valid[:, None])
+        lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+        tl.store(Part_lse + part, lse, mask=row_valid)
+    else:
+        if HAS_WINDOW:  # padding rows past the chunk may see no key at all
+            l_i = tl.where(l_i > 0, l_i, 1.0)
+        out = acc / l_i[:, None]
+        if EMULATE_BF16:
+            out = round_to_bf16(out)
+        tl.store(Out + row_t[:, None] * stride_ot + heads[:, None] * stride_oh + d[None, :],
+                 out.to(Out.dtype.element_ty), mask=row_valid[:, None])
 
 
 @dataclass(frozen=True)
-class PrefillPlan:
-    """Launch shape and compile-time constants of paged_prefill for one model/cache shape."""
+class PrefillShape:
+    """What a plan reads off paged_prefill's inputs besides their lengths: the heads, the cache
+    layout, q's dtype (dtype) and the cache's, the device, whether a window applies."""
 
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    block_size: int
+    blocks_per_segment: int
+    dtype: torch.dtype
+    device: torch.device
+    cache_dtype: torch.dtype
+    has_window: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class PrefillPlan:
+    """Launch shape, split count and compile-time constants of paged_prefill for one shape.
+    Plans are made once per shape by plan_prefill and compared by identity."""
+
+    shape: PrefillShape
     config: PrefillConfig
     block_q: int
+    num_splits: int
     constexprs: tuple  # sorted (name, value) pairs
-    launch: DirectLaunch = field(init=False, compare=False, repr=False)
+    launch: DirectLaunch = field(init=False, repr=False)
+    reduce: DirectLaunch | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        consts = dict(self.constexprs)
         options = dict(num_warps=self.config.num_warps, num_stages=self.config.num_stages)
-        object.__setattr__(self, "launch",
-                           DirectLaunch(_prefill_kernel, dict(self.constexprs), options))
+        object.__setattr__(self, "launch", DirectLaunch(_prefill_kernel, consts, options))
+        object.__setattr__(self, "reduce", None if self.num_splits == 1 else reduce_launch(
+            self.shape.num_heads, self.shape.head_dim, self.num_splits,
+            consts["EMULATE_BF16"], consts["USE_PDL"], limit_rows=True))
 
     def num_tiles(self, num_tokens: int, num_seqs: int) -> int:
         """Grid size along the query tiles: an upper bound read off the shapes alone."""
         return num_tokens // self.block_q + num_seqs
 
+    def max_keys(self, table_width: int, window: int | None) -> int:
+        """The most keys one query tile reads through a block table table_width blocks wide:
+        the table's span, or a window's keys and the rows and key tile around them."""
+        span = table_width * self.shape.block_size
+        return span if window is None else min(span, window + self.block_q + self.config.block_n)
+
+    def programs_per_sm(self) -> int:
+        """Programs of the compiled kernel an SM holds at once (a CUDA device only), for q and
+        out of contiguous rows and a block table a multiple of 16 entries wide (what Triton
+        specialises on is then what the harness passes)."""
+        s = self.shape
+        partial = torch.float32 if self.num_splits > 1 else s.dtype
+        scale = torch.float32 if is_fp8(s.cache_dtype) else s.dtype
+        row = s.num_heads * s.head_dim
+        signature = (s.dtype, s.cache_dtype, s.cache_dtype, torch.int64, torch.int64, scale,
+                     scale, torch.int32, torch.int32, torch.int32, s.dtype, partial, partial,
+                     row, s.head_dim, 16, row, s.head_dim, 0, 0, 1.0, 2, 2, self.num_splits, 0)
+        return occupancy.programs_per_sm(_prefill_kernel, s.device, signature, self.constexprs,
+                                         self.config.num_warps, self.config.num_stages)
+
 
 @functools.lru_cache(maxsize=256)
-def plan_prefill(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int,
-                 blocks_per_segment: int, dtype: torch.dtype, device: torch.device,
-                 config: PrefillConfig | None = None,
-                 cache_dtype: torch.dtype | None = None,
-                 has_window: bool = False) -> PrefillPlan:
-    """What paged_prefill launches for this shape, computed once per shape and reused: a
-    launch then costs the host only the grid's arithmetic and Triton's own dispatch. dtype is
-    q's; cache_dtype the cache's when it differs (float8 e4m3); has_window: the launch takes a
-    sliding window."""
-    itemsize = dtype.itemsize
-    cache_dtype = cache_dtype or dtype
+def plan_prefill(shape: PrefillShape, config: PrefillConfig | None = None,
+                 num_splits: int = 1) -> PrefillPlan:
+    """What paged_prefill launches for this shape and split count, computed once and reused:
+    a launch then costs the host only the grid's arithmetic and Triton's own dispatch."""
+    dtype, device = shape.dtype, shape.device
     # Sized by q's rows: fp8 K/V rows are narrower, so the tiles fit all the more.
-    config = config or default_config(device, head_dim * itemsize)
-    group = num_heads // num_kv_heads
+    config = config or default_config(device, shape.head_dim * dtype.itemsize)
+    group = shape.num_heads // shape.num_kv_heads
     block_g = triton.next_power_of_2(group)
     block_q = max(1, config.block_m // block_g)
     # The Triton interpreter multiplies bfloat16 bit patterns in tl.dot (see paged_decode):
     # there bfloat16 goes through float32 with explicit rounding, the GPU's arithmetic.
     consts = dict(
-        GROUP=group, BLOCK_G=block_g, BLOCK_Q=block_q, HEAD_DIM=head_dim,
-        NUM_KV_HEADS=num_kv_heads, BLOCK_SIZE=block_size, BLOCKS_PER_SEGMENT=blocks_per_segment,
-        BLOCK_N=config.block_n, ALIGN=ALIGN_BYTES // cache_dtype.itemsize,
+        GROUP=group, BLOCK_G=block_g, BLOCK_Q=block_q, HEAD_DIM=shape.head_dim,
+        NUM_KV_HEADS=shape.num_kv_heads, BLOCK_SIZE=shape.block_size,
+        BLOCKS_PER_SEGMENT=shape.blocks_per_segment, BLOCK_N=config.block_n,
+        ALIGN=ALIGN_BYTES // shape.cache_dtype.itemsize,
         INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
         EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
-        KV_FP8=is_fp8(cache_dtype),
-        DOT_FP16=is_fp8(cache_dtype) and dtype == torch.bfloat16,
-        HAS_WINDOW=has_window,
+        KV_FP8=is_fp8(shape.cache_dtype),
+        DOT_FP16=is_fp8(shape.cache_dtype) and dtype == torch.bfloat16,
+        HAS_WINDOW=shape.has_window,
+        SPLIT=num_splits > 1,
+        USE_PDL=num_splits > 1 and use_pdl(device),
     )
-    return PrefillPlan(config, block_q, tuple(sorted(consts.items())))
+    return PrefillPlan(shape, config, block_q, num_splits, tuple(sorted(consts.items())))
+
+
+def choose_num_splits(programs: int, max_keys: int, num_sms: int, *, block_n: int,
+                      programs_per_sm: tuple[int, int]) -> int:
+    """Splits of each query tile's keys for a grid of `programs` (query tiles x KV heads) over
+    at most max_keys keys per tile; programs_per_sm: how many programs of the unsplit and of
+    the split kernel one SM holds. A grid that fills a wave of the GPU is not split. A smaller
+    one is split into as many as still fit in one wave, so that the padding programs of a grid
+    bound (which return at once) never add a wave; each split at least MIN_SPLIT_TILES key
+    tiles of max_keys, and their number a power of two (few compiled variants: a caller can
+    compile them all before timing anything)."""
+    unsplit, split = programs_per_sm
+    if programs >= unsplit * num_sms:
+        return 1
+    splits = min(MAX_SPLITS, max_keys // (MIN_SPLIT_TILES * block_n), split * num_sms // programs)
+    return 1 << (max(splits, 1).bit_length() - 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def default_num_splits(plan: PrefillPlan, num_tokens: int, num_seqs: int, table_width: int,
+                       window: int | None) -> int:
+    """paged_prefill's split count when the caller gives none, for the unsplit plan of its
+    shape: choose_num_splits with the compiled kernels' occupancy on a GPU (both read on the
+    first call for a shape, whatever the lengths: a warm-up call compiles what later ones
+    need), 1 elsewhere (the interpreter runs one program at a time). Lengths only, never
+    tensor data, so the grid of a captured CUDA graph holds for any contexts that fit its
+    block tables."""
+    device = plan.shape.device
+    if device.type != "cuda":
+        return 1
+    per_sm = tuple(plan_prefill(plan.shape, plan.config, splits).programs_per_sm()
+                   for splits in (1, 2))
+    return choose_num_splits(plan.num_tiles(num_tokens, num_seqs) * plan.shape.num_kv_heads,
+                             plan.max_keys(table_width, window), occupancy.num_sms(device),
+                             block_n=plan.config.block_n, programs_per_sm=per_sm)
+
+
+def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
+                num_splits: int | None = None, config: PrefillConfig | None = None,
+                window: int | None = None) -> PrefillPlan:
+    """What paged_prefill launches for these inputs: the given split count, or
+    default_num_splits' for their lengths. Reads shapes and dtypes only, no tensor data."""
+    num_tokens, num_heads, head_dim = q.shape
+    plan = plan_prefill(PrefillShape(num_heads, table.num_kv_heads, head_dim, table.block_size,
+                                     table.blocks_per_segment, q.dtype, q.device, table.dtype,
+                                     window is not None), config)
+    if num_splits is None:
+        num_splits = default_num_splits(plan, num_tokens, *block_tables.shape, window)
+    return plan if num_splits == 1 else plan_prefill(plan.shape, config, num_splits)
 
 
 def paged_prefill(
@@ -292,18 +423,25 @@ def paged_prefill(
     v_scale: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     window: int | None = None,
+    num_splits: int | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query chunks over their sequences' paged KV: out [T, Hq, D]
     in q's dtype.
 
     q [T, Hq, D] (any row and head strides, contiguous last dimension); query_starts [P + 1]
-    int32 cumulative row offsets (query_starts[0] == 0, query_starts[P] == T); context_lens [P]
+    int32 cumulative row offsets (query_starts[0] == 0, query_starts[P] <= T); context_lens [P]
     int32, each sequence's KV length with its query tokens included (so >= its query length);
     block_tables [P, max_blocks] int32 global block ids. The chunks' own K/V must be in the
-    cache already. Pass `table` to skip rebuilding the segment table. Reads no tensor data on
-    the host, so it needs no synchronisation. A float8_e4m3fn cache needs k_scale and v_scale
-    as kernels.paged_decode.paged_decode takes them. window: a sliding window, as paged_decode
-    takes it (a query at position p reads keys p - window + 1 .. p).
+    cache already. Pass `table` to skip rebuilding the segment table. A float8_e4m3fn cache
+    needs k_scale and v_scale as kernels.paged_decode.paged_decode takes them. window: a
+    sliding window, as paged_decode takes it (a query at position p reads keys p - window + 1
+    .. p).
+
+    num_splits: how many programs share each query tile's keys (their partial outputs then
+    combined by a second kernel); by default default_num_splits chooses from T, P, the
+    block-table width and the GPU (plan_launch says what it chose). Nothing is read on the
+    host from any tensor, so the launch needs no synchronisation and can be captured in a
+    CUDA graph; the partials' scratch is allocated here, from a graph's pool under capture.
 
     Rows of q past query_starts[P] belong to no chunk: their output is left as it was. out:
     where to write instead of a new tensor, [T, Hq, D] in q's dtype with a contiguous last
@@ -312,14 +450,14 @@ def paged_prefill(
     table = segment_table(k_segments, v_segments) if table is None else table
     _check_inputs(q, table, block_tables, query_starts, context_lens, blocks_per_segment)
     check_window(window)
+    if num_splits is not None and num_splits < 1:
+        raise KVLayoutError(f"num_splits must be at least 1, got {num_splits}")
     stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
                                         q.device)
+    plan = plan_launch(q, table, block_tables, num_splits, config, window)
+    num_splits = plan.num_splits
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = context_lens.shape[0]
-    fp8 = is_fp8(table.dtype)
-    plan = plan_prefill(num_heads, table.num_kv_heads, head_dim, table.block_size,
-                        table.blocks_per_segment, q.dtype, q.device, config,
-                        table.dtype if fp8 else None, window is not None)
     if out is None:
         out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
     elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
@@ -327,16 +465,30 @@ def paged_prefill(
                             "dimension")
     if num_tokens == 0:
         return out
+    if num_splits > 1:
+        # One allocation for both partial results, a row per query token, head and split (rows
+        # no chunk holds are never written): the float32 outputs, then the log-sum-exps.
+        parts = num_tokens * num_heads * num_splits
+        part_out = torch.empty(parts * (head_dim + 1), dtype=torch.float32, device=q.device)
+        part_lse = part_out[parts * head_dim:]
+    else:
+        part_out = part_lse = out
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     num_tiles = plan.num_tiles(num_tokens, num_seqs)
     # Without fp8 the scale pointers are never read: any tensor will do.
+    fp8 = is_fp8(table.dtype)
     plan.launch(
-        (num_tiles, table.num_kv_heads, 1),
+        (num_tiles, table.num_kv_heads, num_splits),
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, query_starts, context_lens,
-        out, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_seqs, num_tiles, window or 0,
+        out, part_out, part_lse, q.stride(0), q.stride(1), block_tables.stride(0),
+        out.stride(0), out.stride(1), stride_ks, stride_vs, scale * LOG2E, num_seqs, num_tiles,
+        num_splits, window or 0,
     )
+    if num_splits > 1:
+        # Only the chunks' rows, those before query_starts[P], are combined and written.
+        plan.reduce((num_tokens, num_heads, 1), part_out, part_lse, out, out.stride(0),
+                    out.stride(1), num_splits, query_starts, num_seqs)
     return out
 
 

@@ -17,7 +17,8 @@ from harness.gpu.kv_pool import KVPool, LayerCache, SlotIndex
 from harness.gpu.model import PrefillBatch
 
 # Split counts of the paged decode kernel are rounded down to powers of two up to this, so
-# that warmup() can compile every variant a run will launch before any step is timed.
+# that warmup() can compile every variant a run will launch before any step is timed. Paged
+# prefill chooses its own, powers of two up to kernels.paged_decode.MAX_SPLITS, the same cap.
 MAX_SPLITS = 64
 
 
@@ -96,9 +97,9 @@ class TritonAttention:
 
     def warmup(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
                window: int | None) -> None:
-        """Compile every kernel variant a run can launch (each split count, the prefill kernel,
-        the KV write; with or without a window) for queries and new K/V in dtype before any
-        step is timed. Nothing in the pool is changed."""
+        """Compile every kernel variant a run can launch (each split count of the decode and
+        the prefill kernels, the KV write; with or without a window) for queries and new K/V
+        in dtype before any step is timed. Nothing in the pool is changed."""
         cache = pool.layer(0)
         table = cache.handle
         scales = {"k_scale": cache.k_scale, "v_scale": cache.v_scale}
@@ -107,10 +108,13 @@ class TritonAttention:
         first_block = pool.live_segments()[0] * pool.blocks_per_segment
         blocks = torch.full((1, 16), first_block, dtype=torch.int32, device=device)
         lens = torch.ones(1, dtype=torch.int32, device=device)
+        starts = torch.tensor([0, 1], dtype=torch.int32, device=device)
         for splits in (1 << i for i in range(MAX_SPLITS.bit_length())):
             self._paged_decode(q, None, None, blocks, lens, pool.blocks_per_segment,
                                num_splits=splits, table=table, window=window, **scales)
-        starts = torch.tensor([0, 1], dtype=torch.int32, device=device)
+            self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
+                                table=table, window=window, num_splits=splits, **scales)
+        # Prefill's own split choice reads the occupancy of its compiled kernels: first here.
         self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
                             table=table, window=window, **scales)
         kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=dtype, device=device)

@@ -100,7 +100,7 @@ class _Staged:
     decode: DecodeWork
     decode_graph: bool = False
     host: HostStep | None = None
-    mixed_key: tuple[int, int] | None = None
+    mixed_key: tuple[int, int, int] | None = None
 
 
 class GpuExecutor:

@@ -3,7 +3,9 @@
 Outside a graph a step of the 8B model launches over a thousand kernels from Python, which
 takes the host longer than the device needs for the whole step at a few hundred tokens: such
 steps were bound by the host (the launch loop, not the GPU, set their time). A graph is captured
-per padded token count and padded decode-row count, and holds the forward of the eager step:
+per padded token count, padded decode-row count and padded prefill-sequence count (the prefill
+launch's grid bound grows with its sequences, and a tight one leaves a small step's grid small
+enough for paged_prefill to split its keys), and holds the forward of the eager step:
 one split-KV paged decode launch for the decode rows, one paged prefill launch for the chunks.
 (Running a decode row as a one-token prefill chunk instead, which would need no decode-row
 count, reads its context unsplit, one program per sequence and KV head, far below the decode
@@ -43,10 +45,10 @@ def token_buckets(max_tokens: int) -> list[int]:
     return sorted({s for s in sizes if s < max_tokens} | {max_tokens})
 
 
-def decode_buckets(max_seqs: int) -> list[int]:
-    """Padded decode-row counts: powers of two, then max_seqs. The decode kernel's split count
-    is chosen for the padded count, so each bucket keeps it within a factor of two of the
-    step's."""
+def seq_buckets(max_seqs: int) -> list[int]:
+    """Padded counts of decode rows and of prefill sequences: powers of two, then max_seqs.
+    The attention kernels' split counts are chosen for the padded counts, so each bucket keeps
+    them within a factor of two of the step's."""
     sizes = [1 << i for i in range(max_seqs.bit_length()) if 1 << i < max_seqs]
     return sizes + [max_seqs]
 
@@ -84,11 +86,11 @@ class MixedBuffers:
                 and len(host.prefill_contexts) + len(host.decode_lens) <= self.max_seqs
                 and len(host.logit_rows) <= self.max_sampled)
 
-    def inputs(self, tokens: int, decode_rows: int) -> StepInputs:
-        """The StepInputs of a step padded to `tokens` rows, the last decode_rows decoding."""
-        t, s = self.max_tokens, self.max_seqs
+    def inputs(self, tokens: int, decode_rows: int, seqs: int) -> StepInputs:
+        """The StepInputs of a step padded to `tokens` rows, the last decode_rows decoding, and
+        to `seqs` prefill sequences."""
+        t = self.max_tokens
         longs, ints = self.longs, self.ints
-        seqs = min(s, tokens)  # prefill sequences: no more than tokens
         return StepInputs(
             input_ids=longs[:tokens],
             positions=longs[t : t + tokens],
@@ -171,26 +173,29 @@ class MixedGraphs:
         self.pool = pool
         self.tables = tables
         self.token_buckets = token_buckets(max_tokens)
-        self.decode_buckets = decode_buckets(max_seqs)
+        self.seq_buckets = seq_buckets(max_seqs)
         width = round_width(-(-max_context // pool.block_size))
         self.buffers = MixedBuffers(max_tokens=max_tokens, max_seqs=max_seqs, width=width,
                                     device=decoder.weights.embed.device, max_sampled=max_sampled)
-        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._graphs: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None
-        self._staged: tuple[tuple[int, int], int] = ((0, 0), 0)
+        self._staged: tuple[tuple[int, int, int], int] = ((0, 0, 1), 0)
         self.captures = 0
 
     def fits(self, host: HostStep) -> bool:
         return self.buffers.fits(host)
 
-    def key(self, host: HostStep) -> tuple[int, int]:
-        """The step's (padded tokens, padded decode rows)."""
+    def key(self, host: HostStep) -> tuple[int, int, int]:
+        """The step's (padded tokens, padded decode rows, padded prefill sequences: at least
+        one, so that the prefill launch always has a sequence to bound its grid by)."""
         tokens = _bucket(self.token_buckets, len(host.ids))
         num_dec = len(host.decode_lens)
-        return tokens, min(_bucket(self.decode_buckets, num_dec), tokens) if num_dec else 0
+        decode_rows = min(_bucket(self.seq_buckets, num_dec), tokens) if num_dec else 0
+        seqs = min(_bucket(self.seq_buckets, max(len(host.prefill_contexts), 1)), tokens)
+        return tokens, decode_rows, seqs
 
-    def prepare(self, key: tuple[int, int]) -> None:
+    def prepare(self, key: tuple[int, int, int]) -> None:
         """Capture the graph of this key if needed (outside any timed region)."""
         handle = self.pool.layer(0).handle
         if handle is not self._handle:  # a rebuilt segment table: the graphs read the old one
@@ -199,10 +204,10 @@ class MixedGraphs:
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
 
-    def stage(self, host: HostStep) -> tuple[int, int]:
+    def stage(self, host: HostStep) -> tuple[int, int, int]:
         """The host part of a step (before the timed region); returns its key."""
         key = self.key(host)
-        self.buffers.stage(host, *key)
+        self.buffers.stage(host, *key[:2])
         self._staged = (key, len(host.logit_rows))
         return key
 
@@ -215,11 +220,11 @@ class MixedGraphs:
         graph.replay()
         return tokens[:sampled]
 
-    def _capture(self, tokens: int, decode_rows: int):
+    def _capture(self, tokens: int, decode_rows: int, seqs: int):
         """Warm the forward up on a side stream, then capture it; the inputs write nowhere and
         hold no query tokens."""
         self.buffers.clear()
-        step = self.buffers.inputs(tokens, decode_rows)
+        step = self.buffers.inputs(tokens, decode_rows, seqs)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -39,9 +39,9 @@ def _decode_capture(self, bucket):
     return graph, graph.out
 
 
-def _mixed_capture(self, tokens, decode_rows):
+def _mixed_capture(self, tokens, decode_rows, seqs):
     self.buffers.clear()
-    step = self.buffers.inputs(tokens, decode_rows)
+    step = self.buffers.inputs(tokens, decode_rows, seqs)
     graph = ReplayedForward(lambda: self.decoder.next_tokens(step, self.pool))
     self.captures += 1
     return graph, graph.out

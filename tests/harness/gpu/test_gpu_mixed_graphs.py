@@ -12,7 +12,7 @@ from allocators import make_allocator  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, to_device  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
-from harness.gpu.mixed_graphs import MixedBuffers, decode_buckets, token_buckets  # noqa: E402
+from harness.gpu.mixed_graphs import MixedBuffers, seq_buckets, token_buckets  # noqa: E402
 
 
 def test_token_buckets_cover_every_size_up_to_the_cap():
@@ -22,9 +22,9 @@ def test_token_buckets_cover_every_size_up_to_the_cap():
     assert token_buckets(100)[-1] == 100
 
 
-def test_decode_buckets_are_powers_of_two_up_to_the_cap():
-    assert decode_buckets(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
-    assert decode_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
+def test_seq_buckets_are_powers_of_two_up_to_the_cap():
+    assert seq_buckets(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert seq_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
 
 
 def _mixed_step(pool_dtype, backend, config, host_tables):
@@ -63,15 +63,17 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
     return pool, device_tables, layout_step(work, decode, ids, rows.array, bs)
 
 
-# (padded tokens, padded decode rows): rows 20..29 padding, decode rows 30 and 31, attended
-# over 28..31; and a decode padding that overlaps the prefill rows (decode attention over rows
-# 16..23 of which 16..19 are the verification's, every one sampled, written by prefill
-# attention afterwards). An fp8 pool: both launches read the layer's scales in the padded step
-# as in the eager one.
-@pytest.mark.parametrize("tokens, decode_rows, pool_dtype", [
-    (32, 4, torch.float32), (24, 8, torch.float32), (32, 4, torch.float8_e4m3fn)])
+# (padded tokens, padded decode rows, padded prefill sequences): rows 20..29 padding, decode
+# rows 30 and 31, attended over 28..31; and a decode padding that overlaps the prefill rows
+# (decode attention over rows 16..23 of which 16..19 are the verification's, every one sampled,
+# written by prefill attention afterwards). The 3 prefill sequences padded to 4 or 8, or not
+# at all. An fp8 pool: both launches read the layer's scales in the padded step as in the
+# eager one.
+@pytest.mark.parametrize("tokens, decode_rows, seqs, pool_dtype", [
+    (32, 4, 4, torch.float32), (24, 8, 8, torch.float32), (32, 4, 3, torch.float32),
+    (32, 4, 4, torch.float8_e4m3fn)])
 def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows,
-                                            pool_dtype):
+                                            seqs, pool_dtype):
     from harness.gpu.attention import TritonAttention
     from harness.gpu.model import Decoder
 
@@ -92,8 +94,9 @@ def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, d
     assert buffers.fits(host)
     buffers.stage(host, tokens, decode_rows)
     buffers.load(device_tables)
-    step = buffers.inputs(tokens, decode_rows)
+    step = buffers.inputs(tokens, decode_rows, seqs)
     assert step.context_lens.tolist()[-2:] == [11, 3]
+    assert step.prefill_batch.context_lens.tolist() == [9, 13, 14, 0, 0, 0, 0, 0][:seqs]
     assert step.slot_mapping.slots[20 : tokens - 2].tolist() == [-1] * (tokens - 22)
     padded = decoder.forward(step, pool)[: len(host.logit_rows)]
     torch.testing.assert_close(padded, eager, rtol=1e-4, atol=1e-4)
@@ -107,7 +110,7 @@ def test_cleared_buffers_are_valid_inputs_for_a_smaller_bucket():
     buffers.longs.fill_(40)
     buffers.ints.fill_(7)
     buffers.clear()
-    step = buffers.inputs(8, 4)
+    step = buffers.inputs(8, 4, 8)
     assert step.logit_rows.tolist() == [0] * 8
     assert step.slot_mapping.slots.tolist() == [-1] * 8
     assert step.prefill_batch.query_starts.tolist() == [0] * 9
