@@ -35,9 +35,7 @@ With a sliding window the splits share out only the last `window` keys (from the
 start in): blocks before it are never loaded, nor are their block-table entries read.
 
 Launch heuristics (default_config, choose_num_splits) size the grid in waves: a wave is as many
-programs as the GPU holds at once, read off the compiled kernel's registers and shared memory;
-and split the longest sequence the block tables can hold into pieces of at most
-LONG_SPLIT_TOKENS, since a batch takes as long as its longest sequence's programs.
+programs as the GPU holds at once, read off the compiled kernel's registers and shared memory.
 """
 from __future__ import annotations
 
@@ -64,9 +62,6 @@ SHORT_TILE_TOKENS = 64
 MIN_BALANCING_SPLIT_TOKENS = 1024
 # A grid over several waves is split until its last wave is at least this full.
 LAST_WAVE_FILL = 0.9
-# Splits are at most this long for the longest sequence the block tables hold: a batch's time
-# is its longest sequence's, and unsplit it streams alone while the GPU idles.
-LONG_SPLIT_TOKENS = 1024
 # griddepcontrol (programmatic dependent launch) exists from Hopper on and in Triton >= 3.4.
 HAS_PDL = hasattr(getattr(tl.extra, "cuda", None), "gdc_wait")
 
@@ -114,24 +109,7 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
     LAST_WAVE_FILL full, since a nearly empty last wave leaves SMs idle while it drains
     (64x32768 at block_size 16, 3 programs per SM: 1.29 waves unsplit at 91% of SDPA, 3.88
     waves with 3 splits at 97%); such splits stay MIN_BALANCING_SPLIT_TOKENS long.
-
-    Both rules size splits for contexts as long as max_context; a batch's contexts are not
-    known when a launch is planned (nor in a CUDA graph), and real batches mix one long
-    sequence with many short ones. So the count is at least max_context / LONG_SPLIT_TOKENS,
-    and the kernel never makes a split shorter than max_context / splits (LaunchPlan's
-    min_split_tokens): the longest sequence runs in splits of at most LONG_SPLIT_TOKENS, and a
-    short one in fewer splits, the rest of its programs returning at once. Measured on an
-    H200 over split counts, batches of 8-64 and one long sequence among short ones:
-    benchmarks/results/tuning/decode_skew_h200.csv.
     """
-    return max(_wave_splits(batch, num_kv_heads, max_context, num_sms, block_size=block_size,
-                            programs_per_sm=programs_per_sm),
-               min(MAX_SPLITS, -(-max_context // LONG_SPLIT_TOKENS)))
-
-
-def _wave_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int, *,
-                 block_size: int, programs_per_sm: Callable[[int], int] | None) -> int:
-    """choose_num_splits' count by waves alone."""
     programs = batch * num_kv_heads
     per_sm = programs_per_sm or (lambda splits: 2)
     if programs <= per_sm(1) * num_sms:
@@ -200,11 +178,11 @@ def saturate_to_fp16(x):
     return tl.clamp(x.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
 
 
-@triton.jit(do_not_specialize=["min_split_tokens", "window"])
+@triton.jit(do_not_specialize=["window"])
 def _decode_split_kernel(
     Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Context_lens, Out,
     Part_out, Part_lse, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, stride_ks,
-    stride_vs, qk_scale, num_splits, min_split_tokens, window,
+    stride_vs, qk_scale, num_splits, window,
     SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
@@ -229,21 +207,13 @@ def _decode_split_kernel(
     else:
         lo = 0
         first = 0
-    split_tokens = tl.maximum(tl.cdiv(tl.cdiv(context - first, num_splits), BLOCK_N) * BLOCK_N,
-                              min_split_tokens)
+    split_tokens = tl.cdiv(tl.cdiv(context - first, num_splits), BLOCK_N) * BLOCK_N
     start = first + split * split_tokens
     end = tl.minimum(start + split_tokens, context)
 
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, HEAD_DIM)
     heads = kv_head * GROUP + g
-    if SPLIT:
-        if start >= end:
-            # A split past a short sequence's end: no keys, nothing for the reduce to read.
-            part = (b * NUM_KV_HEADS * GROUP + heads) * num_splits + split
-            tl.store(Part_lse + part, tl.full([BLOCK_G], float("-inf"), tl.float32),
-                     mask=g < GROUP)
-            return
     q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=(g < GROUP)[:, None], other=0.0)
     if DOT_FP16:
@@ -319,9 +289,8 @@ def _reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits, Nu
     lse = tl.load(Part_lse + row + s, mask=s < num_splits, other=float("-inf"))
     top = tl.max(lse, 0)
     weight = tl.exp2(lse - tl.where(top == float("-inf"), 0.0, top))
-    # A split that saw no key may have left its output unwritten: it is not read.
     parts = tl.load(Part_out + (row + s)[:, None] * HEAD_DIM + d[None, :],
-                    mask=((s < num_splits) & (lse > float("-inf")))[:, None], other=0.0)
+                    mask=(s < num_splits)[:, None], other=0.0)
     total = tl.sum(weight, 0)
     out = tl.sum(parts * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
     if EMULATE_BF16:
@@ -331,13 +300,11 @@ def _reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits, Nu
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """Split count, launch shape and compile-time constants of one paged_decode launch;
-    min_split_tokens: the shortest split the kernel makes (choose_num_splits)."""
+    """Split count, launch shape and compile-time constants of one paged_decode launch."""
 
     num_splits: int
     config: DecodeConfig
     constexprs: dict
-    min_split_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -414,8 +381,7 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
     def plan(splits: int) -> LaunchPlan:
         chosen = config or default_config(shape.block_size, splits, max_context)
         return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
-                                               USE_PDL=splits > 1 and use_pdl(device)),
-                          max_context // splits // chosen.block_n * chosen.block_n)
+                                               USE_PDL=splits > 1 and use_pdl(device)))
 
     known: dict[tuple, int] = {}
 
@@ -431,7 +397,7 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
             scale = torch.float32 if is_fp8(cache) else dtype
             signature = (dtype, cache, cache, torch.int64, torch.int64, scale, scale, torch.int32,
                          torch.int32, dtype, partial, partial, *q_strides, shape.table_stride,
-                         *q_strides, 0, 0, 1.0, min(splits, 2), 0, shape.window or 0)
+                         *q_strides, 0, 0, 1.0, min(splits, 2), shape.window or 0)
             known[key] = occupancy.programs_per_sm(
                 _decode_split_kernel, device, signature,
                 tuple(sorted(candidate.constexprs.items())), candidate.config.num_warps,
@@ -516,7 +482,7 @@ def paged_decode(
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, context_lens, out, part_out,
         part_lse, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_splits, launch.plan.min_split_tokens, window or 0,
+        stride_ks, stride_vs, scale * LOG2E, num_splits, window or 0,
     )
     if num_splits > 1:
         # Every row is reduced: the row-count pointer is never read, any tensor will do.

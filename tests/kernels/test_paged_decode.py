@@ -7,7 +7,6 @@ from hypothesis import given, strategies as st
 
 from kernels.paged_decode import (
     LAST_WAVE_FILL,
-    LONG_SPLIT_TOKENS,
     MAX_SPLITS,
     MIN_BALANCING_SPLIT_TOKENS,
     SHORT_TILE_TOKENS,
@@ -79,24 +78,6 @@ def test_tile_inside_one_block(make_cache, rel_err, device, block_size, block_n)
     q = _query(2, 4, torch.float32, device, seed=1)
     out, ref = _run_both(cache, q, num_splits=2, config=DecodeConfig(block_n, 4, 2))
     assert rel_err(out, ref) < 1e-4
-
-
-@pytest.mark.parametrize("num_splits", [4, 8])
-def test_short_sequences_use_fewer_splits(make_cache, rel_err, device, num_splits):
-    """Block tables far wider than most contexts: each split is at least the table's span /
-    num_splits long, so the short sequences (and the empty one) leave most of their splits
-    without keys; those write no partial output, which the reduce must not read."""
-    cache = make_cache(context_lens=[0, 1, 9, 40, 250], num_kv_heads=2, head_dim=HEAD_DIM,
-                       block_size=4, blocks_per_segment=32, num_segments=3, spare_blocks=40,
-                       dtype=torch.float32, seed=num_splits)
-    q = _query(5, 4, torch.float32, device, seed=num_splits)
-    plan = plan_launch(q, segment_table(cache.k_segments, cache.v_segments), cache.block_tables,
-                       num_splits=num_splits, config=TILE_16)
-    span = cache.block_tables.shape[1] * 4
-    assert plan.min_split_tokens == span // num_splits // 16 * 16 > 16
-    out, ref = _run_both(cache, q, num_splits=num_splits, config=TILE_16)
-    assert rel_err(out, ref) < 1e-4
-    assert out[0].abs().max().item() == 0  # no keys: zeros
 
 
 def test_unbacked_segments_and_padding_are_never_read(make_cache, rel_err, device):
@@ -182,10 +163,6 @@ def test_split_heuristic_bounds(batch, kv_heads, context, sms, per_sm, block_siz
     splits = choose_num_splits(batch, kv_heads, context, sms, block_size=block_size,
                                programs_per_sm=lambda s: per_sm)
     assert 1 <= splits <= MAX_SPLITS
-    long_splits = min(MAX_SPLITS, -(-context // LONG_SPLIT_TOKENS))
-    assert splits >= long_splits  # the longest sequence in splits of LONG_SPLIT_TOKENS at most
-    if splits == long_splits and splits > 1:
-        return  # split for the longest sequence; the wave rules below gave no more
     wave = per_sm * sms
     if batch * kv_heads <= wave:
         # One wave stays one wave, of splits of at least one tile.
@@ -205,16 +182,14 @@ def test_split_heuristic_bounds(batch, kv_heads, context, sms, per_sm, block_siz
 
 
 @pytest.mark.parametrize("batch, context, block_size, per_sm, expected", [
-    (64, 2048, 16, 3, 2),    # 1.29 waves unsplit, 2.59 with 2: LONG_SPLIT_TOKENS decides
-    (64, 3072, 16, 3, 3),    # 1.29 waves unsplit; 3.88 with 3 splits
-    (128, 3072, 16, 3, 3),   # 2.59 waves unsplit; 7.76 with 3 splits
-    (32, 1024, 16, 3, 1),    # one wave of 2 programs per SM
-    (8, 768, 16, 3, 6),      # the most splits that still fit in one wave
+    (64, 32768, 16, 3, 3),   # 1.29 waves unsplit; 3.88 with 3 splits
+    (128, 32768, 16, 3, 3),  # 2.59 waves unsplit; 7.76 with 3 splits
+    (64, 32768, 1, 2, 1),    # 1.94 waves: the last one nearly full
+    (32, 32768, 16, 3, 1),   # one wave of 2 programs per SM
+    (8, 32768, 16, 3, 6),    # the most splits that still fit in one wave
     (1, 4096, 16, 3, 32),    # limited by 128-token splits
     (1, 4096, 64, 4, 64),    # 64 splits of one 64-token tile fit in one wave
     (64, 512, 16, 3, 1),     # balancing splits would be shorter than 1024 tokens
-    (32, 32768, 16, 3, 32),  # the longest sequence in 1024-token splits
-    (256, 200000, 16, 3, 64),  # at most MAX_SPLITS
 ])
 def test_split_heuristic_cases(batch, context, block_size, per_sm, expected):
     """H100 shapes (132 SMs, 8 KV heads) with the occupancies measured there."""
