@@ -298,6 +298,18 @@ def _reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits, Nu
     tl.store(Out + b * stride_ob + head * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
+def partials(out: torch.Tensor, rows: int, num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a split launch writes its partial results for the reduce: float32 outputs and
+    log-sum-exps, a row per query row, head and split, in one allocation (on the graph's pool
+    under capture). With one split the kernel writes `out` itself: both are `out`."""
+    if num_splits == 1:
+        return out, out
+    _, num_heads, head_dim = out.shape
+    parts = rows * num_heads * num_splits
+    part_out = torch.empty(parts * (head_dim + 1), dtype=torch.float32, device=out.device)
+    return part_out, part_out[parts * head_dim:]
+
+
 @dataclass(frozen=True)
 class LaunchPlan:
     """Split count, launch shape and compile-time constants of one paged_decode launch."""
@@ -467,13 +479,7 @@ def paged_decode(
     elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
         raise KVLayoutError(f"out must be {tuple(q.shape)} {q.dtype} with a contiguous last "
                             "dimension")
-    if num_splits > 1:
-        # One allocation for both partial results: the float32 outputs, then the log-sum-exps.
-        parts = batch * num_heads * num_splits
-        part_out = torch.empty(parts * (head_dim + 1), dtype=torch.float32, device=q.device)
-        part_lse = part_out[parts * head_dim:]
-    else:
-        part_out = part_lse = out
+    part_out, part_lse = partials(out, batch, num_splits)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
     fp8 = launch.plan.constexprs["KV_FP8"]

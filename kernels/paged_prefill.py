@@ -48,8 +48,8 @@ import triton.language as tl
 from kernels import occupancy
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
-from kernels.paged_decode import (LOG2E, MAX_SPLITS, check_window, reduce_launch, round_to_bf16,
-                                  saturate_to_fp16, tile_rows, use_pdl)
+from kernels.paged_decode import (LOG2E, MAX_SPLITS, check_window, partials, reduce_launch,
+                                  round_to_bf16, saturate_to_fp16, tile_rows, use_pdl)
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 
 
@@ -465,14 +465,8 @@ def paged_prefill(
                             "dimension")
     if num_tokens == 0:
         return out
-    if num_splits > 1:
-        # One allocation for both partial results, a row per query token, head and split (rows
-        # no chunk holds are never written): the float32 outputs, then the log-sum-exps.
-        parts = num_tokens * num_heads * num_splits
-        part_out = torch.empty(parts * (head_dim + 1), dtype=torch.float32, device=q.device)
-        part_lse = part_out[parts * head_dim:]
-    else:
-        part_out = part_lse = out
+    # Rows no chunk holds are never written nor reduced.
+    part_out, part_lse = partials(out, num_tokens, num_splits)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     num_tiles = plan.num_tiles(num_tokens, num_seqs)
     # Without fp8 the scale pointers are never read: any tensor will do.

@@ -238,6 +238,25 @@ WINDOW_QUERY_LENS = [1, 7, 37, 3]
 WINDOW_CONTEXTS = [1, 25, 50, 40]
 
 
+def _windowed_error(make_cache, rel_err, device, window, block_size, *, poison, heads,
+                    **launch):
+    """paged_prefill over WINDOW_CONTEXTS with the blocks before each first query's window let
+    go (poisoned, or -1 as a released block's entry), against the reference: relative error."""
+    cache = make_cache(context_lens=WINDOW_CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=block_size, blocks_per_segment=max(2, 64 // block_size),
+                       num_segments=4, dtype=torch.float32, seed=window + block_size)
+    first = [max(0, n - q + 1 - window) for n, q in zip(WINDOW_CONTEXTS, WINDOW_QUERY_LENS)]
+    cache.release_before(first, poison=poison)
+    q, starts = _inputs(WINDOW_QUERY_LENS, heads, torch.float32, device, seed=window)
+    out = paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
+                        cache.context_lens, cache.blocks_per_segment, window=window, **launch)
+    k64, v64 = cache.widened()
+    ref = reference_prefill(q.double(), k64, v64, cache.block_tables, starts.cpu(),
+                            cache.context_lens.cpu(), cache.blocks_per_segment,
+                            compute_dtype=torch.float64, window=window)
+    return rel_err(out, ref)
+
+
 @pytest.mark.parametrize("poison", [True, False])
 @pytest.mark.parametrize("block_size, config", [
     (1, SMALL), (3, SMALL), (16, SMALL),
@@ -247,20 +266,8 @@ def test_sliding_window_matches_reference(make_cache, rel_err, device, window, b
                                           config, poison):
     """Each query reads its last `window` keys; blocks wholly before the first query's window
     are never read (their entries point at NaN, or at -1 as a released block's do)."""
-    cache = make_cache(context_lens=WINDOW_CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM,
-                       block_size=block_size, blocks_per_segment=max(2, 64 // block_size),
-                       num_segments=4, dtype=torch.float32, seed=window + block_size)
-    first = [max(0, n - q + 1 - window) for n, q in zip(WINDOW_CONTEXTS, WINDOW_QUERY_LENS)]
-    cache.release_before(first, poison=poison)
-    q, starts = _inputs(WINDOW_QUERY_LENS, 8, torch.float32, device, seed=window)
-    out = paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
-                        cache.context_lens, cache.blocks_per_segment, config=config,
-                        window=window)
-    k64, v64 = cache.widened()
-    ref = reference_prefill(q.double(), k64, v64, cache.block_tables, starts.cpu(),
-                            cache.context_lens.cpu(), cache.blocks_per_segment,
-                            compute_dtype=torch.float64, window=window)
-    assert rel_err(out, ref) < 1e-4
+    assert _windowed_error(make_cache, rel_err, device, window, block_size, poison=poison,
+                           heads=8, config=config) < 1e-4
 
 
 def test_windowed_chunks_equal_the_whole_windowed_prompt(make_cache, device):
@@ -348,20 +355,8 @@ def test_sliding_window_splits_match_reference(make_cache, rel_err, device, wind
                                                num_splits):
     """Splits share out the keys from the tile the first query's window starts in: its masked
     tiles, the unmasked ones and the diagonal; blocks before it are never read."""
-    cache = make_cache(context_lens=WINDOW_CONTEXTS, num_kv_heads=2, head_dim=HEAD_DIM,
-                       block_size=block_size, blocks_per_segment=max(2, 64 // block_size),
-                       num_segments=4, dtype=torch.float32, seed=window + block_size)
-    first = [max(0, n - q + 1 - window) for n, q in zip(WINDOW_CONTEXTS, WINDOW_QUERY_LENS)]
-    cache.release_before(first, poison=True)
-    q, starts = _inputs(WINDOW_QUERY_LENS, 4, torch.float32, device, seed=window)
-    out = paged_prefill(q, cache.k_segments, cache.v_segments, cache.block_tables, starts,
-                        cache.context_lens, cache.blocks_per_segment, config=SMALL,
-                        window=window, num_splits=num_splits)
-    k64, v64 = cache.widened()
-    ref = reference_prefill(q.double(), k64, v64, cache.block_tables, starts.cpu(),
-                            cache.context_lens.cpu(), cache.blocks_per_segment,
-                            compute_dtype=torch.float64, window=window)
-    assert rel_err(out, ref) < 1e-4
+    assert _windowed_error(make_cache, rel_err, device, window, block_size, poison=True,
+                           heads=4, config=SMALL, num_splits=num_splits) < 1e-4
 
 
 def test_default_is_one_split_off_the_gpu(make_cache):
