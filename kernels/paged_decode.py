@@ -52,9 +52,10 @@ from kernels import occupancy
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
+from kernels.split_kv import MAX_SPLITS, partials, reduce_launch, use_pdl
+from kernels.tl_helpers import round_to_bf16, saturate_to_fp16, tile_rows
 
 LOG2E = 1.4426950408889634
-MAX_SPLITS = 64
 TILE_TOKENS = 128
 SHORT_TILE_TOKENS = 64
 # Splits that only even out the last wave of a grid larger than the GPU stay this long: the
@@ -62,8 +63,6 @@ SHORT_TILE_TOKENS = 64
 MIN_BALANCING_SPLIT_TOKENS = 1024
 # A grid over several waves is split until its last wave is at least this full.
 LAST_WAVE_FILL = 0.9
-# griddepcontrol (programmatic dependent launch) exists from Hopper on and in Triton >= 3.4.
-HAS_PDL = hasattr(getattr(tl.extra, "cuda", None), "gdc_wait")
 
 
 @dataclass(frozen=True)
@@ -131,51 +130,6 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
         if fill > best_fill:
             best, best_fill = splits, fill
     return best
-
-
-@functools.lru_cache(maxsize=None)
-def use_pdl(device: torch.device) -> bool:
-    """Whether a reduce kernel can be a programmatic dependent launch on this device."""
-    return HAS_PDL and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
-
-
-@triton.jit
-def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
-              BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
-              BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr, ALIGN: tl.constexpr):
-    """Element offsets from K_base and V_base of the tile's tokens `tok`, KV head 0 (shared with
-    kernels/paged_prefill.py: one addressing of the paged cache for both kernels)."""
-    if BLOCK_SIZE % BLOCK_N == 0:
-        # The tile lies inside one block: one table lookup, rows at a fixed stride.
-        block = tl.load(bt_row + tile // BLOCK_SIZE)
-        seg = block // BLOCKS_PER_SEGMENT
-        inner = ((block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE
-                 + (tok % BLOCK_SIZE) * TOKEN_STRIDE)
-        k_rows = tl.load(K_offsets + seg) * ALIGN + inner
-        v_rows = tl.load(V_offsets + seg) * ALIGN + inner
-    else:
-        # One lookup per token, shared by K and V.
-        block = tl.load(bt_row + tok // BLOCK_SIZE, mask=valid, other=0)
-        seg = block // BLOCKS_PER_SEGMENT
-        inner = ((block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE
-                 + (tok % BLOCK_SIZE) * TOKEN_STRIDE)
-        k_rows = tl.load(K_offsets + seg, mask=valid, other=0) * ALIGN + inner
-        v_rows = tl.load(V_offsets + seg, mask=valid, other=0) * ALIGN + inner
-    return k_rows, v_rows
-
-
-@triton.jit
-def round_to_bf16(x):
-    """float32 x rounded to the nearest bfloat16 (ties to even), still as float32."""
-    bits = x.to(tl.uint32, bitcast=True)
-    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def saturate_to_fp16(x):
-    """x as float16, clamped to float16's finite range rather than overflowing to inf."""
-    return tl.clamp(x.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
 
 
 @triton.jit(do_not_specialize=["window"])
@@ -268,46 +222,6 @@ def _decode_split_kernel(
         tl.store(Part_out + part[:, None] * HEAD_DIM + d[None, :], out, mask=row_mask)
         lse = tl.where(has_tokens, m_i + tl.log2(tl.where(has_tokens, l_i, 1.0)), float("-inf"))
         tl.store(Part_lse + part, lse, mask=g < GROUP)
-
-
-@triton.jit(do_not_specialize=["num_rows_at"])
-def _reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits, Num_rows,
-                   num_rows_at, NUM_HEADS: tl.constexpr, BLOCK_S: tl.constexpr,
-                   HEAD_DIM: tl.constexpr, EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
-                   LIMIT_ROWS: tl.constexpr):
-    b = tl.program_id(0)
-    head = tl.program_id(1)
-    if LIMIT_ROWS:
-        # Rows from Num_rows[num_rows_at] on have no partials: they keep what they hold.
-        if b >= tl.load(Num_rows + num_rows_at):
-            return
-    s = tl.arange(0, BLOCK_S)
-    d = tl.arange(0, HEAD_DIM)
-    row = (b * NUM_HEADS + head) * num_splits
-    if USE_PDL:
-        tl.extra.cuda.gdc_wait()
-    lse = tl.load(Part_lse + row + s, mask=s < num_splits, other=float("-inf"))
-    top = tl.max(lse, 0)
-    weight = tl.exp2(lse - tl.where(top == float("-inf"), 0.0, top))
-    parts = tl.load(Part_out + (row + s)[:, None] * HEAD_DIM + d[None, :],
-                    mask=(s < num_splits)[:, None], other=0.0)
-    total = tl.sum(weight, 0)
-    out = tl.sum(parts * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
-    if EMULATE_BF16:
-        out = round_to_bf16(out)
-    tl.store(Out + b * stride_ob + head * stride_oh + d, out.to(Out.dtype.element_ty))
-
-
-def partials(out: torch.Tensor, rows: int, num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where a split launch writes its partial results for the reduce: float32 outputs and
-    log-sum-exps, a row per query row, head and split, in one allocation (on the graph's pool
-    under capture). With one split the kernel writes `out` itself: both are `out`."""
-    if num_splits == 1:
-        return out, out
-    _, num_heads, head_dim = out.shape
-    parts = rows * num_heads * num_splits
-    part_out = torch.empty(parts * (head_dim + 1), dtype=torch.float32, device=out.device)
-    return part_out, part_out[parts * head_dim:]
 
 
 @dataclass(frozen=True)
@@ -538,26 +452,6 @@ def _launches(plan: LaunchPlan, num_heads: int, head_dim: int) -> _Launch:
     reduce = reduce_launch(num_heads, head_dim, plan.num_splits, consts["EMULATE_BF16"],
                            consts["USE_PDL"], limit_rows=False)
     return _Launch(plan, split, reduce)
-
-
-def reduce_launch(num_heads: int, head_dim: int, num_splits: int, emulate_bf16: bool,
-                  pdl: bool, *, limit_rows: bool) -> DirectLaunch:
-    """The kernel that combines num_splits partial outputs per row and head, weighted by their
-    log-sum-exps (shared with kernels/paged_prefill.py, whose rows are query tokens). Its
-    arguments: Part_out, Part_lse, Out, Out's row and head strides, num_splits, then an int32
-    tensor and an index into it: with limit_rows, the rows from that element's value on are
-    left as they are; without, every row of the grid is written and the tensor is not read.
-    pdl: a programmatic dependent launch, after a split kernel that allows it (use_pdl)."""
-    block_s = triton.next_power_of_2(num_splits)
-    # One warp sums the splits inside each thread, with no exchange between warps: faster than
-    # four warps up to 32 splits at 1x4096, slower at 64 (measured on an H100).
-    options = dict(num_warps=1 if block_s <= 32 else 4)
-    if pdl:
-        options["launch_pdl"] = True
-    return DirectLaunch(_reduce_kernel,
-                        dict(NUM_HEADS=num_heads, BLOCK_S=block_s, HEAD_DIM=head_dim,
-                             EMULATE_BF16=emulate_bf16, USE_PDL=pdl, LIMIT_ROWS=limit_rows),
-                        options)
 
 
 def check_window(window: int | None) -> None:

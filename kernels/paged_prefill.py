@@ -48,9 +48,10 @@ import triton.language as tl
 from kernels import occupancy
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
-from kernels.paged_decode import (LOG2E, MAX_SPLITS, check_window, partials, reduce_launch,
-                                  round_to_bf16, saturate_to_fp16, tile_rows, use_pdl)
+from kernels.paged_decode import LOG2E, check_window
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
+from kernels.split_kv import MAX_SPLITS, partials, reduce_launch, use_pdl
+from kernels.tl_helpers import round_to_bf16, saturate_to_fp16, tile_rows
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from harness.gpu.model import PrefillBatch
 
 # Split counts of the paged decode kernel are rounded down to powers of two up to this, so
 # that warmup() can compile every variant a run will launch before any step is timed. Paged
-# prefill chooses its own, powers of two up to kernels.paged_decode.MAX_SPLITS, the same cap.
+# prefill chooses its own, powers of two up to kernels.split_kv.MAX_SPLITS, the same cap.
 MAX_SPLITS = 64
 
 

@@ -7,7 +7,6 @@ from hypothesis import given, strategies as st
 
 from kernels.paged_decode import (
     LAST_WAVE_FILL,
-    MAX_SPLITS,
     MIN_BALANCING_SPLIT_TOKENS,
     SHORT_TILE_TOKENS,
     TILE_TOKENS,
@@ -21,6 +20,7 @@ from kernels.paged_decode import (
 )
 from kernels.reference import reference_decode
 from kernels.segments import KVLayoutError, segment_table
+from kernels.split_kv import MAX_SPLITS
 
 HEAD_DIM = 32
 TILE_16 = DecodeConfig(block_n=16, num_warps=4, num_stages=2)

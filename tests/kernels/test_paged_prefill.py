@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from kernels.paged_decode import MAX_SPLITS
+from kernels.split_kv import MAX_SPLITS
 from kernels.paged_prefill import (
     GPU_CONFIG,
     MIN_SPLIT_TILES,
