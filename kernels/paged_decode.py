@@ -34,6 +34,9 @@ holds whole tiles costs one table lookup per tile; smaller blocks are looked up 
 With a sliding window the splits share out only the last `window` keys (from the tile they
 start in): blocks before it are never loaded, nor are their block-table entries read.
 
+kernels/balanced_decode.py runs the same attention over a work list the host builds per step,
+which shares the keys out evenly over a fixed grid whatever the mix of context lengths.
+
 Launch heuristics (default_config, choose_num_splits) size the grid in waves: a wave is as many
 programs as the GPU holds at once, read off the compiled kernel's registers and shared memory.
 """
@@ -53,7 +56,8 @@ from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 from kernels.split_kv import MAX_SPLITS, partials, reduce_launch, use_pdl
-from kernels.tl_helpers import round_to_bf16, saturate_to_fp16, tile_rows
+from kernels.tl_helpers import (attend_keys, load_query, log_sum_exp, normalise,
+                                 round_to_bf16)
 
 LOG2E = 1.4426950408889634
 TILE_TOKENS = 128
@@ -149,8 +153,6 @@ def _decode_split_kernel(
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
-    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
-    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
 
     context = tl.load(Context_lens + b)
     if HAS_WINDOW:
@@ -168,49 +170,18 @@ def _decode_split_kernel(
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, HEAD_DIM)
     heads = kv_head * GROUP + g
-    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
-                mask=(g < GROUP)[:, None], other=0.0)
-    if DOT_FP16:
-        q = saturate_to_fp16(q)
-    elif EMULATE_BF16:
-        q = q.to(tl.float32)
+    q = load_query(Q, b, stride_qb, stride_qh, heads, g, d, GROUP, DOT_FP16, EMULATE_BF16)
     bt_row = Block_tables + b.to(tl.int64) * stride_bt
     head_col = kv_head * HEAD_DIM + d
     if KV_FP8:
         qk_scale = qk_scale * tl.load(K_scale + kv_head * stride_ks)
-
-    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_G], tl.float32)
-    acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
-    for tile in range(start, end, BLOCK_N):
-        tok = tile + tl.arange(0, BLOCK_N)
-        valid = tok < end
-        if HAS_WINDOW:
-            valid = valid & (tok >= lo)
-        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
-                                   BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
-        k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
-        v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
-        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
-        k = k.to(q.dtype)
-        v = v.to(q.dtype)
-        scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
-        scores = tl.where(valid[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(scores - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if EMULATE_BF16 and not DOT_FP16:
-            p = round_to_bf16(p)
-        else:
-            p = p.to(v.dtype)
-        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
-        m_i = m_new
-
+    acc, m_i, l_i = attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
+                                qk_scale, start, lo, end, BLOCK_G, HEAD_DIM, NUM_KV_HEADS,
+                                BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN, INPUT_PRECISION,
+                                EMULATE_BF16, DOT_FP16, HAS_WINDOW)
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)
-    has_tokens = l_i > 0
-    out = acc / tl.where(has_tokens, l_i, 1.0)[:, None]
+    out = normalise(acc, l_i)
     row_mask = (g < GROUP)[:, None]
     if not SPLIT:
         if EMULATE_BF16:
@@ -220,7 +191,7 @@ def _decode_split_kernel(
     else:
         part = (b * NUM_KV_HEADS * GROUP + heads) * num_splits + split
         tl.store(Part_out + part[:, None] * HEAD_DIM + d[None, :], out, mask=row_mask)
-        lse = tl.where(has_tokens, m_i + tl.log2(tl.where(has_tokens, l_i, 1.0)), float("-inf"))
+        lse = log_sum_exp(m_i, l_i)
         tl.store(Part_lse + part, lse, mask=g < GROUP)
 
 
@@ -282,27 +253,34 @@ def plan_launch(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor
     return plan_for_shape(DecodeShape.of(q, table, block_tables, window), num_splits, config)
 
 
-@functools.lru_cache(maxsize=4096)
-def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
-                   config: DecodeConfig | None = None) -> LaunchPlan:
-    """plan_launch's work for one shape (plan_for_shape.__wrapped__ is the uncached form)."""
-    device, dtype = shape.device, shape.dtype
+def shape_constants(shape: DecodeShape) -> dict:
+    """The compile-time constants a decode kernel takes from its input shapes and dtypes
+    (kernels/tl_helpers.py's attend_keys and load_query read them)."""
+    dtype = shape.dtype
     group = shape.num_heads // shape.num_kv_heads
-    max_context = shape.max_keys
     # The Triton interpreter (the only way CPU tensors run) multiplies bfloat16 bit patterns in
     # tl.dot (triton-lang/triton#11584) and truncates float32 -> bfloat16: there bfloat16 goes
     # through float32 with explicit round-to-nearest-even, the arithmetic of the GPU path.
-    common = dict(
+    return dict(
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=shape.head_dim,
         NUM_KV_HEADS=shape.num_kv_heads, BLOCK_SIZE=shape.block_size,
         BLOCKS_PER_SEGMENT=shape.blocks_per_segment,
         ALIGN=ALIGN_BYTES // shape.cache_dtype.itemsize,
         INPUT_PRECISION="ieee" if dtype == torch.float32 else None,
-        EMULATE_BF16=device.type == "cpu" and dtype == torch.bfloat16,
+        EMULATE_BF16=shape.device.type == "cpu" and dtype == torch.bfloat16,
         KV_FP8=is_fp8(shape.cache_dtype),
         DOT_FP16=is_fp8(shape.cache_dtype) and dtype == torch.bfloat16,
         HAS_WINDOW=shape.window is not None,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
+                   config: DecodeConfig | None = None) -> LaunchPlan:
+    """plan_launch's work for one shape (plan_for_shape.__wrapped__ is the uncached form)."""
+    device, dtype = shape.device, shape.dtype
+    max_context = shape.max_keys
+    common = shape_constants(shape)
 
     def plan(splits: int) -> LaunchPlan:
         chosen = config or default_config(shape.block_size, splits, max_context)
@@ -388,11 +366,7 @@ def paged_decode(
                                         q.device)
     batch, num_heads, head_dim = q.shape
     num_splits = launch.plan.num_splits
-    if out is None:
-        out = torch.empty_like(q)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
-        raise KVLayoutError(f"out must be {tuple(q.shape)} {q.dtype} with a contiguous last "
-                            "dimension")
+    out = decode_output(q, out)
     part_out, part_lse = partials(out, batch, num_splits)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
@@ -408,6 +382,16 @@ def paged_decode(
         # Every row is reduced: the row-count pointer is never read, any tensor will do.
         launch.reduce((batch, num_heads, 1), part_out, part_lse, out, out.stride(0),
                       out.stride(1), num_splits, part_lse, 0)
+    return out
+
+
+def decode_output(q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """Where a decode kernel writes: out, checked against q, or a new tensor like q."""
+    if out is None:
+        return torch.empty_like(q)
+    if out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1:
+        raise KVLayoutError(f"out must be {tuple(q.shape)} {q.dtype} with a contiguous last "
+                            "dimension")
     return out
 
 
@@ -436,7 +420,10 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
            num_splits, config, window)
     launch = _LAUNCHES.get(key)
     if launch is None:
-        _check_inputs(q, table, block_tables, context_lens, blocks_per_segment)
+        check_inputs(q, table, block_tables, blocks_per_segment)
+        if context_lens.shape != (q.shape[0],) or context_lens.dtype != torch.int32:
+            raise KVLayoutError(f"context_lens must be int32 [{q.shape[0]}], got "
+                                f"{context_lens.dtype} {tuple(context_lens.shape)}")
         check_window(window)
         plan = plan_launch(q, table, block_tables, num_splits, config, window)
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
@@ -461,7 +448,8 @@ def check_window(window: int | None) -> None:
         raise KVLayoutError(f"window must be None or an integer >= 1, got {window!r}")
 
 
-def _check_inputs(q, table, block_tables, context_lens, blocks_per_segment) -> None:
+def check_inputs(q, table, block_tables, blocks_per_segment) -> None:
+    """KVLayoutError unless q, the segment table and the block tables fit a decode kernel."""
     batch, num_heads, head_dim = q.shape
     if head_dim != table.head_dim or head_dim < 16 or head_dim & (head_dim - 1):
         raise KVLayoutError(f"head_dim {head_dim}: needs a power of two >= 16 matching the cache "
@@ -477,8 +465,5 @@ def _check_inputs(q, table, block_tables, context_lens, blocks_per_segment) -> N
                             f"{table.blocks_per_segment} blocks")
     if block_tables.dtype != torch.int32 or block_tables.stride(1) != 1:
         raise KVLayoutError("block_tables must be int32 with a contiguous last dimension")
-    if block_tables.shape[0] != batch or context_lens.shape != (batch,):
-        raise KVLayoutError(f"block_tables {tuple(block_tables.shape)} and context_lens "
-                            f"{tuple(context_lens.shape)} must have {batch} rows")
-    if context_lens.dtype != torch.int32:
-        raise KVLayoutError("context_lens must be int32")
+    if block_tables.shape[0] != batch:
+        raise KVLayoutError(f"block_tables {tuple(block_tables.shape)} must have {batch} rows")

@@ -1,6 +1,7 @@
 """Triton device functions shared by the paged attention kernels (kernels/paged_decode.py,
-kernels/paged_prefill.py, kernels/split_kv.py): one addressing of the paged cache, and the
-dtype handling that keeps the GPU's and the interpreter's arithmetic alike."""
+kernels/balanced_decode.py, kernels/paged_prefill.py, kernels/split_kv.py): one addressing of
+the paged cache, one query row's attention over a run of its keys (both decode kernels), and
+the dtype handling that keeps the GPU's and the interpreter's arithmetic alike."""
 from __future__ import annotations
 
 import triton
@@ -44,3 +45,73 @@ def round_to_bf16(x):
 def saturate_to_fp16(x):
     """x as float16, clamped to float16's finite range rather than overflowing to inf."""
     return tl.clamp(x.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
+
+
+@triton.jit
+def load_query(Q, row, stride_qb, stride_qh, heads, g, d, GROUP: tl.constexpr,
+               DOT_FP16: tl.constexpr, EMULATE_BF16: tl.constexpr):
+    """The query heads `heads` (those of one KV head; rows g >= GROUP are zeros) of one query
+    row, in the dots' dtype: float16 over an fp8 cache under a bfloat16 q (saturated),
+    float32 where the interpreter emulates bfloat16."""
+    q = tl.load(Q + row * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=(g < GROUP)[:, None], other=0.0)
+    if DOT_FP16:
+        q = saturate_to_fp16(q)
+    elif EMULATE_BF16:
+        q = q.to(tl.float32)
+    return q
+
+
+@triton.jit
+def attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col, qk_scale, first, lo,
+                end, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
+                BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
+                BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                EMULATE_BF16: tl.constexpr, DOT_FP16: tl.constexpr, HAS_LO: tl.constexpr):
+    """Online softmax (base 2) of one query row's heads over keys lo .. end - 1 of the row
+    whose block table starts at bt_row, in tiles of BLOCK_N from `first` (a multiple of
+    BLOCK_N, at most lo; keys before lo are masked only with HAS_LO). Returns the unnormalised
+    output, the running maximum and the sum of weights (0 where no key was seen)."""
+    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
+    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
+    for tile in range(first, end, BLOCK_N):
+        tok = tile + tl.arange(0, BLOCK_N)
+        valid = tok < end
+        if HAS_LO:
+            valid = valid & (tok >= lo)
+        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
+                                   BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
+        v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
+        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
+        k = k.to(q.dtype)
+        v = v.to(q.dtype)
+        scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
+        scores = tl.where(valid[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if EMULATE_BF16 and not DOT_FP16:
+            p = round_to_bf16(p)
+        else:
+            p = p.to(v.dtype)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def normalise(acc, l_i):
+    """attend_keys' output divided by its sum of weights (zeros where no key was seen)."""
+    return acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+
+
+@triton.jit
+def log_sum_exp(m_i, l_i):
+    """The base-2 log-sum-exp of attend_keys' weights: -inf where no key was seen."""
+    has_tokens = l_i > 0
+    return tl.where(has_tokens, m_i + tl.log2(tl.where(has_tokens, l_i, 1.0)), float("-inf"))
