@@ -1,0 +1,87 @@
+"""Work lists of the balanced decode kernel (kernels/balanced_decode.py): a step's decode rows
+cut into items of keys so that every program of a fixed grid gets the same share of them,
+whatever the mix of context lengths. The host builds one per step (it knows every context
+length when it stages a step); numpy only, so staging needs no Triton.
+
+The rule: the keys each row reads (all of them, or with a window its last `window`), counted
+in whole tiles from the tile the first one falls in, are laid end to end; program p of the
+`programs` per KV head takes tiles p * L .. (p + 1) * L - 1 of that stream, L = ceil(total
+tiles / programs). An item is one row's part of one program's run: rows are cut only at tile
+boundaries, a row into at most `programs` items, and there are fewer than rows + programs items
+in all. That bound depends only on the row count (a CUDA graph's bucket), so the list and the
+kernel's scratch have fixed shapes while their contents change with every step.
+
+Layout, int32, WorkListPlan.size(rows) entries: rows + 1 item offsets by row (row b's items are
+those from entry b on to entry b + 1), programs + 1 item offsets by program, then
+max_items(rows) items of (row, first key, end key); entries past the last item are not read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# max_items is rounded up to a multiple of this: the reduce kernel, which takes it as an
+# argument, is then compiled once whatever the row count (Triton specialises integers on
+# divisibility by 16).
+ITEMS_ALIGN = 16
+
+
+@dataclass(frozen=True)
+class WorkListPlan:
+    """How a step's decode rows become a work list: programs per KV head (the kernel's grid is
+    programs x num_kv_heads), keys per tile of the kernel's launch, the model's window."""
+
+    programs: int
+    tile_tokens: int
+    window: int | None = None
+
+    def max_items(self, rows: int) -> int:
+        """A bound on the items of a list over `rows` rows."""
+        return -(-(rows + self.programs) // ITEMS_ALIGN) * ITEMS_ALIGN
+
+    def size(self, rows: int) -> int:
+        """int32 entries of a list over `rows` rows."""
+        return rows + self.programs + 2 + 3 * self.max_items(rows)
+
+    def build(self, context_lens: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The work list of rows with these context lengths (0: a row that attends to nothing,
+        as padding rows do), into out (int32, at least size(rows) entries) when given."""
+        lens = np.asarray(context_lens, dtype=np.int64)
+        rows, tile = len(lens), self.tile_tokens
+        lo = np.zeros_like(lens) if self.window is None else np.maximum(lens - self.window, 0)
+        first_tile = lo // tile
+        tiles = np.where(lens > 0, -(-lens // tile) - first_tile, 0)
+        row_end = np.cumsum(tiles)
+        row_start = row_end - tiles
+        total = int(row_end[-1]) if rows else 0
+        per_program = max(1, -(-total // self.programs))
+        cuts = np.union1d(row_start[tiles > 0], np.arange(0, total, per_program))
+        row = np.searchsorted(row_end, cuts, side="right")
+        tile_of = (first_tile - row_start)[row]  # stream position + this = the row's tile
+        start = np.maximum((cuts + tile_of) * tile, lo[row])
+        end = np.minimum((np.append(cuts[1:], total) + tile_of) * tile, lens[row])
+
+        data = np.empty(self.size(rows), np.int32) if out is None else out[: self.size(rows)]
+        data[: rows + 1] = np.searchsorted(row, np.arange(rows + 1))
+        at = rows + 1
+        data[at : at + self.programs + 1] = np.searchsorted(cuts // per_program,
+                                                          np.arange(self.programs + 1))
+        items = data[at + self.programs + 1 :].reshape(-1, 3)
+        items[: len(cuts)] = np.stack([row, start, end], axis=1)
+        return data
+
+
+@dataclass(frozen=True)
+class DecodeWorkList:
+    """A work list on the device: plan.build's entries for `rows` rows, int32 [plan.size(rows)]
+    (a slice of a fixed staging buffer under a CUDA graph)."""
+
+    plan: WorkListPlan
+    rows: int
+    data: torch.Tensor
+
+    @property
+    def max_items(self) -> int:
+        return self.plan.max_items(self.rows)
