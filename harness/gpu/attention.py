@@ -15,6 +15,7 @@ import torch
 
 from harness.gpu.kv_pool import KVPool, LayerCache, SlotIndex
 from harness.gpu.model import PrefillBatch
+from kernels.work_list import DecodeWorkList
 
 # Split counts of the paged decode kernel are rounded down to powers of two up to this, so
 # that warmup() can compile every variant a run will launch before any step is timed. Paged
@@ -25,18 +26,30 @@ MAX_SPLITS = 64
 class TritonAttention:
     """kernels.kv_write.write_kv, kernels.paged_prefill.paged_prefill and
     kernels.paged_decode.paged_decode, with the segment table built once per change of the live
-    segments."""
+    segments.
+
+    balanced_decode: decode rows that come with a work list (StepInputs.decode_work, staged
+    by the executor wherever work_list_plan gives a plan) run kernels.balanced_decode instead,
+    which shares the keys out evenly whatever the mix of context lengths; decode_programs
+    overrides its programs per KV head (default: one wave of the GPU)."""
 
     name = "triton"
     graph_safe = True  # no host synchronisation: a decode step can be captured
     indexes_by_segment = False  # the kernels read the segment table: global slot ids suffice
 
-    def __init__(self) -> None:
+    def __init__(self, *, balanced_decode: bool = False,
+                 decode_programs: int | None = None) -> None:
         from kernels import kv_write, paged_decode, paged_prefill, segments
+        from kernels.balanced_decode import paged_decode_balanced, plan_work_lists
 
+        self.balanced_decode = balanced_decode
+        self.decode_programs = decode_programs
         self._write_kv = kv_write.write_kv
         self._paged_prefill = paged_prefill.paged_prefill
         self._paged_decode = paged_decode.paged_decode
+        self._decode_shape = paged_decode.DecodeShape
+        self._paged_decode_balanced = paged_decode_balanced
+        self._plan_work_lists = plan_work_lists
         self._choose_splits = paged_decode.choose_num_splits
         self._max_keys = paged_decode.max_keys
         self._segment_table = segments.segment_table
@@ -75,18 +88,40 @@ class TritonAttention:
                                    k_scale=cache.k_scale, v_scale=cache.v_scale, out=out,
                                    window=window)
 
+    def work_list_plan(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
+                       window: int | None):
+        """How to build the decode work lists of queries in dtype over this pool
+        (kernels.work_list.WorkListPlan), or None without balanced_decode."""
+        if not self.balanced_decode:
+            return None
+        dim = pool.head_dim
+        shape = self._decode_shape(
+            batch=1, num_heads=num_heads, head_dim=dim, q_strides=(num_heads * dim, dim),
+            dtype=dtype, device=pool.device, num_kv_heads=pool.num_kv_heads,
+            block_size=pool.block_size, blocks_per_segment=pool.blocks_per_segment,
+            cache_dtype=pool.dtype, table_width=1, table_stride=1, window=window)
+        return self._plan_work_lists(shape, self.decode_programs)
+
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
-               window, out=None):
+               window, out=None, work=None):
         table = cache.handle
+        if work is not None:
+            return self._paged_decode_balanced(q, None, None, block_tables, work,
+                                               blocks_per_segment, table=table,
+                                               k_scale=cache.k_scale, v_scale=cache.v_scale,
+                                               out=out)
         key = (q.shape[0], block_tables.shape[1])
         splits = self._splits.get(key)
         if splits is None:
-            splits = self._splits[key] = self._num_splits(q, table, block_tables, window)
+            splits = self._splits[key] = self.num_splits(q, table, block_tables, window)
         return self._paged_decode(q, None, None, block_tables, context_lens, blocks_per_segment,
                                   num_splits=splits, table=table, k_scale=cache.k_scale,
                                   v_scale=cache.v_scale, out=out, window=window)
 
-    def _num_splits(self, q, table, block_tables, window) -> int:
+    def num_splits(self, q, table, block_tables, window) -> int:
+        """The split count decode() gives paged_decode for these shapes (without a work list):
+        choose_num_splits' for contexts as long as the block tables, rounded down to a power
+        of two."""
         if self._sms is None:  # the Triton interpreter runs CPU tensors: one "SM"
             cuda = q.device.type == "cuda"
             self._sms = torch.cuda.get_device_properties(q.device).multi_processor_count \
@@ -98,8 +133,9 @@ class TritonAttention:
     def warmup(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
                window: int | None) -> None:
         """Compile every kernel variant a run can launch (each split count of the decode and
-        the prefill kernels, the KV write; with or without a window) for queries and new K/V
-        in dtype before any step is timed. Nothing in the pool is changed."""
+        the prefill kernels, the balanced decode where a run stages work lists, the KV write;
+        with or without a window) for queries and new K/V in dtype before any step is timed.
+        Nothing in the pool is changed."""
         cache = pool.layer(0)
         table = cache.handle
         scales = {"k_scale": cache.k_scale, "v_scale": cache.v_scale}
@@ -117,6 +153,11 @@ class TritonAttention:
         # Prefill's own split choice reads the occupancy of its compiled kernels: first here.
         self._paged_prefill(q, None, None, blocks, starts, lens, pool.blocks_per_segment,
                             table=table, window=window, **scales)
+        plan = self.work_list_plan(pool, num_heads, dtype, window)
+        if plan is not None:
+            work = torch.from_numpy(plan.build(lens.cpu().numpy())).to(device)
+            self._paged_decode_balanced(q, None, None, blocks, DecodeWorkList(plan, 1, work),
+                                        pool.blocks_per_segment, table=table, **scales)
         kv = torch.zeros(1, pool.num_kv_heads, pool.head_dim, dtype=dtype, device=device)
         skip = torch.full((1,), -1, dtype=torch.int64, device=device)  # < 0: nothing written
         self._write_kv(kv, kv, None, None, skip, pool.block_size, pool.blocks_per_segment,
@@ -155,8 +196,12 @@ class ReferenceAttention:
                                          window=window)
         return _into(result, q.dtype, out, slice(0, int(batch.query_starts[-1])))
 
+    def work_list_plan(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
+                       window: int | None) -> None:
+        """No work lists: the reference reads the context lengths themselves."""
+
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
-               window, out=None):
+               window, out=None, work=None):
         result = self._reference_decode(q, cache.k_segments, cache.v_segments, block_tables,
                                         context_lens, blocks_per_segment, k_scale=cache.k_scale,
                                         v_scale=cache.v_scale, window=window)
@@ -175,5 +220,10 @@ def _into(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None, ro
     return out
 
 
-def default_backend(device: torch.device) -> TritonAttention | ReferenceAttention:
-    return TritonAttention() if device.type == "cuda" else ReferenceAttention()
+def default_backend(device: torch.device, *,
+                    balanced_decode: bool = False) -> TritonAttention | ReferenceAttention:
+    """The Triton kernels on a GPU (balanced_decode as TritonAttention takes it), the reference
+    elsewhere (which has no use for work lists)."""
+    if device.type == "cuda":
+        return TritonAttention(balanced_decode=balanced_decode)
+    return ReferenceAttention()

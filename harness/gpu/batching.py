@@ -17,6 +17,7 @@ from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import ragged_arange, round_width
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.model import PrefillBatch, PrefillChunk, StepInputs
+from kernels.work_list import DecodeWorkList, WorkListPlan
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,19 @@ def layout_step(prefills: list[PrefillWork], decode: DecodeWork, table_rows: np.
 
 
 def to_device(host: HostStep, pool: KVPool, tables: DeviceTables, device: torch.device,
-              by_segment: bool = True) -> StepInputs:
-    """The StepInputs of a laid-out step (by_segment: the backend indexes slots per segment);
-    tables must be synced."""
+              by_segment: bool = True, work_plan: WorkListPlan | None = None) -> StepInputs:
+    """The StepInputs of a laid-out step (by_segment: the backend indexes slots per segment;
+    work_plan: the decode rows' work list is built, Decoder.work_list_plan); tables must be
+    synced."""
     num_pre_seqs = len(host.prefill_contexts)
     total, n_rows = len(host.ids), len(host.logit_rows)
     meta = np.concatenate([host.ids, host.positions, host.logit_rows, host.table_rows])
     meta = torch.from_numpy(meta.astype(np.int64)).to(device, non_blocking=True)
-    query_starts, prefill_lens, decode_lens = _aligned_int32(
-        [host.query_starts, host.prefill_contexts, host.decode_lens], device)
+    num_decode = len(host.decode_lens)
+    balanced = work_plan is not None and num_decode > 0
+    work = [work_plan.build(host.decode_lens)] if balanced else []
+    query_starts, prefill_lens, decode_lens, *work = _aligned_int32(
+        [host.query_starts, host.prefill_contexts, host.decode_lens] + work, device)
     tables_dev = tables.gather(meta[2 * total + n_rows :], host.table_width)
     prefill_batch = None
     if num_pre_seqs:
@@ -116,6 +121,7 @@ def to_device(host: HostStep, pool: KVPool, tables: DeviceTables, device: torch.
         context_lens=decode_lens,
         logit_rows=meta[2 * total : 2 * total + n_rows],
         prefill_batch=prefill_batch,
+        decode_work=DecodeWorkList(work_plan, num_decode, work[0]) if balanced else None,
     )
 
 

@@ -41,9 +41,9 @@ class _ScaleRecorder:
         return self.backend.prefill(q, cache, batch, blocks_per_segment, window, out=out)
 
     def decode(self, q, cache, block_tables, context_lens, blocks_per_segment, window,
-               out=None):
+               out=None, work=None):
         return self.backend.decode(q, cache, block_tables, context_lens, blocks_per_segment,
-                                   window, out=out)
+                                   window, out=out, work=work)
 
 
 def calibrate_kv_scales(decoder: Decoder, *, seed: int, prompts: int = CALIBRATION_PROMPTS,

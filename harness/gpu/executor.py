@@ -60,13 +60,15 @@ def pool_dtype(kv_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
 
 
 def build_decoder(model, *, device: str | torch.device, dtype: str = "bfloat16",
-                  seed: int = 0, tp=SINGLE_RANK) -> Decoder:
+                  seed: int = 0, tp=SINGLE_RANK, balanced_decode: bool = False) -> Decoder:
     """A Decoder for a harness ModelSpec with seeded random weights on the device (this rank's
-    shard of them under tensor parallelism, harness.gpu.tp)."""
+    shard of them under tensor parallelism, harness.gpu.tp); balanced_decode: its GPU
+    backend decodes over per-step work lists (harness.gpu.attention.TritonAttention)."""
     device = torch.device(device)
     config = DecoderConfig.from_model_spec(model)
     weights = random_weights(config, seed=seed, dtype=DTYPES[dtype], device=device, tp=tp)
-    return Decoder(config, weights, default_backend(device), tp=tp)
+    return Decoder(config, weights, default_backend(device, balanced_decode=balanced_decode),
+                   tp=tp)
 
 
 class _Timer:
@@ -158,6 +160,7 @@ class GpuExecutor:
             self._mixed = MixedGraphs(decoder, self.pool, self._device_tables,
                                       max_seqs=max_seqs, max_context=longest,
                                       max_sampled=max_seqs * rows)
+        self._work_plan = decoder.work_list_plan(self.pool)  # None: unbalanced decode
         self._graph_steps = 0
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
@@ -206,6 +209,7 @@ class GpuExecutor:
             "draft_mismatches": self._draft_mismatches,
             **({"host_offloaded_blocks": self._host_copied[0],
                 "host_restored_blocks": self._host_copied[1]} if self.host_tier else {}),
+            "balanced_decode": self._work_plan is not None,
             "cuda_graph_steps": self._graph_steps,
             "cuda_graph_captures": (self._graphs.captures + self._mixed.captures
                                     if self._graphs else 0),
@@ -301,7 +305,7 @@ class GpuExecutor:
         if staged.mixed_key is not None:
             return self._mixed.run(), host.sampled
         step = to_device(host, self.pool, self._device_tables, self.device_t,
-                         by_segment=self._by_segment)
+                         by_segment=self._by_segment, work_plan=self._work_plan)
         return self.decoder.next_tokens(step, self.pool), host.sampled
 
     def _lifecycle(self, batch: Batch) -> float:

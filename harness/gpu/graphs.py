@@ -11,7 +11,9 @@ sequences' rows of the executor's block tables in one int64 block, which travels
 the block tables, an int32 block of a fixed width (the longest sequence the trace can produce),
 are gathered on the device from the executor's copy (harness/gpu/device_tables.py), so no
 table crosses PCIe. A step is staged on the host first (stage(), before the timed region), then
-run. Padding rows write nowhere (slot -1) and attend to nothing (length 0).
+run. Padding rows write nowhere (slot -1) and attend to nothing (length 0). Where the backend
+decodes balanced (Decoder.work_list_plan) the staged step carries its decode work list too, in
+a buffer of its own: fixed shapes per bucket, new contents every replay.
 The graphs bake in the addresses of the KV pool's segment tables, which the Triton backend
 updates in place, so segments may come and go between replays; a new table object (the pool
 went empty and was rebuilt) makes them recapture.
@@ -26,6 +28,7 @@ from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, StepInputs
+from kernels.work_list import DecodeWorkList
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -51,6 +54,12 @@ class DecodeGraphs:
         self._meta = torch.zeros(5, max_batch, dtype=torch.int64, device=device)
         self._tables = torch.zeros(max_batch, self.width, dtype=torch.int32, device=device)
         self._meta_host = torch.zeros(5, max_batch, dtype=torch.int64).pin_memory()
+        # The decode rows' work list, where the backend decodes balanced: the bucket's list at
+        # the start of one buffer, rebuilt every step.
+        self.work_plan = decoder.work_list_plan(pool)
+        work_size = 0 if self.work_plan is None else self.work_plan.size(max_batch)
+        self._work = torch.zeros(work_size, dtype=torch.int32, device=device)
+        self._work_host = torch.zeros(work_size, dtype=torch.int32).pin_memory()
         self._staged = (0, 0)  # batch, bucket
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
@@ -87,6 +96,8 @@ class DecodeGraphs:
         meta[2, :b] = tables[table_rows, last // bs].astype(np.int64) * bs + last % bs
         meta[3, :b] = lens
         meta[4, :b] = table_rows
+        if self.work_plan is not None:
+            self.work_plan.build(meta[3, :bucket], out=self._work_host.numpy())
         self._staged = (b, bucket)
 
     def run(self) -> torch.Tensor:
@@ -94,6 +105,9 @@ class DecodeGraphs:
         greedy next tokens [B]."""
         b, bucket = self._staged
         self._meta[:, :bucket].copy_(self._meta_host[:, :bucket], non_blocking=True)
+        if self.work_plan is not None:
+            n = self.work_plan.size(bucket)
+            self._work[:n].copy_(self._work_host[:n], non_blocking=True)
         self.tables.gather(self._meta[4, :b], self.width, out=self._tables[:b])
         graph, tokens = self._graphs[bucket]
         graph.replay()
@@ -113,6 +127,9 @@ class DecodeGraphs:
             block_tables=self._tables[:bucket],
             context_lens=meta[3, :bucket].to(torch.int32),
             logit_rows=torch.arange(bucket, device=meta.device),
+            decode_work=DecodeWorkList(self.work_plan, bucket,
+                                       self._work[: self.work_plan.size(bucket)])
+            if self.work_plan is not None else None,
         )
 
     def _capture(self, bucket: int):
@@ -120,6 +137,7 @@ class DecodeGraphs:
         self._meta.zero_()
         self._meta[2].fill_(-1)
         self._tables.zero_()
+        self._work.zero_()  # an empty list: no row attends to anything
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -59,9 +59,9 @@ class _Tap:
         return self.outputs[-1]
 
     def decode(self, q, cache, block_tables, context_lens, blocks_per_segment, window,
-               out=None):
+               out=None, work=None):
         self.outputs.append(self.backend.decode(q, cache, block_tables, context_lens,
-                                                blocks_per_segment, window, out=out))
+                                                blocks_per_segment, window, out=out, work=work))
         return self.outputs[-1]
 
 

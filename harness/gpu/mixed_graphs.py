@@ -17,9 +17,11 @@ rows; the first Db - D of them are padding of context length 0 (they get zeros),
 prefill rows, which prefill attention, launched second, writes. Padding rows write no KV
 (slot -1); prefill sequences past the step's have no query tokens, so their programs return at
 once. Decode and prefill sequences have their own block tables and lengths, each gathered on
-the device from the executor's tables (harness/gpu/device_tables.py). Sampled rows are padded
-too and point at row 0: one per sequence, or as many as a verification of speculative drafts
-samples (every row of it, a chunk among the prefill rows) where the trace speculates.
+the device from the executor's tables (harness/gpu/device_tables.py); where the backend decodes
+balanced, the decode rows' work list (built for the padded rows) travels with their lengths.
+Sampled rows are padded too and point at row 0: one per sequence, or as many as a verification
+of speculative drafts samples (every row of it, a chunk among the prefill rows) where the trace
+speculates.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, PrefillBatch, StepInputs
+from kernels.work_list import DecodeWorkList, WorkListPlan
 
 # Above this many tokens a step keeps the GPU busier than the host's launches (the GEMMs
 # dominate), and padding to a bucket would cost GEMM work for nothing.
@@ -62,19 +65,22 @@ class MixedBuffers:
     StepInputs that read them."""
 
     def __init__(self, *, max_tokens: int, max_seqs: int, width: int, device: torch.device,
-                 max_sampled: int | None = None) -> None:
+                 max_sampled: int | None = None, work_plan: WorkListPlan | None = None) -> None:
         self.max_tokens, self.max_seqs, self.width = max_tokens, max_seqs, width
         self.max_sampled = max_seqs if max_sampled is None else max_sampled
+        self.work_plan = work_plan
         pinned = device.type == "cuda"
         # int64: token ids, positions, slot ids (max_tokens each); sampled rows (max_sampled);
         # decode then prefill sequences' rows of the block tables (max_seqs each).
         self._ids_at = 3 * max_tokens + self.max_sampled
         self.longs = torch.zeros(self._ids_at + 2 * max_seqs, dtype=torch.int64, device=device)
         # int32 from 16-byte boundaries: query_starts [S + 1], prefill contexts [S], decode
-        # context lengths [S].
+        # context lengths [S], and with a work_plan the decode rows' work list.
         self._ctx_at = round_width(max_seqs + 1, 4)
         self._dec_at = self._ctx_at + round_width(max_seqs, 4)
-        self.ints = torch.zeros(self._dec_at + max_seqs, dtype=torch.int32, device=device)
+        self._work_at = self._dec_at + round_width(max_seqs, 4)
+        work_size = 0 if work_plan is None else work_plan.size(max_seqs)
+        self.ints = torch.zeros(self._work_at + work_size, dtype=torch.int32, device=device)
         self.prefill_tables = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
         self.decode_tables = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
         self._longs_host = torch.zeros(self.longs.numel(), dtype=torch.int64, pin_memory=pinned)
@@ -105,7 +111,15 @@ class MixedBuffers:
                 context_lens=ints[self._ctx_at : self._ctx_at + seqs],
                 block_tables=self.prefill_tables[:seqs],
             ),
+            decode_work=self._work_list(decode_rows),
         )
+
+    def _work_list(self, decode_rows: int) -> DecodeWorkList | None:
+        plan = self.work_plan
+        if plan is None or not decode_rows:
+            return None
+        return DecodeWorkList(plan, decode_rows,
+                              self.ints[self._work_at : self._work_at + plan.size(decode_rows)])
 
     def clear(self) -> None:
         """Inputs that write nowhere, hold no query tokens and sample row 0: what a capture of
@@ -145,6 +159,9 @@ class MixedBuffers:
         first = decode_rows - num_dec  # padding decode rows come first
         ints[self._dec_at : self._dec_at + first] = 0
         ints[self._dec_at + first : self._dec_at + decode_rows] = host.decode_lens
+        if self.work_plan is not None and decode_rows:
+            self.work_plan.build(ints[self._dec_at : self._dec_at + decode_rows],
+                                 out=ints[self._work_at :])
         self._staged = (decode_rows, num_dec, num_pre_seqs)
 
     def load(self, tables: DeviceTables) -> None:
@@ -176,7 +193,8 @@ class MixedGraphs:
         self.seq_buckets = seq_buckets(max_seqs)
         width = round_width(-(-max_context // pool.block_size))
         self.buffers = MixedBuffers(max_tokens=max_tokens, max_seqs=max_seqs, width=width,
-                                    device=decoder.weights.embed.device, max_sampled=max_sampled)
+                                    device=decoder.weights.embed.device, max_sampled=max_sampled,
+                                    work_plan=decoder.work_list_plan(pool))
         self._graphs: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.gpu.kv_pool import KVPool, SlotIndex
+from kernels.work_list import DecodeWorkList, WorkListPlan
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,8 @@ class StepInputs:
     context_lens: torch.Tensor  # int32 [num_decode_rows], the new token included
     logit_rows: torch.Tensor  # int64 [S]: rows whose next token is sampled
     prefill_batch: PrefillBatch | None = None  # the prefills, for the kernel
+    # The decode rows' work list, where the backend decodes balanced (Decoder.work_list_plan).
+    decode_work: DecodeWorkList | None = None
 
 
 class AttentionBackend(Protocol):
@@ -199,7 +202,11 @@ class AttentionBackend(Protocol):
                 out=None) -> torch.Tensor: ...
 
     def decode(self, q, cache, block_tables, context_lens, blocks_per_segment,
-               window: int | None, out=None) -> torch.Tensor: ...
+               window: int | None, out=None, work: DecodeWorkList | None = None
+               ) -> torch.Tensor: ...
+
+    def work_list_plan(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
+                       window: int | None) -> WorkListPlan | None: ...
 
 
 @dataclass(frozen=True)
@@ -264,6 +271,12 @@ class Decoder:
             x, h = ops.add_rms_norm(x, mlp, next_norm, eps)
         return F.linear(h.index_select(0, step.logit_rows), w.lm_head)
 
+    def work_list_plan(self, pool: KVPool) -> WorkListPlan | None:
+        """How to build the work lists the backend's balanced decode reads with each step's
+        decode rows (StepInputs.decode_work), or None where it decodes without."""
+        return self.backend.work_list_plan(pool, self.num_heads, self.weights.embed.dtype,
+                                           self.config.sliding_window)
+
     def next_tokens(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
         """Greedy next token ids [S] of the rows in step.logit_rows (the same on every rank)."""
         return self.tp.greedy(self.forward(step, pool))
@@ -291,7 +304,8 @@ class Decoder:
         cache, bps = pool.layer(layer), pool.blocks_per_segment
         window = self.config.sliding_window
         if step.prefill_batch is None:  # every row decodes
-            out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps, window)
+            out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps, window,
+                                      work=step.decode_work)
         else:
             # One launch per kind of row, into one output. Decode first: in a padded step its
             # rows may begin among the prefill rows, which the prefill launch then writes.
@@ -299,7 +313,7 @@ class Decoder:
             first = q.shape[0] - step.num_decode_rows
             if step.num_decode_rows:
                 self.backend.decode(q[first:], cache, step.block_tables, step.context_lens, bps,
-                                    window, out=out[first:])
+                                    window, out=out[first:], work=step.decode_work)
             self.backend.prefill(q, cache, step.prefill_batch, bps, window, out=out)
         # Row-parallel: each rank's heads give a partial sum of the output projection.
         return self.tp.all_reduce(F.linear(out.reshape(-1, q_width), lw.o))

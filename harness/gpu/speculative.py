@@ -56,6 +56,7 @@ class SelfDrafter:
         self.graphs = graphs
         self.by_segment = by_segment
         self.device = decoder.weights.embed.device
+        self.work_plan = decoder.work_list_plan(pool)
 
     def draft(self, verifications: list[Verification], tables: DeviceTables,
               tokens: TokenStore) -> None:
@@ -77,7 +78,8 @@ class SelfDrafter:
             graphs.prepare(len(decode.seq_ids))
             return graphs.run()
         host = layout_step([], decode, rows, tables.host.array, self.pool.block_size)
-        step = to_device(host, self.pool, tables, self.device, by_segment=self.by_segment)
+        step = to_device(host, self.pool, tables, self.device, by_segment=self.by_segment,
+                         work_plan=self.work_plan)
         return self.decoder.next_tokens(step, self.pool)
 
 

@@ -34,6 +34,7 @@ def _decode_capture(self, bucket):
     self._meta.zero_()
     self._meta[2].fill_(-1)
     self._tables.zero_()
+    self._work.zero_()
     graph = ReplayedForward(lambda: self.decoder.next_tokens(self._step(bucket), self.pool))
     self.captures += 1
     return graph, graph.out
@@ -118,3 +119,32 @@ def test_graph_replays_give_the_eager_and_the_plain_tokens(graph_device, small_t
     assert (log.decode_max_context <= log.decode_context_tokens).all()
     assert (log.decode_max_context * seqs >= log.decode_context_tokens).all()
     assert ((log.decode_max_context > 0) == (seqs > 0)).all()
+
+
+def test_balanced_decode_gives_the_plain_tokens(graph_device, small_trace):
+    """With the backend's balanced decode on, decode rows run over work lists: eager, in
+    decode graphs and in mixed graphs, the tokens are the unbalanced executor's. Contexts past
+    one 128-key tile and 8 programs per KV head: rows of two tiles are cut in two, and some
+    programs get nothing."""
+    from harness.gpu.attention import TritonAttention
+    from harness.gpu.executor import build_decoder
+    from harness.gpu.model import Decoder
+
+    base = build_decoder(model_preset("tiny"), device=graph_device, dtype="float32", seed=0)
+    trace = small_trace(3, 4)
+    trace["arrival_s"] = 0.0
+    trace["prompt_tokens"] = [150, 20, 140, 5]
+    trace["output_tokens"] = [6, 9, 4, 8]
+    plain, executor = _run(Decoder(base.config, base.weights, TritonAttention()), trace,
+                           graphs=False)
+    assert not executor.details["balanced_decode"]
+    balanced = Decoder(base.config, base.weights,
+                       TritonAttention(balanced_decode=True, decode_programs=8))
+    eager, executor = _run(balanced, trace, graphs=False)
+    assert eager == plain and executor.details["balanced_decode"]
+    graphed, executor = _run(balanced, trace, graphs=True)
+    assert graphed == plain
+    log = executor.step_log.frame()
+    decoding = log.decode_seqs > 0
+    assert log.graph[decoding].all() and (log.decode_max_context > 128).any()
+    assert (log.prefill_tokens[decoding] > 0).any()  # decode rows in mixed graphs too

@@ -68,16 +68,18 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
 # (decode attention over rows 16..23 of which 16..19 are the verification's, every one sampled,
 # written by prefill attention afterwards). The 3 prefill sequences padded to 4 or 8, or not
 # at all. An fp8 pool: both launches read the layer's scales in the padded step as in the
-# eager one.
-@pytest.mark.parametrize("tokens, decode_rows, seqs, pool_dtype", [
-    (32, 4, 4, torch.float32), (24, 8, 8, torch.float32), (32, 4, 3, torch.float32),
-    (32, 4, 4, torch.float8_e4m3fn)])
+# eager one. Balanced: the padded step's decode rows run over a work list (the eager step's
+# without), the padding rows among the prefill rows zeros until prefill attention writes them.
+@pytest.mark.parametrize("tokens, decode_rows, seqs, pool_dtype, balanced", [
+    (32, 4, 4, torch.float32, False), (24, 8, 8, torch.float32, False),
+    (32, 4, 3, torch.float32, False), (32, 4, 4, torch.float8_e4m3fn, False),
+    (24, 8, 8, torch.float32, True), (32, 4, 4, torch.float8_e4m3fn, True)])
 def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows,
-                                            seqs, pool_dtype):
+                                            seqs, pool_dtype, balanced):
     from harness.gpu.attention import TritonAttention
     from harness.gpu.model import Decoder
 
-    backend = TritonAttention()
+    backend = TritonAttention(balanced_decode=balanced, decode_programs=4)
     decoder = Decoder(tiny_decoder.config, tiny_decoder.weights, backend)
     pool, device_tables, host = _mixed_step(pool_dtype, backend, tiny_decoder.config,
                                             host_tables)
@@ -90,11 +92,12 @@ def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, d
     one_per_seq = MixedBuffers(max_tokens=32, max_seqs=5, width=16, device=torch.device("cpu"))
     assert not one_per_seq.fits(host)
     buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"),
-                           max_sampled=10)
+                           max_sampled=10, work_plan=decoder.work_list_plan(pool))
     assert buffers.fits(host)
     buffers.stage(host, tokens, decode_rows)
     buffers.load(device_tables)
     step = buffers.inputs(tokens, decode_rows, seqs)
+    assert (step.decode_work is not None) == balanced
     assert step.context_lens.tolist()[-2:] == [11, 3]
     assert step.prefill_batch.context_lens.tolist() == [9, 13, 14, 0, 0, 0, 0, 0][:seqs]
     assert step.slot_mapping.slots[20 : tokens - 2].tolist() == [-1] * (tokens - 22)
