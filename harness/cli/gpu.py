@@ -34,6 +34,13 @@ def _device(text: str):
         raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from None
 
 
+def add_decode_balance_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--decode-balance", action="store_true",
+                        help="decode over work lists built per step, which share the keys out "
+                        "evenly whatever the mix of context lengths (kernels/balanced_decode.py), "
+                        "instead of one split count per launch")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", default="azure-conv", help="trace file or bundled name")
     add_trace_load_arguments(parser)
@@ -71,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "default the config's (1)")
     parser.add_argument("--out", type=Path, help="run directory (default runs/gpu-<allocator>)")
     add_decoding_arguments(parser)
+    add_decode_balance_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -100,10 +108,12 @@ def main(args: argparse.Namespace) -> int:
     if config.tp > 1:
         from harness.gpu.tp_run import run_tensor_parallel
 
-        ran = run_tensor_parallel(config, trace, device_type=device.type, dtype=args.dtype)
+        ran = run_tensor_parallel(config, trace, device_type=device.type, dtype=args.dtype,
+                                  balanced_decode=args.decode_balance)
         result, name, details = ran.result, f"{ran.device} x{config.tp}", ran.details
     else:
-        decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed)
+        decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed,
+                                balanced_decode=args.decode_balance)
         result, executor = run_on_device(config, trace, decoder, progress=not args.no_progress)
         name, details = executor.device, executor.details
     out = write_run(result, args.out or Path("runs") / f"gpu-{args.allocator}")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from harness.cli.argtypes import non_negative_int, positive_float, positive_int
+from harness.cli.gpu import add_decode_balance_argument
 
 
 def _block_sizes(text: str) -> tuple[int, ...]:
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a few small points only")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--device", help="torch device; default cuda when available, else cpu")
+    add_decode_balance_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -66,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
     settings = ProfileSettings(
         grid=grid, block_sizes=args.block_sizes, repeats=args.repeats, warmup=args.warmup,
         deadline=started + args.time_limit_s if args.time_limit_s else None)
-    decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed)
+    decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed,
+                            balanced_decode=args.decode_balance)
     frame = measure_profile(config, decoder, settings, log=lambda line: print(line, flush=True))
     gpu = gpu_slug(device) if args.gpu_name == "auto" else args.gpu_name
     path = write_profile(args.out / f"profile_{args.model}_{gpu}.csv",

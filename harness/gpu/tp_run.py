@@ -51,6 +51,7 @@ class TpJob:
     port: int
     result_path: str  # where rank 0 leaves its TpResult
     cuda_graphs: bool = True
+    balanced_decode: bool = False  # build_decoder's
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def free_port() -> int:
 
 
 def run_tensor_parallel(config: RunConfig, trace: pd.DataFrame, *, device_type: str,
-                        dtype: str, cuda_graphs: bool = True) -> TpResult:
+                        dtype: str, cuda_graphs: bool = True,
+                        balanced_decode: bool = False) -> TpResult:
     """Replay the trace over config.tp ranks (processes); rank 0's measured run comes back."""
     import torch.multiprocessing as mp
 
@@ -85,7 +87,7 @@ def run_tensor_parallel(config: RunConfig, trace: pd.DataFrame, *, device_type: 
                           f"{torch.cuda.device_count()} visible")
     with tempfile.TemporaryDirectory(prefix="kvharness_tp_") as tmp:
         job = TpJob(config, trace, device_type, dtype, free_port(), str(Path(tmp) / "rank0.pkl"),
-                    cuda_graphs)
+                    cuda_graphs, balanced_decode)
         mp.spawn(rank_main, args=(job,), nprocs=config.tp, join=True)
         with open(job.result_path, "rb") as fh:
             return pickle.load(fh)
@@ -116,7 +118,8 @@ def rank_main(rank: int, job: TpJob) -> None:
             tp.all_reduce(torch.zeros(1, device=device))
             torch.cuda.synchronize(device)
         decoder = build_decoder(job.config.model, device=device, dtype=job.dtype,
-                                seed=job.config.seed, tp=tp)
+                                seed=job.config.seed, tp=tp,
+                                balanced_decode=job.balanced_decode)
         if rank == 0:
             _lead(job, decoder, control)
         else:

@@ -92,3 +92,30 @@ def test_gpu_command_decodes_as_its_flags_say_and_records_them(tmp_path, flags, 
         assert (steps.decode_tokens > steps.running).any()  # verifications of drafts
     else:
         assert (steps.live < steps.logical).any()  # samples or beams share the prompt
+
+
+def test_decode_balance_flag_reaches_the_backend(tmp_path, monkeypatch):
+    """--decode-balance builds the decoder with balanced decode: the Triton backend's on a GPU
+    (the reference, which a CPU runs, reads context lengths itself and needs no work lists)."""
+    import torch
+
+    import harness.gpu.executor as executor_module
+    from harness.gpu.attention import default_backend
+
+    built = []
+    real = executor_module.build_decoder
+
+    def spy(*args, **kwargs):
+        built.append(kwargs["balanced_decode"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executor_module, "build_decoder", spy)
+    out = tmp_path / "run"
+    assert main(["gpu", "--model", "tiny", "--requests", "3", "--max-model-len", "64",
+                 "--allocator", "paged", "--budget-slots", "1024", "--dtype", "float32",
+                 "--device", "cpu", "--out", str(out), "--no-progress",
+                 "--decode-balance"]) == 0
+    assert built == [True]
+    assert not json.loads((out / "run.json").read_text())["executor_details"]["balanced_decode"]
+    assert default_backend(torch.device("cuda"), balanced_decode=True).balanced_decode
+    assert not default_backend(torch.device("cuda")).balanced_decode
