@@ -58,6 +58,18 @@ def test_float32_matches_reference(make_cache, rel_err, device, lens, block_size
         assert torch.equal(out[row], torch.zeros_like(out[row]))
 
 
+@pytest.mark.parametrize("programs, tile", [(3, 16), (4, 64)])
+def test_tiles_inside_one_block(make_cache, rel_err, device, programs, tile):
+    """Blocks of 64 keys: 64-key tiles, one block-table lookup each, from items that start on
+    the list's tiles (16 keys: inside a kernel tile) or on the kernel's."""
+    cache = _cache(make_cache, SKEWED, 64, seed=5)
+    assert launch_config(64).block_n == 64
+    q = _query(4, 8, torch.float32, device, seed=5)
+    out = paged_decode_balanced(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                                _work(cache, programs, tile), cache.blocks_per_segment)
+    assert rel_err(out, _reference(cache, q)) < 1e-4
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("block_size", [1, 16])
 def test_half_precision_matches_reference(make_cache, rel_err, device, dtype, block_size):
