@@ -236,6 +236,7 @@ def test_an_fp8_run_scales_the_bf16_profiles_kv_reads(tmp_path):
     fp8 = fitted_cost_model(dataclasses.replace(config, kv_dtype="fp8"), 16,
                             results_dir=tmp_path, decode_bandwidth_ratio=0.6)
     assert fp8.decode_kv_token_s == pytest.approx(bf16.decode_kv_token_s * 0.5 / 0.6)
+    assert fp8.mixed_decode_kv_token_s == pytest.approx(bf16.mixed_decode_kv_token_s * 0.5 / 0.6)
     assert fp8.prefill_kv_token_s == pytest.approx(bf16.prefill_kv_token_s * 0.5)
     assert fp8.swap_token_s == pytest.approx(bf16.swap_token_s * 0.5)
     assert (fp8.overhead_s, fp8.token_s, fp8.prefill_pair_s) == (
