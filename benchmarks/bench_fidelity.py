@@ -126,6 +126,13 @@ def fidelity_row(slice_name: str, allocator: str, measured_dir: Path,
         "steps_measured": len(read_table(measured_dir / STEPS_FILE)),
         "steps_simulated": len(read_table(simulated_dir / STEPS_FILE)),
         "step_err_median": quantile(0.5), "step_err_p90": quantile(0.9),
+        **run_errors(simulated, measured),
+    }
+
+
+def run_errors(simulated: dict, measured: dict) -> dict:
+    """The whole-run errors of FIDELITY_COLUMNS from two runs' summaries."""
+    return {
         "total_time_err": _ratio_err(simulated["sim_time_s"], measured["sim_time_s"]),
         "ttft_p50_err": _ratio_err(simulated["ttft_p50_s"], measured["ttft_p50_s"]),
         "ttft_p99_err": _ratio_err(simulated["ttft_p99_s"], measured["ttft_p99_s"]),

@@ -11,8 +11,11 @@ latency + bytes / bandwidth per width with its worst relative error.
 Part `decode`: for each model and width, the engine replays the trace slice over the ranks
 (harness.gpu.tp_run); every measured step is then priced by the cost model with the fitted
 all-reduce term and with the datasheet guess, on that step's own batch, and by the measured
-sweep alone (2 x layers all-reduces of the step's tokens x hidden, interpolated in the sweep).
-Writes gpu_decode_tp<N>_<gpu>.csv, one row per model, and the runs as runs-tp<N>-<model>.tar.gz.
+sweep alone (2 x layers all-reduces of the step's tokens x hidden, interpolated in the sweep);
+the simulated run (fitted all-reduce term) against the measured one as bench_fidelity.py gives
+them: total time, TTFT p50 and p99, throughput, simulated / measured - 1. Writes
+gpu_decode_tp<N>_<gpu>.csv, one row per model, and the runs as runs-tp<N>-<model>.tar.gz (the
+measured run with its step_log.csv: each step's batch, which the cost model prices).
 
     PYTHONPATH=. python benchmarks/bench_gpu_tp.py --tp 2 --out "$OUT"
     PYTHONPATH=. python benchmarks/bench_gpu_tp.py --device cpu --tp 2 --models tiny \\
@@ -38,6 +41,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from bench_fidelity import run_errors  # noqa: E402
 from bench_gpu_decode import device_slug, header, save_runs, write_csv  # noqa: E402
 from harness.engine.executor import CostModelExecutor  # noqa: E402
 from harness.engine.loop import simulate  # noqa: E402
@@ -56,6 +60,7 @@ DECODE_COLUMNS = (
     "graph_steps", "measured_tok_s", "decode_step_tok_s", "mean_step_ms_measured",
     "allreduce_ms_per_step", "allreduce_share", "priced_ratio_fit", "priced_ratio_guess",
     "priced_ratio_fit_decode", "priced_ratio_guess_decode", "mean_step_ms_simulated",
+    "steps_simulated", "total_time_err", "ttft_p50_err", "ttft_p99_err", "throughput_err",
     "peak_kv_allocated_bytes", "wall_s",
 )
 
@@ -202,7 +207,8 @@ def decode_row(args, model_name: str, tp: int, trace, sweep) -> dict:
                               cuda_graphs=not args.eager_decode)
     wall_s = time.perf_counter() - started
     sim, fitted, guessed = simulate_with_fit(config, trace, fit_allreduce(sweep, tp))
-    save_runs(args.out, f"tp{tp}-{model_name}", {f"gpu-tp{tp}": ran.result, "sim": sim})
+    save_runs(args.out, f"tp{tp}-{model_name}", {f"gpu-tp{tp}": ran.result, "sim": sim},
+              step_log=ran.step_log)
     log, steps, s = ran.step_log, ran.result.steps, ran.result.summary
     measured = log.step_s.to_numpy()
     decode = (log.prefill_seqs == 0).to_numpy()
@@ -223,7 +229,8 @@ def decode_row(args, model_name: str, tp: int, trace, sweep) -> dict:
         "priced_ratio_guess": _ratio(priced_guess, measured),
         "priced_ratio_fit_decode": _ratio(priced_fit[decode], measured[decode]),
         "priced_ratio_guess_decode": _ratio(priced_guess[decode], measured[decode]),
-        "mean_step_ms_simulated": sim.summary["mean_step_ms"],
+        "mean_step_ms_simulated": sim.summary["mean_step_ms"], "steps_simulated": len(sim.steps),
+        **run_errors(sim.summary, s),
         "peak_kv_allocated_bytes": s["peak_kv_allocated_bytes"], "wall_s": wall_s,
     }
 

@@ -15,7 +15,7 @@ from harness.engine.executor import KVGeometry
 from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, to_device
 from harness.gpu.device_tables import fixed_tables
 from harness.gpu.kv_pool import KVPool
-from harness.gpu.model import Decoder
+from harness.gpu.model import Decoder, ForwardingBackend
 from kernels.fp8 import kv_scales
 
 CALIBRATION_PROMPTS = 4
@@ -24,26 +24,16 @@ _BLOCK_SIZE = 16
 _STREAM = 3  # seeds the prompts apart from harness.gpu.prompts' streams (1 and 2)
 
 
-class _ScaleRecorder:
-    """An attention backend that hands every call to another and keeps, per layer, the scales
-    of the K and V it is asked to write."""
+class _ScaleRecorder(ForwardingBackend):
+    """Keeps, per layer, the scales of the K and V the backend is asked to write."""
 
     def __init__(self, backend, num_layers: int) -> None:
-        self.backend = backend
-        self.prepare = backend.prepare
+        super().__init__(backend)
         self.scales: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
 
     def write(self, pool, layer, k, v, where) -> None:
         self.scales[layer] = (kv_scales(k, per_head=True), kv_scales(v, per_head=True))
-        self.backend.write(pool, layer, k, v, where)
-
-    def prefill(self, q, cache, batch, blocks_per_segment, window, out=None):
-        return self.backend.prefill(q, cache, batch, blocks_per_segment, window, out=out)
-
-    def decode(self, q, cache, block_tables, context_lens, blocks_per_segment, window,
-               out=None, work=None):
-        return self.backend.decode(q, cache, block_tables, context_lens, blocks_per_segment,
-                                   window, out=out, work=work)
+        super().write(pool, layer, k, v, where)
 
 
 def calibrate_kv_scales(decoder: Decoder, *, seed: int, prompts: int = CALIBRATION_PROMPTS,

@@ -22,7 +22,7 @@ from harness.gpu.calibration import calibrate_kv_scales
 from harness.gpu.device_tables import DeviceTables, fixed_tables
 from harness.gpu.executor import pool_dtype
 from harness.gpu.kv_pool import KVPool
-from harness.gpu.model import Decoder
+from harness.gpu.model import Decoder, ForwardingBackend
 
 BLOCK_SIZE = 16
 
@@ -41,27 +41,22 @@ class SequenceAccuracy:
     first_divergence: int  # the first step whose greedy token is not; steps when none is
 
 
-class _Tap:
-    """An attention backend that hands every call to another and keeps the attention outputs of
-    the current forward, one per layer in order."""
+class _Tap(ForwardingBackend):
+    """Keeps the attention outputs of the current forward, one per layer in order."""
 
     def __init__(self, backend) -> None:
-        self.backend = backend
-        self.prepare = backend.prepare
+        super().__init__(backend)
         self.outputs: list[torch.Tensor] = []
 
-    def write(self, pool, layer, k, v, where) -> None:
-        self.backend.write(pool, layer, k, v, where)
-
     def prefill(self, q, cache, batch, blocks_per_segment, window, out=None):
-        self.outputs.append(self.backend.prefill(q, cache, batch, blocks_per_segment, window,
-                                                 out=out))
+        self.outputs.append(super().prefill(q, cache, batch, blocks_per_segment, window,
+                                            out=out))
         return self.outputs[-1]
 
     def decode(self, q, cache, block_tables, context_lens, blocks_per_segment, window,
                out=None, work=None):
-        self.outputs.append(self.backend.decode(q, cache, block_tables, context_lens,
-                                                blocks_per_segment, window, out=out, work=work))
+        self.outputs.append(super().decode(q, cache, block_tables, context_lens,
+                                           blocks_per_segment, window, out=out, work=work))
         return self.outputs[-1]
 
 

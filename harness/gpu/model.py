@@ -209,6 +209,27 @@ class AttentionBackend(Protocol):
                        window: int | None) -> WorkListPlan | None: ...
 
 
+class ForwardingBackend:
+    """An attention backend that hands every call to another: the base of wrappers that watch
+    what a forward asks of its backend (override the calls to watch, and call the base's)."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.prepare = backend.prepare
+        self.work_list_plan = backend.work_list_plan
+
+    def write(self, pool, layer, k, v, where) -> None:
+        self.backend.write(pool, layer, k, v, where)
+
+    def prefill(self, q, cache, batch, blocks_per_segment, window, out=None):
+        return self.backend.prefill(q, cache, batch, blocks_per_segment, window, out=out)
+
+    def decode(self, q, cache, block_tables, context_lens, blocks_per_segment, window,
+               out=None, work=None):
+        return self.backend.decode(q, cache, block_tables, context_lens, blocks_per_segment,
+                                   window, out=out, work=work)
+
+
 @dataclass(frozen=True)
 class Pointwise:
     """The elementwise work between the GEMMs: add_rms_norm(x, delta | None, weight, eps) ->

@@ -2,8 +2,9 @@
 
 The fitted cost model (harness.model.fitted) learns from these rows. Each point is one step the
 scheduler could emit: decode-only (a batch of sequences at a mean context, or a skewed batch of
-one long sequence among short ones), prefill-only (one chunk after some prior context) or mixed
-(decodes and one prefill chunk). The sequences are allocated in a real paged allocator of the
+one long sequence among short ones), prefill-only (one chunk after some prior context, or several
+fresh prompts packed into one step) or mixed (decodes and one prefill chunk, or several packed
+prompts). The sequences are allocated in a real paged allocator of the
 run's KV budget, so the block tables are those the scheduler would hand over, and the step is
 timed through GpuExecutor.step itself: whatever the executor does (CUDA graphs for decode-only
 steps, eager prefill) is what gets measured.
@@ -45,18 +46,25 @@ FILL_CHUNK_SLOTS = 8192  # random KV written per call: bounded scratch memory
 @dataclass(frozen=True)
 class ProfilePoint:
     """One step shape: decodes at decode_contexts (KV length after the step, one per
-    sequence), then prefill_tokens new tokens after prefill_start tokens of prior context."""
+    sequence), then prefill_seqs sequences of prefill_tokens new tokens each after
+    prefill_start tokens of prior context."""
 
     kind: str  # "decode" | "prefill" | "mixed"
     decode_contexts: tuple[int, ...] = ()
     prefill_start: int = 0
     prefill_tokens: int = 0
+    prefill_seqs: int = 1
 
     @property
     def lengths(self) -> tuple[int, ...]:
-        """Tokens each sequence holds when the step runs (decodes, then the prefill)."""
-        chunk = (self.prefill_start + self.prefill_tokens,) if self.prefill_tokens else ()
-        return self.decode_contexts + chunk
+        """Tokens each sequence holds when the step runs (decodes, then the prefills)."""
+        chunks = self.prefill_seqs if self.prefill_tokens else 0
+        return self.decode_contexts + (self.prefill_start + self.prefill_tokens,) * chunks
+
+    @property
+    def tokens(self) -> int:
+        """The step's batch tokens."""
+        return len(self.decode_contexts) + self.prefill_tokens * self.prefill_seqs
 
     def slots(self, block_size: int) -> int:
         return sum(-(-n // block_size) * block_size for n in self.lengths)
@@ -84,12 +92,18 @@ class GridSpec:
     # stops splitting at; (short, long) contexts.
     skewed_batches: tuple[int, ...] = (4, 16, 32, 64, 128, 256)
     skewed_contexts: tuple[tuple[int, int], ...] = ((1024, 8192), (1024, 65536))
+    # Fresh prompts of packed_chunk tokens packed into one step up to max_num_batched_tokens,
+    # beside each of these decode counts (0: prefill-only) at each mixed context: the large
+    # steps of a loaded server, which hold many prompts (few attention pairs for their tokens)
+    # and up to max_num_seqs decodes.
+    packed_chunk: int = 1024
+    packed_decodes: tuple[int, ...] = (0, 32, 128, 256)
 
 
 QUICK_GRID = GridSpec(max_num_seqs=2, max_num_batched_tokens=64, min_context=32, max_context=96,
                       min_chunk=16, max_prior=32, context_factor=3, mixed_decodes=(2,),
                       mixed_contexts=(48,), mixed_chunks=((16, 0),), skewed_batches=(2,),
-                      skewed_contexts=((16, 96),))
+                      skewed_contexts=((16, 96),), packed_chunk=16, packed_decodes=(0, 2))
 
 
 def spread(mean: int, count: int) -> tuple[int, ...]:
@@ -133,12 +147,25 @@ def profile_grid(spec: GridSpec, *, block_size: int, budget_slots: int) -> list[
     skew = [ProfilePoint("decode", skewed(short, long, b))
             for short, long in reversed(spec.skewed_contexts) for b in reversed(spec.skewed_batches)
             if b <= spec.max_num_seqs]
-    kinds = [[p for p in points if p.slots(block_size) <= budget_slots]
-             for points in (decode, prefill, mixed, skew)]
+    packed = [_packed(spec, spread(c, d) if d else ())
+              for c in reversed(spec.mixed_contexts) for d in spec.packed_decodes
+              if d <= spec.max_num_seqs and (d or c == spec.mixed_contexts[-1])]
+    kinds = [[p for p in points if p is not None and p.slots(block_size) <= budget_slots]
+             for points in (decode, prefill, mixed, skew, packed)]
     order = []
     for i in range(max(map(len, kinds))):
         order += [points[i] for points in kinds if i < len(points)]
     return order
+
+
+def _packed(spec: GridSpec, decode_contexts: tuple[int, ...]) -> ProfilePoint | None:
+    """As many fresh prompts of spec.packed_chunk tokens as fit beside the decodes (None if
+    fewer than two do)."""
+    count = (spec.max_num_batched_tokens - len(decode_contexts)) // spec.packed_chunk
+    if count < 2:
+        return None
+    kind = "mixed" if decode_contexts else "prefill"
+    return ProfilePoint(kind, decode_contexts, 0, spec.packed_chunk, count)
 
 
 def assign_seq_ids(points: list[ProfilePoint]) -> tuple[list[list[int]], list[int]]:
@@ -207,8 +234,7 @@ def point_batch(point: ProfilePoint, seq_ids: list[int], allocator) -> Batch:
     batch = Batch()
     for sid, context in zip(seq_ids, point.decode_contexts):
         batch.add_decode(sid, sid, context)
-    if point.prefill_tokens:
-        sid = seq_ids[-1]
+    for sid in seq_ids[len(point.decode_contexts):]:
         batch.add_prefill(sid, sid, point.prefill_start, point.prefill_tokens, samples=True)
     for seq in batch.seqs:
         seq.block_table = allocator.layout(seq.seq_id).block_table

@@ -273,17 +273,18 @@ def fitted_cost_model(config: RunConfig, block_size: int, *, results_dir: Path |
     which prices the all-reduces.
 
     A profile is measured with a bf16 cache; a run of another kv_dtype reads its own bytes per
-    KV token (half for fp8), decode attention (its longest split too) at decode_bandwidth_ratio
-    times the bf16 kernel's bandwidth (harness.model.costmodel.decode_bandwidth_ratio)."""
+    KV token (half for fp8), decode attention (in decode-only and mixed steps, its longest split
+    too: the same kernel) at decode_bandwidth_ratio times the bf16 kernel's bandwidth
+    (harness.model.costmodel.decode_bandwidth_ratio)."""
     path = profile_path(config.model.name, config.gpu.name, results_dir)
     if config.tp != 1 or not path.is_file():
         return None
     model = fit(read_measurement(path).table, block_size=block_size, source=path.name)
     kv_bytes = bytes_per_token(config.model, config.tp, config.kv_dtype)
     bytes_ratio = kv_bytes / bytes_per_token(config.model, config.tp)
+    decode = bytes_ratio / decode_bandwidth_ratio
     return replace(model, swap_token_s=kv_bytes / config.gpu.pcie_bytes_s,
-                   decode_kv_token_s=model.decode_kv_token_s * bytes_ratio
-                   / decode_bandwidth_ratio,
-                   longest_split_token_s=model.longest_split_token_s * bytes_ratio
-                   / decode_bandwidth_ratio,
+                   decode_kv_token_s=model.decode_kv_token_s * decode,
+                   mixed_decode_kv_token_s=model.mixed_decode_kv_token_s * decode,
+                   longest_split_token_s=model.longest_split_token_s * decode,
                    prefill_kv_token_s=model.prefill_kv_token_s * bytes_ratio)

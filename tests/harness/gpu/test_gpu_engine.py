@@ -20,7 +20,7 @@ from harness.model.presets import model_preset  # noqa: E402
 # Budgets (slots) small enough to force preemptions of every kind on the traces below; static
 # reserves prompt + output per sample, so it needs more to finish every request.
 CPU_BUDGETS = {"static": 160, "paged": 100, "segmented": 100, "hybrid": 100}
-GPU_BUDGETS = {"static": 1000, "paged": 600, "segmented": 600, "hybrid": 600}
+GPU_BUDGETS = {"static": 1600, "paged": 600, "segmented": 600, "hybrid": 600}
 ALLOCATORS = {
     "static": {},
     "paged": {"block_size": 4},

@@ -3,8 +3,8 @@ shape on the CPU (the code path the GPU runs)."""
 from __future__ import annotations
 
 from harness.cli import main
-from harness.gpu.profile import (GridSpec, ProfilePoint, assign_seq_ids, profile_grid, skewed,
-                                 spread)
+from harness.gpu.profile import (GridSpec, ProfilePoint, assign_seq_ids, point_batch,
+                                 profile_grid, skewed, spread)
 from harness.model.fitted import fit
 from reports.schema import PROFILE_COLUMNS, read_measurement
 
@@ -23,7 +23,21 @@ def test_the_grid_covers_every_kind_and_skips_what_does_not_fit():
     prefill = [p for p in points if p.kind == "prefill"]
     assert {p.prefill_tokens for p in prefill} == {16, 64, 256, 1024, 4096, 8192}
     assert {p.prefill_start for p in prefill} == {0, 1024, 4096, 16384, 65536}
-    assert all(len(p.decode_contexts) + p.prefill_tokens <= 8192 for p in points)
+    assert all(p.tokens <= 8192 for p in points)
+
+
+def test_the_grid_packs_fresh_prompts_into_large_steps_beside_up_to_max_num_seqs_decodes():
+    budget = 900_000
+    points = profile_grid(GridSpec(), block_size=16, budget_slots=budget)
+    packed = [p for p in points if p.prefill_seqs > 1]
+    assert {(p.kind, len(p.decode_contexts)) for p in packed} == {
+        ("prefill", 0), ("mixed", 32), ("mixed", 128), ("mixed", 256)}
+    for p in packed:
+        assert p.prefill_tokens == 1024 and p.prefill_start == 0
+        assert 8192 - 1024 < p.tokens <= 8192  # as many prompts as fit
+        assert p.slots(16) <= budget
+    # 256 decodes of 8k-token contexts do not fit the budget; of 1k-token ones they do.
+    assert [max(p.decode_contexts) for p in packed if len(p.decode_contexts) == 256] == [1536]
 
 
 def test_the_grid_holds_skewed_decodes_at_small_cost():
@@ -60,10 +74,24 @@ def test_reused_sequence_ids_never_grow_and_are_distinct_within_a_point():
     assert len(first) < sum(len(p.lengths) for p in points) / 4  # ids are reused
 
 
-def test_a_point_with_a_prefill_gives_its_last_id_to_the_chunk():
+def test_a_point_with_a_prefill_gives_its_last_ids_to_the_chunks():
     point = ProfilePoint("mixed", (10, 20), 5, 7)
     assert point.lengths == (10, 20, 12)
     assert point.slots(16) == 16 + 32 + 16
+    packed = ProfilePoint("mixed", (10,), 0, 7, prefill_seqs=3)
+    assert packed.lengths == (10, 7, 7, 7) and packed.tokens == 22
+    ids = [4, 5, 6, 9]
+    batch = point_batch(packed, ids, _Layouts())
+    assert [(s.seq_id, s.is_prefill) for s in batch.seqs] == [(4, False)] + [
+        (i, True) for i in (5, 6, 9)]
+    assert batch.prefill_tokens == 21 and batch.decode_tokens == 1
+
+
+class _Layouts:
+    """An allocator's layout() for point_batch: an empty block table for every sequence."""
+
+    def layout(self, seq_id):
+        return type("Layout", (), {"block_table": []})()
 
 
 def test_quick_profile_on_the_cpu_writes_a_table_the_model_fits(tmp_path, capsys):

@@ -1,0 +1,51 @@
+"""The tensor-parallel benchmark end to end on the CPU (gloo, two ranks, the tiny shape): the
+all-reduce sweep, the decode row, and the runs it packs, whose summaries give the row's errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from reports.schema import read_measurement  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tp")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu_tp.py"), "--device", "cpu",
+                    "--tp", "2", "--models", "tiny", "--dtype", "float32", "--requests", "6",
+                    "--budget-slots", "4096", "--out", str(out)], check=True, env=env, cwd=ROOT)
+    return out
+
+
+def test_the_sweep_times_every_size_at_the_width(out):
+    sweep = read_measurement(out / "allreduce_cpu.csv").table
+    assert set(sweep.tp) == {2} and len(sweep) == len(set(sweep.tokens)) == 14
+    assert (sweep.latency_us > 0).all()
+
+
+def test_the_decode_row_matches_the_runs_it_packs(out):
+    row = read_measurement(out / "gpu_decode_tp2_cpu.csv").table.iloc[0]
+    assert (row.model, row.tp, row.requests, row.completed) == ("tiny", 2, 6, 6)
+    with tarfile.open(out / "runs-tp2-tiny.tar.gz") as tar:
+        names = set(tar.getnames())
+        summary = {run: json.load(tar.extractfile(f"{run}/run.json"))["summary"]
+                   for run in ("gpu-tp2", "sim")}
+        step_log = pd.read_csv(tar.extractfile("gpu-tp2/step_log.csv"))
+    assert {"gpu-tp2/steps.parquet", "sim/steps.parquet"} <= names
+    assert len(step_log) == row.steps
+    measured, simulated = summary["gpu-tp2"], summary["sim"]
+    for column, key in (("total_time_err", "sim_time_s"), ("ttft_p50_err", "ttft_p50_s"),
+                        ("throughput_err", "throughput_tok_s")):
+        assert row[column] == pytest.approx(simulated[key] / measured[key] - 1, rel=1e-5)
