@@ -231,11 +231,14 @@ class GpuExecutor:
             self._warm_up(batch)
         t0 = time.perf_counter()
         rollback_s = self._lifecycle(batch)
+        host_s = time.perf_counter() - t0
+        self._arrivals(batch)
+        t0 = time.perf_counter()
         prefills, verifications, decode, rows = self._plan(batch)
-        host_s = seconds = 0.0
+        seconds = 0.0
         if verifications:
             self._device_tables.stage()
-            host_s = time.perf_counter() - t0
+            host_s += time.perf_counter() - t0
             seconds = self._draft(batch, verifications)
             t0 = time.perf_counter()
             prefills = prefills + [v.work(self._tokens) for v in verifications]
@@ -374,14 +377,21 @@ class GpuExecutor:
 
     # -- host-side preparation ----------------------------------------------------------------
 
-    def _start_seq(self, sid: int, rid: int) -> None:
-        """The request's first admission: draw its prompt."""
-        prompt = prompt_tokens(
-            rid, self._prompt_len[rid], self.decoder.config.vocab_size, seed=self.seed,
-            prefix_hashes=self._hashes[rid], chunk_tokens=self._chunk_tokens,
-        )
-        self._tokens.start(sid, prompt, self._prompt_len[rid] + self._output_len[rid] + 1)
-        self._rid[sid] = rid
+    def _arrivals(self, batch: Batch) -> None:
+        """The prompts of the requests the batch admits for the first time (forks took their
+        parent's tokens in _lifecycle). A server receives a request's tokens with it; drawing
+        them is the harness's work, so no part of the step's host preparation."""
+        tokens = self._tokens
+        for seq in batch.seqs:
+            if seq.seq_id not in tokens:
+                rid = seq.request_id
+                prompt = prompt_tokens(
+                    rid, self._prompt_len[rid], self.decoder.config.vocab_size, seed=self.seed,
+                    prefix_hashes=self._hashes[rid], chunk_tokens=self._chunk_tokens,
+                )
+                tokens.start(seq.seq_id, prompt,
+                             self._prompt_len[rid] + self._output_len[rid] + 1)
+                self._rid[seq.seq_id] = rid
 
     def _plan(self, batch: Batch) -> tuple[list[PrefillWork], list[Verification], DecodeWork,
                                             np.ndarray]:
@@ -397,8 +407,6 @@ class GpuExecutor:
         tokens, tables = self._tokens, self._tables
         for seq in batch.seqs:
             sid, context = seq.seq_id, seq.context_tokens
-            if sid not in tokens:
-                self._start_seq(sid, seq.request_id)
             row = tables.update(sid, seq.block_table)
             have = tokens.length(sid)
             if seq.is_prefill:

@@ -289,3 +289,30 @@ def test_triton_kernels_under_a_window_give_the_reference_tokens(tiny_decoder, s
             for backend in (ReferenceAttention, TritonAttention)]
     assert runs[1][2]["attention"] == "triton"
     assert runs[0][1] == runs[1][1]
+
+
+def test_drawing_prompts_is_no_part_of_a_steps_host_preparation(tiny_decoder, small_trace,
+                                                                monkeypatch):
+    """A server receives a request's tokens with it: the harness draws them before it times
+    the step's host work, and the tokens are the same."""
+    import time
+
+    import harness.gpu.executor as executor_module
+
+    trace = small_trace(5, 4)
+    _, plain, _ = check_run(tiny_decoder, trace, "paged", ALLOCATORS["paged"], budget=4096,
+                            preemption="recompute")
+    delay_s = 0.2
+
+    def slow_prompt(*args, **kwargs):
+        time.sleep(delay_s)
+        return prompt_tokens(*args, **kwargs)
+
+    monkeypatch.setattr(executor_module, "prompt_tokens", slow_prompt)
+    config = RunConfig(model=model_preset("tiny"),
+                       allocator=AllocatorConfig.of("paged", **ALLOCATORS["paged"]),
+                       scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=48),
+                       budget_slots_override=4096)
+    _, executor = run_on_device(config, trace, tiny_decoder)
+    assert executor.outputs() == plain
+    assert executor.step_log.frame().host_prep_s.max() < delay_s
