@@ -67,7 +67,7 @@ def main() -> int:
     command = "python benchmarks/probe_host_prep.py " + " ".join(sys.argv[1:])
     write_csv(args.out / f"host_prep_{device_slug(torch.device(args.device))}.csv",
               header(torch.device(args.device), command)
-              + [f"# {REQUESTS} requests of {PROMPT} prompt tokens at t=0, {OUTPUT} output "
+              + [f"# setup: {REQUESTS} requests of {PROMPT} prompt tokens at t=0, {OUTPUT} output "
                  "tokens each; tiny model, float32; host preparation per step (executor only)"],
               rows, COLUMNS)
     return 0
