@@ -58,3 +58,14 @@ def test_committed_results_all_read():
     assert kernels and others
     for measurement in kernels + others:
         assert measurement.device != "unknown device" and measurement.date != "unknown date"
+
+
+def test_every_committed_table_reads_with_where_and_when_it_was_measured():
+    """The main job reads every table in the results folder: one it cannot parse stops it."""
+    from reports.schema import results_dir
+
+    paths = sorted(results_dir().glob("*.csv")) + sorted(results_dir().glob("tuning/*.csv"))
+    assert paths
+    for path in paths:
+        header = read_measurement(path).header
+        assert {"device", "date"} <= set(header), path.name
