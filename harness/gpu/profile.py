@@ -299,27 +299,58 @@ class ProfileSettings:
     deadline: float | None = None  # time.monotonic() after which no new point starts
 
 
+@dataclass(frozen=True)
+class ProfileSetup:
+    """What an executor of one block size's points is built from: its KV geometry, the trace
+    of its sequences' first lengths and the allocator's segments (filled with random KV)."""
+
+    geometry: KVGeometry
+    trace: pd.DataFrame
+    segments: tuple[int, ...]
+
+    def executor(self, config: RunConfig, decoder) -> GpuExecutor:
+        executor = GpuExecutor(config, self.geometry, decoder=decoder, trace=self.trace)
+        executor.pool.sync(list(self.segments), [])
+        fill_random(executor.pool, self.segments, seed=config.seed)
+        return executor
+
+
 def measure_profile(config: RunConfig, decoder, settings: ProfileSettings, *,
-                    log=print) -> pd.DataFrame:
-    """The profile's rows (PROFILE_COLUMNS) for every block size of settings."""
+                    log=print, lead=None) -> pd.DataFrame:
+    """The profile's rows (PROFILE_COLUMNS) for every block size of settings. lead: under
+    tensor parallelism, rank 0's lead(setup, executor), which hands the setup to the other
+    ranks and returns the executor that hands them every step (harness.gpu.tp_run)."""
     rows: list[dict] = []
     for block_size in settings.block_sizes:
-        rows += _measure_block_size(config, decoder, settings, block_size, log)
+        rows += _measure_block_size(config, decoder, settings, block_size, log, lead)
     return pd.DataFrame(rows, columns=list(PROFILE_COLUMNS))
 
 
+def follow_profile(config: RunConfig, decoder, receive) -> None:
+    """A tensor-parallel rank but 0: each ProfileSetup rank 0 sends builds the executor it
+    builds, and every batch it sends is stepped, until it sends None."""
+    executor = None
+    while (message := receive()) is not None:
+        if isinstance(message, ProfileSetup):
+            executor = None  # the last block size's pool goes before the next one's comes
+            executor = message.executor(config, decoder)
+        else:
+            executor.step(message)
+
+
 def _measure_block_size(config: RunConfig, decoder, settings: ProfileSettings, block_size: int,
-                        log) -> list[dict]:
+                        log, lead) -> list[dict]:
     from harness.model.budget import kv_budget
 
     budget = kv_budget(config).slots
     allocator = spec_of("paged").build(budget, {"block_size": block_size})
     points = profile_grid(settings.grid, block_size=block_size, budget_slots=budget)
     seq_ids, first = assign_seq_ids(points)
-    geometry = KVGeometry(allocator.block_size, allocator.blocks_per_segment, budget)
-    executor = GpuExecutor(config, geometry, decoder=decoder, trace=profile_trace(first))
-    executor.pool.sync(list(allocator.segments()), [])
-    fill_random(executor.pool, allocator.segments(), seed=config.seed)
+    setup = ProfileSetup(KVGeometry(allocator.block_size, allocator.blocks_per_segment, budget),
+                         profile_trace(first), tuple(allocator.segments()))
+    executor = setup.executor(config, decoder)
+    if lead is not None:
+        executor = lead(setup, executor)
     timer = PointTimer(executor, allocator, bytes_per_token=bytes_per_token(config.model),
                        repeats=settings.repeats, warmup=settings.warmup)
     rows = []
@@ -350,6 +381,7 @@ def profile_header(device: torch.device, config: RunConfig, command: str,
         f"bytes_per_token: {bytes_per_token(config.model)}",
         f"max_num_seqs: {config.scheduler.max_num_seqs}",
         f"max_num_batched_tokens: {config.scheduler.max_num_batched_tokens}",
+        f"tp: {config.tp}",
         f"repeats: median of {settings.repeats} after {settings.warmup} untimed",
     ]
 

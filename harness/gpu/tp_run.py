@@ -1,11 +1,13 @@
-"""A tensor-parallel measured run: one process per rank, the engine on rank 0 only.
+"""A tensor-parallel measured run, or profile: one process per rank, the engine on rank 0 only.
 
 Rank 0 runs the engine (scheduler, allocator, recorder) exactly as a one-GPU run does, with a
 LeaderExecutor that sends each Batch to the other ranks before running its own share of it.
 The other ranks build the same GpuExecutor on their shard and replay the batches they receive,
 so every rank applies the same memory operations to its own KV heads and samples the same
 tokens. Batches travel as pickled objects over a gloo group on the host: they are host data,
-and keeping them off NCCL keeps the device stream free of anything but the forward.
+and keeping them off NCCL keeps the device stream free of anything but the forward. A profile
+(`kvharness profile --tp N`) is led the same way: rank 0 measures the grid, and the others
+build each block size's executor from the setup it sends and step its batches.
 
 NVLink multicast stays off in the launcher and in every rank (NCCL's NVLS, PyTorch's symmetric
 memory, NVSHMEM): the machines this runs on share GPUs, and a fault there can take them down.
@@ -49,9 +51,10 @@ class TpJob:
     device_type: str  # "cuda": rank r on cuda:r with NCCL; "cpu": gloo
     dtype: str
     port: int
-    result_path: str  # where rank 0 leaves its TpResult
+    result_path: str  # where rank 0 leaves its TpResult (a profile: its rows)
     cuda_graphs: bool = True
     balanced_decode: bool = False  # build_decoder's
+    profile: object = None  # harness.gpu.profile.ProfileSettings: profile instead of a run
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,18 @@ def run_tensor_parallel(config: RunConfig, trace: pd.DataFrame, *, device_type: 
                         dtype: str, cuda_graphs: bool = True,
                         balanced_decode: bool = False) -> TpResult:
     """Replay the trace over config.tp ranks (processes); rank 0's measured run comes back."""
+    return _spawn(config, trace, device_type, dtype, cuda_graphs, balanced_decode, None)
+
+
+def profile_tensor_parallel(config: RunConfig, settings, *, device_type: str, dtype: str,
+                            balanced_decode: bool = False) -> pd.DataFrame:
+    """`kvharness profile`'s rows (harness.gpu.profile.measure_profile) measured over config.tp
+    ranks: every point a step of the whole tensor-parallel decoder, all-reduces included."""
+    return _spawn(config, None, device_type, dtype, True, balanced_decode, settings)
+
+
+def _spawn(config: RunConfig, trace, device_type: str, dtype: str, cuda_graphs: bool,
+           balanced_decode: bool, profile):
     import torch.multiprocessing as mp
 
     from harness.gpu.tp import check_divisible
@@ -87,7 +102,7 @@ def run_tensor_parallel(config: RunConfig, trace: pd.DataFrame, *, device_type: 
                           f"{torch.cuda.device_count()} visible")
     with tempfile.TemporaryDirectory(prefix="kvharness_tp_") as tmp:
         job = TpJob(config, trace, device_type, dtype, free_port(), str(Path(tmp) / "rank0.pkl"),
-                    cuda_graphs, balanced_decode)
+                    cuda_graphs, balanced_decode, profile)
         mp.spawn(rank_main, args=(job,), nprocs=config.tp, join=True)
         with open(job.result_path, "rb") as fh:
             return pickle.load(fh)
@@ -120,7 +135,9 @@ def rank_main(rank: int, job: TpJob) -> None:
         decoder = build_decoder(job.config.model, device=device, dtype=job.dtype,
                                 seed=job.config.seed, tp=tp,
                                 balanced_decode=job.balanced_decode)
-        if rank == 0:
+        if job.profile is not None:
+            (_lead_profile if rank == 0 else _follow_profile)(job, decoder, control)
+        elif rank == 0:
             _lead(job, decoder, control)
         else:
             _follow(job, decoder, control)
@@ -197,3 +214,25 @@ def _follow(job: TpJob, decoder, control) -> None:
                            cuda_graphs=job.cuda_graphs)
     while (batch := _broadcast(None, control)) is not None:
         executor.step(batch)
+
+
+def _lead_profile(job: TpJob, decoder, control) -> None:
+    from harness.gpu.profile import measure_profile
+
+    def lead(setup, executor) -> LeaderExecutor:
+        _broadcast(setup, control)
+        return LeaderExecutor(executor, control)
+
+    try:
+        frame = measure_profile(job.config, decoder, job.profile, lead=lead,
+                                log=lambda line: print(line, flush=True))
+    finally:
+        _broadcast(None, control)  # the followers stop, whatever happened here
+    with open(job.result_path, "wb") as fh:
+        pickle.dump(frame, fh)
+
+
+def _follow_profile(job: TpJob, decoder, control) -> None:
+    from harness.gpu.profile import follow_profile
+
+    follow_profile(job.config, decoder, lambda: _broadcast(None, control))

@@ -261,23 +261,30 @@ def gpu_family(gpu_name: str) -> str:
     return gpu_name.split("-")[0].lower()
 
 
-def profile_path(model_name: str, gpu_name: str, results_dir: Path | None = None) -> Path:
+def tp_suffix(tp: int) -> str:
+    """What a profile's file name adds for a tensor-parallel width: nothing for one GPU."""
+    return "" if tp == 1 else f"_tp{tp}"
+
+
+def profile_path(model_name: str, gpu_name: str, results_dir: Path | None = None,
+                 tp: int = 1) -> Path:
     where = Path(results_dir) if results_dir is not None else measured_results_dir()
-    return where / f"profile_{model_name}_{gpu_family(gpu_name)}.csv"
+    return where / f"profile_{model_name}_{gpu_family(gpu_name)}{tp_suffix(tp)}.csv"
 
 
 def fitted_cost_model(config: RunConfig, block_size: int, *, results_dir: Path | None = None,
                       decode_bandwidth_ratio: float = 1.0) -> FittedCostModel | None:
-    """The model fitted to the profile of this run's model and GPU family, or None when there
-    is none. A profile is measured on one GPU: runs with tensor parallelism keep the roofline,
-    which prices the all-reduces.
+    """The model fitted to the profile of this run's model, GPU family and tensor-parallel
+    width, or None when there is none. A profile at a width (`kvharness profile --tp N`) times
+    the whole split decoder, all-reduces included; without one, a tensor-parallel run keeps the
+    roofline, which prices the all-reduces with its own term.
 
     A profile is measured with a bf16 cache; a run of another kv_dtype reads its own bytes per
     KV token (half for fp8), decode attention (in decode-only and mixed steps, its longest split
     too: the same kernel) at decode_bandwidth_ratio times the bf16 kernel's bandwidth
     (harness.model.costmodel.decode_bandwidth_ratio)."""
-    path = profile_path(config.model.name, config.gpu.name, results_dir)
-    if config.tp != 1 or not path.is_file():
+    path = profile_path(config.model.name, config.gpu.name, results_dir, config.tp)
+    if not path.is_file():
         return None
     model = fit(read_measurement(path).table, block_size=block_size, source=path.name)
     kv_bytes = bytes_per_token(config.model, config.tp, config.kv_dtype)

@@ -116,6 +116,21 @@ def test_quick_profile_on_the_cpu_writes_a_table_the_model_fits(tmp_path, capsys
     assert "points in" in capsys.readouterr().out
 
 
+def test_a_tensor_parallel_profile_times_the_same_grid_over_its_ranks(tmp_path):
+    """Two gloo ranks on the CPU: rank 0 measures, the other builds each block size's executor
+    from the setup it is sent and steps every batch, so the split decoder runs every point."""
+    common = ["profile", "--model", "tiny", "--out", str(tmp_path), "--quick", "--repeats", "1",
+              "--dtype", "float32", "--device", "cpu", "--block-sizes", "4,16"]
+    assert main(common + ["--tp", "2"]) == 0 and main(common) == 0
+    split = read_measurement(tmp_path / "profile_tiny_cpu_tp2.csv")
+    whole = read_measurement(tmp_path / "profile_tiny_cpu.csv")
+    assert (split.header["tp"], whole.header["tp"]) == ("2", "1")
+    shape = ["kind", "block_size", "prefill_tokens", "decode_context_tokens"]
+    assert split.table[shape].equals(whole.table[shape])
+    assert (split.table.measured_ms > 0).all()
+    assert fit(split.table, block_size=16).block_size == 16
+
+
 def test_bad_block_sizes_are_a_usage_error(tmp_path):
     assert main(["profile", "--model", "tiny", "--out", str(tmp_path),
                  "--block-sizes", "0,x"]) == 2

@@ -136,7 +136,7 @@ def test_a_profile_without_the_batch_columns_is_refused():
 
 
 def _write_profile(results_dir, config, model=TRUE):
-    path = profile_path(config.model.name, config.gpu.name, results_dir)
+    path = profile_path(config.model.name, config.gpu.name, results_dir, config.tp)
     path.write_text("# device: test\n" + synthetic_profile(model).to_csv(index=False))
     return path
 
@@ -169,9 +169,19 @@ def test_the_roofline_prices_runs_without_a_profile(tmp_path):
     assert executor.details["cost_model"] == "roofline"
     with_tp = dataclasses.replace(config, tp=2)
     _write_profile(tmp_path, config)
-    assert fitted_cost_model(with_tp, 16, results_dir=tmp_path) is None
+    assert fitted_cost_model(with_tp, 16, results_dir=tmp_path) is None  # one GPU's profile
     roofline = CostModelExecutor(config, _geometry(config), results_dir=tmp_path, roofline=True)
     assert roofline.details["cost_model"] == "roofline"
+
+
+def test_a_tensor_parallel_run_is_priced_by_the_profile_of_its_width(tmp_path):
+    config = dataclasses.replace(RunConfig(), tp=2)
+    path = _write_profile(tmp_path, config)
+    assert path.name == "profile_llama3-8b_h100_tp2.csv"
+    executor = CostModelExecutor(config, _geometry(config), results_dir=tmp_path)
+    assert executor.details["cost_model"] == "fitted:profile_llama3-8b_h100_tp2.csv"
+    one_gpu = dataclasses.replace(config, tp=1)
+    assert fitted_cost_model(one_gpu, 16, results_dir=tmp_path) is None
 
 
 def test_decode_steps_equal_step_for_decode_only_batches(tmp_path):
