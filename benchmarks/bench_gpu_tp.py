@@ -10,14 +10,19 @@ latency + bytes / bandwidth per width with its worst relative error.
 
 Part `decode`: for each model and width, the engine replays the trace slice over the ranks
 (harness.gpu.tp_run); every measured step is then priced by the cost model with the fitted
-all-reduce term and with the datasheet guess, on that step's own batch, and by the measured
-sweep alone (2 x layers all-reduces of the step's tokens x hidden, interpolated in the sweep);
-the simulated run (fitted all-reduce term) against the measured one as bench_fidelity.py gives
-them: total time, TTFT p50 and p99, throughput, simulated / measured - 1. Writes
+all-reduce term and with the datasheet guess, on that step's own batch, by the profile at that
+width where --profile-dir (or the committed results) holds one (kvharness profile --tp N), and
+by the measured sweep alone (2 x layers all-reduces of the step's tokens x hidden, interpolated
+in the sweep); the simulated run (the width's profile, else the fitted all-reduce term) against
+the measured one as bench_fidelity.py gives them: total time, TTFT p50 and p99, throughput,
+simulated / measured - 1. Writes
 gpu_decode_tp<N>_<gpu>.csv, one row per model, and the runs as runs-tp<N>-<model>.tar.gz (the
 measured run with its step_log.csv: each step's batch, which the cost model prices).
 
     PYTHONPATH=. python benchmarks/bench_gpu_tp.py --tp 2 --out "$OUT"
+    kvharness profile --model llama3-8b --tp 2 --out "$OUT" && \
+        PYTHONPATH=. python benchmarks/bench_gpu_tp.py --tp 2 --models llama3-8b \
+        --profile-dir "$OUT" --out "$OUT"   # the profile's pricing too
     PYTHONPATH=. python benchmarks/bench_gpu_tp.py --device cpu --tp 2 --models tiny \\
         --dtype float32 --requests 6 --budget-slots 4096   # a smoke run on gloo
 """
@@ -50,6 +55,7 @@ from harness.gpu.setup import gpu_run_config, load_slice  # noqa: E402
 from harness.gpu.tp_run import run_tensor_parallel  # noqa: E402
 from harness.model.allreduce import ALLREDUCE_COLUMNS, fit_allreduce  # noqa: E402
 from harness.model.costmodel import CostModel  # noqa: E402
+from harness.model.fitted import fitted_cost_model  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -59,7 +65,8 @@ DECODE_COLUMNS = (
     "model", "tp", "allocator", "requests", "completed", "output_tokens", "steps",
     "graph_steps", "measured_tok_s", "decode_step_tok_s", "mean_step_ms_measured",
     "allreduce_ms_per_step", "allreduce_share", "priced_ratio_fit", "priced_ratio_guess",
-    "priced_ratio_fit_decode", "priced_ratio_guess_decode", "mean_step_ms_simulated",
+    "priced_ratio_fit_decode", "priced_ratio_guess_decode", "priced_ratio_profile",
+    "mean_step_ms_simulated",
     "steps_simulated", "total_time_err", "ttft_p50_err", "ttft_p99_err", "throughput_err",
     "peak_kv_allocated_bytes", "wall_s",
 )
@@ -169,34 +176,45 @@ def step_allreduce_s(sweep: pd.DataFrame, model, tp: int, tokens: np.ndarray) ->
     return 2 * model.num_layers * one
 
 
-def price_steps(cost: CostModel, log: pd.DataFrame) -> np.ndarray:
-    """The cost model's seconds for each measured step, on the step's own batch."""
+def price_steps(cost, log: pd.DataFrame) -> np.ndarray:
+    """The cost model's seconds for each measured step, on the step's own batch (NaN for no
+    model)."""
+    if cost is None:
+        return np.full(len(log), np.nan)
     return cost.step_s(
         prefill_tokens=log.prefill_tokens.to_numpy(), decode_tokens=log.decode_seqs.to_numpy(),
         prefill_context_tokens=log.prefill_context_tokens.to_numpy(),
         decode_context_tokens=log.decode_context_tokens.to_numpy(),
-        prefill_attention_pairs=log.prefill_attention_pairs.to_numpy(), maximum=np.maximum)
+        prefill_attention_pairs=log.prefill_attention_pairs.to_numpy(),
+        decode_max_context=log.decode_max_context.to_numpy(), maximum=np.maximum)
 
 
 def _ratio(priced: np.ndarray, measured: np.ndarray) -> float:
     return float(np.median(priced / measured)) if len(measured) else float("nan")
 
 
-def simulate_with_fit(config, trace, fit):
-    """The cost model's run of the same slice with the fitted all-reduce term, and the two
-    models (fitted, guessed) that price the measured steps. Decode efficiency comes from the
-    committed kernel tables, as in any simulated run."""
+def simulate_with_fit(config, trace, fit, profile_dir):
+    """The cost model's run of the same slice, priced as a simulation of this width is: by the
+    width's profile in profile_dir where one exists (kvharness profile --tp N), else by the
+    roofline with this sweep's fitted all-reduce term; and the three models that price the
+    measured steps: the roofline with the fitted term, with the datasheet guess, and the
+    profile's (None without one). The roofline's decode efficiency comes from the committed
+    kernel tables, as in any simulated run."""
     made = []
 
     def factory(cfg, geometry):
-        executor = CostModelExecutor(cfg, geometry)
-        efficiency = executor.details["decode_efficiency"]
-        executor.model = CostModel.from_config(cfg, decode_efficiency=efficiency, allreduce=fit)
-        made.append((executor.model, CostModel.from_config(cfg, decode_efficiency=efficiency)))
+        efficiency = CostModelExecutor(cfg, geometry, roofline=True).details["decode_efficiency"]
+        models = (CostModel.from_config(cfg, decode_efficiency=efficiency, allreduce=fit),
+                  CostModel.from_config(cfg, decode_efficiency=efficiency),
+                  fitted_cost_model(cfg, geometry.block_size, results_dir=profile_dir))
+        made.append(models)
+        executor = CostModelExecutor(cfg, geometry, results_dir=profile_dir)
+        if models[2] is None:
+            executor.model = models[0]
         return executor
 
     sim = simulate(config, trace, executor_factory=factory)
-    return sim, made[0][0], made[0][1]
+    return (sim, *made[0])
 
 
 def decode_row(args, model_name: str, tp: int, trace, sweep) -> dict:
@@ -206,7 +224,8 @@ def decode_row(args, model_name: str, tp: int, trace, sweep) -> dict:
     ran = run_tensor_parallel(config, trace, device_type=args.device.type, dtype=args.dtype,
                               cuda_graphs=not args.eager_decode)
     wall_s = time.perf_counter() - started
-    sim, fitted, guessed = simulate_with_fit(config, trace, fit_allreduce(sweep, tp))
+    sim, fitted, guessed, profiled = simulate_with_fit(config, trace, fit_allreduce(sweep, tp),
+                                                       args.profile_dir)
     save_runs(args.out, f"tp{tp}-{model_name}", {f"gpu-tp{tp}": ran.result, "sim": sim},
               step_log=ran.step_log)
     log, steps, s = ran.step_log, ran.result.steps, ran.result.summary
@@ -215,6 +234,7 @@ def decode_row(args, model_name: str, tp: int, trace, sweep) -> dict:
     tokens = (log.decode_seqs + log.prefill_tokens).to_numpy()
     allreduce_s = step_allreduce_s(sweep, config.model, tp, tokens)
     priced_fit, priced_guess = price_steps(fitted, log), price_steps(guessed, log)
+    priced_profile = price_steps(profiled, log)
     decode_steps = steps[steps.prefill_tokens == 0]
     return {
         "model": model_name, "tp": tp, "allocator": args.allocator, "requests": s["requests"],
@@ -229,6 +249,7 @@ def decode_row(args, model_name: str, tp: int, trace, sweep) -> dict:
         "priced_ratio_guess": _ratio(priced_guess, measured),
         "priced_ratio_fit_decode": _ratio(priced_fit[decode], measured[decode]),
         "priced_ratio_guess_decode": _ratio(priced_guess[decode], measured[decode]),
+        "priced_ratio_profile": _ratio(priced_profile, measured),
         "mean_step_ms_simulated": sim.summary["mean_step_ms"], "steps_simulated": len(sim.steps),
         **run_errors(sim.summary, s),
         "peak_kv_allocated_bytes": s["peak_kv_allocated_bytes"], "wall_s": wall_s,
@@ -248,6 +269,8 @@ def main() -> int:
     parser.add_argument("--preemption", default="recompute", choices=("recompute", "swap"))
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--budget-slots", type=int, help="KV budget instead of the memory sums")
+    parser.add_argument("--profile-dir", type=Path,
+                        help="where profiles at the widths are (default: the committed ones)")
     parser.add_argument("--eager-sweep", action="store_true",
                         help="time all-reduces launched one by one instead of graph-replayed")
     parser.add_argument("--eager-decode", action="store_true",
@@ -281,13 +304,15 @@ def main() -> int:
                   f"{r['measured_tok_s']:.0f} tok/s, step {r['mean_step_ms_measured']:.2f} ms, "
                   f"all-reduce {r['allreduce_ms_per_step']:.2f} ms ({r['allreduce_share']:.1%}); "
                   f"priced/measured {r['priced_ratio_fit']:.2f} fit, "
-                  f"{r['priced_ratio_guess']:.2f} guess", flush=True)
+                  f"{r['priced_ratio_guess']:.2f} guess, {r['priced_ratio_profile']:.2f} profile",
+                  flush=True)
             lines = header(args.device, command) + [
                 f"# trace: {args.trace} requests [0, {len(trace)}) arrivals x{args.rate_scale:g}; "
                 f"{args.dtype} random weights; preemption {args.preemption}",
                 "# allreduce_*: 2 x layers all-reduces of tokens x hidden per step from the "
                 f"measured sweep (allreduce_{args.slug}.csv); priced_ratio_*: median over "
-                "steps of the cost model's seconds (fitted or guessed all-reduce term) / measured"]
+                "steps of the cost model's seconds (the roofline with the fitted or the guessed "
+                "all-reduce term, or the width's profile: NaN without one) / measured"]
             write_csv(args.out / f"gpu_decode_tp{tp}_{args.slug}.csv", lines, rows,
                       DECODE_COLUMNS)
     return 0

@@ -19,13 +19,20 @@ from reports.schema import read_measurement  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+
+
+def bench(out: Path, *extra: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu_tp.py"), "--device", "cpu",
+                    "--tp", "2", "--models", "tiny", "--dtype", "float32", "--requests", "6",
+                    "--budget-slots", "4096", "--out", str(out), *extra],
+                   check=True, env=ENV, cwd=ROOT)
+
+
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     out = tmp_path_factory.mktemp("tp")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu_tp.py"), "--device", "cpu",
-                    "--tp", "2", "--models", "tiny", "--dtype", "float32", "--requests", "6",
-                    "--budget-slots", "4096", "--out", str(out)], check=True, env=env, cwd=ROOT)
+    bench(out)
     return out
 
 
@@ -49,3 +56,19 @@ def test_the_decode_row_matches_the_runs_it_packs(out):
     for column, key in (("total_time_err", "sim_time_s"), ("ttft_p50_err", "ttft_p50_s"),
                         ("throughput_err", "throughput_tok_s")):
         assert row[column] == pytest.approx(simulated[key] / measured[key] - 1, rel=1e-5)
+    assert pd.isna(row.priced_ratio_profile)  # no profile at this width: the roofline priced
+
+
+def test_a_profile_at_the_width_prices_the_simulation_and_the_steps(tmp_path):
+    from harness.cli import main
+
+    profiles = tmp_path / "profiles"
+    assert main(["profile", "--model", "tiny", "--tp", "2", "--quick", "--repeats", "1",
+                 "--dtype", "float32", "--device", "cpu", "--block-sizes", "16", "--gpu-name",
+                 "h100", "--out", str(profiles)]) == 0
+    bench(tmp_path, "--profile-dir", str(profiles))
+    row = read_measurement(tmp_path / "gpu_decode_tp2_cpu.csv").table.iloc[0]
+    assert row.priced_ratio_profile > 0
+    with tarfile.open(tmp_path / "runs-tp2-tiny.tar.gz") as tar:
+        details = json.load(tar.extractfile("sim/run.json"))["executor_details"]
+    assert details["cost_model"] == "fitted:profile_tiny_h100_tp2.csv"
