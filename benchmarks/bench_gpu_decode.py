@@ -231,6 +231,8 @@ def main() -> int:
     parser.add_argument("--baseline-batch", type=int, default=32)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--budget-slots", type=int, help="KV budget instead of the memory sums")
+    parser.add_argument("--decode-balance", action="store_true",
+                        help="decode over per-step work lists (kvharness gpu --decode-balance)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--time-limit-s", type=float, default=0.0,
                         help="bound on the whole run, 0: none (the baseline stops in time)")
@@ -242,7 +244,8 @@ def main() -> int:
     trace = load_slice(args.trace, start=args.start, count=args.requests, rate_scale=args.rate_scale)
     started = time.perf_counter()
     deadline = started + args.time_limit_s if args.time_limit_s else None
-    decoder = build_decoder(model_preset(args.model), device=args.device, dtype=args.dtype)
+    decoder = build_decoder(model_preset(args.model), device=args.device, dtype=args.dtype,
+                            balanced_decode=args.decode_balance)
     if args.device.type == "cuda":
         torch.cuda.synchronize()
     print(f"{device_name(args.device)}: {args.model} weights in "
@@ -252,6 +255,7 @@ def main() -> int:
         f"# trace: {args.trace} requests [{args.start}, {args.start + len(trace)}) arrivals "
         f"x{args.rate_scale:g}; model {args.model} {args.dtype} random weights; "
         f"preemption {args.preemption}"
+        + ("; balanced decode (--decode-balance)" if args.decode_balance else "")
     ]
     args.budget_slots = budget_slots(args)
     lines.append(f"# budget: {args.budget_slots} KV slots for every allocator")
