@@ -51,7 +51,7 @@ from kernels.launch import DirectLaunch
 from kernels.paged_decode import LOG2E, check_window
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 from kernels.split_kv import MAX_SPLITS, partials, reduce_launch, use_pdl
-from kernels.tl_helpers import round_to_bf16, saturate_to_fp16, tile_rows
+from kernels.tl_helpers import round_to_bf16, saturate_to_fp16, softmax_step, tile_rows
 
 
 @dataclass(frozen=True)
@@ -135,14 +135,8 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
             # Every row has a finite maximum from its first tile on: the first diagonal tile
             # holds key 0 or follows unmasked tiles, so m_new is never -inf here.
             m_ref = m_new
-        alpha = tl.exp2(m_i - m_ref)
-        p = tl.exp2(scores - m_ref[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if EMULATE_BF16 and not DOT_FP16:
-            p = round_to_bf16(p)
-        else:
-            p = p.to(v.dtype)
-        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
+        acc, l_i = softmax_step(acc, m_i, l_i, scores, m_ref, v, INPUT_PRECISION, EMULATE_BF16,
+                                DOT_FP16)
         m_i = m_new
     return m_i, l_i, acc
 

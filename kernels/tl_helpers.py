@@ -1,7 +1,8 @@
 """Triton device functions shared by the paged attention kernels (kernels/paged_decode.py,
 kernels/balanced_decode.py, kernels/paged_prefill.py, kernels/split_kv.py): one addressing of
-the paged cache, one query row's attention over a run of its keys (both decode kernels), and
-the dtype handling that keeps the GPU's and the interpreter's arithmetic alike."""
+the paged cache, one key tile's online-softmax step (every attention kernel), one query row's
+attention over a run of its keys (both decode kernels), and the dtype handling that keeps the
+GPU's and the interpreter's arithmetic alike."""
 from __future__ import annotations
 
 import triton
@@ -92,16 +93,29 @@ def attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col, qk_sc
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
         scores = tl.where(valid[None, :], scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(scores - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if EMULATE_BF16 and not DOT_FP16:
-            p = round_to_bf16(p)
-        else:
-            p = p.to(v.dtype)
-        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
+        acc, l_i = softmax_step(acc, m_i, l_i, scores, m_new, v, INPUT_PRECISION, EMULATE_BF16,
+                                DOT_FP16)
         m_i = m_new
     return acc, m_i, l_i
+
+
+@triton.jit
+def softmax_step(acc, m_i, l_i, scores, m_ref, v, INPUT_PRECISION: tl.constexpr,
+                 EMULATE_BF16: tl.constexpr, DOT_FP16: tl.constexpr):
+    """One key tile of online softmax (base 2) for both attention kernels: the output and the
+    sum of weights rescaled from the running maximum m_i to m_ref (the tile's new maximum, or
+    0 where a row has seen no key yet), plus the tile's weights on scores and values v. The
+    weights enter the P.V dot in v's dtype, rounded as the GPU rounds where the interpreter
+    emulates bfloat16."""
+    alpha = tl.exp2(m_i - m_ref)
+    p = tl.exp2(scores - m_ref[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if EMULATE_BF16 and not DOT_FP16:
+        p = round_to_bf16(p)
+    else:
+        p = p.to(v.dtype)
+    acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=INPUT_PRECISION)
+    return acc, l_i
 
 
 @triton.jit
