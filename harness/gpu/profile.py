@@ -93,17 +93,17 @@ class GridSpec:
     skewed_batches: tuple[int, ...] = (4, 16, 32, 64, 128, 256)
     skewed_contexts: tuple[tuple[int, int], ...] = ((1024, 8192), (1024, 65536))
     # Fresh prompts of packed_chunk tokens packed into one step up to max_num_batched_tokens,
-    # beside each of these decode counts (0: prefill-only) at each mixed context: the large
-    # steps of a loaded server, which hold many prompts (few attention pairs for their tokens)
-    # and up to max_num_seqs decodes.
+    # alone and beside each of these decode counts at each mixed context: the large steps of a
+    # loaded server, which hold many prompts (few attention pairs for their tokens) and up to
+    # max_num_seqs decodes.
     packed_chunk: int = 1024
-    packed_decodes: tuple[int, ...] = (0, 32, 128, 256)
+    packed_decodes: tuple[int, ...] = (32, 128, 256)
 
 
 QUICK_GRID = GridSpec(max_num_seqs=2, max_num_batched_tokens=64, min_context=32, max_context=96,
                       min_chunk=16, max_prior=32, context_factor=3, mixed_decodes=(2,),
                       mixed_contexts=(48,), mixed_chunks=((16, 0),), skewed_batches=(2,),
-                      skewed_contexts=((16, 96),), packed_chunk=16, packed_decodes=(0, 2))
+                      skewed_contexts=((16, 96),), packed_chunk=16, packed_decodes=(2,))
 
 
 def spread(mean: int, count: int) -> tuple[int, ...]:
@@ -147,9 +147,9 @@ def profile_grid(spec: GridSpec, *, block_size: int, budget_slots: int) -> list[
     skew = [ProfilePoint("decode", skewed(short, long, b))
             for short, long in reversed(spec.skewed_contexts) for b in reversed(spec.skewed_batches)
             if b <= spec.max_num_seqs]
-    packed = [_packed(spec, spread(c, d) if d else ())
-              for c in reversed(spec.mixed_contexts) for d in spec.packed_decodes
-              if d <= spec.max_num_seqs and (d or c == spec.mixed_contexts[-1])]
+    packed = [_packed(spec, ())] + [_packed(spec, spread(c, d))
+                                    for c in reversed(spec.mixed_contexts)
+                                    for d in spec.packed_decodes if d <= spec.max_num_seqs]
     kinds = [[p for p in points if p is not None and p.slots(block_size) <= budget_slots]
              for points in (decode, prefill, mixed, skew, packed)]
     order = []
