@@ -29,19 +29,18 @@ REQUESTS, PROMPT, OUTPUT = 256, 200, 40
 PARAMS = {"static": {}, "paged": {"block_size": 16}, "segmented": {},
           "hybrid": {"block_size": 16}}
 COLUMNS = ("allocator", "kind", "steps", "host_prep_p50_ms", "host_prep_p99_ms")
+MODEL = dataclasses.replace(model_preset("tiny"), max_model_len=PROMPT + OUTPUT + 1)
 
 
-def run(allocator: str, device: str) -> pd.DataFrame:
+def run(allocator: str, decoder) -> pd.DataFrame:
     trace = make_trace(arrival_s=np.zeros(REQUESTS), prompt_tokens=np.full(REQUESTS, PROMPT),
                        output_tokens=np.full(REQUESTS, OUTPUT), n=np.ones(REQUESTS, np.int64),
                        prefix_hashes=None, failed=np.zeros(REQUESTS, bool),
                        attrs={"name": "host-prep", "source": "probe", "format": "synthetic"})
-    model = dataclasses.replace(model_preset("tiny"), max_model_len=PROMPT + OUTPUT + 1)
-    config = RunConfig(model=model, allocator=AllocatorConfig.of(allocator, **PARAMS[allocator]),
+    config = RunConfig(model=MODEL, allocator=AllocatorConfig.of(allocator, **PARAMS[allocator]),
                        scheduler=SchedulerConfig(max_num_seqs=REQUESTS,
                                                  max_num_batched_tokens=8192),
                        budget_slots_override=2 * REQUESTS * (PROMPT + OUTPUT + 16))
-    decoder = build_decoder(model, device=device, dtype="float32")
     _, executor = run_on_device(config, trace, decoder)
     return executor.step_log.frame()
 
@@ -53,8 +52,9 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    decoder = build_decoder(MODEL, device=args.device, dtype="float32")
     for allocator in PARAMS:
-        log = run(allocator, args.device)
+        log = run(allocator, decoder)
         for kind, steps in (("decode", log[log.prefill_seqs == 0]),
                             ("prefill", log[log.prefill_seqs > 0])):
             prep = steps.host_prep_s.to_numpy() * 1e3
