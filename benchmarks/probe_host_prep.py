@@ -62,8 +62,8 @@ def main() -> int:
                          "host_prep_p50_ms": np.median(prep),
                          "host_prep_p99_ms": np.percentile(prep, 99)})
             print(f"{allocator:9s} {kind:7s} {len(steps):3d} steps: host prep p50 "
-                  f"{rows[-1]['host_prep_p50_ms']:.3f} ms, p99 {rows[-1]['host_prep_p99_ms']:.3f} ms",
-                  flush=True)
+                  f"{rows[-1]['host_prep_p50_ms']:.3f} ms, "
+                  f"p99 {rows[-1]['host_prep_p99_ms']:.3f} ms", flush=True)
     command = "python benchmarks/probe_host_prep.py " + " ".join(sys.argv[1:])
     write_csv(args.out / f"host_prep_{device_slug(torch.device(args.device))}.csv",
               header(torch.device(args.device), command)

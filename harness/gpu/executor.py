@@ -8,7 +8,8 @@ tables of the scheduled sequences, the segments added and released, the block co
 allocator decided on, and what became of sequences (forks, swaps, preemptions, finishes). The
 executor keeps only what the model produces: each sequence's token ids (prompts drawn by
 harness.gpu.prompts, then the greedy samples), the KV of swapped-out sequences on the host, and
-with a host tier of the prefix cache its blocks in pinned host memory (harness.gpu.host_tier).
+with a host tier of the prefix cache its blocks in pinned host memory (both applied by
+harness.gpu.memory_ops).
 With the run's kv_dtype fp8 the pool is float8 e4m3, its scales calibrated once
 (harness.gpu.calibration) before the first step. A verification of speculative drafts gets
 real drafts and the target's tokens at every verified position (harness.gpu.speculative).
@@ -22,28 +23,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from allocators import BlockCopy, HostCopy
-from harness.engine.batch import Batch, SwapOp
+from harness.engine.batch import Batch
 from harness.engine.executor import KVGeometry
 from harness.model.budget import kv_heads_per_gpu
 from harness.model.config import RunConfig
 from harness.gpu.attention import default_backend
 from harness.gpu.batching import (
-    DecodeWork, HostStep, PrefillWork, layout_step, slots_of, to_device,
+    DecodeWork, HostStep, PrefillWork, layout_step, to_device,
 )
 from harness.gpu.calibration import calibrate_kv_scales
 from harness.gpu.device_tables import DeviceTables
 from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
-from harness.gpu.host_tier import HostTierBlocks
 from harness.gpu.kv_pool import KVPool
+from harness.gpu.memory_ops import MemoryOps
 from harness.gpu.mixed_graphs import MixedGraphs
 from harness.gpu.model import SINGLE_RANK, Decoder, DecoderConfig, random_weights
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
 from harness.gpu.speculative import SelfDrafter, Verification, keep_sampled
 from harness.gpu.step_log import StepLog, StepRecord
-from harness.gpu.swap import SwapSpace
 from kernels.fp8 import FP8_DTYPE
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -140,10 +139,6 @@ class GpuExecutor:
         )
         if self.pool.scales is not None:
             self.pool.set_scales(*calibrate_kv_scales(decoder, seed=config.seed))
-        self.swap = SwapSpace(self.device_t)
-        self.host_tier = (HostTierBlocks(geometry.host_tier_blocks, self.pool)
-                          if geometry.host_tier_blocks else None)
-        self._host_copied = [0, 0]  # blocks copied to the host tier, and back
         lengths = (trace["prompt_tokens"] + trace["output_tokens"]).to_numpy()
         longest = int(np.max(lengths, initial=1))
         max_seqs = config.scheduler.max_num_seqs
@@ -151,6 +146,8 @@ class GpuExecutor:
         # for the longest request from the start (a wider table still grows them).
         self._tables = TableRows(rows=max_seqs, width=-(-longest // self.pool.block_size))
         self._device_tables = DeviceTables(self._tables, self.device_t)
+        self.memory = MemoryOps(self.pool, self._tables, self.device_t,
+                                geometry.host_tier_blocks)
         self._graphs = self._mixed = None
         if cuda_graphs and self._cuda and decoder.backend.graph_safe:
             self._graphs = DecodeGraphs(decoder, self.pool, self._device_tables,
@@ -175,8 +172,6 @@ class GpuExecutor:
         self._host_s = 0.0
         self._device_s = 0.0
         self._steps = 0
-        self._swaps = [0, 0]  # sequences swapped out, in
-        self._copied_blocks = 0
         self._draft_mismatches = 0
 
     # -- what the engine and the recorder read ---------------------------------------------
@@ -203,12 +198,13 @@ class GpuExecutor:
             "steps": self._steps,
             "device_s": round(self._device_s, 6),
             "host_prep_s": round(self._host_s, 6),
-            "swapped_out_seqs": self._swaps[0],
-            "swapped_in_seqs": self._swaps[1],
-            "copied_blocks": self._copied_blocks,
+            "swapped_out_seqs": self.memory.swaps[0],
+            "swapped_in_seqs": self.memory.swaps[1],
+            "copied_blocks": self.memory.copied_blocks,
             "draft_mismatches": self._draft_mismatches,
-            **({"host_offloaded_blocks": self._host_copied[0],
-                "host_restored_blocks": self._host_copied[1]} if self.host_tier else {}),
+            **({"host_offloaded_blocks": self.memory.host_copied[0],
+                "host_restored_blocks": self.memory.host_copied[1]}
+               if self.memory.host_tier else {}),
             "balanced_decode": self._work_plan is not None,
             "cuda_graph_steps": self._graph_steps,
             "cuda_graph_captures": (self._graphs.captures + self._mixed.captures
@@ -253,7 +249,7 @@ class GpuExecutor:
         t1 = time.perf_counter()
         self._timer.start()
         if not verifications:
-            self._memory_ops(batch)
+            self.memory.apply(batch)
         self._device_tables.sync()
         next_tokens, sampled = self._forward(staged)
         graphed = staged.decode_graph or staged.mixed_key is not None
@@ -275,7 +271,7 @@ class GpuExecutor:
         part of the step (harness.gpu.speculative). Returns the memory operations' seconds."""
         self.decoder.tp.align()
         self._timer.start()
-        self._memory_ops(batch)
+        self.memory.apply(batch)
         self._device_tables.sync()
         seconds = self._timer.stop_s()
         self._drafter.draft(verifications, self._device_tables, self._tokens)
@@ -328,30 +324,9 @@ class GpuExecutor:
             self._tokens.truncate(preemption.seq_id, preemption.kept_tokens)
             self._tables.drop(preemption.seq_id)
         for sid in batch.finished:
-            self.swap.drop(sid)  # a rejected swapped request; a completed one holds none
+            self.memory.swap.drop(sid)  # a rejected swapped request; a completed one holds none
             self._tables.drop(sid)
         return rollback_s
-
-    def _memory_ops(self, batch: Batch) -> None:
-        """Segments, block copies, swaps and host-tier copies, in the order Batch documents."""
-        self.pool.sync(batch.segments_added, [])
-        # Swapped-out KV is read where the scheduler decided it among the block copies, before
-        # the pool drops a released segment and before anything this step writes reuses it;
-        # so are host-tier copies, after the swap-outs at their place.
-        placed = sorted([(op.copies_before, 0, i) for i, op in enumerate(batch.swap_out)]
-                        + [(op.copies_before, 1, i) for i, op in enumerate(batch.host_copies)])
-        copied = 0
-        for copies_before, kind, index in placed:
-            self._copy(batch.block_copies[copied:copies_before])
-            copied = copies_before
-            if kind:
-                self._host_copy(batch.host_copies[index])
-            else:
-                self._swap_out(batch.swap_out[index])
-        self._copy(batch.block_copies[copied:])
-        self.pool.sync([], batch.segments_released)
-        for op in batch.swap_in:
-            self._swap_in(op)
 
     def _record(self, batch: Batch, verifications: list[Verification], graph: bool,
                 host_s: float, rollback_s: float, enqueue_s: float, seconds: float) -> None:
@@ -431,36 +406,3 @@ class GpuExecutor:
         ver_rows = [v.row for v in verifications]
         return prefills, verifications, decode, np.asarray(pre_rows + ver_rows + dec_rows,
                                                            np.int64)
-
-    def _copy(self, copies: list[BlockCopy]) -> None:
-        """Apply block copies decided by the allocator (one gather and one scatter)."""
-        if not copies:
-            return
-        bs = self.pool.block_size
-        src = np.concatenate([c.src * bs + np.arange(c.num_tokens) for c in copies])
-        dst = np.concatenate([c.dst * bs + np.arange(c.num_tokens) for c in copies])
-        self.pool.write_slots(self.pool.index(dst), self.pool.read_slots(self.pool.index(src)))
-        self._copied_blocks += len(copies)
-
-    def _op_slots(self, op: SwapOp) -> np.ndarray:
-        table = np.asarray(op.block_table, dtype=np.int64)
-        return slots_of(table, np.arange(op.first_token, op.num_tokens), self.pool.block_size)
-
-    def _swap_out(self, op: SwapOp) -> None:
-        """Save a sequence's written KV (from its window start on) in the host swap space; its
-        slots are the allocator's again."""
-        self.swap.save(op.seq_id, self.pool.read_slots(self.pool.index(self._op_slots(op))))
-        self._tables.drop(op.seq_id)
-        self._swaps[0] += 1
-
-    def _host_copy(self, op: HostCopy) -> None:
-        if op.to_host:
-            self.host_tier.offload(op.units, op.host_blocks)
-        else:
-            self.host_tier.restore(op.units, op.host_blocks)
-        self._host_copied[not op.to_host] += len(op.units)
-
-    def _swap_in(self, op: SwapOp) -> None:
-        self.pool.write_slots(self.pool.index(self._op_slots(op)),
-                              self.swap.load(op.seq_id, self.device_t))
-        self._swaps[1] += 1
