@@ -14,7 +14,8 @@ unit.
 
 The three allocators differ only in where units come from (one preallocated segment, or segments
 added on demand) and in the span of a prefix-cache entry (one block, or a chunk of pages).
-Truncation (block_rollback) and the sliding window (block_window) are mixins over the same state.
+Prefix-cache entries (block_prefix), truncation (block_rollback) and the sliding window
+(block_window) are mixins over the same state.
 
 Every operation checks that it can get all the units it needs before it changes anything, so an
 OutOfKVMemory leaves the state (LRU order and prefix cache included) exactly as it was. The usage
@@ -29,9 +30,9 @@ from allocators.base import (
     Allocator, BlockCopy, HostCopy, OutOfKVMemory, SeqLayout, Usage, split_allocated,
 )
 from allocators.block_offload import Offload
+from allocators.block_prefix import PrefixEntries
 from allocators.block_rollback import Rollback
 from allocators.block_window import Window
-from allocators.prefix import block_keys, iter_block_keys
 from allocators.prefix_cache import PrefixCache
 from allocators.segment_pool import SegmentPool
 
@@ -55,7 +56,7 @@ class _Seq:
         self.unwritten: int | None = unwritten
 
 
-class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
+class BlockPoolAllocator(Offload, PrefixEntries, Rollback, Window, Allocator):
     """Ref-counted units with copy-on-write forks and a prefix cache, over a SegmentPool."""
 
     def __init__(
@@ -93,10 +94,6 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
     @property
     def blocks_per_segment(self) -> int:
         return self._pool.units_per_segment
-
-    def _entry_units(self, chunk_tokens: int) -> int:
-        """Units per prefix-cache entry for a prompt hashed in chunks of chunk_tokens."""
-        return 1
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -220,18 +217,6 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
     def length(self, seq_id: int) -> int:
         return self._get(seq_id).length
 
-    def cached_prefix_tokens(self, prefix_hashes: Sequence[int] | None, chunk_tokens: int) -> int:
-        if self._cache is None or not prefix_hashes or chunk_tokens <= 0:
-            return 0
-        entry = self._entry_units(chunk_tokens) * self._unit
-        span = len(prefix_hashes) * chunk_tokens
-        keys = iter_block_keys(prefix_hashes, chunk_tokens, entry, span)
-        if self._host is None:
-            return self._cache.leading(keys) * entry
-        keys = list(keys)
-        held = self._cache.leading(keys)
-        return (held + self._host.leading(keys[held:])) * entry
-
     def usage(self) -> Usage:
         unit, pool = self._unit, self._pool
         free = pool.free * unit
@@ -263,19 +248,6 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
             raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
         if final_tokens is not None and final_tokens < num_tokens:
             raise ValueError(f"final_tokens {final_tokens} < num_tokens {num_tokens}")
-
-    def _keys(
-        self, prefix_hashes: Sequence[int] | None, chunk_tokens: int, entry_tokens: int,
-        prompt_tokens: int,
-    ) -> Sequence[int]:
-        if self._cache is None or not prefix_hashes or chunk_tokens <= 0:
-            return ()
-        # Every hashed chunk but the last is a full chunk of the prompt, so its entries are keyed
-        # even past the tokens allocated: a later prefill chunk (extend) registers them. The last
-        # chunk may be partial, so it is keyed only within the prompt (tokens after it, generated
-        # ones, are not what its hash stands for).
-        limit = max(prompt_tokens, (len(prefix_hashes) - 1) * chunk_tokens)
-        return tuple(block_keys(prefix_hashes, chunk_tokens, entry_tokens, limit))
 
     def _obtainable(self, hit_cached_units: int) -> int:
         """Units an operation can get: free, not yet backed, and evictable other than its hits."""
@@ -413,27 +385,3 @@ class BlockPoolAllocator(Offload, Rollback, Window, Allocator):
         reserved, internal = self._unwritten.pop(unit)
         self._reserved -= reserved
         self._internal -= internal
-
-    def _register(self, seq: _Seq) -> None:
-        """Put the sequence's newly completed prompt entries, as far as their KV is written,
-        into the prefix cache."""
-        group = seq.entry_units
-        start = seq.next_entry
-        written = seq.length if seq.unwritten is None else seq.unwritten
-        stop = min(len(seq.keys), written // (group * self._unit))
-        if stop <= start:
-            return
-        keys = seq.keys[start:stop]
-        units = seq.units[start * group : stop * group]
-        fresh = self._cache.unregistered(keys)
-        shared = self._shared
-        if shared and not shared.keys().isdisjoint(units[: fresh * group]):
-            fresh = next(i for i in range(fresh) if not shared.keys().isdisjoint(
-                units[i * group : (i + 1) * group]))
-        self._cache.register(keys[:fresh], units[: fresh * group], group)
-        seq.next_entry = start + fresh
-        if fresh < len(keys):
-            # Another sequence cached this span first, or a fork shares part of it (an entry's
-            # units must share one reference count). This copy stays private, and so do the
-            # entries after it, so that every cached entry keeps its parent.
-            seq.keys = ()
