@@ -203,15 +203,16 @@ def simulate_with_fit(config, trace, fit, profile_dir):
     made = []
 
     def factory(cfg, geometry):
-        efficiency = CostModelExecutor(cfg, geometry, roofline=True).details["decode_efficiency"]
+        roofline = CostModelExecutor(cfg, geometry, roofline=True)
+        efficiency = roofline.details["decode_efficiency"]
         models = (CostModel.from_config(cfg, decode_efficiency=efficiency, allreduce=fit),
                   CostModel.from_config(cfg, decode_efficiency=efficiency),
                   fitted_cost_model(cfg, geometry.block_size, results_dir=profile_dir))
         made.append(models)
-        executor = CostModelExecutor(cfg, geometry, results_dir=profile_dir)
-        if models[2] is None:
-            executor.model = models[0]
-        return executor
+        if models[2] is not None:
+            return CostModelExecutor(cfg, geometry, results_dir=profile_dir)
+        roofline.model = models[0]
+        return roofline
 
     sim = simulate(config, trace, executor_factory=factory)
     return (sim, *made[0])
