@@ -49,6 +49,7 @@ from harness.gpu.executor import build_decoder
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.run import run_on_device
 from harness.gpu.setup import device_name, gpu_run_config, load_slice
+from harness.model.config import DECODE_BALANCE
 from harness.model.presets import model_preset
 from harness.engine.recorder import write_run
 
@@ -59,7 +60,8 @@ SUMMARY_COLUMNS = (
     "measured_tok_s", "decode_step_tok_s", "wall_tok_s", "peak_kv_allocated_bytes",
     "peak_backed_bytes", "utilization_measured", "utilization_simulated",
     "mean_step_ms_measured", "mean_step_ms_simulated", "step_ms_error", "preemptions",
-    "ttft_p50_s", "tpot_p50_s", "host_prep_s", "host_prep_p50_ms", "host_prep_p99_ms", "wall_s",
+    "ttft_p50_s", "tpot_p50_s", "host_prep_s", "host_prep_p50_ms", "host_prep_p99_ms",
+    "balanced_decode_steps", "wall_s",
 )
 BASELINE_MIN_S = 90  # our engine's offline run and one static batch of transformers, with margin
 BASELINE_COLUMNS = (
@@ -164,7 +166,8 @@ def run_allocator(args, name: str, trace, decoder):
         "step_ms_error": ss["mean_step_ms"] / s["mean_step_ms"] - 1.0,
         "preemptions": s["preemptions"], "ttft_p50_s": s["ttft_p50_s"], "tpot_p50_s": s["tpot_p50_s"],
         "host_prep_s": details["host_prep_s"], "host_prep_p50_ms": float(np.median(prep_ms)),
-        "host_prep_p99_ms": float(np.percentile(prep_ms, 99)), "wall_s": wall_s,
+        "host_prep_p99_ms": float(np.percentile(prep_ms, 99)),
+        "balanced_decode_steps": details["balanced_decode_steps"], "wall_s": wall_s,
     }
     print(f"{name:9s} bs {block_size:3d}: {row['completed']}/{row['requests']} done, "
           f"{row['measured_tok_s']:.0f} tok/s measured ({row['wall_tok_s']:.0f} wall), "
@@ -231,8 +234,8 @@ def main() -> int:
     parser.add_argument("--baseline-batch", type=int, default=32)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--budget-slots", type=int, help="KV budget instead of the memory sums")
-    parser.add_argument("--decode-balance", action="store_true",
-                        help="decode over per-step work lists (kvharness gpu --decode-balance)")
+    parser.add_argument("--decode-balance", choices=sorted(DECODE_BALANCE), default="auto",
+                        help="which decode steps run over work lists (kvharness gpu's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--time-limit-s", type=float, default=0.0,
                         help="bound on the whole run, 0: none (the baseline stops in time)")
@@ -245,7 +248,7 @@ def main() -> int:
     started = time.perf_counter()
     deadline = started + args.time_limit_s if args.time_limit_s else None
     decoder = build_decoder(model_preset(args.model), device=args.device, dtype=args.dtype,
-                            balanced_decode=args.decode_balance)
+                            decode_balance=args.decode_balance)
     if args.device.type == "cuda":
         torch.cuda.synchronize()
     print(f"{device_name(args.device)}: {args.model} weights in "
@@ -255,7 +258,7 @@ def main() -> int:
         f"# trace: {args.trace} requests [{args.start}, {args.start + len(trace)}) arrivals "
         f"x{args.rate_scale:g}; model {args.model} {args.dtype} random weights; "
         f"preemption {args.preemption}"
-        + ("; balanced decode (--decode-balance)" if args.decode_balance else "")
+        + f"; decode balance {args.decode_balance}"
     ]
     args.budget_slots = budget_slots(args)
     lines.append(f"# budget: {args.budget_slots} KV slots for every allocator")

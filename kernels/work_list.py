@@ -31,11 +31,29 @@ ITEMS_ALIGN = 16
 @dataclass(frozen=True)
 class WorkListPlan:
     """How a step's decode rows become a work list: programs per KV head (the kernel's grid is
-    programs x num_kv_heads), keys per tile of the kernel's launch, the model's window."""
+    programs x num_kv_heads), keys per tile of the kernel's launch, the model's window; and
+    which steps take one (skew: see applies)."""
 
     programs: int
     tile_tokens: int
     window: int | None = None
+    skew: float = 0.0
+
+    def applies(self, context_lens: np.ndarray) -> bool:
+        """Whether decode rows of these context lengths run over a work list: every step with
+        skew 0, else a step whose longest context is over skew times the mean, where one
+        sequence would set the split-KV launch's time (it splits every sequence alike). Under a
+        window a row counts the keys it reads."""
+        keys = np.asarray(context_lens)
+        if not len(keys):
+            return False
+        if self.window is not None:
+            keys = np.minimum(keys, self.window)
+        return self.skew == 0 or float(keys.max()) > self.skew * float(keys.mean())
+
+    def chosen(self, context_lens: np.ndarray) -> WorkListPlan | None:
+        """This plan where it applies to these rows, else None."""
+        return self if self.applies(context_lens) else None
 
     def max_items(self, rows: int) -> int:
         """A bound on the items of a list over `rows` rows."""

@@ -22,6 +22,7 @@ from harness.cli.simulate import (add_cpu_cache_argument, add_decoding_arguments
                                   add_kv_dtype_argument, add_window_arguments, cpu_cache_bytes,
                                   host_tier_line, with_window)
 from harness.cli.trace import add_trace_load_arguments, trace_load_options
+from harness.model.config import DECODE_BALANCE
 
 
 def _device(text: str):
@@ -35,10 +36,12 @@ def _device(text: str):
 
 
 def add_decode_balance_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--decode-balance", action="store_true",
-                        help="decode over work lists built per step, which share the keys out "
-                        "evenly whatever the mix of context lengths (kernels/balanced_decode.py), "
-                        "instead of one split count per launch")
+    parser.add_argument("--decode-balance", choices=sorted(DECODE_BALANCE), default="auto",
+                        help="which decode steps run over work lists built per step, which "
+                        "share the keys out evenly whatever the mix of context lengths "
+                        "(kernels/balanced_decode.py), instead of one split count per launch: "
+                        "auto those whose longest context is over three times the mean "
+                        "(default), on every one, off none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,11 +112,11 @@ def main(args: argparse.Namespace) -> int:
         from harness.gpu.tp_run import run_tensor_parallel
 
         ran = run_tensor_parallel(config, trace, device_type=device.type, dtype=args.dtype,
-                                  balanced_decode=args.decode_balance)
+                                  decode_balance=args.decode_balance)
         result, name, details = ran.result, f"{ran.device} x{config.tp}", ran.details
     else:
         decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed,
-                                balanced_decode=args.decode_balance)
+                                decode_balance=args.decode_balance)
         result, executor = run_on_device(config, trace, decoder, progress=not args.no_progress)
         name, details = executor.device, executor.details
     out = write_run(result, args.out or Path("runs") / f"gpu-{args.allocator}")

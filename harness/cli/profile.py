@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    from harness.gpu.attention import balance_skew
     from harness.gpu.executor import build_decoder
     from harness.gpu.profile import (QUICK_GRID, GridSpec, ProfileSettings, gpu_slug,
                                      measure_profile, profile_command, profile_header,
@@ -76,14 +77,15 @@ def main(args: argparse.Namespace) -> int:
         deadline=started + args.time_limit_s if args.time_limit_s else None)
     if args.tp > 1:
         frame = profile_tensor_parallel(config, settings, device_type=device.type,
-                                        dtype=args.dtype, balanced_decode=args.decode_balance)
+                                        dtype=args.dtype, decode_balance=args.decode_balance)
     else:
         decoder = build_decoder(config.model, device=device, dtype=args.dtype, seed=config.seed,
-                                balanced_decode=args.decode_balance)
+                                decode_balance=args.decode_balance)
         frame = measure_profile(config, decoder, settings,
                                 log=lambda line: print(line, flush=True))
     gpu = gpu_slug(device) if args.gpu_name == "auto" else args.gpu_name
     path = write_profile(args.out / f"profile_{args.model}_{gpu}{tp_suffix(args.tp)}.csv",
-                         profile_header(device, config, profile_command(), settings), frame)
+                         profile_header(device, config, profile_command(), settings,
+                                        balance_skew(device, args.decode_balance)), frame)
     print(f"{len(frame)} points in {time.monotonic() - started:.0f} s -> {path}")
     return 0

@@ -14,6 +14,7 @@ import dataclasses
 import torch
 
 from harness.gpu.kv_pool import KVPool, LayerCache, SlotIndex
+from harness.model.config import DECODE_BALANCE
 from harness.gpu.model import PrefillBatch
 from kernels.work_list import DecodeWorkList
 
@@ -23,26 +24,31 @@ from kernels.work_list import DecodeWorkList
 MAX_SPLITS = 64
 
 
+
 class TritonAttention:
     """kernels.kv_write.write_kv, kernels.paged_prefill.paged_prefill and
     kernels.paged_decode.paged_decode, with the segment table built once per change of the live
     segments.
 
-    balanced_decode: decode rows that come with a work list (StepInputs.decode_work, staged
-    by the executor wherever work_list_plan gives a plan) run kernels.balanced_decode instead,
-    which shares the keys out evenly whatever the mix of context lengths; decode_programs
-    overrides its programs per KV head (default: one wave of the GPU)."""
+    decode_balance (DECODE_BALANCE): which decode steps run kernels.balanced_decode, which
+    shares the keys out evenly whatever the mix of context lengths, over a work list
+    (StepInputs.decode_work, staged by the executor where work_list_plan's plan applies to the
+    step's rows) instead of paged_decode; decode_programs overrides its programs per KV head
+    (default: one wave of the GPU)."""
 
     name = "triton"
     graph_safe = True  # no host synchronisation: a decode step can be captured
     indexes_by_segment = False  # the kernels read the segment table: global slot ids suffice
 
-    def __init__(self, *, balanced_decode: bool = False,
+    def __init__(self, *, decode_balance: str = "auto",
                  decode_programs: int | None = None) -> None:
         from kernels import kv_write, paged_decode, paged_prefill, segments
         from kernels.balanced_decode import paged_decode_balanced, plan_work_lists
 
-        self.balanced_decode = balanced_decode
+        if decode_balance not in DECODE_BALANCE:
+            raise ValueError(f"decode_balance must be one of {sorted(DECODE_BALANCE)}, "
+                             f"not {decode_balance!r}")
+        self.decode_balance = decode_balance
         self.decode_programs = decode_programs
         self._write_kv = kv_write.write_kv
         self._paged_prefill = paged_prefill.paged_prefill
@@ -91,8 +97,9 @@ class TritonAttention:
     def work_list_plan(self, pool: KVPool, num_heads: int, dtype: torch.dtype,
                        window: int | None):
         """How to build the decode work lists of queries in dtype over this pool
-        (kernels.work_list.WorkListPlan), or None without balanced_decode."""
-        if not self.balanced_decode:
+        (kernels.work_list.WorkListPlan, its skew decode_balance's), or None with "off"."""
+        skew = DECODE_BALANCE[self.decode_balance]
+        if skew is None:
             return None
         dim = pool.head_dim
         shape = self._decode_shape(
@@ -100,7 +107,7 @@ class TritonAttention:
             dtype=dtype, device=pool.device, num_kv_heads=pool.num_kv_heads,
             block_size=pool.block_size, blocks_per_segment=pool.blocks_per_segment,
             cache_dtype=pool.dtype, table_width=1, table_stride=1, window=window)
-        return self._plan_work_lists(shape, self.decode_programs)
+        return dataclasses.replace(self._plan_work_lists(shape, self.decode_programs), skew=skew)
 
     def decode(self, q, cache: LayerCache, block_tables, context_lens, blocks_per_segment,
                window, out=None, work=None):
@@ -220,10 +227,16 @@ def _into(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None, ro
     return out
 
 
+def balance_skew(device: torch.device, decode_balance: str) -> float | None:
+    """The skew above which default_backend's backend decodes a step over a work list
+    (kernels.work_list.WorkListPlan.skew; None: never, as the reference)."""
+    return DECODE_BALANCE[decode_balance] if device.type == "cuda" else None
+
+
 def default_backend(device: torch.device, *,
-                    balanced_decode: bool = False) -> TritonAttention | ReferenceAttention:
-    """The Triton kernels on a GPU (balanced_decode as TritonAttention takes it), the reference
+                    decode_balance: str = "auto") -> TritonAttention | ReferenceAttention:
+    """The Triton kernels on a GPU (decode_balance as TritonAttention takes it), the reference
     elsewhere (which has no use for work lists)."""
     if device.type == "cuda":
-        return TritonAttention(balanced_decode=balanced_decode)
+        return TritonAttention(decode_balance=decode_balance)
     return ReferenceAttention()

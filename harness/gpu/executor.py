@@ -37,13 +37,15 @@ from harness.gpu.graphs import DecodeGraphs
 from harness.gpu.host_state import TableRows, TokenStore
 from harness.gpu.kv_pool import KVPool
 from harness.gpu.memory_ops import MemoryOps
-from harness.gpu.mixed_graphs import MixedGraphs
+from harness.gpu.mixed_graphs import MAX_GRAPH_TOKENS, MixedGraphs, measured_token_buckets
 from harness.gpu.model import SINGLE_RANK, Decoder, DecoderConfig, random_weights
 from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
 from harness.gpu.speculative import SelfDrafter, Verification, keep_sampled
 from harness.gpu.step_log import StepLog, StepRecord
+from harness.gpu.timing import DeviceTimer
 from kernels.fp8 import FP8_DTYPE
+from kernels.work_list import WorkListPlan
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -59,49 +61,28 @@ def pool_dtype(kv_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
 
 
 def build_decoder(model, *, device: str | torch.device, dtype: str = "bfloat16",
-                  seed: int = 0, tp=SINGLE_RANK, balanced_decode: bool = False) -> Decoder:
+                  seed: int = 0, tp=SINGLE_RANK, decode_balance: str = "auto") -> Decoder:
     """A Decoder for a harness ModelSpec with seeded random weights on the device (this rank's
-    shard of them under tensor parallelism, harness.gpu.tp); balanced_decode: its GPU
-    backend decodes over per-step work lists (harness.gpu.attention.TritonAttention)."""
+    shard of them under tensor parallelism, harness.gpu.tp); decode_balance: which decode
+    steps its GPU backend runs over work lists (harness.gpu.attention.DECODE_BALANCE)."""
     device = torch.device(device)
     config = DecoderConfig.from_model_spec(model)
     weights = random_weights(config, seed=seed, dtype=DTYPES[dtype], device=device, tp=tp)
-    return Decoder(config, weights, default_backend(device, balanced_decode=balanced_decode),
+    return Decoder(config, weights, default_backend(device, decode_balance=decode_balance),
                    tp=tp)
-
-
-class _Timer:
-    """CUDA events around the device work (launch gaps included), or the host clock on a CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._end = torch.cuda.Event(enable_timing=True)
-
-    def start(self) -> None:
-        if self.cuda:
-            self._start.record()
-        else:
-            self._t0 = time.perf_counter()
-
-    def stop_s(self) -> float:
-        if self.cuda:
-            self._end.record()
-            self._end.synchronize()
-            return self._start.elapsed_time(self._end) / 1e3
-        return time.perf_counter() - self._t0
 
 
 @dataclass
 class _Staged:
     """What the host prepared for a step: decode rows staged for a decode graph, or the laid-out
-    step (and the key of the mixed graph it was staged for, if one fits)."""
+    step (and the key of the mixed graph it was staged for, if one fits); the decode rows' work
+    list plan where they run over one."""
 
     decode: DecodeWork
+    work: WorkListPlan | None = None
     decode_graph: bool = False
     host: HostStep | None = None
-    mixed_key: tuple[int, int, int] | None = None
+    mixed_key: tuple[int, int, int, bool] | None = None
 
 
 class GpuExecutor:
@@ -156,9 +137,11 @@ class GpuExecutor:
             rows = 1 + int(np.max(trace["spec_tokens"].to_numpy(), initial=0))
             self._mixed = MixedGraphs(decoder, self.pool, self._device_tables,
                                       max_seqs=max_seqs, max_context=longest,
-                                      max_sampled=max_seqs * rows)
+                                      max_sampled=max_seqs * rows,
+                                      buckets=measured_token_buckets(decoder, MAX_GRAPH_TOKENS))
         self._work_plan = decoder.work_list_plan(self.pool)  # None: unbalanced decode
         self._graph_steps = 0
+        self._balanced_steps = 0
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
             self._memory_base = torch.cuda.memory_allocated(self.device_t)
@@ -167,7 +150,7 @@ class GpuExecutor:
         self._by_segment = decoder.backend.indexes_by_segment
         self._drafter = SelfDrafter(decoder, self.pool, self._graphs, by_segment=self._by_segment)
         self.step_log = StepLog()
-        self._timer = _Timer(self.device_t)
+        self._timer = DeviceTimer(self.device_t)
         self._warm = False
         self._host_s = 0.0
         self._device_s = 0.0
@@ -205,10 +188,12 @@ class GpuExecutor:
             **({"host_offloaded_blocks": self.memory.host_copied[0],
                 "host_restored_blocks": self.memory.host_copied[1]}
                if self.memory.host_tier else {}),
-            "balanced_decode": self._work_plan is not None,
+            "decode_balance_skew": None if self._work_plan is None else self._work_plan.skew,
+            "balanced_decode_steps": self._balanced_steps,
             "cuda_graph_steps": self._graph_steps,
             "cuda_graph_captures": (self._graphs.captures + self._mixed.captures
                                     if self._graphs else 0),
+            "mixed_graph_token_buckets": self._mixed.token_buckets if self._mixed else [],
         }
 
     def outputs(self) -> dict[int, list[int]]:
@@ -241,7 +226,7 @@ class GpuExecutor:
         staged = self._stage(prefills, decode, rows)
         host_s += time.perf_counter() - t0
         if staged.decode_graph:  # a first use captures, untimed
-            self._graphs.prepare(len(staged.decode.seq_ids))
+            self._graphs.prepare()
         elif staged.mixed_key is not None:
             self._mixed.prepare(staged.mixed_key)
 
@@ -254,6 +239,7 @@ class GpuExecutor:
         next_tokens, sampled = self._forward(staged)
         graphed = staged.decode_graph or staged.mixed_key is not None
         self._graph_steps += graphed
+        self._balanced_steps += staged.work is not None
         enqueue_s = time.perf_counter() - t1
         seconds += self._timer.stop_s()
 
@@ -281,15 +267,17 @@ class GpuExecutor:
                rows: np.ndarray) -> _Staged:
         """The host part of a step: its work laid out, and staged for a graph if one fits."""
         tables = self._tables.array
-        staged = _Staged(decode)
+        plan = self._work_plan
+        staged = _Staged(decode, plan.chosen(decode.context_lens) if plan is not None else None)
+        balanced = staged.work is not None
         if (self._graphs is not None and not prefills and decode.seq_ids
                 and self._graphs.fits(decode)):
-            self._graphs.stage(decode, rows, tables)
+            self._graphs.stage(decode, rows, tables, balanced)
             staged.decode_graph = True
         elif prefills or decode.seq_ids:
             staged.host = layout_step(prefills, decode, rows, tables, self.pool.block_size)
             if self._mixed is not None and self._mixed.fits(staged.host):
-                staged.mixed_key = self._mixed.stage(staged.host)
+                staged.mixed_key = self._mixed.stage(staged.host, balanced)
         self._device_tables.stage()
         return staged
 
@@ -304,7 +292,7 @@ class GpuExecutor:
         if staged.mixed_key is not None:
             return self._mixed.run(), host.sampled
         step = to_device(host, self.pool, self._device_tables, self.device_t,
-                         by_segment=self._by_segment, work_plan=self._work_plan)
+                         by_segment=self._by_segment, work_plan=staged.work)
         return self.decoder.next_tokens(step, self.pool), host.sampled
 
     def _lifecycle(self, batch: Batch) -> float:

@@ -12,8 +12,9 @@ the block tables, an int32 block of a fixed width (the longest sequence the trac
 are gathered on the device from the executor's copy (harness/gpu/device_tables.py), so no
 table crosses PCIe. A step is staged on the host first (stage(), before the timed region), then
 run. Padding rows write nowhere (slot -1) and attend to nothing (length 0). Where the backend
-decodes balanced (Decoder.work_list_plan) the staged step carries its decode work list too, in
-a buffer of its own: fixed shapes per bucket, new contents every replay.
+decodes balanced (Decoder.work_list_plan) a step the plan applies to carries its decode work list
+too, in a buffer of its own (fixed shapes per bucket, new contents every replay), and replays
+the bucket's graph captured with balanced decode.
 The graphs bake in the addresses of the KV pool's segment tables, which the Triton backend
 updates in place, so segments may come and go between replays; a new table object (the pool
 went empty and was rebuilt) makes them recapture.
@@ -60,8 +61,8 @@ class DecodeGraphs:
         work_size = 0 if self.work_plan is None else self.work_plan.size(max_batch)
         self._work = torch.zeros(work_size, dtype=torch.int32, device=device)
         self._work_host = torch.zeros(work_size, dtype=torch.int32).pin_memory()
-        self._staged = (0, 0)  # batch, bucket
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._staged = (0, 0, False)  # batch, bucket, over a work list
+        self._graphs: dict[tuple[int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None
         self.captures = 0
@@ -70,19 +71,21 @@ class DecodeGraphs:
         return len(decode.seq_ids) <= self.max_batch and int(decode.context_lens.max()) <= \
             self.width * self.pool.block_size
 
-    def prepare(self, batch: int) -> None:
-        """Capture the bucket of this batch size if needed (outside any timed region)."""
+    def prepare(self) -> None:
+        """Capture the staged step's graph if needed (outside any timed region)."""
         handle = self.pool.layer(0).handle
         if handle is not self._handle:
             self._graphs.clear()
             self._handle = handle
-        bucket = self._bucket(batch)
-        if bucket not in self._graphs:
-            self._graphs[bucket] = self._capture(bucket)
+        key = self._staged[1:]
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(*key)
 
-    def stage(self, decode: DecodeWork, table_rows: np.ndarray, tables: np.ndarray) -> None:
+    def stage(self, decode: DecodeWork, table_rows: np.ndarray, tables: np.ndarray,
+              balanced: bool = False) -> None:
         """The host part of a decode-only step: its inputs into the pinned staging buffer.
-        table_rows: each sequence's row of tables (the executor's TableRows.array)."""
+        table_rows: each sequence's row of tables (the executor's TableRows.array); balanced:
+        over a work list (work_plan's, which the step's rows apply to)."""
         b = len(decode.seq_ids)
         bucket = self._bucket(b)
         meta = self._meta_host.numpy()
@@ -96,27 +99,27 @@ class DecodeGraphs:
         meta[2, :b] = tables[table_rows, last // bs].astype(np.int64) * bs + last % bs
         meta[3, :b] = lens
         meta[4, :b] = table_rows
-        if self.work_plan is not None:
+        if balanced:
             self.work_plan.build(meta[3, :bucket], out=self._work_host.numpy())
-        self._staged = (b, bucket)
+        self._staged = (b, bucket, balanced)
 
     def run(self) -> torch.Tensor:
         """The device part of the staged step (prepare() first; the executor's tables synced):
         greedy next tokens [B]."""
-        b, bucket = self._staged
+        b, bucket, balanced = self._staged
         self._meta[:, :bucket].copy_(self._meta_host[:, :bucket], non_blocking=True)
-        if self.work_plan is not None:
+        if balanced:
             n = self.work_plan.size(bucket)
             self._work[:n].copy_(self._work_host[:n], non_blocking=True)
         self.tables.gather(self._meta[4, :b], self.width, out=self._tables[:b])
-        graph, tokens = self._graphs[bucket]
+        graph, tokens = self._graphs[bucket, balanced]
         graph.replay()
         return tokens[:b]
 
     def _bucket(self, batch: int) -> int:
         return next(b for b in self.buckets if b >= batch)
 
-    def _step(self, bucket: int) -> StepInputs:
+    def _step(self, bucket: int, balanced: bool) -> StepInputs:
         meta = self._meta
         return StepInputs(
             input_ids=meta[0, :bucket],
@@ -129,10 +132,10 @@ class DecodeGraphs:
             logit_rows=torch.arange(bucket, device=meta.device),
             decode_work=DecodeWorkList(self.work_plan, bucket,
                                        self._work[: self.work_plan.size(bucket)])
-            if self.work_plan is not None else None,
+            if balanced else None,
         )
 
-    def _capture(self, bucket: int):
+    def _capture(self, bucket: int, balanced: bool):
         """Warm the forward up on a side stream, then capture it; inputs write nowhere."""
         self._meta.zero_()
         self._meta[2].fill_(-1)
@@ -141,10 +144,10 @@ class DecodeGraphs:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self.decoder.next_tokens(self._step(bucket), self.pool)
+            self.decoder.next_tokens(self._step(bucket, balanced), self.pool)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._mempool):
-            tokens = self.decoder.next_tokens(self._step(bucket), self.pool)
+            tokens = self.decoder.next_tokens(self._step(bucket, balanced), self.pool)
         self.captures += 1
         return graph, tokens

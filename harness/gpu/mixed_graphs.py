@@ -18,7 +18,8 @@ prefill rows, which prefill attention, launched second, writes. Padding rows wri
 (slot -1); prefill sequences past the step's have no query tokens, so their programs return at
 once. Decode and prefill sequences have their own block tables and lengths, each gathered on
 the device from the executor's tables (harness/gpu/device_tables.py); where the backend decodes
-balanced, the decode rows' work list (built for the padded rows) travels with their lengths.
+balanced and its plan applies to the step's decode rows, their work list (built for the padded
+rows) travels with their lengths, into a graph captured with balanced decode.
 Sampled rows are padded too and point at row 0: one per sequence, or as many as a verification
 of speculative drafts samples (every row of it, a chunk among the prefill rows) where the trace
 speculates.
@@ -27,25 +28,63 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from harness.gpu.batching import HostStep
 from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, PrefillBatch, StepInputs
+from harness.gpu.timing import median_s
 from kernels.work_list import DecodeWorkList, WorkListPlan
 
 # Above this many tokens a step keeps the GPU busier than the host's launches (the GEMMs
 # dominate), and padding to a bucket would cost GEMM work for nothing.
 MAX_GRAPH_TOKENS = 2048
+# Candidate padded step sizes: powers of two to 128, then every BUCKET_STEP tokens.
+BUCKET_STEP = 32
 
 
-def token_buckets(max_tokens: int) -> list[int]:
-    """Padded step sizes: powers of two to 128, then every 128. From a few hundred tokens on
-    the linear layers are bound by arithmetic and cuBLAS tiles the token dimension in 128-row
-    tiles: a size between two multiples of 128 costs what the next multiple costs."""
-    sizes = [8, 16, 32, 64, 128] + list(range(256, max_tokens + 1, 128))
+def token_buckets(max_tokens: int, step: int = 128) -> list[int]:
+    """Padded step sizes: powers of two to 128, then every `step` tokens, and max_tokens."""
+    sizes = [8, 16, 32, 64, 128] + list(range(128 + step, max_tokens + 1, step))
     return sorted({s for s in sizes if s < max_tokens} | {max_tokens})
+
+
+def measured_token_buckets(decoder: Decoder, max_tokens: int) -> list[int]:
+    """The candidate sizes (token_buckets every BUCKET_STEP) at which the decoder's dense layers
+    (one layer's four projections, F.linear as the forward runs them; median of 5,
+    harness.gpu.timing) take less time than at every larger candidate: a step pads to the next of those. From a
+    few hundred tokens on the GEMMs are bound by arithmetic and their time grows with the
+    tokens, so a coarse bucket pads a step with work it pays for; but cuBLAS's choice of
+    kernel is not monotone in the token count (benchmarks/probe_steps.py's linear-layer grid
+    on an H200 is slower at 448 tokens than at 512), so a size is kept only where it beats
+    every larger one. Under tensor parallelism the ranks' times are summed (an all-reduce),
+    so every rank pads to the same sizes and their collectives match."""
+    candidates = token_buckets(max_tokens, BUCKET_STEP)
+    layer = decoder.weights.layers[0]
+    weights = (layer.qkv, layer.o, layer.gate_up, layer.down)
+    inputs = {w.shape[1]: torch.randn(max_tokens, w.shape[1], device=w.device, dtype=w.dtype)
+              for w in weights}
+    times = []
+    for tokens in candidates:
+        def dense() -> None:
+            for w in weights:
+                F.linear(inputs[w.shape[1]][:tokens], w)
+
+        times.append(median_s(dense, layer.qkv.device))
+    summed = decoder.tp.all_reduce(torch.tensor(times, device=layer.qkv.device)).tolist()
+    return faster_than_larger(candidates, summed)
+
+
+def faster_than_larger(sizes: list[int], seconds: list[float]) -> list[int]:
+    """The sizes (ascending) whose time is below that of every larger size, and the largest."""
+    kept, best = [], float("inf")
+    for size, time_s in reversed(list(zip(sizes, seconds))):
+        if time_s < best:
+            kept.append(size)
+            best = time_s
+    return sorted(kept)
 
 
 def seq_buckets(max_seqs: int) -> list[int]:
@@ -92,9 +131,10 @@ class MixedBuffers:
                 and len(host.prefill_contexts) + len(host.decode_lens) <= self.max_seqs
                 and len(host.logit_rows) <= self.max_sampled)
 
-    def inputs(self, tokens: int, decode_rows: int, seqs: int) -> StepInputs:
-        """The StepInputs of a step padded to `tokens` rows, the last decode_rows decoding, and
-        to `seqs` prefill sequences."""
+    def inputs(self, tokens: int, decode_rows: int, seqs: int,
+               balanced: bool = False) -> StepInputs:
+        """The StepInputs of a step padded to `tokens` rows, the last decode_rows decoding (over
+        a work list where balanced), and to `seqs` prefill sequences."""
         t = self.max_tokens
         longs, ints = self.longs, self.ints
         return StepInputs(
@@ -111,12 +151,12 @@ class MixedBuffers:
                 context_lens=ints[self._ctx_at : self._ctx_at + seqs],
                 block_tables=self.prefill_tables[:seqs],
             ),
-            decode_work=self._work_list(decode_rows),
+            decode_work=self._work_list(decode_rows) if balanced else None,
         )
 
     def _work_list(self, decode_rows: int) -> DecodeWorkList | None:
         plan = self.work_plan
-        if plan is None or not decode_rows:
+        if not decode_rows:
             return None
         return DecodeWorkList(plan, decode_rows,
                               self.ints[self._work_at : self._work_at + plan.size(decode_rows)])
@@ -129,9 +169,11 @@ class MixedBuffers:
         self.longs[2 * t : 3 * t].fill_(-1)
         self.ints.zero_()
 
-    def stage(self, host: HostStep, tokens: int, decode_rows: int) -> None:
+    def stage(self, host: HostStep, tokens: int, decode_rows: int,
+              balanced: bool = False) -> None:
         """The host part of loading a step padded to `tokens` rows with decode_rows decode
-        rows: everything into the pinned staging buffers."""
+        rows (their work list built where balanced): everything into the pinned staging
+        buffers."""
         t, s = self.max_tokens, self.max_seqs
         num_pre = int(host.query_starts[-1])
         num_dec = len(host.decode_lens)
@@ -159,7 +201,7 @@ class MixedBuffers:
         first = decode_rows - num_dec  # padding decode rows come first
         ints[self._dec_at : self._dec_at + first] = 0
         ints[self._dec_at + first : self._dec_at + decode_rows] = host.decode_lens
-        if self.work_plan is not None and decode_rows:
+        if balanced and decode_rows:
             self.work_plan.build(ints[self._dec_at : self._dec_at + decode_rows],
                                  out=ints[self._work_at :])
         self._staged = (decode_rows, num_dec, num_pre_seqs)
@@ -185,35 +227,39 @@ class MixedGraphs:
 
     def __init__(self, decoder: Decoder, pool: KVPool, tables: DeviceTables, *, max_seqs: int,
                  max_context: int, max_tokens: int = MAX_GRAPH_TOKENS,
-                 max_sampled: int | None = None) -> None:
+                 max_sampled: int | None = None, buckets: list[int] | None = None) -> None:
         self.decoder = decoder
         self.pool = pool
         self.tables = tables
-        self.token_buckets = token_buckets(max_tokens)
+        self.token_buckets = token_buckets(max_tokens) if buckets is None else buckets
+        if self.token_buckets[-1] != max_tokens:
+            raise ValueError(f"token buckets must end at max_tokens {max_tokens}")
         self.seq_buckets = seq_buckets(max_seqs)
         width = round_width(-(-max_context // pool.block_size))
         self.buffers = MixedBuffers(max_tokens=max_tokens, max_seqs=max_seqs, width=width,
                                     device=decoder.weights.embed.device, max_sampled=max_sampled,
                                     work_plan=decoder.work_list_plan(pool))
-        self._graphs: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._graphs: dict[tuple[int, int, int, bool],
+                           tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
         self._handle = None
-        self._staged: tuple[tuple[int, int, int], int] = ((0, 0, 1), 0)
+        self._staged: tuple[tuple[int, int, int, bool], int] = ((0, 0, 1, False), 0)
         self.captures = 0
 
     def fits(self, host: HostStep) -> bool:
         return self.buffers.fits(host)
 
-    def key(self, host: HostStep) -> tuple[int, int, int]:
+    def key(self, host: HostStep, balanced: bool = False) -> tuple[int, int, int, bool]:
         """The step's (padded tokens, padded decode rows, padded prefill sequences: at least
-        one, so that the prefill launch always has a sequence to bound its grid by)."""
+        one, so that the prefill launch always has a sequence to bound its grid by; whether its
+        decode rows run over a work list)."""
         tokens = _bucket(self.token_buckets, len(host.ids))
         num_dec = len(host.decode_lens)
         decode_rows = min(_bucket(self.seq_buckets, num_dec), tokens) if num_dec else 0
         seqs = min(_bucket(self.seq_buckets, max(len(host.prefill_contexts), 1)), tokens)
-        return tokens, decode_rows, seqs
+        return tokens, decode_rows, seqs, balanced and decode_rows > 0
 
-    def prepare(self, key: tuple[int, int, int]) -> None:
+    def prepare(self, key: tuple[int, int, int, bool]) -> None:
         """Capture the graph of this key if needed (outside any timed region)."""
         handle = self.pool.layer(0).handle
         if handle is not self._handle:  # a rebuilt segment table: the graphs read the old one
@@ -222,10 +268,11 @@ class MixedGraphs:
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
 
-    def stage(self, host: HostStep) -> tuple[int, int, int]:
-        """The host part of a step (before the timed region); returns its key."""
-        key = self.key(host)
-        self.buffers.stage(host, *key[:2])
+    def stage(self, host: HostStep, balanced: bool = False) -> tuple[int, int, int, bool]:
+        """The host part of a step (before the timed region; balanced: its decode rows over a
+        work list, the backend's plan applying to them); returns its key."""
+        key = self.key(host, balanced)
+        self.buffers.stage(host, key[0], key[1], key[3])
         self._staged = (key, len(host.logit_rows))
         return key
 
@@ -238,11 +285,11 @@ class MixedGraphs:
         graph.replay()
         return tokens[:sampled]
 
-    def _capture(self, tokens: int, decode_rows: int, seqs: int):
+    def _capture(self, tokens: int, decode_rows: int, seqs: int, balanced: bool):
         """Warm the forward up on a side stream, then capture it; the inputs write nowhere and
         hold no query tokens."""
         self.buffers.clear()
-        step = self.buffers.inputs(tokens, decode_rows, seqs)
+        step = self.buffers.inputs(tokens, decode_rows, seqs, balanced)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -38,6 +38,7 @@ from harness.gpu.executor import GpuExecutor
 from harness.gpu.setup import device_name
 from harness.model.budget import bytes_per_token
 from harness.model.config import RunConfig
+from harness.model.fitted import BALANCE_SKEW_KEY
 from reports.schema import PROFILE_COLUMNS
 
 FILL_CHUNK_SLOTS = 8192  # random KV written per call: bounded scratch memory
@@ -367,8 +368,10 @@ def _measure_block_size(config: RunConfig, decoder, settings: ProfileSettings, b
 
 
 def profile_header(device: torch.device, config: RunConfig, command: str,
-                   settings: ProfileSettings) -> list[str]:
-    """`# key: value` lines: device, versions, date, command, and what the rows assume."""
+                   settings: ProfileSettings, balance_skew: float | None) -> list[str]:
+    """`# key: value` lines: device, versions, date, command, and what the rows assume (among
+    it the skew above which the executor decoded a step over a work list,
+    harness.gpu.attention.balance_skew, which the fitted model reads)."""
     try:
         import triton
         triton_version = triton.__version__
@@ -382,6 +385,7 @@ def profile_header(device: torch.device, config: RunConfig, command: str,
         f"max_num_seqs: {config.scheduler.max_num_seqs}",
         f"max_num_batched_tokens: {config.scheduler.max_num_batched_tokens}",
         f"tp: {config.tp}",
+        f"{BALANCE_SKEW_KEY}: {'none' if balance_skew is None else f'{balance_skew:g}'}",
         f"repeats: median of {settings.repeats} after {settings.warmup} untimed",
     ]
 

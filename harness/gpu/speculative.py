@@ -73,13 +73,15 @@ class SelfDrafter:
     def _decode(self, decode: DecodeWork, rows: np.ndarray,
                 tables: DeviceTables) -> torch.Tensor:
         graphs = self.graphs
+        plan = self.work_plan
+        work = plan.chosen(decode.context_lens) if plan is not None else None
         if graphs is not None and graphs.fits(decode):
-            graphs.stage(decode, rows, tables.host.array)
-            graphs.prepare(len(decode.seq_ids))
+            graphs.stage(decode, rows, tables.host.array, work is not None)
+            graphs.prepare()
             return graphs.run()
         host = layout_step([], decode, rows, tables.host.array, self.pool.block_size)
         step = to_device(host, self.pool, tables, self.device, by_segment=self.by_segment,
-                         work_plan=self.work_plan)
+                         work_plan=work)
         return self.decoder.next_tokens(step, self.pool)
 
 

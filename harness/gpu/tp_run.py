@@ -53,7 +53,7 @@ class TpJob:
     port: int
     result_path: str  # where rank 0 leaves its TpResult (a profile: its rows)
     cuda_graphs: bool = True
-    balanced_decode: bool = False  # build_decoder's
+    decode_balance: str = "auto"  # build_decoder's
     profile: object = None  # harness.gpu.profile.ProfileSettings: profile instead of a run
 
 
@@ -77,20 +77,20 @@ def free_port() -> int:
 
 def run_tensor_parallel(config: RunConfig, trace: pd.DataFrame, *, device_type: str,
                         dtype: str, cuda_graphs: bool = True,
-                        balanced_decode: bool = False) -> TpResult:
+                        decode_balance: str = "auto") -> TpResult:
     """Replay the trace over config.tp ranks (processes); rank 0's measured run comes back."""
-    return _spawn(config, trace, device_type, dtype, cuda_graphs, balanced_decode, None)
+    return _spawn(config, trace, device_type, dtype, cuda_graphs, decode_balance, None)
 
 
 def profile_tensor_parallel(config: RunConfig, settings, *, device_type: str, dtype: str,
-                            balanced_decode: bool = False) -> pd.DataFrame:
+                            decode_balance: str = "auto") -> pd.DataFrame:
     """`kvharness profile`'s rows (harness.gpu.profile.measure_profile) measured over config.tp
     ranks: every point a step of the whole tensor-parallel decoder, all-reduces included."""
-    return _spawn(config, None, device_type, dtype, True, balanced_decode, settings)
+    return _spawn(config, None, device_type, dtype, True, decode_balance, settings)
 
 
 def _spawn(config: RunConfig, trace, device_type: str, dtype: str, cuda_graphs: bool,
-           balanced_decode: bool, profile):
+           decode_balance: str, profile):
     import torch.multiprocessing as mp
 
     from harness.gpu.tp import check_divisible
@@ -102,7 +102,7 @@ def _spawn(config: RunConfig, trace, device_type: str, dtype: str, cuda_graphs: 
                           f"{torch.cuda.device_count()} visible")
     with tempfile.TemporaryDirectory(prefix="kvharness_tp_") as tmp:
         job = TpJob(config, trace, device_type, dtype, free_port(), str(Path(tmp) / "rank0.pkl"),
-                    cuda_graphs, balanced_decode, profile)
+                    cuda_graphs, decode_balance, profile)
         mp.spawn(rank_main, args=(job,), nprocs=config.tp, join=True)
         with open(job.result_path, "rb") as fh:
             return pickle.load(fh)
@@ -134,7 +134,7 @@ def rank_main(rank: int, job: TpJob) -> None:
             torch.cuda.synchronize(device)
         decoder = build_decoder(job.config.model, device=device, dtype=job.dtype,
                                 seed=job.config.seed, tp=tp,
-                                balanced_decode=job.balanced_decode)
+                                decode_balance=job.decode_balance)
         if job.profile is not None:
             (_lead_profile if rank == 0 else _follow_profile)(job, decoder, control)
         elif rank == 0:

@@ -16,6 +16,15 @@ from harness.model.presets import GIB, GpuSpec, ModelSpec, gpu_preset, model_pre
 from reports.schema import DEFAULT_KV_DTYPE
 
 PREEMPTION_MODES = ("recompute", "swap")
+
+# Which decode steps run over work lists (kernels.work_list.WorkListPlan.skew, None: none):
+# "on" every one, "auto" those whose longest context is over three times the mean. Measured on
+# an H200 (benchmarks/results/decode_balance_h200.csv), the balanced kernel takes up to 1.13x
+# the split-KV launch's time on batches of equal contexts and 1.45-3.4x less where one context
+# of 8,192 keys sits among ones of 1,000 (4.3x and 6.7x the mean); in the Azure x10 run, 73% of
+# the 17-32-sequence decode steps have a longest context over three times the mean.
+DECODE_BALANCE = {"off": None, "on": 0.0, "auto": 3.0}
+
 # Replica scheduling policies (harness/engine/policies.py) and cluster routers
 # (harness/cluster/router.py); named here so that a config is checked where it is built.
 SCHEDULING_POLICIES = ("vllm-v1", "vllm-v0", "sarathi", "edf")

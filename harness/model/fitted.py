@@ -35,6 +35,11 @@ terms price contexts spread as the profile's evenly spread batches are; this ter
 longest split beyond that, and is fitted on the profile's skewed batches. decode_wave_seqs is
 picked among powers of two by the fit (the least squared relative error). A profile without the
 decode_max_context column (measured before it existed) fits without the term: coefficient 0.
+Where the executor decoded a step over a work list instead (its longest context over
+balance_skew times the mean, `--decode-balance`, harness.model.config.DECODE_BALANCE), every
+program gets the same share of the keys and no split is longest: those steps have no such term,
+in the fit and in pricing. The profile's header says which skew it was measured with
+(BALANCE_SKEW_KEY; a profile without it was measured with none).
 """
 from __future__ import annotations
 
@@ -58,6 +63,8 @@ BATCH_FEATURES = ("prefill_tokens", "decode_tokens", "prefill_context_tokens",
                   "decode_context_tokens", "prefill_attention_pairs", "decode_max_context")
 # The one a profile or step table from before it lacks: read as 0 there.
 LONGEST_FEATURE = "decode_max_context"
+# The profile header line of the skew above which its steps decoded over work lists.
+BALANCE_SKEW_KEY = "decode_balance_skew"
 # Candidate decode_wave_seqs, those up to a profile's largest decode batch.
 WAVE_SEQS = tuple(2 ** i for i in range(11))
 
@@ -82,6 +89,7 @@ class FittedCostModel:
     prefill_pair_s: float
     longest_split_token_s: float = 0.0  # per token of the longest decode sequence's split
     decode_wave_seqs: int = 1  # decode sequences below which the decode kernel splits them
+    balance_skew: float | None = None  # steps skewed past this decoded over work lists
     swap_token_s: float = 0.0
     block_size: int = 0  # the profiled block size the coefficients come from
     source: str = ""  # the profile's file name
@@ -113,7 +121,9 @@ class FittedCostModel:
         step = step + self.prefill_pair_s * prefill_attention_pairs
         wave = self.decode_wave_seqs
         split_seqs = decode_tokens - maximum(decode_tokens - wave, 0)  # min(decode_tokens, wave)
-        step = step + self.longest_split_token_s * decode_max_context * split_seqs / wave
+        split = split_decode(self.balance_skew, decode_tokens, decode_context_tokens,
+                             decode_max_context)
+        step = step + self.longest_split_token_s * decode_max_context * split_seqs / wave * split
         return step + self.swap_token_s * swap_tokens
 
     def details(self) -> dict:
@@ -132,6 +142,7 @@ class FittedCostModel:
             "prefill_pair_s": self.prefill_pair_s,
             "longest_split_token_s": self.longest_split_token_s,
             "decode_wave_seqs": self.decode_wave_seqs,
+            "balance_skew": self.balance_skew,
             "swap_token_s": self.swap_token_s,
             "fit_err_median": self.fit_err_median,
         }
@@ -147,10 +158,19 @@ def batch_columns(frame: pd.DataFrame, dtype) -> dict[str, np.ndarray]:
             else np.zeros(len(frame), dtype=dtype) for c in BATCH_FEATURES}
 
 
+def split_decode(balance_skew: float | None, decode_tokens, decode_context_tokens,
+                 decode_max_context):
+    """1 where a step's decodes ran the split-KV launch, 0 where they ran over a work list (the
+    longest context over balance_skew times the mean; numpy arrays too)."""
+    if balance_skew is None:
+        return 1
+    return 1 * (decode_max_context * decode_tokens <= balance_skew * decode_context_tokens)
+
+
 def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...],
-                  wave_seqs: int | None = None) -> np.ndarray:
+                  wave_seqs: int | None = None, balance_skew: float | None = None) -> np.ndarray:
     """One column per coefficient of FittedCostModel, in its field order; the longest split's
-    only with its decode_wave_seqs."""
+    only with its decode_wave_seqs (0 in the steps balance_skew says ran over work lists)."""
     get = batch_columns(frame, np.float64)
     tokens = get["prefill_tokens"] + get["decode_tokens"]
     with_prefill = (get["prefill_tokens"] > 0).astype(np.float64)
@@ -162,7 +182,9 @@ def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...],
                 get["prefill_attention_pairs"]]
     if wave_seqs is not None:
         split_seqs = np.minimum(get["decode_tokens"], wave_seqs)
-        columns.append(get[LONGEST_FEATURE] * split_seqs / wave_seqs)
+        split = split_decode(balance_skew, get["decode_tokens"], get["decode_context_tokens"],
+                             get[LONGEST_FEATURE])
+        columns.append(get[LONGEST_FEATURE] * split_seqs / wave_seqs * split)
     return np.column_stack(columns)
 
 
@@ -194,11 +216,13 @@ def _drop_negatives_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit(frame: pd.DataFrame, *, block_size: int | None = None,
-        knots: tuple[int, ...] | None = None, source: str = "") -> FittedCostModel:
+        knots: tuple[int, ...] | None = None, source: str = "",
+        balance_skew: float | None = None) -> FittedCostModel:
     """Fit the coefficients to a profile's rows (measured_ms) of the profiled block size nearest
     to block_size (in log2; all rows when None); knots default to DEFAULT_KNOTS inside the
     range of the rows' token counts. decode_wave_seqs: the WAVE_SEQS up to the rows' largest
-    decode batch that fits best, where the rows have LONGEST_FEATURE."""
+    decode batch that fits best, where the rows have LONGEST_FEATURE. balance_skew: the one the
+    profile was measured with (BALANCE_SKEW_KEY)."""
     rows = _rows_of_block_size(frame, block_size)
     tokens = (rows["prefill_tokens"] + rows["decode_tokens"]).to_numpy()
     if knots is None:
@@ -208,7 +232,7 @@ def fit(frame: pd.DataFrame, *, block_size: int | None = None,
     if LONGEST_FEATURE in rows:
         largest = max(1, int(rows["decode_tokens"].max()))
         waves = [w for w in WAVE_SEQS if w <= largest]
-    _, x, wave = min((_solve(rows, knots, measured_s, w) + (w,) for w in waves),
+    _, x, wave = min((_solve(rows, knots, measured_s, w, balance_skew) + (w,) for w in waves),
                      key=lambda solution: solution[0])
     n = len(knots)
     model = FittedCostModel(
@@ -216,6 +240,7 @@ def fit(frame: pd.DataFrame, *, block_size: int | None = None,
         knot_slopes_s=tuple(float(v) for v in x[3:3 + n]), decode_kv_token_s=x[3 + n],
         mixed_decode_kv_token_s=x[4 + n], prefill_kv_token_s=x[5 + n], prefill_pair_s=x[6 + n],
         longest_split_token_s=x[7 + n] if wave else 0.0, decode_wave_seqs=wave or 1,
+        balance_skew=balance_skew,
         block_size=int(rows["block_size"].iloc[0]) if "block_size" in rows else 0, source=source,
     )
     model = replace(model, **{k: float(getattr(model, k)) for k in (
@@ -227,11 +252,11 @@ def fit(frame: pd.DataFrame, *, block_size: int | None = None,
 
 
 def _solve(rows: pd.DataFrame, knots: tuple[int, ...], measured_s: np.ndarray,
-           wave_seqs: int | None) -> tuple[float, np.ndarray]:
+           wave_seqs: int | None, balance_skew: float | None) -> tuple[float, np.ndarray]:
     """The coefficients for these knots and decode_wave_seqs, and their sum of squared relative
     errors."""
     # Relative residuals: each row divided by its own measured time.
-    a = design_matrix(rows, knots, wave_seqs) / measured_s[:, None]
+    a = design_matrix(rows, knots, wave_seqs, balance_skew) / measured_s[:, None]
     x = nonnegative_lstsq(a, np.ones_like(measured_s))
     return float(np.sum((a @ x - 1.0) ** 2)), x
 
@@ -254,6 +279,18 @@ def price_rows(model: FittedCostModel, frame: pd.DataFrame) -> np.ndarray:
     get = batch_columns(frame, np.int64)
     swap = frame["swap_tokens"].to_numpy(dtype=np.int64) if "swap_tokens" in frame else 0
     return np.asarray(model.step_s(**get, swap_tokens=swap, maximum=np.maximum), dtype=np.float64)
+
+
+def header_skew(header: dict[str, str], path: Path) -> float | None:
+    """The BALANCE_SKEW_KEY of a profile's header: none where absent (measured before it)."""
+    value = header.get(BALANCE_SKEW_KEY, "none")
+    if value == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ProfileError(f"{path}: header {BALANCE_SKEW_KEY} is {value!r}, not a number "
+                           "or none") from None
 
 
 def gpu_family(gpu_name: str) -> str:
@@ -286,7 +323,9 @@ def fitted_cost_model(config: RunConfig, block_size: int, *, results_dir: Path |
     path = profile_path(config.model.name, config.gpu.name, results_dir, config.tp)
     if not path.is_file():
         return None
-    model = fit(read_measurement(path).table, block_size=block_size, source=path.name)
+    profile = read_measurement(path)
+    model = fit(profile.table, block_size=block_size, source=path.name,
+                balance_skew=header_skew(profile.header, path))
     kv_bytes = bytes_per_token(config.model, config.tp, config.kv_dtype)
     bytes_ratio = kv_bytes / bytes_per_token(config.model, config.tp)
     decode = bytes_ratio / decode_bandwidth_ratio

@@ -82,3 +82,19 @@ def test_sizes_follow_the_row_count(rows):
     plan = WorkListPlan(programs=33, tile_tokens=128)
     assert plan.max_items(rows) >= rows + 33 - 1
     assert plan.size(rows) == rows + 33 + 2 + 3 * plan.max_items(rows)
+
+
+def test_a_plan_applies_to_skewed_rows_only_above_its_skew():
+    """skew 0: every step with decode rows; skew 3: a longest context over three times the mean
+    (under a window, of the keys each row reads), never to no rows."""
+    always = WorkListPlan(programs=4, tile_tokens=16)
+    auto = WorkListPlan(programs=4, tile_tokens=16, skew=3.0)
+    uniform, skewed = np.array([1000] * 8), np.array([8192] + [1000] * 7)
+    assert always.applies(uniform) and always.applies(skewed)
+    assert not auto.applies(uniform) and auto.applies(skewed)
+    assert not auto.applies(np.array([301, 100, 100, 100]))
+    assert auto.applies(np.array([301, 10, 10, 10]))
+    assert not always.applies(np.array([], np.int64)) and not auto.applies(np.array([5]))
+    assert auto.chosen(skewed) is auto and auto.chosen(uniform) is None
+    windowed = WorkListPlan(programs=4, tile_tokens=16, window=1000, skew=3.0)
+    assert not windowed.applies(skewed)  # the long row reads only its last 1,000 keys

@@ -95,8 +95,9 @@ def test_gpu_command_decodes_as_its_flags_say_and_records_them(tmp_path, flags, 
 
 
 def test_decode_balance_flag_reaches_the_backend(tmp_path, monkeypatch):
-    """--decode-balance builds the decoder with balanced decode: the Triton backend's on a GPU
-    (the reference, which a CPU runs, reads context lengths itself and needs no work lists)."""
+    """--decode-balance (auto unless given) builds the decoder with that balance: the Triton
+    backend's on a GPU (the reference, which a CPU runs, reads context lengths itself and needs
+    no work lists)."""
     import torch
 
     import harness.gpu.executor as executor_module
@@ -106,16 +107,19 @@ def test_decode_balance_flag_reaches_the_backend(tmp_path, monkeypatch):
     real = executor_module.build_decoder
 
     def spy(*args, **kwargs):
-        built.append(kwargs["balanced_decode"])
+        built.append(kwargs["decode_balance"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(executor_module, "build_decoder", spy)
-    out = tmp_path / "run"
-    assert main(["gpu", "--model", "tiny", "--requests", "3", "--max-model-len", "64",
-                 "--allocator", "paged", "--budget-slots", "1024", "--dtype", "float32",
-                 "--device", "cpu", "--out", str(out), "--no-progress",
-                 "--decode-balance"]) == 0
-    assert built == [True]
-    assert not json.loads((out / "run.json").read_text())["executor_details"]["balanced_decode"]
-    assert default_backend(torch.device("cuda"), balanced_decode=True).balanced_decode
-    assert not default_backend(torch.device("cuda")).balanced_decode
+    for i, flags in enumerate(([], ["--decode-balance", "on"])):
+        out = tmp_path / f"run{i}"
+        assert main(["gpu", "--model", "tiny", "--requests", "3", "--max-model-len", "64",
+                     "--allocator", "paged", "--budget-slots", "1024", "--dtype", "float32",
+                     "--device", "cpu", "--out", str(out), "--no-progress", *flags]) == 0
+        details = json.loads((out / "run.json").read_text())["executor_details"]
+        assert details["decode_balance_skew"] is None and details["balanced_decode_steps"] == 0
+    assert built == ["auto", "on"]
+    assert default_backend(torch.device("cuda"), decode_balance="on").decode_balance == "on"
+    assert default_backend(torch.device("cuda")).decode_balance == "auto"
+    with pytest.raises(ValueError, match="decode_balance"):
+        default_backend(torch.device("cuda"), decode_balance="always")

@@ -30,19 +30,20 @@ class ReplayedForward:
         self.out.copy_(self.forward())
 
 
-def _decode_capture(self, bucket):
+def _decode_capture(self, bucket, balanced):
     self._meta.zero_()
     self._meta[2].fill_(-1)
     self._tables.zero_()
     self._work.zero_()
-    graph = ReplayedForward(lambda: self.decoder.next_tokens(self._step(bucket), self.pool))
+    graph = ReplayedForward(lambda: self.decoder.next_tokens(self._step(bucket, balanced),
+                                                             self.pool))
     self.captures += 1
     return graph, graph.out
 
 
-def _mixed_capture(self, tokens, decode_rows, seqs):
+def _mixed_capture(self, tokens, decode_rows, seqs, balanced):
     self.buffers.clear()
-    step = self.buffers.inputs(tokens, decode_rows, seqs)
+    step = self.buffers.inputs(tokens, decode_rows, seqs, balanced)
     graph = ReplayedForward(lambda: self.decoder.next_tokens(step, self.pool))
     self.captures += 1
     return graph, graph.out
@@ -125,7 +126,9 @@ def test_balanced_decode_gives_the_plain_tokens(graph_device, small_trace):
     """With the backend's balanced decode on, decode rows run over work lists: eager, in
     decode graphs and in mixed graphs, the tokens are the unbalanced executor's. Contexts past
     one 128-key tile and 8 programs per KV head: rows of two tiles are cut in two, and some
-    programs get nothing."""
+    programs get nothing. With auto, only the steps whose longest context is over three times
+    the mean do (one 200-token prompt beside four short ones, until it is done), each in a graph
+    of its own, and the tokens are the same."""
     from harness.gpu.attention import TritonAttention
     from harness.gpu.executor import build_decoder
     from harness.gpu.model import Decoder
@@ -135,16 +138,36 @@ def test_balanced_decode_gives_the_plain_tokens(graph_device, small_trace):
     trace["arrival_s"] = 0.0
     trace["prompt_tokens"] = [150, 20, 140, 5]
     trace["output_tokens"] = [6, 9, 4, 8]
-    plain, executor = _run(Decoder(base.config, base.weights, TritonAttention()), trace,
-                           graphs=False)
-    assert not executor.details["balanced_decode"]
-    balanced = Decoder(base.config, base.weights,
-                       TritonAttention(balanced_decode=True, decode_programs=8))
-    eager, executor = _run(balanced, trace, graphs=False)
-    assert eager == plain and executor.details["balanced_decode"]
-    graphed, executor = _run(balanced, trace, graphs=True)
+
+    def decoder(mode: str) -> Decoder:
+        return Decoder(base.config, base.weights,
+                       TritonAttention(decode_balance=mode, decode_programs=8))
+
+    plain, executor = _run(decoder("off"), trace, graphs=False)
+    assert executor.details["decode_balance_skew"] is None
+    assert executor.details["balanced_decode_steps"] == 0
+    eager, executor = _run(decoder("on"), trace, graphs=False)
+    decoding = executor.step_log.frame().decode_seqs > 0
+    assert eager == plain and executor.details["balanced_decode_steps"] == decoding.sum()
+    graphed, executor = _run(decoder("on"), trace, graphs=True)
     assert graphed == plain
     log = executor.step_log.frame()
     decoding = log.decode_seqs > 0
     assert log.graph[decoding].all() and (log.decode_max_context > 128).any()
     assert (log.prefill_tokens[decoding] > 0).any()  # decode rows in mixed graphs too
+
+    trace = small_trace(5, 5)
+    trace["arrival_s"] = 0.0
+    trace["prompt_tokens"] = [200, 6, 5, 7, 4]
+    trace["output_tokens"] = [4, 12, 12, 12, 12]
+    plain, _ = _run(decoder("off"), trace, graphs=False)
+    for graphs in (False, True):
+        tokens, executor = _run(decoder("auto"), trace, graphs=graphs)
+        assert tokens == plain
+        log = executor.step_log.frame()
+        skewed = log.decode_max_context * log.decode_seqs > 3 * log.decode_context_tokens
+        assert skewed.any() and not skewed[log.decode_seqs > 0].all()
+        assert executor.details["balanced_decode_steps"] == skewed.sum()
+        assert executor.details["decode_balance_skew"] == 3.0
+    balanced_graphs = [key for key in executor._graphs._graphs if key[1]]
+    assert balanced_graphs and len(balanced_graphs) < len(executor._graphs._graphs)

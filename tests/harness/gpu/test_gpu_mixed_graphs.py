@@ -12,7 +12,8 @@ from allocators import make_allocator  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, to_device  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
-from harness.gpu.mixed_graphs import MixedBuffers, seq_buckets, token_buckets  # noqa: E402
+from harness.gpu.mixed_graphs import (MixedBuffers, faster_than_larger, seq_buckets,  # noqa: E402
+                                      token_buckets)
 
 
 def test_token_buckets_cover_every_size_up_to_the_cap():
@@ -20,6 +21,27 @@ def test_token_buckets_cover_every_size_up_to_the_cap():
     assert buckets[-1] == 2048 and buckets == sorted(set(buckets))
     assert all(b % 128 == 0 for b in buckets if b >= 128)
     assert token_buckets(100)[-1] == 100
+    assert token_buckets(512, 32)[4:] == list(range(128, 513, 32))
+
+
+def test_a_bucket_is_kept_only_where_it_beats_every_larger_one():
+    sizes = [128, 160, 192, 224, 256]
+    assert faster_than_larger(sizes, [1.0, 1.2, 1.3, 1.4, 1.5]) == sizes
+    # 192 is slower than 224 (a poor kernel choice): steps of 161-224 tokens pad to 224.
+    assert faster_than_larger(sizes, [1.0, 1.2, 1.6, 1.4, 1.5]) == [128, 160, 224, 256]
+    assert faster_than_larger(sizes, [2.0, 1.2, 1.6, 1.4, 1.0]) == [256]
+
+
+def test_measured_buckets_time_every_candidate_and_end_at_the_cap(tiny_decoder, monkeypatch):
+    """Every BUCKET_STEP candidate is timed once; a candidate slower than a larger one is
+    dropped, and the cap is always a bucket (here, every size above 160 is slower than 2048)."""
+    import harness.gpu.mixed_graphs as mixed
+
+    candidates = token_buckets(2048, mixed.BUCKET_STEP)
+    slow = iter([float(t) if t <= 160 else 5000.0 - t for t in candidates])
+    monkeypatch.setattr(mixed, "median_s", lambda fn, device: (fn(), next(slow))[1])
+    assert mixed.measured_token_buckets(tiny_decoder, 2048) == [8, 16, 32, 64, 128, 160, 2048]
+    assert next(slow, None) is None
 
 
 def test_seq_buckets_are_powers_of_two_up_to_the_cap():
@@ -79,7 +101,7 @@ def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, d
     from harness.gpu.attention import TritonAttention
     from harness.gpu.model import Decoder
 
-    backend = TritonAttention(balanced_decode=balanced, decode_programs=4)
+    backend = TritonAttention(decode_balance="on" if balanced else "off", decode_programs=4)
     decoder = Decoder(tiny_decoder.config, tiny_decoder.weights, backend)
     pool, device_tables, host = _mixed_step(pool_dtype, backend, tiny_decoder.config,
                                             host_tables)
@@ -94,9 +116,9 @@ def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, d
     buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"),
                            max_sampled=10, work_plan=decoder.work_list_plan(pool))
     assert buffers.fits(host)
-    buffers.stage(host, tokens, decode_rows)
+    buffers.stage(host, tokens, decode_rows, balanced)
     buffers.load(device_tables)
-    step = buffers.inputs(tokens, decode_rows, seqs)
+    step = buffers.inputs(tokens, decode_rows, seqs, balanced)
     assert (step.decode_work is not None) == balanced
     assert step.context_lens.tolist()[-2:] == [11, 3]
     assert step.prefill_batch.context_lens.tolist() == [9, 13, 14, 0, 0, 0, 0, 0][:seqs]
