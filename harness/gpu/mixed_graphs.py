@@ -54,13 +54,13 @@ def token_buckets(max_tokens: int, step: int = 128) -> list[int]:
 def measured_token_buckets(decoder: Decoder, max_tokens: int) -> list[int]:
     """The candidate sizes (token_buckets every BUCKET_STEP) at which the decoder's dense layers
     (one layer's four projections, F.linear as the forward runs them; median of 5,
-    harness.gpu.timing) take less time than at every larger candidate: a step pads to the next of those. From a
-    few hundred tokens on the GEMMs are bound by arithmetic and their time grows with the
-    tokens, so a coarse bucket pads a step with work it pays for; but cuBLAS's choice of
-    kernel is not monotone in the token count (benchmarks/probe_steps.py's linear-layer grid
-    on an H200 is slower at 448 tokens than at 512), so a size is kept only where it beats
-    every larger one. Under tensor parallelism the ranks' times are summed (an all-reduce),
-    so every rank pads to the same sizes and their collectives match."""
+    harness.gpu.timing) take less time than at every larger candidate: a step pads to the next
+    of those. From a few hundred tokens on the GEMMs are bound by arithmetic and their time
+    grows with the tokens, so a coarse bucket pads a step with work it pays for; but cuBLAS's
+    choice of kernel is not monotone in the token count (benchmarks/probe_steps.py's
+    linear-layer grid on an H200 is slower at 448 tokens than at 512), so a size is kept only
+    where it beats every larger one. Under tensor parallelism the ranks' times are summed (an
+    all-reduce), so every rank pads to the same sizes and their collectives match."""
     candidates = token_buckets(max_tokens, BUCKET_STEP)
     layer = decoder.weights.layers[0]
     weights = (layer.qkv, layer.o, layer.gate_up, layer.down)
