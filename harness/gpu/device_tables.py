@@ -69,9 +69,9 @@ def fixed_tables(tables: np.ndarray, device: torch.device) -> DeviceTables:
     forward outside the executor: the fp8 calibration, the accuracy comparison). Its host
     array is what layout_step reads, with np.arange(len(tables)) as the table rows."""
     rows = TableRows(rows=len(tables), width=tables.shape[1])
-    for i, table in enumerate(tables):
-        if rows.update(i, tuple(int(b) for b in table)) != i:
-            raise AssertionError("TableRows hands out its rows in order")
+    ids = rows.update(list(range(len(tables))), [tuple(table.tolist()) for table in tables])
+    if ids != list(range(len(tables))):
+        raise AssertionError("TableRows hands out its rows in order")
     device_tables = DeviceTables(rows, device)
     device_tables.stage()
     device_tables.sync()

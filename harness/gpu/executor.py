@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 import torch
 
-from harness.engine.batch import Batch
+from harness.engine.batch import Batch, ScheduledSeq
 from harness.engine.executor import KVGeometry
 from harness.model.budget import kv_heads_per_gpu
 from harness.model.config import RunConfig
@@ -360,37 +361,45 @@ class GpuExecutor:
                                             np.ndarray]:
         """The step's work from the batch, on the host: prefill chunks, verifications of drafts
         (drafted later), decode rows, and the rows of their block tables in TableRows in that
-        order. One pass over the sequences; the rest is numpy."""
+        order."""
+        seqs = batch.seqs
+        tokens = self._tokens
+        sids = [seq.seq_id for seq in seqs]
+        rows = self._tables.update(sids, [seq.block_table for seq in seqs])
         prefills: list[PrefillWork] = []
-        pre_rows: list[int] = []
         verifications: list[Verification] = []
-        dec_ids: list[int] = []
+        pre_rows: list[int] = []
         dec_rows: list[int] = []
+        dec_ids: list[int] = []
         dec_lens: list[int] = []
-        tokens, tables = self._tokens, self._tables
-        for seq in batch.seqs:
-            sid, context = seq.seq_id, seq.context_tokens
-            row = tables.update(sid, seq.block_table)
-            have = tokens.length(sid)
+        for seq, row in zip(seqs, rows):
+            context, have = seq.context_tokens, tokens.length(seq.seq_id)
             if seq.is_prefill:
                 if have < context or (seq.samples and have != context):
-                    raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
-                prefills.append(PrefillWork(sid, tokens.ids(sid)[seq.start:context], seq.start,
-                                            context, int(seq.samples)))
+                    self._mismatch(seq)
+                prefills.append(PrefillWork(seq.seq_id, tokens.ids(seq.seq_id)[seq.start:context],
+                                            seq.start, context, int(seq.samples)))
                 pre_rows.append(row)
             elif seq.num_new_tokens > 1:  # a verification: the last token, then the drafts
                 if have != seq.start + 1:
-                    raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} tokens")
-                verifications.append(Verification(sid, seq.start, context, row))
+                    self._mismatch(seq)
+                verifications.append(Verification(seq.seq_id, seq.start, context, row))
             else:
                 if have != context:
-                    raise ExecutorError(f"seq {sid}: decode to {context} with {have} tokens")
-                dec_ids.append(sid)
+                    self._mismatch(seq)
+                dec_ids.append(seq.seq_id)
                 dec_rows.append(row)
                 dec_lens.append(context)
-        lens = np.asarray(dec_lens, np.int64)
-        last = [tokens.last(sid) for sid in dec_ids]
-        decode = DecodeWork(dec_ids, np.asarray(last, np.int64), lens)
+        decode = DecodeWork(dec_ids, tokens.last(dec_ids), np.array(dec_lens, np.int64))
         ver_rows = [v.row for v in verifications]
-        return prefills, verifications, decode, np.asarray(pre_rows + ver_rows + dec_rows,
-                                                           np.int64)
+        return prefills, verifications, decode, np.array(pre_rows + ver_rows + dec_rows, np.int64)
+
+    def _mismatch(self, seq: ScheduledSeq) -> NoReturn:
+        """Raise the error of a scheduled sequence whose tokens disagree with its step."""
+        sid, context = seq.seq_id, seq.context_tokens
+        have = self._tokens.length(sid)
+        if seq.is_prefill:
+            raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
+        if seq.num_new_tokens > 1:
+            raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} tokens")
+        raise ExecutorError(f"seq {sid}: decode to {context} with {have} tokens")
