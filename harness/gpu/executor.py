@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 import torch
 
-from harness.engine.batch import Batch, ScheduledSeq
+from harness.engine.batch import Batch
 from harness.engine.executor import KVGeometry
 from harness.model.budget import kv_heads_per_gpu
 from harness.model.config import RunConfig
@@ -127,7 +126,10 @@ class GpuExecutor:
         # Block tables of the sequences holding KV, on the host and on the device; wide enough
         # for the longest request from the start (a wider table still grows them).
         self._tables = TableRows(rows=max_seqs, width=-(-longest // self.pool.block_size))
-        self._device_tables = DeviceTables(self._tables, self.device_t)
+        # A step changes the blocks of its new tokens and the last block of each sequence.
+        self._device_tables = DeviceTables(
+            self._tables, self.device_t,
+            changes=config.scheduler.max_num_batched_tokens // self.pool.block_size + 2 * max_seqs)
         self.memory = MemoryOps(self.pool, self._tables, self.device_t,
                                 geometry.host_tier_blocks)
         self._graphs = self._mixed = None
@@ -361,45 +363,36 @@ class GpuExecutor:
                                             np.ndarray]:
         """The step's work from the batch, on the host: prefill chunks, verifications of drafts
         (drafted later), decode rows, and the rows of their block tables in TableRows in that
-        order."""
-        seqs = batch.seqs
-        tokens = self._tokens
-        sids = [seq.seq_id for seq in seqs]
-        rows = self._tables.update(sids, [seq.block_table for seq in seqs])
+        order. One pass over the sequences (and one in TableRows); the rest is numpy."""
         prefills: list[PrefillWork] = []
-        verifications: list[Verification] = []
         pre_rows: list[int] = []
-        dec_rows: list[int] = []
+        verifications: list[Verification] = []
         dec_ids: list[int] = []
+        dec_rows: list[int] = []
         dec_lens: list[int] = []
+        tokens, seqs = self._tokens, batch.seqs
+        rows = self._tables.update([seq.seq_id for seq in seqs],
+                                   [seq.block_table for seq in seqs])
         for seq, row in zip(seqs, rows):
-            context, have = seq.context_tokens, tokens.length(seq.seq_id)
+            sid, context = seq.seq_id, seq.context_tokens
+            have = tokens.length(sid)
             if seq.is_prefill:
                 if have < context or (seq.samples and have != context):
-                    self._mismatch(seq)
-                prefills.append(PrefillWork(seq.seq_id, tokens.ids(seq.seq_id)[seq.start:context],
-                                            seq.start, context, int(seq.samples)))
+                    raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
+                prefills.append(PrefillWork(sid, tokens.ids(sid)[seq.start:context], seq.start,
+                                            context, int(seq.samples)))
                 pre_rows.append(row)
             elif seq.num_new_tokens > 1:  # a verification: the last token, then the drafts
                 if have != seq.start + 1:
-                    self._mismatch(seq)
-                verifications.append(Verification(seq.seq_id, seq.start, context, row))
+                    raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} tokens")
+                verifications.append(Verification(sid, seq.start, context, row))
             else:
                 if have != context:
-                    self._mismatch(seq)
-                dec_ids.append(seq.seq_id)
+                    raise ExecutorError(f"seq {sid}: decode to {context} with {have} tokens")
+                dec_ids.append(sid)
                 dec_rows.append(row)
                 dec_lens.append(context)
-        decode = DecodeWork(dec_ids, tokens.last(dec_ids), np.array(dec_lens, np.int64))
+        decode = DecodeWork(dec_ids, tokens.last(dec_ids), np.asarray(dec_lens, np.int64))
         ver_rows = [v.row for v in verifications]
-        return prefills, verifications, decode, np.array(pre_rows + ver_rows + dec_rows, np.int64)
-
-    def _mismatch(self, seq: ScheduledSeq) -> NoReturn:
-        """Raise the error of a scheduled sequence whose tokens disagree with its step."""
-        sid, context = seq.seq_id, seq.context_tokens
-        have = self._tokens.length(sid)
-        if seq.is_prefill:
-            raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
-        if seq.num_new_tokens > 1:
-            raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} tokens")
-        raise ExecutorError(f"seq {sid}: decode to {context} with {have} tokens")
+        return prefills, verifications, decode, np.asarray(pre_rows + ver_rows + dec_rows,
+                                                           np.int64)
