@@ -93,8 +93,8 @@ class TableRows:
         if widest > self._rows.shape[1]:
             self._grow(width=2 * widest)
         width = self._rows.shape[1]
-        # Taking a row may grow the array (never its width): the old one still holds the rows
-        # read here, all taken before.
+        # entry() reads the array as it is now: taking a row below may grow it (never its
+        # width), but every row read was taken before.
         entry = self._rows.item
         row_of, lengths = self._row_of, self._lengths
         rows, starts, ends, values = [], [], [], []
