@@ -11,7 +11,9 @@ rows on the device.
 Two halves, as a step's work splits: stage() does the host part (before the timed region),
 sync() the device part, in stream order before the step's kernels. The staging buffer is
 reused: the previous step's copy out of it must be complete before the next stage(), as it is
-once the executor has waited for the step's end.
+once the executor has waited for the step's end. It is made up front for the entries a step
+usually changes, since pinning host memory inside a step would cost that step milliseconds; a
+step changing more grows it.
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ from harness.gpu.host_state import TableRows
 class DeviceTables:
     """TableRows' array on the device."""
 
-    def __init__(self, host: TableRows, device: torch.device) -> None:
+    def __init__(self, host: TableRows, device: torch.device, changes: int = 0) -> None:
+        """changes: entries a step may change without growing the staging buffer."""
         self.host = host
         self.device = device
         self.rows = torch.zeros(0, 0, dtype=torch.int32, device=device)
-        self._pinned = torch.zeros(2, 0, dtype=torch.int64)
+        self._pinned = self._staging(changes)
         self._count = 0
         self._whole = True
 
@@ -41,8 +44,7 @@ class DeviceTables:
         flat, values = changes
         self._count = n = len(flat)
         if n > self._pinned.shape[1]:
-            self._pinned = torch.zeros(2, 2 * n, dtype=torch.int64,
-                                       pin_memory=self.device.type == "cuda")
+            self._pinned = self._staging(2 * n)
         staged = self._pinned.numpy()
         staged[0, :n] = flat
         staged[1, :n] = values
@@ -57,6 +59,10 @@ class DeviceTables:
             self.rows.view(-1).index_copy_(0, changes[0], changes[1].to(torch.int32))
         self._count = 0
 
+    def _staging(self, entries: int) -> torch.Tensor:
+        """[2, entries] int64: flat indices and values of changed entries, pinned for a GPU."""
+        return torch.zeros(2, entries, dtype=torch.int64, pin_memory=self.device.type == "cuda")
+
     def gather(self, rows: torch.Tensor, width: int, out: torch.Tensor | None = None):
         """[len(rows), width] int32: the first width entries of the given rows (device int64
         row ids), into out when given."""
@@ -69,9 +75,9 @@ def fixed_tables(tables: np.ndarray, device: torch.device) -> DeviceTables:
     forward outside the executor: the fp8 calibration, the accuracy comparison). Its host
     array is what layout_step reads, with np.arange(len(tables)) as the table rows."""
     rows = TableRows(rows=len(tables), width=tables.shape[1])
-    for i, table in enumerate(tables):
-        if rows.update(i, tuple(int(b) for b in table)) != i:
-            raise AssertionError("TableRows hands out its rows in order")
+    ids = rows.update(list(range(len(tables))), [tuple(table.tolist()) for table in tables])
+    if ids != list(range(len(tables))):
+        raise AssertionError("TableRows hands out its rows in order")
     device_tables = DeviceTables(rows, device)
     device_tables.stage()
     device_tables.sync()

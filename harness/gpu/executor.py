@@ -126,7 +126,10 @@ class GpuExecutor:
         # Block tables of the sequences holding KV, on the host and on the device; wide enough
         # for the longest request from the start (a wider table still grows them).
         self._tables = TableRows(rows=max_seqs, width=-(-longest // self.pool.block_size))
-        self._device_tables = DeviceTables(self._tables, self.device_t)
+        # A step changes the blocks of its new tokens and the last block of each sequence.
+        self._device_tables = DeviceTables(
+            self._tables, self.device_t,
+            changes=config.scheduler.max_num_batched_tokens // self.pool.block_size + 2 * max_seqs)
         self.memory = MemoryOps(self.pool, self._tables, self.device_t,
                                 geometry.host_tier_blocks)
         self._graphs = self._mixed = None
@@ -360,17 +363,18 @@ class GpuExecutor:
                                             np.ndarray]:
         """The step's work from the batch, on the host: prefill chunks, verifications of drafts
         (drafted later), decode rows, and the rows of their block tables in TableRows in that
-        order. One pass over the sequences; the rest is numpy."""
+        order. One pass over the sequences (and one in TableRows); the rest is numpy."""
         prefills: list[PrefillWork] = []
         pre_rows: list[int] = []
         verifications: list[Verification] = []
         dec_ids: list[int] = []
         dec_rows: list[int] = []
         dec_lens: list[int] = []
-        tokens, tables = self._tokens, self._tables
-        for seq in batch.seqs:
+        tokens, seqs = self._tokens, batch.seqs
+        rows = self._tables.update([seq.seq_id for seq in seqs],
+                                   [seq.block_table for seq in seqs])
+        for seq, row in zip(seqs, rows):
             sid, context = seq.seq_id, seq.context_tokens
-            row = tables.update(sid, seq.block_table)
             have = tokens.length(sid)
             if seq.is_prefill:
                 if have < context or (seq.samples and have != context):
@@ -388,9 +392,7 @@ class GpuExecutor:
                 dec_ids.append(sid)
                 dec_rows.append(row)
                 dec_lens.append(context)
-        lens = np.asarray(dec_lens, np.int64)
-        last = [tokens.last(sid) for sid in dec_ids]
-        decode = DecodeWork(dec_ids, np.asarray(last, np.int64), lens)
+        decode = DecodeWork(dec_ids, tokens.last(dec_ids), np.asarray(dec_lens, np.int64))
         ver_rows = [v.row for v in verifications]
         return prefills, verifications, decode, np.asarray(pre_rows + ver_rows + dec_rows,
                                                            np.int64)

@@ -42,8 +42,10 @@ class TokenStore:
         """A view of the sequence's token ids (valid until the next append)."""
         return self._ids[seq_id][: self._len[seq_id]]
 
-    def last(self, seq_id: int) -> int:
-        return int(self._ids[seq_id][self._len[seq_id] - 1])
+    def last(self, seq_ids: list[int]) -> np.ndarray:
+        """int64 [len(seq_ids)]: each sequence's last token id."""
+        ids, lens = self._ids, self._len
+        return np.array([ids[sid].item(lens[sid] - 1) for sid in seq_ids], np.int64)
 
     def append(self, seq_ids: list[int], tokens: list[int]) -> None:
         ids, lens = self._ids, self._len
@@ -63,20 +65,20 @@ class TableRows:
     """The block tables of the sequences holding KV, one row each of one int32 array.
 
     The allocator changes a live sequence's table only at its tail: extending appends blocks,
-    copy-on-write replaces the last one, truncation drops from the end. A table new since the
-    last step is therefore rewritten from the last entry seen; a table that is the very object
-    seen last costs nothing. (A slide also sets entries at the front to NO_BLOCK; the row keeps
-    the ids those entries had, which no kernel reads: they lie before every window.) A sequence
+    copy-on-write replaces the last one, truncation drops from the end. A table is therefore
+    rewritten from the last entry it had, and one of the same length and last entry as before
+    is left as it is. (A slide also sets entries at the front to NO_BLOCK; the row keeps the
+    ids those entries had, which no kernel reads: they lie before every window.) A sequence
     whose KV is freed (finished, preempted for recompute, swapped out) is dropped, so its next
     table is written whole.
     """
 
     def __init__(self, rows: int = 64, width: int = 64) -> None:
         self._rows = np.zeros((rows, round_width(width)), dtype=np.int32)
+        self._lengths = [0] * rows  # entries of each row's table
         self._row_of: dict[int, int] = {}
-        self._seen: dict[int, tuple[int, ...]] = {}
         self._free: list[int] = list(range(rows - 1, -1, -1))
-        self._written: list[tuple[int, int, int]] = []  # (row, start, end) since take_changes
+        self._written: list[np.ndarray] = []  # flat indices into the array since take_changes
         self._regrown = True  # the array is new since take_changes: all of it changed
 
     @property
@@ -85,23 +87,41 @@ class TableRows:
         the next update)."""
         return self._rows
 
-    def update(self, seq_id: int, table: tuple[int, ...]) -> int:
-        """The row of a sequence, holding its current block table."""
-        seen = self._seen.get(seq_id)
-        row = self._row_of.get(seq_id)
-        if seen is table:
-            return row
-        if row is None:
-            row = self._row_of[seq_id] = self._take_row()
-            keep = 0
-        else:
-            keep = max(min(len(seen), len(table)) - 1, 0)
-        if len(table) > self._rows.shape[1]:
-            self._grow(width=2 * len(table))
-        self._rows[row, keep : len(table)] = table[keep:]
-        self._written.append((row, keep, len(table)))
-        self._seen[seq_id] = table
-        return row
+    def update(self, seq_ids: list[int], tables: list[tuple[int, ...]]) -> list[int]:
+        """The rows of the (distinct) sequences, holding their current block tables."""
+        widest = max(map(len, tables), default=0)
+        if widest > self._rows.shape[1]:
+            self._grow(width=2 * widest)
+        width = self._rows.shape[1]
+        # entry() reads the array as it is now: taking a row below may grow it (never its
+        # width), but every row read was taken before.
+        entry = self._rows.item
+        row_of, lengths = self._row_of, self._lengths
+        rows, starts, ends, values = [], [], [], []
+        for sid, table in zip(seq_ids, tables):
+            row = row_of.get(sid)
+            n = len(table)
+            if row is None:
+                row = row_of[sid] = self._take_row()
+                keep = 0
+            else:  # kept: the entries before the last one seen, and that one if unchanged
+                seen = lengths[row]
+                if 0 < seen <= n and entry(row, seen - 1) == table[seen - 1]:
+                    keep = seen
+                else:
+                    keep = max(min(seen, n) - 1, 0)
+            rows.append(row)
+            lengths[row] = n
+            if keep < n:
+                base = row * width
+                starts.append(base + keep)
+                ends.append(base + n)
+                values.extend(table[keep:])
+        if starts:
+            flat = ragged_arange(np.array(starts), np.array(ends))
+            self._rows.reshape(-1)[flat] = values
+            self._written.append(flat)
+        return rows
 
     def take_changes(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Flat indices into `array` (int64) and values (int32) of the entries written since
@@ -110,24 +130,19 @@ class TableRows:
         if self._regrown:
             self._regrown = False
             return None
-        if not written:
-            return np.zeros(0, np.int64), np.zeros(0, np.int32)
-        rows, starts, ends = np.array(written, dtype=np.int64).T
-        first = rows * self._rows.shape[1]
-        flat = ragged_arange(first + starts, first + ends)
+        flat = np.concatenate(written) if written else np.zeros(0, np.int64)
         return flat, self._rows.reshape(-1)[flat]
 
     def truncate(self, seq_id: int, num_blocks: int) -> None:
         """The sequence was cut to num_blocks blocks: its next table is rewritten from its last
         kept block (a rollback gives back the blocks past it and may copy that one; a table
         that shrank and grew again between two steps differs from the last one seen there)."""
-        seen = self._seen.get(seq_id)
-        if seen is not None:
-            self._seen[seq_id] = seen[:num_blocks]
+        row = self._row_of.get(seq_id)
+        if row is not None:
+            self._lengths[row] = min(self._lengths[row], num_blocks)
 
     def drop(self, seq_id: int) -> None:
         row = self._row_of.pop(seq_id, None)
-        self._seen.pop(seq_id, None)
         if row is not None:
             self._free.append(row)
 
@@ -142,6 +157,7 @@ class TableRows:
         new[: old.shape[0], : old.shape[1]] = old
         self._free.extend(range(new.shape[0] - 1, old.shape[0] - 1, -1))
         self._rows = new
+        self._lengths += [0] * (new.shape[0] - old.shape[0])
         self._regrown = True
 
 

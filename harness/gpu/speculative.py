@@ -65,7 +65,7 @@ class SelfDrafter:
         for i in range(max(v.drafts for v in verifications)):
             active = [v for v in verifications if v.drafts > i]
             ids = [v.seq_id for v in active]
-            decode = DecodeWork(ids, np.array([tokens.last(sid) for sid in ids], np.int64),
+            decode = DecodeWork(ids, tokens.last(ids),
                                 np.array([v.start + 1 + i for v in active], np.int64))
             rows = np.array([v.row for v in active], np.int64)
             tokens.append(ids, self._decode(decode, rows, tables).tolist())

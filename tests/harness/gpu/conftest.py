@@ -55,8 +55,8 @@ def host_tables():
 
     def make(tables: list):
         rows = TableRows(rows=len(tables))
-        ids = np.array([rows.update(i, tuple(int(b) for b in table))
-                        for i, table in enumerate(tables)], dtype=np.int64)
+        ids = np.array(rows.update(list(range(len(tables))),
+                                   [tuple(int(b) for b in table) for table in tables]))
         device = DeviceTables(rows, torch.device("cpu"))
         device.stage()
         device.sync()

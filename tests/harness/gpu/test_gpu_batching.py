@@ -40,8 +40,7 @@ def test_mixed_step_rows_slots_and_prefill_batch():
     decode = DecodeWork([10, 11], np.array([5, 6]), decode_lens)
     all_tables = prefill_tables + decode_tables
     rows = TableRows(rows=2, width=2)  # both grow
-    ids = np.array([rows.update(sid, tuple(table.tolist()))
-                    for sid, table in zip((0, 1, 2, 10, 11), all_tables)])
+    ids = np.array(rows.update([0, 1, 2, 10, 11], [tuple(t.tolist()) for t in all_tables]))
     device_tables = DeviceTables(rows, torch.device("cpu"))
     device_tables.stage()
     device_tables.sync()
@@ -75,13 +74,17 @@ def test_mixed_step_rows_slots_and_prefill_batch():
 
 def test_table_rows_follow_tail_changes_and_reuse_rows():
     rows = TableRows(rows=1, width=1)
-    a = rows.update(7, (4, 5))
-    assert rows.update(7, (4, 9, 10)) == a  # copy-on-write of the last block, then a new one
-    b = rows.update(8, (1,))
+    [first] = rows.update([7], [(4, 5)])
+    # Copy-on-write of the last block, then a new one; a second sequence grows the array.
+    a, b = rows.update([7, 8], [(4, 9, 10), (1,)])
+    assert a == first and b != a
     assert rows.array[[a, b], :3].tolist() == [[4, 9, 10], [1, 0, 0]]
-    rows.update(7, (4,))  # truncated
+    rows.take_changes()
+    rows.update([7, 8], [(4, 9, 10), (1,)])  # the same tables, new tuples: nothing written
+    assert rows.take_changes()[0].tolist() == []
+    rows.update([7], [(4,)])  # truncated
     rows.drop(7)
-    assert rows.update(9, (2, 3)) == a
+    assert rows.update([9], [(2, 3)]) == [a]
     assert rows.array[a, :2].tolist() == [2, 3]
 
 
@@ -92,20 +95,26 @@ def test_device_tables_follow_the_host_rows_by_their_changes():
     tables = {sid: () for sid in range(3)}
     whole = 0
     for step in range(40):
-        sid = int(rng.integers(3))
-        if rng.random() < 0.1:
-            rows.drop(sid)
-            tables[sid] = ()
-            continue
-        kept = tables[sid][: max(len(tables[sid]) - int(rng.integers(2)), 0)]
-        tables[sid] = kept + tuple(rng.integers(100, size=int(rng.integers(1, 6))).tolist())
-        rows.update(sid, tables[sid])  # grows past 2 rows and 16 entries on the way
+        for sid in range(3):  # each table as an allocator changes one: at its tail
+            if tables[sid] and rng.random() < 0.1:
+                rows.drop(sid)
+                tables[sid] = ()
+                continue
+            change = int(rng.integers(3))  # none (a new tuple), copy-on-write, extension
+            kept = tables[sid][: max(len(tables[sid]) - (change == 1), 0)]
+            grown = rng.integers(100, size=int(rng.integers(1, 6)) if change else 0)
+            tables[sid] = kept + tuple(grown.tolist()) if kept or change else (7,)
+        live = [sid for sid in range(3) if tables[sid]]
+        ids = rows.update(live, [tables[s] for s in live])  # grows past 2 rows and 16 entries
+        for row, sid in zip(ids, live):
+            assert tuple(rows.array[row, : len(tables[sid])].tolist()) == tables[sid]
         device.stage()
         whole += device._whole
         device.sync()
         assert torch.equal(device.rows, torch.from_numpy(rows.array))
     assert whole >= 2  # the first sync and at least one after growing
-    ids = torch.tensor([rows.update(s, tables[s]) for s in range(3) if tables[s]])
+    live = [s for s in range(3) if tables[s]]
+    ids = torch.tensor(rows.update(live, [tables[s] for s in live]))
     gathered = device.gather(ids, 16)
     assert gathered.tolist() == rows.array[ids.numpy(), :16].tolist()
 
@@ -118,4 +127,4 @@ def test_token_store_appends_forks_and_truncates():
     store.append([2, 1], [6, 7])
     assert store.ids(1).tolist() == [3, 4, 5, 7] and store.ids(2).tolist() == [3, 4, 5, 6]
     store.truncate(2, 1)
-    assert store.last(2) == 3 and store.length(2) == 1
+    assert store.last([2, 1]).tolist() == [3, 7] and store.length(2) == 1
