@@ -53,7 +53,8 @@ from harness.engine.loop import simulate  # noqa: E402
 from harness.gpu.executor import DTYPES  # noqa: E402
 from harness.gpu.setup import gpu_run_config, load_slice  # noqa: E402
 from harness.gpu.tp_run import run_tensor_parallel  # noqa: E402
-from harness.model.allreduce import ALLREDUCE_COLUMNS, fit_allreduce  # noqa: E402
+from harness.model.allreduce import (ALLREDUCE_COLUMNS, AllReduceFit,  # noqa: E402
+                                     AllReduceFitError, fit_allreduce)
 from harness.model.costmodel import CostModel  # noqa: E402
 from harness.model.fitted import fitted_cost_model  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
@@ -149,15 +150,26 @@ def allreduce_sweep(args, tp: int, hiddens: list[int]) -> list[dict]:
             return pickle.load(fh)
 
 
+def sweep_fit(sweep: pd.DataFrame, tp: int) -> AllReduceFit | None:
+    """The sweep's all-reduce fit at this width, or None (and why, printed) where its times give
+    none: a CPU smoke run's gloo timings need not grow with the message size."""
+    try:
+        return fit_allreduce(sweep, tp)
+    except AllReduceFitError as error:
+        print(f"no all-reduce fit: {error}", flush=True)
+        return None
+
+
 def run_sweeps(args, command: str) -> pd.DataFrame:
     hiddens = sorted({model_preset(m).hidden_size for m in args.models})
     rows = []
     for tp in args.tp:
         rows += allreduce_sweep(args, tp, hiddens)
-        fit = fit_allreduce(pd.DataFrame(rows), tp)
-        print(f"tp {tp}: all-reduce {fit.latency_s * 1e6:.1f} us + bytes / "
-              f"{fit.bytes_s / 1e9:.0f} GB/s over {fit.points} sizes, worst error "
-              f"{fit.max_relative_error:.1%}", flush=True)
+        fit = sweep_fit(pd.DataFrame(rows), tp)
+        if fit is not None:
+            print(f"tp {tp}: all-reduce {fit.latency_s * 1e6:.1f} us + bytes / "
+                  f"{fit.bytes_s / 1e9:.0f} GB/s over {fit.points} sizes, worst error "
+                  f"{fit.max_relative_error:.1%}", flush=True)
     lines = header(args.device, command) + [
         f"# all-reduce: {args.dtype} tokens x hidden, median of {REPEATS} timings of "
         f"{ITERS} calls; bus_gbs = 2 (tp - 1) / tp x bytes / time"]
@@ -196,22 +208,25 @@ def _ratio(priced: np.ndarray, measured: np.ndarray) -> float:
 def simulate_with_fit(config, trace, fit, profile_dir):
     """The cost model's run of the same slice, priced as a simulation of this width is: by the
     width's profile in profile_dir where one exists (kvharness profile --tp N), else by the
-    roofline with this sweep's fitted all-reduce term; and the three models that price the
-    measured steps: the roofline with the fitted term, with the datasheet guess, and the
-    profile's (None without one). The roofline's decode efficiency comes from the committed
-    kernel tables, as in any simulated run."""
+    roofline with this sweep's fitted all-reduce term (the guess where fit is None); and the
+    three models that price the measured steps: the roofline with the fitted term (None
+    without a fit), with the datasheet guess, and the profile's (None without one). The
+    roofline's decode efficiency comes from the committed kernel tables, as in any simulated
+    run."""
     made = []
 
     def factory(cfg, geometry):
         roofline = CostModelExecutor(cfg, geometry, roofline=True)
         efficiency = roofline.details["decode_efficiency"]
-        models = (CostModel.from_config(cfg, decode_efficiency=efficiency, allreduce=fit),
-                  CostModel.from_config(cfg, decode_efficiency=efficiency),
+        guessed = CostModel.from_config(cfg, decode_efficiency=efficiency)
+        fitted = None if fit is None else CostModel.from_config(
+            cfg, decode_efficiency=efficiency, allreduce=fit)
+        models = (fitted, guessed,
                   fitted_cost_model(cfg, geometry.block_size, results_dir=profile_dir))
         made.append(models)
         if models[2] is not None:
             return CostModelExecutor(cfg, geometry, results_dir=profile_dir)
-        roofline.model = models[0]
+        roofline.model = guessed if fitted is None else fitted
         return roofline
 
     sim = simulate(config, trace, executor_factory=factory)
@@ -225,7 +240,7 @@ def decode_row(args, model_name: str, tp: int, trace, sweep) -> dict:
     ran = run_tensor_parallel(config, trace, device_type=args.device.type, dtype=args.dtype,
                               cuda_graphs=not args.eager_decode)
     wall_s = time.perf_counter() - started
-    sim, fitted, guessed, profiled = simulate_with_fit(config, trace, fit_allreduce(sweep, tp),
+    sim, fitted, guessed, profiled = simulate_with_fit(config, trace, sweep_fit(sweep, tp),
                                                        args.profile_dir)
     save_runs(args.out, f"tp{tp}-{model_name}", {f"gpu-tp{tp}": ran.result, "sim": sim},
               step_log=ran.step_log)

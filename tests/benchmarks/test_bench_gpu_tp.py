@@ -72,3 +72,21 @@ def test_a_profile_at_the_width_prices_the_simulation_and_the_steps(tmp_path):
     with tarfile.open(tmp_path / "runs-tp2-tiny.tar.gz") as tar:
         details = json.load(tar.extractfile("sim/run.json"))["executor_details"]
     assert details["cost_model"] == "fitted:profile_tiny_h100_tp2.csv"
+
+
+def test_a_sweep_whose_times_do_not_grow_gives_no_fit_and_the_run_goes_on(capsys):
+    """A CPU smoke run's gloo timings may shrink with the message size: the benchmark then
+    prices with the guessed term alone (its fit columns NaN) instead of stopping."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_gpu_tp",
+                                                  ROOT / "benchmarks" / "bench_gpu_tp.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shrinking = pd.DataFrame({"tp": 2, "message_bytes": [1e3, 1e4, 1e5],
+                              "latency_us": [30.0, 20.0, 10.0]})
+    assert module.sweep_fit(shrinking, 2) is None
+    assert "does not grow" in capsys.readouterr().out
+    growing = shrinking.assign(latency_us=[10.0, 20.0, 110.0])
+    assert module.sweep_fit(growing, 2).bytes_s > 0
