@@ -49,7 +49,7 @@ from kernels.balanced_decode import paged_decode_balanced, plan_work_lists
 from kernels.paged_decode import DecodeShape, paged_decode, plan_launch
 from kernels.reference import reference_decode
 from kernels.segments import segment_table
-from kernels.work_list import DecodeWorkList, WorkListPlan
+from kernels.work_list import DecodeWorkList, WorkListPlan, over_skew
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 32, 8, 128
 DTYPE = torch.bfloat16
@@ -64,7 +64,6 @@ MAX_REL_ERR = 1e-2
 # The decision (see the module docstring).
 MAX_SLOWDOWN = 1.05
 SKEWED_SPEEDUP = 1.3
-AUTO = WorkListPlan(programs=1, tile_tokens=1, skew=DECODE_BALANCE["auto"])  # its rule only
 COLUMNS = ["batch", "kind", "context", "others", "table_tokens", "impl", "splits", "median_us",
            "kv_bytes", "bandwidth_gbs", "rel_err", "build_us"]
 
@@ -212,7 +211,9 @@ def measure(case: Case, pool: Pool, timer: Callable = time_us) -> list[dict]:
                          rel_err=((out - ref).norm() / ref.norm()).item(), build_us=built_us))
     if not any(r["impl"] == "executor" for r in rows):
         rows.append(dict(rows[0], impl="executor"))
-    chosen = "balanced" if AUTO.applies(case.context_lens()) else "executor"
+    lens = case.context_lens()
+    auto = over_skew(DECODE_BALANCE["auto"], lens.max(), len(lens), lens.sum())
+    chosen = "balanced" if auto else "executor"
     rows.append(dict(next(r for r in rows if r["impl"] == chosen), impl="auto"))
     return rows
 

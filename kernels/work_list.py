@@ -1,7 +1,7 @@
 """Work lists of the balanced decode kernel (kernels/balanced_decode.py): a step's decode rows
 cut into items of keys so that every program of a fixed grid gets the same share of them,
 whatever the mix of context lengths. The host builds one per step (it knows every context
-length when it stages a step); numpy only, so staging needs no Triton.
+length when it stages a step); numpy only, so staging needs neither Triton nor torch.
 
 The rule: the keys each row reads (all of them, or with a window its last `window`), counted
 in whole tiles from the tile the first one falls in, are laid end to end; program p of the
@@ -18,14 +18,30 @@ max_items(rows) items of (row, first key, end key); entries past the last item a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # max_items is rounded up to a multiple of this: the reduce kernel, which takes it as an
 # argument, is then compiled once whatever the row count (Triton specialises integers on
 # divisibility by 16).
 ITEMS_ALIGN = 16
+
+
+def over_skew(skew: float, longest, rows, total):
+    """Whether decode rows run over a work list: with skew 0 wherever there are rows, else
+    where the longest context is over skew times the mean (longest x rows > skew x total),
+    where one sequence would set the split-KV launch's time (it splits every sequence alike).
+    Scalars, or numpy arrays of steps (the fitted cost model's)."""
+    return (rows > 0) & ((skew == 0) | (longest * rows > skew * total))
+
+
+def plan_for(plan: WorkListPlan | None, context_lens: np.ndarray) -> WorkListPlan | None:
+    """The plan where there is one and it applies to these decode rows, else None."""
+    return plan if plan is not None and plan.applies(context_lens) else None
 
 
 @dataclass(frozen=True)
@@ -40,20 +56,12 @@ class WorkListPlan:
     skew: float = 0.0
 
     def applies(self, context_lens: np.ndarray) -> bool:
-        """Whether decode rows of these context lengths run over a work list: every step with
-        skew 0, else a step whose longest context is over skew times the mean, where one
-        sequence would set the split-KV launch's time (it splits every sequence alike). Under a
-        window a row counts the keys it reads."""
-        keys = np.asarray(context_lens)
-        if not len(keys):
-            return False
+        """Whether decode rows of these context lengths run over a work list (over_skew; under
+        a window a row counts the keys it reads)."""
+        keys = np.asarray(context_lens, dtype=np.int64)
         if self.window is not None:
             keys = np.minimum(keys, self.window)
-        return self.skew == 0 or float(keys.max()) > self.skew * float(keys.mean())
-
-    def chosen(self, context_lens: np.ndarray) -> WorkListPlan | None:
-        """This plan where it applies to these rows, else None."""
-        return self if self.applies(context_lens) else None
+        return bool(over_skew(self.skew, keys.max(initial=0), len(keys), keys.sum()))
 
     def max_items(self, rows: int) -> int:
         """A bound on the items of a list over `rows` rows."""

@@ -14,15 +14,14 @@ import dataclasses
 import torch
 
 from harness.gpu.kv_pool import KVPool, LayerCache, SlotIndex
-from harness.model.config import DECODE_BALANCE
 from harness.gpu.model import PrefillBatch
+from harness.model.config import DECODE_BALANCE
 from kernels.work_list import DecodeWorkList
 
 # Split counts of the paged decode kernel are rounded down to powers of two up to this, so
 # that warmup() can compile every variant a run will launch before any step is timed. Paged
 # prefill chooses its own, powers of two up to kernels.split_kv.MAX_SPLITS, the same cap.
 MAX_SPLITS = 64
-
 
 
 class TritonAttention:

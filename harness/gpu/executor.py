@@ -45,7 +45,7 @@ from harness.gpu.speculative import SelfDrafter, Verification, keep_sampled
 from harness.gpu.step_log import StepLog, StepRecord
 from harness.gpu.timing import DeviceTimer
 from kernels.fp8 import FP8_DTYPE
-from kernels.work_list import WorkListPlan
+from kernels.work_list import WorkListPlan, plan_for
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -270,8 +270,7 @@ class GpuExecutor:
                rows: np.ndarray) -> _Staged:
         """The host part of a step: its work laid out, and staged for a graph if one fits."""
         tables = self._tables.array
-        plan = self._work_plan
-        staged = _Staged(decode, plan.chosen(decode.context_lens) if plan is not None else None)
+        staged = _Staged(decode, plan_for(self._work_plan, decode.context_lens))
         balanced = staged.work is not None
         if (self._graphs is not None and not prefills and decode.seq_ids
                 and self._graphs.fits(decode)):

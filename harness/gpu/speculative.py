@@ -24,6 +24,7 @@ import torch
 from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, to_device
 from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import TokenStore
+from kernels.work_list import plan_for
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ class SelfDrafter:
     def _decode(self, decode: DecodeWork, rows: np.ndarray,
                 tables: DeviceTables) -> torch.Tensor:
         graphs = self.graphs
-        plan = self.work_plan
-        work = plan.chosen(decode.context_lens) if plan is not None else None
+        work = plan_for(self.work_plan, decode.context_lens)
         if graphs is not None and graphs.fits(decode):
             graphs.stage(decode, rows, tables.host.array, work is not None)
             graphs.prepare()

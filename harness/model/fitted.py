@@ -52,6 +52,7 @@ import pandas as pd
 
 from harness.model.budget import bytes_per_token
 from harness.model.config import RunConfig
+from kernels.work_list import over_skew
 from reports.schema import read_measurement
 from reports.schema import results_dir as measured_results_dir
 
@@ -160,11 +161,11 @@ def batch_columns(frame: pd.DataFrame, dtype) -> dict[str, np.ndarray]:
 
 def split_decode(balance_skew: float | None, decode_tokens, decode_context_tokens,
                  decode_max_context):
-    """1 where a step's decodes ran the split-KV launch, 0 where they ran over a work list (the
-    longest context over balance_skew times the mean; numpy arrays too)."""
+    """1 where a step's decodes ran the split-KV launch, 0 where they ran over a work list
+    (kernels.work_list.over_skew, the executor's rule; numpy arrays too)."""
     if balance_skew is None:
         return 1
-    return 1 * (decode_max_context * decode_tokens <= balance_skew * decode_context_tokens)
+    return 1 - over_skew(balance_skew, decode_max_context, decode_tokens, decode_context_tokens)
 
 
 def design_matrix(frame: pd.DataFrame, knots: tuple[int, ...],

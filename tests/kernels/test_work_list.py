@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels.work_list import ITEMS_ALIGN, WorkListPlan
+from kernels.work_list import ITEMS_ALIGN, WorkListPlan, plan_for
 
 
 def parse(plan: WorkListPlan, data: np.ndarray, rows: int):
@@ -95,6 +95,7 @@ def test_a_plan_applies_to_skewed_rows_only_above_its_skew():
     assert not auto.applies(np.array([301, 100, 100, 100]))
     assert auto.applies(np.array([301, 10, 10, 10]))
     assert not always.applies(np.array([], np.int64)) and not auto.applies(np.array([5]))
-    assert auto.chosen(skewed) is auto and auto.chosen(uniform) is None
+    assert plan_for(auto, skewed) is auto and plan_for(auto, uniform) is None
+    assert plan_for(None, skewed) is None
     windowed = WorkListPlan(programs=4, tile_tokens=16, window=1000, skew=3.0)
     assert not windowed.applies(skewed)  # the long row reads only its last 1,000 keys
