@@ -26,6 +26,8 @@ speculates.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,8 @@ from kernels.work_list import DecodeWorkList, WorkListPlan
 MAX_GRAPH_TOKENS = 2048
 # Candidate padded step sizes: powers of two to 128, then every BUCKET_STEP tokens.
 BUCKET_STEP = 32
+# measured_token_buckets' results, by decoder and then by token cap.
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def token_buckets(max_tokens: int, step: int = 128) -> list[int]:
@@ -60,7 +64,16 @@ def measured_token_buckets(decoder: Decoder, max_tokens: int) -> list[int]:
     choice of kernel is not monotone in the token count (benchmarks/probe_steps.py's
     linear-layer grid on an H200 is slower at 448 tokens than at 512), so a size is kept only
     where it beats every larger one. Under tensor parallelism the ranks' times are summed (an
-    all-reduce), so every rank pads to the same sizes and their collectives match."""
+    all-reduce), so every rank pads to the same sizes and their collectives match. Measured
+    once per decoder and cap: every executor of a decoder (a benchmark's allocators, one after
+    another) pads alike."""
+    known = _MEASURED.setdefault(decoder, {})
+    if max_tokens not in known:
+        known[max_tokens] = _measure_buckets(decoder, max_tokens)
+    return known[max_tokens]
+
+
+def _measure_buckets(decoder: Decoder, max_tokens: int) -> list[int]:
     candidates = token_buckets(max_tokens, BUCKET_STEP)
     layer = decoder.weights.layers[0]
     weights = (layer.qkv, layer.o, layer.gate_up, layer.down)
