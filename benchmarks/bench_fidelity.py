@@ -192,8 +192,9 @@ def measured_and_simulated(args, config, trace, decoder) -> tuple[RunResult, Run
 def profile_and_fit(args, decoder) -> str:
     """The profile this run fits to (measured now unless --profile-dir has one); its name."""
     from harness.gpu.attention import balance_skew
-    from harness.gpu.profile import (QUICK_GRID, GridSpec, ProfileSettings, measure_profile,
-                                     profile_command, profile_header, write_profile)
+    from harness.gpu.profile import (ProfileSettings, measure_profile, profile_command,
+                                     profile_header, write_profile)
+    from harness.gpu.profile_grid import QUICK_GRID, GridSpec
     from harness.gpu.setup import gpu_run_config
     from harness.model.fitted import profile_path
 

@@ -25,8 +25,8 @@ import gpu_steps
 from allocators import spec_of
 from harness.engine.executor import KVGeometry
 from harness.gpu.executor import GpuExecutor, build_decoder
-from harness.gpu.profile import PointTimer, ProfilePoint, assign_seq_ids, fill_random, \
-    profile_trace
+from harness.gpu.profile import PointTimer, fill_random, profile_trace
+from harness.gpu.profile_grid import ProfilePoint, assign_seq_ids
 from harness.gpu.setup import gpu_run_config
 from harness.model.budget import bytes_per_token
 from harness.model.presets import model_preset

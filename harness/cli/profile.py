@@ -58,9 +58,9 @@ def main(args: argparse.Namespace) -> int:
 
     from harness.gpu.attention import balance_skew
     from harness.gpu.executor import build_decoder
-    from harness.gpu.profile import (QUICK_GRID, GridSpec, ProfileSettings, gpu_slug,
-                                     measure_profile, profile_command, profile_header,
-                                     write_profile)
+    from harness.gpu.profile import (ProfileSettings, gpu_slug, measure_profile,
+                                     profile_command, profile_header, write_profile)
+    from harness.gpu.profile_grid import QUICK_GRID, GridSpec
     from harness.gpu.setup import gpu_run_config
     from harness.gpu.tp_run import profile_tensor_parallel
     from harness.model.fitted import tp_suffix

@@ -3,8 +3,9 @@ shape on the CPU (the code path the GPU runs)."""
 from __future__ import annotations
 
 from harness.cli import main
-from harness.gpu.profile import (GridSpec, ProfilePoint, assign_seq_ids, point_batch,
-                                 profile_grid, skewed, spread)
+from harness.gpu.profile import point_batch
+from harness.gpu.profile_grid import (GridSpec, ProfilePoint, assign_seq_ids, profile_grid,
+                                      skewed, spread)
 from harness.model.fitted import fit
 from reports.schema import PROFILE_COLUMNS, read_measurement
 
