@@ -35,9 +35,13 @@ CONTEXT = 1500  # decode contexts: about the Azure slice's
 POINTS = (
     [ProfilePoint("decode", (CONTEXT,) * b) for b in (1, 8, 32, 48, 64)]
     + [ProfilePoint("mixed", (CONTEXT,) * d, start, tokens) for d, start, tokens in
-       ((44, 1000, 2), (40, 700, 300), (8, 0, 96), (40, 3000, 1100), (40, 0, 4000))]
+       ((44, 1000, 2), (40, 700, 300), (8, 0, 96), (40, 3000, 1100), (40, 0, 4000),
+                            (16, 0, 200))]
 )
-PROFILED = (3, 5, 6)  # decode 48; 44 decodes + 2 prefill tokens; 40 decodes + 300
+# decode 48; 44 decodes + 2 prefill tokens; 40 decodes + 300; 8 decodes + a fresh 96-token
+# prompt; 16 decodes + a fresh 200-token prompt (the Azure run's typical mixed step of at most
+# 256 tokens)
+PROFILED = (3, 5, 6, 7, 10)
 TOKEN_SIZES = (32, 48, 64, 128, 192, 256, 320, 384, 448, 512, 768, 1024)
 
 

@@ -10,6 +10,12 @@ equality to 1 (floats are never specialised). DirectLaunch keys its compiled ker
 that, read off the arguments in one pass, so a launch it does not know goes through the JIT
 (which compiles or finds the right variant) and is known from then on.
 
+A known launch passes each tensor as its address, read in that same pass: Triton's launcher
+takes an integer as the pointer itself, where for a tensor it would call data_ptr() again and
+ask the driver about the address (cuPointerGetAttribute), a driver call per tensor argument.
+That check is what turns a host tensor away, so whether a tensor is on the GPU is part of the
+key: a first launch with a host tensor goes through the JIT, which refuses it.
+
 Under the Triton interpreter (CPU tensors) the JIT returns no compiled kernel: every launch
 goes through it, as before.
 """
@@ -22,19 +28,24 @@ _I32 = range(-(2**31), 2**31)
 _I64 = range(-(2**63), 2**63)
 
 
-def specialization(args: tuple) -> tuple:
-    """What the JIT would specialise a launch on, per positional argument."""
-    key = []
+def specialization(args: tuple) -> tuple[tuple, tuple]:
+    """What the JIT would specialise a launch on, per positional argument (with whether each
+    tensor is on the GPU), and the arguments as the compiled launcher takes them: each tensor
+    as its address."""
+    key, bound = [], []
     for a in args:
         if isinstance(a, torch.Tensor):
-            key.append((a.dtype, a.data_ptr() % 16 == 0))
+            ptr = a.data_ptr()
+            key.append((a.dtype, ptr % 16 == 0, a.is_cuda))
+            a = ptr
         elif isinstance(a, bool) or a is None:
             key.append(a)
         elif isinstance(a, int):
             key.append((a == 1, a % 16 == 0, a in _I32, a in _I64))
         else:
             key.append(type(a))
-    return tuple(key)
+        bound.append(a)
+    return tuple(key), tuple(bound)
 
 
 class DirectLaunch:
@@ -49,11 +60,11 @@ class DirectLaunch:
         self._compiled: dict[tuple, tuple[CompiledKernel, tuple]] = {}
 
     def __call__(self, grid: tuple[int, int, int], *args) -> None:
-        key = specialization(args)
+        key, bound = specialization(args)
         found = self._compiled.get(key)
         if found is not None:
             compiled, constants = found
-            compiled[grid](*args, *constants)
+            compiled[grid](*bound, *constants)
             return
         compiled = self.kernel[grid](*args, **self._jit_kwargs)
         if isinstance(compiled, CompiledKernel):

@@ -48,7 +48,8 @@ def test_a_seen_specialisation_launches_the_compiled_kernel():
     assert jit.calls == [((2, 1, 1), (x, 32, 0.5), {"MODE": "a", "BLOCK": 64, "num_warps": 4})]
     launch((3, 1, 1), x, 48, 0.25)  # 48 specialises as 32 does; floats never do
     assert len(jit.calls) == 1
-    assert jit.compiled[0].calls == [((3, 1, 1), (x, 48, 0.25, 64, "a"))]
+    # Tensors go to the compiled launcher as their addresses.
+    assert jit.compiled[0].calls == [((3, 1, 1), (x.data_ptr(), 48, 0.25, 64, "a"))]
 
 
 @pytest.mark.parametrize("changed", [
@@ -78,11 +79,25 @@ def test_without_a_compiled_kernel_every_launch_goes_through_the_jit():
 
 
 def test_specialization_classes():
+    def key(*args):
+        return specialization(args)[0]
+
     x = torch.zeros(8)
-    assert specialization((x,)) == specialization((torch.ones(8),))
-    assert specialization((True,)) != specialization((1,))
-    assert specialization((16,)) == specialization((4096,)) != specialization((8,))
-    assert specialization((0.5,)) == specialization((2.0,))
+    assert key(x) == key(torch.ones(8))
+    assert key(True) != key(1)
+    assert key(16) == key(4096) != key(8)
+    assert key(0.5) == key(2.0)
+
+
+def test_specialization_binds_tensors_as_addresses_and_keeps_other_arguments():
+    x = torch.zeros(8)
+    assert specialization((x, 3, 0.5, None, True))[1] == (x.data_ptr(), 3, 0.5, None, True)
+
+
+def test_a_host_tensor_is_another_specialisation_than_a_device_one():
+    """The launcher's check that turns host tensors away is skipped for addresses: a host
+    tensor must not take a launch compiled for device tensors."""
+    assert specialization((torch.zeros(8),))[0] == ((torch.float32, True, False),)
 
 
 class RecordingKernel(FakeJit):
@@ -146,7 +161,7 @@ def test_fp8_scales_reach_the_kernel_on_the_direct_path(monkeypatch, make_cache,
         prefill_module.plan_prefill.cache_clear()
     jit, direct = kernel.launches()
     assert len(jit) == 3 and len(direct) == 1
-    assert direct[0]["K_scale"] is k2 and direct[0]["V_scale"] is v2
+    assert direct[0]["K_scale"] == k2.data_ptr() and direct[0]["V_scale"] == v2.data_ptr()
     assert direct[0]["stride_ks"] == 1 and direct[0]["KV_FP8"]
     assert jit[0]["K_scale"] is k_scale and jit[0]["K_base"].dtype == torch.float8_e4m3fn
     assert jit[1]["stride_ks"] == jit[1]["stride_vs"] == 0 and jit[1]["KV_FP8"]
