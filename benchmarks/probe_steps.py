@@ -93,6 +93,60 @@ def direct_launch_check() -> str:
             f"max abs error {max_abs_err(case, second, 16, tables)[0]:.2e}")
 
 
+def host_breakdown(calls: int = 2000) -> str:
+    """Where an eager paged_decode call at 1x4096 spends its host time: the whole call, then
+    each of its parts alone (median microseconds of `calls` calls each)."""
+    import kernels.paged_decode as pd_module
+    from bench_paged_decode import make_case
+    from kernels.launch import specialization
+    from kernels.segments import segment_table
+    from kernels.split_kv import partials
+
+    case = make_case(1, 4096, seed=0)
+    tables = case.block_tables(16, "contiguous", 0)
+    k_segs, v_segs, bps = case.segments(16)
+    table = segment_table(k_segs, v_segs)
+    lens, q = case.context_lens(), case.q
+    pd_module.paged_decode(q, None, None, tables, lens, bps, table=table)
+    launch = pd_module._launch_for(q, table, tables, lens, bps, None, None, None)
+    out = torch.empty_like(q)
+    splits = launch.plan.num_splits
+    part_out, part_lse = partials(out, 1, splits)
+    args = (q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, q, q, tables, lens,
+            out, part_out, part_lse, q.stride(0), q.stride(1), tables.stride(0), out.stride(0),
+            out.stride(1), 0, 0, 0.1, splits, 0)
+    key, bound = specialization(args)
+    compiled, constants = launch.split._compiled[key]
+    runner = compiled[(1, table.num_kv_heads, splits)]
+    parts = {
+        "paged_decode": lambda: pd_module.paged_decode(q, None, None, tables, lens, bps,
+                                                       table=table),
+        "_launch_for": lambda: pd_module._launch_for(q, table, tables, lens, bps, None, None,
+                                                     None),
+        "empty_like + partials": lambda: partials(torch.empty_like(q), 1, splits),
+        "specialization (split's args)": lambda: specialization(args),
+        "split launch (DirectLaunch)": lambda: launch.split((1, table.num_kv_heads, splits),
+                                                            *args),
+        "compiled[grid](...) (split)": lambda: compiled[(1, table.num_kv_heads, splits)](
+            *bound, *constants),
+        "runner(...) (split, grid bound)": lambda: runner(*bound, *constants),
+        "runner(...) with tensors": lambda: runner(*args, *constants),
+    }
+    lines = [f"eager paged_decode at 1x4096, {splits} splits: host time by part (median us)"]
+    for name, fn in parts.items():
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        torch.cuda.synchronize()
+        lines.append(f"  {name:34s} {sorted(times)[calls // 2] * 1e6:7.2f}")
+    return "\n".join(lines)
+
+
 def kernel_table(timer: PointTimer, point, ids) -> str:
     """The step's device kernels by total time (torch.profiler; graph replays included), the
     point just measured, so captured and warm."""
@@ -116,6 +170,7 @@ def main() -> int:
     host_us = gpu_steps.paged_decode_host_us()
     print(f"paged_decode eager host time at 1x4096: {host_us:.1f} us; direct launches against "
           f"the JIT's and the reference: {direct_launch_check()}", flush=True)
+    print(host_breakdown(), flush=True)
     ceilings = gpu_steps.measure_ceilings(decoder)
     config = gpu_run_config(device, model="llama3-8b", allocator="paged",
                             budget_slots=args.budget_slots)

@@ -13,13 +13,14 @@ kernel's bandwidth.)
 
 Layout of a step of P prefill tokens and D decode rows padded to T rows with Db >= D decode
 rows: prefill rows 0..P-1, padding, decode rows T-D..T-1. Decode attention covers the last Db
-rows; the first Db - D of them are padding of context length 0 (they get zeros), and may be
-prefill rows, which prefill attention, launched second, writes. Padding rows write no KV
-(slot -1); prefill sequences past the step's have no query tokens, so their programs return at
-once. Decode and prefill sequences have their own block tables and lengths, each gathered on
-the device from the executor's tables (harness/gpu/device_tables.py); where the backend decodes
-balanced and its plan applies to the step's decode rows, their work list (built for the padded
-rows) travels with their lengths, into a graph captured with balanced decode.
+rows; the first Db - D of them are padding of context length 0 (they get zeros). T is chosen
+so that P + Db <= T: decode and prefill attention write disjoint rows, so the decoder may run
+them side by side (harness/gpu/model.py). Padding rows write no KV (slot -1); prefill
+sequences past the step's have no query tokens, so their programs return at once. Decode and
+prefill sequences have their own block tables and lengths, each gathered on the device from the
+executor's tables (harness/gpu/device_tables.py); where the backend decodes balanced and its
+plan applies to the step's decode rows, their work list (built for the padded rows) travels
+with their lengths, into a graph captured with balanced decode.
 Sampled rows are padded too and point at row 0: one per sequence, or as many as a verification
 of speculative drafts samples (every row of it, a chunk among the prefill rows) where the trace
 speculates.
@@ -112,6 +113,19 @@ def _bucket(buckets: list[int], size: int) -> int:
     return next(b for b in buckets if b >= size)
 
 
+def padded_sizes(token_buckets: list[int], seq_buckets: list[int], prefill_tokens: int,
+                 decode_rows: int, prefill_seqs: int) -> tuple[int, int, int]:
+    """(padded tokens, padded decode rows, padded prefill sequences) of a step: decode rows
+    and prefill sequences to their buckets (prefill sequences at least one, so that the
+    prefill launch always has a sequence to bound its grid by), tokens to the bucket that holds
+    the prefill rows and the padded decode rows both (the last bucket, the cap, holds every
+    step that fits: there the decode rows pad only into the room the prefill rows leave)."""
+    rows = _bucket(seq_buckets, decode_rows) if decode_rows else 0
+    tokens = _bucket(token_buckets, min(prefill_tokens + rows, token_buckets[-1]))
+    seqs = min(_bucket(seq_buckets, max(prefill_seqs, 1)), tokens)
+    return tokens, min(rows, tokens - prefill_tokens), seqs
+
+
 class MixedBuffers:
     """Fixed device buffers of a padded mixed step, their pinned staging copies, and the
     StepInputs that read them."""
@@ -186,11 +200,14 @@ class MixedBuffers:
               balanced: bool = False) -> None:
         """The host part of loading a step padded to `tokens` rows with decode_rows decode
         rows (their work list built where balanced): everything into the pinned staging
-        buffers."""
+        buffers. The padded decode rows must lie after the prefill rows (padded_sizes)."""
         t, s = self.max_tokens, self.max_seqs
         num_pre = int(host.query_starts[-1])
         num_dec = len(host.decode_lens)
         num_pre_seqs = len(host.prefill_contexts)
+        if tokens - decode_rows < num_pre or decode_rows < num_dec:
+            raise ValueError(f"{decode_rows} decode rows of {tokens} do not fit after "
+                             f"{num_pre} prefill rows or hold {num_dec} decoding sequences")
         pad = tokens - len(host.ids)  # rows between the prefill and the decode rows
         longs = self._longs_host.numpy()
         rows = longs[: 3 * t].reshape(3, t)
@@ -263,13 +280,10 @@ class MixedGraphs:
         return self.buffers.fits(host)
 
     def key(self, host: HostStep, balanced: bool = False) -> tuple[int, int, int, bool]:
-        """The step's (padded tokens, padded decode rows, padded prefill sequences: at least
-        one, so that the prefill launch always has a sequence to bound its grid by; whether its
-        decode rows run over a work list)."""
-        tokens = _bucket(self.token_buckets, len(host.ids))
-        num_dec = len(host.decode_lens)
-        decode_rows = min(_bucket(self.seq_buckets, num_dec), tokens) if num_dec else 0
-        seqs = min(_bucket(self.seq_buckets, max(len(host.prefill_contexts), 1)), tokens)
+        """The step's padded_sizes, and whether its decode rows run over a work list."""
+        tokens, decode_rows, seqs = padded_sizes(
+            self.token_buckets, self.seq_buckets, int(host.query_starts[-1]),
+            len(host.decode_lens), len(host.prefill_contexts))
         return tokens, decode_rows, seqs, balanced and decode_rows > 0
 
     def prepare(self, key: tuple[int, int, int, bool]) -> None:

@@ -5,7 +5,8 @@ operation order of transformers' Llama so that greedy tokens match it on the sam
 forward runs a whole engine step: every token of the step (prefill chunks and decode tokens) goes
 through the linear layers together; attention writes the step's new K/V into the KV pool's slots
 once, then runs one paged decode call for all decoding sequences and one paged prefill call for
-all prefill chunks (each over its sequence's whole KV in the pool), both into one output.
+all prefill chunks (each over its sequence's whole KV in the pool), both into one output; on a
+GPU side by side, the prefill call on a second stream.
 
 Under tensor parallelism (harness.gpu.tp) each rank runs this same code on its shard of the
 weights and of the KV heads; the decoder's `tp` says how the shards meet again. A single rank
@@ -13,6 +14,7 @@ weights and of the KV heads; the decoder's `tp` says how the shards meet again. 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -176,8 +178,8 @@ class StepInputs:
 
     A step padded to a captured size (harness/gpu/mixed_graphs.py) may give decode attention more
     rows than it has decoding sequences: the first of its last num_decode_rows rows are then
-    padding of context length 0 (decode attention gives them zeros), and may be rows of the
-    prefill chunks, which prefill attention writes afterwards."""
+    padding of context length 0 (decode attention gives them zeros). They are never rows of
+    the prefill chunks: the two attentions write disjoint rows."""
 
     input_ids: torch.Tensor  # int64 [T]
     positions: torch.Tensor  # int64 [T]
@@ -273,6 +275,9 @@ class Decoder:
         self._inv_freq = (
             1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
         ).to(device)
+        # Where a step's prefill attention runs beside its decode attention: few decode rows
+        # and a short chunk each leave most of the GPU idle, and each other's launch latency.
+        self._side = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     @torch.inference_mode()
     def forward(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
@@ -327,14 +332,18 @@ class Decoder:
         if step.prefill_batch is None:  # every row decodes
             out = self.backend.decode(q, cache, step.block_tables, step.context_lens, bps, window,
                                       work=step.decode_work)
-        else:
-            # One launch per kind of row, into one output. Decode first: in a padded step its
-            # rows may begin among the prefill rows, which the prefill launch then writes.
+        else:  # one launch per kind of row, into disjoint rows of one output
             out = torch.empty_like(q)
             first = q.shape[0] - step.num_decode_rows
+            side = self._side if step.num_decode_rows else None
+            if side is not None:
+                side.wait_stream(torch.cuda.current_stream())
             if step.num_decode_rows:
                 self.backend.decode(q[first:], cache, step.block_tables, step.context_lens, bps,
                                     window, out=out[first:], work=step.decode_work)
-            self.backend.prefill(q, cache, step.prefill_batch, bps, window, out=out)
+            with nullcontext() if side is None else torch.cuda.stream(side):
+                self.backend.prefill(q, cache, step.prefill_batch, bps, window, out=out)
+            if side is not None:
+                torch.cuda.current_stream().wait_stream(side)
         # Row-parallel: each rank's heads give a partial sum of the output projection.
         return self.tp.all_reduce(F.linear(out.reshape(-1, q_width), lw.o))

@@ -12,8 +12,8 @@ from allocators import make_allocator  # noqa: E402
 from harness.engine.executor import KVGeometry  # noqa: E402
 from harness.gpu.batching import DecodeWork, PrefillWork, layout_step, to_device  # noqa: E402
 from harness.gpu.kv_pool import KVPool  # noqa: E402
-from harness.gpu.mixed_graphs import (MixedBuffers, faster_than_larger, seq_buckets,  # noqa: E402
-                                      token_buckets)
+from harness.gpu.mixed_graphs import (MixedBuffers, faster_than_larger,  # noqa: E402
+                                      padded_sizes, seq_buckets, token_buckets)
 
 
 def test_token_buckets_cover_every_size_up_to_the_cap():
@@ -91,16 +91,15 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
 
 
 # (padded tokens, padded decode rows, padded prefill sequences): rows 20..29 padding, decode
-# rows 30 and 31, attended over 28..31; and a decode padding that overlaps the prefill rows
-# (decode attention over rows 16..23 of which 16..19 are the verification's, every one sampled,
-# written by prefill attention afterwards). The 3 prefill sequences padded to 4 or 8, or not
-# at all. An fp8 pool: both launches read the layer's scales in the padded step as in the
-# eager one. Balanced: the padded step's decode rows run over a work list (the eager step's
-# without), the padding rows among the prefill rows zeros until prefill attention writes them.
+# rows 30 and 31, attended over 28..31; and decode padding right after the prefill rows
+# (decode attention over rows 20..27, of which 20..25 padding; rows 16..19 the verification's,
+# every one sampled). The 3 prefill sequences padded to 4 or 8, or not at all. An fp8 pool:
+# both launches read the layer's scales in the padded step as in the eager one. Balanced: the
+# padded step's decode rows run over a work list (the eager step's without).
 @pytest.mark.parametrize("tokens, decode_rows, seqs, pool_dtype, balanced", [
-    (32, 4, 4, torch.float32, False), (24, 8, 8, torch.float32, False),
+    (32, 4, 4, torch.float32, False), (28, 8, 8, torch.float32, False),
     (32, 4, 3, torch.float32, False), (32, 4, 4, torch.float8_e4m3fn, False),
-    (24, 8, 8, torch.float32, True), (32, 4, 4, torch.float8_e4m3fn, True)])
+    (28, 8, 8, torch.float32, True), (32, 4, 4, torch.float8_e4m3fn, True)])
 def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows,
                                             seqs, pool_dtype, balanced):
     from harness.gpu.attention import TritonAttention
@@ -131,6 +130,35 @@ def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, d
     padded = decoder.forward(step, pool)[: len(host.logit_rows)]
     torch.testing.assert_close(padded, eager, rtol=1e-4, atol=1e-4)
     assert padded.argmax(-1).tolist() == eager.argmax(-1).tolist()
+
+
+def test_decode_rows_among_the_prefill_rows_are_refused(tiny_decoder, host_tables):
+    """Decode and prefill attention run side by side on a GPU: a layout where padded decode
+    rows would overlap the prefill rows (20 of them here) is an error, not a race."""
+    from harness.gpu.attention import TritonAttention
+
+    _, _, host = _mixed_step(torch.float32, TritonAttention(decode_balance="off"),
+                             tiny_decoder.config, host_tables)
+    buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="do not fit after 20 prefill rows"):
+        buffers.stage(host, 24, 8)
+    with pytest.raises(ValueError, match="hold 2 decoding sequences"):
+        buffers.stage(host, 32, 1)
+
+
+@pytest.mark.parametrize("prefill, decode, seqs, expected", [
+    (200, 16, 1, (224, 16, 1)),  # 216 rows fit 224
+    (96, 20, 1, (128, 32, 1)),  # 96 + 32 padded decode rows fit 128
+    (100, 20, 1, (160, 32, 1)),  # 120 rows would fit 128, but not 100 + 32 padded
+    (0, 5, 0, (8, 8, 1)),  # decode rows alone; one (empty) prefill sequence
+    (2042, 5, 3, (2048, 6, 4)),  # the cap: decode rows pad only into the room left
+    (2048, 0, 2, (2048, 0, 2)),
+])
+def test_padded_sizes_keep_decode_rows_after_the_prefill_rows(prefill, decode, seqs, expected):
+    buckets = [8, 16, 32, 64, 128, 160, 192, 224, 256, 512, 2048]
+    tokens, rows, padded_seqs = padded_sizes(buckets, seq_buckets(256), prefill, decode, seqs)
+    assert (tokens, rows, padded_seqs) == expected
+    assert prefill + rows <= tokens and rows >= decode
 
 
 def test_cleared_buffers_are_valid_inputs_for_a_smaller_bucket():
