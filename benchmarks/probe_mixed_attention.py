@@ -1,7 +1,7 @@
 """GPU probe: the attention of a small mixed step (a few decode rows and one prefill chunk), per
 layer, as a captured graph runs it: the decode launch then the prefill launch (the executor's
-order), the prefill launch at other split counts, and both launches side by side on two streams
-of the graph. Which of these sets the time of the Azure run's mixed steps of at most 256 tokens
+order until commit a9fa248), the prefill launch at other split counts, and both launches side by
+side on two streams of the graph, either launched first (the executor's: prefill first). Which of these sets the time of the Azure run's mixed steps of at most 256 tokens
 (benchmarks/results/gpu_steps_<gpu>.csv), where the tokens' GEMMs are at their floor.
 
 Each shape runs 32 layers (llama3-8b heads, bfloat16, block size 16, block tables 16,384 tokens
@@ -85,14 +85,17 @@ def variants(layers: list[Layer], decode_splits: int):
                 layer.prefill(splits)
         return run
 
-    def streams(splits):
+    def streams(splits, prefill_first=False):
         def run():
             main = torch.cuda.current_stream()
             for layer in layers:
                 side.wait_stream(main)
-                layer.decode(decode_splits)
+                if not prefill_first:
+                    layer.decode(decode_splits)
                 with torch.cuda.stream(side):
                     layer.prefill(splits)
+                if prefill_first:
+                    layer.decode(decode_splits)
                 main.wait_stream(side)
         return run
 
@@ -103,6 +106,7 @@ def variants(layers: list[Layer], decode_splits: int):
         yield f"serial, prefill splits {splits}", serial(splits)
     yield "two streams", streams(None)
     yield "two streams, prefill splits 1", streams(1)
+    yield "two streams, prefill launched first", streams(None, prefill_first=True)
 
 
 def main() -> int:

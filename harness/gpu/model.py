@@ -335,14 +335,16 @@ class Decoder:
         else:  # one launch per kind of row, into disjoint rows of one output
             out = torch.empty_like(q)
             first = q.shape[0] - step.num_decode_rows
+            # Prefill launched first: its small grid starts, and the decode grid takes the SMs
+            # it leaves (benchmarks/probe_mixed_attention.py measured both orders).
             side = self._side if step.num_decode_rows else None
             if side is not None:
                 side.wait_stream(torch.cuda.current_stream())
+            with nullcontext() if side is None else torch.cuda.stream(side):
+                self.backend.prefill(q, cache, step.prefill_batch, bps, window, out=out)
             if step.num_decode_rows:
                 self.backend.decode(q[first:], cache, step.block_tables, step.context_lens, bps,
                                     window, out=out[first:], work=step.decode_work)
-            with nullcontext() if side is None else torch.cuda.stream(side):
-                self.backend.prefill(q, cache, step.prefill_batch, bps, window, out=out)
             if side is not None:
                 torch.cuda.current_stream().wait_stream(side)
         # Row-parallel: each rank's heads give a partial sum of the output projection.
