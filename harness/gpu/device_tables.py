@@ -76,7 +76,7 @@ def fixed_tables(tables: np.ndarray, device: torch.device) -> DeviceTables:
     array is what layout_step reads, with np.arange(len(tables)) as the table rows."""
     rows = TableRows(rows=len(tables), width=tables.shape[1])
     ids = rows.update(list(range(len(tables))), [tuple(table.tolist()) for table in tables])
-    if ids != list(range(len(tables))):
+    if ids.tolist() != list(range(len(tables))):
         raise AssertionError("TableRows hands out its rows in order")
     device_tables = DeviceTables(rows, device)
     device_tables.stage()
