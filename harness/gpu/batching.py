@@ -63,6 +63,15 @@ def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) ->
     return block_table[positions // block_size] * block_size + positions % block_size
 
 
+def table_slots(tables: np.ndarray, rows: np.ndarray, positions: np.ndarray,
+                block_size: int) -> np.ndarray:
+    """Global slot ids of token positions, each in the block table of its row of tables
+    (TableRows.array): tables[rows, positions // bs] * bs + positions % bs, as a flat take (a
+    fancy index over two axes costs more)."""
+    blocks = tables.reshape(-1)[rows * tables.shape[1] + positions // block_size]
+    return blocks.astype(np.int64) * block_size + positions % block_size
+
+
 def layout_step(prefills: list[PrefillWork], decode: DecodeWork, table_rows: np.ndarray,
                 tables: np.ndarray, block_size: int) -> HostStep:
     """The rows of a step. table_rows: each sequence's row of tables (TableRows.array), the
@@ -92,7 +101,7 @@ def layout_step(prefills: list[PrefillWork], decode: DecodeWork, table_rows: np.
                                      logit_rows + ends[-1]])
         pre_ids = np.array([w.seq_id for w in prefills], np.int64)
         sampled = np.concatenate([pre_ids.repeat(samples), sampled])
-    slots = tables[rows, positions // bs].astype(np.int64) * bs + positions % bs
+    slots = table_slots(tables, rows, positions, bs)
     longest = max(int(lens.max(initial=1)), int(contexts.max(initial=1)))
     return HostStep(ids, positions, slots, logit_rows, query_starts, contexts, starts, lens,
                     table_rows, round_width(-(-longest // bs)), sampled)
