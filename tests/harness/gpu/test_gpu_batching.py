@@ -88,9 +88,10 @@ def test_table_rows_follow_tail_changes_and_reuse_rows():
     assert rows.array[a, :2].tolist() == [2, 3]
 
 
-def test_device_tables_follow_the_host_rows_by_their_changes():
+@pytest.mark.parametrize("staged", [0, 8])  # changes sent from pageable memory; some pinned
+def test_device_tables_follow_the_host_rows_by_their_changes(staged):
     rows = TableRows(rows=2, width=16)
-    device = DeviceTables(rows, torch.device("cpu"))
+    device = DeviceTables(rows, torch.device("cpu"), changes=staged)
     rng = np.random.default_rng(3)
     tables = {sid: () for sid in range(3)}
     whole = 0
