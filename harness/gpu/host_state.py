@@ -19,16 +19,16 @@ TABLE_WIDTH_MULTIPLE = 16  # one kernel specialisation for the row stride (Trito
 
 
 class TokenStore:
-    """Each sequence's token ids: sequence s holds arena[start[s] : start[s] + capacity[s]],
-    its first length[s] written. A sequence outgrowing its range moves to the arena's end with
-    twice the room; the arena, made for `tokens` ids, grows by doubling (a copy of it all)."""
+    """Each sequence's token ids: sequence s holds arena[start[s] : end[s]], with room up to
+    limit[s]. A sequence outgrowing its range moves to the arena's end with twice the room; the
+    arena, made for `tokens` ids, grows by doubling (a copy of it all)."""
 
     def __init__(self, tokens: int = 1024) -> None:
         self._arena = np.zeros(max(tokens, 1), np.int64)
         self._used = 0  # arena entries given out
         self._start = np.zeros(0, np.int64)
-        self._capacity = np.zeros(0, np.int64)
-        self._length = np.zeros(0, np.int64)
+        self._end = np.zeros(0, np.int64)
+        self._limit = np.zeros(0, np.int64)
         self._seqs: dict[int, None] = {}  # the sequences started, in order
 
     def __contains__(self, seq_id: int) -> bool:
@@ -36,56 +36,49 @@ class TokenStore:
 
     def start(self, seq_id: int, prompt: np.ndarray, capacity: int) -> None:
         self._add(seq_id)
-        n = len(prompt)
-        at = self._place(seq_id, max(capacity, n, 1))
-        self._arena[at : at + n] = prompt
-        self._length[seq_id] = n
+        self._place(seq_id, prompt, max(capacity, len(prompt), 1))
 
     def fork(self, parent: int, child: int) -> None:
         self._add(child)
-        at = self._place(child, int(self._capacity[parent]))
-        self._arena[at : at + self._length[parent]] = self.ids(parent)
-        self._length[child] = self._length[parent]
+        self._place(child, self.ids(parent), int(self._limit[parent] - self._start[parent]))
 
     def truncate(self, seq_id: int, length: int) -> None:
-        self._length[seq_id] = min(self._length[seq_id], length)
+        self._end[seq_id] = min(self._end[seq_id], self._start[seq_id] + length)
 
     def length(self, seq_id: int) -> int:
-        return int(self._length[seq_id])
+        return int(self._end[seq_id] - self._start[seq_id])
 
-    def lengths(self, seq_ids: np.ndarray) -> np.ndarray:
+    def lengths(self, seq_ids) -> np.ndarray:
         """int64 [len(seq_ids)]: each sequence's token count."""
-        return self._length[seq_ids]
+        return self._end[seq_ids] - self._start[seq_ids]
 
     def ids(self, seq_id: int) -> np.ndarray:
         """A view of the sequence's token ids (valid until the next append)."""
-        start = self._start[seq_id]
-        return self._arena[start : start + self._length[seq_id]]
+        return self._arena[self._start[seq_id] : self._end[seq_id]]
 
     def last(self, seq_ids) -> np.ndarray:
         """int64 [len(seq_ids)]: each sequence's last token id."""
-        ids = np.asarray(seq_ids, np.int64)
-        return self._arena[self._start[ids] + self._length[ids] - 1]
+        return self._arena[self._end[seq_ids] - 1]
 
     def append(self, seq_ids, tokens) -> None:
         """Append tokens[i] to sequence seq_ids[i] (distinct sequences)."""
-        ids = np.asarray(seq_ids, np.int64)
-        length = self._length[ids]
-        full = length == self._capacity[ids]
+        at = self._end[seq_ids]
+        full = at == self._limit[seq_ids]
         if np.count_nonzero(full):
-            for sid in ids[full].tolist():
-                self._move(sid, 2 * int(self._capacity[sid]))
-        self._arena[self._start[ids] + length] = tokens
-        self._length[ids] = length + 1
+            for sid in np.asarray(seq_ids)[full].tolist():
+                self._place(sid, self.ids(sid), 2 * self.length(sid))
+            at = self._end[seq_ids]
+        self._arena[at] = tokens
+        self._end[seq_ids] = at + 1
 
     def extend(self, seq_id: int, tokens: np.ndarray) -> None:
         """Append tokens to one sequence."""
-        length = self.length(seq_id)
-        if length + len(tokens) > self._capacity[seq_id]:
-            self._move(seq_id, 2 * (length + len(tokens)))
-        at = self._start[seq_id] + length
-        self._arena[at : at + len(tokens)] = tokens
-        self._length[seq_id] = length + len(tokens)
+        length = self.length(seq_id) + len(tokens)
+        if self._start[seq_id] + length > self._limit[seq_id]:
+            self._place(seq_id, self.ids(seq_id), 2 * length)
+        end = self._end[seq_id]
+        self._arena[end : end + len(tokens)] = tokens
+        self._end[seq_id] = end + len(tokens)
 
     def seq_ids(self) -> list[int]:
         return list(self._seqs)
@@ -93,26 +86,22 @@ class TokenStore:
     def _add(self, seq_id: int) -> None:
         if seq_id >= len(self._start):
             grow = max(2 * len(self._start), seq_id + 1) - len(self._start)
-            self._start, self._capacity, self._length = (
+            self._start, self._end, self._limit = (
                 np.concatenate([a, np.zeros(grow, np.int64)])
-                for a in (self._start, self._capacity, self._length))
+                for a in (self._start, self._end, self._limit))
         self._seqs[seq_id] = None
 
-    def _place(self, seq_id: int, capacity: int) -> int:
-        """Give the sequence a new range of `capacity` entries at the arena's end."""
+    def _place(self, seq_id: int, ids: np.ndarray, capacity: int) -> None:
+        """Give the sequence a range of `capacity` entries at the arena's end, holding ids."""
         at = self._used
         if at + capacity > len(self._arena):
             arena = np.zeros(max(2 * len(self._arena), at + capacity), np.int64)
             arena[:at] = self._arena[:at]
             self._arena = arena
+        self._arena[at : at + len(ids)] = ids
         self._used = at + capacity
-        self._start[seq_id], self._capacity[seq_id] = at, capacity
-        return at
-
-    def _move(self, seq_id: int, capacity: int) -> None:
-        kept = self.ids(seq_id).copy()
-        at = self._place(seq_id, capacity)
-        self._arena[at : at + len(kept)] = kept
+        self._start[seq_id], self._end[seq_id], self._limit[seq_id] = (
+            at, at + len(ids), at + capacity)
 
 
 class TableRows:
