@@ -365,27 +365,25 @@ class GpuExecutor:
         """The step's work from the batch, on the host: prefill chunks, verifications of drafts
         (drafted later), decode rows, and the rows of their block tables in TableRows in that
         order. The decode rows, most of a step's sequences, are read and checked in numpy;
-        prefills and verifications one by one."""
+        prefill chunks and verifications one by one."""
         tokens, seqs = self._tokens, batch.seqs
         ids = [seq.seq_id for seq in seqs]
         rows = self._tables.update(ids, [seq.block_table for seq in seqs])
         seq_ids = np.array(ids, np.int64)
         contexts = np.array([seq.context_tokens for seq in seqs], np.int64)
-        # New tokens of a decode (1) or a verification (the last token and the drafts); 0 for
-        # a prefill chunk.
-        decoded = np.array([0 if seq.is_prefill else seq.num_new_tokens for seq in seqs],
-                           np.int64)
         have = tokens.lengths(seq_ids)
-        dec = (decoded == 1).nonzero()[0]
-        wrong = (have[dec] != contexts[dec]).nonzero()[0]
+        others = [i for i, seq in enumerate(seqs) if seq.is_prefill or seq.num_new_tokens > 1]
+        decoding = np.ones(len(seqs), bool)
+        decoding[others] = False
+        wrong = (decoding & (have != contexts)).nonzero()[0]
         if len(wrong):
-            i = dec[wrong[0]]
+            i = wrong[0]
             raise ExecutorError(f"seq {seq_ids[i]}: decode to {contexts[i]} with {have[i]} "
                                 "tokens")
         prefills: list[PrefillWork] = []
         verifications: list[Verification] = []
         pre_rows: list[int] = []
-        for i in (decoded != 1).nonzero()[0].tolist():
+        for i in others:
             seq, row = seqs[i], int(rows[i])
             sid, context, count = seq.seq_id, seq.context_tokens, int(have[i])
             if seq.is_prefill:
@@ -399,8 +397,8 @@ class GpuExecutor:
                     raise ExecutorError(f"seq {sid}: verify from {seq.start} with {count} "
                                         "tokens")
                 verifications.append(Verification(sid, seq.start, context, row))
-        dec_ids = seq_ids[dec]
-        decode = DecodeWork(dec_ids, tokens.last(dec_ids), contexts[dec])
-        ver_rows = [v.row for v in verifications]
-        return prefills, verifications, decode, np.concatenate(
-            [np.array(pre_rows + ver_rows, np.int64), rows[dec]])
+        if others:
+            seq_ids, contexts = seq_ids[decoding], contexts[decoding]
+            firsts = np.array(pre_rows + [v.row for v in verifications], np.int64)
+            rows = np.concatenate([firsts, rows[decoding]])
+        return prefills, verifications, DecodeWork(seq_ids, tokens.last(seq_ids), contexts), rows
