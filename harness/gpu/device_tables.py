@@ -34,7 +34,8 @@ class DeviceTables:
         self.device = device
         self.rows = torch.zeros(0, 0, dtype=torch.int32, device=device)
         self._pinned = self._staging(changes)
-        self._changes = self._pinned[:, :0]  # [2, n]: flat indices and values, staged
+        self._count = 0  # entries staged in the pinned buffer
+        self._pageable: torch.Tensor | None = None  # [2, n]: or staged here, when more
         self._whole = True
 
     def stage(self) -> None:
@@ -45,21 +46,22 @@ class DeviceTables:
             return
         n = len(changes[0])
         if n > self._pinned.shape[1]:
-            self._changes = torch.from_numpy(np.stack(changes))  # int64
+            self._pageable = torch.from_numpy(np.stack(changes))  # int64
             return
         staged = self._pinned.numpy()
         staged[0, :n], staged[1, :n] = changes
-        self._changes = self._pinned[:, :n]
+        self._count = n
 
     def sync(self) -> None:
         """Device part: apply what stage() took (the whole array after it was reallocated)."""
         if self._whole:
             self.rows = torch.tensor(self.host.array, device=self.device)
             self._whole = False
-        elif self._changes.shape[1]:
-            changes = self._changes.to(self.device, non_blocking=True)
+        elif self._count or self._pageable is not None:
+            staged = self._pinned[:, : self._count] if self._pageable is None else self._pageable
+            changes = staged.to(self.device, non_blocking=True)
             self.rows.view(-1).index_copy_(0, changes[0], changes[1].to(torch.int32))
-        self._changes = self._pinned[:, :0]
+        self._count, self._pageable = 0, None
 
     def _staging(self, entries: int) -> torch.Tensor:
         """[2, entries] int64: flat indices and values of changed entries, pinned for a GPU."""
