@@ -1,9 +1,12 @@
 """The GPU executor's host preparation per step at a full batch, on any machine: the host work
 is the same Python whatever the device (a CPU run takes the eager path where a GPU replays a
-graph, and its forward is the tiny model's). 256 requests of 200 prompt tokens arrive at once
-and decode 40 tokens each, so the steps are prefills of many new requests, then decodes of 256
-sequences. Prints the median host preparation of decode-only and of prefill steps, per
-allocator, and writes host_prep_<device>.csv to --out:
+graph, and its forward is the tiny model's). Two workloads, all requests arriving at once:
+"wave", 256 requests of 200 prompt tokens decoding 40 tokens each, so the steps are prefills of
+many new requests, then decodes of 256 sequences; "chunks", 200 requests of 16 prompt tokens
+decoding 40 tokens, then 80 of 800 prompt tokens sampling one, so after the first step each
+prefill step holds about ten 800-token chunks beside 200 decode rows (a replay's slowest steps).
+Prints the median and 99th percentile host preparation of the wave's decode-only and prefill
+steps and of the chunks' mixed steps, per allocator, and writes host_prep_<device>.csv to --out:
 
     PYTHONPATH=. python benchmarks/probe_host_prep.py --out OUT
 """
@@ -25,22 +28,27 @@ from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig
 from harness.model.presets import model_preset
 from workloads.trace import make_trace
 
-REQUESTS, PROMPT, OUTPUT = 256, 200, 40
+MAX_SEQS = 256
+# Per workload: prompt and output tokens of each request.
+WAVE = np.full(256, 200), np.full(256, 40)
+CHUNKS = np.repeat([16, 800], [200, 80]), np.repeat([40, 1], [200, 80])
 PARAMS = {"static": {}, "paged": {"block_size": 16}, "segmented": {},
           "hybrid": {"block_size": 16}}
 COLUMNS = ("allocator", "kind", "steps", "host_prep_p50_ms", "host_prep_p99_ms")
-MODEL = dataclasses.replace(model_preset("tiny"), max_model_len=PROMPT + OUTPUT + 1)
 
 
-def run(allocator: str, decoder) -> pd.DataFrame:
-    trace = make_trace(arrival_s=np.zeros(REQUESTS), prompt_tokens=np.full(REQUESTS, PROMPT),
-                       output_tokens=np.full(REQUESTS, OUTPUT), n=np.ones(REQUESTS, np.int64),
-                       prefix_hashes=None, failed=np.zeros(REQUESTS, bool),
+def run(allocator: str, decoder, prompts: np.ndarray, outputs: np.ndarray) -> pd.DataFrame:
+    """The step log of the requests, all arriving at t=0, through the allocator."""
+    num = len(prompts)
+    trace = make_trace(arrival_s=np.zeros(num), prompt_tokens=prompts, output_tokens=outputs,
+                       n=np.ones(num, np.int64), prefix_hashes=None, failed=np.zeros(num, bool),
                        attrs={"name": "host-prep", "source": "probe", "format": "synthetic"})
-    config = RunConfig(model=MODEL, allocator=AllocatorConfig.of(allocator, **PARAMS[allocator]),
-                       scheduler=SchedulerConfig(max_num_seqs=REQUESTS,
+    model = dataclasses.replace(model_preset("tiny"),
+                                max_model_len=int(np.max(prompts + outputs)) + 1)
+    config = RunConfig(model=model, allocator=AllocatorConfig.of(allocator, **PARAMS[allocator]),
+                       scheduler=SchedulerConfig(max_num_seqs=MAX_SEQS,
                                                  max_num_batched_tokens=8192),
-                       budget_slots_override=2 * REQUESTS * (PROMPT + OUTPUT + 16))
+                       budget_slots_override=2 * num * (model.max_model_len + 15))
     _, executor = run_on_device(config, trace, decoder)
     return executor.step_log.frame()
 
@@ -52,11 +60,13 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    decoder = build_decoder(MODEL, device=args.device, dtype="float32")
+    decoder = build_decoder(model_preset("tiny"), device=args.device, dtype="float32")
     for allocator in PARAMS:
-        log = run(allocator, decoder)
-        for kind, steps in (("decode", log[log.prefill_seqs == 0]),
-                            ("prefill", log[log.prefill_seqs > 0])):
+        wave, chunks = run(allocator, decoder, *WAVE), run(allocator, decoder, *CHUNKS)
+        for kind, steps in (("decode", wave[wave.prefill_seqs == 0]),
+                            ("prefill", wave[wave.prefill_seqs > 0]),
+                            ("mixed", chunks[(chunks.prefill_seqs > 0)
+                                             & (chunks.decode_seqs > 0)])):
             prep = steps.host_prep_s.to_numpy() * 1e3
             rows.append({"allocator": allocator, "kind": kind, "steps": len(steps),
                          "host_prep_p50_ms": np.median(prep),
@@ -67,8 +77,10 @@ def main() -> int:
     command = "python benchmarks/probe_host_prep.py " + " ".join(sys.argv[1:])
     write_csv(args.out / f"host_prep_{device_slug(torch.device(args.device))}.csv",
               header(torch.device(args.device), command)
-              + [f"# setup: {REQUESTS} requests of {PROMPT} prompt tokens at t=0, {OUTPUT} output "
-                 "tokens each; tiny model, float32; host preparation per step (executor only)"],
+              + ["# setup: wave: 256 requests of 200 prompt tokens at t=0, 40 output tokens "
+                 "each; chunks: 200 of 16 prompt and 40 output tokens, then 80 of 800 prompt "
+                 "tokens and 1 output token; tiny model, float32; host preparation per step "
+                 "(executor only)"],
               rows, COLUMNS)
     return 0
 

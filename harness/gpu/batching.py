@@ -36,7 +36,7 @@ class PrefillWork:
 class DecodeWork:
     """One token per sequence: input token ids and KV lengths once written."""
 
-    seq_ids: list[int]
+    seq_ids: np.ndarray  # int64 [B]
     tokens: np.ndarray  # int64 [B]
     context_lens: np.ndarray  # int64 [B]
 
@@ -55,7 +55,7 @@ class HostStep:
     decode_lens: np.ndarray  # int64 [D]
     table_rows: np.ndarray  # int64 [P + D]: each sequence's row of TableRows, prefills first
     table_width: int  # block-table entries the step reads, rounded up to a multiple of 16
-    sampled: list[int]  # seq ids of the logit rows
+    sampled: np.ndarray  # int64 [S]: seq ids of the logit rows
 
 
 def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) -> np.ndarray:
@@ -63,30 +63,48 @@ def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) ->
     return block_table[positions // block_size] * block_size + positions % block_size
 
 
+def table_slots(tables: np.ndarray, rows: np.ndarray, positions: np.ndarray,
+                block_size: int) -> np.ndarray:
+    """Global slot ids of token positions, each in the block table of its row of tables
+    (TableRows.array): tables[rows, positions // bs] * bs + positions % bs, as a flat take (a
+    fancy index over two axes costs more)."""
+    blocks = tables.reshape(-1)[rows * tables.shape[1] + positions // block_size]
+    return blocks.astype(np.int64) * block_size + positions % block_size
+
+
 def layout_step(prefills: list[PrefillWork], decode: DecodeWork, table_rows: np.ndarray,
                 tables: np.ndarray, block_size: int) -> HostStep:
     """The rows of a step. table_rows: each sequence's row of tables (TableRows.array), the
-    prefills' first."""
+    prefills' first. The decode rows are laid out first, the prefill chunks (where there are
+    any) put before them."""
     bs = block_size
-    num_pre_seqs, num_decode = len(prefills), len(decode.seq_ids)
-    starts = np.fromiter((w.start for w in prefills), np.int64, num_pre_seqs)
-    contexts = np.fromiter((w.context for w in prefills), np.int64, num_pre_seqs)
-    lens = decode.context_lens.astype(np.int64)
-    query_starts = np.concatenate([[0], np.cumsum(contexts - starts)])
-    num_prefill = int(query_starts[-1])
-    rows_of_seq = np.repeat(np.arange(num_pre_seqs), contexts - starts)
-    positions = np.concatenate([ragged_arange(starts, contexts), lens - 1])
-    seq_of_row = np.concatenate([rows_of_seq, np.arange(num_pre_seqs, num_pre_seqs + num_decode)])
-    slots = tables[table_rows[seq_of_row], positions // bs].astype(np.int64) * bs + positions % bs
-    width = round_width(-(-int(np.concatenate([contexts, lens]).max(initial=1)) // bs))
-    samples = np.fromiter((w.samples for w in prefills), np.int64, num_pre_seqs)
-    ends = query_starts[1:]
-    logit_rows = np.concatenate([ragged_arange(ends - samples, ends),
-                                 np.arange(num_prefill, num_prefill + num_decode)])
-    sampled = [w.seq_id for w in prefills for _ in range(w.samples)] + list(decode.seq_ids)
-    ids = np.concatenate([w.tokens for w in prefills] + [decode.tokens.astype(np.int64)])
-    return HostStep(ids, positions, slots, logit_rows.astype(np.int64), query_starts, contexts,
-                    starts, lens, np.asarray(table_rows, np.int64), width, sampled)
+    table_rows = np.asarray(table_rows, np.int64)
+    num_pre_seqs = len(prefills)
+    lens = np.asarray(decode.context_lens, np.int64)
+    ids = np.asarray(decode.tokens, np.int64)
+    positions = lens - 1
+    rows = table_rows[num_pre_seqs:]  # each token's row of tables
+    logit_rows = np.arange(len(lens))
+    sampled = np.asarray(decode.seq_ids, np.int64)
+    starts = contexts = np.zeros(0, np.int64)
+    query_starts = np.zeros(1, np.int64)
+    if prefills:
+        starts = np.array([w.start for w in prefills], np.int64)
+        contexts = np.array([w.context for w in prefills], np.int64)
+        samples = np.array([w.samples for w in prefills], np.int64)
+        query_starts = np.concatenate([query_starts, (contexts - starts).cumsum()])
+        ends = query_starts[1:]
+        ids = np.concatenate([w.tokens for w in prefills] + [ids])
+        positions = np.concatenate([ragged_arange(starts, contexts), positions])
+        rows = np.concatenate([table_rows[:num_pre_seqs].repeat(contexts - starts), rows])
+        logit_rows = np.concatenate([ragged_arange(ends - samples, ends),
+                                     logit_rows + ends[-1]])
+        pre_ids = np.array([w.seq_id for w in prefills], np.int64)
+        sampled = np.concatenate([pre_ids.repeat(samples), sampled])
+    slots = table_slots(tables, rows, positions, bs)
+    longest = max(int(lens.max(initial=1)), int(contexts.max(initial=1)))
+    return HostStep(ids, positions, slots, logit_rows, query_starts, contexts, starts, lens,
+                    table_rows, round_width(-(-longest // bs)), sampled)
 
 
 def to_device(host: HostStep, pool: KVPool, tables: DeviceTables, device: torch.device,

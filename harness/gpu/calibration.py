@@ -57,7 +57,7 @@ def calibrate_kv_scales(decoder: Decoder, *, seed: int, prompts: int = CALIBRATI
             for i in range(prompts)]
     tables = fixed_tables(np.arange(slots // _BLOCK_SIZE).reshape(prompts, -1), device)
     empty = np.zeros(0, np.int64)
-    host = layout_step(work, DecodeWork([], empty, empty), np.arange(prompts), tables.host.array,
+    host = layout_step(work, DecodeWork(empty, empty, empty), np.arange(prompts), tables.host.array,
                        _BLOCK_SIZE)
     step = to_device(host, pool, tables, device, by_segment=decoder.backend.indexes_by_segment)
     Decoder(config, decoder.weights, recorder, decoder.tp).forward(step, pool)

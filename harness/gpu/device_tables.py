@@ -13,7 +13,9 @@ sync() the device part, in stream order before the step's kernels. The staging b
 reused: the previous step's copy out of it must be complete before the next stage(), as it is
 once the executor has waited for the step's end. It is made up front for the entries a step
 usually changes, since pinning host memory inside a step would cost that step milliseconds; a
-step changing more grows it.
+step changing more (new sequences' whole tables: a page-1 allocator's prompt of thousands of
+tokens, swap-ins) sends them from pageable memory instead, a copy the host waits for, rather
+than pinning a larger buffer.
 """
 from __future__ import annotations
 
@@ -27,37 +29,39 @@ class DeviceTables:
     """TableRows' array on the device."""
 
     def __init__(self, host: TableRows, device: torch.device, changes: int = 0) -> None:
-        """changes: entries a step may change without growing the staging buffer."""
+        """changes: entries a step may change and send from the pinned staging buffer."""
         self.host = host
         self.device = device
         self.rows = torch.zeros(0, 0, dtype=torch.int32, device=device)
         self._pinned = self._staging(changes)
-        self._count = 0
+        self._count = 0  # entries staged in the pinned buffer
+        self._pageable: torch.Tensor | None = None  # [2, n]: or staged here, when more
         self._whole = True
 
     def stage(self) -> None:
-        """Host part: the entries written since the last stage(), into the staging buffer."""
+        """Host part: the entries written since the last stage(), staged for sync()."""
         changes = self.host.take_changes()
         if changes is None:
             self._whole = True
             return
-        flat, values = changes
-        self._count = n = len(flat)
+        n = len(changes[0])
         if n > self._pinned.shape[1]:
-            self._pinned = self._staging(2 * n)
+            self._pageable = torch.from_numpy(np.stack(changes))  # int64
+            return
         staged = self._pinned.numpy()
-        staged[0, :n] = flat
-        staged[1, :n] = values
+        staged[0, :n], staged[1, :n] = changes
+        self._count = n
 
     def sync(self) -> None:
         """Device part: apply what stage() took (the whole array after it was reallocated)."""
         if self._whole:
             self.rows = torch.tensor(self.host.array, device=self.device)
             self._whole = False
-        elif self._count:
-            changes = self._pinned[:, : self._count].to(self.device, non_blocking=True)
+        elif self._count or self._pageable is not None:
+            staged = self._pinned[:, : self._count] if self._pageable is None else self._pageable
+            changes = staged.to(self.device, non_blocking=True)
             self.rows.view(-1).index_copy_(0, changes[0], changes[1].to(torch.int32))
-        self._count = 0
+        self._count, self._pageable = 0, None
 
     def _staging(self, entries: int) -> torch.Tensor:
         """[2, entries] int64: flat indices and values of changed entries, pinned for a GPU."""
@@ -76,7 +80,7 @@ def fixed_tables(tables: np.ndarray, device: torch.device) -> DeviceTables:
     array is what layout_step reads, with np.arange(len(tables)) as the table rows."""
     rows = TableRows(rows=len(tables), width=tables.shape[1])
     ids = rows.update(list(range(len(tables))), [tuple(table.tolist()) for table in tables])
-    if ids != list(range(len(tables))):
+    if ids.tolist() != list(range(len(tables))):
         raise AssertionError("TableRows hands out its rows in order")
     device_tables = DeviceTables(rows, device)
     device_tables.stage()

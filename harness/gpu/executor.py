@@ -148,7 +148,9 @@ class GpuExecutor:
         if self._cuda:  # the pool holds nothing yet: what is allocated now is not KV
             torch.cuda.synchronize(self.device_t)
             self._memory_base = torch.cuda.memory_allocated(self.device_t)
-        self._tokens = TokenStore()  # prompt and sampled token ids of every sequence
+        # Prompt and sampled token ids of every sequence, with room for every request's
+        # samples from the start.
+        self._tokens = TokenStore(int((lengths + 1) @ trace["n"].to_numpy()))
         self._rid: dict[int, int] = {}  # seq_id -> request id
         self._by_segment = decoder.backend.indexes_by_segment
         self._drafter = SelfDrafter(decoder, self.pool, self._graphs, by_segment=self._by_segment)
@@ -249,7 +251,7 @@ class GpuExecutor:
         t2 = time.perf_counter()
         if next_tokens is not None:
             self._draft_mismatches += keep_sampled(self._tokens, verifications, sampled,
-                                                   next_tokens.tolist())
+                                                   next_tokens.cpu().numpy())
         host_s += time.perf_counter() - t2
         self._record(batch, verifications, graphed, host_s, rollback_s, enqueue_s, seconds)
         return seconds
@@ -272,25 +274,25 @@ class GpuExecutor:
         tables = self._tables.array
         staged = _Staged(decode, plan_for(self._work_plan, decode.context_lens))
         balanced = staged.work is not None
-        if (self._graphs is not None and not prefills and decode.seq_ids
+        if (self._graphs is not None and not prefills and len(decode.seq_ids)
                 and self._graphs.fits(decode)):
             self._graphs.stage(decode, rows, tables, balanced)
             staged.decode_graph = True
-        elif prefills or decode.seq_ids:
+        elif prefills or len(decode.seq_ids):
             staged.host = layout_step(prefills, decode, rows, tables, self.pool.block_size)
             if self._mixed is not None and self._mixed.fits(staged.host):
                 staged.mixed_key = self._mixed.stage(staged.host, balanced)
         self._device_tables.stage()
         return staged
 
-    def _forward(self, staged: _Staged) -> tuple[torch.Tensor | None, list[int]]:
+    def _forward(self, staged: _Staged) -> tuple[torch.Tensor | None, np.ndarray]:
         """The device part of a step: its forward (a graph replay where one was staged); the
         next tokens and the seq ids they belong to."""
         if staged.decode_graph:
             return self._graphs.run(), staged.decode.seq_ids
         host = staged.host
         if host is None:
-            return None, []
+            return None, np.zeros(0, np.int64)
         if staged.mixed_key is not None:
             return self._mixed.run(), host.sampled
         step = to_device(host, self.pool, self._device_tables, self.device_t,
@@ -362,36 +364,41 @@ class GpuExecutor:
                                             np.ndarray]:
         """The step's work from the batch, on the host: prefill chunks, verifications of drafts
         (drafted later), decode rows, and the rows of their block tables in TableRows in that
-        order. One pass over the sequences (and one in TableRows); the rest is numpy."""
-        prefills: list[PrefillWork] = []
-        pre_rows: list[int] = []
-        verifications: list[Verification] = []
-        dec_ids: list[int] = []
-        dec_rows: list[int] = []
-        dec_lens: list[int] = []
+        order. The decode rows, most of a step's sequences, are read and checked in numpy;
+        prefill chunks and verifications one by one."""
         tokens, seqs = self._tokens, batch.seqs
-        rows = self._tables.update([seq.seq_id for seq in seqs],
-                                   [seq.block_table for seq in seqs])
-        for seq, row in zip(seqs, rows):
-            sid, context = seq.seq_id, seq.context_tokens
-            have = tokens.length(sid)
+        ids = [seq.seq_id for seq in seqs]
+        rows = self._tables.update(ids, [seq.block_table for seq in seqs])
+        seq_ids = np.array(ids, np.int64)
+        contexts = np.array([seq.context_tokens for seq in seqs], np.int64)
+        have = tokens.lengths(seq_ids)
+        others = [i for i, seq in enumerate(seqs) if seq.is_prefill or seq.num_new_tokens > 1]
+        decoding = np.ones(len(seqs), bool)
+        decoding[others] = False
+        wrong = (decoding & (have != contexts)).nonzero()[0]
+        if len(wrong):
+            i = wrong[0]
+            raise ExecutorError(f"seq {seq_ids[i]}: decode to {contexts[i]} with {have[i]} "
+                                "tokens")
+        prefills: list[PrefillWork] = []
+        verifications: list[Verification] = []
+        pre_rows: list[int] = []
+        for i in others:
+            seq, row = seqs[i], int(rows[i])
+            sid, context, count = seq.seq_id, seq.context_tokens, int(have[i])
             if seq.is_prefill:
-                if have < context or (seq.samples and have != context):
-                    raise ExecutorError(f"seq {sid}: prefill to {context} of {have} tokens")
+                if count < context or (seq.samples and count != context):
+                    raise ExecutorError(f"seq {sid}: prefill to {context} of {count} tokens")
                 prefills.append(PrefillWork(sid, tokens.ids(sid)[seq.start:context], seq.start,
                                             context, int(seq.samples)))
                 pre_rows.append(row)
-            elif seq.num_new_tokens > 1:  # a verification: the last token, then the drafts
-                if have != seq.start + 1:
-                    raise ExecutorError(f"seq {sid}: verify from {seq.start} with {have} tokens")
+            else:  # a verification: the last token, then the drafts
+                if count != seq.start + 1:
+                    raise ExecutorError(f"seq {sid}: verify from {seq.start} with {count} "
+                                        "tokens")
                 verifications.append(Verification(sid, seq.start, context, row))
-            else:
-                if have != context:
-                    raise ExecutorError(f"seq {sid}: decode to {context} with {have} tokens")
-                dec_ids.append(sid)
-                dec_rows.append(row)
-                dec_lens.append(context)
-        decode = DecodeWork(dec_ids, tokens.last(dec_ids), np.asarray(dec_lens, np.int64))
-        ver_rows = [v.row for v in verifications]
-        return prefills, verifications, decode, np.asarray(pre_rows + ver_rows + dec_rows,
-                                                           np.int64)
+        if others:
+            seq_ids, contexts = seq_ids[decoding], contexts[decoding]
+            firsts = np.array(pre_rows + [v.row for v in verifications], np.int64)
+            rows = np.concatenate([firsts, rows[decoding]])
+        return prefills, verifications, DecodeWork(seq_ids, tokens.last(seq_ids), contexts), rows

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.gpu.batching import DecodeWork
+from harness.gpu.batching import DecodeWork, table_slots
 from harness.gpu.device_tables import DeviceTables
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
@@ -96,7 +96,7 @@ class DecodeGraphs:
         last = lens - 1
         meta[0, :b] = decode.tokens
         meta[1, :b] = last
-        meta[2, :b] = tables[table_rows, last // bs].astype(np.int64) * bs + last % bs
+        meta[2, :b] = table_slots(tables, table_rows, last, bs)
         meta[3, :b] = lens
         meta[4, :b] = table_rows
         if balanced:

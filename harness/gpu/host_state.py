@@ -1,12 +1,17 @@
 """What the GPU executor keeps of each sequence on the host, in arrays a step can gather at once.
 
-Token ids: one growable int64 array per sequence (the prompt, then the greedy samples), so a
-prefill chunk is a view and a decode input a single read. Block tables: one row per sequence
-holding KV in a shared int32 array, updated only where the allocator's table changed; the
-entries written are logged, so that the copy on the device (harness/gpu/device_tables.py)
-follows by those entries alone rather than by the whole tables of every step.
+Token ids: one arena of int64 holding each sequence's ids (the prompt, then the greedy samples)
+in a range of its own, found through arrays indexed by seq id, so that a step reads the last
+token of all its sequences, or appends a token to each, in a few numpy operations, and a prefill
+chunk is a view. Block tables: one row per sequence holding KV in a shared int32 array, updated
+only where the allocator's table changed; the entries written are logged, so that the copy on
+the device (harness/gpu/device_tables.py) follows by those entries alone rather than by the
+whole tables of every step. Seq ids are the engine's: small non-negative integers.
 """
 from __future__ import annotations
+
+from itertools import chain
+from operator import getitem
 
 import numpy as np
 
@@ -14,51 +19,89 @@ TABLE_WIDTH_MULTIPLE = 16  # one kernel specialisation for the row stride (Trito
 
 
 class TokenStore:
-    """Each sequence's token ids; capacity grows by doubling."""
+    """Each sequence's token ids: sequence s holds arena[start[s] : end[s]], with room up to
+    limit[s]. A sequence outgrowing its range moves to the arena's end with twice the room; the
+    arena, made for `tokens` ids, grows by doubling (a copy of it all)."""
 
-    def __init__(self) -> None:
-        self._ids: dict[int, np.ndarray] = {}
-        self._len: dict[int, int] = {}
+    def __init__(self, tokens: int = 1024) -> None:
+        self._arena = np.zeros(max(tokens, 1), np.int64)
+        self._used = 0  # arena entries given out
+        self._start = np.zeros(0, np.int64)
+        self._end = np.zeros(0, np.int64)
+        self._limit = np.zeros(0, np.int64)
+        self._seqs: dict[int, None] = {}  # the sequences started, in order
 
     def __contains__(self, seq_id: int) -> bool:
-        return seq_id in self._ids
+        return seq_id in self._seqs
 
     def start(self, seq_id: int, prompt: np.ndarray, capacity: int) -> None:
-        ids = np.zeros(max(capacity, len(prompt), 1), dtype=np.int64)
-        ids[: len(prompt)] = prompt
-        self._ids[seq_id], self._len[seq_id] = ids, len(prompt)
+        self._add(seq_id)
+        self._place(seq_id, prompt, max(capacity, len(prompt), 1))
 
     def fork(self, parent: int, child: int) -> None:
-        self._ids[child] = self._ids[parent].copy()
-        self._len[child] = self._len[parent]
+        self._add(child)
+        self._place(child, self.ids(parent), int(self._limit[parent] - self._start[parent]))
 
     def truncate(self, seq_id: int, length: int) -> None:
-        self._len[seq_id] = min(self._len[seq_id], length)
+        self._end[seq_id] = min(self._end[seq_id], self._start[seq_id] + length)
 
     def length(self, seq_id: int) -> int:
-        return self._len[seq_id]
+        return int(self._end[seq_id] - self._start[seq_id])
+
+    def lengths(self, seq_ids) -> np.ndarray:
+        """int64 [len(seq_ids)]: each sequence's token count."""
+        return self._end[seq_ids] - self._start[seq_ids]
 
     def ids(self, seq_id: int) -> np.ndarray:
         """A view of the sequence's token ids (valid until the next append)."""
-        return self._ids[seq_id][: self._len[seq_id]]
+        return self._arena[self._start[seq_id] : self._end[seq_id]]
 
-    def last(self, seq_ids: list[int]) -> np.ndarray:
+    def last(self, seq_ids) -> np.ndarray:
         """int64 [len(seq_ids)]: each sequence's last token id."""
-        ids, lens = self._ids, self._len
-        return np.array([ids[sid].item(lens[sid] - 1) for sid in seq_ids], np.int64)
+        return self._arena[self._end[seq_ids] - 1]
 
-    def append(self, seq_ids: list[int], tokens: list[int]) -> None:
-        ids, lens = self._ids, self._len
-        for sid, token in zip(seq_ids, tokens):
-            n = lens[sid]
-            buf = ids[sid]
-            if n == len(buf):
-                buf = ids[sid] = np.concatenate([buf, np.zeros_like(buf)])
-            buf[n] = token
-            lens[sid] = n + 1
+    def append(self, seq_ids, tokens) -> None:
+        """Append tokens[i] to sequence seq_ids[i] (distinct sequences)."""
+        at = self._end[seq_ids]
+        full = at == self._limit[seq_ids]
+        if np.count_nonzero(full):
+            for sid in np.asarray(seq_ids)[full].tolist():
+                self._place(sid, self.ids(sid), 2 * self.length(sid))
+            at = self._end[seq_ids]
+        self._arena[at] = tokens
+        self._end[seq_ids] = at + 1
+
+    def extend(self, seq_id: int, tokens: np.ndarray) -> None:
+        """Append tokens to one sequence."""
+        length = self.length(seq_id) + len(tokens)
+        if self._start[seq_id] + length > self._limit[seq_id]:
+            self._place(seq_id, self.ids(seq_id), 2 * length)
+        end = self._end[seq_id]
+        self._arena[end : end + len(tokens)] = tokens
+        self._end[seq_id] = end + len(tokens)
 
     def seq_ids(self) -> list[int]:
-        return list(self._ids)
+        return list(self._seqs)
+
+    def _add(self, seq_id: int) -> None:
+        if seq_id >= len(self._start):
+            grow = max(2 * len(self._start), seq_id + 1) - len(self._start)
+            self._start, self._end, self._limit = (
+                np.concatenate([a, np.zeros(grow, np.int64)])
+                for a in (self._start, self._end, self._limit))
+        self._seqs[seq_id] = None
+
+    def _place(self, seq_id: int, ids: np.ndarray, capacity: int) -> None:
+        """Give the sequence a range of `capacity` entries at the arena's end, holding ids."""
+        at = self._used
+        if at + capacity > len(self._arena):
+            arena = np.zeros(max(2 * len(self._arena), at + capacity), np.int64)
+            arena[:at] = self._arena[:at]
+            self._arena = arena
+        self._arena[at : at + len(ids)] = ids
+        self._used = at + capacity
+        self._start[seq_id], self._end[seq_id], self._limit[seq_id] = (
+            at, at + len(ids), at + capacity)
 
 
 class TableRows:
@@ -75,7 +118,7 @@ class TableRows:
 
     def __init__(self, rows: int = 64, width: int = 64) -> None:
         self._rows = np.zeros((rows, round_width(width)), dtype=np.int32)
-        self._lengths = [0] * rows  # entries of each row's table
+        self._lengths = np.zeros(rows, np.int64)  # entries of each row's table
         self._row_of: dict[int, int] = {}
         self._free: list[int] = list(range(rows - 1, -1, -1))
         self._written: list[np.ndarray] = []  # flat indices into the array since take_changes
@@ -87,39 +130,29 @@ class TableRows:
         the next update)."""
         return self._rows
 
-    def update(self, seq_ids: list[int], tables: list[tuple[int, ...]]) -> list[int]:
-        """The rows of the (distinct) sequences, holding their current block tables."""
-        widest = max(map(len, tables), default=0)
-        if widest > self._rows.shape[1]:
-            self._grow(width=2 * widest)
-        width = self._rows.shape[1]
-        # entry() reads the array as it is now: taking a row below may grow it (never its
-        # width), but every row read was taken before.
-        entry = self._rows.item
-        row_of, lengths = self._row_of, self._lengths
-        rows, starts, ends, values = [], [], [], []
-        for sid, table in zip(seq_ids, tables):
-            row = row_of.get(sid)
-            n = len(table)
-            if row is None:
-                row = row_of[sid] = self._take_row()
-                keep = 0
-            else:  # kept: the entries before the last one seen, and that one if unchanged
-                seen = lengths[row]
-                if 0 < seen <= n and entry(row, seen - 1) == table[seen - 1]:
-                    keep = seen
-                else:
-                    keep = max(min(seen, n) - 1, 0)
-            rows.append(row)
-            lengths[row] = n
-            if keep < n:
-                base = row * width
-                starts.append(base + keep)
-                ends.append(base + n)
-                values.extend(table[keep:])
-        if starts:
-            flat = ragged_arange(np.array(starts), np.array(ends))
-            self._rows.reshape(-1)[flat] = values
+    def update(self, seq_ids: list[int], tables: list[tuple[int, ...]]) -> np.ndarray:
+        """int64: the rows of the (distinct) sequences, holding their current block tables
+        (none empty)."""
+        lengths = list(map(len, tables))
+        if max(lengths, default=0) > self._rows.shape[1]:
+            self._grow(width=2 * max(lengths))
+        rows = self._take_rows(seq_ids)
+        n = np.array(lengths, np.int64)
+        # Kept: the entries before the last one seen, and that one if unchanged (a new row has
+        # seen none: its table is written whole).
+        keep = np.minimum(self._lengths[rows], n) - 1
+        now = np.fromiter(map(getitem, tables, keep.tolist()), np.int64, len(tables))
+        keep += now == self._rows[rows, keep]
+        np.maximum(keep, 0, out=keep)
+        self._lengths[rows] = n
+        write = (keep < n).nonzero()[0]
+        if len(write):
+            base = rows[write] * self._rows.shape[1]
+            flat = ragged_arange(base + keep[write], base + n[write])
+            spans = map(slice, keep[write].tolist(), n[write].tolist())
+            written = map(getitem, [tables[i] for i in write.tolist()], spans)
+            self._rows.reshape(-1)[flat] = np.fromiter(chain.from_iterable(written), np.int32,
+                                                       len(flat))
             self._written.append(flat)
         return rows
 
@@ -144,12 +177,19 @@ class TableRows:
     def drop(self, seq_id: int) -> None:
         row = self._row_of.pop(seq_id, None)
         if row is not None:
+            self._lengths[row] = 0
             self._free.append(row)
 
-    def _take_row(self) -> int:
-        if not self._free:
-            self._grow(rows=2 * self._rows.shape[0])
-        return self._free.pop()
+    def _take_rows(self, seq_ids: list[int]) -> np.ndarray:
+        """The rows of the sequences, new ones taken from the free rows (seen length 0)."""
+        rows = list(map(self._row_of.get, seq_ids))
+        if None in rows:
+            for i, row in enumerate(rows):
+                if row is None:
+                    if not self._free:
+                        self._grow(rows=2 * self._rows.shape[0])
+                    rows[i] = self._row_of[seq_ids[i]] = self._free.pop()
+        return np.array(rows, np.int64)
 
     def _grow(self, *, rows: int = 0, width: int = 0) -> None:
         old = self._rows
@@ -157,15 +197,16 @@ class TableRows:
         new[: old.shape[0], : old.shape[1]] = old
         self._free.extend(range(new.shape[0] - 1, old.shape[0] - 1, -1))
         self._rows = new
-        self._lengths += [0] * (new.shape[0] - old.shape[0])
+        self._lengths = np.concatenate(
+            [self._lengths, np.zeros(new.shape[0] - old.shape[0], np.int64)])
         self._regrown = True
 
 
 def ragged_arange(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) without the loop."""
     lengths = ends - starts
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    offsets = lengths.cumsum() - lengths
+    return (starts - offsets).repeat(lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
 
 
 def round_width(width: int, multiple: int = TABLE_WIDTH_MULTIPLE) -> int:

@@ -110,7 +110,7 @@ def kv_dtype_accuracy(decoder: Decoder, prompts: list[np.ndarray], steps: int, *
     seq_ids = list(range(len(prompts)))
     empty = np.zeros(0, np.int64)
     host = layout_step([PrefillWork(i, np.asarray(p, np.int64), 0, len(p), 1)
-                        for i, p in enumerate(prompts)], DecodeWork([], empty, empty),
+                        for i, p in enumerate(prompts)], DecodeWork(empty, empty, empty),
                        table_rows, tables.host.array, BLOCK_SIZE)
     rows = [np.arange(a, b) for a, b in zip(host.query_starts[:-1], host.query_starts[1:])]
     tally = _Tally(len(prompts), steps)

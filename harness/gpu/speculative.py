@@ -65,11 +65,11 @@ class SelfDrafter:
         tables, synced on the device with this step's (its new slots included)."""
         for i in range(max(v.drafts for v in verifications)):
             active = [v for v in verifications if v.drafts > i]
-            ids = [v.seq_id for v in active]
+            ids = np.array([v.seq_id for v in active], np.int64)
             decode = DecodeWork(ids, tokens.last(ids),
                                 np.array([v.start + 1 + i for v in active], np.int64))
             rows = np.array([v.row for v in active], np.int64)
-            tokens.append(ids, self._decode(decode, rows, tables).tolist())
+            tokens.append(ids, self._decode(decode, rows, tables).cpu().numpy())
 
     def _decode(self, decode: DecodeWork, rows: np.ndarray,
                 tables: DeviceTables) -> torch.Tensor:
@@ -85,13 +85,18 @@ class SelfDrafter:
         return self.decoder.next_tokens(step, self.pool)
 
 
-def keep_sampled(tokens: TokenStore, verifications: list[Verification], sampled: list[int],
-                 next_tokens: list[int]) -> int:
+def keep_sampled(tokens: TokenStore, verifications: list[Verification], sampled: np.ndarray,
+                 next_tokens: np.ndarray) -> int:
     """Append the step's sampled tokens, a verification's in place of its drafts; returns how
     many verified tokens differ from their drafts."""
+    if not verifications:
+        tokens.append(sampled, next_tokens)
+        return 0
     drafted = [tokens.ids(v.seq_id)[v.start + 1 :].copy() for v in verifications]
-    for v in verifications:
+    verified = np.isin(sampled, [v.seq_id for v in verifications])
+    tokens.append(sampled[~verified], next_tokens[~verified])
+    for v in verifications:  # every row of a verification sampled, in order
         tokens.truncate(v.seq_id, v.start + 1)
-    tokens.append(sampled, next_tokens)
+        tokens.extend(v.seq_id, next_tokens[sampled == v.seq_id])
     return sum(int(np.count_nonzero(tokens.ids(v.seq_id)[v.start + 1 : v.context] != d))
                for v, d in zip(verifications, drafted))

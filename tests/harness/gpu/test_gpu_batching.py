@@ -69,14 +69,14 @@ def test_mixed_step_rows_slots_and_prefill_batch():
     assert step.context_lens.tolist() == [7, 1]
     assert step.block_tables[0, :2].tolist() == decode_tables[0][:2].tolist()
     assert step.logit_rows.tolist() == [4, 13, 14, 15, 16, 17, 18]
-    assert sampled == [0, 1, 1, 1, 2, 10, 11]
+    assert sampled.tolist() == [0, 1, 1, 1, 2, 10, 11]
 
 
 def test_table_rows_follow_tail_changes_and_reuse_rows():
     rows = TableRows(rows=1, width=1)
-    [first] = rows.update([7], [(4, 5)])
+    [first] = rows.update([7], [(4, 5)]).tolist()
     # Copy-on-write of the last block, then a new one; a second sequence grows the array.
-    a, b = rows.update([7, 8], [(4, 9, 10), (1,)])
+    a, b = rows.update([7, 8], [(4, 9, 10), (1,)]).tolist()
     assert a == first and b != a
     assert rows.array[[a, b], :3].tolist() == [[4, 9, 10], [1, 0, 0]]
     rows.take_changes()
@@ -84,13 +84,14 @@ def test_table_rows_follow_tail_changes_and_reuse_rows():
     assert rows.take_changes()[0].tolist() == []
     rows.update([7], [(4,)])  # truncated
     rows.drop(7)
-    assert rows.update([9], [(2, 3)]) == [a]
+    assert rows.update([9], [(2, 3)]).tolist() == [a]
     assert rows.array[a, :2].tolist() == [2, 3]
 
 
-def test_device_tables_follow_the_host_rows_by_their_changes():
+@pytest.mark.parametrize("staged", [0, 8])  # changes sent from pageable memory; some pinned
+def test_device_tables_follow_the_host_rows_by_their_changes(staged):
     rows = TableRows(rows=2, width=16)
-    device = DeviceTables(rows, torch.device("cpu"))
+    device = DeviceTables(rows, torch.device("cpu"), changes=staged)
     rng = np.random.default_rng(3)
     tables = {sid: () for sid in range(3)}
     whole = 0
@@ -120,11 +121,14 @@ def test_device_tables_follow_the_host_rows_by_their_changes():
 
 
 def test_token_store_appends_forks_and_truncates():
-    store = TokenStore()
+    store = TokenStore(tokens=4)
     store.start(1, np.array([3, 4]), capacity=2)
-    store.append([1], [5])  # past the capacity: grows
-    store.fork(1, 2)
+    store.append([1], [5])  # past the capacity: moves
+    store.fork(1, 2)  # past the arena: it grows
     store.append([2, 1], [6, 7])
     assert store.ids(1).tolist() == [3, 4, 5, 7] and store.ids(2).tolist() == [3, 4, 5, 6]
     store.truncate(2, 1)
-    assert store.last([2, 1]).tolist() == [3, 7] and store.length(2) == 1
+    assert store.last([2, 1]).tolist() == [3, 7] and store.lengths([2, 1]).tolist() == [1, 4]
+    store.extend(2, np.array([8, 9, 10, 11]))
+    assert store.ids(2).tolist() == [3, 8, 9, 10, 11] and store.ids(1).tolist() == [3, 4, 5, 7]
+    assert 2 in store and 3 not in store and store.seq_ids() == [1, 2]
