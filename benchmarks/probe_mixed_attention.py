@@ -1,7 +1,8 @@
 """GPU probe: the attention of a small mixed step (a few decode rows and one prefill chunk), per
 layer, as a captured graph runs it: the decode launch then the prefill launch (the executor's
 order until commit a9fa248), the prefill launch at other split counts, and both launches side by
-side on two streams of the graph, either launched first (the executor's: prefill first). Which of these sets the time of the Azure run's mixed steps of at most 256 tokens
+side on two streams of the graph, either launched first (the executor's: prefill first). Which
+of these sets the time of the Azure run's mixed steps of at most 256 tokens
 (benchmarks/results/gpu_steps_<gpu>.csv), where the tokens' GEMMs are at their floor.
 
 Each shape runs 32 layers (llama3-8b heads, bfloat16, block size 16, block tables 16,384 tokens

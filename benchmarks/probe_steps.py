@@ -68,7 +68,7 @@ def skew_sweep() -> pd.DataFrame:
             lens = torch.full((batch,), 1000, dtype=torch.int32, device="cuda")
             lens[0] = longest
             for splits in (None, 1, 2, 4, 8, 16, 32):
-                def call():
+                def call(case=case, lens=lens, splits=splits):
                     return paged_decode(case.q, None, None, tables, lens, bps,
                                         num_splits=splits, table=table)
                 rows.append(dict(batch=batch, longest=longest, others=1000,
