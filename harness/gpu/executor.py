@@ -43,15 +43,12 @@ from harness.gpu.prompts import prompt_tokens
 from harness.gpu.setup import device_name
 from harness.gpu.speculative import SelfDrafter, Verification, keep_sampled
 from harness.gpu.step_log import StepLog, StepRecord
+from harness.gpu.step_plan import ExecutorError, plan_step
 from harness.gpu.timing import DeviceTimer
 from kernels.fp8 import FP8_DTYPE
 from kernels.work_list import WorkListPlan, plan_for
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-class ExecutorError(RuntimeError):
-    """The batch disagrees with what the executor knows of a sequence (an engine bug)."""
 
 
 def pool_dtype(kv_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
@@ -220,7 +217,8 @@ class GpuExecutor:
         host_s = time.perf_counter() - t0
         self._arrivals(batch)
         t0 = time.perf_counter()
-        prefills, verifications, decode, rows = self._plan(batch)
+        prefills, verifications, decode, rows = plan_step(batch.seqs, self._tokens,
+                                                          self._tables)
         seconds = 0.0
         if verifications:
             self._device_tables.stage()
@@ -359,46 +357,3 @@ class GpuExecutor:
                 tokens.start(seq.seq_id, prompt,
                              self._prompt_len[rid] + self._output_len[rid] + 1)
                 self._rid[seq.seq_id] = rid
-
-    def _plan(self, batch: Batch) -> tuple[list[PrefillWork], list[Verification], DecodeWork,
-                                            np.ndarray]:
-        """The step's work from the batch, on the host: prefill chunks, verifications of drafts
-        (drafted later), decode rows, and the rows of their block tables in TableRows in that
-        order. The decode rows, most of a step's sequences, are read and checked in numpy;
-        prefill chunks and verifications one by one."""
-        tokens, seqs = self._tokens, batch.seqs
-        ids = [seq.seq_id for seq in seqs]
-        rows = self._tables.update(ids, [seq.block_table for seq in seqs])
-        seq_ids = np.array(ids, np.int64)
-        contexts = np.array([seq.context_tokens for seq in seqs], np.int64)
-        have = tokens.lengths(seq_ids)
-        others = [i for i, seq in enumerate(seqs) if seq.is_prefill or seq.num_new_tokens > 1]
-        decoding = np.ones(len(seqs), bool)
-        decoding[others] = False
-        wrong = (decoding & (have != contexts)).nonzero()[0]
-        if len(wrong):
-            i = wrong[0]
-            raise ExecutorError(f"seq {seq_ids[i]}: decode to {contexts[i]} with {have[i]} "
-                                "tokens")
-        prefills: list[PrefillWork] = []
-        verifications: list[Verification] = []
-        pre_rows: list[int] = []
-        for i in others:
-            seq, row = seqs[i], int(rows[i])
-            sid, context, count = seq.seq_id, seq.context_tokens, int(have[i])
-            if seq.is_prefill:
-                if count < context or (seq.samples and count != context):
-                    raise ExecutorError(f"seq {sid}: prefill to {context} of {count} tokens")
-                prefills.append(PrefillWork(sid, tokens.ids(sid)[seq.start:context], seq.start,
-                                            context, int(seq.samples)))
-                pre_rows.append(row)
-            else:  # a verification: the last token, then the drafts
-                if count != seq.start + 1:
-                    raise ExecutorError(f"seq {sid}: verify from {seq.start} with {count} "
-                                        "tokens")
-                verifications.append(Verification(sid, seq.start, context, row))
-        if others:
-            seq_ids, contexts = seq_ids[decoding], contexts[decoding]
-            firsts = np.array(pre_rows + [v.row for v in verifications], np.int64)
-            rows = np.concatenate([firsts, rows[decoding]])
-        return prefills, verifications, DecodeWork(seq_ids, tokens.last(seq_ids), contexts), rows
