@@ -76,7 +76,7 @@ def measure_ceilings(decoder) -> Ceilings:
     def median_s(fn) -> float:
         return _median_s(fn, dev)
 
-    copy = 2 * src.numel() * src.element_size() / median_s(lambda: dst.copy_(src))
+    copy = 2 * src.numel() * src.element_size() / median_s(lambda src=src, dst=dst: dst.copy_(src))
     del src, dst
     layers_s, head_s = [], []
     for tokens in TOKEN_GRID:
@@ -151,14 +151,18 @@ def paged_decode_host_us(calls: int = 200) -> float:
     from bench_paged_decode import make_case, paged_call
 
     case = make_case(1, 4096, seed=0)
-    call = paged_call(case, 16, case.block_tables(16, "contiguous", 0))
-    for _ in range(20):
-        call()
+    return host_us(paged_call(case, 16, case.block_tables(16, "contiguous", 0)), calls)
+
+
+def host_us(fn, calls: int, warmup: int = 20) -> float:
+    """Median host time of one call of fn in microseconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
-        call()
+        fn()
         times.append(time.perf_counter() - t0)
     torch.cuda.synchronize()
     return float(np.median(times)) * 1e6

@@ -134,16 +134,7 @@ def host_breakdown(calls: int = 2000) -> str:
     }
     lines = [f"eager paged_decode at 1x4096, {splits} splits: host time by part (median us)"]
     for name, fn in parts.items():
-        for _ in range(50):
-            fn()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        torch.cuda.synchronize()
-        lines.append(f"  {name:34s} {sorted(times)[calls // 2] * 1e6:7.2f}")
+        lines.append(f"  {name:34s} {gpu_steps.host_us(fn, calls, warmup=50):7.2f}")
     return "\n".join(lines)
 
 
