@@ -59,17 +59,18 @@ class HostStep:
 
 
 def slots_of(block_table: np.ndarray, positions: np.ndarray, block_size: int) -> np.ndarray:
-    """Global slot ids of token positions: block_table[pos // bs] * bs + pos % bs."""
-    return block_table[positions // block_size] * block_size + positions % block_size
+    """int64 global slot ids of token positions: block_table[pos // bs] * bs + pos % bs."""
+    blocks = block_table[positions // block_size].astype(np.int64)
+    return blocks * block_size + positions % block_size
 
 
 def table_slots(tables: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                 block_size: int) -> np.ndarray:
     """Global slot ids of token positions, each in the block table of its row of tables
-    (TableRows.array): tables[rows, positions // bs] * bs + positions % bs, as a flat take (a
-    fancy index over two axes costs more)."""
-    blocks = tables.reshape(-1)[rows * tables.shape[1] + positions // block_size]
-    return blocks.astype(np.int64) * block_size + positions % block_size
+    (TableRows.array): slots_of over the flat array, each position moved to its row's table (a
+    flat take: a fancy index over two axes costs more)."""
+    return slots_of(tables.reshape(-1), rows * (tables.shape[1] * block_size) + positions,
+                    block_size)
 
 
 def layout_step(prefills: list[PrefillWork], decode: DecodeWork, table_rows: np.ndarray,
