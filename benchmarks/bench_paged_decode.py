@@ -409,7 +409,8 @@ def tune(args, copy_gbs: float) -> list[dict]:
 def config_text(config) -> str:
     if config is None:
         return "default"
-    return f"{config.block_n}:{config.num_warps}:{config.num_stages}"
+    text = f"{config.block_n}:{config.num_warps}:{config.num_stages}"
+    return text if config.maxnreg is None else f"{text}:{config.maxnreg}"
 
 
 def profile_breakdown(case: Case, sdpa: bool = False, tables=None, block_size=0, config=None,
@@ -465,7 +466,8 @@ def shapes(text: str) -> list[tuple[int, int]]:
 
 
 def configs(text: str) -> list[DecodeConfig | None]:
-    """block_n:num_warps:num_stages or "default" (kernels.paged_decode's), comma separated."""
+    """block_n:num_warps:num_stages[:maxnreg] or "default" (kernels.paged_decode's), comma
+    separated."""
     return [None if item == "default" else DecodeConfig(*(int(x) for x in item.split(":")))
             for item in text.split(",")]
 

@@ -10,7 +10,7 @@ float32 reference over the bf16 pool for both rows, so for fp8 it is the price o
 Every fp8 output is also checked against the reference over the dequantized pool (the kernel's
 own exactness), and a relative error above 1e-2 there fails the run. Prints, per shape, the
 tokens of context per second of fp8 over bf16 (bf16 time / fp8 time). `--tune-configs` times
-other fp8 launch shapes on a few shapes instead (printed and written to
+other fp8 launch shapes (at `--tune-splits` split counts) on a few shapes instead (printed and written to
 paged_decode_fp8_tune_<device>.csv). The committed table came from (on the GPU machine):
 
     PYTHONPATH=. python benchmarks/bench_paged_decode_fp8.py --out benchmarks/results
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import sys
 
@@ -69,12 +70,13 @@ class Fp8Case:
                  v_scale=self.v_scale)
         self.fp8 = fp8
 
-    def call(self, block_size: int, tables: torch.Tensor, config=None):
+    def call(self, block_size: int, tables: torch.Tensor, config=None, num_splits=None):
         k_segs, v_segs, bps = self.fp8.segments(block_size)
         table = segment_table(k_segs, v_segs)
         lens = self.case.context_lens()
         return lambda: paged_decode(self.case.q, None, None, tables, lens, bps, table=table,
-                                    config=config, k_scale=self.k_scale, v_scale=self.v_scale)
+                                    num_splits=num_splits, config=config, k_scale=self.k_scale,
+                                    v_scale=self.v_scale)
 
     def dequantized_rel_err(self, out: torch.Tensor, block_size: int,
                             tables: torch.Tensor) -> float:
@@ -178,6 +180,16 @@ def write_csv(path: str, rows: list[dict], columns: list[str], notes: list[str])
         writer.writerows(rows)
 
 
+def last_fp8_launch() -> tuple[int, int, int]:
+    """Split count, registers per thread and spilled registers of the fp8 decode launch planned
+    last."""
+    from kernels import paged_decode
+    launch = [launch for launch in paged_decode._LAUNCHES.values()
+              if launch.plan.constexprs["KV_FP8"]][-1]
+    compiled = [c for c, _ in launch.split._compiled.values()][-1]
+    return launch.plan.num_splits, compiled.n_regs, compiled.n_spills
+
+
 def tune(args) -> None:
     """Time fp8 launch shapes (and the bf16 default beside them) on a few shapes."""
     rows = []
@@ -187,14 +199,16 @@ def tune(args) -> None:
         for block_size in args.block_sizes:
             tables = case.block_tables(block_size, LAYOUT, seed=block_size)
             bf16_us = time_us(bf16_call(case, block_size, tables))
-            for config in args.tune_configs:
-                us = time_us(quantized.call(block_size, tables, config))
+            for config, num_splits in itertools.product(args.tune_configs, args.tune_splits):
+                us = time_us(quantized.call(block_size, tables, config, num_splits or None))
+                splits, regs, spills = last_fp8_launch()
                 rows.append(dict(batch=batch, context=context, block_size=block_size,
-                                 config=config_text(config), fp8_us=round(us, 2),
-                                 bf16_us=round(bf16_us, 2), ratio=round(bf16_us / us, 3)))
-                print(f"tune B={batch} T={context} bs={block_size} fp8 {config_text(config)}: "
-                      f"{us:.1f} us, bf16 default {bf16_us:.1f} us, ratio {bf16_us / us:.2f}",
-                      flush=True)
+                                 config=config_text(config), num_splits=splits,
+                                 fp8_us=round(us, 2), bf16_us=round(bf16_us, 2),
+                                 ratio=round(bf16_us / us, 3), registers=regs, spills=spills))
+                print(f"tune B={batch} T={context} bs={block_size} fp8 {config_text(config)} "
+                      f"splits {splits}: {us:.1f} us, bf16 default {bf16_us:.1f} us, ratio "
+                      f"{bf16_us / us:.2f}, {regs} registers, {spills} spills", flush=True)
         del case, quantized
         torch.cuda.empty_cache()
     if rows:
@@ -209,6 +223,8 @@ def main() -> int:
     parser.add_argument("--contexts", type=ints, default=[4096, 32768])
     parser.add_argument("--block-sizes", type=ints, default=[16, 64])
     parser.add_argument("--tune-configs", type=configs, default=None)
+    parser.add_argument("--tune-splits", type=ints, default=[0],
+                        help="split counts to tune at, 0 for paged_decode's choice")
     parser.add_argument("--tune-shapes", type=shapes, default=shapes("32x4096,8x32768,128x32768"))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)

@@ -124,7 +124,8 @@ def plan_work_lists(shape: DecodeShape, programs: int | None = None) -> WorkList
                          shape.table_stride, *shape.q_strides, 0, 0, 1.0, 2, 16)
             per_sm = occupancy.programs_per_sm(
                 _balanced_kernel, shape.device, signature,
-                tuple(sorted(_constants(shape).items())), config.num_warps, config.num_stages)
+                tuple(sorted(_constants(shape).items())),
+                tuple(sorted(config.options().items())))
         programs = max(1, occupancy.num_sms(shape.device) * per_sm // shape.num_kv_heads)
     return WorkListPlan(programs, config.block_n, shape.window)
 
@@ -198,8 +199,7 @@ def _launch_for(q, table, block_tables, work, blocks_per_segment) -> _Launch:
                                 f"{q.device}")
         consts = _constants(DecodeShape.of(q, table, block_tables))
         config = launch_config(table.block_size)
-        kernel = DirectLaunch(_balanced_kernel, consts, dict(num_warps=config.num_warps,
-                                                             num_stages=config.num_stages))
+        kernel = DirectLaunch(_balanced_kernel, consts, config.options())
         reduce = reduce_launch(q.shape[1], q.shape[2], work.max_items, consts["EMULATE_BF16"],
                                consts["USE_PDL"], limit_rows=False, varlen=True)
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:

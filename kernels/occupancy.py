@@ -19,14 +19,15 @@ def num_sms(device: torch.device) -> int:
 
 @functools.lru_cache(maxsize=None)
 def programs_per_sm(kernel, device: torch.device, signature: tuple, constexprs: tuple,
-                    num_warps: int, num_stages: int) -> int:
+                    options: tuple) -> int:
     """Programs of one compiled variant of `kernel` (a Triton JIT function, compiled for the
     argument types and values in signature) that an SM holds at once: the tightest of its
     threads, registers (allocated per warp in units of 256) and shared memory (the largest a
     program may take, about what an SM has; 1 KiB more per program is reserved), as in
     Triton's fused-softmax tutorial."""
-    compiled = kernel.warmup(*signature, grid=(1,), num_warps=num_warps, num_stages=num_stages,
-                             **dict(constexprs))
+    options = dict(options)
+    num_warps = options["num_warps"]
+    compiled = kernel.warmup(*signature, grid=(1,), **options, **dict(constexprs))
     compiled._init_handles()
     limits = triton.runtime.driver.active.utils.get_device_properties(device.index)
     threads = torch.cuda.get_device_properties(device).max_threads_per_multi_processor

@@ -65,20 +65,33 @@ SHORT_TILE_TOKENS = 64
 # Splits that only even out the last wave of a grid larger than the GPU stay this long: the
 # partial writes and the reduction of shorter ones cost more than the wave they fill.
 MIN_BALANCING_SPLIT_TOKENS = 1024
+# Registers per thread of an fp8 launch: 3 programs of 4 warps in an SM's 65,536 (default_config).
+FP8_MAX_REGISTERS = 168
 # A grid over several waves is split until its last wave is at least this full.
 LAST_WAVE_FILL = 0.9
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Launch shape of the split kernel: tokens per tile, warps, software-pipelining depth."""
+    """Launch shape of the split kernel: tokens per tile, warps, software-pipelining depth, and
+    a cap on registers per thread (None: the compiler's choice), which trades spills for more
+    programs per SM."""
 
     block_n: int
     num_warps: int
     num_stages: int
+    maxnreg: int | None = None
+
+    def options(self) -> dict:
+        """The launch options Triton compiles this shape with."""
+        options = dict(num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.maxnreg is not None:
+            options["maxnreg"] = self.maxnreg
+        return options
 
 
-def default_config(block_size: int, num_splits: int, max_context: int = 0) -> DecodeConfig:
+def default_config(block_size: int, num_splits: int, max_context: int = 0,
+                   fp8: bool = False) -> DecodeConfig:
     """Launch shape measured best on an H100 (benchmarks/results/tuning/paged_decode_tune_h100.csv,
     and paged_decode_tune_splits_h100.csv for split launches).
 
@@ -89,12 +102,23 @@ def default_config(block_size: int, num_splits: int, max_context: int = 0) -> De
     best with those tiles and 3 stages (64x32768 at block_size 256: 2822 us against 3022), and
     splits of one such tile, which have nothing to pipeline, with one stage (1x4096 at
     block_size 64 and 256: 17.7 us, against 18.0-18.2 with two stages).
+
+    Over an fp8 cache (measured on an H200, benchmarks/results/tuning/
+    paged_decode_fp8_tune_splits_h200.csv) every launch that is not a split of one short tile
+    takes TILE_TOKENS-token tiles, 2 stages and at most FP8_MAX_REGISTERS registers a thread:
+    the compiler's 211 leave room for 2 programs per SM, too few to keep an fp8 loop's loads
+    in flight, and 3 fit under the cap (a few registers spill). At block sizes 16 and 64 on
+    the shapes of at least 64k tokens that lifts fp8 from 1.16-1.26x to 1.36-1.52x bf16's tokens
+    per second; 4 programs (128 registers) spill too much, and 64-token tiles lose.
     """
     if block_size % SHORT_TILE_TOKENS == 0:
-        if num_splits == 1:
+        if num_splits == 1 and not fp8:
             return DecodeConfig(block_n=SHORT_TILE_TOKENS, num_warps=4, num_stages=3)
         if 0 < max_context <= num_splits * SHORT_TILE_TOKENS:
             return DecodeConfig(block_n=SHORT_TILE_TOKENS, num_warps=4, num_stages=1)
+    if fp8:
+        return DecodeConfig(block_n=TILE_TOKENS, num_warps=4, num_stages=2,
+                            maxnreg=FP8_MAX_REGISTERS)
     return DecodeConfig(block_n=TILE_TOKENS, num_warps=4, num_stages=2)
 
 
@@ -283,7 +307,8 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
     common = shape_constants(shape)
 
     def plan(splits: int) -> LaunchPlan:
-        chosen = config or default_config(shape.block_size, splits, max_context)
+        chosen = config or default_config(shape.block_size, splits, max_context,
+                                          is_fp8(shape.cache_dtype))
         return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
                                                USE_PDL=splits > 1 and use_pdl(device)))
 
@@ -304,8 +329,8 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
                          *q_strides, 0, 0, 1.0, min(splits, 2), shape.window or 0)
             known[key] = occupancy.programs_per_sm(
                 _decode_split_kernel, device, signature,
-                tuple(sorted(candidate.constexprs.items())), candidate.config.num_warps,
-                candidate.config.num_stages)
+                tuple(sorted(candidate.constexprs.items())),
+                tuple(sorted(candidate.config.options().items())))
         return known[key]
 
     if num_splits is None:
@@ -434,8 +459,7 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
 
 def _launches(plan: LaunchPlan, num_heads: int, head_dim: int) -> _Launch:
     consts = plan.constexprs
-    split = DirectLaunch(_decode_split_kernel, consts,
-                         dict(num_warps=plan.config.num_warps, num_stages=plan.config.num_stages))
+    split = DirectLaunch(_decode_split_kernel, consts, plan.config.options())
     reduce = reduce_launch(num_heads, head_dim, plan.num_splits, consts["EMULATE_BF16"],
                            consts["USE_PDL"], limit_rows=False)
     return _Launch(plan, split, reduce)

@@ -321,7 +321,8 @@ class PrefillPlan:
                      scale, torch.int32, torch.int32, torch.int32, s.dtype, partial, partial,
                      row, s.head_dim, 16, row, s.head_dim, 0, 0, 1.0, 2, 2, self.num_splits, 0)
         return occupancy.programs_per_sm(_prefill_kernel, s.device, signature, self.constexprs,
-                                         self.config.num_warps, self.config.num_stages)
+                                         (("num_stages", self.config.num_stages),
+                                          ("num_warps", self.config.num_warps)))
 
 
 @functools.lru_cache(maxsize=256)

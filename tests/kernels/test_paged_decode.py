@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from kernels.paged_decode import (
+    FP8_MAX_REGISTERS,
     LAST_WAVE_FILL,
     MIN_BALANCING_SPLIT_TOKENS,
     SHORT_TILE_TOKENS,
@@ -207,6 +208,16 @@ def test_default_config_tiles():
         for num_splits in (1, 8):
             assert block_size % default_config(block_size, num_splits).block_n != 0
     assert default_config(64, 8, max_context=32768).block_n == 128
+
+
+def test_fp8_launches_cap_registers_where_bf16_launches_do_not():
+    for block_size, num_splits in ((16, 1), (16, 8), (64, 1), (256, 4)):
+        fp8 = default_config(block_size, num_splits, max_context=32768, fp8=True)
+        assert (fp8.block_n, fp8.num_stages, fp8.maxnreg) == (128, 2, FP8_MAX_REGISTERS)
+        assert fp8.options()["maxnreg"] == FP8_MAX_REGISTERS
+        assert "maxnreg" not in default_config(block_size, num_splits, 32768).options()
+    # Splits of one short tile keep their one-stage launch, fp8 or not.
+    assert default_config(64, 64, max_context=4096, fp8=True).maxnreg is None
 
 
 def test_plan_launch_defaults(make_cache, device):
