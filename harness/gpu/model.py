@@ -91,10 +91,31 @@ class SingleRank:
         return x
 
     def greedy(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.argmax(dim=-1)
+        return row_max(logits)[1]
 
     def align(self) -> None:
         """Nothing to wait for before a timed step."""
+
+
+# Chunks a row of logits is cut into for row_max's first pass: at most this many, and only a
+# count that divides the row.
+ROW_MAX_CHUNKS = 64
+
+
+def row_max(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The largest value of each row of logits [S, V] and the index of its first occurrence,
+    as logits.max(dim=-1) gives them, in two passes. torch reduces each row to an index in one
+    thread block, so S rows over a vocabulary keep S blocks of the GPU busy for as long as one
+    block takes to read V logits (the at::native::reduce_kernel of probe_steps' kernel
+    tables). Here each row is first cut into chunks reduced side by side; the first chunk
+    holding the row's largest value holds its first occurrence."""
+    rows, width = logits.shape
+    chunks = next(c for c in range(min(ROW_MAX_CHUNKS, width), 0, -1) if width % c == 0)
+    if chunks == 1:
+        return logits.max(dim=-1)
+    part_best, part_index = logits.view(rows, chunks, width // chunks).max(dim=-1)
+    best, chunk = part_best.max(dim=-1)
+    return best, chunk * (width // chunks) + part_index.gather(1, chunk[:, None]).squeeze(1)
 
 
 SINGLE_RANK = SingleRank()

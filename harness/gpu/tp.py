@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from harness.gpu.model import LayerWeights
+from harness.gpu.model import LayerWeights, row_max
 from harness.model.config import ConfigError
 
 
@@ -96,7 +96,8 @@ class TensorParallel:
         zeroed [tp, 2, S] buffer and one sum all-reduce gathers them (adding zeros is exact;
         a sum is the collective every backend has and CUDA graphs capture). The first rank
         with the largest logit wins, as a full argmax takes the first maximum."""
-        best, index = logits.float().max(dim=-1)
+        best, index = row_max(logits)
+        best = best.float()
         gathered = torch.zeros(self.size, 2, best.shape[0], dtype=torch.float32,
                                device=logits.device)
         gathered[self.rank, 0] = best

@@ -14,7 +14,7 @@ from harness.gpu.kv_pool import KVPool  # noqa: E402
 from harness.gpu.batching import (  # noqa: E402
     DecodeWork, PrefillWork, layout_step, to_device,
 )
-from harness.gpu.model import DecoderConfig, random_weights  # noqa: E402
+from harness.gpu.model import DecoderConfig, random_weights, row_max  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
 
 
@@ -28,6 +28,20 @@ def test_weights_are_seeded_and_shaped_like_the_preset():
     count = sum(t.numel() for t in (a.embed, a.norm, a.lm_head))
     count += sum(t.numel() for lw in a.layers for t in vars(lw).values())
     assert count == model_preset("tiny").num_params
+
+
+@pytest.mark.parametrize("rows, width", [(1, 128256), (17, 128256), (3, 1000), (5, 97)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_row_max_is_max_over_the_row_with_the_first_index(rows, width, dtype):
+    """Ties everywhere (7 distinct values), a maximum in the last chunk only, and a width of
+    no divisor under the chunk count (97: one pass)."""
+    gen = torch.Generator().manual_seed(rows * width)
+    x = torch.randint(-3, 4, (rows, width), generator=gen).to(dtype)
+    x[0, -1] = 9
+    best, index = row_max(x)
+    expected_best, expected_index = x.max(dim=-1)
+    assert torch.equal(best, expected_best) and torch.equal(index, expected_index)
+    assert torch.equal(index, x.argmax(dim=-1)) and index[0] == width - 1
 
 
 def test_transformers_state_dict_is_views_of_our_tensors(tiny_decoder):
