@@ -1,7 +1,8 @@
 """GPU probe: the attention of a small mixed step (a few decode rows and one prefill chunk), per
 layer, as a captured graph runs it: the decode launch then the prefill launch (the executor's
 order until commit a9fa248), the prefill launch at other split counts, and both launches side by
-side on two streams of the graph, either launched first (the executor's: prefill first). Which
+side on two streams of the graph, either launched first (the executor's: prefill first), the
+decode launch at other split counts too. Which
 of these sets the time of the Azure run's mixed steps of at most 256 tokens
 (benchmarks/results/gpu_steps_<gpu>.csv), where the tokens' GEMMs are at their floor.
 
@@ -86,21 +87,24 @@ def variants(layers: list[Layer], decode_splits: int):
                 layer.prefill(splits)
         return run
 
-    def streams(splits, prefill_first=False):
+    def streams(splits, prefill_first=False, decode=decode_splits):
         def run():
             main = torch.cuda.current_stream()
             for layer in layers:
                 side.wait_stream(main)
                 if not prefill_first:
-                    layer.decode(decode_splits)
+                    layer.decode(decode)
                 with torch.cuda.stream(side):
                     layer.prefill(splits)
                 if prefill_first:
-                    layer.decode(decode_splits)
+                    layer.decode(decode)
                 main.wait_stream(side)
         return run
 
-    yield "decode only", lambda: [layer.decode(decode_splits) for layer in layers]
+    def decode_only(splits):
+        return lambda: [layer.decode(splits) for layer in layers]
+
+    yield "decode only", decode_only(decode_splits)
     yield "prefill only", lambda: [layer.prefill(None) for layer in layers]
     yield "serial", serial(None)
     for splits in (1, 2, 4, 8):
@@ -108,6 +112,11 @@ def variants(layers: list[Layer], decode_splits: int):
     yield "two streams", streams(None)
     yield "two streams, prefill splits 1", streams(1)
     yield "two streams, prefill launched first", streams(None, prefill_first=True)
+    for splits in (1, 2, 4, 8, 16):
+        if splits != decode_splits:
+            yield f"decode only, decode splits {splits}", decode_only(splits)
+            yield (f"two streams, prefill launched first, decode splits {splits}",
+                   streams(None, prefill_first=True, decode=splits))
 
 
 def main() -> int:
