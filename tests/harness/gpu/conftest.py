@@ -48,16 +48,16 @@ def small_trace():
 
 @pytest.fixture
 def host_tables():
-    """host_tables(tables) -> (row ids, TableRows, DeviceTables): the block tables as the
-    executor keeps them (table i in row ids[i]), with the device copy on the CPU synced."""
+    """host_tables(tables, device="cpu") -> (row ids, TableRows, DeviceTables): the block
+    tables as the executor keeps them (table i in row ids[i]), with the device copy synced."""
     from harness.gpu.device_tables import DeviceTables
     from harness.gpu.host_state import TableRows
 
-    def make(tables: list):
+    def make(tables: list, device="cpu"):
         rows = TableRows(rows=len(tables))
         ids = np.array(rows.update(list(range(len(tables))),
                                    [tuple(int(b) for b in table) for table in tables]))
-        device = DeviceTables(rows, torch.device("cpu"))
+        device = DeviceTables(rows, torch.device(device))
         device.stage()
         device.sync()
         return ids, rows, device

@@ -54,12 +54,12 @@ def test_seq_buckets_are_powers_of_two_up_to_the_cap():
     assert seq_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
 
 
-def _mixed_step(pool_dtype, backend, config, host_tables):
+def _mixed_step(pool_dtype, backend, config, host_tables, device="cpu"):
     bs = 4
     alloc = make_allocator("paged", 512, block_size=bs)
     pool = KVPool(KVGeometry(bs, alloc.blocks_per_segment, 512), num_layers=config.num_layers,
                   num_kv_heads=config.num_kv_heads, head_dim=config.head_dim, dtype=pool_dtype,
-                  device="cpu", prepare=backend.prepare)
+                  device=device, prepare=backend.prepare)
     rng = np.random.default_rng(1)
     # (start, context, sampled rows): a fresh prompt, a later chunk, a verification of 3 drafts
     spans = [(0, 9, 1), (6, 13, 0), (10, 14, 4)]
@@ -80,13 +80,14 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
     gen = torch.Generator().manual_seed(0)
     pool.write_slots(pool.index(slots), torch.randn(
         config.num_layers, 2, len(slots), config.num_kv_heads, config.head_dim,
-        generator=gen).to(pool_dtype))
+        generator=gen).to(device=device, dtype=pool_dtype))
     if pool.scales is not None:  # fp8: scales other than 1, so that a lost one shows
-        scales = torch.linspace(0.25, 0.75, config.num_layers * config.num_kv_heads)
+        scales = torch.linspace(0.25, 0.75, config.num_layers * config.num_kv_heads,
+                                device=device)
         scales = scales.reshape(config.num_layers, config.num_kv_heads)
         pool.set_scales(scales, 2 * scales)
     decode = DecodeWork([10, 11], rng.integers(1, 200, 2), decode_lens)
-    ids, rows, device_tables = host_tables(tables)
+    ids, rows, device_tables = host_tables(tables, device)
     return pool, device_tables, layout_step(work, decode, ids, rows.array, bs)
 
 
@@ -101,23 +102,31 @@ def _mixed_step(pool_dtype, backend, config, host_tables):
     (32, 4, 3, torch.float32, False), (32, 4, 4, torch.float8_e4m3fn, False),
     (28, 8, 8, torch.float32, True), (32, 4, 4, torch.float8_e4m3fn, True)])
 def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, decode_rows,
-                                            seqs, pool_dtype, balanced):
+                                            seqs, pool_dtype, balanced, monkeypatch):
+    """On the GPU where there is one (float32 GEMMs without TF32), else in the interpreter."""
     from harness.gpu.attention import TritonAttention
+    from harness.gpu.executor import build_decoder
     from harness.gpu.model import Decoder
+    from harness.model.presets import model_preset
 
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    source = tiny_decoder
+    if device.type == "cuda":
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+        source = build_decoder(model_preset("tiny"), device="cuda", dtype="float32", seed=0)
     backend = TritonAttention(decode_balance="on" if balanced else "off", decode_programs=4)
-    decoder = Decoder(tiny_decoder.config, tiny_decoder.weights, backend)
-    pool, device_tables, host = _mixed_step(pool_dtype, backend, tiny_decoder.config,
-                                            host_tables)
-    eager_step = to_device(host, pool, device_tables, torch.device("cpu"), by_segment=False)
+    decoder = Decoder(source.config, source.weights, backend)
+    pool, device_tables, host = _mixed_step(pool_dtype, backend, source.config, host_tables,
+                                            device)
+    eager_step = to_device(host, pool, device_tables, device, by_segment=False)
     assert eager_step.num_decode_rows == 2 and len(eager_step.input_ids) == 22
     eager = decoder.forward(eager_step, pool)
 
     # 5 sequences and 7 sampled rows: a buffer of one sampled row per sequence is too small.
     assert host.logit_rows.tolist() == [8, 16, 17, 18, 19, 20, 21]
-    one_per_seq = MixedBuffers(max_tokens=32, max_seqs=5, width=16, device=torch.device("cpu"))
+    one_per_seq = MixedBuffers(max_tokens=32, max_seqs=5, width=16, device=device)
     assert not one_per_seq.fits(host)
-    buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=torch.device("cpu"),
+    buffers = MixedBuffers(max_tokens=32, max_seqs=8, width=16, device=device,
                            max_sampled=10, work_plan=decoder.work_list_plan(pool))
     assert buffers.fits(host)
     buffers.stage(host, tokens, decode_rows, balanced)
