@@ -2,7 +2,7 @@
 layer, as a captured graph runs it: the decode launch then the prefill launch (the executor's
 order until commit a9fa248), the prefill launch at other split counts, and both launches side by
 side on two streams of the graph, either launched first (the executor's: prefill first), the
-decode launch at other split counts too. Which
+decode launch at other split counts and the prefill launch at smaller launch shapes too. Which
 of these sets the time of the Azure run's mixed steps of at most 256 tokens
 (benchmarks/results/gpu_steps_<gpu>.csv), where the tokens' GEMMs are at their floor.
 
@@ -26,7 +26,7 @@ import torch
 from bench_paged_decode import time_us
 from harness.gpu.attention import TritonAttention
 from kernels.paged_decode import paged_decode
-from kernels.paged_prefill import paged_prefill
+from kernels.paged_prefill import PrefillConfig, paged_prefill
 from kernels.segments import segment_table
 
 LAYERS, HEADS, KV_HEADS, DIM, BLOCK, WIDTH = 32, 32, 8, 128, 16, 1024
@@ -34,6 +34,12 @@ DECODE_CONTEXT = 1500
 # decode rows, prefill tokens, prefill context before them (0: a fresh prompt), padded tokens
 SHAPES = ((8, 96, 0, 128), (16, 200, 0, 224), (32, 200, 0, 256), (16, 200, 2000, 224),
           (44, 2, 1000, 64), (4, 240, 0, 256))
+
+
+# Prefill launch shapes (block_m:block_n:warps:stages) that take less shared memory than the
+# default's, leaving room on an SM for the decode programs beside them.
+PREFILL_CONFIGS = (PrefillConfig(64, 32, 4, 2), PrefillConfig(64, 64, 4, 2),
+                   PrefillConfig(128, 32, 4, 2), PrefillConfig(128, 64, 8, 2))
 
 
 def pad_rows(rows: int) -> int:
@@ -72,9 +78,10 @@ class Layer:
         paged_decode(self.q[first:], None, None, self.decode_tables, self.decode_lens, self.blocks,
                      num_splits=splits, table=self.table, out=self.out[first:])
 
-    def prefill(self, splits: int | None) -> None:
+    def prefill(self, splits: int | None, config: PrefillConfig | None = None) -> None:
         paged_prefill(self.q, None, None, self.prefill_tables, self.starts, self.context,
-                      self.blocks, table=self.table, out=self.out, num_splits=splits)
+                      self.blocks, table=self.table, out=self.out, num_splits=splits,
+                      config=config)
 
 
 def variants(layers: list[Layer], decode_splits: int):
@@ -87,7 +94,7 @@ def variants(layers: list[Layer], decode_splits: int):
                 layer.prefill(splits)
         return run
 
-    def streams(splits, prefill_first=False, decode=decode_splits):
+    def streams(splits, prefill_first=False, decode=decode_splits, config=None):
         def run():
             main = torch.cuda.current_stream()
             for layer in layers:
@@ -95,7 +102,7 @@ def variants(layers: list[Layer], decode_splits: int):
                 if not prefill_first:
                     layer.decode(decode)
                 with torch.cuda.stream(side):
-                    layer.prefill(splits)
+                    layer.prefill(splits, config)
                 if prefill_first:
                     layer.decode(decode)
                 main.wait_stream(side)
@@ -112,6 +119,12 @@ def variants(layers: list[Layer], decode_splits: int):
     yield "two streams", streams(None)
     yield "two streams, prefill splits 1", streams(1)
     yield "two streams, prefill launched first", streams(None, prefill_first=True)
+    for config in PREFILL_CONFIGS:
+        text = f"{config.block_m}:{config.block_n}:{config.num_warps}:{config.num_stages}"
+        yield f"prefill only, prefill config {text}", \
+            lambda config=config: [layer.prefill(None, config) for layer in layers]
+        yield (f"two streams, prefill launched first, prefill config {text}",
+               streams(None, prefill_first=True, config=config))
     for splits in (1, 2, 4, 8, 16):
         if splits != decode_splits:
             yield f"decode only, decode splits {splits}", decode_only(splits)

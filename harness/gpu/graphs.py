@@ -21,6 +21,8 @@ went empty and was rebuilt) makes them recapture.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -30,6 +32,26 @@ from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, StepInputs
 from kernels.work_list import DecodeWorkList
+
+
+def capture(forward: Callable[[], torch.Tensor], mempool) -> tuple[torch.cuda.CUDAGraph,
+                                                                   torch.Tensor]:
+    """forward warmed up on a side stream, then captured into a graph on mempool and replayed
+    once; returns the graph and the tensor its replays write forward's result into. The replay
+    is part of the capture because a graph's first launch also uploads it to the device, which
+    for a model's hundreds of nodes takes the host far longer than a later launch: left to the
+    first step that replays the graph, it would be timed as that step's work. forward's inputs
+    must write nowhere, as replaying runs it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        forward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=mempool):
+        out = forward()
+    graph.replay()
+    return graph, out
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -136,18 +158,13 @@ class DecodeGraphs:
         )
 
     def _capture(self, bucket: int, balanced: bool):
-        """Warm the forward up on a side stream, then capture it; inputs write nowhere."""
+        """The bucket's forward captured (graphs.capture); inputs write nowhere."""
         self._meta.zero_()
         self._meta[2].fill_(-1)
         self._tables.zero_()
         self._work.zero_()  # an empty list: no row attends to anything
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self.decoder.next_tokens(self._step(bucket, balanced), self.pool)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._mempool):
-            tokens = self.decoder.next_tokens(self._step(bucket, balanced), self.pool)
         self.captures += 1
-        return graph, tokens
+        # The step's inputs are built inside: context lengths and logit rows are computed from
+        # the buffers, by kernels the graph holds.
+        return capture(lambda: self.decoder.next_tokens(self._step(bucket, balanced), self.pool),
+                       self._mempool)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from harness.gpu.batching import HostStep
 from harness.gpu.device_tables import DeviceTables
+from harness.gpu.graphs import capture
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, PrefillBatch, StepInputs
@@ -45,7 +46,7 @@ from kernels.work_list import DecodeWorkList, WorkListPlan
 # dominate), and padding to a bucket would cost GEMM work for nothing.
 MAX_GRAPH_TOKENS = 2048
 # Candidate padded step sizes: powers of two to 128, then every BUCKET_STEP tokens.
-BUCKET_STEP = 32
+BUCKET_STEP = 16
 # measured_token_buckets' results, by decoder and then by token cap.
 _MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -313,17 +314,9 @@ class MixedGraphs:
         return tokens[:sampled]
 
     def _capture(self, tokens: int, decode_rows: int, seqs: int, balanced: bool):
-        """Warm the forward up on a side stream, then capture it; the inputs write nowhere and
-        hold no query tokens."""
+        """The forward of this key captured (graphs.capture); the inputs write nowhere and hold
+        no query tokens."""
         self.buffers.clear()
         step = self.buffers.inputs(tokens, decode_rows, seqs, balanced)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self.decoder.next_tokens(step, self.pool)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._mempool):
-            tokens_out = self.decoder.next_tokens(step, self.pool)
         self.captures += 1
-        return graph, tokens_out
+        return capture(lambda: self.decoder.next_tokens(step, self.pool), self._mempool)
