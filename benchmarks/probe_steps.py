@@ -1,6 +1,7 @@
 """GPU probe: the executor's step time at chosen step shapes against its floor, where a step's
 device time goes, the linear layers' time over token counts, paged_decode's eager host time, and
-paged_decode's time over split counts on batches with one long sequence.
+paged_decode's time over split counts on batches with one long sequence, and the host time
+of each call a timed step makes before its device work runs.
 
 A few minutes on the GPU, before or instead of the whole Azure replay (bench_gpu_decode.py): each
 shape is one step through GpuExecutor.step (graphs as a run uses them) over a paged pool of
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -138,6 +140,40 @@ def host_breakdown(calls: int = 2000) -> str:
     return "\n".join(lines)
 
 
+class EnqueueParts:
+    """Host seconds of the calls a timed step makes before its device work can run (the
+    executor's enqueue_s): each wrapped call's durations, per call name, since the last
+    reset. While the host makes them the GPU, idle since the last step, waits."""
+
+    def __init__(self, executor) -> None:
+        self.seconds: dict[str, list[float]] = {}
+        parts = [(executor.memory, "apply", "memory.apply"),
+                 (executor._device_tables, "sync", "device_tables.sync")]
+        for graphs, name in ((executor._graphs, "decode graphs"), (executor._mixed, "mixed")):
+            if graphs is not None:
+                parts.append((graphs, "run", f"{name}.run"))
+        if executor._mixed is not None:
+            parts.append((executor._mixed.buffers, "load", "mixed buffers.load"))
+        for owner, attr, name in parts:
+            setattr(owner, attr, self._timed(getattr(owner, attr), name))
+        torch.cuda.CUDAGraph.replay = self._timed(torch.cuda.CUDAGraph.replay, "graph.replay")
+
+    def _timed(self, fn, name):
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            result = fn(*args, **kwargs)
+            self.seconds.setdefault(name, []).append(time.perf_counter() - t0)
+            return result
+        return call
+
+    def report(self) -> str:
+        """Median microseconds per call and calls of each part since the last report."""
+        text = ", ".join(f"{name} {1e6 * np.median(s):.0f} us x{len(s)}"
+                         for name, s in self.seconds.items())
+        self.seconds = {}
+        return text
+
+
 def kernel_table(timer: PointTimer, point, ids) -> str:
     """The step's device kernels by total time (torch.profiler; graph replays included), the
     point just measured, so captured and warm."""
@@ -175,8 +211,10 @@ def main() -> int:
                        repeats=5, warmup=2)
     print(f"set up in {time.perf_counter() - started:.0f} s", flush=True)
     rows, tables = [], []
+    parts = EnqueueParts(executor)
     for index, (point, ids) in enumerate(zip(POINTS, seq_ids)):
         row = timer.measure(point, ids)
+        enqueue = parts.report()
         if index in PROFILED:  # before a later point gives these ids other lengths
             tables.append(kernel_table(timer, point, ids))
         last = executor.step_log.frame().tail(1)
@@ -184,12 +222,14 @@ def main() -> int:
         row["ratio"] = row["measured_ms"] / row["floor_ms"]
         row["graph"] = bool(last.graph.iloc[0])
         row["host_prep_ms"] = float(last.host_prep_s.iloc[0]) * 1e3
+        row["enqueue_ms"] = float(last.enqueue_s.iloc[0]) * 1e3
         rows.append(row)
         print(f"{row['kind']:6s} decode {row['decode_tokens']:3d} prefill "
               f"{row['prefill_tokens']:4d} (ctx {row['prefill_context_tokens']:5d}) "
               f"graph {row['graph']:d}: "
               f"{row['measured_ms']:7.2f} ms / floor {row['floor_ms']:7.2f} = {row['ratio']:.2f}"
-              f"  host prep {row['host_prep_ms']:.3f} ms", flush=True)
+              f"  host prep {row['host_prep_ms']:.3f} ms, enqueue {row['enqueue_ms']:.3f} ms: "
+              f"{enqueue}", flush=True)
     frame = pd.DataFrame(rows)
     frame.to_csv(args.out / "probe_steps.csv", index=False, float_format="%.6g")
     grid = gemm_ms(decoder)
