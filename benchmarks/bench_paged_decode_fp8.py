@@ -186,7 +186,7 @@ def last_fp8_launch() -> tuple[int, int, int]:
     from kernels import paged_decode
     launch = [launch for launch in paged_decode._LAUNCHES.values()
               if launch.plan.constexprs["KV_FP8"]][-1]
-    compiled = [c for c, _ in launch.split._compiled.values()][-1]
+    compiled = [c for c, _ in launch.kernel._compiled.values()][-1]
     return launch.plan.num_splits, compiled.n_regs, compiled.n_spills
 
 

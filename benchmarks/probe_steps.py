@@ -115,10 +115,10 @@ def host_breakdown(calls: int = 2000) -> str:
     splits = launch.plan.num_splits
     part_out, part_lse = partials(out, 1, splits)
     args = (q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, q, q, tables, lens,
-            out, part_out, part_lse, q.stride(0), q.stride(1), tables.stride(0), out.stride(0),
-            out.stride(1), 0, 0, 0.1, splits, 0)
+            out, part_out, part_lse, launch.counters, q.stride(0), q.stride(1), tables.stride(0),
+            out.stride(0), out.stride(1), 0, 0, 0.1, splits, 0)
     key, bound = specialization(args)
-    compiled, constants = launch.split._compiled[key]
+    compiled, constants = launch.kernel._compiled[key]
     runner = compiled[(1, table.num_kv_heads, splits)]
     parts = {
         "paged_decode": lambda: pd_module.paged_decode(q, None, None, tables, lens, bps,
@@ -126,12 +126,12 @@ def host_breakdown(calls: int = 2000) -> str:
         "_launch_for": lambda: pd_module._launch_for(q, table, tables, lens, bps, None, None,
                                                      None),
         "empty_like + partials": lambda: partials(torch.empty_like(q), 1, splits),
-        "specialization (split's args)": lambda: specialization(args),
-        "split launch (DirectLaunch)": lambda: launch.split((1, table.num_kv_heads, splits),
-                                                            *args),
-        "compiled[grid](...) (split)": lambda: compiled[(1, table.num_kv_heads, splits)](
-            *bound, *constants),
-        "runner(...) (split, grid bound)": lambda: runner(*bound, *constants),
+        "specialization (kernel's args)": lambda: specialization(args),
+        "kernel launch (DirectLaunch)": lambda: launch.kernel((1, table.num_kv_heads, splits),
+                                                              *args),
+        "compiled[grid](...)": lambda: compiled[(1, table.num_kv_heads, splits)](*bound,
+                                                                                 *constants),
+        "runner(...) (grid bound)": lambda: runner(*bound, *constants),
         "runner(...) with tensors": lambda: runner(*args, *constants),
     }
     lines = [f"eager paged_decode at 1x4096, {splits} splits: host time by part (median us)"]

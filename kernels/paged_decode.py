@@ -29,8 +29,11 @@ twice the bf16 kernel's tokens per second; see the same table.
 Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
 share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
 tokens with an online softmax in base 2, and writes either the output (one split) or a
-normalised partial output and its log-sum-exp, which a second kernel combines. A block that
-holds whole tiles costs one table lookup per tile; smaller blocks are looked up per token.
+normalised partial output and its log-sum-exp. The last split of a row and KV head to finish
+combines them into the output in the same launch (kernels/split_kv.py: last_split counts the
+finished splits, combine_splits weighs them), so a split call is one launch, not a split
+kernel and a reduce kernel. A block that holds whole tiles costs one table lookup per tile;
+smaller blocks are looked up per token.
 With a sliding window the splits share out only the last `window` keys (from the tile they
 start in): blocks before it are never loaded, nor are their block-table entries read.
 
@@ -55,7 +58,8 @@ from kernels import occupancy
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
-from kernels.split_kv import MAX_SPLITS, partials, reduce_launch, use_pdl
+from kernels.split_kv import (MAX_SPLITS, combine_splits, last_split, partials,
+                              split_counters)
 from kernels.tl_helpers import (attend_keys, load_query, log_sum_exp, normalise,
                                  round_to_bf16)
 
@@ -163,17 +167,14 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
 @triton.jit(do_not_specialize=["window"])
 def _decode_split_kernel(
     Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Context_lens, Out,
-    Part_out, Part_lse, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, stride_ks,
+    Part_out, Part_lse, Counters, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, stride_ks,
     stride_vs, qk_scale, num_splits, window,
     SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
-    KV_FP8: tl.constexpr, DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, KV_FP8: tl.constexpr,
+    DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
-    if USE_PDL:
-        # The reduce kernel may be scheduled now; its programs wait in gdc_wait for this grid.
-        tl.extra.cuda.gdc_launch_dependents()
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -207,16 +208,18 @@ def _decode_split_kernel(
         acc = acc * tl.load(V_scale + kv_head * stride_vs)
     out = normalise(acc, l_i)
     row_mask = (g < GROUP)[:, None]
-    if not SPLIT:
-        if EMULATE_BF16:
-            out = round_to_bf16(out)
-        tl.store(Out + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
-                 out.to(Out.dtype.element_ty), mask=row_mask)
-    else:
-        part = (b * NUM_KV_HEADS * GROUP + heads) * num_splits + split
+    if SPLIT:
+        rows = b * NUM_KV_HEADS * GROUP + heads
+        part = rows * num_splits + split
         tl.store(Part_out + part[:, None] * HEAD_DIM + d[None, :], out, mask=row_mask)
-        lse = log_sum_exp(m_i, l_i)
-        tl.store(Part_lse + part, lse, mask=g < GROUP)
+        tl.store(Part_lse + part, log_sum_exp(m_i, l_i), mask=g < GROUP)
+        if not last_split(Counters, b * NUM_KV_HEADS + kv_head, num_splits):
+            return
+        out = combine_splits(Part_out, Part_lse, rows, g < GROUP, num_splits, BLOCK_G, HEAD_DIM)
+    if EMULATE_BF16:
+        out = round_to_bf16(out)
+    tl.store(Out + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
+             out.to(Out.dtype.element_ty), mask=row_mask)
 
 
 @dataclass(frozen=True)
@@ -309,8 +312,7 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
     def plan(splits: int) -> LaunchPlan:
         chosen = config or default_config(shape.block_size, splits, max_context,
                                           is_fp8(shape.cache_dtype))
-        return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
-                                               USE_PDL=splits > 1 and use_pdl(device)))
+        return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n))
 
     known: dict[tuple, int] = {}
 
@@ -325,8 +327,9 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
             cache = shape.cache_dtype
             scale = torch.float32 if is_fp8(cache) else dtype
             signature = (dtype, cache, cache, torch.int64, torch.int64, scale, scale, torch.int32,
-                         torch.int32, dtype, partial, partial, *q_strides, shape.table_stride,
-                         *q_strides, 0, 0, 1.0, min(splits, 2), shape.window or 0)
+                         torch.int32, dtype, partial, partial, torch.int32, *q_strides,
+                         shape.table_stride, *q_strides, 0, 0, 1.0, min(splits, 2),
+                         shape.window or 0)
             known[key] = occupancy.programs_per_sm(
                 _decode_split_kernel, device, signature,
                 tuple(sorted(candidate.constexprs.items())),
@@ -364,10 +367,10 @@ def paged_decode(
     skip rebuilding the segment table on every call. num_splits defaults to plan_launch's choice
     from the batch, the block-table capacity, the SM count and the compiled kernels' occupancy;
     it never reads context_lens on the host, so the launch needs no synchronisation and can be
-    captured in a CUDA graph (capture it: even with the launch cached per input shape, the two
-    Triton launches take the host longer than a small decode takes the device). From
-    Hopper on, the reduce kernel is a programmatic dependent launch: it is scheduled while the
-    split kernel runs and waits for it on the GPU.
+    captured in a CUDA graph (capture it: even with the launch cached per input shape, the
+    Triton launch takes the host longer than a small decode takes the device). A split launch
+    counts its finished splits in kernels.split_kv.split_counters' buffer, shared by every
+    launch on the device: two calls must not run at the same time on one device (see there).
 
     A float8_e4m3fn cache (written by kernels.kv_write.write_kv with the same scales) needs
     k_scale and v_scale, float32 [1] or [Hkv] (kernels/fp8.py), and q in bfloat16, float16 or
@@ -389,24 +392,21 @@ def paged_decode(
                          config, window)
     stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
                                         q.device)
-    batch, num_heads, head_dim = q.shape
+    batch, _, head_dim = q.shape
     num_splits = launch.plan.num_splits
     out = decode_output(q, out)
     part_out, part_lse = partials(out, batch, num_splits)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
     fp8 = launch.plan.constexprs["KV_FP8"]
-    launch.split(
+    launch.kernel(
         (batch, table.num_kv_heads, num_splits),
         q, table.k_base, table.v_base, table.k_offsets, table.v_offsets,
         k_scale if fp8 else q, v_scale if fp8 else q, block_tables, context_lens, out, part_out,
-        part_lse, q.stride(0), q.stride(1), block_tables.stride(0), out.stride(0), out.stride(1),
-        stride_ks, stride_vs, scale * LOG2E, num_splits, window or 0,
+        part_lse, launch.counters, q.stride(0), q.stride(1), block_tables.stride(0),
+        out.stride(0), out.stride(1), stride_ks, stride_vs, scale * LOG2E, num_splits,
+        window or 0,
     )
-    if num_splits > 1:
-        # Every row is reduced: the row-count pointer is never read, any tensor will do.
-        launch.reduce((batch, num_heads, 1), part_out, part_lse, out, out.stride(0),
-                      out.stride(1), num_splits, part_lse, 0)
     return out
 
 
@@ -422,11 +422,12 @@ def decode_output(q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Launch:
-    """A checked LaunchPlan and its one or two kernel launches."""
+    """A checked LaunchPlan, its kernel launch and the split counters it passes (an unsplit
+    launch never reads them)."""
 
     plan: LaunchPlan
-    split: DirectLaunch
-    reduce: DirectLaunch
+    kernel: DirectLaunch
+    counters: torch.Tensor
 
 
 # Launches by the shapes, strides, dtypes and devices of paged_decode's inputs. A plain tuple
@@ -453,16 +454,10 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
         plan = plan_launch(q, table, block_tables, num_splits, config, window)
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
             _LAUNCHES.clear()
-        launch = _LAUNCHES[key] = _launches(plan, q.shape[1], q.shape[2])
+        launch = _LAUNCHES[key] = _Launch(
+            plan, DirectLaunch(_decode_split_kernel, plan.constexprs, plan.config.options()),
+            split_counters(q.device, q.shape[0] * table.num_kv_heads))
     return launch
-
-
-def _launches(plan: LaunchPlan, num_heads: int, head_dim: int) -> _Launch:
-    consts = plan.constexprs
-    split = DirectLaunch(_decode_split_kernel, consts, plan.config.options())
-    reduce = reduce_launch(num_heads, head_dim, plan.num_splits, consts["EMULATE_BF16"],
-                           consts["USE_PDL"], limit_rows=False)
-    return _Launch(plan, split, reduce)
 
 
 def check_window(window: int | None) -> None:

@@ -1,7 +1,15 @@
-"""Split-KV (flash-decoding) pieces shared by paged_decode and paged_prefill: a launch whose
-programs each attend to a share of a row's keys writes a normalised partial output and its
-base-2 log-sum-exp per split, and one reduce kernel combines them, weighted by those
-log-sum-exps (a split that saw no key has -inf and weighs nothing)."""
+"""Split-KV (flash-decoding) pieces shared by the attention kernels: a launch whose programs
+each attend to a share of a row's keys writes a normalised partial output and its base-2
+log-sum-exp per split, and the splits are combined, weighted by those log-sum-exps (a split
+that saw no key has -inf and weighs nothing), in one of two ways:
+
+- kernels/paged_prefill.py and kernels/balanced_decode.py launch _reduce_kernel after their
+  split kernel (reduce_launch, a programmatic dependent launch where the GPU has one);
+- kernels/paged_decode.py combines in its split kernel: the last program of a row and KV head
+  to finish (last_split, counting in split_counters' buffer) combines that row's splits
+  (combine_splits), which saves the second launch's host time in every eager call and a
+  kernel launch per layer in a CUDA graph.
+"""
 from __future__ import annotations
 
 import functools
@@ -84,8 +92,94 @@ def _reduce_kernel(Part_out, Part_lse, Out, stride_ob, stride_oh, num_splits, Ro
     tl.store(Out + b * stride_ob + head * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
+@triton.jit
+def last_split(Counters, index, num_splits):
+    """Whether this program is the last of the num_splits programs counting in Counters[index]
+    to have written its partials; that one sets the counter back to zero for the next launch
+    and may then read every split's partials (combine_splits).
+
+    A scalar atomic runs once per program, not once per thread: Triton's NVIDIA lowering
+    (triton-lang/triton, third_party/nvidia/lib/TritonNVIDIAGPUToLLVM/LoadStoreOpToLLVM.cpp,
+    AtomicRMWOpConversion) predicates a non-tensor atomic on one thread
+    (emitRedundantThreadPredicate) and hands its result to the others through shared memory
+    (finalizeAtomicResults). A kernel of this shape compiled for sm_90 by the installed Triton
+    reads `@%p1 atom.global.gpu.acq_rel.add.u32` with %p1 = (tid.x == 0), then st.shared,
+    bar.sync, ld.shared. The barrier before it orders every thread's partial stores before
+    that one thread's releasing add (Triton's lowering inserts one too for an acq_rel atomic;
+    this one does not rely on it); the last program's acquiring add orders the other programs'
+    stores before its own loads."""
+    tl.debug_barrier()
+    ticket = tl.atomic_add(Counters + index, 1, sem="acq_rel", scope="gpu")
+    last = ticket == num_splits - 1
+    if last:
+        tl.store(Counters + index, 0)
+    return last
+
+
+@triton.jit
+def combine_splits(Part_out, Part_lse, rows, row_mask, num_splits, BLOCK_G: tl.constexpr,
+                   HEAD_DIM: tl.constexpr):
+    """The outputs of query rows `rows` (where row_mask) from their num_splits partials each,
+    as _reduce_kernel combines them: each split weighted by exp2 of its log-sum-exp less the
+    row's largest (a split of -inf weighs nothing), zeros where no split saw a key. The splits
+    are added one at a time in order, so the result does not depend on which program combines.
+    The loads go to L2 (.cg): other programs, on other SMs, wrote the partials, and this SM's
+    L1 must not answer with an older line."""
+    d = tl.arange(0, HEAD_DIM)
+    first = rows * num_splits
+    top = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    for split in range(num_splits):
+        lse = tl.load(Part_lse + first + split, mask=row_mask, other=float("-inf"),
+                      cache_modifier=".cg")
+        top = tl.maximum(top, lse)
+    shift = tl.where(top == float("-inf"), 0.0, top)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
+    total = tl.zeros([BLOCK_G], tl.float32)
+    for split in range(num_splits):
+        lse = tl.load(Part_lse + first + split, mask=row_mask, other=float("-inf"),
+                      cache_modifier=".cg")
+        weight = tl.exp2(lse - shift)
+        parts = tl.load(Part_out + (first + split)[:, None] * HEAD_DIM + d[None, :],
+                        mask=row_mask[:, None], other=0.0, cache_modifier=".cg")
+        acc += parts * weight[:, None]
+        total += weight
+    return acc / tl.where(total > 0, total, 1.0)[:, None]
+
+
+# Every counters buffer handed out, per device: a CUDA graph captured earlier holds the address
+# of an older one, which must stay allocated (and zero) after a larger one replaces it.
+_COUNTERS: dict[torch.device, list[torch.Tensor]] = {}
+
+
+def split_counters(device: torch.device, n: int) -> torch.Tensor:
+    """A zeroed int32 buffer of at least n counters on device, one per row and KV head of a
+    paged_decode launch (last_split): the same buffer for every launch on the device until one
+    needs more.
+
+    Contract: the counters are zero at rest, each launch's last splits setting back their own,
+    so launches that share them must run one after another. Two paged_decode launches that may
+    run at the same time on one device (on two streams, or one a programmatic dependent launch
+    of the other) must not share them. The harness orders every decode launch of a device on
+    one stream; the prefill launch beside it on the side stream combines through
+    _reduce_kernel and counts nothing. A buffer per (device, stream) would mean reading the
+    current stream on every call: host time, which the fused combine exists to save.
+
+    Allocated when a launch of that size is first seen, which must be outside CUDA graph
+    capture (the executor runs every graph once before capturing it, so it is)."""
+    held = _COUNTERS.setdefault(device, [])
+    if not held or held[-1].numel() < n:
+        held.append(torch.zeros(max(n, 2 * held[-1].numel() if held else n), dtype=torch.int32,
+                                device=device))
+        if device.type == "cuda":
+            # The zeros are written on this stream; a launch on another must find them written
+            # (and under capture this fails at once rather than leaving the graph a buffer
+            # from its pool).
+            torch.cuda.synchronize(device)
+    return held[-1]
+
+
 def partials(out: torch.Tensor, rows: int, num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where a split launch writes its partial results for the reduce: float32 outputs and
+    """Where a split launch writes its partial results to be combined: float32 outputs and
     log-sum-exps, a row per query row, head and split, in one allocation (on the graph's pool
     under capture). With one split the kernel writes `out` itself: both are `out`."""
     if num_splits == 1:

@@ -5,6 +5,8 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
+import kernels.paged_decode as decode_module
+from kernels import split_kv
 from kernels.paged_decode import (
     FP8_MAX_REGISTERS,
     LAST_WAVE_FILL,
@@ -21,7 +23,7 @@ from kernels.paged_decode import (
 )
 from kernels.reference import reference_decode
 from kernels.segments import KVLayoutError, segment_table
-from kernels.split_kv import MAX_SPLITS
+from kernels.split_kv import MAX_SPLITS, split_counters
 
 HEAD_DIM = 32
 TILE_16 = DecodeConfig(block_n=16, num_warps=4, num_stages=2)
@@ -107,14 +109,38 @@ def test_contiguous_block_table_and_default_splits(make_cache, rel_err, device):
     assert rel_err(out, ref) < 1e-4
 
 
-def test_zero_context_gives_zeros(make_cache, device):
-    cache = make_cache(context_lens=[0, 5], num_kv_heads=1, head_dim=HEAD_DIM, block_size=4,
-                       blocks_per_segment=4, num_segments=1, dtype=torch.float32, seed=6)
-    q = _query(2, 2, torch.float32, device, seed=6)
-    for num_splits in (1, 2):
+def test_zero_context_gives_zeros_and_keyless_splits_weigh_nothing(make_cache, device):
+    """Rows 0 and 3 have no keys; with 4 splits of 16-token tiles row 1's keys all fall in its
+    first split and row 2's in its first three, so the splits that combine see no key."""
+    cache = make_cache(context_lens=[0, 5, 40, 0], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=4, blocks_per_segment=16, num_segments=1, dtype=torch.float32,
+                       seed=6)
+    q = _query(4, 4, torch.float32, device, seed=6)
+    for num_splits in (1, 2, 4):
         out, ref = _run_both(cache, q, num_splits=num_splits, config=TILE_16)
-        assert torch.equal(out[0], torch.zeros_like(out[0]))
-        assert torch.allclose(out[1].double(), ref[1], rtol=1e-4, atol=1e-5)
+        for row in (0, 3):
+            assert torch.equal(out[row], torch.zeros_like(out[row]))
+        assert torch.allclose(out[1:3].double(), ref[1:3], rtol=1e-4, atol=1e-5)
+
+
+def test_split_calls_reset_their_counters_and_repeat_exactly(make_cache, device, monkeypatch):
+    """The last split of each row and KV head sets its counter back to zero, so the next call
+    counts from zero again and combines the same partials in the same order: the same bits."""
+    monkeypatch.setattr(decode_module, "_LAUNCHES", {})
+    monkeypatch.setattr(split_kv, "_COUNTERS", {})
+    cache = make_cache(context_lens=[33, 0, 70], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=16, blocks_per_segment=8, num_segments=2,
+                       dtype=torch.bfloat16, seed=11)
+    q = _query(3, 8, torch.bfloat16, device, seed=11)
+    runs = []
+    for num_splits in (5, 5, 3):
+        runs.append(paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                                 cache.context_lens, cache.blocks_per_segment,
+                                 num_splits=num_splits, config=TILE_16))
+        counters = split_counters(q.device, 3 * 2)
+        assert not counters.any()
+    assert torch.equal(runs[0], runs[1])
+    assert torch.allclose(runs[0].float(), runs[2].float(), rtol=1e-2, atol=1e-2)
 
 
 def test_out_writes_into_a_row_slice(make_cache, rel_err, device):
