@@ -235,12 +235,12 @@ class GpuExecutor:
 
         self.decoder.tp.align()  # every rank's host work done: the timer sees device work
         t1 = time.perf_counter()
+        graphed = staged.decode_graph or staged.mixed_key is not None
         self._timer.start()
         if not verifications:
             self.memory.apply(batch)
-        self._device_tables.sync()
+        self._device_tables.sync(graph_applies=graphed)
         next_tokens, sampled = self._forward(staged)
-        graphed = staged.decode_graph or staged.mixed_key is not None
         self._graph_steps += graphed
         self._balanced_steps += staged.work is not None
         enqueue_s = time.perf_counter() - t1

@@ -11,7 +11,10 @@ sequences' rows of the executor's block tables in one int64 block, which travels
 the block tables, an int32 block of a fixed width (the longest sequence the trace can produce),
 are gathered on the device from the executor's copy (harness/gpu/device_tables.py), so no
 table crosses PCIe. A step is staged on the host first (stage(), before the timed region), then
-run. Padding rows write nowhere (slot -1) and attend to nothing (length 0). Where the backend
+run. Padding rows write nowhere (slot -1) and attend to nothing (length 0). The graph holds the
+whole device part of a step: the executor's table changes applied, the copies out of the
+pinned staging buffers (whose addresses stay fixed), the gathers and the forward, so running a
+step is one replay and the GPU does not wait for the host between those calls. Where the backend
 decodes balanced (Decoder.work_list_plan) a step the plan applies to carries its decode work list
 too, in a buffer of its own (fixed shapes per bucket, new contents every replay), and replays
 the bucket's graph captured with balanced decode.
@@ -21,6 +24,7 @@ went empty and was rebuilt) makes them recapture.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -86,7 +90,7 @@ class DecodeGraphs:
         self._staged = (0, 0, False)  # batch, bucket, over a work list
         self._graphs: dict[tuple[int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
-        self._handle = None
+        self._handles = None
         self.captures = 0
 
     def fits(self, decode: DecodeWork) -> bool:
@@ -95,10 +99,10 @@ class DecodeGraphs:
 
     def prepare(self) -> None:
         """Capture the staged step's graph if needed (outside any timed region)."""
-        handle = self.pool.layer(0).handle
-        if handle is not self._handle:
+        handles = (self.pool.layer(0).handle, self.tables.generation)
+        if handles != self._handles:  # a graph holds both
             self._graphs.clear()
-            self._handle = handle
+            self._handles = handles
         key = self._staged[1:]
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
@@ -126,17 +130,39 @@ class DecodeGraphs:
         self._staged = (b, bucket, balanced)
 
     def run(self) -> torch.Tensor:
-        """The device part of the staged step (prepare() first; the executor's tables synced):
-        greedy next tokens [B]."""
+        """The device part of the staged step (prepare() first; the executor's tables synced
+        but for apply(), which the graph holds): greedy next tokens [B]."""
         b, bucket, balanced = self._staged
+        graph, tokens = self._graphs[bucket, balanced]
+        graph.replay()
+        return tokens[:b]
+
+    def _forward(self, bucket: int, balanced: bool) -> torch.Tensor:
+        """What a bucket's graph holds: the staged inputs to the device, the forward."""
+        self.tables.apply()
         self._meta[:, :bucket].copy_(self._meta_host[:, :bucket], non_blocking=True)
         if balanced:
             n = self.work_plan.size(bucket)
             self._work[:n].copy_(self._work_host[:n], non_blocking=True)
-        self.tables.gather(self._meta[4, :b], self.width, out=self._tables[:b])
-        graph, tokens = self._graphs[bucket, balanced]
-        graph.replay()
-        return tokens[:b]
+        # Padding rows gather row 0's table, which they never read (length 0).
+        self.tables.gather(self._meta[4, :bucket], self.width, out=self._tables[:bucket])
+        return self.decoder.next_tokens(self._step(bucket, balanced), self.pool)
+
+    @contextmanager
+    def empty_staging(self):
+        """The staging buffers hold an empty step (writes nowhere, attends to nothing) inside,
+        what they held after: a capture runs the forward it holds."""
+        held = self._meta_host.clone(), self._work_host.clone()
+        self._meta_host.zero_()
+        self._meta_host[2].fill_(-1)
+        self._work_host.zero_()  # an empty list: no row attends to anything
+        try:
+            yield
+        finally:
+            if self._meta.is_cuda:
+                torch.cuda.synchronize(self._meta.device)  # the copies out of them done
+            self._meta_host.copy_(held[0])
+            self._work_host.copy_(held[1])
 
     def _bucket(self, batch: int) -> int:
         return next(b for b in self.buckets if b >= batch)
@@ -158,13 +184,7 @@ class DecodeGraphs:
         )
 
     def _capture(self, bucket: int, balanced: bool):
-        """The bucket's forward captured (graphs.capture); inputs write nowhere."""
-        self._meta.zero_()
-        self._meta[2].fill_(-1)
-        self._tables.zero_()
-        self._work.zero_()  # an empty list: no row attends to anything
+        """The bucket's forward captured (graphs.capture) over an empty step."""
         self.captures += 1
-        # The step's inputs are built inside: context lengths and logit rows are computed from
-        # the buffers, by kernels the graph holds.
-        return capture(lambda: self.decoder.next_tokens(self._step(bucket, balanced), self.pool),
-                       self._mempool)
+        with self.empty_staging():
+            return capture(lambda: self._forward(bucket, balanced), self._mempool)

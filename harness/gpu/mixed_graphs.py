@@ -20,7 +20,9 @@ sequences past the step's have no query tokens, so their programs return at once
 prefill sequences have their own block tables and lengths, each gathered on the device from the
 executor's tables (harness/gpu/device_tables.py); where the backend decodes balanced and its
 plan applies to the step's decode rows, their work list (built for the padded rows) travels
-with their lengths, into a graph captured with balanced decode.
+with their lengths, into a graph captured with balanced decode. As a decode graph does
+(harness/gpu/graphs.py), a mixed graph holds the step's whole device part: the table changes
+applied, the copies out of the pinned staging buffers, the gathers and the forward.
 Sampled rows are padded too and point at row 0: one per sequence, or as many as a verification
 of speculative drafts samples (every row of it, a chunk among the prefill rows) where the trace
 speculates.
@@ -28,6 +30,7 @@ speculates.
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -152,7 +155,6 @@ class MixedBuffers:
         self.decode_tables = torch.zeros(max_seqs, width, dtype=torch.int32, device=device)
         self._longs_host = torch.zeros(self.longs.numel(), dtype=torch.int64, pin_memory=pinned)
         self._ints_host = torch.zeros(self.ints.numel(), dtype=torch.int32, pin_memory=pinned)
-        self._staged = (0, 0, 0)  # decode rows, decode sequences, prefill sequences
 
     def fits(self, host: HostStep) -> bool:
         return (len(host.ids) <= self.max_tokens and host.table_width <= self.width
@@ -189,13 +191,23 @@ class MixedBuffers:
         return DecodeWorkList(plan, decode_rows,
                               self.ints[self._work_at : self._work_at + plan.size(decode_rows)])
 
-    def clear(self) -> None:
-        """Inputs that write nowhere, hold no query tokens and sample row 0: what a capture of
-        any bucket may run on, whatever step was loaded before."""
+    @contextmanager
+    def empty_staging(self):
+        """The staging buffers hold an empty step inside (writes nowhere, holds no query
+        tokens, samples row 0), what they held after: a capture of any bucket runs the forward
+        it holds on them."""
+        held = self._longs_host.clone(), self._ints_host.clone()
         t = self.max_tokens
-        self.longs.zero_()
-        self.longs[2 * t : 3 * t].fill_(-1)
-        self.ints.zero_()
+        self._longs_host.zero_()
+        self._longs_host[2 * t : 3 * t].fill_(-1)
+        self._ints_host.zero_()
+        try:
+            yield
+        finally:
+            if self.longs.is_cuda:
+                torch.cuda.synchronize(self.longs.device)  # the copies out of them done
+            self._longs_host.copy_(held[0])
+            self._ints_host.copy_(held[1])
 
     def stage(self, host: HostStep, tokens: int, decode_rows: int,
               balanced: bool = False) -> None:
@@ -221,35 +233,35 @@ class MixedBuffers:
         logit[:] = 0
         sampled = host.logit_rows
         logit[: len(sampled)] = np.where(sampled >= num_pre, sampled + pad, sampled)
+        # Table rows, in the order of the tables they give: padding decode rows (first) and
+        # padding prefill sequences (last) gather row 0's table, which they never read.
+        first = decode_rows - num_dec  # padding decode rows come first
         ids = longs[self._ids_at :]
-        ids[:num_dec] = host.table_rows[num_pre_seqs:]
+        ids[:first] = 0
+        ids[first:decode_rows] = host.table_rows[num_pre_seqs:]
         ids[s : s + num_pre_seqs] = host.table_rows[:num_pre_seqs]
+        ids[s + num_pre_seqs : 2 * s] = 0
         ints = self._ints_host.numpy()
         ints[: num_pre_seqs + 1] = host.query_starts
         ints[num_pre_seqs + 1 : s + 1] = num_pre
         ints[self._ctx_at : self._ctx_at + num_pre_seqs] = host.prefill_contexts
         ints[self._ctx_at + num_pre_seqs : self._ctx_at + s] = 0
-        first = decode_rows - num_dec  # padding decode rows come first
         ints[self._dec_at : self._dec_at + first] = 0
         ints[self._dec_at + first : self._dec_at + decode_rows] = host.decode_lens
         if balanced and decode_rows:
             self.work_plan.build(ints[self._dec_at : self._dec_at + decode_rows],
                                  out=ints[self._work_at :])
-        self._staged = (decode_rows, num_dec, num_pre_seqs)
 
-    def load(self, tables: DeviceTables) -> None:
-        """The device part: two copies, then the staged sequences' block tables gathered from
-        the executor's (synced) tables."""
+    def load(self, tables: DeviceTables, decode_rows: int, seqs: int) -> None:
+        """The device part of a step padded to decode_rows decode rows and `seqs` prefill
+        sequences (fixed shapes: a graph can hold it): two copies, then the block tables
+        gathered from the executor's (synced) tables."""
         self.longs.copy_(self._longs_host, non_blocking=True)
         self.ints.copy_(self._ints_host, non_blocking=True)
-        decode_rows, num_dec, num_pre_seqs = self._staged
         s, ids = self.max_seqs, self.longs[self._ids_at :]
-        if num_dec:
-            tables.gather(ids[:num_dec], self.width,
-                          out=self.decode_tables[decode_rows - num_dec : decode_rows])
-        if num_pre_seqs:
-            tables.gather(ids[s : s + num_pre_seqs], self.width,
-                          out=self.prefill_tables[:num_pre_seqs])
+        if decode_rows:
+            tables.gather(ids[:decode_rows], self.width, out=self.decode_tables[:decode_rows])
+        tables.gather(ids[s : s + seqs], self.width, out=self.prefill_tables[:seqs])
 
 
 class MixedGraphs:
@@ -273,7 +285,7 @@ class MixedGraphs:
         self._graphs: dict[tuple[int, int, int, bool],
                            tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._mempool = torch.cuda.graph_pool_handle()
-        self._handle = None
+        self._handles = None
         self._staged: tuple[tuple[int, int, int, bool], int] = ((0, 0, 1, False), 0)
         self.captures = 0
 
@@ -289,10 +301,10 @@ class MixedGraphs:
 
     def prepare(self, key: tuple[int, int, int, bool]) -> None:
         """Capture the graph of this key if needed (outside any timed region)."""
-        handle = self.pool.layer(0).handle
-        if handle is not self._handle:  # a rebuilt segment table: the graphs read the old one
+        handles = (self.pool.layer(0).handle, self.tables.generation)
+        if handles != self._handles:  # a rebuilt segment table or device array: graphs hold them
             self._graphs.clear()
-            self._handle = handle
+            self._handles = handles
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
 
@@ -305,18 +317,23 @@ class MixedGraphs:
         return key
 
     def run(self) -> torch.Tensor:
-        """The device part of the staged step (prepare() first; the executor's tables synced):
-        greedy next tokens of its sampled rows."""
+        """The device part of the staged step (prepare() first; the executor's tables synced
+        but for apply(), which the graph holds): greedy next tokens of its sampled rows."""
         key, sampled = self._staged
-        self.buffers.load(self.tables)
         graph, tokens = self._graphs[key]
         graph.replay()
         return tokens[:sampled]
 
-    def _capture(self, tokens: int, decode_rows: int, seqs: int, balanced: bool):
-        """The forward of this key captured (graphs.capture); the inputs write nowhere and hold
-        no query tokens."""
-        self.buffers.clear()
+    def _forward(self, tokens: int, decode_rows: int, seqs: int, balanced: bool):
+        """What this key's graph holds: the staged inputs to the device, the forward."""
+        self.tables.apply()
+        self.buffers.load(self.tables, decode_rows, seqs)
         step = self.buffers.inputs(tokens, decode_rows, seqs, balanced)
+        return self.decoder.next_tokens(step, self.pool)
+
+    def _capture(self, tokens: int, decode_rows: int, seqs: int, balanced: bool):
+        """The forward of this key captured (graphs.capture) over an empty step."""
         self.captures += 1
-        return capture(lambda: self.decoder.next_tokens(step, self.pool), self._mempool)
+        with self.buffers.empty_staging():
+            return capture(lambda: self._forward(tokens, decode_rows, seqs, balanced),
+                           self._mempool)

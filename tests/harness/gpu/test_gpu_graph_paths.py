@@ -30,22 +30,8 @@ class ReplayedForward:
         self.out.copy_(self.forward())
 
 
-def _decode_capture(self, bucket, balanced):
-    self._meta.zero_()
-    self._meta[2].fill_(-1)
-    self._tables.zero_()
-    self._work.zero_()
-    graph = ReplayedForward(lambda: self.decoder.next_tokens(self._step(bucket, balanced),
-                                                             self.pool))
-    self.captures += 1
-    return graph, graph.out
-
-
-def _mixed_capture(self, tokens, decode_rows, seqs, balanced):
-    self.buffers.clear()
-    step = self.buffers.inputs(tokens, decode_rows, seqs, balanced)
-    graph = ReplayedForward(lambda: self.decoder.next_tokens(step, self.pool))
-    self.captures += 1
+def _capture(forward, mempool):
+    graph = ReplayedForward(forward)
     return graph, graph.out
 
 
@@ -58,8 +44,8 @@ def graph_device(monkeypatch) -> str:
         return "cuda"
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: self)
-    monkeypatch.setattr(graphs_module.DecodeGraphs, "_capture", _decode_capture)
-    monkeypatch.setattr(mixed_module.MixedGraphs, "_capture", _mixed_capture)
+    monkeypatch.setattr(graphs_module, "capture", _capture)
+    monkeypatch.setattr(mixed_module, "capture", _capture)
     return "cpu"
 
 

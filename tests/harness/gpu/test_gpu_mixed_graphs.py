@@ -131,7 +131,7 @@ def test_padded_step_gives_the_eager_logits(tiny_decoder, host_tables, tokens, d
                            max_sampled=10, work_plan=decoder.work_list_plan(pool))
     assert buffers.fits(host)
     buffers.stage(host, tokens, decode_rows, balanced)
-    buffers.load(device_tables)
+    buffers.load(device_tables, decode_rows, seqs)
     step = buffers.inputs(tokens, decode_rows, seqs, balanced)
     assert (step.decode_work is not None) == balanced
     assert step.context_lens.tolist()[-2:] == [11, 3]
@@ -171,15 +171,19 @@ def test_padded_sizes_keep_decode_rows_after_the_prefill_rows(prefill, decode, s
     assert prefill + rows <= tokens and rows >= decode
 
 
-def test_cleared_buffers_are_valid_inputs_for_a_smaller_bucket():
-    """A capture of a small bucket after a larger step was loaded must not see that step's
-    sampled rows (they index rows the small bucket does not have)."""
+def test_empty_staging_gives_valid_inputs_for_a_smaller_bucket(host_tables):
+    """A capture of a small bucket while a larger step is staged must not see that step's
+    sampled rows (they index rows the small bucket does not have); the staged step is kept."""
     buffers = MixedBuffers(max_tokens=64, max_seqs=8, width=16, device=torch.device("cpu"))
-    buffers.longs.fill_(40)
-    buffers.ints.fill_(7)
-    buffers.clear()
-    step = buffers.inputs(8, 4, 8)
-    assert step.logit_rows.tolist() == [0] * 8
-    assert step.slot_mapping.slots.tolist() == [-1] * 8
-    assert step.prefill_batch.query_starts.tolist() == [0] * 9
-    assert step.context_lens.tolist() == [0] * 4
+    buffers._longs_host.fill_(40)  # what a larger step left staged
+    buffers._ints_host.fill_(7)
+    _, _, tables = host_tables([[3, 4]])
+    with buffers.empty_staging():
+        buffers.load(tables, 4, 8)
+        step = buffers.inputs(8, 4, 8)
+        assert step.logit_rows.tolist() == [0] * 8
+        assert step.slot_mapping.slots.tolist() == [-1] * 8
+        assert step.prefill_batch.query_starts.tolist() == [0] * 9
+        assert step.context_lens.tolist() == [0] * 4
+        assert step.block_tables.tolist() == [[3, 4] + [0] * 14] * 4  # row 0's, never read
+    assert buffers._longs_host.eq(40).all() and buffers._ints_host.eq(7).all()
