@@ -22,9 +22,10 @@ PV dot in float16 too. The scales are applied once per program (a program serves
 and a scale is per tensor or per KV head): K's into the score scale, V's into the output. That
 equals multiplying every loaded element by its scale, with no rounding of the products before
 the dot. Over fp8 the loop still issues about half again the instructions per tile of bf16
-(conversions, byte-wise shared-memory reads into the dot layout) for half the bytes, so on an
-H200 it is bound by instruction issue rather than memory bandwidth and falls well short of
-twice the bf16 kernel's tokens per second; see the same table.
+(conversions, byte-wise shared-memory reads into the dot layout) for half the bytes and needs
+more registers, so on an H200 it is bound by latency at few programs per SM rather than by
+memory bandwidth (default_config caps its registers) and falls short of twice the bf16
+kernel's tokens per second; see the same table.
 
 Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
 share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
@@ -111,9 +112,10 @@ def default_config(block_size: int, num_splits: int, max_context: int = 0,
     paged_decode_fp8_tune_splits_h200.csv) every launch that is not a split of one short tile
     takes TILE_TOKENS-token tiles, 2 stages and at most FP8_MAX_REGISTERS registers a thread:
     the compiler's 211 leave room for 2 programs per SM, too few to keep an fp8 loop's loads
-    in flight, and 3 fit under the cap (a few registers spill). At block sizes 16 and 64 on
-    the shapes of at least 64k tokens that lifts fp8 from 1.16-1.26x to 1.36-1.52x bf16's tokens
-    per second; 4 programs (128 registers) spill too much, and 64-token tiles lose.
+    in flight, and 3 fit under the cap (a few registers spill). On the shapes of at least 64k
+    tokens that lifts fp8 from 1.10-1.26x bf16's tokens per second to 1.18-1.52x
+    (benchmarks/results/paged_decode_fp8_h200.csv); 4 programs (128 registers) spill too much,
+    and 64-token tiles lose.
     """
     if block_size % SHORT_TILE_TOKENS == 0:
         if num_splits == 1 and not fp8:

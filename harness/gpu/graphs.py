@@ -140,7 +140,8 @@ class DecodeGraphs:
     def _forward(self, bucket: int, balanced: bool) -> torch.Tensor:
         """What a bucket's graph holds: the staged inputs to the device, the forward."""
         self.tables.apply()
-        self._meta[:, :bucket].copy_(self._meta_host[:, :bucket], non_blocking=True)
+        # Whole: a column slice is not contiguous, and would go through unpinned memory.
+        self._meta.copy_(self._meta_host, non_blocking=True)
         if balanced:
             n = self.work_plan.size(bucket)
             self._work[:n].copy_(self._work_host[:n], non_blocking=True)
