@@ -4,7 +4,8 @@
 # importable (the device README's .whl carry). Everything lands in $OUT/sweep.tgz, with a log
 # per part.
 #   GPU 0: the GPU tests of the kernels and the graph paths, then probe_steps.
-#   GPU 1: the Azure run (step bins against their floors), then the fp8 decode table.
+#   GPU 1: the Azure run (step bins against their floors), then the fp8 decode table (not with
+#          SKIP_FP8=1).
 set -u
 OUT=${OUT:?set OUT}
 GPUS=$(nvidia-smi -L | wc -l)
@@ -21,8 +22,8 @@ first() {
 second() {
   CUDA_VISIBLE_DEVICES=$1 timeout 200 python3 benchmarks/bench_gpu_decode.py --out "$W/azure" \
       --budget-slots 393216 --baseline-requests 0 > "$W/azure.log" 2>&1
-  CUDA_VISIBLE_DEVICES=$1 timeout 180 python3 benchmarks/bench_paged_decode_fp8.py \
-      --out "$W/fp8" > "$W/fp8.log" 2>&1
+  [ "${SKIP_FP8:-0}" = 1 ] || CUDA_VISIBLE_DEVICES=$1 timeout 180 python3 \
+      benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" > "$W/fp8.log" 2>&1
 }
 if [ "$GPUS" -ge 2 ]; then
   first & second 1 & wait
