@@ -276,10 +276,11 @@ def main() -> int:
         "(weight + KV bytes) / copy) per step, median per bin; measured: median step time",
     ]
     print(step_lines[-3], step_lines[-2], sep="\n", flush=True)
-    rows, bins = [], []
+    rows, bins, logs = [], [], {}
     for name in filter(None, args.allocators.split(",")):
         row, step_log = run_allocator(args, name, trace, decoder)
         rows.append(row)
+        logs[name] = step_log
         bins += gpu_steps.bin_rows(name, step_log, ceilings)
         print(gpu_steps.host_notes(name, step_log), flush=True)
         write_csv(args.out / f"gpu_decode_{slug}.csv", lines, rows, SUMMARY_COLUMNS)
@@ -288,7 +289,10 @@ def main() -> int:
     for b in bins:
         print(f"{b['allocator']:9s} {b['kind']:6s} {b['bin']:>9s} {b['steps']:4d} steps "
               f"{b['measured_ms']:7.2f} ms / floor {b['floor_ms']:7.2f} = {b['ratio']:.2f}")
-    print("\n".join(gpu_steps.spread_notes(bins)), flush=True)
+    same = gpu_steps.same_batch_notes(logs)
+    write_csv(args.out / f"gpu_steps_{slug}.csv", step_lines + [f"# note: {n}" for n in same],
+              bins, gpu_steps.STEP_COLUMNS)
+    print("\n".join(gpu_steps.spread_notes(bins) + same), flush=True)
     # The peer baseline last: transformers' generate is the slowest part, and a run cut off
     # by a time limit still leaves the step bins.
     if deadline is not None and time.perf_counter() > deadline - BASELINE_MIN_S:

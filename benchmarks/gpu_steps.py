@@ -168,6 +168,43 @@ def host_us(fn, calls: int, warmup: int = 20) -> float:
     return float(np.median(times)) * 1e6
 
 
+# What makes two steps the same batch: their rows and the context those rows read.
+SAME_BATCH = ("decode_seqs", "decode_context_tokens", "prefill_seqs", "prefill_tokens",
+              "prefill_context_tokens", "verify_tokens")
+
+
+def same_batch_notes(logs: dict[str, pd.DataFrame]) -> list[str]:
+    """The spread of step time across allocators over the steps that every allocator ran with
+    the same batch (SAME_BATCH equal; an allocator's median where it ran that batch more than
+    once), per kind: how many, and the median and largest (max - min) / min, over every
+    allocator and over all but static (which reserves max_model_len per request and runs other
+    batches). The bins' ratios compare each allocator's own mix of batches; this compares like
+    with like."""
+    key = list(SAME_BATCH)
+    merged = None
+    for name, log in logs.items():
+        times = log.groupby(key).step_s.median().rename(name).reset_index()
+        merged = times if merged is None else merged.merge(times, on=key)
+    if len(logs) < 2 or merged.empty:
+        return []
+    mixed = (merged.prefill_tokens + merged.verify_tokens > 0).to_numpy()
+    groups = [("every allocator", list(logs)),
+              ("all but static", [name for name in logs if name != "static"])]
+    notes = []
+    for kind, rows in (("decode", merged[~mixed]), ("mixed", merged[mixed])):
+        if rows.empty:
+            continue
+        parts = []
+        for label, names in groups:
+            if len(names) > 1:
+                spread = rows[names].max(axis=1) / rows[names].min(axis=1) - 1
+                parts.append(f"{label} median {100 * spread.median():.1f}%, largest "
+                             f"{100 * spread.max():.1f}%")
+        notes.append(f"same batch, {kind}: {len(rows)} batches every allocator ran; spread "
+                     + "; ".join(parts))
+    return notes
+
+
 def spread_notes(rows: list[dict]) -> list[str]:
     """Per bin, the spread of the floor ratio across allocators: (max - min) / min."""
     frame = pd.DataFrame(rows)
