@@ -83,7 +83,10 @@ class WorkListPlan:
         row_start = row_end - tiles
         total = int(row_end[-1]) if rows else 0
         per_program = max(1, -(-total // self.programs))
-        cuts = np.union1d(row_start[tiles > 0], np.arange(0, total, per_program))
+        # Row starts and program starts, sorted, each once (np.union1d's hashing took most of a
+        # build at 256 rows).
+        cuts = np.sort(np.concatenate((row_start[tiles > 0], np.arange(0, total, per_program))))
+        cuts = cuts[np.diff(cuts, prepend=-1) > 0]
         row = np.searchsorted(row_end, cuts, side="right")
         tile_of = (first_tile - row_start)[row]  # stream position + this = the row's tile
         start = np.maximum((cuts + tile_of) * tile, lo[row])
