@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from kernels.paged_decode import DecodeConfig, paged_decode, plan_launch
+from kernels.decode_launch import DecodeConfig
+from kernels.paged_decode import paged_decode, plan_launch
 from kernels.segments import segment_table
 from kernels.reference import reference_decode
 

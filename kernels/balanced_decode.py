@@ -32,8 +32,9 @@ import triton.language as tl
 from kernels import occupancy
 from kernels.fp8 import check_scales, is_fp8
 from kernels.launch import DirectLaunch
-from kernels.paged_decode import (LOG2E, DecodeConfig, DecodeShape, check_inputs,
-                                  decode_output, default_config, shape_constants)
+from kernels.decode_launch import DecodeConfig, default_config
+from kernels.paged_decode import (LOG2E, DecodeShape, check_inputs, decode_output,
+                                  shape_constants)
 from kernels.segments import KVLayoutError, SegmentTable, segment_table
 from kernels.split_kv import partials, reduce_launch, use_pdl
 from kernels.tl_helpers import (attend_keys, load_query, log_sum_exp, normalise,

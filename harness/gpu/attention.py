@@ -41,7 +41,7 @@ class TritonAttention:
 
     def __init__(self, *, decode_balance: str = "auto",
                  decode_programs: int | None = None) -> None:
-        from kernels import kv_write, paged_decode, paged_prefill, segments
+        from kernels import decode_launch, kv_write, paged_decode, paged_prefill, segments
         from kernels.balanced_decode import paged_decode_balanced, plan_work_lists
 
         if decode_balance not in DECODE_BALANCE:
@@ -55,7 +55,7 @@ class TritonAttention:
         self._decode_shape = paged_decode.DecodeShape
         self._paged_decode_balanced = paged_decode_balanced
         self._plan_work_lists = plan_work_lists
-        self._choose_splits = paged_decode.choose_num_splits
+        self._choose_splits = decode_launch.choose_num_splits
         self._max_keys = paged_decode.max_keys
         self._segment_table = segments.segment_table
         self._segment_offsets = segments.segment_offsets

@@ -1,0 +1,113 @@
+"""Launch heuristics of the paged decode kernel (kernels/paged_decode.py): its launch shape per
+block size, split count and cache dtype (default_config), and the split count that fills the GPU
+in whole waves (choose_num_splits), a wave being as many programs as the GPU holds at once
+(read off the compiled kernel by the caller). Plain Python: the measurements behind each rule
+are cited where it is made.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from kernels.split_kv import MAX_SPLITS
+
+TILE_TOKENS = 128
+SHORT_TILE_TOKENS = 64
+# Splits that only even out the last wave of a grid larger than the GPU stay this long: the
+# partial writes and the reduction of shorter ones cost more than the wave they fill.
+MIN_BALANCING_SPLIT_TOKENS = 1024
+# Registers per thread of an fp8 launch: 3 programs of 4 warps in an SM's 65,536 (default_config).
+FP8_MAX_REGISTERS = 168
+# A grid over several waves is split until its last wave is at least this full.
+LAST_WAVE_FILL = 0.9
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Launch shape of the split kernel: tokens per tile, warps, software-pipelining depth, and
+    a cap on registers per thread (None: the compiler's choice), which trades spills for more
+    programs per SM."""
+
+    block_n: int
+    num_warps: int
+    num_stages: int
+    maxnreg: int | None = None
+
+    def options(self) -> dict:
+        """The launch options Triton compiles this shape with."""
+        options = dict(num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.maxnreg is not None:
+            options["maxnreg"] = self.maxnreg
+        return options
+
+
+def default_config(block_size: int, num_splits: int, max_context: int = 0,
+                   fp8: bool = False) -> DecodeConfig:
+    """Launch shape measured best on an H100 (benchmarks/results/tuning/paged_decode_tune_h100.csv,
+    and paged_decode_tune_splits_h100.csv for split launches).
+
+    TILE_TOKENS-token tiles, 2 stages: more bytes in flight per program, which pays wherever a
+    program looks up every token (block_size 1: 64x4096 in 372 us against 463 with 64-token
+    tiles) and wherever few programs share a small context (split-KV). Over blocks that hold
+    whole SHORT_TILE_TOKENS-token tiles (one table lookup per tile), unsplit large batches run
+    best with those tiles and 3 stages (64x32768 at block_size 256: 2822 us against 3022), and
+    splits of one such tile, which have nothing to pipeline, with one stage (1x4096 at
+    block_size 64 and 256: 17.7 us, against 18.0-18.2 with two stages).
+
+    Over an fp8 cache (measured on an H200, benchmarks/results/tuning/
+    paged_decode_fp8_tune_splits_h200.csv) every launch that is not a split of one short tile
+    takes TILE_TOKENS-token tiles, 2 stages and at most FP8_MAX_REGISTERS registers a thread:
+    the compiler's 211 leave room for 2 programs per SM, too few to keep an fp8 loop's loads
+    in flight, and 3 fit under the cap (a few registers spill). On the shapes of at least 64k
+    tokens that lifts fp8 from 1.10-1.26x bf16's tokens per second to 1.18-1.52x
+    (benchmarks/results/paged_decode_fp8_h200.csv); 4 programs (128 registers) spill too much,
+    and 64-token tiles lose.
+    """
+    if block_size % SHORT_TILE_TOKENS == 0:
+        if num_splits == 1 and not fp8:
+            return DecodeConfig(block_n=SHORT_TILE_TOKENS, num_warps=4, num_stages=3)
+        if 0 < max_context <= num_splits * SHORT_TILE_TOKENS:
+            return DecodeConfig(block_n=SHORT_TILE_TOKENS, num_warps=4, num_stages=1)
+    if fp8:
+        return DecodeConfig(block_n=TILE_TOKENS, num_warps=4, num_stages=2,
+                            maxnreg=FP8_MAX_REGISTERS)
+    return DecodeConfig(block_n=TILE_TOKENS, num_warps=4, num_stages=2)
+
+
+def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int, *,
+                      block_size: int = 1,
+                      programs_per_sm: Callable[[int], int] | None = None) -> int:
+    """Split count that fills the GPU in whole waves, for default_config's launch shapes;
+    programs_per_sm(splits) is how many programs of that launch one SM holds (plan_launch reads
+    it off the compiled kernels; without it, 2, the fewest any default launch gets on an H100).
+
+    Measured on an H100 (benchmarks/results/tuning/paged_decode_tune_splits_h100.csv). A grid that
+    fits in one wave takes as many splits as still fit, each at least a tile:
+    more programs put more loads in flight (1x4096 at block_size 64: 17.7 us with 64 splits of
+    one 64-token tile, 18.9 with 32 of two). A larger grid is split only until its last wave is
+    LAST_WAVE_FILL full, since a nearly empty last wave leaves SMs idle while it drains
+    (64x32768 at block_size 16, 3 programs per SM: 1.29 waves unsplit at 91% of SDPA, 3.88
+    waves with 3 splits at 97%); such splits stay MIN_BALANCING_SPLIT_TOKENS long.
+    """
+    programs = batch * num_kv_heads
+    per_sm = programs_per_sm or (lambda splits: 2)
+    if programs <= per_sm(1) * num_sms:
+        short_tiles = -(-max_context // SHORT_TILE_TOKENS)
+        if (block_size % SHORT_TILE_TOKENS == 0 and 1 < short_tiles <= MAX_SPLITS
+                and programs * short_tiles <= per_sm(short_tiles) * num_sms):
+            return short_tiles
+        tiles = -(-max_context // TILE_TOKENS)
+        most = max((splits for splits in range(1, min(MAX_SPLITS, tiles) + 1)
+                    if programs * splits <= per_sm(splits) * num_sms), default=1)
+        # The fewest splits of the length that `most` gives: none of them left empty.
+        return 1 if most == 1 else -(-tiles // -(-tiles // most))
+    best, best_fill = 1, 0.0
+    for splits in range(1, min(MAX_SPLITS, max_context // MIN_BALANCING_SPLIT_TOKENS) + 1):
+        waves = programs * splits / (per_sm(splits) * num_sms)
+        fill = waves / math.ceil(waves)
+        if fill >= LAST_WAVE_FILL:
+            return splits
+        if fill > best_fill:
+            best, best_fill = splits, fill
+    return best
