@@ -39,7 +39,8 @@ from bench_paged_decode import (
     run_sdpa, time_us,
 )
 from kernels.paged_decode import plan_launch
-from kernels.paged_prefill import PrefillConfig, PrefillShape, paged_prefill, plan_prefill
+from kernels.paged_prefill import PrefillShape, paged_prefill, plan_prefill
+from kernels.prefill_launch import PrefillConfig
 from kernels.paged_prefill import plan_launch as plan_prefill_launch
 from kernels.reference import reference_prefill
 from kernels.segments import segment_table

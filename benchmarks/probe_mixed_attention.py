@@ -26,7 +26,8 @@ import torch
 from bench_paged_decode import time_us
 from harness.gpu.attention import TritonAttention
 from kernels.paged_decode import paged_decode
-from kernels.paged_prefill import PrefillConfig, paged_prefill
+from kernels.paged_prefill import paged_prefill
+from kernels.prefill_launch import PrefillConfig
 from kernels.segments import segment_table
 
 LAYERS, HEADS, KV_HEADS, DIM, BLOCK, WIDTH = 32, 32, 8, 128, 16, 1024

@@ -7,17 +7,19 @@ from hypothesis import given, strategies as st
 
 from kernels.split_kv import MAX_SPLITS
 from kernels.paged_prefill import (
-    GPU_CONFIG,
-    MIN_SPLIT_TILES,
-    SMALL_GPU_CONFIG,
-    PrefillConfig,
     PrefillShape,
-    choose_num_splits,
-    default_config,
     default_num_splits,
     paged_prefill,
     plan_launch,
     plan_prefill,
+)
+from kernels.prefill_launch import (
+    GPU_CONFIG,
+    MIN_SPLIT_TILES,
+    SMALL_GPU_CONFIG,
+    PrefillConfig,
+    choose_num_splits,
+    default_config,
 )
 from kernels.reference import reference_prefill
 from kernels.segments import KVLayoutError, segment_table
