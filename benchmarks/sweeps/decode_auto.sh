@@ -10,10 +10,8 @@
 #        bf16 then fp8 (raw metrics, stall reasons among them), then fp8 launch shapes.
 #   Phase B: the fidelity runs against the new llama3-8b profile, a slice per GPU on 0-2.
 #   Phase C: the TP=4 profile of llama3-8b and the TP=4 runs priced by it (issue 18).
-set -u
+. "$(dirname "$0")/common.sh"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-OUT=${OUT:?set OUT}
-W=$(mktemp -d)
 mkdir -p "$W/azure" "$W/profile" "$W/balance" "$W/ncu" "$W/fp8tune" "$W/fid_a" "$W/fid_b" \
     "$W/fid_c" "$W/tp4"
 NCU_PY='import sys; sys.path.insert(0, "benchmarks")
@@ -59,5 +57,4 @@ timeout 80 python3 -m harness.cli profile --model llama3-8b --tp 4 --block-sizes
     --out "$W/tp4" > "$W/tp4_profile.log" 2>&1
 timeout 120 python3 benchmarks/bench_gpu_tp.py --tp 4 --profile-dir "$W/tp4" --out "$W/tp4" \
     > "$W/tp4_run.log" 2>&1
-tail -n 4 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+pack 4

@@ -7,11 +7,9 @@
 #   2: the TP=2 profile of llama3-8b under auto, then the TP=2 run priced by it, on GPUs 0-1;
 #   3: the TP=4 runs priced by benchmarks/results' TP=4 profile, on all four.
 # Arguments: the parts to run, of "fidelity tp" (default both).
-set -u
+. "$(dirname "$0")/common.sh"
 PARTS=${*:-fidelity tp}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-OUT=${OUT:?set OUT}
-W=$(mktemp -d)
 mkdir -p "$W/fid_a" "$W/fid_b" "$W/fid_c" "$W/tp2" "$W/tp4"
 if [[ " $PARTS " == *" fidelity "* ]]; then
 gpu=0
@@ -33,5 +31,4 @@ if [[ " $PARTS " == *" tp "* ]]; then
 timeout 150 python3 benchmarks/bench_gpu_tp.py --tp 4 --profile-dir benchmarks/results \
     --out "$W/tp4" > "$W/tp4_run.log" 2>&1
 fi
-tail -n 5 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+pack 5

@@ -5,13 +5,10 @@
 #          whether more programs per SM lift it towards issue 16's 1.7x.
 #   GPU 1: probe_mixed_attention with the decode launch at other split counts: what a small
 #          mixed step's decode rows cost against issue 12's floor.
-set -u
-OUT=${OUT:?set OUT}
-GPUS=$(nvidia-smi -L | wc -l)
-W=$(mktemp -d)
+. "$(dirname "$0")/common.sh"
 mkdir -p "$W/fp8" "$W/mixed"
 fp8() {
-  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" \
+  CUDA_VISIBLE_DEVICES=$1 timeout 300 python3 benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" \
       --tune-configs default,128:4:2,128:4:2:168,128:4:2:128,128:4:3:168,128:4:1:128,64:4:3:128,64:4:2:96,256:4:2:168,128:8:2:128,128:8:2:96 \
       --tune-shapes 64x32768,32x4096 --block-sizes 16 > "$W/fp8.log" 2>&1
 }
@@ -19,10 +16,5 @@ mixed() {
   CUDA_VISIBLE_DEVICES=$1 timeout 300 python3 benchmarks/probe_mixed_attention.py --out "$W/mixed" \
       > "$W/mixed.log" 2>&1
 }
-if [ "$GPUS" -ge 2 ]; then
-  fp8 & mixed 1 & wait
-else
-  fp8; mixed 0
-fi
-tail -n 3 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+side_by_side fp8 mixed
+pack

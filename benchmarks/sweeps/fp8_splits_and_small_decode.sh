@@ -5,13 +5,10 @@
 #          the default, on issue 16's target shapes (>= 64k tokens) at block sizes 16 and 64.
 #   GPU 1: bf16 decode launch shapes and split counts on the few-row batches of issue 12's
 #          small mixed steps (1,536-token contexts), with the SDPA floor beside them.
-set -u
-OUT=${OUT:?set OUT}
-GPUS=$(nvidia-smi -L | wc -l)
-W=$(mktemp -d)
+. "$(dirname "$0")/common.sh"
 mkdir -p "$W/fp8" "$W/small"
 fp8() {
-  CUDA_VISIBLE_DEVICES=0 timeout 420 python3 benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" \
+  CUDA_VISIBLE_DEVICES=$1 timeout 420 python3 benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" \
       --tune-configs default,128:4:2:168,128:4:3:168,64:4:3:168,128:4:2:128 \
       --tune-splits 0,1,2,3,4,6,8 --tune-shapes 32x4096,64x4096,8x32768,64x32768 \
       --block-sizes 16,64 > "$W/fp8.log" 2>&1
@@ -22,10 +19,5 @@ small() {
       --tune-configs 128:4:2,128:4:3,128:4:4,64:4:3,64:4:4,128:4:2:128,64:4:3:128 \
       --tune-splits 1,2,4,8 > "$W/small.log" 2>&1
 }
-if [ "$GPUS" -ge 2 ]; then
-  fp8 & small 1 & wait
-else
-  fp8; small 0
-fi
-tail -n 3 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+side_by_side fp8 small
+pack

@@ -3,16 +3,11 @@
 # of the executor that issue12_graph_inputs.sh leaves out, on one H200 (about 6 minutes). Run
 # from the repository root with simpy importable (the device README's .whl carry). Everything
 # lands in $OUT/sweep.tgz, with a log per part.
-set -u
-OUT=${OUT:?set OUT}
-W=$(mktemp -d)
-mkdir -p "$W/azure"
-CUDA_VISIBLE_DEVICES=0 timeout 200 python3 benchmarks/bench_gpu_decode.py --out "$W/azure" \
-    --budget-slots 393216 --baseline-requests 0 > "$W/azure.log" 2>&1
+. "$(dirname "$0")/common.sh"
+azure 0 200
 CUDA_VISIBLE_DEVICES=0 timeout 170 python3 -m pytest -q -p no:cacheprovider \
     tests/harness/gpu/test_gpu_engine.py tests/harness/gpu/test_gpu_fp8.py \
     tests/harness/gpu/test_speculative.py tests/harness/gpu/test_gpu_host_tier.py \
     tests/harness/gpu/test_gpu_model.py tests/harness/gpu/test_gpu_decoding.py \
     > "$W/tests.log" 2>&1
-tail -n 3 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+pack

@@ -5,16 +5,12 @@
 #   GPU 0: the Azure run (step bins against their floors; host preparation per step).
 #   GPU 1: probe_steps (small mixed steps; paged_decode's eager host time by part), then the
 #          GPU tests of the graph paths and of token equality with transformers.
-set -u
-OUT=${OUT:?set OUT}
-W=$(mktemp -d)
-mkdir -p "$W/probe" "$W/azure"
-(CUDA_VISIBLE_DEVICES=0 timeout 195 python3 benchmarks/bench_gpu_decode.py --out "$W/azure" \
-     --budget-slots 393216 --baseline-requests 0 > "$W/azure.log" 2>&1) &
+. "$(dirname "$0")/common.sh"
+mkdir -p "$W/probe"
+azure 0 195 &
 (export CUDA_VISIBLE_DEVICES=1
  timeout 80 python3 benchmarks/probe_steps.py --out "$W/probe" > "$W/probe.log" 2>&1
  timeout 110 python3 -m pytest -q -p no:cacheprovider tests/harness/gpu/test_gpu_graph_paths.py \
      tests/harness/gpu/test_gpu_engine.py > "$W/tests.log" 2>&1) &
 wait
-tail -n 3 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+pack

@@ -6,29 +6,20 @@
 #   GPU 0: the GPU tests of the kernels and the graph paths, then probe_steps.
 #   GPU 1: the Azure run (step bins against their floors), then the fp8 decode table (not with
 #          SKIP_FP8=1).
-set -u
-OUT=${OUT:?set OUT}
-GPUS=$(nvidia-smi -L | wc -l)
-W=$(mktemp -d)
-mkdir -p "$W/probe" "$W/azure" "$W/fp8"
+. "$(dirname "$0")/common.sh"
+mkdir -p "$W/probe" "$W/fp8"
 first() {
-  CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m pytest -q -x -p no:cacheprovider \
+  CUDA_VISIBLE_DEVICES=$1 timeout 200 python3 -m pytest -q -x -p no:cacheprovider \
       tests/kernels tests/harness/gpu/test_gpu_mixed_graphs.py \
       tests/harness/gpu/test_gpu_graph_paths.py tests/harness/gpu/test_gpu_batching.py \
       > "$W/tests.log" 2>&1
-  CUDA_VISIBLE_DEVICES=0 timeout 200 python3 benchmarks/probe_steps.py --out "$W/probe" \
+  CUDA_VISIBLE_DEVICES=$1 timeout 200 python3 benchmarks/probe_steps.py --out "$W/probe" \
       > "$W/probe.log" 2>&1
 }
 second() {
-  CUDA_VISIBLE_DEVICES=$1 timeout 200 python3 benchmarks/bench_gpu_decode.py --out "$W/azure" \
-      --budget-slots 393216 --baseline-requests 0 > "$W/azure.log" 2>&1
+  azure "$1" 200
   [ "${SKIP_FP8:-0}" = 1 ] || CUDA_VISIBLE_DEVICES=$1 timeout 180 python3 \
       benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" > "$W/fp8.log" 2>&1
 }
-if [ "$GPUS" -ge 2 ]; then
-  first & second 1 & wait
-else
-  first; second 0
-fi
-tail -n 3 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+side_by_side first second
+pack

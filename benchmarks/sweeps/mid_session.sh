@@ -5,25 +5,16 @@
 #   GPU 0: probe_mixed_attention (prefill launch shapes beside the decode launch), then the fp8
 #          decode table (bench_paged_decode_fp8.py, the committed paged_decode_fp8_<gpu>.csv).
 #   GPU 1: the Azure run (step bins against their floors).
-set -u
-OUT=${OUT:?set OUT}
-GPUS=$(nvidia-smi -L | wc -l)
-W=$(mktemp -d)
-mkdir -p "$W/mixed" "$W/fp8" "$W/azure"
+. "$(dirname "$0")/common.sh"
+mkdir -p "$W/mixed" "$W/fp8"
 first() {
-  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 benchmarks/probe_mixed_attention.py \
+  CUDA_VISIBLE_DEVICES=$1 timeout 120 python3 benchmarks/probe_mixed_attention.py \
       --out "$W/mixed" > "$W/mixed.log" 2>&1
-  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/bench_paged_decode_fp8.py \
+  CUDA_VISIBLE_DEVICES=$1 timeout 300 python3 benchmarks/bench_paged_decode_fp8.py \
       --out "$W/fp8" > "$W/fp8.log" 2>&1
 }
-azure() {
-  CUDA_VISIBLE_DEVICES=$1 timeout 300 python3 benchmarks/bench_gpu_decode.py --out "$W/azure" \
-      --budget-slots 393216 --baseline-requests 0 > "$W/azure.log" 2>&1
+second() {
+  azure "$1" 300
 }
-if [ "$GPUS" -ge 2 ]; then
-  first & azure 1 & wait
-else
-  first; azure 0
-fi
-tail -n 3 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+side_by_side first second
+pack

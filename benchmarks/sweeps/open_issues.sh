@@ -10,11 +10,9 @@
 #             step's device time goes, kernel by kernel).
 #   GPU 2, 3: the TP=2 profile of llama3-8b, then the TP=2 run priced by it (issue 18).
 #   All four: the TP=4 all-reduces and runs of llama3-8b and llama3-70b (issue 18).
-set -u
+. "$(dirname "$0")/common.sh"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-OUT=${OUT:?set OUT}
 GPUS=$(nvidia-smi -L | wc -l)
-W=$(mktemp -d)
 mkdir -p "$W/balanced" "$W/default" "$W/ncu" "$W/probe" "$W/tp2" "$W/tp4"
 (export CUDA_VISIBLE_DEVICES=0
  timeout 170 python3 benchmarks/bench_gpu_decode.py --out "$W/default" --budget-slots 393216 \
@@ -43,5 +41,4 @@ else
   timeout 150 python3 benchmarks/bench_gpu_tp.py --tp 2 --models llama3-8b \
       --profile-dir "$W/tp2" --out "$W/tp2" > "$W/tp2_run.log" 2>&1
 fi
-tail -n 3 "$W"/*.log
-tar -czf "$OUT/sweep.tgz" -C "$W" .
+pack

@@ -1,0 +1,33 @@
+# Sourced by the sweeps, which run from the repository root with simpy importable (the device
+# README's .whl carry): $W, a work folder whose contents end up in $OUT/sweep.tgz (pack; the
+# device tool returns at most 8 files), and the pieces several sweeps share.
+set -u
+OUT=${OUT:?set OUT}
+W=$(mktemp -d)
+
+# side_by_side A B: shell functions A and B, each given its GPU index: at once on GPUs 0 and 1
+# where the machine has two, else one after the other on GPU 0.
+side_by_side() {
+  if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+    "$1" 0 &
+    "$2" 1 &
+    wait
+  else
+    "$1" 0
+    "$2" 0
+  fi
+}
+
+# azure GPU SECONDS: issue 12's Azure run (the step bins of benchmarks/results'
+# gpu_steps_<gpu>.csv and gpu_decode_<gpu>.csv) into $W/azure, logged to $W/azure.log.
+azure() {
+  mkdir -p "$W/azure"
+  CUDA_VISIBLE_DEVICES=$1 timeout "$2" python3 benchmarks/bench_gpu_decode.py --out "$W/azure" \
+      --budget-slots 393216 --baseline-requests 0 > "$W/azure.log" 2>&1
+}
+
+# pack [LINES]: the last LINES (3) of each log printed, and $W into $OUT/sweep.tgz.
+pack() {
+  tail -n "${1:-3}" "$W"/*.log
+  tar -czf "$OUT/sweep.tgz" -C "$W" .
+}
