@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+from harness.gpu.graphs import capture
 from kernels.decode_launch import DecodeConfig
 from kernels.paged_decode import paged_decode, plan_launch
 from kernels.segments import segment_table
@@ -86,20 +87,13 @@ def make_case(batch: int, context: int, seed: int) -> Case:
 def time_us(fn, graph: bool = True) -> float:
     """Median device time of fn in microseconds, L2 flushed before each call.
 
-    With graph=True fn is captured once into a CUDA graph and the replays are timed, as a
-    serving engine runs decode: otherwise the host's launch overhead (two Triton launches take
-    longer than a small decode kernel runs) leaks into the device time of small shapes.
+    With graph=True fn is captured once into a CUDA graph (harness.gpu.graphs.capture, which
+    runs it three times) and the replays are timed, as a serving engine runs decode: otherwise
+    the host's launch overhead (a Triton launch takes longer than a small decode kernel runs)
+    leaks into the device time of small shapes.
     """
     if graph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        captured = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(captured):
-            fn()
-        fn = captured.replay
+        fn = capture(fn, None)[0].replay
     return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e3
 
 

@@ -40,12 +40,13 @@ from kernels.work_list import DecodeWorkList
 
 def capture(forward: Callable[[], torch.Tensor], mempool) -> tuple[torch.cuda.CUDAGraph,
                                                                    torch.Tensor]:
-    """forward warmed up on a side stream, then captured into a graph on mempool and replayed
-    once; returns the graph and the tensor its replays write forward's result into. The replay
-    is part of the capture because a graph's first launch also uploads it to the device, which
-    for a model's hundreds of nodes takes the host far longer than a later launch: left to the
-    first step that replays the graph, it would be timed as that step's work. forward's inputs
-    must write nowhere, as replaying runs it."""
+    """forward warmed up on a side stream, then captured into a graph on mempool (None: a pool
+    of its own) and replayed once; returns the graph and the tensor its replays write forward's
+    result into. The replay is part of the capture because a graph's first launch also uploads
+    it to the device, which for a model's hundreds of nodes takes the host far longer than a
+    later launch: left to the first step that replays the graph, it would be timed as that
+    step's work. forward runs three times here, so it must be repeatable: a step's inputs must
+    write nowhere (empty_staging)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -56,6 +57,26 @@ def capture(forward: Callable[[], torch.Tensor], mempool) -> tuple[torch.cuda.CU
         out = forward()
     graph.replay()
     return graph, out
+
+
+@contextmanager
+def empty_staging(buffers: tuple[torch.Tensor, ...], slots: torch.Tensor,
+                  device: torch.device):
+    """Pinned staging buffers that hold an empty step inside (zeros, and -1 in slots, a view of
+    one of them: writes nowhere, attends to nothing), what they held after: a capture runs
+    the forward it holds on them. The copies out of them to device are waited for before they
+    are refilled."""
+    held = [buffer.clone() for buffer in buffers]
+    for buffer in buffers:
+        buffer.zero_()
+    slots.fill_(-1)
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        for buffer, was in zip(buffers, held):
+            buffer.copy_(was)
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -149,21 +170,11 @@ class DecodeGraphs:
         self.tables.gather(self._meta[4, :bucket], self.width, out=self._tables[:bucket])
         return self.decoder.next_tokens(self._step(bucket, balanced), self.pool)
 
-    @contextmanager
     def empty_staging(self):
-        """The staging buffers hold an empty step (writes nowhere, attends to nothing) inside,
-        what they held after: a capture runs the forward it holds."""
-        held = self._meta_host.clone(), self._work_host.clone()
-        self._meta_host.zero_()
-        self._meta_host[2].fill_(-1)
-        self._work_host.zero_()  # an empty list: no row attends to anything
-        try:
-            yield
-        finally:
-            if self._meta.is_cuda:
-                torch.cuda.synchronize(self._meta.device)  # the copies out of them done
-            self._meta_host.copy_(held[0])
-            self._work_host.copy_(held[1])
+        """The staging buffers hold an empty step inside (graphs.empty_staging; an empty work
+        list: no row attends to anything)."""
+        return empty_staging((self._meta_host, self._work_host), self._meta_host[2],
+                             self._meta.device)
 
     def _bucket(self, batch: int) -> int:
         return next(b for b in self.buckets if b >= batch)

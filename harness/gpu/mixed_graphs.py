@@ -30,7 +30,6 @@ speculates.
 from __future__ import annotations
 
 import weakref
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 
 from harness.gpu.batching import HostStep
 from harness.gpu.device_tables import DeviceTables
-from harness.gpu.graphs import capture
+from harness.gpu.graphs import capture, empty_staging
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, PrefillBatch, StepInputs
@@ -191,23 +190,12 @@ class MixedBuffers:
         return DecodeWorkList(plan, decode_rows,
                               self.ints[self._work_at : self._work_at + plan.size(decode_rows)])
 
-    @contextmanager
     def empty_staging(self):
-        """The staging buffers hold an empty step inside (writes nowhere, holds no query
-        tokens, samples row 0), what they held after: a capture of any bucket runs the forward
-        it holds on them."""
-        held = self._longs_host.clone(), self._ints_host.clone()
+        """The staging buffers hold an empty step inside (graphs.empty_staging: no query
+        tokens, sampling row 0), for a capture of any bucket."""
         t = self.max_tokens
-        self._longs_host.zero_()
-        self._longs_host[2 * t : 3 * t].fill_(-1)
-        self._ints_host.zero_()
-        try:
-            yield
-        finally:
-            if self.longs.is_cuda:
-                torch.cuda.synchronize(self.longs.device)  # the copies out of them done
-            self._longs_host.copy_(held[0])
-            self._ints_host.copy_(held[1])
+        return empty_staging((self._longs_host, self._ints_host),
+                             self._longs_host[2 * t : 3 * t], self.longs.device)
 
     def stage(self, host: HostStep, tokens: int, decode_rows: int,
               balanced: bool = False) -> None:
