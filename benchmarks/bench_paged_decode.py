@@ -371,7 +371,7 @@ def tune(args, copy_gbs: float) -> list[dict]:
         if args.tune_profile:
             profile_breakdown(case, sdpa=True)
         for block_size in args.block_sizes:
-            tables = case.block_tables(block_size, "shuffled", seed=block_size)
+            tables = case.block_tables(block_size, args.tune_layout, seed=block_size)
             base = auto_splits(case, block_size, tables)
             print(f"tune B={batch} T={context} bs={block_size}: default split count {base}")
             split_counts = args.tune_splits or sorted({base} | {max(1, round(base * f))
@@ -488,6 +488,9 @@ def main() -> int:
                         default=[0.5, 2.0])
     parser.add_argument("--tune-splits", type=ints, default=None)
     parser.add_argument("--tune-profile", action="store_true")
+    parser.add_argument("--tune-layout", choices=("shuffled", "contiguous"), default="shuffled",
+                        help="the tuned shapes' block tables: blocks in random order, or in "
+                             "order (each sequence's KV in one run, as segmented lays it out)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     copy_gbs = copy_bandwidth_gbs()

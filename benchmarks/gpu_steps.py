@@ -141,9 +141,16 @@ def host_notes(allocator: str, log: pd.DataFrame) -> str:
     prep = log.host_prep_s.to_numpy() * 1e3
     eager = log[~log.graph]
     busy = (eager.enqueue_s / eager.step_s).to_numpy()
+    slow = log[prep >= np.percentile(prep, 99)]
+    parts = {"plan": slow.plan_s, "stage": slow.stage_s,
+             "rest": slow.host_prep_s - slow.plan_s - slow.stage_s}
     return (f"{allocator}: host prep per step median {np.median(prep):.3f} ms, p99 "
             f"{np.percentile(prep, 99):.3f} ms, max {prep.max():.3f} ms; eager steps "
-            f"{len(eager)}, enqueue/step median {np.median(busy) if len(busy) else 0:.2f}")
+            f"{len(eager)}, enqueue/step median {np.median(busy) if len(busy) else 0:.2f}; "
+            f"the {len(slow)} steps at p99 and over: median "
+            + ", ".join(f"{k} {v.median() * 1e3:.3f} ms" for k, v in parts.items())
+            + f", {slow.decode_seqs.median():.0f} decode rows, "
+            f"{slow.prefill_tokens.median():.0f} prefill tokens, {slow.graph.mean():.0%} graphed")
 
 
 def paged_decode_host_us(calls: int = 200) -> float:

@@ -13,7 +13,9 @@ steps and of the chunks' mixed steps, per allocator, and writes host_prep_<devic
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
+import pstats
 import sys
 from pathlib import Path
 
@@ -53,14 +55,38 @@ def run(allocator: str, decoder, prompts: np.ndarray, outputs: np.ndarray) -> pd
     return executor.step_log.frame()
 
 
+def profile(allocator: str, decoder, path: Path) -> int:
+    """The wave through the allocator (after one untimed run) under cProfile: the functions of
+    the harness and numpy by own time, and the steps' host preparation, into path."""
+    run(allocator, decoder, *WAVE)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    log = run(allocator, decoder, *WAVE)
+    profiler.disable()
+    prep = log[log.prefill_seqs == 0].host_prep_s.to_numpy() * 1e3
+    with path.open("w") as f:
+        f.write(f"{allocator}: {len(prep)} decode steps, host prep p50 {np.median(prep):.3f} "
+                f"ms, p99 {np.percentile(prep, 99):.3f} ms (under cProfile)\n")
+        stats = pstats.Stats(profiler, stream=f)
+        stats.sort_stats("tottime").print_stats(r"harness|allocators|numpy|torch", 60)
+        stats.sort_stats("cumulative").print_stats(r"harness", 60)
+    print(path.read_text())
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", metavar="ALLOCATOR",
+                        help="instead: the wave's host functions through this allocator under "
+                             "cProfile, by own time (prof_<device>.txt in --out)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     decoder = build_decoder(model_preset("tiny"), device=args.device, dtype="float32")
+    if args.profile:
+        return profile(args.profile, decoder, args.out / f"prof_{args.device}.txt")
     for allocator in PARAMS:
         wave, chunks = run(allocator, decoder, *WAVE), run(allocator, decoder, *CHUNKS)
         for kind, steps in (("decode", wave[wave.prefill_seqs == 0]),

@@ -13,6 +13,7 @@ tables and writes probe_steps.csv and decode_skew.csv to --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -24,13 +25,15 @@ import torch
 
 import gpu_steps
 
-from allocators import spec_of
+from allocators import OutOfKVMemory, spec_of
 from harness.engine.executor import KVGeometry
+import harness.gpu.executor as executor_module
 from harness.gpu.executor import GpuExecutor, build_decoder
 from harness.gpu.profile import PointTimer, fill_random, profile_trace
 from harness.gpu.profile_grid import ProfilePoint, assign_seq_ids
 from harness.gpu.setup import gpu_run_config
 from harness.model.budget import bytes_per_token
+from harness.model.planner import run_params
 from harness.model.presets import model_preset
 
 CONTEXT = 1500  # decode contexts: about the Azure slice's
@@ -43,7 +46,7 @@ POINTS = (
 # decode 48; 44 decodes + 2 prefill tokens; 40 decodes + 300; 8 decodes + a fresh 96-token
 # prompt; 16 decodes + a fresh 200-token prompt (the Azure run's typical mixed step of at most
 # 256 tokens)
-PROFILED = (3, 5, 6, 7, 10)
+PROFILED = (0, 3, 5, 6, 7, 10)
 TOKEN_SIZES = (32, 48, 64, 128, 192, 256, 320, 384, 448, 512, 768, 1024)
 
 
@@ -142,8 +145,9 @@ def host_breakdown(calls: int = 2000) -> str:
 
 class EnqueueParts:
     """Host seconds of the calls a timed step makes before its device work can run (the
-    executor's enqueue_s): each wrapped call's durations, per call name, since the last
-    reset. While the host makes them the GPU, idle since the last step, waits."""
+    executor's enqueue_s; while the host makes them the GPU, idle since the last step, waits),
+    and of the host preparation's calls after it (the sampled tokens to the host and kept):
+    each wrapped call's durations, per call name, since the last reset."""
 
     def __init__(self, executor) -> None:
         self.seconds: dict[str, list[float]] = {}
@@ -154,9 +158,17 @@ class EnqueueParts:
                 parts.append((graphs, "run", f"{name}.run"))
         if executor._mixed is not None:
             parts.append((executor._mixed.buffers, "load", "mixed buffers.load"))
+        parts += [(torch.cuda.CUDAGraph, "replay", "graph.replay"),
+                  (torch.Tensor, "cpu", "(after) Tensor.cpu"),
+                  (executor_module, "keep_sampled", "(after) keep_sampled")]
+        self._originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in parts]
         for owner, attr, name in parts:
             setattr(owner, attr, self._timed(getattr(owner, attr), name))
-        torch.cuda.CUDAGraph.replay = self._timed(torch.cuda.CUDAGraph.replay, "graph.replay")
+
+    def restore(self) -> None:
+        """The wrapped calls as they were."""
+        for owner, attr, original in self._originals:
+            setattr(owner, attr, original)
 
     def _timed(self, fn, name):
         def call(*args, **kwargs):
@@ -185,23 +197,14 @@ def kernel_table(timer: PointTimer, point, ids) -> str:
                                      max_name_column_width=60)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
-    parser.add_argument("--budget-slots", type=int, default=131072)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+def probe_allocator(name: str, args, decoder, ceilings) -> tuple[list[dict], list[str]]:
+    """Every point through a fresh executor over the allocator (its run's parameters, random
+    KV in the segments it starts with): the rows, and the kernel tables of PROFILED points. A
+    point whose sequences the allocator cannot hold is left out, said so."""
     device = torch.device("cuda")
-    decoder = build_decoder(model_preset("llama3-8b"), device=device, dtype="bfloat16")
-    host_us = gpu_steps.paged_decode_host_us()
-    print(f"paged_decode eager host time at 1x4096: {host_us:.1f} us; direct launches against "
-          f"the JIT's and the reference: {direct_launch_check()}", flush=True)
-    print(host_breakdown(), flush=True)
-    ceilings = gpu_steps.measure_ceilings(decoder)
-    config = gpu_run_config(device, model="llama3-8b", allocator="paged",
+    config = gpu_run_config(device, model="llama3-8b", allocator=name,
                             budget_slots=args.budget_slots)
-    allocator = spec_of("paged").build(args.budget_slots, {"block_size": 16})
+    allocator = spec_of(name).build(args.budget_slots, run_params(config))
     seq_ids, first = assign_seq_ids(list(POINTS))
     geometry = KVGeometry(allocator.block_size, allocator.blocks_per_segment, args.budget_slots)
     executor = GpuExecutor(config, geometry, decoder=decoder, trace=profile_trace(first))
@@ -209,38 +212,79 @@ def main() -> int:
     fill_random(executor.pool, allocator.segments(), seed=0)
     timer = PointTimer(executor, allocator, bytes_per_token=bytes_per_token(config.model),
                        repeats=5, warmup=2)
-    print(f"set up in {time.perf_counter() - started:.0f} s", flush=True)
     rows, tables = [], []
     parts = EnqueueParts(executor)
     for index, (point, ids) in enumerate(zip(POINTS, seq_ids)):
-        row = timer.measure(point, ids)
+        try:
+            row = timer.measure(point, ids)
+        except OutOfKVMemory as exc:
+            for sid in ids:  # those allocated before the one that did not fit
+                with contextlib.suppress(ValueError):
+                    allocator.free(sid)
+            print(f"{name}: point {index} left out: {exc}", flush=True)
+            continue
         enqueue = parts.report()
         if index in PROFILED:  # before a later point gives these ids other lengths
-            tables.append(kernel_table(timer, point, ids))
+            tables.append(f"{name}, point {index}:\n{kernel_table(timer, point, ids)}")
         last = executor.step_log.frame().tail(1)
+        row["allocator"] = name
         row["floor_ms"] = float(gpu_steps.floor_s(last, ceilings)[0]) * 1e3
         row["ratio"] = row["measured_ms"] / row["floor_ms"]
         row["graph"] = bool(last.graph.iloc[0])
         row["host_prep_ms"] = float(last.host_prep_s.iloc[0]) * 1e3
         row["enqueue_ms"] = float(last.enqueue_s.iloc[0]) * 1e3
         rows.append(row)
-        print(f"{row['kind']:6s} decode {row['decode_tokens']:3d} prefill "
+        print(f"{name:9s} {row['kind']:6s} decode {row['decode_tokens']:3d} prefill "
               f"{row['prefill_tokens']:4d} (ctx {row['prefill_context_tokens']:5d}) "
               f"graph {row['graph']:d}: "
               f"{row['measured_ms']:7.2f} ms / floor {row['floor_ms']:7.2f} = {row['ratio']:.2f}"
               f"  host prep {row['host_prep_ms']:.3f} ms, enqueue {row['enqueue_ms']:.3f} ms: "
               f"{enqueue}", flush=True)
+    parts.restore()
+    return rows, tables
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    parser.add_argument("--budget-slots", type=int, default=131072)
+    parser.add_argument("--allocators", default="paged",
+                        help="comma-separated: the points through each, one after another")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="the points alone: no host breakdown, linear-layer grid or skew")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    device = torch.device("cuda")
+    decoder = build_decoder(model_preset("llama3-8b"), device=device, dtype="bfloat16")
+    if not args.steps_only:
+        host_us = gpu_steps.paged_decode_host_us()
+        print(f"paged_decode eager host time at 1x4096: {host_us:.1f} us; direct launches "
+              f"against the JIT's and the reference: {direct_launch_check()}", flush=True)
+        print(host_breakdown(), flush=True)
+    ceilings = gpu_steps.measure_ceilings(decoder)
+    print(f"set up in {time.perf_counter() - started:.0f} s", flush=True)
+    rows, tables = [], []
+    for name in args.allocators.split(","):
+        more_rows, more_tables = probe_allocator(name, args, decoder, ceilings)
+        rows += more_rows
+        tables += more_tables
     frame = pd.DataFrame(rows)
     frame.to_csv(args.out / "probe_steps.csv", index=False, float_format="%.6g")
-    grid = gemm_ms(decoder)
-    print("linear layers (all layers, torch.matmul) ms by tokens: "
-          + ", ".join(f"{t}: {ms:.2f}" for t, ms in grid.items()), flush=True)
+    if len(frame.allocator.unique()) > 1:
+        print(frame.pivot_table(index=["kind", "decode_tokens", "prefill_tokens"],
+                                columns="allocator", values="measured_ms").round(3).to_string(),
+              flush=True)
     for table in tables:
         print(table, flush=True)
-    skew = skew_sweep()
-    skew.to_csv(args.out / "decode_skew.csv", index=False, float_format="%.6g")
-    print(skew.pivot_table(index=["batch", "longest"], columns="splits", values="median_us")
-          .round(1).to_string(), flush=True)
+    if not args.steps_only:
+        grid = gemm_ms(decoder)
+        print("linear layers (all layers, torch.matmul) ms by tokens: "
+              + ", ".join(f"{t}: {ms:.2f}" for t, ms in grid.items()), flush=True)
+        skew = skew_sweep()
+        skew.to_csv(args.out / "decode_skew.csv", index=False, float_format="%.6g")
+        print(skew.pivot_table(index=["batch", "longest"], columns="splits",
+                               values="median_us").round(1).to_string(), flush=True)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 

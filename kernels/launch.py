@@ -24,26 +24,27 @@ from __future__ import annotations
 import torch
 from triton.compiler import CompiledKernel
 
-_I32 = range(-(2**31), 2**31)
-_I64 = range(-(2**63), 2**63)
+_2_31, _2_63 = 2**31, 2**63
 
 
 def specialization(args: tuple) -> tuple[tuple, tuple]:
     """What the JIT would specialise a launch on, per positional argument (with whether each
     tensor is on the GPU), and the arguments as the compiled launcher takes them: each tensor
-    as its address."""
+    as its address. Ints are told apart before tensors: an isinstance test against torch.Tensor
+    that fails is the slowest test of the loop."""
     key, bound = [], []
     for a in args:
-        if isinstance(a, torch.Tensor):
+        kind = type(a)
+        if kind is bool or a is None:
+            key.append(a)
+        elif isinstance(a, int):
+            key.append((a == 1, a % 16 == 0, -_2_31 <= a < _2_31, -_2_63 <= a < _2_63))
+        elif isinstance(a, torch.Tensor):
             ptr = a.data_ptr()
             key.append((a.dtype, ptr % 16 == 0, a.is_cuda))
             a = ptr
-        elif isinstance(a, bool) or a is None:
-            key.append(a)
-        elif isinstance(a, int):
-            key.append((a == 1, a % 16 == 0, a in _I32, a in _I64))
         else:
-            key.append(type(a))
+            key.append(kind)
         bound.append(a)
     return tuple(key), tuple(bound)
 

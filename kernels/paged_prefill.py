@@ -71,8 +71,9 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
         valid = tok < end
         if HAS_WINDOW:
             valid = valid & (tok >= lo)
-        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
-                                   BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
+                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
+                                   TOKEN_STRIDE, ALIGN)
         if CAUSAL:
             k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None],
                         other=0.0)

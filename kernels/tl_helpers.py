@@ -10,11 +10,20 @@ import triton.language as tl
 
 
 @triton.jit
-def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
+def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
               BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
               BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr, ALIGN: tl.constexpr):
     """Element offsets from K_base and V_base of the tile's tokens `tok`, KV head 0: one
-    addressing of the paged cache (block table, then segment table) for both kernels."""
+    addressing of the paged cache (block table, then segment table) for both kernels. lo and
+    end bound the tokens whose table entries hold blocks (those before lo may hold anything).
+
+    Over blocks smaller than a tile each token looks up its block, and its segment's offsets
+    come from one scalar load for the segment of the tile's first token from lo on (the
+    anchor): only tokens of another segment, in a tile that crosses a segment boundary,
+    gather their own. Gathering every token's offsets compiled the block-size-1 kernel to
+    other registers than the block-size-16 one, hence another launch shape, and left the two
+    apart by up to a tenth either way at the executor's decode shapes; with the anchor they
+    time alike (benchmarks/probe_block_sizes.py)."""
     if BLOCK_SIZE % BLOCK_N == 0:
         # The tile lies inside one block: one table lookup, rows at a fixed stride.
         block = tl.load(bt_row + tile // BLOCK_SIZE)
@@ -29,8 +38,15 @@ def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid,
         seg = block // BLOCKS_PER_SEGMENT
         inner = ((block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE
                  + (tok % BLOCK_SIZE) * TOKEN_STRIDE)
-        k_rows = tl.load(K_offsets + seg, mask=valid, other=0) * ALIGN + inner
-        v_rows = tl.load(V_offsets + seg, mask=valid, other=0) * ALIGN + inner
+        anchor = tl.maximum(tile, lo)
+        # No token of the tile is read when the anchor is not: segment 0 then, never used.
+        anchor_seg = tl.load(bt_row + anchor // BLOCK_SIZE, mask=anchor < end,
+                             other=0) // BLOCKS_PER_SEGMENT
+        other = valid & (seg != anchor_seg)
+        k_rows = tl.where(other, tl.load(K_offsets + seg, mask=other, other=0),
+                          tl.load(K_offsets + anchor_seg)) * ALIGN + inner
+        v_rows = tl.where(other, tl.load(V_offsets + seg, mask=other, other=0),
+                          tl.load(V_offsets + anchor_seg)) * ALIGN + inner
     return k_rows, v_rows
 
 
@@ -83,8 +99,9 @@ def attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col, qk_sc
         valid = tok < end
         if HAS_LO:
             valid = valid & (tok >= lo)
-        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, BLOCK_SIZE,
-                                   BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN)
+        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
+                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
+                                   TOKEN_STRIDE, ALIGN)
         k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
         # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.

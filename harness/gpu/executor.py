@@ -219,6 +219,7 @@ class GpuExecutor:
         t0 = time.perf_counter()
         prefills, verifications, decode, rows = plan_step(batch.seqs, self._tokens,
                                                           self._tables)
+        plan_s = time.perf_counter() - t0
         seconds = 0.0
         if verifications:
             self._device_tables.stage()
@@ -226,8 +227,11 @@ class GpuExecutor:
             seconds = self._draft(batch, verifications)
             t0 = time.perf_counter()
             prefills = prefills + [v.work(self._tokens) for v in verifications]
+        t1 = time.perf_counter()
         staged = self._stage(prefills, decode, rows)
-        host_s += time.perf_counter() - t0
+        t2 = time.perf_counter()
+        stage_s = t2 - t1
+        host_s += t2 - t0
         if staged.decode_graph:  # a first use captures, untimed
             self._graphs.prepare()
         elif staged.mixed_key is not None:
@@ -251,7 +255,8 @@ class GpuExecutor:
             self._draft_mismatches += keep_sampled(self._tokens, verifications, sampled,
                                                    next_tokens.cpu().numpy())
         host_s += time.perf_counter() - t2
-        self._record(batch, verifications, graphed, host_s, rollback_s, enqueue_s, seconds)
+        self._record(batch, verifications, graphed, (host_s, plan_s, stage_s, rollback_s),
+                     enqueue_s, seconds)
         return seconds
 
     def _draft(self, batch: Batch, verifications: list[Verification]) -> float:
@@ -319,7 +324,10 @@ class GpuExecutor:
         return rollback_s
 
     def _record(self, batch: Batch, verifications: list[Verification], graph: bool,
-                host_s: float, rollback_s: float, enqueue_s: float, seconds: float) -> None:
+                host: tuple[float, float, float, float], enqueue_s: float,
+                seconds: float) -> None:
+        """host: the step's host preparation, and of it planning, staging and rollbacks."""
+        host_s = host[0]
         self._steps += 1
         self._device_s += seconds
         self._host_s += host_s
@@ -329,7 +337,7 @@ class GpuExecutor:
             graph, decode_seqs, batch.decode_context_tokens, batch.decode_max_context,
             len(batch.seqs) - decode_seqs - len(verifications), batch.prefill_tokens,
             batch.prefill_context_tokens, batch.prefill_attention_pairs, len(verifications),
-            verify_tokens, host_s, rollback_s, enqueue_s, seconds))
+            verify_tokens, *host, enqueue_s, seconds))
 
     def _warm_up(self, batch: Batch) -> None:
         """Before the first timed step: back the first segments and compile the kernels, so

@@ -92,7 +92,8 @@ def point_batch(point: ProfilePoint, seq_ids: list[int], allocator) -> Batch:
 
 
 class PointTimer:
-    """Times points on one executor whose pool follows one allocator's segments."""
+    """Times points on one executor whose pool follows one allocator's segments (those it adds
+    and releases as points allocate and free, for allocators that grow on demand)."""
 
     def __init__(self, executor: GpuExecutor, allocator, *, bytes_per_token: int,
                  repeats: int, warmup: int) -> None:
@@ -101,7 +102,7 @@ class PointTimer:
         self.bytes_per_token = bytes_per_token
         self.repeats = repeats
         self.warmup = warmup
-        self._segments = list(allocator.segments())  # handed over with the first batch
+        self._segments: tuple[int, ...] = ()  # the executor's pool holds these
         self._seen: set[int] = set()
 
     def measure(self, point: ProfilePoint, seq_ids: list[int]) -> dict:
@@ -111,11 +112,16 @@ class PointTimer:
         for sid, length in zip(seq_ids, lengths):
             self.allocator.allocate(sid, length)
         batch = point_batch(point, seq_ids, self.allocator)
+        now = self.allocator.segments()
+        added = [s for s in now if s not in self._segments]
+        released = [s for s in self._segments if s not in now]
+        self._segments = now
         times = []
         for repeat in range(self.warmup + self.repeats):
             cut = [Preemption(s, n) for s, n in zip(seq_ids, lengths) if s in self._seen]
-            step = dataclasses.replace(batch, preempted=cut, segments_added=self._segments)
-            self._segments = []
+            step = dataclasses.replace(batch, preempted=cut, segments_added=added,
+                                       segments_released=released)
+            added, released = [], []
             seconds = self.executor.step(step)
             self._seen.update(seq_ids)
             if repeat >= self.warmup:

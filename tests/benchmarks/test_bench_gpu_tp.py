@@ -3,7 +3,6 @@ all-reduce sweep, the decode row, and the runs it packs, whose summaries give th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -19,20 +18,17 @@ from reports.schema import read_measurement  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-
-
-def bench(out: Path, *extra: str) -> None:
+def bench(out: Path, env: dict[str, str], *extra: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu_tp.py"), "--device", "cpu",
                     "--tp", "2", "--models", "tiny", "--dtype", "float32", "--requests", "6",
                     "--budget-slots", "4096", "--out", str(out), *extra],
-                   check=True, env=ENV, cwd=ROOT)
+                   check=True, env=env, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
+def out(tmp_path_factory, cpu_script_env):
     out = tmp_path_factory.mktemp("tp")
-    bench(out)
+    bench(out, cpu_script_env)
     return out
 
 
@@ -59,14 +55,13 @@ def test_the_decode_row_matches_the_runs_it_packs(out):
     assert pd.isna(row.priced_ratio_profile)  # no profile at this width: the roofline priced
 
 
-def test_a_profile_at_the_width_prices_the_simulation_and_the_steps(tmp_path):
-    from harness.cli import main
-
+def test_a_profile_at_the_width_prices_the_simulation_and_the_steps(tmp_path, cpu_script_env):
     profiles = tmp_path / "profiles"
-    assert main(["profile", "--model", "tiny", "--tp", "2", "--quick", "--repeats", "1",
-                 "--dtype", "float32", "--device", "cpu", "--block-sizes", "16", "--gpu-name",
-                 "h100", "--out", str(profiles)]) == 0
-    bench(tmp_path, "--profile-dir", str(profiles))
+    subprocess.run([sys.executable, "-m", "harness.cli", "profile", "--model", "tiny", "--tp",
+                    "2", "--quick", "--repeats", "1", "--dtype", "float32", "--device", "cpu",
+                    "--block-sizes", "16", "--gpu-name", "h100", "--out", str(profiles)],
+                   check=True, env=cpu_script_env, cwd=ROOT)
+    bench(tmp_path, cpu_script_env, "--profile-dir", str(profiles))
     row = read_measurement(tmp_path / "gpu_decode_tp2_cpu.csv").table.iloc[0]
     assert row.priced_ratio_profile > 0
     with tarfile.open(tmp_path / "runs-tp2-tiny.tar.gz") as tar:

@@ -3,7 +3,6 @@ docstring): the table it writes has its header, a row per k, equal tokens and th
 floor figures filled in."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,12 @@ pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_spec_decode_bench_runs_on_the_cpu(tmp_path):
+def test_spec_decode_bench_runs_on_the_cpu(tmp_path, cpu_script_env):
     command = [sys.executable, "benchmarks/bench_spec_decode.py", "--model", "tiny", "--draft",
                "tiny", "--check-model", "tiny", "--requests", "4", "--max-model-len", "128",
                "--spec-tokens", "2,4", "--device", "cpu", "--dtype", "float32", "--out",
                str(tmp_path)]
-    subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+    subprocess.run(command, cwd=ROOT, env=cpu_script_env, check=True,
                    capture_output=True)
     path = tmp_path / "spec_decode_tiny_cpu.csv"
     lines = path.read_text().splitlines()

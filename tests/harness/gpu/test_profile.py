@@ -135,3 +135,36 @@ def test_a_tensor_parallel_profile_times_the_same_grid_over_its_ranks(tmp_path):
 def test_bad_block_sizes_are_a_usage_error(tmp_path):
     assert main(["profile", "--model", "tiny", "--out", str(tmp_path),
                  "--block-sizes", "0,x"]) == 2
+
+
+def test_a_point_timer_hands_the_executor_the_segments_an_allocator_grows_and_releases(
+        tiny_decoder):
+    """Segmented backs segments as points allocate and lets them go as they free (none at the
+    start): each point's steps find its KV in the executor's pool; static's reservations time
+    alike."""
+    import dataclasses
+
+    from allocators import spec_of
+    from harness.engine.executor import KVGeometry
+    from harness.gpu.executor import GpuExecutor
+    from harness.gpu.profile import PointTimer, profile_trace
+    from harness.model.config import AllocatorConfig, RunConfig
+    from harness.model.planner import run_params
+    from harness.model.presets import model_preset
+
+    points = [ProfilePoint("decode", (300,) * 3), ProfilePoint("decode", (40,)),
+              ProfilePoint("mixed", (200, 90), 0, 24)]
+    model = dataclasses.replace(model_preset("tiny"), max_model_len=512)
+    for name in ("segmented", "static"):
+        config = RunConfig(model=model, allocator=AllocatorConfig.of(name),
+                           budget_slots_override=4096)
+        allocator = spec_of(name).build(4096, run_params(config))
+        seq_ids, first = assign_seq_ids(points)
+        executor = GpuExecutor(config, KVGeometry(allocator.block_size,
+                                                  allocator.blocks_per_segment, 4096),
+                               decoder=tiny_decoder, trace=profile_trace(first))
+        timer = PointTimer(executor, allocator, bytes_per_token=64, repeats=1, warmup=1)
+        # A step whose slots lie in a segment the pool does not hold raises.
+        rows = [timer.measure(point, ids) for point, ids in zip(points, seq_ids)]
+        assert [r["decode_tokens"] for r in rows] == [3, 1, 2]
+        assert [r["measured_ms"] > 0 for r in rows] == [True] * 3
