@@ -129,16 +129,22 @@ class GpuExecutor:
             changes=config.scheduler.max_num_batched_tokens // self.pool.block_size + 2 * max_seqs)
         self.memory = MemoryOps(self.pool, self._tables, self.device_t,
                                 geometry.host_tier_blocks)
+        # A verification samples every row: its drafts and the last token.
+        max_sampled = max_seqs * (1 + int(np.max(trace["spec_tokens"].to_numpy(), initial=0)))
         self._graphs = self._mixed = None
         if cuda_graphs and self._cuda and decoder.backend.graph_safe:
             self._graphs = DecodeGraphs(decoder, self.pool, self._device_tables,
                                         max_batch=max_seqs, max_context=longest)
-            # A verification samples every row: its drafts and the last token.
-            rows = 1 + int(np.max(trace["spec_tokens"].to_numpy(), initial=0))
             self._mixed = MixedGraphs(decoder, self.pool, self._device_tables,
                                       max_seqs=max_seqs, max_context=longest,
-                                      max_sampled=max_seqs * rows,
+                                      max_sampled=max_sampled,
                                       buckets=measured_token_buckets(decoder, MAX_GRAPH_TOKENS))
+        # On a GPU a step's sampled token ids come back into this pinned buffer, copied on the
+        # step's stream before its end event: reading them after the step waits for nothing
+        # and makes no CUDA call (a pageable copy after the step was a large part of the host
+        # preparation left after a step: probe_steps.py's "(after) Tensor.cpu").
+        self._sampled_host = (torch.zeros(max_sampled, dtype=torch.int64, pin_memory=True)
+                              if self._cuda else None)
         self._work_plan = decoder.work_list_plan(self.pool)  # None: unbalanced decode
         self._graph_steps = 0
         self._balanced_steps = 0
@@ -245,6 +251,9 @@ class GpuExecutor:
             self.memory.apply(batch)
         self._device_tables.sync(graph_applies=graphed)
         next_tokens, sampled = self._forward(staged)
+        if next_tokens is not None and self._sampled_host is not None:
+            next_tokens = self._sampled_host[: next_tokens.shape[0]].copy_(next_tokens,
+                                                                          non_blocking=True)
         self._graph_steps += graphed
         self._balanced_steps += staged.work is not None
         enqueue_s = time.perf_counter() - t1
@@ -253,7 +262,7 @@ class GpuExecutor:
         t2 = time.perf_counter()
         if next_tokens is not None:
             self._draft_mismatches += keep_sampled(self._tokens, verifications, sampled,
-                                                   next_tokens.cpu().numpy())
+                                                   next_tokens.numpy())
         host_s += time.perf_counter() - t2
         self._record(batch, verifications, graphed, (host_s, plan_s, stage_s, rollback_s),
                      enqueue_s, seconds)
