@@ -3,7 +3,7 @@ section per trace comparing its allocators at one rate, the block-size ablation,
 comparison and the measured GPU pages."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -28,7 +28,7 @@ from reports.study import TraceStudy, split_ablation, split_kv_dtype, trace_stud
 from reports.style import RC
 from reports.table import summary_page
 from reports.textpage import Block, bullet, heading, mono, para, sub, text_pages
-from reports.title import title_pages
+from reports.title import build_time, title_pages
 from reports.timeline import concurrency_page, queue_page, utilization_page
 from reports.units import pct
 from reports.verdict import (TIE_RELATIVE, TraceVerdict, overall_line, regime_lines,
@@ -174,7 +174,7 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
     studies = trace_studies(runs, allocators, slos)
     kv_comparisons = kv_dtype_comparisons(runs, other_dtype_runs, allocators, slos)
     ablation = _ablation_groups(runs, ablation_runs, allocators)
-    built = built or datetime.now(timezone.utc)
+    built = built or build_time()
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"Title": "kvharness report: KV-cache allocators on real traces",

@@ -2,6 +2,7 @@
 software, when the report was built, and how to read the figures that follow."""
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -79,12 +80,25 @@ def _run_line(label: str, run: Run) -> str:
     return f"{run.trace_name} / {label}: {run.num_requests} requests ({status}) - {run.path}"
 
 
+def build_time() -> datetime:
+    """When a report is built: SOURCE_DATE_EPOCH where it is set (the reproducible-builds
+    convention, so that the same runs give a byte-identical PDF whenever it is built), else
+    now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return datetime.now(timezone.utc)
+    if not epoch.isdigit():
+        raise ValueError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970-01-01 UTC, got "
+                         f"{epoch!r}")
+    return datetime.fromtimestamp(int(epoch), timezone.utc)
+
+
 def title_pages(groups: dict[str, list[tuple[str, Run]]], built: datetime | None = None,
                 ablation: dict[str, list[tuple[str, Run]]] | None = None,
                 other_kv_dtype: list[Run] = ()) -> list[Figure]:
     """other_kv_dtype: the KV dtype comparison's runs of another dtype than the study's."""
     runs = [run for labelled in groups.values() for _, run in labelled]
-    built = built or datetime.now(timezone.utc)
+    built = built or build_time()
     traces = "; ".join(
         f"{trace} ({labelled[0][1].meta.get('trace', {}).get('source', 'unknown source')}, "
         f"{labelled[0][1].meta.get('trace', {}).get('rows', 'n/a')} requests)"

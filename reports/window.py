@@ -10,7 +10,6 @@ computed from those figures.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -219,9 +218,10 @@ def window_pages(pairs: list[WindowPair], trace: str) -> list[Figure]:
 def write_window_report(pairs: list[WindowPair], trace: str, out_pdf: str | Path) -> list[str]:
     """The window pages as a PDF of their own; returns the page titles."""
     from reports.build import write_pdf
+    from reports.title import build_time
 
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"Title": "kvharness: a sliding window per allocator", "Subject": trace,
-                "Creator": "kvharness window", "CreationDate": datetime.now(timezone.utc)}
+                "Creator": "kvharness window", "CreationDate": build_time()}
     return write_pdf([lambda: window_pages(pairs, trace)], out_pdf, metadata)

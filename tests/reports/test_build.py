@@ -90,3 +90,18 @@ def test_no_runs_still_makes_a_pdf(tmp_path):
     texts = _pdf_text(out)
     assert "nothing to show" in texts[0]
     assert "nothing to judge" in texts[1]
+
+
+def test_source_date_epoch_makes_the_pdf_byte_identical(make_run, tmp_path, monkeypatch):
+    """The reproducible-builds convention: with SOURCE_DATE_EPOCH the build time on the title
+    page and in the metadata is that instant, so the same runs give the same bytes."""
+    run = make_run(tmp_path / "p")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00 UTC
+    first, second = tmp_path / "a.pdf", tmp_path / "b.pdf"
+    build_report([run], first, results_dir=tmp_path / "absent")
+    build_report([run], second, results_dir=tmp_path / "absent")
+    assert first.read_bytes() == second.read_bytes()
+    assert "Report built 2026-01-01 00:00 UTC" in _pdf_text(first)[0]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "next tuesday")
+    with pytest.raises(ValueError, match="SOURCE_DATE_EPOCH must be whole seconds"):
+        build_report([run], first, results_dir=tmp_path / "absent")
