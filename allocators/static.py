@@ -31,6 +31,7 @@ class _Reservation:
     length: int  # tokens written
     final_tokens: int | None
     start: int = 0  # the window start: tokens before it are stale
+    layout: SeqLayout | None = None  # built at the first layout() call: the blocks never change
 
 
 class StaticAllocator(Allocator):
@@ -172,10 +173,14 @@ class StaticAllocator(Allocator):
         self._release(seq.start_block, seq.num_blocks)
 
     def layout(self, seq_id: int) -> SeqLayout:
+        """The reservation's run of blocks, the same object on every call for the same
+        reservation: the scheduler asks for it every step the sequence runs."""
         seq = self._get(seq_id)
-        first = seq.start_block
-        return SeqLayout(self._align, self._arena_blocks,
-                         tuple(range(first, first + seq.num_blocks)))
+        if seq.layout is None:
+            first = seq.start_block
+            seq.layout = SeqLayout(self._align, self._arena_blocks,
+                                   tuple(range(first, first + seq.num_blocks)))
+        return seq.layout
 
     def length(self, seq_id: int) -> int:
         return self._get(seq_id).length
