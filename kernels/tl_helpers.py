@@ -21,10 +21,10 @@ def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
     come from one scalar load for the segment of the tile's first token from lo on (the
     anchor): only tokens of another segment, in a tile that crosses a segment boundary,
     gather their own. Gathering every token's offsets compiled the block-size-1 kernel to
-    another occupancy than the block-size-16 one (fewer programs per SM at the executor's
-    split counts, other split counts where plan_launch reads occupancy), which left the two
-    apart by up to a tenth either way at the executor's decode shapes; with the anchor they
-    time alike (benchmarks/probe_block_sizes.py, probe_steps.py --allocators)."""
+    another occupancy than the block-size-16 one (so also other split counts where
+    plan_launch reads occupancy), which left the two apart by up to a tenth either way at the
+    executor's decode shapes; with the anchor they time alike
+    (benchmarks/probe_block_sizes.py, probe_steps.py --allocators)."""
     if BLOCK_SIZE % BLOCK_N == 0:
         # The tile lies inside one block: one table lookup, rows at a fixed stride.
         block = tl.load(bt_row + tile // BLOCK_SIZE)
