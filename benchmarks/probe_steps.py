@@ -146,8 +146,8 @@ def host_breakdown(calls: int = 2000) -> str:
 class EnqueueParts:
     """Host seconds of the calls a timed step makes before its device work can run (the
     executor's enqueue_s; while the host makes them the GPU, idle since the last step, waits),
-    and of the host preparation's calls after it (the sampled tokens to the host and kept):
-    each wrapped call's durations, per call name, since the last reset."""
+    and of the host preparation's call after it (the sampled tokens kept): each wrapped call's
+    durations, per call name, since the last reset."""
 
     def __init__(self, executor) -> None:
         self.seconds: dict[str, list[float]] = {}
@@ -159,7 +159,6 @@ class EnqueueParts:
         if executor._mixed is not None:
             parts.append((executor._mixed.buffers, "load", "mixed buffers.load"))
         parts += [(torch.cuda.CUDAGraph, "replay", "graph.replay"),
-                  (torch.Tensor, "cpu", "(after) Tensor.cpu"),
                   (executor_module, "keep_sampled", "(after) keep_sampled")]
         self._originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in parts]
         for owner, attr, name in parts:

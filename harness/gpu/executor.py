@@ -141,8 +141,8 @@ class GpuExecutor:
                                       buckets=measured_token_buckets(decoder, MAX_GRAPH_TOKENS))
         # On a GPU a step's sampled token ids come back into this pinned buffer, copied on the
         # step's stream before its end event: reading them after the step waits for nothing
-        # and makes no CUDA call (a pageable copy after the step was a large part of the host
-        # preparation left after a step: probe_steps.py's "(after) Tensor.cpu").
+        # and makes no CUDA call (a pageable .cpu() after the step was a large part of the
+        # host preparation left after a step; README, host preparation).
         self._sampled_host = (torch.zeros(max_sampled, dtype=torch.int64, pin_memory=True)
                               if self._cuda else None)
         self._work_plan = decoder.work_list_plan(self.pool)  # None: unbalanced decode
