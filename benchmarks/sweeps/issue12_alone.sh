@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Azure run with nothing beside it (its host times are the host's alone), then the GPU tests
-# of the executor that issue12_graph_inputs.sh leaves out, on one H200 (about 6 minutes). Run
+# of the executor that issue12_graph_inputs.sh leaves out, on one H200 (about 7 minutes). Run
 # from the repository root with simpy importable (the device README's .whl carry). Everything
 # lands in $OUT/sweep.tgz, with a log per part.
 . "$(dirname "$0")/common.sh"
-azure 0 200
+azure 0 260
 CUDA_VISIBLE_DEVICES=0 timeout 170 python3 -m pytest -q -p no:cacheprovider \
     tests/harness/gpu/test_gpu_engine.py tests/harness/gpu/test_gpu_fp8.py \
     tests/harness/gpu/test_speculative.py tests/harness/gpu/test_gpu_host_tier.py \

@@ -10,7 +10,7 @@ whole tables of every step. Seq ids are the engine's: small non-negative integer
 """
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, repeat
 from operator import getitem
 
 import numpy as np
@@ -145,14 +145,23 @@ class TableRows:
         keep += now == self._rows[rows, keep]
         np.maximum(keep, 0, out=keep)
         self._lengths[rows] = n
-        write = (keep < n).nonzero()[0]
-        if len(write):
-            base = rows[write] * self._rows.shape[1]
-            flat = ragged_arange(base + keep[write], base + n[write])
-            spans = map(slice, keep[write].tolist(), n[write].tolist())
-            written = map(getitem, [tables[i] for i in write.tolist()], spans)
-            self._rows.reshape(-1)[flat] = np.fromiter(chain.from_iterable(written), np.int32,
-                                                       len(flat))
+        width, flat_rows = self._rows.shape[1], self._rows.reshape(-1)
+        count = n - keep
+        # Most rows that change gain one entry (a decode step): those are written from each
+        # table's last entry alone, the rest from slices.
+        last = (count == 1).nonzero()[0]
+        if len(last):
+            flat = rows[last] * width + keep[last]
+            flat_rows[flat] = np.fromiter(map(getitem, [tables[i] for i in last.tolist()],
+                                              repeat(-1)), np.int32, len(last))
+            self._written.append(flat)
+        many = (count > 1).nonzero()[0]
+        if len(many):
+            base = rows[many] * width
+            flat = ragged_arange(base + keep[many], base + n[many])
+            spans = map(slice, keep[many].tolist(), n[many].tolist())
+            written = map(getitem, [tables[i] for i in many.tolist()], spans)
+            flat_rows[flat] = np.fromiter(chain.from_iterable(written), np.int32, len(flat))
             self._written.append(flat)
         return rows
 
@@ -184,11 +193,10 @@ class TableRows:
         """The rows of the sequences, new ones taken from the free rows (seen length 0)."""
         rows = list(map(self._row_of.get, seq_ids))
         if None in rows:
-            for i, row in enumerate(rows):
-                if row is None:
-                    if not self._free:
-                        self._grow(rows=2 * self._rows.shape[0])
-                    rows[i] = self._row_of[seq_ids[i]] = self._free.pop()
+            for i in [i for i, row in enumerate(rows) if row is None]:
+                if not self._free:
+                    self._grow(rows=2 * self._rows.shape[0])
+                rows[i] = self._row_of[seq_ids[i]] = self._free.pop()
         return np.array(rows, np.int64)
 
     def _grow(self, *, rows: int = 0, width: int = 0) -> None:
