@@ -76,20 +76,27 @@ class WorkListPlan:
         as padding rows do), into out (int32, at least size(rows) entries) when given."""
         lens = np.asarray(context_lens, dtype=np.int64)
         rows, tile = len(lens), self.tile_tokens
-        lo = np.zeros_like(lens) if self.window is None else np.maximum(lens - self.window, 0)
-        first_tile = lo // tile
-        tiles = np.where(lens > 0, -(-lens // tile) - first_tile, 0)
+        if self.window is None:  # a row of 0 keys has 0 tiles
+            lo, first_tile, tiles = 0, 0, -(-lens // tile)
+        else:
+            lo = np.maximum(lens - self.window, 0)
+            first_tile = lo // tile
+            tiles = np.where(lens > 0, -(-lens // tile) - first_tile, 0)
         row_end = np.cumsum(tiles)
         row_start = row_end - tiles
         total = int(row_end[-1]) if rows else 0
         per_program = max(1, -(-total // self.programs))
-        # Row starts and program starts, sorted, each once (np.union1d's hashing took most of a
-        # build at 256 rows).
-        cuts = np.sort(np.concatenate((row_start[tiles > 0], np.arange(0, total, per_program))))
-        cuts = cuts[np.diff(cuts, prepend=-1) > 0]
+        # Row starts and program starts, sorted, each once: marked on the stream (a sort and
+        # a dedupe of the two lists, or np.union1d's hashing, took most of a build).
+        marks = np.zeros(total, bool)
+        marks[row_start[tiles > 0]] = True
+        marks[::per_program] = True
+        cuts = marks.nonzero()[0]
         row = np.searchsorted(row_end, cuts, side="right")
         tile_of = (first_tile - row_start)[row]  # stream position + this = the row's tile
-        start = np.maximum((cuts + tile_of) * tile, lo[row])
+        start = (cuts + tile_of) * tile
+        if self.window is not None:
+            start = np.maximum(start, lo[row])
         end = np.minimum((np.append(cuts[1:], total) + tile_of) * tile, lens[row])
 
         data = np.empty(self.size(rows), np.int32) if out is None else out[: self.size(rows)]
@@ -98,7 +105,7 @@ class WorkListPlan:
         data[at : at + self.programs + 1] = np.searchsorted(cuts // per_program,
                                                           np.arange(self.programs + 1))
         items = data[at + self.programs + 1 :].reshape(-1, 3)
-        items[: len(cuts)] = np.stack([row, start, end], axis=1)
+        items[: len(cuts), 0], items[: len(cuts), 1], items[: len(cuts), 2] = row, start, end
         return data
 
 
