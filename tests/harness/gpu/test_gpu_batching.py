@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from allocators import make_allocator  # noqa: E402
 from harness.gpu.batching import (  # noqa: E402
-    DecodeWork, PrefillWork, layout_step, to_device,
+    DecodeWork, PrefillWork, layout_step, slots_of, to_device,
 )
 from harness.gpu.device_tables import DeviceTables  # noqa: E402
 from harness.gpu.host_state import TableRows, TokenStore  # noqa: E402
@@ -140,3 +140,12 @@ def test_token_store_appends_forks_and_truncates():
     store.extend(2, np.array([8, 9, 10, 11]))
     assert store.ids(2).tolist() == [3, 8, 9, 10, 11] and store.ids(1).tolist() == [3, 4, 5, 7]
     assert 2 in store and 3 not in store and store.seq_ids() == [1, 2]
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16, 48, 256])
+def test_slots_of_gives_each_positions_block_and_offset(block_size):
+    rng = np.random.default_rng(block_size)
+    table = rng.integers(0, 1 << 20, 64).astype(np.int32)
+    positions = rng.integers(0, 64 * block_size, 500)
+    expected = [int(table[p // block_size]) * block_size + int(p) % block_size for p in positions]
+    assert slots_of(table, positions, block_size).tolist() == expected
