@@ -34,9 +34,13 @@ ITEMS_ALIGN = 16
 def over_skew(skew: float, longest, rows, total):
     """Whether decode rows run over a work list: with skew 0 wherever there are rows, else
     where the longest context is over skew times the mean (longest x rows > skew x total),
-    where one sequence would set the split-KV launch's time (it splits every sequence alike).
-    Scalars, or numpy arrays of steps (the fitted cost model's)."""
-    return (rows > 0) & ((skew == 0) | (longest * rows > skew * total))
+    where one sequence would set the split-KV launch's time (it splits every sequence alike),
+    and where there is one row: the split-KV launch cuts it by the block tables' width, not
+    its context (a 400-token row of a llama3-8b graph in 32 splits, most of them empty: 1.7x
+    the list's time, benchmarks/results/block_sizes_h200.csv), and at a width set by the
+    allocator's block size (the Azure run's one-row steps were 3% slower on segmented's tables
+    than on paged's). Scalars, or numpy arrays of steps (the fitted cost model's)."""
+    return (rows > 0) & ((skew == 0) | (rows == 1) | (longest * rows > skew * total))
 
 
 def plan_for(plan: WorkListPlan | None, context_lens: np.ndarray) -> WorkListPlan | None:

@@ -18,11 +18,14 @@ from reports.schema import DEFAULT_KV_DTYPE
 PREEMPTION_MODES = ("recompute", "swap")
 
 # Which decode steps run over work lists (kernels.work_list.WorkListPlan.skew, None: none):
-# "on" every one, "auto" those whose longest context is over three times the mean. Measured on
-# an H200 (benchmarks/results/decode_balance_h200.csv), the balanced kernel takes up to 1.13x
-# the split-KV launch's time on batches of equal contexts and 1.45-3.4x less where one context
-# of 8,192 keys sits among ones of 1,000 (4.3x and 6.7x the mean); in the Azure x10 run, 73% of
-# the 17-32-sequence decode steps have a longest context over three times the mean.
+# "on" every one, "auto" those whose longest context is over three times the mean, and those
+# of one row (kernels.work_list.over_skew). Measured on an H200
+# (benchmarks/results/tuning/decode_balance_2026-11-29_h200.csv), the balanced kernel takes up
+# to 1.13x the split-KV launch's time on batches of equal contexts and 1.45-3.4x less where one
+# context of 8,192 keys sits among ones of 1,000 (4.3x and 6.7x the mean); in the Azure x10
+# run, 73% of the 17-32-sequence decode steps have a longest context over three times the mean.
+# At one row it now takes 0.49-0.93x the split-KV launch's time
+# (benchmarks/results/decode_balance_h200.csv).
 DECODE_BALANCE = {"off": None, "on": 0.0, "auto": 3.0}
 
 # Replica scheduling policies (harness/engine/policies.py) and cluster routers

@@ -85,6 +85,16 @@ def test_more_splits_than_tiles_and_custom_scale(make_cache, rel_err, device):
     assert rel_err(out, ref) < 1e-4
 
 
+def test_more_splits_than_max_splits_combine_in_the_kernel(make_cache, rel_err, device):
+    """An explicit split count past MAX_SPLITS (64): the last split to finish combines all 67
+    (16-token tiles: 67 tiles for 67 splits)."""
+    cache = make_cache(context_lens=[1070], num_kv_heads=1, head_dim=HEAD_DIM, block_size=16,
+                       blocks_per_segment=80, num_segments=1, dtype=torch.float32, seed=5)
+    q = _query(1, 2, torch.float32, device, seed=5)
+    out, ref = _run_both(cache, q, num_splits=67, config=TILE_16)
+    assert rel_err(out, ref) < 1e-4
+
+
 def test_contiguous_block_table_and_default_splits(make_cache, rel_err, device):
     cache = make_cache(context_lens=[40, 12, 64], num_kv_heads=2, head_dim=HEAD_DIM,
                        block_size=16, blocks_per_segment=4, num_segments=3, shuffle=False,

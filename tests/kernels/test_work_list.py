@@ -86,7 +86,7 @@ def test_sizes_follow_the_row_count(rows):
 
 def test_a_plan_applies_to_skewed_rows_only_above_its_skew():
     """skew 0: every step with decode rows; skew 3: a longest context over three times the mean
-    (under a window, of the keys each row reads), never to no rows."""
+    (under a window, of the keys each row reads), or one row; never to no rows."""
     always = WorkListPlan(programs=4, tile_tokens=16)
     auto = WorkListPlan(programs=4, tile_tokens=16, skew=3.0)
     uniform, skewed = np.array([1000] * 8), np.array([8192] + [1000] * 7)
@@ -94,7 +94,8 @@ def test_a_plan_applies_to_skewed_rows_only_above_its_skew():
     assert not auto.applies(uniform) and auto.applies(skewed)
     assert not auto.applies(np.array([301, 100, 100, 100]))
     assert auto.applies(np.array([301, 10, 10, 10]))
-    assert not always.applies(np.array([], np.int64)) and not auto.applies(np.array([5]))
+    assert not always.applies(np.array([], np.int64)) and not auto.applies(np.array([], np.int64))
+    assert auto.applies(np.array([5])) and not auto.applies(np.array([5, 5]))
     assert plan_for(auto, skewed) is auto and plan_for(auto, uniform) is None
     assert plan_for(None, skewed) is None
     windowed = WorkListPlan(programs=4, tile_tokens=16, window=1000, skew=3.0)
