@@ -12,6 +12,7 @@ window is `stale`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from array import array
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -88,11 +89,17 @@ class SeqLayout:
     offset b % blocks_per_segment. Token i of the sequence is slot i % block_size of
     block_table[i // block_size]. Blocks a slide let go read NO_BLOCK: they lie wholly before
     the sequence's window, where nothing reads.
+
+    block_table is an int32 array.array (typecode "i"): the allocator's own form of it, so
+    that handing it over is one copy of its bytes and numpy reads it without a copy
+    (np.frombuffer), where a tuple of Python ints cost a step time per entry at block size 1.
+    A snapshot: later changes of the sequence do not show in it. Read it, never change it (an
+    allocator whose tables never change hands the same one out again).
     """
 
     block_size: int
     blocks_per_segment: int
-    block_table: tuple[int, ...]
+    block_table: array
 
     def segment_of(self, block: int) -> int:
         return block // self.blocks_per_segment

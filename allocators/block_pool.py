@@ -23,6 +23,7 @@ figures are kept as running totals, so usage() and a decode step's extend() are 
 """
 from __future__ import annotations
 
+from array import array
 from itertools import chain
 from typing import Sequence
 
@@ -43,7 +44,7 @@ class _Seq:
 
     def __init__(self, units, length, final_tokens, keys, entry_units, next_entry, start=0,
                  dropped=0, unwritten=None) -> None:
-        self.units: list[int] = units  # NO_BLOCK where a slide let a unit go
+        self.units = array("i", units)  # NO_BLOCK where a slide let a unit go
         self.length: int = length  # tokens written
         self.final_tokens: int | None = final_tokens
         self.keys: Sequence[int] = keys  # prefix-cache keys of its hashed prompt entries
@@ -193,7 +194,7 @@ class BlockPoolAllocator(Offload, PrefixEntries, Rollback, Window, Allocator):
             raise ValueError(f"seq_id {child_id} is already allocated")
         self._share(parent.units[parent.dropped:])
         self._seqs[child_id] = _Seq(
-            list(parent.units), parent.length, parent.final_tokens, parent.keys,
+            parent.units, parent.length, parent.final_tokens, parent.keys,
             parent.entry_units, parent.next_entry, parent.start, parent.dropped,
             parent.unwritten,
         )
@@ -212,7 +213,7 @@ class BlockPoolAllocator(Offload, PrefixEntries, Rollback, Window, Allocator):
 
     def layout(self, seq_id: int) -> SeqLayout:
         seq = self._get(seq_id)
-        return SeqLayout(self._unit, self.blocks_per_segment, tuple(seq.units))
+        return SeqLayout(self._unit, self.blocks_per_segment, seq.units[:])
 
     def length(self, seq_id: int) -> int:
         return self._get(seq_id).length

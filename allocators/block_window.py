@@ -19,6 +19,7 @@ unit or two whatever the region's length.
 """
 from __future__ import annotations
 
+from array import array
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -71,7 +72,7 @@ class Window:
             # no other holder: no stale count changes.
             self._logical -= start - old_start
             seq.start = start
-            seq.units[dropped:boundary] = [NO_BLOCK] * len(gone)
+            seq.units[dropped:boundary] = array("i", [NO_BLOCK]) * len(gone)
             seq.dropped = boundary
             self._let_go(gone, unit)
             self._pool.release_empty()
@@ -87,7 +88,7 @@ class Window:
         self._logical -= start - old_start
         seq.start = start
         if gone:
-            seq.units[dropped:boundary] = [NO_BLOCK] * len(gone)
+            seq.units[dropped:boundary] = array("i", [NO_BLOCK]) * len(gone)
             seq.dropped = boundary
             self._let_go(gone, unit)
         new = [seq.units[j] for j in range(max(boundary, old_end - 1), end)]

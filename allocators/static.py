@@ -11,6 +11,7 @@ window has passed stay held, as stale.
 """
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import Sequence
@@ -179,7 +180,7 @@ class StaticAllocator(Allocator):
         if seq.layout is None:
             first = seq.start_block
             seq.layout = SeqLayout(self._align, self._arena_blocks,
-                                   tuple(range(first, first + seq.num_blocks)))
+                                   array("i", range(first, first + seq.num_blocks)))
         return seq.layout
 
     def length(self, seq_id: int) -> int:

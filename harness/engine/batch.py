@@ -28,6 +28,7 @@ counts are the keys attention reads: a query at position p reads min(p + 1, wind
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +65,7 @@ class ScheduledSeq:
     context_tokens: int
     is_prefill: bool
     samples: bool
-    block_table: tuple[int, ...] | None = None
+    block_table: array | None = None  # allocators.SeqLayout's: int32, read only
 
     @property
     def start(self) -> int:
@@ -81,7 +82,7 @@ class SwapOp:
 
     seq_id: int
     num_tokens: int
-    block_table: tuple[int, ...]
+    block_table: array  # allocators.SeqLayout's: int32, read only
     copies_before: int = 0
     first_token: int = 0
 

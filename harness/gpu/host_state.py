@@ -10,8 +10,9 @@ whole tables of every step. Seq ids are the engine's: small non-negative integer
 """
 from __future__ import annotations
 
-from itertools import chain, repeat
+from itertools import repeat
 from operator import getitem
+from typing import Sequence
 
 import numpy as np
 
@@ -130,9 +131,10 @@ class TableRows:
         the next update)."""
         return self._rows
 
-    def update(self, seq_ids: list[int], tables: list[tuple[int, ...]]) -> np.ndarray:
+    def update(self, seq_ids: list[int], tables: list[Sequence[int]]) -> np.ndarray:
         """int64: the rows of the (distinct) sequences, holding their current block tables
-        (none empty)."""
+        (none empty): allocators.SeqLayout's int32 arrays, which numpy reads without a copy
+        (any sequence of ints works, slower)."""
         lengths = list(map(len, tables))
         if max(lengths, default=0) > self._rows.shape[1]:
             self._grow(width=2 * max(lengths))
@@ -159,9 +161,9 @@ class TableRows:
         if len(many):
             base = rows[many] * width
             flat = ragged_arange(base + keep[many], base + n[many])
-            spans = map(slice, keep[many].tolist(), n[many].tolist())
-            written = map(getitem, [tables[i] for i in many.tolist()], spans)
-            flat_rows[flat] = np.fromiter(chain.from_iterable(written), np.int32, len(flat))
+            flat_rows[flat] = np.concatenate([
+                np.asarray(tables[i], np.int32)[k:end] for i, k, end in
+                zip(many.tolist(), keep[many].tolist(), n[many].tolist())])
             self._written.append(flat)
         return rows
 

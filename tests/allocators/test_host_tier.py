@@ -26,7 +26,7 @@ def allocate(alloc, seq_id: int, hashes: tuple[int, ...]) -> int:
 def test_an_evicted_prompt_comes_back_from_the_host_into_the_units_it_left(name, params):
     alloc = make_allocator(name, 64, host_cache_slots=128, **params)
     allocate(alloc, 0, prompt(1, 4))
-    first = alloc.layout(0).block_table
+    first = tuple(alloc.layout(0).block_table)
     alloc.free(0)
     assert alloc.take_host_copies() == []  # nothing evicted yet
     allocate(alloc, 1, prompt(2, 4))  # the whole budget: prompt 1 leaves the device
@@ -40,7 +40,7 @@ def test_an_evicted_prompt_comes_back_from_the_host_into_the_units_it_left(name,
     copies = alloc.take_host_copies()
     assert [c.to_host for c in copies] == [True, False]  # prompt 2 goes to make room first
     restore = copies[1]
-    assert restore.units == alloc.layout(2).block_table
+    assert restore.units == tuple(alloc.layout(2).block_table)
     assert restore.host_blocks == tuple(where[unit] for unit in first)  # token order kept
     assert set(copies[0].host_blocks).isdisjoint(restore.host_blocks)
 
@@ -86,7 +86,7 @@ def test_a_hit_walks_the_device_then_the_host_and_counts_both():
     assert allocate(alloc, 2, prompt(1, 4)) == 4 * CHUNK
     restore = alloc.take_host_copies()[-1]
     assert not restore.to_host and restore.host_blocks == offload.host_blocks[::-1]
-    assert restore.units == alloc.layout(2).block_table[2:]
+    assert restore.units == tuple(alloc.layout(2).block_table[2:])
 
 
 def test_without_a_tier_nothing_is_copied_and_evicted_prompts_are_lost():
@@ -162,7 +162,7 @@ def test_entries_a_slide_lets_go_reach_the_host_when_evicted_and_come_back(name,
     unit = alloc.block_size
     allocate(alloc, 0, prompt(1, 4))
     alloc.extend(0, 16)
-    first = alloc.layout(0).block_table
+    first = tuple(alloc.layout(0).block_table)
     alloc.slide(0, 52)  # entries 0-2 leave the window whole; 4 tokens of entry 3 are stale
     u = alloc.usage()
     assert (u.cached, u.stale) == (48, 4) and conserved(alloc)
@@ -179,7 +179,7 @@ def test_entries_a_slide_lets_go_reach_the_host_when_evicted_and_come_back(name,
     assert allocate(alloc, 2, prompt(1, 4)) == 48
     copies = alloc.take_host_copies()
     assert [c.to_host for c in copies] == [True, False]  # prompt 2 leaves, prompt 1 comes back
-    assert copies[1].units == alloc.layout(2).block_table[: 48 // unit]
+    assert copies[1].units == tuple(alloc.layout(2).block_table[: 48 // unit])
     assert copies[1].host_blocks == tuple(where[u] for u in first[: 48 // unit])
     assert conserved(alloc)
     alloc.free(2)

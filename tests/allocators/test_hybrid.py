@@ -39,11 +39,11 @@ def test_nothing_is_backed_until_needed(alloc):
 def test_segments_are_added_on_demand(alloc):
     alloc.allocate(0, 10)
     assert alloc.segments() == (0,)
-    assert alloc.layout(0).block_table == (0, 1, 2)
+    assert tuple(alloc.layout(0).block_table) == (0, 1, 2)
     assert alloc.usage().backed == 16
     alloc.allocate(1, 8)  # the last block of segment 0, then a new segment
     assert alloc.segments() == (0, 1)
-    assert alloc.layout(1).block_table == (3, 4)
+    assert tuple(alloc.layout(1).block_table) == (3, 4)
     u = alloc.usage()
     assert (u.backed, u.live, u.free) == (32, 18, 12)
     assert conserved(alloc)
@@ -71,7 +71,7 @@ def test_an_empty_segment_is_released_and_its_id_reused(alloc):
     assert alloc.usage().backed == 32
     alloc.allocate(3, 16)  # fills segment 2's 3 free blocks, then adds the lowest free id: 0
     assert alloc.segments() == (0, 1, 2)
-    assert alloc.layout(3).block_table == (9, 10, 11, 0)
+    assert tuple(alloc.layout(3).block_table) == (9, 10, 11, 0)
 
 
 def test_a_cached_block_keeps_its_segment(alloc):
@@ -110,9 +110,9 @@ def test_new_blocks_come_from_the_fullest_segment(alloc):
     alloc.allocate(3, 12)  # segment 2: blocks 8-10
     alloc.free(1)  # segment 0 holds 1 block, segment 2 holds 3
     alloc.allocate(4, 4)
-    assert alloc.layout(4).block_table == (11,)  # not block 1, the lowest free id
+    assert tuple(alloc.layout(4).block_table) == (11,)  # not block 1, the lowest free id
     alloc.allocate(5, 4)
-    assert alloc.layout(5).block_table == (1,)
+    assert tuple(alloc.layout(5).block_table) == (1,)
 
 
 def test_a_budget_that_is_not_a_multiple_gives_a_smaller_last_segment():
@@ -120,7 +120,7 @@ def test_a_budget_that_is_not_a_multiple_gives_a_smaller_last_segment():
     alloc.allocate(0, 40)
     assert alloc.segments() == (0, 1, 2)
     assert alloc.usage().backed == 40
-    assert alloc.layout(0).block_table[-2:] == (8, 9)
+    assert tuple(alloc.layout(0).block_table[-2:]) == (8, 9)
     assert not alloc.can_allocate(1)
 
 
@@ -162,8 +162,8 @@ def test_fork_copy_on_write_and_prefix_hits_work_as_in_paged(alloc):
     alloc.allocate(0, 6, final_tokens=8, prefix_hashes=(7,), chunk_tokens=4)
     alloc.fork(0, 1)
     alloc.extend(1, 2)
-    assert alloc.layout(0).block_table == (0, 1)
-    assert alloc.layout(1).block_table == (0, 2)
+    assert tuple(alloc.layout(0).block_table) == (0, 1)
+    assert tuple(alloc.layout(1).block_table) == (0, 2)
     assert alloc.allocate(2, 5, prefix_hashes=(7,), chunk_tokens=4) == 4
     assert alloc.layout(2).block_table[0] == 0
     u = alloc.usage()
@@ -175,12 +175,12 @@ def test_a_decode_block_comes_from_the_fullest_live_segment(alloc):
     alloc.allocate(0, 16)  # segment 0 full
     alloc.allocate(1, 4)  # segment 1: block 4
     alloc.extend(0)  # the tail is full: a new block from segment 1, not a new segment
-    assert alloc.layout(0).block_table == (0, 1, 2, 3, 5)
+    assert tuple(alloc.layout(0).block_table) == (0, 1, 2, 3, 5)
     assert alloc.segments() == (0, 1)
     alloc.allocate(2, 8)  # blocks 6, 7: every live segment is full
     alloc.extend(2)
     alloc.extend(2)  # the partly written new block takes the second token in place
-    assert alloc.layout(2).block_table == (6, 7, 8)
+    assert tuple(alloc.layout(2).block_table) == (6, 7, 8)
     assert alloc.segments() == (0, 1, 2)
     u = alloc.usage()
     assert (u.live, u.reserved, u.free) == (31, 5, 12)

@@ -421,7 +421,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             self._check_layout(layout, length, start, set(segments))
             # Slots of the window's tokens, None before it (never read again).
             new_slots[seq] = [None] * start + layout.slot_mapping(start, length)
-            held = next(i for i, b in enumerate(layout.block_table + (0,)) if b != NO_BLOCK)
+            held = next(i for i, b in enumerate([*layout.block_table, 0]) if b != NO_BLOCK)
             stale.update(layout.slot_mapping(held * layout.block_size, start))
         bs = alloc.block_size
         for seq, positions in (writes or {}).items():

@@ -38,11 +38,11 @@ def test_whole_pool_is_backed_from_the_start():
 def test_allocate_extend_free_accounting():
     alloc = PagedAllocator(64, block_size=4)
     assert alloc.allocate(0, 6, final_tokens=10) == 0
-    assert alloc.layout(0).block_table == (0, 1)
+    assert tuple(alloc.layout(0).block_table) == (0, 1)
     u = alloc.usage()
     assert (u.live, u.logical, u.reserved, u.internal, u.free) == (6, 6, 2, 0, 56)
     alloc.extend(0, 4)  # tokens 6..9: fills block 1, opens block 2 with 2 of 4 written
-    assert alloc.layout(0).block_table == (0, 1, 2) and alloc.length(0) == 10
+    assert tuple(alloc.layout(0).block_table) == (0, 1, 2) and alloc.length(0) == 10
     u = alloc.usage()
     assert (u.live, u.reserved, u.internal, u.free) == (10, 0, 2, 52)  # past final: internal
     assert conserved(alloc)
@@ -64,8 +64,8 @@ def test_blocks_come_lowest_id_first_and_are_reused():
     alloc.allocate(1, 4)
     alloc.free(0)
     alloc.allocate(2, 5)
-    assert alloc.layout(2).block_table == (0, 1)
-    assert alloc.layout(1).block_table == (2,)
+    assert tuple(alloc.layout(2).block_table) == (0, 1)
+    assert tuple(alloc.layout(1).block_table) == (2,)
 
 
 def test_layout_slot_mapping_addresses_block_slots():
@@ -74,7 +74,7 @@ def test_layout_slot_mapping_addresses_block_slots():
     alloc.allocate(1, 3)
     alloc.extend(0, 3)
     layout = alloc.layout(0)
-    assert layout.block_table == (0, 2)
+    assert tuple(layout.block_table) == (0, 2)
     assert layout.blocks_per_segment == 16
     assert layout.slot_mapping(0, 7) == [0, 1, 2, 3, 8, 9, 10]
     assert {layout.segment_of(b) for b in layout.block_table} == {0}
@@ -128,7 +128,7 @@ def test_prefix_hit_shares_full_blocks_once():
     hit = alloc.allocate(1, 22, prefix_hashes=HASHES, chunk_tokens=CHUNK)
     # The third chunk may be partial, so it is cached only within seq 0's 20 tokens: 5 blocks.
     assert hit == 20
-    assert alloc.layout(1).block_table[:5] == alloc.layout(0).block_table
+    assert tuple(alloc.layout(1).block_table[:5]) == tuple(alloc.layout(0).block_table)
     u = alloc.usage()
     assert (u.live, u.logical) == (22, 42)
     assert u.logical / u.live == pytest.approx(42 / 22)
@@ -147,12 +147,12 @@ def test_hit_never_exceeds_the_request_and_needs_equal_chain():
 def test_freed_prefix_is_cached_then_hit():
     alloc = PagedAllocator(128, block_size=4)
     alloc.allocate(0, 24, prefix_hashes=HASHES, chunk_tokens=CHUNK)
-    blocks = alloc.layout(0).block_table
+    blocks = tuple(alloc.layout(0).block_table)
     alloc.free(0)
     u = alloc.usage()
     assert (u.live, u.cached, u.free) == (0, 24, 104)
     assert alloc.allocate(1, 26, prefix_hashes=HASHES, chunk_tokens=CHUNK) == 24
-    assert alloc.layout(1).block_table[:6] == blocks
+    assert tuple(alloc.layout(1).block_table[:6]) == blocks
     u = alloc.usage()
     assert (u.live, u.cached) == (26, 0)
     assert conserved(alloc)
@@ -233,12 +233,12 @@ def test_fork_shares_blocks_and_copies_the_partial_tail_on_write():
     u = alloc.usage()
     assert (u.live, u.logical, u.reserved) == (6, 12, 2)  # the shared tail counted once
     alloc.extend(1, 1)  # copy-on-write: block 1 stays seq 0's, seq 1 gets a copy
-    assert alloc.layout(0).block_table == (0, 1)
-    assert alloc.layout(1).block_table == (0, 2)
+    assert tuple(alloc.layout(0).block_table) == (0, 1)
+    assert tuple(alloc.layout(1).block_table) == (0, 2)
     u = alloc.usage()
     assert (u.live, u.logical, u.reserved, u.internal) == (9, 13, 3, 0)
     alloc.extend(0, 1)  # block 1 is now seq 0's alone: written in place
-    assert alloc.layout(0).block_table == (0, 1)
+    assert tuple(alloc.layout(0).block_table) == (0, 1)
     assert conserved(alloc)
     alloc.free(0)
     alloc.free(1)
@@ -251,8 +251,8 @@ def test_fork_of_a_full_tail_copies_nothing():
     alloc.fork(0, 1)
     alloc.extend(1, 1)
     alloc.extend(0, 1)
-    assert alloc.layout(1).block_table == (0, 1, 2)
-    assert alloc.layout(0).block_table == (0, 1, 3)
+    assert tuple(alloc.layout(1).block_table) == (0, 1, 2)
+    assert tuple(alloc.layout(0).block_table) == (0, 1, 3)
     assert alloc.usage().live == 10
 
 
@@ -266,7 +266,7 @@ def test_copy_on_write_needs_a_block_and_fails_atomically():
     assert observe(alloc, (0, 1)) == before
     alloc.free(0)
     alloc.extend(1, 1)  # the tail is no longer shared: written in place
-    assert alloc.layout(1).block_table == (0, 1)
+    assert tuple(alloc.layout(1).block_table) == (0, 1)
 
 
 def test_forks_keep_cached_prefix_referenced():
@@ -310,7 +310,7 @@ def test_decode_writes_reserved_slots_before_internal_ones():
     alloc.extend(0)  # a new block, all past the final length
     u = alloc.usage()
     assert (u.live, u.reserved, u.internal) == (5, 0, 3)
-    assert alloc.layout(0).block_table == (0, 1)
+    assert tuple(alloc.layout(0).block_table) == (0, 1)
 
 
 @settings(max_examples=60, deadline=None)

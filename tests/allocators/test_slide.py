@@ -31,7 +31,7 @@ def test_whole_units_before_the_window_go_and_the_rest_is_stale(name, params):
     assert conserved(alloc)
     alloc.slide(0, 40)  # every written token has passed: blocks 0 and 1 gone, 8 stale
     u = alloc.usage()
-    assert alloc.layout(0).block_table[:2] == (NO_BLOCK, NO_BLOCK)
+    assert tuple(alloc.layout(0).block_table[:2]) == (NO_BLOCK, NO_BLOCK)
     assert (u.live, u.logical, u.stale) == (0, 0, 8)
     alloc.extend(0, 10)  # the window's tokens are written on as ever
     assert (alloc.usage().live, alloc.length(0)) == (10, 50)
@@ -70,7 +70,7 @@ def test_a_prefix_hit_reads_released_prompt_blocks_from_the_cache():
     assert alloc.allocate(1, 48, prefix_hashes=hashes, chunk_tokens=16) == 48
     u = alloc.usage()
     assert (u.cached, u.stale, u.live) == (0, 0, 48)
-    assert alloc.layout(1).block_table[1:] == alloc.layout(0).block_table[1:]
+    assert tuple(alloc.layout(1).block_table[1:]) == tuple(alloc.layout(0).block_table[1:])
 
 
 def test_an_evicted_first_block_ends_the_hits_of_its_chain():
@@ -97,10 +97,10 @@ def test_segmented_lets_a_prompt_chunk_go_only_whole():
     assert NO_BLOCK not in alloc.layout(0).block_table
     assert alloc.usage().stale == 12
     alloc.slide(0, 20)  # the first chunk goes whole; 4 pages of the second stay, stale
-    assert alloc.layout(0).block_table[:16] == (NO_BLOCK,) * 16
+    assert tuple(alloc.layout(0).block_table[:16]) == (NO_BLOCK,) * 16
     assert alloc.usage().stale == 4 and alloc.usage().cached == 16
     alloc.slide(0, 36)  # past the prompt: generated pages go one by one
-    table = alloc.layout(0).block_table
+    table = tuple(alloc.layout(0).block_table)
     assert table[:36] == (NO_BLOCK,) * 36 and NO_BLOCK not in table[36:]
     assert alloc.usage().stale == 0 and conserved(alloc)
 
@@ -108,10 +108,10 @@ def test_segmented_lets_a_prompt_chunk_go_only_whole():
 def test_static_keeps_its_reservation_and_counts_the_passed_tokens_stale():
     alloc = make_allocator("static", 256, max_model_len=64, align_tokens=16)
     alloc.allocate(0, 40, final_tokens=50)
-    table = alloc.layout(0).block_table
+    table = tuple(alloc.layout(0).block_table)
     alloc.slide(0, 30)
     u = alloc.usage()
-    assert alloc.layout(0).block_table == table
+    assert tuple(alloc.layout(0).block_table) == table
     assert (u.live, u.logical, u.stale, u.reserved, u.internal) == (10, 10, 30, 10, 14)
     assert conserved(alloc)
     alloc.fork(0, 1)  # the copy starts at the block the window starts in
