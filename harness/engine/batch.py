@@ -87,6 +87,13 @@ class SwapOp:
     first_token: int = 0
 
 
+def segment_changes(before: tuple[int, ...], now: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """(segments_added, segments_released), each sorted, from the allocator's segments as the
+    executor last heard of them to its segments now."""
+    gone, new = set(before), set(now)
+    return sorted(new - gone), sorted(gone - new)
+
+
 @dataclass(frozen=True, slots=True)
 class Fork:
     parent: int

@@ -24,7 +24,7 @@ from collections import deque
 from typing import Protocol
 
 from allocators import Allocator, OutOfKVMemory
-from harness.engine.batch import Batch, Fork, ScheduledSeq, attended_keys
+from harness.engine.batch import Batch, Fork, ScheduledSeq, attended_keys, segment_changes
 from harness.engine.decode_runs import DecodeRuns
 from harness.engine.policies import make_policy
 from harness.engine.sequences import Group
@@ -157,9 +157,9 @@ class Scheduler(DecodeRuns, Preempting):
             seq.block_table = layout(seq.seq_id).block_table
         segments = alloc.segments()
         if segments != self._segments:
-            now, before = set(segments), set(self._segments)
-            batch.segments_released.extend(sorted(before - now))
-            batch.segments_added.extend(sorted(now - before))
+            added, released = segment_changes(self._segments, segments)
+            batch.segments_released.extend(released)
+            batch.segments_added.extend(added)
             self._segments = segments
 
     def _take_copies(self, batch: Batch) -> int:

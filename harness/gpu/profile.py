@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from allocators import spec_of
-from harness.engine.batch import Batch, Preemption
+from harness.engine.batch import Batch, Preemption, segment_changes
 from harness.engine.executor import KVGeometry
 from harness.gpu.executor import GpuExecutor
 from harness.gpu.profile_grid import GridSpec, ProfilePoint, assign_seq_ids, profile_grid
@@ -113,8 +113,7 @@ class PointTimer:
             self.allocator.allocate(sid, length)
         batch = point_batch(point, seq_ids, self.allocator)
         now = self.allocator.segments()
-        added = [s for s in now if s not in self._segments]
-        released = [s for s in self._segments if s not in now]
+        added, released = segment_changes(self._segments, now)
         self._segments = now
         times = []
         for repeat in range(self.warmup + self.repeats):
