@@ -92,8 +92,9 @@ class SeqLayout:
 
     block_table is an int32 array.array (typecode "i"): the allocator's own form of it, so
     that handing it over is one copy of its bytes and numpy reads it without a copy, where a
-    tuple of Python ints cost a step time per entry at block size 1. A snapshot: later changes of the sequence do not show in it. Read it, never change it (an
-    allocator whose tables never change hands the same one out again).
+    tuple of Python ints cost a step time per entry at block size 1. A snapshot: later changes
+    of the sequence do not show in it. Read it, never change it (an allocator whose tables
+    never change hands the same one out again).
     """
 
     block_size: int
