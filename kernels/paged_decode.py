@@ -72,7 +72,7 @@ def _decode_split_kernel(
     Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables, Context_lens, Out,
     Part_out, Part_lse, Counters, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh, stride_ks,
     stride_vs, qk_scale, num_splits, window,
-    SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
+    SPLIT: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, COMBINE_ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr, KV_FP8: tl.constexpr,
@@ -110,19 +110,31 @@ def _decode_split_kernel(
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)
     out = normalise(acc, l_i)
-    row_mask = (g < GROUP)[:, None]
     if SPLIT:
         rows = b * NUM_KV_HEADS * GROUP + heads
         part = rows * num_splits + split
-        tl.store(Part_out + part[:, None] * HEAD_DIM + d[None, :], out, mask=row_mask)
+        tl.store(Part_out + part[:, None] * HEAD_DIM + d[None, :], out, mask=(g < GROUP)[:, None])
         tl.store(Part_lse + part, log_sum_exp(m_i, l_i), mask=g < GROUP)
-        if not last_split(Counters, b * NUM_KV_HEADS + kv_head, num_splits):
-            return
-        out = combine_splits(Part_out, Part_lse, rows, g < GROUP, num_splits, BLOCK_G, HEAD_DIM)
+        if last_split(Counters, b * NUM_KV_HEADS + kv_head, num_splits):
+            # The combine reads no padding rows: COMBINE_ROWS, not BLOCK_G, of them.
+            c = tl.arange(0, COMBINE_ROWS)
+            group_heads = kv_head * GROUP + c
+            combined = combine_splits(Part_out, Part_lse, b * NUM_KV_HEADS * GROUP + group_heads,
+                                      c < GROUP, num_splits, COMBINE_ROWS,
+                                      BLOCK_G // COMBINE_ROWS, HEAD_DIM)
+            _store_heads(Out + b * stride_ob, stride_oh, group_heads, c < GROUP, d, combined,
+                         EMULATE_BF16)
+    else:
+        _store_heads(Out + b * stride_ob, stride_oh, heads, g < GROUP, d, out, EMULATE_BF16)
+
+
+@triton.jit
+def _store_heads(Out_row, stride_oh, heads, head_mask, d, out, EMULATE_BF16: tl.constexpr):
+    """Writes the float32 outputs `out` of query heads `heads` (where head_mask) of one row."""
     if EMULATE_BF16:
         out = round_to_bf16(out)
-    tl.store(Out + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
-             out.to(Out.dtype.element_ty), mask=row_mask)
+    tl.store(Out_row + heads[:, None] * stride_oh + d[None, :], out.to(Out_row.dtype.element_ty),
+             mask=head_mask[:, None])
 
 
 @dataclass(frozen=True)
@@ -215,7 +227,9 @@ def plan_for_shape(shape: DecodeShape, num_splits: int | None = None,
     def plan(splits: int) -> LaunchPlan:
         chosen = config or default_config(shape.block_size, splits, max_context,
                                           is_fp8(shape.cache_dtype))
-        return LaunchPlan(splits, chosen, dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n))
+        return LaunchPlan(splits, chosen,
+                          dict(common, SPLIT=splits > 1, BLOCK_N=chosen.block_n,
+                               COMBINE_ROWS=triton.next_power_of_2(common["GROUP"])))
 
     known: dict[tuple, int] = {}
 

@@ -22,6 +22,9 @@ from kernels.launch import DirectLaunch
 from kernels.tl_helpers import round_to_bf16
 
 MAX_SPLITS = 64
+# The same, as the number of log-sum-exps combine_splits loads at once (a jit function reads
+# only constexpr globals): every split's in one load up to MAX_SPLITS.
+_SPLITS_AT_ONCE = tl.constexpr(MAX_SPLITS)
 # Splits a varlen reduce combines at a time (one warp's worth, as the reduce is fastest with).
 VARLEN_CHUNK = 32
 # griddepcontrol (programmatic dependent launch) exists from Hopper on and in Triton >= 3.4.
@@ -117,33 +120,44 @@ def last_split(Counters, index, num_splits):
 
 
 @triton.jit
-def combine_splits(Part_out, Part_lse, rows, row_mask, num_splits, BLOCK_G: tl.constexpr,
-                   HEAD_DIM: tl.constexpr):
-    """The outputs of query rows `rows` (where row_mask) from their num_splits partials each,
-    as _reduce_kernel combines them: each split weighted by exp2 of its log-sum-exp less the
-    row's largest (a split of -inf weighs nothing), zeros where no split saw a key. The splits
-    are added one at a time in order, so the result does not depend on which program combines.
+def combine_splits(Part_out, Part_lse, rows, row_mask, num_splits, ROWS: tl.constexpr,
+                   AT_ONCE: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """The outputs of the ROWS query rows `rows` (where row_mask) from their num_splits partials
+    each, as _reduce_kernel combines them: each split weighted by exp2 of its log-sum-exp less
+    the row's largest (a split of -inf weighs nothing), zeros where no split saw a key.
+
+    The log-sum-exps come MAX_SPLITS a load, and the partials AT_ONCE splits a load, each
+    summed in its own lane until after the loop: about num_splits / AT_ONCE round trips to L2
+    in a row rather than two per split, in a fixed order, so the result does not depend on
+    which program combines. A [ROWS, AT_ONCE, HEAD_DIM] tile holds as many registers as the
+    attention's [BLOCK_G, HEAD_DIM] where ROWS * AT_ONCE = BLOCK_G. No reduction sits inside a
+    loop: Triton 3.6's OptimizeThreadLocality pass fails on such a loop's result used twice.
     The loads go to L2 (.cg): other programs, on other SMs, wrote the partials, and this SM's
     L1 must not answer with an older line."""
     d = tl.arange(0, HEAD_DIM)
     first = rows * num_splits
-    top = tl.full([BLOCK_G], float("-inf"), tl.float32)
-    for split in range(num_splits):
-        lse = tl.load(Part_lse + first + split, mask=row_mask, other=float("-inf"),
-                      cache_modifier=".cg")
-        top = tl.maximum(top, lse)
+    every = tl.arange(0, _SPLITS_AT_ONCE)
+    top = tl.full([ROWS, _SPLITS_AT_ONCE], float("-inf"), tl.float32)
+    for start in range(0, num_splits, _SPLITS_AT_ONCE):
+        mask = row_mask[:, None] & (start + every < num_splits)[None, :]
+        top = tl.maximum(top, tl.load(Part_lse + first[:, None] + start + every[None, :],
+                                      mask=mask, other=float("-inf"), cache_modifier=".cg"))
+    top = tl.max(top, 1)
     shift = tl.where(top == float("-inf"), 0.0, top)
-    acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
-    total = tl.zeros([BLOCK_G], tl.float32)
-    for split in range(num_splits):
-        lse = tl.load(Part_lse + first + split, mask=row_mask, other=float("-inf"),
-                      cache_modifier=".cg")
-        weight = tl.exp2(lse - shift)
-        parts = tl.load(Part_out + (first + split)[:, None] * HEAD_DIM + d[None, :],
-                        mask=row_mask[:, None], other=0.0, cache_modifier=".cg")
-        acc += parts * weight[:, None]
+    lane = tl.arange(0, AT_ONCE)
+    acc = tl.zeros([ROWS, AT_ONCE, HEAD_DIM], tl.float32)
+    total = tl.zeros([ROWS, AT_ONCE], tl.float32)
+    for start in range(0, num_splits, AT_ONCE):
+        part = first[:, None] + start + lane[None, :]
+        mask = row_mask[:, None] & (start + lane < num_splits)[None, :]
+        weight = tl.exp2(tl.load(Part_lse + part, mask=mask, other=float("-inf"),
+                                 cache_modifier=".cg") - shift[:, None])
+        parts = tl.load(Part_out + part[:, :, None] * HEAD_DIM + d[None, None, :],
+                        mask=mask[:, :, None], other=0.0, cache_modifier=".cg")
+        acc += parts * weight[:, :, None]
         total += weight
-    return acc / tl.where(total > 0, total, 1.0)[:, None]
+    total = tl.sum(total, 1)
+    return tl.sum(acc, 1) / tl.where(total > 0, total, 1.0)[:, None]
 
 
 # Every counters buffer handed out, per device: a CUDA graph captured earlier holds the address

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# paged_decode's combine of its splits, before and after: bench_decode_balance with the kernels
+# of commit 3db1a3b (combine_splits loading one split at a time) and with the working tree's, on
+# one machine, one after the other; then the kernel and executor GPU tests. Run from the
+# repository root with simpy importable (the device README's .whl carry); the files of 3db1a3b
+# come from git, or from benchmarks/sweeps/old/ where the copy has no .git. Everything lands in
+# $OUT/sweep.tgz (old/ and new/ tables, a log per part).
+. "$(dirname "$0")/common.sh"
+for f in split_kv paged_decode; do
+  cp "kernels/$f.py" "$W/new_$f.py"
+  git show "3db1a3b:kernels/$f.py" > "kernels/$f.py" 2>/dev/null || cp "benchmarks/sweeps/old/$f.py" "kernels/$f.py"
+done
+mkdir -p "$W/old" "$W/new"
+timeout 60 python3 benchmarks/bench_decode_balance.py --out "$W/old" > "$W/old.log" 2>&1
+for f in split_kv paged_decode; do cp "$W/new_$f.py" "kernels/$f.py"; done
+timeout 60 python3 benchmarks/bench_decode_balance.py --out "$W/new" > "$W/new.log" 2>&1
+timeout 180 python3 -m pytest -q -x -p no:cacheprovider tests/kernels > "$W/kernels.log" 2>&1
+timeout 220 python3 -m pytest -q -p no:cacheprovider tests/harness/gpu > "$W/gpu.log" 2>&1
+pack 6
