@@ -1,4 +1,9 @@
-. benchmarks/sweeps/common.sh
+#!/usr/bin/env bash
+# The Azure run with nothing beside it (its host times are the host's alone), then the executor
+# GPU tests that combine_ab.sh's time limit cut off, on one H200 (about 7 minutes). Run from the
+# repository root with simpy importable (the device README's .whl carry). Everything lands in
+# $OUT/sweep.tgz, with a log per part.
+. "$(dirname "$0")/common.sh"
 azure 0 270
 CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m pytest -q -p no:cacheprovider \
     tests/harness/gpu/test_gpu_fp8.py tests/harness/gpu/test_gpu_graph_paths.py \
