@@ -37,16 +37,38 @@ def test_update_then_check_passes(compare, tmp_path, capsys):
 
 def test_regression_beyond_threshold_fails(compare, tmp_path, capsys):
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"t::a": 1e-3, "t::b": 1e-3, "t::gone": 1e-3}))
+    same = {f"t::same{i}": 1e-3 for i in range(3)}  # the machine factor stays 1
+    baseline.write_text(json.dumps({"t::a": 1e-3, "t::b": 1e-3, "t::gone": 1e-3, **same}))
     slower = 1 + compare.THRESHOLD
     run = _bench_json(tmp_path / "run.json", {"t::a": 0.95 * slower * 1e-3,
-                                              "t::b": 1.05 * slower * 1e-3, "t::new": 1.0})
+                                              "t::b": 1.05 * slower * 1e-3, "t::new": 1.0,
+                                              **same})
     assert compare.main([str(run), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
     assert "REGRESSED  t::b" in out and "ok         t::a" in out
     assert "new        t::new" in out and "missing    t::gone" in out
     looser = str(compare.THRESHOLD + 0.2)
     assert compare.main([str(run), "--baseline", str(baseline), "--threshold", looser]) == 0
+
+
+def test_the_machine_factor_is_scaled_out_up_to_its_limit(compare, tmp_path, capsys):
+    """Every ratio divided by their median: a machine three times slower passes, one benchmark
+    slowed beyond the threshold on it fails, and a machine factor over MACHINE_LIMIT fails."""
+    names = [f"t::{i}" for i in range(5)]
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({name: 1e-3 for name in names}))
+    slow = {name: 3e-3 * (1 + i / 20) for i, name in enumerate(names)}
+    assert compare.main([str(_bench_json(tmp_path / "slow.json", slow)),
+                         "--baseline", str(baseline)]) == 0
+    assert "3.30x; every ratio" in capsys.readouterr().out
+    slow["t::4"] = 3e-3 * 1.1 * (compare.THRESHOLD + 1.1)
+    assert compare.main([str(_bench_json(tmp_path / "one.json", slow)),
+                         "--baseline", str(baseline)]) == 1
+    assert "REGRESSED  t::4" in capsys.readouterr().out
+    slower = {name: 1.01e-3 * compare.MACHINE_LIMIT for name in names}
+    assert compare.main([str(_bench_json(tmp_path / "all.json", slower)),
+                         "--baseline", str(baseline)]) == 1
+    assert capsys.readouterr().out.startswith("REGRESSED  median")
 
 
 def test_faster_is_fine(compare, tmp_path):
