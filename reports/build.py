@@ -185,10 +185,11 @@ def build_report(run_dirs: Iterable[str | Path], out_pdf: str | Path, *,
                                   run_dirs, kv_comparisons), out_pdf, metadata)
 
 
-def write_pdf(makers: Iterable[Callable[[], list[Figure]]], out_pdf: Path,
+def write_pdf(makers: Iterable[Callable[[], Iterable[Figure]]], out_pdf: Path,
               metadata: Mapping[str, object]) -> list[str]:
-    """Write the pages each maker draws (in the report's style, one maker's pages in memory at
-    a time) to out_pdf; return the page titles in order."""
+    """Write the pages each maker draws (in the report's style) to out_pdf, each closed once
+    written; return the page titles in order. A maker's pages are in memory together unless it
+    yields them one at a time (matplotlib warns past 20 open figures)."""
     titles = []
     with plt.rc_context(RC), PdfPages(out_pdf, metadata=metadata) as pdf:
         for make in makers:

@@ -3,7 +3,7 @@ block-size ablation (utilization against kernel efficiency), the paged-decode ke
 and the decode throughput of the GPU executor, each with the device and date of measurement."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -228,7 +228,7 @@ def kernel_pages(groups: dict[str, Labelled], kernels: list[Measurement]) -> lis
     return pages
 
 
-def decode_pages(groups: dict[str, Labelled], others: list[Measurement]) -> list[Figure]:
+def decode_pages(groups: dict[str, Labelled], others: list[Measurement]) -> Iterable[Figure]:
     if not others:
         return [_unmeasured_page("Measured decode throughput (GPU executor)",
                                  "Tokens per second measured with real kernels, beside the "

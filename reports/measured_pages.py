@@ -6,6 +6,7 @@ beside a measurement: only the table's own simulated columns are."""
 from __future__ import annotations
 
 import textwrap
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -110,5 +111,7 @@ def measured_page(measurement: Measurement) -> Figure:
     return fig
 
 
-def measured_pages(others: list[Measurement]) -> list[Figure]:
-    return [measured_page(measurement) for measurement in others]
+def measured_pages(others: list[Measurement]) -> Iterator[Figure]:
+    """A page per table, each drawn when the one before has been written (there are tens)."""
+    for measurement in others:
+        yield measured_page(measurement)
