@@ -2,6 +2,7 @@
 
     python -m pytest tests/benchmarks -q --benchmark-enable --benchmark-json=bench.json
     python benchmarks/compare.py bench.json                 # exit 1 on a regression
+    python benchmarks/compare.py bench.json again.json      # ... only if it shows in both
     python benchmarks/compare.py --update a.json b.json c.json  # rewrite the baseline
     python benchmarks/compare.py --spread a.json b.json c.json  # measure the machine's noise
 
@@ -20,9 +21,14 @@ A machine factor above MACHINE_LIMIT fails too: a machine that slow, or a change
 everything, needs a look before anything lands.
 
 A benchmark regresses when its scaled median is more than THRESHOLD slower than the baseline:
-current / baseline / machine > 1 + THRESHOLD. Only slowdowns fail; a benchmark that got faster,
-one that is new (not in the baseline) or one the run did not produce is reported and passes, so
-adding or renaming a benchmark never breaks CI (regenerate the baseline to start guarding it).
+current / baseline / machine > 1 + THRESHOLD. Given several runs, a benchmark's current median
+is its fastest: a regression must show in every run. .ci/run runs the suite a second time when
+the first run fails the gate, because a 1-us allocator benchmark on a shared 2-core machine can
+take three to four times its usual time for a whole run (test_extend_one_token[paged]: 0.7 us
+in three runs in a row, 2.6 and 2.7 us in two CI runs that day, whose fastest rounds took 1.6
+us). Only slowdowns fail; a benchmark that got faster, one that is new (not in the baseline) or
+one the run did not produce is reported and passes, so adding or renaming a benchmark never
+breaks CI (regenerate the baseline to start guarding it).
 
 Why THRESHOLD = 1.5 (a benchmark fails only when its median exceeds 2.5x its baseline): the
 noise was measured on this project's machine kind (2 cores) by running the suite five times in a
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             args.baseline.write_text(json.dumps(baseline, indent=2, sort_keys=True) + "\n")
             print(f"wrote {args.baseline} ({len(baseline)} benchmarks)")
             return 0
-        current = {name: statistics.median(m) for name, m in runs.items()}
+        current = {name: min(m) for name, m in runs.items()}
         lines, regressed = compare(current, read_baseline(args.baseline), args.threshold)
     except BenchmarkFileError as exc:
         print(f"compare.py: {exc}", file=sys.stderr)

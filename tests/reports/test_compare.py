@@ -71,6 +71,18 @@ def test_the_machine_factor_is_scaled_out_up_to_its_limit(compare, tmp_path, cap
     assert capsys.readouterr().out.startswith("REGRESSED  median")
 
 
+def test_a_regression_must_show_in_every_run_given(compare, tmp_path):
+    same = {f"t::same{i}": 1e-3 for i in range(3)}
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"t::a": 1e-3, **same}))
+    slow = _bench_json(tmp_path / "slow.json", {"t::a": 3e-3, **same})
+    usual = _bench_json(tmp_path / "usual.json", {"t::a": 1.1e-3, **same})
+    slow_again = _bench_json(tmp_path / "again.json", {"t::a": 2.8e-3, **same})
+    assert compare.main([str(slow), "--baseline", str(baseline)]) == 1
+    assert compare.main([str(slow), str(usual), "--baseline", str(baseline)]) == 0
+    assert compare.main([str(slow), str(slow_again), "--baseline", str(baseline)]) == 1
+
+
 def test_faster_is_fine(compare, tmp_path):
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"t::a": 1.0}))
