@@ -14,6 +14,6 @@ mkdir -p "$W/old" "$W/new"
 timeout 60 python3 benchmarks/bench_decode_balance.py --out "$W/old" > "$W/old.log" 2>&1
 for f in split_kv paged_decode; do cp "$W/new_$f.py" "kernels/$f.py"; done
 timeout 60 python3 benchmarks/bench_decode_balance.py --out "$W/new" > "$W/new.log" 2>&1
-timeout 180 python3 -m pytest -q -x -p no:cacheprovider tests/kernels > "$W/kernels.log" 2>&1
-timeout 220 python3 -m pytest -q -p no:cacheprovider tests/harness/gpu > "$W/gpu.log" 2>&1
+gpu_tests 0 180 kernels -x tests/kernels
+gpu_tests 0 220 gpu tests/harness/gpu
 pack 6

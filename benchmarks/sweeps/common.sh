@@ -26,6 +26,15 @@ azure() {
       --budget-slots 393216 --baseline-requests 0 > "$W/azure.log" 2>&1
 }
 
+# gpu_tests GPU SECONDS LOG ARGS...: pytest ARGS on that GPU for at most SECONDS, logged to
+# $W/LOG.log.
+gpu_tests() {
+  local gpu=$1 seconds=$2 log=$3
+  shift 3
+  CUDA_VISIBLE_DEVICES=$gpu timeout "$seconds" python3 -m pytest -q -p no:cacheprovider "$@" \
+      > "$W/$log.log" 2>&1
+}
+
 # pack [LINES]: the last LINES (3) of each log printed, and $W into $OUT/sweep.tgz.
 pack() {
   tail -n "${1:-3}" "$W"/*.log

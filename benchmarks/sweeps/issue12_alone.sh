@@ -5,9 +5,8 @@
 # lands in $OUT/sweep.tgz, with a log per part.
 . "$(dirname "$0")/common.sh"
 azure 0 260
-CUDA_VISIBLE_DEVICES=0 timeout 170 python3 -m pytest -q -p no:cacheprovider \
+gpu_tests 0 170 tests \
     tests/harness/gpu/test_gpu_engine.py tests/harness/gpu/test_gpu_fp8.py \
     tests/harness/gpu/test_speculative.py tests/harness/gpu/test_gpu_host_tier.py \
-    tests/harness/gpu/test_gpu_model.py tests/harness/gpu/test_gpu_decoding.py \
-    > "$W/tests.log" 2>&1
+    tests/harness/gpu/test_gpu_model.py tests/harness/gpu/test_gpu_decoding.py
 pack
