@@ -24,7 +24,7 @@ PREEMPTION_MODES = ("recompute", "swap")
 # to 1.13x the split-KV launch's time on batches of equal contexts and 1.45-3.4x less where one
 # context of 8,192 keys sits among ones of 1,000 (4.3x and 6.7x the mean); in the Azure x10
 # run, 73% of the 17-32-sequence decode steps have a longest context over three times the mean.
-# At one row it now takes 0.49-0.93x the split-KV launch's time
+# At one row it takes 0.67-0.96x the split-KV launch's time
 # (benchmarks/results/decode_balance_h200.csv).
 DECODE_BALANCE = {"off": None, "on": 0.0, "auto": 3.0}
 
