@@ -16,12 +16,19 @@ ask the driver about the address (cuPointerGetAttribute), a driver call per tens
 That check is what turns a host tensor away, so whether a tensor is on the GPU is part of the
 key: a first launch with a host tensor goes through the JIT, which refuses it.
 
+A known launch also calls the compiled launcher itself, as the compiled kernel's own launch
+would after building the metadata that launch hooks are handed (a dict of the kernel's name,
+handle and stream, built on every launch since Triton's hooks are an empty chain rather than
+None): with no hook registered (a profiler such as Proton registers one), it passes none and
+no metadata.
+
 Under the Triton interpreter (CPU tensors) the JIT returns no compiled kernel: every launch
 goes through it, as before.
 """
 from __future__ import annotations
 
 import torch
+import triton
 from triton.compiler import CompiledKernel
 
 _2_31, _2_63 = 2**31, 2**63
@@ -65,10 +72,30 @@ class DirectLaunch:
         found = self._compiled.get(key)
         if found is not None:
             compiled, constants = found
-            compiled[grid](*bound, *constants)
+            if no_launch_hooks():
+                compiled.run(grid[0], grid[1], grid[2], current_stream(), compiled.function,
+                             compiled.packed_metadata, None, None, None, *bound, *constants)
+            else:
+                compiled[grid](*bound, *constants)
             return
         compiled = self.kernel[grid](*args, **self._jit_kwargs)
         if isinstance(compiled, CompiledKernel):
             # The compiled launcher takes every parameter in order, constexprs included.
             names = self.kernel.arg_names[len(args):]
             self._compiled[key] = (compiled, tuple(self.constexprs[n] for n in names))
+
+
+def no_launch_hooks() -> bool:
+    """Whether no launch hook is registered with Triton (always false for a Triton without
+    `triton.knobs`, whose hooks this module does not read)."""
+    knobs = getattr(triton, "knobs", None)
+    if knobs is None:
+        return False
+    runtime = knobs.runtime
+    return not (runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls)
+
+
+def current_stream() -> int:
+    """The current device's current CUDA stream, as Triton's own launch reads it."""
+    driver = triton.runtime.driver.active
+    return driver.get_current_stream(driver.get_current_device())

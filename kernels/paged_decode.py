@@ -60,7 +60,7 @@ from kernels.decode_launch import TILE_TOKENS, DecodeConfig, choose_num_splits, 
 from kernels.fp8 import check_query_dtype, check_scales, is_fp8
 from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
-from kernels.split_kv import combine_splits, last_split, partials, split_counters
+from kernels.split_kv import combine_splits, decode_partials, last_split, split_counters
 from kernels.tl_helpers import (attend_keys, load_query, log_sum_exp, normalise,
                                  round_to_bf16)
 
@@ -286,8 +286,9 @@ def paged_decode(
     it never reads context_lens on the host, so the launch needs no synchronisation and can be
     captured in a CUDA graph (capture it: even with the launch cached per input shape, the
     Triton launch takes the host longer than a small decode takes the device). A split launch
-    counts its finished splits in kernels.split_kv.split_counters' buffer, shared by every
-    launch on the device: two calls must not run at the same time on one device (see there).
+    counts its finished splits in kernels.split_kv.split_counters' buffer and writes its partial
+    results to decode_partials', both shared by every launch on the device: two calls must not
+    run at the same time on one device (see there).
 
     A float8_e4m3fn cache (written by kernels.kv_write.write_kv with the same scales) needs
     k_scale and v_scale, float32 [1] or [Hkv] (kernels/fp8.py), and q in bfloat16, float16 or
@@ -312,7 +313,7 @@ def paged_decode(
     batch, _, head_dim = q.shape
     num_splits = launch.plan.num_splits
     out = decode_output(q, out)
-    part_out, part_lse = partials(out, batch, num_splits)
+    part_out, part_lse = launch.partials or (out, out)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
     fp8 = launch.plan.constexprs["KV_FP8"]
@@ -339,12 +340,14 @@ def decode_output(q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Launch:
-    """A checked LaunchPlan, its kernel launch and the split counters it passes (an unsplit
-    launch never reads them)."""
+    """A checked LaunchPlan, its kernel launch, and the split counters and partial results'
+    buffers it passes (an unsplit launch never reads the counters and writes the output
+    instead: no partials)."""
 
     plan: LaunchPlan
     kernel: DirectLaunch
     counters: torch.Tensor
+    partials: tuple[torch.Tensor, torch.Tensor] | None
 
 
 # Launches by the shapes, strides, dtypes and devices of paged_decode's inputs. A plain tuple
@@ -371,9 +374,12 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
         plan = plan_launch(q, table, block_tables, num_splits, config, window)
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
             _LAUNCHES.clear()
+        batch, num_heads, head_dim = q.shape
         launch = _LAUNCHES[key] = _Launch(
             plan, DirectLaunch(_decode_split_kernel, plan.constexprs, plan.config.options()),
-            split_counters(q.device, q.shape[0] * table.num_kv_heads))
+            split_counters(q.device, batch * table.num_kv_heads),
+            None if plan.num_splits == 1 else
+            decode_partials(q.device, batch, num_heads, head_dim, plan.num_splits))
     return launch
 
 

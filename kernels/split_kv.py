@@ -192,6 +192,28 @@ def split_counters(device: torch.device, n: int) -> torch.Tensor:
     return held[-1]
 
 
+# Every buffer of paged_decode's partial results handed out, per device (decode_partials): as
+# with _COUNTERS, a CUDA graph may hold the address of an older one.
+_DECODE_PARTIALS: dict[torch.device, list[torch.Tensor]] = {}
+
+
+def decode_partials(device: torch.device, rows: int, num_heads: int, head_dim: int,
+                    num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """partials() of a paged_decode launch with num_splits > 1, as views of one buffer per
+    device that every such launch shares (grown, by doubling, when one needs more): a launch
+    then allocates nothing on the host's critical path. Sharing is safe under split_counters'
+    contract, which already orders a device's paged_decode launches one after another. Buffers
+    outgrown stay allocated, as the counters do. Taken when a launch shape is first seen,
+    outside CUDA graph capture."""
+    parts = rows * num_heads * num_splits
+    size = parts * (head_dim + 1)
+    held = _DECODE_PARTIALS.setdefault(device, [])
+    if not held or held[-1].numel() < size:
+        held.append(torch.empty(max(size, 2 * held[-1].numel() if held else size),
+                                dtype=torch.float32, device=device))
+    return held[-1][: parts * head_dim], held[-1][parts * head_dim : size]
+
+
 def partials(out: torch.Tensor, rows: int, num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Where a split launch writes its partial results to be combined: float32 outputs and
     log-sum-exps, a row per query row, head and split, in one allocation (on the graph's pool

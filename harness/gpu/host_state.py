@@ -131,15 +131,14 @@ class TableRows:
         the next update)."""
         return self._rows
 
-    def update(self, seq_ids: list[int], tables: list[Sequence[int]]) -> np.ndarray:
+    def update(self, seq_ids: Sequence[int], tables: Sequence[Sequence[int]]) -> np.ndarray:
         """int64: the rows of the (distinct) sequences, holding their current block tables
         (none empty): allocators.SeqLayout's int32 arrays, which numpy reads without a copy
         (any sequence of ints works, slower)."""
-        lengths = list(map(len, tables))
-        if max(lengths, default=0) > self._rows.shape[1]:
-            self._grow(width=2 * max(lengths))
+        n = np.fromiter(map(len, tables), np.int64, len(tables))
+        if len(n) and n.max() > self._rows.shape[1]:
+            self._grow(width=2 * int(n.max()))
         rows = self._take_rows(seq_ids)
-        n = np.array(lengths, np.int64)
         # Kept: the entries before the last one seen, and that one if unchanged (a new row has
         # seen none: its table is written whole).
         keep = np.minimum(self._lengths[rows], n) - 1
@@ -154,8 +153,8 @@ class TableRows:
         last = (count == 1).nonzero()[0]
         if len(last):
             flat = rows[last] * width + keep[last]
-            flat_rows[flat] = np.fromiter(map(getitem, [tables[i] for i in last.tolist()],
-                                              repeat(-1)), np.int32, len(last))
+            grown = tables if len(last) == len(tables) else map(tables.__getitem__, last.tolist())
+            flat_rows[flat] = np.fromiter(map(getitem, grown, repeat(-1)), np.int32, len(last))
             self._written.append(flat)
         many = (count > 1).nonzero()[0]
         if len(many):
@@ -191,15 +190,14 @@ class TableRows:
             self._lengths[row] = 0
             self._free.append(row)
 
-    def _take_rows(self, seq_ids: list[int]) -> np.ndarray:
+    def _take_rows(self, seq_ids: Sequence[int]) -> np.ndarray:
         """The rows of the sequences, new ones taken from the free rows (seen length 0)."""
-        rows = list(map(self._row_of.get, seq_ids))
-        if None in rows:
-            for i in [i for i, row in enumerate(rows) if row is None]:
-                if not self._free:
-                    self._grow(rows=2 * self._rows.shape[0])
-                rows[i] = self._row_of[seq_ids[i]] = self._free.pop()
-        return np.array(rows, np.int64)
+        rows = np.fromiter(map(self._row_of.get, seq_ids, repeat(-1)), np.int64, len(seq_ids))
+        for i in (rows < 0).nonzero()[0].tolist():
+            if not self._free:
+                self._grow(rows=2 * self._rows.shape[0])
+            rows[i] = self._row_of[seq_ids[i]] = self._free.pop()
+        return rows
 
     def _grow(self, *, rows: int = 0, width: int = 0) -> None:
         old = self._rows

@@ -5,19 +5,43 @@ torch = pytest.importorskip("torch")
 
 from triton.compiler import CompiledKernel  # noqa: E402
 
+import triton  # noqa: E402
+
+import kernels.launch as launch_module  # noqa: E402
 from kernels.launch import DirectLaunch, specialization  # noqa: E402
 
 
 class FakeCompiled(CompiledKernel):
-    """Records direct launches (the real one needs a GPU)."""
+    """Records direct launches (the real one needs a GPU): calls holds every launch's grid and
+    arguments, through the launcher itself (launched: the stream, handle and metadata it was
+    given) or through the kernel's own launch (hooked)."""
+
+    function = "handle"
+    packed_metadata = "metadata"
 
     def __init__(self):
         self.calls = []
+        self.launched = []
+        self.hooked = 0
         self.module = None  # nothing loaded, nothing to unload
 
+    def run(self, grid_x, grid_y, grid_z, stream, function, metadata, launch_metadata,
+            enter_hook, exit_hook, *args):
+        self.calls.append(((grid_x, grid_y, grid_z), args))
+        self.launched.append((stream, function, metadata, launch_metadata, enter_hook,
+                              exit_hook))
 
     def __getitem__(self, grid):
-        return lambda *args: self.calls.append((grid, args))
+        def runner(*args):
+            self.hooked += 1
+            self.calls.append((grid, args))
+        return runner
+
+
+@pytest.fixture(autouse=True)
+def stream(monkeypatch):
+    """The stream a direct launch reads (there is no CUDA device here)."""
+    monkeypatch.setattr(launch_module, "current_stream", lambda: 7)
 
 
 class FakeJit:
@@ -48,8 +72,27 @@ def test_a_seen_specialisation_launches_the_compiled_kernel():
     assert jit.calls == [((2, 1, 1), (x, 32, 0.5), {"MODE": "a", "BLOCK": 64, "num_warps": 4})]
     launch((3, 1, 1), x, 48, 0.25)  # 48 specialises as 32 does; floats never do
     assert len(jit.calls) == 1
-    # Tensors go to the compiled launcher as their addresses.
+    # Tensors go to the compiled launcher as their addresses; with no launch hook registered,
+    # it gets none and no metadata.
     assert jit.compiled[0].calls == [((3, 1, 1), (x.data_ptr(), 48, 0.25, 64, "a"))]
+    assert jit.compiled[0].launched == [(7, "handle", "metadata", None, None, None)]
+
+
+def test_a_registered_launch_hook_gets_the_kernels_own_launch():
+    jit = FakeJit(compiles=True)
+    launch = DirectLaunch(jit, {"MODE": "a", "BLOCK": 64}, {})
+    x = torch.zeros(64)
+    launch((1, 1, 1), x, 32, 0.5)
+    hooks = triton.knobs.runtime.launch_enter_hook
+    hook = lambda metadata: None  # noqa: E731
+    hooks.add(hook)
+    try:
+        launch((1, 1, 1), x, 32, 0.5)
+    finally:
+        hooks.remove(hook)
+    launch((1, 1, 1), x, 32, 0.5)
+    compiled = jit.compiled[0]
+    assert compiled.hooked == 1 and len(compiled.launched) == 1 and len(compiled.calls) == 2
 
 
 @pytest.mark.parametrize("changed", [
