@@ -103,9 +103,8 @@ def host_breakdown(calls: int = 2000) -> str:
     each of its parts alone (median microseconds of `calls` calls each)."""
     import kernels.paged_decode as pd_module
     from bench_paged_decode import make_case
-    from kernels.launch import specialization
+    from kernels.launch import current_stream, specialization
     from kernels.segments import segment_table
-    from kernels.split_kv import partials
 
     case = make_case(1, 4096, seed=0)
     tables = case.block_tables(16, "contiguous", 0)
@@ -116,7 +115,7 @@ def host_breakdown(calls: int = 2000) -> str:
     launch = pd_module._launch_for(q, table, tables, lens, bps, None, None, None)
     out = torch.empty_like(q)
     splits = launch.plan.num_splits
-    part_out, part_lse = partials(out, 1, splits)
+    part_out, part_lse = launch.partials or (out, out)
     args = (q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, q, q, tables, lens,
             out, part_out, part_lse, launch.counters, q.stride(0), q.stride(1), tables.stride(0),
             out.stride(0), out.stride(1), 0, 0, 0.1, splits, 0)
@@ -128,12 +127,15 @@ def host_breakdown(calls: int = 2000) -> str:
                                                        table=table),
         "_launch_for": lambda: pd_module._launch_for(q, table, tables, lens, bps, None, None,
                                                      None),
-        "empty_like + partials": lambda: partials(torch.empty_like(q), 1, splits),
+        "empty_like (the output)": lambda: torch.empty_like(q),
         "specialization (kernel's args)": lambda: specialization(args),
         "kernel launch (DirectLaunch)": lambda: launch.kernel((1, table.num_kv_heads, splits),
                                                               *args),
-        "compiled[grid](...)": lambda: compiled[(1, table.num_kv_heads, splits)](*bound,
-                                                                                 *constants),
+        "launcher alone (no launch metadata)": lambda: compiled.run(
+            1, table.num_kv_heads, splits, current_stream(), compiled.function,
+            compiled.packed_metadata, None, None, None, *bound, *constants),
+        "compiled[grid](...) (Triton's launch)": lambda: compiled[
+            (1, table.num_kv_heads, splits)](*bound, *constants),
         "runner(...) (grid bound)": lambda: runner(*bound, *constants),
         "runner(...) with tensors": lambda: runner(*args, *constants),
     }

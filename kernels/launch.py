@@ -37,23 +37,31 @@ _2_31, _2_63 = 2**31, 2**63
 def specialization(args: tuple) -> tuple[tuple, tuple]:
     """What the JIT would specialise a launch on, per positional argument (with whether each
     tensor is on the GPU), and the arguments as the compiled launcher takes them: each tensor
-    as its address. Ints are told apart before tensors: an isinstance test against torch.Tensor
-    that fails is the slowest test of the loop."""
+    as its address. Plain ints and tensors, nearly every argument, are told apart by their
+    exact type before any isinstance test: a failing isinstance test is the slowest test of the
+    loop."""
     key, bound = [], []
     for a in args:
         kind = type(a)
-        if kind is bool or a is None:
-            key.append(a)
-        elif isinstance(a, int):
-            key.append((a == 1, a % 16 == 0, -_2_31 <= a < _2_31, -_2_63 <= a < _2_63))
-        elif isinstance(a, torch.Tensor):
+        if kind is int:
+            key.append(_int_key(a))
+        elif kind is torch.Tensor or isinstance(a, torch.Tensor):
             ptr = a.data_ptr()
             key.append((a.dtype, ptr % 16 == 0, a.is_cuda))
             a = ptr
+        elif kind is bool or a is None:
+            key.append(a)
+        elif isinstance(a, int):
+            key.append(_int_key(a))
         else:
             key.append(kind)
         bound.append(a)
     return tuple(key), tuple(bound)
+
+
+def _int_key(a: int) -> tuple:
+    """What the JIT specialises an integer on: equal to 1, divisible by 16, its width."""
+    return (a == 1, a % 16 == 0, -_2_31 <= a < _2_31, -_2_63 <= a < _2_63)
 
 
 class DirectLaunch:

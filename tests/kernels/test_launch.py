@@ -1,4 +1,6 @@
 """DirectLaunch: the JIT for a launch it has not seen, the compiled kernel for one it has."""
+import enum
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -130,6 +132,10 @@ def test_specialization_classes():
     assert key(True) != key(1)
     assert key(16) == key(4096) != key(8)
     assert key(0.5) == key(2.0)
+    # Subclasses are keyed as their base: an int enum as an int, a parameter as a tensor.
+    assert key(enum.IntEnum("Width", {"WIDE": 32}).WIDE) == key(32)
+    assert key(torch.nn.Parameter(torch.ones(8))) == key(x)
+    assert key(None) == (None,) and key(False) == (False,)
 
 
 def test_specialization_binds_tensors_as_addresses_and_keeps_other_arguments():

@@ -138,6 +138,33 @@ def test_split_calls_reset_their_counters_and_repeat_exactly(make_cache, device,
     assert torch.allclose(runs[0].float(), runs[2].float(), rtol=1e-2, atol=1e-2)
 
 
+def test_split_calls_of_other_shapes_between_leave_a_call_exact(make_cache, device,
+                                                                monkeypatch):
+    """Split launches of every shape write their partials to one shared buffer
+    (split_kv.decode_partials): calls one after another, of another shape and another split
+    count in between, leave each call's result as it is alone."""
+    monkeypatch.setattr(decode_module, "_LAUNCHES", {})
+    monkeypatch.setattr(split_kv, "_DECODE_PARTIALS", {})
+    small = make_cache(context_lens=[33, 70], num_kv_heads=2, head_dim=HEAD_DIM, block_size=16,
+                       blocks_per_segment=8, num_segments=2, dtype=torch.float32, seed=3)
+    large = make_cache(context_lens=[50, 9, 64, 20], num_kv_heads=2, head_dim=HEAD_DIM,
+                       block_size=16, blocks_per_segment=8, num_segments=2,
+                       dtype=torch.float32, seed=4)
+    q_small = _query(2, 8, torch.float32, device, seed=3)
+    q_large = _query(4, 8, torch.float32, device, seed=4)
+
+    def call(cache, q, num_splits):
+        return paged_decode(q, cache.k_segments, cache.v_segments, cache.block_tables,
+                            cache.context_lens, cache.blocks_per_segment,
+                            num_splits=num_splits, config=TILE_16)
+
+    first = call(small, q_small, 3)
+    other = call(large, q_large, 4)
+    assert torch.equal(call(small, q_small, 3), first)
+    assert torch.equal(call(large, q_large, 4), other)
+    assert len(split_kv._DECODE_PARTIALS[q_small.device]) == 2
+
+
 def test_out_writes_into_a_row_slice(make_cache, rel_err, device):
     """out= fills a slice of a larger output (the decode rows of a mixed step), nothing else."""
     cache = make_cache(context_lens=[9, 30], num_kv_heads=2, head_dim=HEAD_DIM, block_size=4,
