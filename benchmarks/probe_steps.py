@@ -103,7 +103,7 @@ def host_breakdown(calls: int = 2000) -> str:
     each of its parts alone (median microseconds of `calls` calls each)."""
     import kernels.paged_decode as pd_module
     from bench_paged_decode import make_case
-    from kernels.launch import current_stream, specialization
+    from kernels.launch import launch_compiled, specialization
     from kernels.segments import segment_table
 
     case = make_case(1, 4096, seed=0)
@@ -131,9 +131,8 @@ def host_breakdown(calls: int = 2000) -> str:
         "specialization (kernel's args)": lambda: specialization(args),
         "kernel launch (DirectLaunch)": lambda: launch.kernel((1, table.num_kv_heads, splits),
                                                               *args),
-        "launcher alone (no launch metadata)": lambda: compiled.run(
-            1, table.num_kv_heads, splits, current_stream(), compiled.function,
-            compiled.packed_metadata, None, None, None, *bound, *constants),
+        "launch_compiled (no launch metadata)": lambda: launch_compiled(
+            compiled, (1, table.num_kv_heads, splits), (*bound, *constants)),
         "compiled[grid](...) (Triton's launch)": lambda: compiled[
             (1, table.num_kv_heads, splits)](*bound, *constants),
         "runner(...) (grid bound)": lambda: runner(*bound, *constants),

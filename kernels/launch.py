@@ -80,11 +80,7 @@ class DirectLaunch:
         found = self._compiled.get(key)
         if found is not None:
             compiled, constants = found
-            if no_launch_hooks():
-                compiled.run(grid[0], grid[1], grid[2], current_stream(), compiled.function,
-                             compiled.packed_metadata, None, None, None, *bound, *constants)
-            else:
-                compiled[grid](*bound, *constants)
+            launch_compiled(compiled, grid, (*bound, *constants))
             return
         compiled = self.kernel[grid](*args, **self._jit_kwargs)
         if isinstance(compiled, CompiledKernel):
@@ -93,13 +89,27 @@ class DirectLaunch:
             self._compiled[key] = (compiled, tuple(self.constexprs[n] for n in names))
 
 
+def launch_compiled(compiled: CompiledKernel, grid: tuple[int, int, int], args: tuple) -> None:
+    """Launch a compiled kernel with every parameter in order, tensors as addresses: through
+    its launcher with no metadata where no launch hook is registered, else through the
+    kernel's own launch, which hands the hooks their metadata."""
+    if no_launch_hooks():
+        compiled.run(grid[0], grid[1], grid[2], current_stream(), compiled.function,
+                     compiled.packed_metadata, None, None, None, *args)
+    else:
+        compiled[grid](*args)
+
+
+# Triton's runtime settings, where its launch hooks are registered (None for a Triton without
+# `triton.knobs`, whose hooks this module does not read).
+_RUNTIME_KNOBS = getattr(getattr(triton, "knobs", None), "runtime", None)
+
+
 def no_launch_hooks() -> bool:
-    """Whether no launch hook is registered with Triton (always false for a Triton without
-    `triton.knobs`, whose hooks this module does not read)."""
-    knobs = getattr(triton, "knobs", None)
-    if knobs is None:
+    """Whether no launch hook is registered with Triton (always false without triton.knobs)."""
+    runtime = _RUNTIME_KNOBS
+    if runtime is None:
         return False
-    runtime = knobs.runtime
     return not (runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls)
 
 

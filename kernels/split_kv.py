@@ -211,7 +211,7 @@ def decode_partials(device: torch.device, rows: int, num_heads: int, head_dim: i
     if not held or held[-1].numel() < size:
         held.append(torch.empty(max(size, 2 * held[-1].numel() if held else size),
                                 dtype=torch.float32, device=device))
-    return held[-1][: parts * head_dim], held[-1][parts * head_dim : size]
+    return _partial_views(held[-1], parts, head_dim)
 
 
 def partials(out: torch.Tensor, rows: int, num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,8 +222,15 @@ def partials(out: torch.Tensor, rows: int, num_splits: int) -> tuple[torch.Tenso
         return out, out
     _, num_heads, head_dim = out.shape
     parts = rows * num_heads * num_splits
-    part_out = torch.empty(parts * (head_dim + 1), dtype=torch.float32, device=out.device)
-    return part_out, part_out[parts * head_dim:]
+    return _partial_views(torch.empty(parts * (head_dim + 1), dtype=torch.float32,
+                                      device=out.device), parts, head_dim)
+
+
+def _partial_views(buffer: torch.Tensor, parts: int, head_dim: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs (parts x head_dim floats) and then the log-sum-exps (parts) of a split
+    launch's partial results, at the start of a float32 buffer."""
+    return buffer[: parts * head_dim], buffer[parts * head_dim : parts * (head_dim + 1)]
 
 
 def reduce_launch(num_heads: int, head_dim: int, num_splits: int, emulate_bf16: bool,

@@ -6,13 +6,11 @@
 # come from git, or from benchmarks/sweeps/old/ where the copy has no .git. Everything lands in
 # $OUT/sweep.tgz (old/ and new/ tables, a log per part).
 . "$(dirname "$0")/common.sh"
-for f in split_kv paged_decode; do
-  cp "kernels/$f.py" "$W/new_$f.py"
-  git show "3db1a3b:kernels/$f.py" > "kernels/$f.py" 2>/dev/null || cp "benchmarks/sweeps/old/$f.py" "kernels/$f.py"
-done
+versions 3db1a3b kernels/split_kv.py kernels/paged_decode.py
 mkdir -p "$W/old" "$W/new"
+use old
 timeout 60 python3 benchmarks/bench_decode_balance.py --out "$W/old" > "$W/old.log" 2>&1
-for f in split_kv paged_decode; do cp "$W/new_$f.py" "kernels/$f.py"; done
+use new
 timeout 60 python3 benchmarks/bench_decode_balance.py --out "$W/new" > "$W/new.log" 2>&1
 gpu_tests 0 180 kernels -x tests/kernels
 gpu_tests 0 220 gpu tests/harness/gpu

@@ -35,6 +35,25 @@ gpu_tests() {
       > "$W/$log.log" 2>&1
 }
 
+# versions COMMIT FILE...: each FILE as the working tree has it and as COMMIT had it (from git,
+# or from benchmarks/sweeps/old/ where the copy has no .git), kept in $W/files/{new,old}; then
+# `use old` or `use new` puts one version of every such FILE in place.
+versions() {
+  local commit=$1 f
+  shift
+  VERSIONED="$*"
+  mkdir -p "$W/files/new" "$W/files/old"
+  for f in $VERSIONED; do
+    cp "$f" "$W/files/new/$(basename "$f")"
+    git show "$commit:$f" > "$W/files/old/$(basename "$f")" 2>/dev/null \
+        || cp "benchmarks/sweeps/old/$(basename "$f")" "$W/files/old/$(basename "$f")"
+  done
+}
+use() {
+  local f
+  for f in $VERSIONED; do cp "$W/files/$1/$(basename "$f")" "$f"; done
+}
+
 # pack [LINES]: the last LINES (3) of each log printed, and $W into $OUT/sweep.tgz.
 pack() {
   tail -n "${1:-3}" "$W"/*.log

@@ -9,16 +9,9 @@
 # where the copy has no .git. Everything lands in $OUT/sweep.tgz.
 . "$(dirname "$0")/common.sh"
 export PYTHONPATH=${PYTHONPATH:-.}:benchmarks
-FILES="kernels/launch.py kernels/paged_decode.py kernels/split_kv.py harness/gpu/host_state.py"
-mkdir -p "$W/files/new" "$W/files/old" "$W/prep_old" "$W/prep_new"
-for f in $FILES; do
-  cp "$f" "$W/files/new/$(basename "$f")"
-  git show "616ea2f:$f" > "$W/files/old/$(basename "$f")" 2>/dev/null \
-      || cp "benchmarks/sweeps/old/$(basename "$f")" "$W/files/old/$(basename "$f")"
-done
-use() {
-  for f in $FILES; do cp "$W/files/$1/$(basename "$f")" "$f"; done
-}
+versions 616ea2f kernels/launch.py kernels/paged_decode.py kernels/split_kv.py \
+    harness/gpu/host_state.py
+mkdir -p "$W/prep_old" "$W/prep_new"
 host_us() {
   use "$1"
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 -c \
