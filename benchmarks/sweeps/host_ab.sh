@@ -19,9 +19,10 @@ host_us() {
       >> "$W/host_us.log" 2>&1
 }
 for _ in 1 2 3; do host_us old; host_us new; done
-use old
-CUDA_VISIBLE_DEVICES=0 timeout 150 python3 benchmarks/probe_host_prep.py --out "$W/prep_old" > "$W/prep_old.log" 2>&1
-use new
-CUDA_VISIBLE_DEVICES=0 timeout 150 python3 benchmarks/probe_host_prep.py --out "$W/prep_new" > "$W/prep_new.log" 2>&1
+for version in old new; do
+  use "$version"
+  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 benchmarks/probe_host_prep.py \
+      --out "$W/prep_$version" > "$W/prep_$version.log" 2>&1
+done
 gpu_tests 0 200 kernels tests/kernels
 pack 16
