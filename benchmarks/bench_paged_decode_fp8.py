@@ -45,7 +45,7 @@ from kernels.fp8 import FP8_DTYPE, kv_scales
 from kernels.kv_write import write_kv
 from kernels.paged_decode import paged_decode, plan_launch
 from kernels.reference import reference_decode
-from kernels.segments import segment_table
+from kernels.segments import segment_table, value_shape
 
 FP8_COLUMNS = COLUMNS + ["kv_dtype"]
 # The done-when check: fp8 moves this many times the tokens of context per second of bf16 on
@@ -56,22 +56,32 @@ LAYOUT = "shuffled"
 
 
 class Fp8Case:
-    """The fp8 copy of a bf16 Case: its pool quantized through write_kv, and the scales."""
+    """The fp8 copy of a bf16 Case: its pool quantized through write_kv, and the scales. An fp8
+    cache holds V transposed in each block (kernels/segments.py), so unlike the bf16 pool its
+    bytes depend on the block size: segments() writes it again for each."""
 
     def __init__(self, case: Case):
         self.case = case
         self.k_scale = kv_scales(case.pool_k, per_head=True)
         self.v_scale = kv_scales(case.pool_v, per_head=True)
-        fp8 = Case(case.batch, case.context, case.q, torch.empty_like(case.pool_k, dtype=FP8_DTYPE),
-                   torch.empty_like(case.pool_v, dtype=FP8_DTYPE))
-        k_segs, v_segs, bps = fp8.segments(1)
-        slots = torch.arange(case.pool_k.shape[0], device=case.q.device)
-        write_kv(case.pool_k, case.pool_v, k_segs, v_segs, slots, 1, bps, k_scale=self.k_scale,
-                 v_scale=self.v_scale)
-        self.fp8 = fp8
+        self.fp8 = Case(case.batch, case.context, case.q,
+                        torch.empty_like(case.pool_k, dtype=FP8_DTYPE),
+                        torch.empty_like(case.pool_v, dtype=FP8_DTYPE))
+        self._written = None  # the block size the fp8 pool holds its tokens at
+
+    def segments(self, block_size: int):
+        """The fp8 pool's segment lists at block_size (written at it first if need be)."""
+        k_segs, v_segs, bps = self.fp8.segments(block_size)
+        v_segs = [v.view(value_shape(tuple(v.shape), FP8_DTYPE)) for v in v_segs]
+        if self._written != block_size:
+            slots = torch.arange(self.case.pool_k.shape[0], device=self.case.q.device)
+            write_kv(self.case.pool_k, self.case.pool_v, k_segs, v_segs, slots, block_size, bps,
+                     k_scale=self.k_scale, v_scale=self.v_scale)
+            self._written = block_size
+        return k_segs, v_segs, bps
 
     def call(self, block_size: int, tables: torch.Tensor, config=None, num_splits=None):
-        k_segs, v_segs, bps = self.fp8.segments(block_size)
+        k_segs, v_segs, bps = self.segments(block_size)
         table = segment_table(k_segs, v_segs)
         lens = self.case.context_lens()
         return lambda: paged_decode(self.case.q, None, None, tables, lens, bps, table=table,
@@ -82,7 +92,7 @@ class Fp8Case:
                             tables: torch.Tensor) -> float:
         """Relative error of the first sequences against the reference over the fp8 values."""
         n = min(self.case.batch, CHECKED_SEQS)
-        k_segs, v_segs, bps = self.fp8.segments(block_size)
+        k_segs, v_segs, bps = self.segments(block_size)
         ref = reference_decode(self.case.q[:n], k_segs, v_segs, tables[:n],
                                self.case.context_lens()[:n], bps, k_scale=self.k_scale,
                                v_scale=self.v_scale)
@@ -128,7 +138,7 @@ def sweep(args, copy_gbs: float, path: str) -> tuple[list[dict], list[str], bool
                 fp8_err, _ = max_abs_err(case, out, block_size, tables)
                 exact = quantized.dequantized_rel_err(out, block_size, tables)
                 add(case, block_size, "fp8", quantized.fp8.kv_bytes, fp8_us, fp8_err)
-                splits = plan_launch(case.q, segment_table(*quantized.fp8.segments(block_size)[:2]),
+                splits = plan_launch(case.q, segment_table(*quantized.segments(block_size)[:2]),
                                      tables).num_splits
                 print(f"B={batch:4d} T={context:6d} bs={block_size:3d}: bf16 {bf16_us:9.1f} us "
                       f"fp8 {fp8_us:9.1f} us ({splits} splits), tokens/s fp8/bf16 "

@@ -80,7 +80,8 @@ def _balanced_kernel(
                                     V_base, K_offsets, V_offsets, head_col, qk_scale,
                                     start // BLOCK_N * BLOCK_N, start, end, BLOCK_G, HEAD_DIM,
                                     NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N,
-                                    ALIGN, INPUT_PRECISION, EMULATE_BF16, DOT_FP16, True)
+                                    ALIGN, INPUT_PRECISION, EMULATE_BF16, DOT_FP16, True,
+                                    KV_FP8)
         if KV_FP8:
             acc = acc * v_scale
         out = normalise(acc, l_i)

@@ -17,8 +17,8 @@ SHORT_TILE_TOKENS = 64
 # Splits that only even out the last wave of a grid larger than the GPU stay this long: the
 # partial writes and the reduction of shorter ones cost more than the wave they fill.
 MIN_BALANCING_SPLIT_TOKENS = 1024
-# Registers per thread of an fp8 launch: 3 programs of 4 warps in an SM's 65,536 (default_config).
-FP8_MAX_REGISTERS = 168
+# Registers per thread of an fp8 launch: 4 programs of 4 warps in an SM's 65,536 (default_config).
+FP8_MAX_REGISTERS = 128
 # A grid over several waves is split until its last wave is at least this full.
 LAST_WAVE_FILL = 0.9
 
@@ -56,13 +56,13 @@ def default_config(block_size: int, num_splits: int, max_context: int = 0,
     block_size 64 and 256: 17.7 us, against 18.0-18.2 with two stages).
 
     Over an fp8 cache (measured on an H200, benchmarks/results/tuning/
-    paged_decode_fp8_tune_splits_h200.csv) every launch that is not a split of one short tile
-    takes TILE_TOKENS-token tiles, 2 stages and at most FP8_MAX_REGISTERS registers a thread:
-    the compiler's 211 leave room for 2 programs per SM, too few to keep an fp8 loop's loads
-    in flight, and 3 fit under the cap (a few registers spill). On the shapes of at least 64k
-    tokens that lifts fp8 from 1.10-1.26x bf16's tokens per second to 1.18-1.52x
-    (benchmarks/results/paged_decode_fp8_h200.csv); 4 programs (128 registers) spill too much,
-    and 64-token tiles lose.
+    paged_decode_fp8_tune_transposed_v_h200.csv) every launch that is not a split of one short
+    tile takes TILE_TOKENS-token tiles, 2 stages and at most FP8_MAX_REGISTERS registers a
+    thread, so that 4 programs fit an SM: the compiler's 210-222 leave room for 2, too few to
+    keep an fp8 loop's loads in flight. The registers it spills under the cap are spilled
+    outside the tile loop (around the last tile's step), and on the tuned shapes the cap gave
+    1.27-1.83x bf16's tokens per second against 1.18-1.56x under a cap of 168 (3 programs)
+    and 1.12-1.37x uncapped; 3 stages under the cap spill inside the loop and lose.
     """
     if block_size % SHORT_TILE_TOKENS == 0:
         if num_splits == 1 and not fp8:

@@ -2,7 +2,8 @@
 
 Global slot id = block * block_size + offset in block (allocators/base.py); the block lives in
 segment block // blocks_per_segment. One program copies one token's K and V for every KV head:
-in the token-major layout of kernels/paged_decode.py that is one contiguous row per tensor. A
+in the token-major layout of kernels/paged_decode.py that is one contiguous row per tensor (a
+float8 cache's V, transposed in its block (kernels/segments.py), takes one byte per run). A
 negative slot id marks a padding token and is skipped, so a batch padded to a fixed size (for
 CUDA graphs) needs no host-side filtering. Into a float8 e4m3 cache the tokens are quantized on
 the way: divided by the caller's k_scale / v_scale and rounded (kernels/fp8.py).
@@ -31,21 +32,26 @@ def _write_kv_kernel(K_new, V_new, K_base, V_base, K_offsets, V_offsets, Slot_ma
     slot = tl.maximum(slot, 0)
     block = slot // BLOCK_SIZE
     seg = block // BLOCKS_PER_SEGMENT
-    inner = (block - seg * BLOCKS_PER_SEGMENT) * (BLOCK_SIZE * ROW) + (slot % BLOCK_SIZE) * ROW
+    block_start = (block - seg * BLOCKS_PER_SEGMENT) * (BLOCK_SIZE * ROW)
     cols = tl.arange(0, BLOCK_ROW)
     mask = cols < row_len
     k = tl.load(K_new + t.to(tl.int64) * stride_kt + cols, mask=mask)
     v = tl.load(V_new + t.to(tl.int64) * stride_vt + cols, mask=mask)
-    k_row = tl.load(K_offsets + seg) * ALIGN + inner
-    v_row = tl.load(V_offsets + seg) * ALIGN + inner
+    offset = slot % BLOCK_SIZE
+    k_at = tl.load(K_offsets + seg) * ALIGN + block_start + offset * ROW + cols
+    v_block = tl.load(V_offsets + seg) * ALIGN + block_start
+    if KV_FP8:  # V transposed in its block: element (head, d) of its tokens in one run
+        v_at = v_block + offset + cols * BLOCK_SIZE
+    else:
+        v_at = v_block + offset * ROW + cols
     if KV_FP8:
         head = cols // HEAD_DIM
         k_scale = tl.load(K_scale + head * stride_ks, mask=mask, other=1.0)
         v_scale = tl.load(V_scale + head * stride_vs, mask=mask, other=1.0)
         k = quantize(k.to(tl.float32), k_scale, EMULATE_FP8)
         v = quantize(v.to(tl.float32), v_scale, EMULATE_FP8)
-    tl.store(K_base + k_row + cols, k.to(K_base.dtype.element_ty), mask=mask)
-    tl.store(V_base + v_row + cols, v.to(V_base.dtype.element_ty), mask=mask)
+    tl.store(K_base + k_at, k.to(K_base.dtype.element_ty), mask=mask)
+    tl.store(V_base + v_at, v.to(V_base.dtype.element_ty), mask=mask)
 
 
 def write_kv(

@@ -21,11 +21,10 @@ saturated outside +-65504, far beyond what attention queries hold; the probabili
 PV dot in float16 too. The scales are applied once per program (a program serves one KV head,
 and a scale is per tensor or per KV head): K's into the score scale, V's into the output. That
 equals multiplying every loaded element by its scale, with no rounding of the products before
-the dot. Over fp8 the loop still issues about half again the instructions per tile of bf16
-(conversions, byte-wise shared-memory reads into the dot layout) for half the bytes and needs
-more registers, so on an H200 it is bound by latency at few programs per SM rather than by
-memory bandwidth (kernels/decode_launch.py caps its registers) and falls short of twice the bf16
-kernel's tokens per second; see the same table.
+the dot. An fp8 cache holds V transposed in each block (kernels/segments.py), so that the P.V
+dot's operand is read with its tokens adjacent (tl_helpers.load_values_transposed); the loop
+still converts every element and needs more registers than bf16, and kernels/decode_launch.py
+caps them so that 4 programs fit an SM (benchmarks/results/paged_decode_fp8_h200.csv).
 
 Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
 share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
@@ -106,7 +105,7 @@ def _decode_split_kernel(
     acc, m_i, l_i = attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
                                 qk_scale, start, lo, end, BLOCK_G, HEAD_DIM, NUM_KV_HEADS,
                                 BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN, INPUT_PRECISION,
-                                EMULATE_BF16, DOT_FP16, HAS_WINDOW)
+                                EMULATE_BF16, DOT_FP16, HAS_WINDOW, KV_FP8)
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)
     out = normalise(acc, l_i)

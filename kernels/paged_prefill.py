@@ -52,7 +52,8 @@ from kernels.paged_decode import LOG2E, check_window
 from kernels.prefill_launch import PrefillConfig, choose_num_splits, default_config
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 from kernels.split_kv import partials, reduce_launch, use_pdl
-from kernels.tl_helpers import round_to_bf16, saturate_to_fp16, softmax_step, tile_rows
+from kernels.tl_helpers import (load_values_transposed, round_to_bf16, saturate_to_fp16,
+                                 softmax_step, tile_rows)
 
 
 @triton.jit
@@ -61,11 +62,14 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
             CAUSAL: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
             ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
-            DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr):
+            DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
+            V_T: tl.constexpr):
     """Online softmax of the tile's rows over keys start..end-1 (start a multiple of BLOCK_N;
     none when end <= start). Without CAUSAL every key is visible to every row and end is a
     multiple of BLOCK_N. With a window, CAUSAL tiles also mask each row's keys before its
-    window, and no key before lo (the first any row reads) is loaded."""
+    window, and no key before lo (the first any row reads) is loaded. V_T: the cache holds V
+    transposed per block (tl_helpers.load_values_transposed); CAUSAL tiles zero the values of
+    keys from end on, which may never have been written."""
     for tile in range(start, end, BLOCK_N):
         tok = tile + tl.arange(0, BLOCK_N)
         valid = tok < end
@@ -77,14 +81,22 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
         if CAUSAL:
             k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None],
                         other=0.0)
+        else:
+            k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
+        if V_T:
+            v = load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
+                                       BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
+                                       ALIGN, HAS_WINDOW)
+        elif CAUSAL:
             v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None],
                         other=0.0)
         else:
-            k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
             v = tl.load(V_base + v_rows[:, None] + head_col[None, :])
         # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
         k = k.to(q.dtype)
         v = v.to(q.dtype)
+        if V_T and CAUSAL:
+            v = tl.where(valid[:, None], v, 0.0)
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
         if CAUSAL:
             seen = (tok[None, :] <= pos[:, None]) & valid[None, :]
@@ -193,19 +205,19 @@ def _prefill_kernel(
                                 V_offsets, head_col, start, tl.minimum(shared, stop), qk_scale,
                                 lo, window, True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N,
                                 BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
-                                EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT)
+                                EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT, KV_FP8)
     # Keys every row of the tile sees, in whole tiles, unmasked.
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, tl.maximum(shared, start), tl.minimum(full_end, stop),
                             qk_scale, lo, window, False, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
                             BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
-                            EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT)
+                            EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT, KV_FP8)
     # The diagonal.
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, tl.maximum(full_end, start), stop, qk_scale, lo, window,
                             True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
                             TOKEN_STRIDE, ALIGN, INPUT_PRECISION, EMULATE_BF16, DOT_FP16,
-                            HAS_WINDOW, SPLIT)
+                            HAS_WINDOW, SPLIT, KV_FP8)
 
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)

@@ -7,9 +7,10 @@ kernel in this package is tested against, so it must be obviously right rather t
 
 Cache layout (shared with kernels/paged_decode.py): segment s holds global blocks
 s * blocks_per_segment .. (s + 1) * blocks_per_segment - 1 as a tensor
-[blocks_per_segment, block_size, num_kv_heads, head_dim]; a segment id with no memory behind it
-is None in the list. A float8 e4m3 cache is gathered, then dequantized (times its k_scale /
-v_scale, kernels/fp8.py): the kernels must compute attention over exactly those values.
+[blocks_per_segment, block_size, num_kv_heads, head_dim] (a float8 cache's V transposed in each
+block, kernels/segments.py); a segment id with no memory behind it is None in the list. A float8
+e4m3 cache is gathered, then dequantized (times its k_scale / v_scale, kernels/fp8.py): the
+kernels must compute attention over exactly those values.
 
 A sliding window (`window`, Mistral's): the query at position p attends keys p - window + 1 .. p.
 Blocks that lie wholly before the first key a sequence's queries read are never gathered, so
@@ -23,6 +24,7 @@ from typing import Sequence
 import torch
 
 from kernels.fp8 import FP8_DTYPE, FP8_MAX
+from kernels.segments import value_tokens, values_transposed
 
 
 def quantize_kv(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -99,6 +101,13 @@ def gather_kv(
     return tokens[:, :max_context]
 
 
+def value_segments(v_segments: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """V segments as [blocks_per_segment, block_size, num_kv_heads, head_dim] views, those a
+    float8 cache stores transposed permuted back (kernels/segments.py)."""
+    return [None if t is None else value_tokens(t, values_transposed(t.dtype))
+            for t in v_segments]
+
+
 def _backed_ids(segments: Sequence[torch.Tensor | None]) -> torch.Tensor:
     return torch.tensor([s for s, t in enumerate(segments) if t is not None], dtype=torch.int64)
 
@@ -129,8 +138,8 @@ def reference_decode(
     first = window_start(lens - 1, window)
     keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
                               blocks_per_segment, compute_dtype, first)
-    values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
-                                blocks_per_segment, compute_dtype, first)
+    values = gather_dequantized(value_segments(v_segments), v_scale, block_tables,
+                                context_lens, blocks_per_segment, compute_dtype, first)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -174,8 +183,8 @@ def reference_prefill(
     first = window_start(context_lens.to(device="cpu", dtype=torch.int64) - q_lens, window)
     keys = gather_dequantized(k_segments, k_scale, block_tables, context_lens,
                               blocks_per_segment, compute_dtype, first)
-    values = gather_dequantized(v_segments, v_scale, block_tables, context_lens,
-                                blocks_per_segment, compute_dtype, first)
+    values = gather_dequantized(value_segments(v_segments), v_scale, block_tables,
+                                context_lens, blocks_per_segment, compute_dtype, first)
     num_kv_heads = keys.shape[2]
     group = num_heads // num_kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale

@@ -52,6 +52,44 @@ def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
 
 
 @triton.jit
+def load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
+                           BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, ALIGN: tl.constexpr,
+                           HAS_LO: tl.constexpr):
+    """The V tile [BLOCK_N, head_dim] of tokens tile .. tile + BLOCK_N - 1 (tile a multiple of
+    BLOCK_N) from a cache whose blocks hold V transposed, [num_kv_heads, head_dim, block_size]
+    (an fp8 cache, kernels/segments.py); runs wholly outside lo .. end - 1 read as zero.
+
+    The tile is read in runs of RUN tokens of one block (16 where the block size is a multiple
+    of 16), one block-table and segment lookup per run: one head_dim element of a run is RUN
+    contiguous bytes, so the loads are vector loads, and the P.V dot reads its operand with
+    its tokens (the reduction axis) adjacent. A loaded run's tokens outside the range hold
+    whatever their slots hold, for zero weights. Slots past a sequence's context may never
+    have been written, and an e4m3 byte of garbage may be NaN, which a zero weight does not
+    cancel: the caller zeroes those in the tile that reaches past the context (a select per
+    byte, so in that tile alone)."""
+    # The largest power of two up to 16 that divides the block size: runs never cross blocks.
+    RUN: tl.constexpr = min(BLOCK_SIZE & -BLOCK_SIZE, 16)
+    RUNS: tl.constexpr = BLOCK_N // RUN
+    r = tl.arange(0, RUNS)
+    t = tl.arange(0, RUN)
+    first = tile + r * RUN
+    live = first < end
+    if HAS_LO:
+        live = live & (first + RUN > lo)
+    block = tl.load(bt_row + first // BLOCK_SIZE, mask=live, other=0)
+    seg = block // BLOCKS_PER_SEGMENT
+    # The run's offset in its block, written as a multiple of RUN so that the compiler sees
+    # whole aligned runs.
+    in_block = ((tile // RUN + r) % (BLOCK_SIZE // RUN)) * RUN
+    rows = (tl.load(V_offsets + seg, mask=live, other=0) * ALIGN
+            + (block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE + in_block)
+    v = tl.load(V_base + rows[:, None, None] + head_col[None, :, None] * BLOCK_SIZE
+                + t[None, None, :], mask=live[:, None, None], other=0.0)
+    return tl.reshape(tl.permute(v, (0, 2, 1)), (BLOCK_N, head_col.shape[0]))
+
+
+@triton.jit
 def round_to_bf16(x):
     """float32 x rounded to the nearest bfloat16 (ties to even), still as float32."""
     bits = x.to(tl.uint32, bitcast=True)
@@ -85,36 +123,69 @@ def attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col, qk_sc
                 end, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
                 BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
                 BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                EMULATE_BF16: tl.constexpr, DOT_FP16: tl.constexpr, HAS_LO: tl.constexpr):
+                EMULATE_BF16: tl.constexpr, DOT_FP16: tl.constexpr, HAS_LO: tl.constexpr,
+                V_T: tl.constexpr):
     """Online softmax (base 2) of one query row's heads over keys lo .. end - 1 of the row
     whose block table starts at bt_row, in tiles of BLOCK_N from `first` (a multiple of
-    BLOCK_N, at most lo; keys before lo are masked only with HAS_LO). Returns the unnormalised
-    output, the running maximum and the sum of weights (0 where no key was seen)."""
-    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
-    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
+    BLOCK_N, at most lo; keys before lo are masked only with HAS_LO). V_T: the cache holds V
+    transposed per block (load_values_transposed), and the tile that ends past `end` zeroes
+    its values from end on, in a step of its own so that the others do not. Returns
+    the unnormalised output, the running maximum and the sum of weights (0 where no key was
+    seen)."""
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
-    for tile in range(first, end, BLOCK_N):
-        tok = tile + tl.arange(0, BLOCK_N)
-        valid = tok < end
-        if HAS_LO:
-            valid = valid & (tok >= lo)
-        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
-                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
-                                   TOKEN_STRIDE, ALIGN)
-        k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
-        v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
-        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
-        k = k.to(q.dtype)
-        v = v.to(q.dtype)
-        scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
-        scores = tl.where(valid[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        acc, l_i = softmax_step(acc, m_i, l_i, scores, m_new, v, INPUT_PRECISION, EMULATE_BF16,
-                                DOT_FP16)
-        m_i = m_new
+    # An empty range (a split past the context) has first >= end: no tail tile then.
+    whole_end = tl.maximum(end // BLOCK_N * BLOCK_N, first) if V_T else end
+    for tile in range(first, whole_end, BLOCK_N):
+        acc, m_i, l_i = _key_tile(acc, m_i, l_i, q, bt_row, K_base, V_base, K_offsets,
+                                  V_offsets, head_col, qk_scale, tile, lo, end, HEAD_DIM,
+                                  NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN,
+                                  INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_LO, V_T, False)
+    if whole_end < end:
+        acc, m_i, l_i = _key_tile(acc, m_i, l_i, q, bt_row, K_base, V_base, K_offsets,
+                                  V_offsets, head_col, qk_scale, whole_end, lo, end, HEAD_DIM,
+                                  NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN,
+                                  INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_LO, V_T, True)
     return acc, m_i, l_i
+
+
+@triton.jit
+def _key_tile(acc, m_i, l_i, q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
+              qk_scale, tile, lo, end, HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
+              BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
+              ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+              DOT_FP16: tl.constexpr, HAS_LO: tl.constexpr, V_T: tl.constexpr,
+              ZERO_TAIL: tl.constexpr):
+    """attend_keys' step over the key tile from `tile`."""
+    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
+    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
+    tok = tile + tl.arange(0, BLOCK_N)
+    valid = tok < end
+    if HAS_LO:
+        valid = valid & (tok >= lo)
+    k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
+                               BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
+                               TOKEN_STRIDE, ALIGN)
+    k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
+    if V_T:
+        v = load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
+                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, ALIGN,
+                                   HAS_LO)
+    else:
+        v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None],
+                    other=0.0)
+    # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
+    k = k.to(q.dtype)
+    v = v.to(q.dtype)
+    if ZERO_TAIL:
+        v = tl.where(valid[:, None], v, 0.0)
+    scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
+    scores = tl.where(valid[None, :], scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, 1))
+    acc, l_i = softmax_step(acc, m_i, l_i, scores, m_new, v, INPUT_PRECISION, EMULATE_BF16,
+                            DOT_FP16)
+    return acc, m_new, l_i
 
 
 @triton.jit

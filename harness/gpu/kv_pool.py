@@ -11,7 +11,9 @@ segment the budget cuts short is backed whole: a budget of whole segments avoids
 
 Slots are the allocator's global slot ids: block b = slot // block_size lives in segment
 b // blocks_per_segment. Per layer the kernels see a list indexed by segment id of
-[blocks_per_segment, block_size, num_kv_heads, head_dim] views, None where no segment is live.
+[blocks_per_segment, block_size, num_kv_heads, head_dim] views, None where no segment is live
+(a float8 pool's V views are [blocks_per_segment, num_kv_heads, head_dim, block_size]: V
+transposed in each block, kernels/segments.py).
 
 A float8 pool (kernels/fp8.py) stores K / scale and V / scale, with one float32 scale per layer
 and KV head for each, held here for the pool's whole life: set_scales() overwrites their values
@@ -28,6 +30,7 @@ import torch
 
 from harness.engine.executor import KVGeometry
 from kernels.fp8 import is_fp8
+from kernels.segments import value_shape, value_tokens, values_transposed
 
 # prepare(k_segments, v_segments, previous) -> a kernel's per-layer segment handle
 # (kernels.paged_decode's SegmentTable), called when the live segments change; previous is the
@@ -84,6 +87,9 @@ class KVPool:
         self.device = torch.device(device)
         self.block_size = geometry.block_size
         self.blocks_per_segment = geometry.blocks_per_segment
+        self.values_transposed = values_transposed(dtype)
+        self._value_shape = value_shape(
+            (self.blocks_per_segment, self.block_size, num_kv_heads, head_dim), dtype)
         self._prepare = prepare
         self._tensors: dict[int, torch.Tensor] = {}
         self._layers: list[LayerCache] = []
@@ -138,7 +144,7 @@ class KVPool:
             k: list[torch.Tensor | None] = [None] * count
             v: list[torch.Tensor | None] = [None] * count
             for seg, t in self._tensors.items():
-                k[seg], v[seg] = t[layer, 0], t[layer, 1]
+                k[seg], v[seg] = t[layer, 0], t[layer, 1].view(self._value_shape)
             handle = previous[layer].handle if previous[layer] is not None else None
             if self._prepare and self._tensors:
                 handle = self._prepare(k, v, handle)
@@ -188,50 +194,62 @@ class KVPool:
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, where: SlotIndex) -> None:
         """Store one layer's K/V rows [n, Hkv, D], in the pool's dtype, at the slots of `where`
         (torch indexing; a GPU backend writes with kernels.kv_write instead)."""
-        cache = self._layers[layer]
-        shape = (-1, self.num_kv_heads, self.head_dim)
-        for segments, rows_in in ((cache.k_segments, _raw(k)), (cache.v_segments, _raw(v))):
-            for seg, local, rows in where.parts:
-                _raw(segments[seg]).view(shape).index_copy_(
-                    0, local, rows_in if rows is None else rows_in[rows])
+        k, v = _raw(k), _raw(v)
+        for seg, local, rows in where.parts:
+            keys, values = self._tokens(seg)
+            at = self._block_offsets(local)
+            keys[(layer, *at)] = k if rows is None else k[rows]
+            values[(layer, *at)] = v if rows is None else v[rows]
 
     def gather(self, layer: int, where: SlotIndex) -> tuple[torch.Tensor, torch.Tensor]:
         """One layer's K and V at the slots of `where`, [n, Hkv, D] each, in slot order."""
-        cache = self._layers[layer]
-        k_segments, v_segments = cache.k_segments, cache.v_segments
-        shape = (-1, self.num_kv_heads, self.head_dim)
-        if len(where.parts) == 1:
-            seg, local, _ = where.parts[0]
-            return k_segments[seg].view(shape)[local], v_segments[seg].view(shape)[local]
-        k = torch.empty(where.slots.numel(), *shape[1:], dtype=self.dtype, device=self.device)
+        k = torch.empty(where.slots.numel(), self.num_kv_heads, self.head_dim,
+                        dtype=torch.uint8 if is_fp8(self.dtype) else self.dtype,
+                        device=self.device)
         v = torch.empty_like(k)
         for seg, local, rows in where.parts:
-            k[rows] = k_segments[seg].view(shape)[local]
-            v[rows] = v_segments[seg].view(shape)[local]
-        return k, v
+            keys, values = self._tokens(seg)
+            at = self._block_offsets(local)
+            rows = slice(None) if rows is None else rows
+            k[rows], v[rows] = keys[(layer, *at)], values[(layer, *at)]
+        return k.view(self.dtype), v.view(self.dtype)
 
     def read_slots(self, where: SlotIndex) -> torch.Tensor:
         """Every layer's K and V at the slots: [num_layers, 2, n, Hkv, D] (swap-out, fork)."""
-        if len(where.parts) == 1:
-            seg, local, _ = where.parts[0]
-            return self._flat(seg)[:, :, local].view(self.dtype)
-        first = self._flat(where.parts[0][0])
-        out = first.new_empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
-                              self.head_dim)
+        out = None
         for seg, local, rows in where.parts:
-            out[:, :, rows] = self._flat(seg)[:, :, local]
+            keys, values = self._tokens(seg)
+            at = self._block_offsets(local)
+            part = torch.stack([keys[(slice(None), *at)], values[(slice(None), *at)]], 1)
+            if rows is None:
+                return part.view(self.dtype)
+            if out is None:
+                out = part.new_empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
+                                     self.head_dim)
+            out[:, :, rows] = part
         return out.view(self.dtype)
 
     def write_slots(self, where: SlotIndex, data: torch.Tensor) -> None:
         """Inverse of read_slots: data [num_layers, 2, n, Hkv, D] on the pool's device."""
         data = _raw(data)
         for seg, local, rows in where.parts:
-            self._flat(seg)[:, :, local] = data if rows is None else data[:, :, rows]
+            keys, values = self._tokens(seg)
+            at = (slice(None), *self._block_offsets(local))
+            part = data if rows is None else data[:, :, rows]
+            keys[at], values[at] = part[:, 0], part[:, 1]
 
-    def _flat(self, seg: int) -> torch.Tensor:
-        """A segment's tensor as [num_layers, 2, slots, Hkv, D], float8 as bytes."""
-        return _raw(self._tensors[seg]).view(self.num_layers, 2, -1, self.num_kv_heads,
-                                             self.head_dim)
+    def _tokens(self, seg: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A segment's K and V as [num_layers, blocks_per_segment, block_size, Hkv, D], float8
+        as bytes; a V stored transposed as a permuted view."""
+        t = _raw(self._tensors[seg])
+        values = t[:, 1]
+        if self.values_transposed:
+            values = value_tokens(values.view(self.num_layers, *self._value_shape), True)
+        return t[:, 0], values
+
+    def _block_offsets(self, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment-local slot ids as (block in segment, offset in block)."""
+        return local // self.block_size, local % self.block_size
 
 
 def _raw(t: torch.Tensor) -> torch.Tensor:

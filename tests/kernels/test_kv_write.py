@@ -5,7 +5,7 @@ import torch
 from kernels.fp8 import FP8_DTYPE, kv_scales
 from kernels.kv_write import write_kv
 from kernels.paged_decode import paged_decode
-from kernels.segments import KVLayoutError, segment_table
+from kernels.segments import KVLayoutError, segment_table, value_shape, value_tokens
 from kernels.reference import quantize_kv, reference_decode
 
 
@@ -80,10 +80,12 @@ def test_rejects_wrong_layout(device):
                  slots, 4, 2)
 
 
-def _flat_bits(segments, like):
-    """Every slot's [Hkv, D] of an fp8 segment list as uint8 bit patterns (unbacked: zeros)."""
-    flat = torch.cat([t if t is not None else torch.zeros_like(like) for t in segments])
-    return flat.view(torch.uint8).view(-1, *like.shape[2:]).cpu()
+def _flat_bits(segments, like, transposed=False):
+    """Every slot's [Hkv, D] of an fp8 segment list as uint8 bit patterns (unbacked: zeros);
+    transposed: V segments, stored transposed in each block."""
+    flat = torch.cat([value_tokens(t if t is not None else torch.zeros_like(like), transposed)
+                      for t in segments])
+    return flat.view(torch.uint8).reshape(-1, *flat.shape[2:]).cpu()
 
 
 # e4m3 around 1 has steps of 1/8: 1.0625 and 1.1875 are ties (to even: 1.0, 1.25), 1.9375
@@ -101,7 +103,7 @@ def test_fp8_write_stores_the_reference_rounding(device, block_size, per_head):
     bps, heads, dim = 3, 2, 16
     shape = (bps, block_size, heads, dim)
     k_segs = _empty_segments(3, shape, FP8_DTYPE, device, unbacked=(1,))
-    v_segs = _empty_segments(3, shape, FP8_DTYPE, device, unbacked=(1,))
+    v_segs = _empty_segments(3, value_shape(shape, FP8_DTYPE), FP8_DTYPE, device, unbacked=(1,))
     slots_per_segment = bps * block_size
     backed = [s for s in range(3 * slots_per_segment) if s // slots_per_segment != 1]
     gen = torch.Generator().manual_seed(block_size)
@@ -119,8 +121,9 @@ def test_fp8_write_stores_the_reference_rounding(device, block_size, per_head):
     write_kv(k_new, v_new, k_segs, v_segs, slots, block_size, bps, k_scale=k_scale,
              v_scale=v_scale)
 
-    for segs, new, scale in ((k_segs, k_new, k_scale), (v_segs, v_new, v_scale)):
-        flat = _flat_bits(segs, k_segs[0])
+    for segs, new, scale, transposed in ((k_segs, k_new, k_scale, False),
+                                         (v_segs, v_new, v_scale, True)):
+        flat = _flat_bits(segs, next(t for t in segs if t is not None), transposed)
         expected = quantize_kv(new, scale).view(torch.uint8).cpu()
         written = flat.view(flat.shape[0], -1).ne(0).any(dim=1).nonzero().flatten().tolist()
         assert set(written) <= set(chosen)
@@ -134,7 +137,7 @@ def test_fp8_write_then_decode(device, rel_err):
     block_size, bps, heads, dim, context = 4, 4, 2, 32, 21
     shape = (bps, block_size, heads, dim)
     k_segs = _empty_segments(3, shape, FP8_DTYPE, device)
-    v_segs = _empty_segments(3, shape, FP8_DTYPE, device)
+    v_segs = _empty_segments(3, value_shape(shape, FP8_DTYPE), FP8_DTYPE, device)
     blocks = torch.tensor([7, 2, 11, 4, 9, 0], dtype=torch.int32)
     positions = torch.arange(context)
     slots = (blocks[positions // block_size].long() * block_size + positions % block_size)
@@ -159,12 +162,13 @@ def test_fp8_scales_are_checked(device):
     k_new = torch.zeros(3, 2, 16, device=device)
     slots = torch.arange(3, device=device)
     fp8 = _empty_segments(1, (2, 4, 2, 16), FP8_DTYPE, device)
+    fp8_v = _empty_segments(1, (2, 2, 16, 4), FP8_DTYPE, device)
     plain = _empty_segments(1, (2, 4, 2, 16), torch.float32, device)
     one = torch.ones(1, device=device)
     with pytest.raises(KVLayoutError, match="v_scale"):
-        write_kv(k_new, k_new, fp8, fp8, slots, 4, 2, k_scale=one)
+        write_kv(k_new, k_new, fp8, fp8_v, slots, 4, 2, k_scale=one)
     with pytest.raises(KVLayoutError, match="one per KV head"):
-        write_kv(k_new, k_new, fp8, fp8, slots, 4, 2, k_scale=one, v_scale=torch.ones(
+        write_kv(k_new, k_new, fp8, fp8_v, slots, 4, 2, k_scale=one, v_scale=torch.ones(
             3, device=device))
     with pytest.raises(KVLayoutError, match="scales apply"):
         write_kv(k_new, k_new, plain, plain, slots, 4, 2, k_scale=one, v_scale=one)

@@ -5,6 +5,7 @@ import torch
 import kernels.paged_decode as decode_module
 from kernels import split_kv
 from kernels.decode_launch import TILE_TOKENS, DecodeConfig
+from kernels.fp8 import FP8_DTYPE
 from kernels.paged_decode import DecodeShape, paged_decode, plan_for_shape, plan_launch
 from kernels.reference import reference_decode
 from kernels.segments import KVLayoutError, segment_table
@@ -203,6 +204,11 @@ def test_segment_table_checks_segments(device):
         segment_table([seg, flat[1:].view(2, 4, 1, 16)], [seg, seg])
     table = segment_table([None, seg], [None, seg.clone()])
     assert table.k_offsets.tolist()[1] == 0 and table.blocks_per_segment == 2
+    # A float8 cache holds V transposed in each block: V in K's shape is refused.
+    k8 = torch.zeros(2, 4, 1, 16, device=device).to(FP8_DTYPE)
+    with pytest.raises(KVLayoutError, match=r"V of shape \(2, 1, 16, 4\)"):
+        segment_table([k8], [k8.clone()])
+    assert segment_table([k8], [k8.view(2, 1, 16, 4).clone()]).block_size == 4
 
 
 def test_plan_launch_defaults(make_cache, device):
