@@ -57,7 +57,7 @@ LAYOUT = "shuffled"
 
 class Fp8Case:
     """The fp8 copy of a bf16 Case: its pool quantized through write_kv, and the scales. An fp8
-    cache holds V transposed in each block (kernels/segments.py), so unlike the bf16 pool its
+    cache holds V transposed in runs of tokens (kernels/segments.py), so unlike the bf16 pool its
     bytes depend on the block size: segments() writes it again for each."""
 
     def __init__(self, case: Case):

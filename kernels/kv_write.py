@@ -3,7 +3,7 @@
 Global slot id = block * block_size + offset in block (allocators/base.py); the block lives in
 segment block // blocks_per_segment. One program copies one token's K and V for every KV head:
 in the token-major layout of kernels/paged_decode.py that is one contiguous row per tensor (a
-float8 cache's V, transposed in its block (kernels/segments.py), takes one byte per run). A
+float8 cache's V, transposed in runs of tokens (kernels/segments.py), is one byte per run). A
 negative slot id marks a padding token and is skipped, so a batch padded to a fixed size (for
 CUDA graphs) needs no host-side filtering. Into a float8 e4m3 cache the tokens are quantized on
 the way: divided by the caller's k_scale / v_scale and rounded (kernels/fp8.py).
@@ -40,8 +40,9 @@ def _write_kv_kernel(K_new, V_new, K_base, V_base, K_offsets, V_offsets, Slot_ma
     offset = slot % BLOCK_SIZE
     k_at = tl.load(K_offsets + seg) * ALIGN + block_start + offset * ROW + cols
     v_block = tl.load(V_offsets + seg) * ALIGN + block_start
-    if KV_FP8:  # V transposed in its block: element (head, d) of its tokens in one run
-        v_at = v_block + offset + cols * BLOCK_SIZE
+    if KV_FP8:  # V transposed in runs of RUN tokens (kernels/segments.py value_run)
+        RUN: tl.constexpr = min(BLOCK_SIZE & -BLOCK_SIZE, 16)
+        v_at = v_block + offset // RUN * (RUN * ROW) + cols * RUN + offset % RUN
     else:
         v_at = v_block + offset * ROW + cols
     if KV_FP8:

@@ -21,7 +21,7 @@ saturated outside +-65504, far beyond what attention queries hold; the probabili
 PV dot in float16 too. The scales are applied once per program (a program serves one KV head,
 and a scale is per tensor or per KV head): K's into the score scale, V's into the output. That
 equals multiplying every loaded element by its scale, with no rounding of the products before
-the dot. An fp8 cache holds V transposed in each block (kernels/segments.py), so that the P.V
+the dot. An fp8 cache holds V transposed in runs of 16 tokens (kernels/segments.py), so the P.V
 dot's operand is read with its tokens adjacent (tl_helpers.load_values_transposed); the loop
 still converts every element and needs more registers than bf16, and kernels/decode_launch.py
 caps them so that 4 programs fit an SM (benchmarks/results/paged_decode_fp8_h200.csv).

@@ -68,7 +68,7 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
     none when end <= start). Without CAUSAL every key is visible to every row and end is a
     multiple of BLOCK_N. With a window, CAUSAL tiles also mask each row's keys before its
     window, and no key before lo (the first any row reads) is loaded. V_T: the cache holds V
-    transposed per block (tl_helpers.load_values_transposed); CAUSAL tiles zero the values of
+    transposed in runs (tl_helpers.load_values_transposed); CAUSAL tiles zero the values of
     keys from end on, which may never have been written."""
     for tile in range(start, end, BLOCK_N):
         tok = tile + tl.arange(0, BLOCK_N)

@@ -7,8 +7,8 @@ kernel in this package is tested against, so it must be obviously right rather t
 
 Cache layout (shared with kernels/paged_decode.py): segment s holds global blocks
 s * blocks_per_segment .. (s + 1) * blocks_per_segment - 1 as a tensor
-[blocks_per_segment, block_size, num_kv_heads, head_dim] (a float8 cache's V transposed in each
-block, kernels/segments.py); a segment id with no memory behind it is None in the list. A float8
+[blocks_per_segment, block_size, num_kv_heads, head_dim] (a float8 cache's V transposed in runs
+of tokens, kernels/segments.py); a segment id with no memory behind it is None in the list. A float8
 e4m3 cache is gathered, then dequantized (times its k_scale / v_scale, kernels/fp8.py): the
 kernels must compute attention over exactly those values.
 
@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 
 from kernels.fp8 import FP8_DTYPE, FP8_MAX
-from kernels.segments import value_tokens, values_transposed
+from kernels.segments import token_values, values_transposed
 
 
 def quantize_kv(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -102,9 +102,9 @@ def gather_kv(
 
 
 def value_segments(v_segments: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
-    """V segments as [blocks_per_segment, block_size, num_kv_heads, head_dim] views, those a
-    float8 cache stores transposed permuted back (kernels/segments.py)."""
-    return [None if t is None else value_tokens(t, values_transposed(t.dtype))
+    """V segments as [blocks_per_segment, block_size, num_kv_heads, head_dim], those a float8
+    cache stores transposed (kernels/segments.py) as token-major copies."""
+    return [t if t is None or not values_transposed(t.dtype) else token_values(t)
             for t in v_segments]
 
 

@@ -1,16 +1,18 @@
 """Segment tables: how the kernels reach KV spread over several segment tensors.
 
 Segment s is a contiguous tensor [blocks_per_segment, block_size, num_kv_heads, head_dim] for K
-and for V, except that a float8 cache stores V transposed in each block, [blocks_per_segment,
-num_kv_heads, head_dim, block_size] (values_transposed): the decode and prefill kernels read V
-as the P.V dot's second operand, whose reduction axis is the tokens, and an 8-bit operand with
-its tokens adjacent is read with vector loads, where one with its head_dim adjacent was read a
-byte at a time (kernels/tl_helpers.py load_values_transposed). At block_size 1 the two layouts
-are the same memory. The
-kernels address it through offsets from one base tensor per K and V (the first live segment):
-pointer arithmetic across allocations, which the GPU and the Triton interpreter (raw host
-addresses of CPU tensors) both accept. Offsets are stored in units of 16 bytes so that the
-compiler can prove 16-byte alignment and issue vector loads.
+and for V, except that a float8 cache stores V transposed in runs of value_run(block_size)
+tokens (16 where the block size is a multiple of 16): [blocks_per_segment, block_size // run,
+num_kv_heads, head_dim, run] (values_transposed). The decode and prefill kernels read V as the
+P.V dot's second operand, whose reduction axis is the tokens: an 8-bit operand with its tokens
+adjacent is read with vector loads, where one with its head_dim adjacent was read a byte at a
+time, and one head's run is one contiguous stretch whatever the block size
+(kernels/tl_helpers.py load_values_transposed). At block_size 1 (or any odd one) the run is one
+token and the layout is K's. The kernels address a segment through offsets from one base
+tensor per K and V (the first live segment): pointer arithmetic across allocations, which the
+GPU and the Triton interpreter (raw host addresses of CPU tensors) both accept. Offsets are
+stored in units of 16 bytes so that the compiler can prove 16-byte alignment and issue vector
+loads.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Sequence
 import torch
 
 ALIGN_BYTES = 16
+VALUE_RUN = 16  # tokens a float8 cache stores V transposed in (value_run)
 
 
 class KVLayoutError(ValueError):
@@ -84,9 +87,15 @@ def segment_table(
 
 
 def values_transposed(dtype: torch.dtype) -> bool:
-    """Whether a cache of this dtype stores V transposed per block (float8 e4m3, whose
+    """Whether a cache of this dtype stores V transposed in runs (float8 e4m3, whose
     kernels/fp8.py FP8_DTYPE this is)."""
     return dtype == torch.float8_e4m3fn
+
+
+def value_run(block_size: int) -> int:
+    """Tokens per run of a transposed V: the largest power of two up to VALUE_RUN that divides
+    the block size, so that no run crosses a block."""
+    return min(block_size & -block_size, VALUE_RUN)
 
 
 def value_shape(key_shape: tuple[int, ...], dtype: torch.dtype) -> tuple[int, ...]:
@@ -95,16 +104,30 @@ def value_shape(key_shape: tuple[int, ...], dtype: torch.dtype) -> tuple[int, ..
     if not values_transposed(dtype):
         return tuple(key_shape)
     blocks, block_size, heads, dim = key_shape
-    return blocks, heads, dim, block_size
+    run = value_run(block_size)
+    return blocks, block_size // run, heads, dim, run
 
 
-def value_tokens(v: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """A V segment (or a stack of them along leading axes) as [..., blocks_per_segment,
-    block_size, kv_heads, head_dim]: a view, permuted back where stored transposed."""
-    if not transposed:
-        return v
-    lead = list(range(v.dim() - 4))
-    return v.permute(*lead, v.dim() - 4, v.dim() - 1, v.dim() - 3, v.dim() - 2)
+def value_runs(v: torch.Tensor) -> torch.Tensor:
+    """Transposed V segments [..., blocks, runs, kv_heads, head_dim, run] as a view [...,
+    blocks, runs, run, kv_heads, head_dim]: token t of a block is (t // run, t % run)."""
+    n = v.dim()
+    return v.permute(*range(n - 5), n - 5, n - 4, n - 1, n - 3, n - 2)
+
+
+def stored_values(v: torch.Tensor) -> torch.Tensor:
+    """Token-major V [blocks, block_size, kv_heads, head_dim] as a transposed cache stores it
+    (a copy)."""
+    blocks, block_size, heads, dim = v.shape
+    run = value_run(block_size)
+    return v.view(blocks, block_size // run, run, heads, dim).permute(0, 1, 3, 4, 2).contiguous()
+
+
+def token_values(v: torch.Tensor) -> torch.Tensor:
+    """Inverse of stored_values: [blocks, block_size, kv_heads, head_dim] (a copy)."""
+    runs = value_runs(v)
+    blocks, count, run, heads, dim = runs.shape
+    return runs.reshape(blocks, count * run, heads, dim)
 
 
 def segment_offsets(segments: Sequence[torch.Tensor | None], base: torch.Tensor) -> torch.Tensor:

@@ -57,19 +57,18 @@ def load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
                            BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, ALIGN: tl.constexpr,
                            HAS_LO: tl.constexpr):
     """The V tile [BLOCK_N, head_dim] of tokens tile .. tile + BLOCK_N - 1 (tile a multiple of
-    BLOCK_N) from a cache whose blocks hold V transposed, [num_kv_heads, head_dim, block_size]
-    (an fp8 cache, kernels/segments.py); runs wholly outside lo .. end - 1 read as zero.
+    BLOCK_N) from a cache that holds V transposed in runs of RUN tokens, [runs, num_kv_heads,
+    head_dim, RUN] a block (an fp8 cache, kernels/segments.py value_run); runs wholly outside
+    lo .. end - 1 read as zero.
 
-    The tile is read in runs of RUN tokens of one block (16 where the block size is a multiple
-    of 16), one block-table and segment lookup per run: one head_dim element of a run is RUN
-    contiguous bytes, so the loads are vector loads, and the P.V dot reads its operand with
-    its tokens (the reduction axis) adjacent. A loaded run's tokens outside the range hold
+    One block-table and segment lookup per run; one head's run is head_dim x RUN contiguous
+    bytes, so the loads are whole vector loads, and the P.V dot reads its operand with its
+    tokens (the reduction axis) adjacent. A loaded run's tokens outside the range hold
     whatever their slots hold, for zero weights. Slots past a sequence's context may never
     have been written, and an e4m3 byte of garbage may be NaN, which a zero weight does not
     cancel: the caller zeroes those in the tile that reaches past the context (a select per
     byte, so in that tile alone)."""
-    # The largest power of two up to 16 that divides the block size: runs never cross blocks.
-    RUN: tl.constexpr = min(BLOCK_SIZE & -BLOCK_SIZE, 16)
+    RUN: tl.constexpr = min(BLOCK_SIZE & -BLOCK_SIZE, 16)  # kernels/segments.py value_run
     RUNS: tl.constexpr = BLOCK_N // RUN
     r = tl.arange(0, RUNS)
     t = tl.arange(0, RUN)
@@ -79,12 +78,11 @@ def load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
         live = live & (first + RUN > lo)
     block = tl.load(bt_row + first // BLOCK_SIZE, mask=live, other=0)
     seg = block // BLOCKS_PER_SEGMENT
-    # The run's offset in its block, written as a multiple of RUN so that the compiler sees
-    # whole aligned runs.
-    in_block = ((tile // RUN + r) % (BLOCK_SIZE // RUN)) * RUN
+    # The run's place in its block, times the run's size: the compiler sees whole runs.
+    in_block = ((tile // RUN + r) % (BLOCK_SIZE // RUN)) * (RUN * (BLOCK_STRIDE // BLOCK_SIZE))
     rows = (tl.load(V_offsets + seg, mask=live, other=0) * ALIGN
             + (block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE + in_block)
-    v = tl.load(V_base + rows[:, None, None] + head_col[None, :, None] * BLOCK_SIZE
+    v = tl.load(V_base + rows[:, None, None] + head_col[None, :, None] * RUN
                 + t[None, None, :], mask=live[:, None, None], other=0.0)
     return tl.reshape(tl.permute(v, (0, 2, 1)), (BLOCK_N, head_col.shape[0]))
 
@@ -128,7 +126,7 @@ def attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col, qk_sc
     """Online softmax (base 2) of one query row's heads over keys lo .. end - 1 of the row
     whose block table starts at bt_row, in tiles of BLOCK_N from `first` (a multiple of
     BLOCK_N, at most lo; keys before lo are masked only with HAS_LO). V_T: the cache holds V
-    transposed per block (load_values_transposed), and the tile that ends past `end` zeroes
+    transposed in runs (load_values_transposed), and the tile that ends past `end` zeroes
     its values from end on, in a step of its own so that the others do not. Returns
     the unnormalised output, the running maximum and the sum of weights (0 where no key was
     seen)."""

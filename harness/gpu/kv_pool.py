@@ -12,8 +12,8 @@ segment the budget cuts short is backed whole: a budget of whole segments avoids
 Slots are the allocator's global slot ids: block b = slot // block_size lives in segment
 b // blocks_per_segment. Per layer the kernels see a list indexed by segment id of
 [blocks_per_segment, block_size, num_kv_heads, head_dim] views, None where no segment is live
-(a float8 pool's V views are [blocks_per_segment, num_kv_heads, head_dim, block_size]: V
-transposed in each block, kernels/segments.py).
+(a float8 pool's V views are [blocks_per_segment, runs, num_kv_heads, head_dim, run]: V
+transposed in runs of tokens, kernels/segments.py).
 
 A float8 pool (kernels/fp8.py) stores K / scale and V / scale, with one float32 scale per layer
 and KV head for each, held here for the pool's whole life: set_scales() overwrites their values
@@ -30,7 +30,7 @@ import torch
 
 from harness.engine.executor import KVGeometry
 from kernels.fp8 import is_fp8
-from kernels.segments import value_shape, value_tokens, values_transposed
+from kernels.segments import value_run, value_runs, value_shape, values_transposed
 
 # prepare(k_segments, v_segments, previous) -> a kernel's per-layer segment handle
 # (kernels.paged_decode's SegmentTable), called when the live segments change; previous is the
@@ -90,6 +90,7 @@ class KVPool:
         self.values_transposed = values_transposed(dtype)
         self._value_shape = value_shape(
             (self.blocks_per_segment, self.block_size, num_kv_heads, head_dim), dtype)
+        self._run = value_run(self.block_size)  # the slot ops address a block in runs
         self._prepare = prepare
         self._tensors: dict[int, torch.Tensor] = {}
         self._layers: list[LayerCache] = []
@@ -239,17 +240,20 @@ class KVPool:
             keys[at], values[at] = part[:, 0], part[:, 1]
 
     def _tokens(self, seg: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A segment's K and V as [num_layers, blocks_per_segment, block_size, Hkv, D], float8
-        as bytes; a V stored transposed as a permuted view."""
+        """A segment's K and V as views [num_layers, blocks_per_segment, runs, run, Hkv, D]
+        (kernels/segments.py value_run), float8 as bytes; a V stored transposed permuted."""
         t = _raw(self._tensors[seg])
-        values = t[:, 1]
+        runs = (self.num_layers, self.blocks_per_segment, self.block_size // self._run, self._run,
+                self.num_kv_heads, self.head_dim)
         if self.values_transposed:
-            values = value_tokens(values.view(self.num_layers, *self._value_shape), True)
-        return t[:, 0], values
+            return t[:, 0].view(runs), value_runs(t[:, 1].view(self.num_layers,
+                                                                *self._value_shape))
+        return t[:, 0].view(runs), t[:, 1].view(runs)
 
-    def _block_offsets(self, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Segment-local slot ids as (block in segment, offset in block)."""
-        return local // self.block_size, local % self.block_size
+    def _block_offsets(self, local: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Segment-local slot ids as (block in segment, run in block, offset in run)."""
+        offset = local % self.block_size
+        return local // self.block_size, offset // self._run, offset % self._run
 
 
 def _raw(t: torch.Tensor) -> torch.Tensor:

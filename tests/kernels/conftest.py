@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 
 from kernels.fp8 import kv_scales
 from kernels.reference import quantize_kv
+from kernels.segments import stored_values
 
 
 @pytest.fixture
@@ -77,15 +78,15 @@ class PagedCache:
 
     def quantized(self, per_head):
         """An fp8 copy of this cache, calibrated on all of it (kernels.fp8.kv_scales), V
-        transposed in each block as an fp8 cache stores it (kernels/segments.py): the segment
-        lists and k_scale, v_scale."""
+        transposed in runs as an fp8 cache stores it (kernels/segments.py): the segment lists
+        and k_scale, v_scale."""
         def convert(segments, layout):
             live = torch.cat([t for t in segments if t is not None])
             scale = kv_scales(live.flatten(0, 1), per_head=per_head)
             return [None if t is None else layout(quantize_kv(t, scale)) for t in segments], scale
         (k_segments, k_scale), (v_segments, v_scale) = (
             convert(self.k_segments, lambda t: t),
-            convert(self.v_segments, lambda t: t.permute(0, 2, 3, 1).contiguous()))
+            convert(self.v_segments, stored_values))
         return k_segments, v_segments, k_scale, v_scale
 
 

@@ -5,7 +5,7 @@ import torch
 from kernels.fp8 import FP8_DTYPE, kv_scales
 from kernels.kv_write import write_kv
 from kernels.paged_decode import paged_decode
-from kernels.segments import KVLayoutError, segment_table, value_shape, value_tokens
+from kernels.segments import KVLayoutError, segment_table, token_values, value_shape
 from kernels.reference import quantize_kv, reference_decode
 
 
@@ -82,9 +82,9 @@ def test_rejects_wrong_layout(device):
 
 def _flat_bits(segments, like, transposed=False):
     """Every slot's [Hkv, D] of an fp8 segment list as uint8 bit patterns (unbacked: zeros);
-    transposed: V segments, stored transposed in each block."""
-    flat = torch.cat([value_tokens(t if t is not None else torch.zeros_like(like), transposed)
-                      for t in segments])
+    transposed: V segments, stored transposed in runs."""
+    flat = torch.cat([(token_values if transposed else torch.clone)(
+        t if t is not None else torch.zeros_like(like)) for t in segments])
     return flat.view(torch.uint8).reshape(-1, *flat.shape[2:]).cpu()
 
 
@@ -96,7 +96,7 @@ EDGE_VALUES = [1.0625, 1.1875, 1.9375, -1.9375, 448.0, 480.0, -1e6, 2.0 ** -10,
 
 
 @pytest.mark.parametrize("per_head", [False, True])
-@pytest.mark.parametrize("block_size", [1, 16, 5])
+@pytest.mark.parametrize("block_size", [1, 16, 5, 32])
 def test_fp8_write_stores_the_reference_rounding(device, block_size, per_head):
     """Quantized on write: the stored bits are kernels.reference.quantize_kv's, ties to even,
     saturation and subnormals included, per-tensor or per-head scales."""
@@ -162,7 +162,7 @@ def test_fp8_scales_are_checked(device):
     k_new = torch.zeros(3, 2, 16, device=device)
     slots = torch.arange(3, device=device)
     fp8 = _empty_segments(1, (2, 4, 2, 16), FP8_DTYPE, device)
-    fp8_v = _empty_segments(1, (2, 2, 16, 4), FP8_DTYPE, device)
+    fp8_v = _empty_segments(1, (2, 1, 2, 16, 4), FP8_DTYPE, device)
     plain = _empty_segments(1, (2, 4, 2, 16), torch.float32, device)
     one = torch.ones(1, device=device)
     with pytest.raises(KVLayoutError, match="v_scale"):

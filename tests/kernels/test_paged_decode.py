@@ -204,11 +204,11 @@ def test_segment_table_checks_segments(device):
         segment_table([seg, flat[1:].view(2, 4, 1, 16)], [seg, seg])
     table = segment_table([None, seg], [None, seg.clone()])
     assert table.k_offsets.tolist()[1] == 0 and table.blocks_per_segment == 2
-    # A float8 cache holds V transposed in each block: V in K's shape is refused.
+    # A float8 cache holds V transposed in runs: V in K's shape is refused.
     k8 = torch.zeros(2, 4, 1, 16, device=device).to(FP8_DTYPE)
-    with pytest.raises(KVLayoutError, match=r"V of shape \(2, 1, 16, 4\)"):
+    with pytest.raises(KVLayoutError, match=r"V of shape \(2, 1, 1, 16, 4\)"):
         segment_table([k8], [k8.clone()])
-    assert segment_table([k8], [k8.view(2, 1, 16, 4).clone()]).block_size == 4
+    assert segment_table([k8], [k8.view(2, 1, 1, 16, 4).clone()]).block_size == 4
 
 
 def test_plan_launch_defaults(make_cache, device):
@@ -252,7 +252,7 @@ def _run_fp8(cache, q, per_head, **kwargs):
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2),
                                               (torch.float16, 1e-2)])
 @pytest.mark.parametrize("block_size, num_splits, per_head", [(1, 1, True), (16, 3, False),
-                                                              (5, 2, True)])
+                                                              (5, 2, True), (64, 2, False)])
 def test_fp8_matches_dequantized_reference(make_cache, rel_err, device, dtype, tolerance,
                                            block_size, num_splits, per_head):
     """Over an fp8 cache the kernel computes attention over exactly the dequantized values."""

@@ -17,6 +17,7 @@ from harness.gpu.run import run_on_device  # noqa: E402
 from harness.model.config import AllocatorConfig, RunConfig, SchedulerConfig  # noqa: E402
 from harness.model.presets import model_preset  # noqa: E402
 from kernels.fp8 import FP8_DTYPE, FP8_MAX  # noqa: E402
+from kernels.segments import token_values  # noqa: E402
 
 LAYERS, HEADS, DIM = 2, 2, 8
 
@@ -42,6 +43,25 @@ def test_an_fp8_pool_copies_bytes_between_slots_of_any_segments():
     back = pool.read_slots(pool.index(slots))
     assert back.dtype == FP8_DTYPE
     assert torch.equal(back.view(torch.uint8), data.view(torch.uint8))
+
+
+def test_an_fp8_pools_slot_copies_follow_the_kernels_value_layout():
+    """Slots written through the pool land where the kernels read them: K token-major, V
+    transposed in runs of 16 tokens (kernels/segments.py), here two runs a block."""
+    alloc = make_allocator("paged", 256, block_size=32)
+    pool = _fp8_pool(alloc)
+    gen = torch.Generator().manual_seed(1)
+    slots = np.arange(256)[::-1].copy()  # every slot, in another order than stored
+    data = (torch.randn(LAYERS, 2, 256, HEADS, DIM, generator=gen) * 100).to(FP8_DTYPE)
+    pool.write_slots(pool.index(slots), data)
+    cache = pool.layer(1)
+    seg = pool.live_segments()[0]
+    assert cache.v_segments[seg].shape == (pool.blocks_per_segment, 2, HEADS, DIM, 16)
+    order = torch.from_numpy(np.argsort(slots))
+    keys = cache.k_segments[seg].view(torch.uint8).reshape(-1, HEADS, DIM)
+    values = token_values(cache.v_segments[seg]).view(torch.uint8).reshape(-1, HEADS, DIM)
+    assert torch.equal(keys, data[1, 0, order].view(torch.uint8))
+    assert torch.equal(values, data[1, 1, order].view(torch.uint8))
 
 
 def test_fp8_scales_are_per_layer_and_head_and_overwritten_in_place():
