@@ -6,7 +6,7 @@ itself, already stored by kernels/kv_write.py) is context_lens[p] long. Query to
 position context - q_len + i and attends keys 0 .. that position (causal, bottom-right): a
 fresh prompt, a chunk after a prefix-cache hit, a later chunk of a long prompt and a
 recomputed prefix are all the same case. K/V are read through the block table and the segment
-table exactly as kernels/paged_decode.py reads them (shared tile_rows), so no context is
+table exactly as kernels/paged_decode.py reads them (shared load_key_tile), so no context is
 gathered and no KV head is repeated. A float8 e4m3 cache is dequantized as paged_decode
 dequantizes it: K/V converted to the dots' dtype on load (float16 under a bfloat16 q), K's scale
 folded into the score scale and V's into the output.
@@ -52,15 +52,14 @@ from kernels.paged_decode import LOG2E, check_window
 from kernels.prefill_launch import PrefillConfig, choose_num_splits, default_config
 from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_table
 from kernels.split_kv import partials, reduce_launch, use_pdl
-from kernels.tl_helpers import (load_values_transposed, round_to_bf16, saturate_to_fp16,
-                                 softmax_step, tile_rows)
+from kernels.tl_helpers import load_key_tile, round_to_bf16, saturate_to_fp16, softmax_step
 
 
 @triton.jit
 def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
             start, end, qk_scale, lo, window,
             CAUSAL: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
-            BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
+            BLOCK_N: tl.constexpr, TOKEN_STRIDE: tl.constexpr,
             ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
             DOT_FP16: tl.constexpr, HAS_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
             V_T: tl.constexpr):
@@ -71,32 +70,10 @@ def _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
     transposed in runs (tl_helpers.load_values_transposed); CAUSAL tiles zero the values of
     keys from end on, which may never have been written."""
     for tile in range(start, end, BLOCK_N):
-        tok = tile + tl.arange(0, BLOCK_N)
-        valid = tok < end
-        if HAS_WINDOW:
-            valid = valid & (tok >= lo)
-        k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
-                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
-                                   TOKEN_STRIDE, ALIGN)
-        if CAUSAL:
-            k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None],
-                        other=0.0)
-        else:
-            k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
-        if V_T:
-            v = load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
-                                       BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
-                                       ALIGN, HAS_WINDOW)
-        elif CAUSAL:
-            v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None],
-                        other=0.0)
-        else:
-            v = tl.load(V_base + v_rows[:, None] + head_col[None, :])
-        # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
-        k = k.to(q.dtype)
-        v = v.to(q.dtype)
-        if V_T and CAUSAL:
-            v = tl.where(valid[:, None], v, 0.0)
+        tok, valid, k, v = load_key_tile(bt_row, K_base, V_base, K_offsets, V_offsets,
+                                         head_col, tile, lo, end, q.dtype, TOKEN_STRIDE,
+                                         BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN,
+                                         HAS_WINDOW, CAUSAL, V_T, V_T and CAUSAL)
         scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
         if CAUSAL:
             seen = (tok[None, :] <= pos[:, None]) & valid[None, :]
@@ -136,7 +113,6 @@ def _prefill_kernel(
         tl.extra.cuda.gdc_launch_dependents()
     BLOCK_M: tl.constexpr = BLOCK_Q * BLOCK_G
     TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
-    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
     # Highest tile numbers first: a sequence's later query tiles attend to the most keys, and
     # starting the longest programs first leaves short ones to fill the last wave.
     tile_id = num_tiles - 1 - tl.program_id(0)
@@ -204,20 +180,19 @@ def _prefill_kernel(
         m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets,
                                 V_offsets, head_col, start, tl.minimum(shared, stop), qk_scale,
                                 lo, window, True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N,
-                                BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
-                                EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT, KV_FP8)
+                                TOKEN_STRIDE, ALIGN, INPUT_PRECISION, EMULATE_BF16, DOT_FP16,
+                                HAS_WINDOW, SPLIT, KV_FP8)
     # Keys every row of the tile sees, in whole tiles, unmasked.
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, tl.maximum(shared, start), tl.minimum(full_end, stop),
                             qk_scale, lo, window, False, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
-                            BLOCK_N, BLOCK_STRIDE, TOKEN_STRIDE, ALIGN, INPUT_PRECISION,
-                            EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT, KV_FP8)
+                            BLOCK_N, TOKEN_STRIDE, ALIGN, INPUT_PRECISION, EMULATE_BF16,
+                            DOT_FP16, HAS_WINDOW, SPLIT, KV_FP8)
     # The diagonal.
     m_i, l_i, acc = _attend(q, m_i, l_i, acc, pos, bt_row, K_base, V_base, K_offsets, V_offsets,
                             head_col, tl.maximum(full_end, start), stop, qk_scale, lo, window,
-                            True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
-                            TOKEN_STRIDE, ALIGN, INPUT_PRECISION, EMULATE_BF16, DOT_FP16,
-                            HAS_WINDOW, SPLIT, KV_FP8)
+                            True, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, TOKEN_STRIDE, ALIGN,
+                            INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_WINDOW, SPLIT, KV_FP8)
 
     if KV_FP8:
         acc = acc * tl.load(V_scale + kv_head * stride_vs)

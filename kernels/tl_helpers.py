@@ -88,6 +88,45 @@ def load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
 
 
 @triton.jit
+def load_key_tile(bt_row, K_base, V_base, K_offsets, V_offsets, head_col, tile, lo, end,
+                  dtype: tl.constexpr, TOKEN_STRIDE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                  BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+                  HAS_LO: tl.constexpr, MASKED: tl.constexpr, V_T: tl.constexpr,
+                  ZERO_TAIL: tl.constexpr):
+    """The key tile from `tile` for both attention kernels: its token positions, which of them
+    lie in lo .. end - 1 (only from lo with HAS_LO), and their K and V of the columns head_col,
+    in `dtype` (fp8 converted exactly; float32 where the interpreter emulates bfloat16).
+    Without MASKED every token of the tile is read (a tile wholly inside the range). V_T: V
+    transposed in runs (load_values_transposed); ZERO_TAIL zeroes V outside the range."""
+    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
+    tok = tile + tl.arange(0, BLOCK_N)
+    valid = tok < end
+    if HAS_LO:
+        valid = valid & (tok >= lo)
+    k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
+                               BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
+                               TOKEN_STRIDE, ALIGN)
+    if MASKED:
+        k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
+    else:
+        k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
+    if V_T:
+        v = load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
+                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, ALIGN,
+                                   HAS_LO)
+    elif MASKED:
+        v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None],
+                    other=0.0)
+    else:
+        v = tl.load(V_base + v_rows[:, None] + head_col[None, :])
+    k = k.to(dtype)
+    v = v.to(dtype)
+    if ZERO_TAIL:
+        v = tl.where(valid[:, None], v, 0.0)
+    return tok, valid, k, v
+
+
+@triton.jit
 def round_to_bf16(x):
     """float32 x rounded to the nearest bfloat16 (ties to even), still as float32."""
     bits = x.to(tl.uint32, bitcast=True)
@@ -156,28 +195,10 @@ def _key_tile(acc, m_i, l_i, q, bt_row, K_base, V_base, K_offsets, V_offsets, he
               DOT_FP16: tl.constexpr, HAS_LO: tl.constexpr, V_T: tl.constexpr,
               ZERO_TAIL: tl.constexpr):
     """attend_keys' step over the key tile from `tile`."""
-    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
-    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
-    tok = tile + tl.arange(0, BLOCK_N)
-    valid = tok < end
-    if HAS_LO:
-        valid = valid & (tok >= lo)
-    k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
-                               BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
-                               TOKEN_STRIDE, ALIGN)
-    k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
-    if V_T:
-        v = load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
-                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, ALIGN,
-                                   HAS_LO)
-    else:
-        v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None],
-                    other=0.0)
-    # fp8 to the dots' dtype, exact; float32 where the interpreter emulates bfloat16.
-    k = k.to(q.dtype)
-    v = v.to(q.dtype)
-    if ZERO_TAIL:
-        v = tl.where(valid[:, None], v, 0.0)
+    tok, valid, k, v = load_key_tile(bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
+                                     tile, lo, end, q.dtype, NUM_KV_HEADS * HEAD_DIM,
+                                     BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN, HAS_LO,
+                                     True, V_T, ZERO_TAIL)
     scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
     scores = tl.where(valid[None, :], scores, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(scores, 1))
