@@ -40,17 +40,17 @@ def _write_kv_kernel(K_new, V_new, K_base, V_base, K_offsets, V_offsets, Slot_ma
     offset = slot % BLOCK_SIZE
     k_at = tl.load(K_offsets + seg) * ALIGN + block_start + offset * ROW + cols
     v_block = tl.load(V_offsets + seg) * ALIGN + block_start
-    if KV_FP8:  # V transposed in runs of RUN tokens (kernels/segments.py value_run)
+    if KV_FP8:
+        # V transposed in runs of RUN tokens (kernels/segments.py value_run).
         RUN: tl.constexpr = min(BLOCK_SIZE & -BLOCK_SIZE, 16)
         v_at = v_block + offset // RUN * (RUN * ROW) + cols * RUN + offset % RUN
-    else:
-        v_at = v_block + offset * ROW + cols
-    if KV_FP8:
         head = cols // HEAD_DIM
         k_scale = tl.load(K_scale + head * stride_ks, mask=mask, other=1.0)
         v_scale = tl.load(V_scale + head * stride_vs, mask=mask, other=1.0)
         k = quantize(k.to(tl.float32), k_scale, EMULATE_FP8)
         v = quantize(v.to(tl.float32), v_scale, EMULATE_FP8)
+    else:
+        v_at = v_block + offset * ROW + cols
     tl.store(K_base + k_at, k.to(K_base.dtype.element_ty), mask=mask)
     tl.store(V_base + v_at, v.to(V_base.dtype.element_ty), mask=mask)
 

@@ -204,9 +204,7 @@ class KVPool:
 
     def gather(self, layer: int, where: SlotIndex) -> tuple[torch.Tensor, torch.Tensor]:
         """One layer's K and V at the slots of `where`, [n, Hkv, D] each, in slot order."""
-        k = torch.empty(where.slots.numel(), self.num_kv_heads, self.head_dim,
-                        dtype=torch.uint8 if is_fp8(self.dtype) else self.dtype,
-                        device=self.device)
+        k = self._raw_empty(where.slots.numel(), self.num_kv_heads, self.head_dim)
         v = torch.empty_like(k)
         for seg, local, rows in where.parts:
             keys, values = self._tokens(seg)
@@ -217,17 +215,13 @@ class KVPool:
 
     def read_slots(self, where: SlotIndex) -> torch.Tensor:
         """Every layer's K and V at the slots: [num_layers, 2, n, Hkv, D] (swap-out, fork)."""
-        out = None
+        out = self._raw_empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
+                              self.head_dim)
         for seg, local, rows in where.parts:
             keys, values = self._tokens(seg)
-            at = self._block_offsets(local)
-            part = torch.stack([keys[(slice(None), *at)], values[(slice(None), *at)]], 1)
-            if rows is None:
-                return part.view(self.dtype)
-            if out is None:
-                out = part.new_empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
-                                     self.head_dim)
-            out[:, :, rows] = part
+            at = (slice(None), *self._block_offsets(local))
+            rows = slice(None) if rows is None else rows
+            out[:, 0, rows], out[:, 1, rows] = keys[at], values[at]
         return out.view(self.dtype)
 
     def write_slots(self, where: SlotIndex, data: torch.Tensor) -> None:
@@ -238,6 +232,11 @@ class KVPool:
             at = (slice(None), *self._block_offsets(local))
             part = data if rows is None else data[:, :, rows]
             keys[at], values[at] = part[:, 0], part[:, 1]
+
+    def _raw_empty(self, *shape: int) -> torch.Tensor:
+        """An uninitialised tensor of the pool's dtype (float8 as bytes) on its device."""
+        return torch.empty(shape, dtype=torch.uint8 if is_fp8(self.dtype) else self.dtype,
+                           device=self.device)
 
     def _tokens(self, seg: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A segment's K and V as views [num_layers, blocks_per_segment, runs, run, Hkv, D]
