@@ -215,23 +215,36 @@ class KVPool:
 
     def read_slots(self, where: SlotIndex) -> torch.Tensor:
         """Every layer's K and V at the slots: [num_layers, 2, n, Hkv, D] (swap-out, fork)."""
+        if len(where.parts) == 1:
+            return self._slot_data(*where.parts[0][:2]).view(self.dtype)
         out = self._raw_empty(self.num_layers, 2, where.slots.numel(), self.num_kv_heads,
                               self.head_dim)
         for seg, local, rows in where.parts:
-            keys, values = self._tokens(seg)
-            at = (slice(None), *self._block_offsets(local))
-            rows = slice(None) if rows is None else rows
-            out[:, 0, rows], out[:, 1, rows] = keys[at], values[at]
+            out[:, :, rows] = self._slot_data(seg, local)
         return out.view(self.dtype)
 
     def write_slots(self, where: SlotIndex, data: torch.Tensor) -> None:
         """Inverse of read_slots: data [num_layers, 2, n, Hkv, D] on the pool's device."""
         data = _raw(data)
         for seg, local, rows in where.parts:
+            part = data if rows is None else data[:, :, rows]
+            if self.values_transposed:
+                keys, values = self._tokens(seg)
+                at = (slice(None), *self._block_offsets(local))
+                keys[at], values[at] = part[:, 0], part[:, 1]
+            else:
+                self._flat(seg)[:, :, local] = part
+
+    def _slot_data(self, seg: int, local: torch.Tensor) -> torch.Tensor:
+        """Every layer's K and V at segment-local slots, [num_layers, 2, m, Hkv, D] (float8 as
+        bytes): one gather of both where they share a layout (gathered apart and copied, the host
+        tier's contiguous copies of 1,024 tokens and more took 4-13% longer on an H200,
+        benchmarks/results/host_tier_h200.csv's note)."""
+        if self.values_transposed:
             keys, values = self._tokens(seg)
             at = (slice(None), *self._block_offsets(local))
-            part = data if rows is None else data[:, :, rows]
-            keys[at], values[at] = part[:, 0], part[:, 1]
+            return torch.stack((keys[at], values[at]), 1)
+        return self._flat(seg)[:, :, local]
 
     def _raw_empty(self, *shape: int) -> torch.Tensor:
         """An uninitialised tensor of the pool's dtype (float8 as bytes) on its device."""
@@ -248,6 +261,11 @@ class KVPool:
             return t[:, 0].view(runs), value_runs(t[:, 1].view(self.num_layers,
                                                                 *self._value_shape))
         return t[:, 0].view(runs), t[:, 1].view(runs)
+
+    def _flat(self, seg: int) -> torch.Tensor:
+        """A token-major segment as [num_layers, 2, slots, Hkv, D], float8 as bytes."""
+        return _raw(self._tensors[seg]).view(self.num_layers, 2, -1, self.num_kv_heads,
+                                             self.head_dim)
 
     def _block_offsets(self, local: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Segment-local slot ids as (block in segment, run in block, offset in run)."""

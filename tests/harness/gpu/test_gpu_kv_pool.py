@@ -80,6 +80,27 @@ def test_write_then_gather_round_trips_across_segments():
     assert torch.equal(pool.gather(1, other)[0], k)
 
 
+def test_slot_copies_within_one_segment_round_trip_every_layer():
+    alloc = make_allocator("paged", 128, block_size=16)
+    pool = make_pool(alloc)
+    alloc.allocate(0, 40)
+    follow(pool, alloc)
+    slots = np.asarray(alloc.layout(0).slot_mapping(0, 40))
+    where = pool.index(slots)
+    assert len(where.parts) == 1
+    for layer in range(LAYERS):
+        pool.write(layer, torch.randn(len(slots), HEADS, DIM), torch.randn(len(slots), HEADS, DIM),
+                   where)
+    every_layer = pool.read_slots(where)
+    assert every_layer.shape == (LAYERS, 2, len(slots), HEADS, DIM)
+    for layer in range(LAYERS):
+        assert all(torch.equal(every_layer[layer, i], part)
+                   for i, part in enumerate(pool.gather(layer, where)))
+    other = pool.index(slots[::-1].copy())
+    pool.write_slots(other, every_layer)
+    assert torch.equal(pool.read_slots(other), every_layer)
+
+
 def test_slots_in_a_segment_with_no_tensor_are_refused():
     alloc = make_allocator("hybrid", 128, block_size=4, segment_tokens=32)
     pool = make_pool(alloc)
