@@ -62,7 +62,10 @@ def default_config(block_size: int, num_splits: int, max_context: int = 0,
     keep an fp8 loop's loads in flight. The registers it spills under the cap are spilled
     outside the tile loop (around the last tile's step), and on the tuned shapes the cap gave
     1.27-1.83x bf16's tokens per second against 1.18-1.56x under a cap of 168 (3 programs)
-    and 1.12-1.37x uncapped; 3 stages under the cap spill inside the loop and lose.
+    and 1.12-1.37x uncapped; 3 stages under the cap spill inside the loop and lose. On V in runs
+    of 16 tokens, 64-token tiles (2 or 3 stages), 8 warps, and 256-token tiles over 8 warps were
+    all slower than this launch on the shapes furthest from 1.7x (tuning/
+    paged_decode_fp8_tune_tiles_h200.csv, paged_decode_fp8_tune_tiles256_h200.csv).
     """
     if block_size % SHORT_TILE_TOKENS == 0:
         if num_splits == 1 and not fp8:

@@ -25,6 +25,11 @@ the dot. An fp8 cache holds V transposed in runs of 16 tokens (kernels/segments.
 dot's operand is read with its tokens adjacent (tl_helpers.load_values_transposed); the loop
 still converts every element and needs more registers than bf16, and kernels/decode_launch.py
 caps them so that 4 programs fit an SM (benchmarks/results/paged_decode_fp8_h200.csv).
+Hopper multiplies e4m3 only in wgmma, whose tiles have 64 rows and more: both dots there, the
+operands swapped so that a tile's tokens are the rows and the queries and weights quantized to
+e4m3 (benchmarks/probe_fp8_tensor_cores.py), ran at 0.28-1.36x bf16's speed where this kernel
+runs at 1.54-1.96x, and lost its exactness (3.6-3.8e-2 relative error against the dequantized
+cache, against 1.7e-3), so the dots stay in float16.
 
 Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
 share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
