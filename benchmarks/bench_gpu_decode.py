@@ -264,18 +264,21 @@ def main() -> int:
     lines.append(f"# budget: {args.budget_slots} KV slots for every allocator")
     warm_up(args, trace, decoder)
     ceilings = gpu_steps.measure_ceilings(decoder)
-    host_us = gpu_steps.paged_decode_host_us()
+    # The eager launch's host time needs the GPU (its case is a CUDA one): a CPU run has none.
+    host_lines = ([f"# paged_decode eager host time at 1x4096: "
+                   f"{gpu_steps.paged_decode_host_us():.0f} us (median of 200 calls)"]
+                  if args.device.type == "cuda" else [])
     print(f"warm-up and ceilings done at {time.perf_counter() - started:.0f} s", flush=True)
     step_lines = lines + [
         f"# ceilings: copy {ceilings.copy_bytes_s / 1e12:.2f} TB/s (read + write); SDPA causal "
         f"flash {ceilings.sdpa_flop_s / 1e12:.0f} TFLOP/s; linear layers "
         f"{ceilings.layers_s[0] * 1e3:.2f} ms at 1 token, {ceilings.layers_s[-1] * 1e3:.1f} ms at "
         f"{gpu_steps.TOKEN_GRID[-1]} (torch.matmul)",
-        f"# paged_decode eager host time at 1x4096: {host_us:.0f} us (median of 200 calls)",
+        *host_lines,
         "# floor: max(GEMM + KV bytes / copy + prefill attention FLOPs / SDPA rate, "
         "(weight + KV bytes) / copy) per step, median per bin; measured: median step time",
     ]
-    print(step_lines[-3], step_lines[-2], sep="\n", flush=True)
+    print(*step_lines[len(lines):-1], sep="\n", flush=True)
     rows, bins, logs = [], [], {}
     for name in filter(None, args.allocators.split(",")):
         row, step_log = run_allocator(args, name, trace, decoder)
