@@ -90,7 +90,7 @@ class KVPool:
         self.values_transposed = values_transposed(dtype)
         self._value_shape = value_shape(
             (self.blocks_per_segment, self.block_size, num_kv_heads, head_dim), dtype)
-        self._run = value_run(self.block_size)  # the slot ops address a block in runs
+        self._run = value_run(self.block_size)  # a transposed V's slots: block, run, offset
         self._prepare = prepare
         self._tensors: dict[int, torch.Tensor] = {}
         self._layers: list[LayerCache] = []
@@ -198,9 +198,8 @@ class KVPool:
         k, v = _raw(k), _raw(v)
         for seg, local, rows in where.parts:
             keys, values = self._tokens(seg)
-            at = self._block_offsets(local)
-            keys[(layer, *at)] = k if rows is None else k[rows]
-            values[(layer, *at)] = v if rows is None else v[rows]
+            keys[layer, local] = k if rows is None else k[rows]
+            values[(layer, *self._value_index(local))] = v if rows is None else v[rows]
 
     def gather(self, layer: int, where: SlotIndex) -> tuple[torch.Tensor, torch.Tensor]:
         """One layer's K and V at the slots of `where`, [n, Hkv, D] each, in slot order."""
@@ -208,9 +207,8 @@ class KVPool:
         v = torch.empty_like(k)
         for seg, local, rows in where.parts:
             keys, values = self._tokens(seg)
-            at = self._block_offsets(local)
             rows = slice(None) if rows is None else rows
-            k[rows], v[rows] = keys[(layer, *at)], values[(layer, *at)]
+            k[rows], v[rows] = keys[layer, local], values[(layer, *self._value_index(local))]
         return k.view(self.dtype), v.view(self.dtype)
 
     def read_slots(self, where: SlotIndex) -> torch.Tensor:
@@ -230,8 +228,8 @@ class KVPool:
             part = data if rows is None else data[:, :, rows]
             if self.values_transposed:
                 keys, values = self._tokens(seg)
-                at = (slice(None), *self._block_offsets(local))
-                keys[at], values[at] = part[:, 0], part[:, 1]
+                keys[:, local] = part[:, 0]
+                values[(slice(None), *self._value_index(local))] = part[:, 1]
             else:
                 self._flat(seg)[:, :, local] = part
 
@@ -242,8 +240,8 @@ class KVPool:
         benchmarks/results/host_tier_h200.csv's note)."""
         if self.values_transposed:
             keys, values = self._tokens(seg)
-            at = (slice(None), *self._block_offsets(local))
-            return torch.stack((keys[at], values[at]), 1)
+            return torch.stack((keys[:, local],
+                                values[(slice(None), *self._value_index(local))]), 1)
         return self._flat(seg)[:, :, local]
 
     def _raw_empty(self, *shape: int) -> torch.Tensor:
@@ -252,23 +250,26 @@ class KVPool:
                            device=self.device)
 
     def _tokens(self, seg: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A segment's K and V as views [num_layers, blocks_per_segment, runs, run, Hkv, D]
-        (kernels/segments.py value_run), float8 as bytes; a V stored transposed permuted."""
-        t = _raw(self._tensors[seg])
-        runs = (self.num_layers, self.blocks_per_segment, self.block_size // self._run, self._run,
-                self.num_kv_heads, self.head_dim)
+        """A segment's K and V as views [num_layers, slots, Hkv, D], float8 as bytes; a V
+        stored transposed as [num_layers, blocks_per_segment, runs, run, Hkv, D]
+        (kernels/segments.py value_runs), indexed by _value_index."""
+        flat = self._flat(seg)
         if self.values_transposed:
-            return t[:, 0].view(runs), value_runs(t[:, 1].view(self.num_layers,
-                                                                *self._value_shape))
-        return t[:, 0].view(runs), t[:, 1].view(runs)
+            values = _raw(self._tensors[seg])[:, 1].view(self.num_layers, *self._value_shape)
+            return flat[:, 0], value_runs(values)
+        return flat[:, 0], flat[:, 1]
 
     def _flat(self, seg: int) -> torch.Tensor:
-        """A token-major segment as [num_layers, 2, slots, Hkv, D], float8 as bytes."""
+        """A segment as [num_layers, 2, slots, Hkv, D], float8 as bytes: K's layout, and V's
+        unless it is stored transposed."""
         return _raw(self._tensors[seg]).view(self.num_layers, 2, -1, self.num_kv_heads,
                                              self.head_dim)
 
-    def _block_offsets(self, local: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Segment-local slot ids as (block in segment, run in block, offset in run)."""
+    def _value_index(self, local: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Where _tokens' V view holds segment-local slots: the slots themselves, or (block in
+        segment, run in block, offset in run) where V is stored transposed."""
+        if not self.values_transposed:
+            return (local,)
         offset = local % self.block_size
         return local // self.block_size, offset // self._run, offset % self._run
 
