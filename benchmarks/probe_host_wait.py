@@ -59,7 +59,7 @@ def make_work():
     return work
 
 
-def after_waits(device: torch.device) -> list[dict]:
+def after_waits() -> list[dict]:
     work, event = make_work(), torch.cuda.Event()
     t0 = time.perf_counter()
     torch.cuda._sleep(10_000_000)
@@ -106,21 +106,27 @@ def host_prep(device: torch.device) -> list[dict]:
     decoder = build_decoder(model_preset("tiny"), device=device, dtype="float32")
     blocking = DeviceTimer.stop_s
     rows = []
-    for how, stop_s in (("synchronize()", blocking), ("polling", polling_stop_s)) * 2:
-        DeviceTimer.stop_s = stop_s
-        for allocator in ("paged", "segmented"):
-            wave, chunks = run(allocator, decoder, *WAVE), run(allocator, decoder, *CHUNKS)
-            for kind, steps in (("decode", wave[wave.prefill_seqs == 0]),
-                                ("mixed", chunks[(chunks.prefill_seqs > 0)
-                                                 & (chunks.decode_seqs > 0)])):
-                prep = steps.host_prep_s.to_numpy() * 1e6
-                rows.append({"part": "host preparation", "wait": how, "wait_ms": "",
-                             "allocator": allocator, "kind": kind, "steps": len(prep),
-                             "p50_us": float(np.median(prep)),
-                             "p90_us": float(np.percentile(prep, 90))})
-                print(f"{how:14s} {allocator:9s} {kind:6s}: host prep p50 "
-                      f"{rows[-1]['p50_us']:.1f} us", flush=True)
-    DeviceTimer.stop_s = blocking
+    try:
+        for how, stop_s in (("synchronize()", blocking), ("polling", polling_stop_s)) * 2:
+            DeviceTimer.stop_s = stop_s
+            for allocator in ("paged", "segmented"):
+                rows += _host_prep_rows(how, allocator, decoder)
+    finally:
+        DeviceTimer.stop_s = blocking
+    return rows
+
+
+def _host_prep_rows(how: str, allocator: str, decoder) -> list[dict]:
+    wave, chunks = run(allocator, decoder, *WAVE), run(allocator, decoder, *CHUNKS)
+    rows = []
+    for kind, steps in (("decode", wave[wave.prefill_seqs == 0]),
+                        ("mixed", chunks[(chunks.prefill_seqs > 0) & (chunks.decode_seqs > 0)])):
+        prep = steps.host_prep_s.to_numpy() * 1e6
+        rows.append({"part": "host preparation", "wait": how, "wait_ms": "",
+                     "allocator": allocator, "kind": kind, "steps": len(prep),
+                     "p50_us": float(np.median(prep)), "p90_us": float(np.percentile(prep, 90))})
+        print(f"{how:14s} {allocator:9s} {kind:6s}: host prep p50 {rows[-1]['p50_us']:.1f} us",
+              flush=True)
     return rows
 
 
@@ -130,7 +136,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
-    rows = after_waits(device) + host_prep(device)
+    rows = after_waits() + host_prep(device)
     command = "python benchmarks/probe_host_wait.py " + " ".join(sys.argv[1:])
     write_csv(args.out / f"host_wait_{device_slug(device)}.csv",
               header(device, command)
