@@ -38,7 +38,6 @@ from kernels.paged_decode import LOG2E
 from kernels.segments import segment_table
 from kernels.tl_helpers import normalise
 
-E4M3_MAX = 448.0
 GROUP, HEAD_DIM, NUM_KV_HEADS = 4, 128, 8  # bench_paged_decode's llama3-8b heads
 # Launch shapes tried: tokens per tile and a cap on registers per thread (None: the compiler's).
 VARIANTS = ((128, None), (128, 128), (64, None))

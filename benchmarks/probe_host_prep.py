@@ -55,6 +55,14 @@ def run(allocator: str, decoder, prompts: np.ndarray, outputs: np.ndarray) -> pd
     return executor.step_log.frame()
 
 
+def steps_by_kind(allocator: str, decoder) -> dict[str, pd.DataFrame]:
+    """Both workloads through the allocator: the wave's decode-only and prefill steps, and the
+    chunks' mixed steps (prefill chunks beside decode rows)."""
+    wave, chunks = run(allocator, decoder, *WAVE), run(allocator, decoder, *CHUNKS)
+    return {"decode": wave[wave.prefill_seqs == 0], "prefill": wave[wave.prefill_seqs > 0],
+            "mixed": chunks[(chunks.prefill_seqs > 0) & (chunks.decode_seqs > 0)]}
+
+
 def profile(allocator: str, decoder, path: Path) -> int:
     """The wave through the allocator (after one untimed run) under cProfile: the functions of
     the harness and numpy by own time, and the steps' host preparation, into path."""
@@ -88,11 +96,7 @@ def main() -> int:
     if args.profile:
         return profile(args.profile, decoder, args.out / f"prof_{args.device}.txt")
     for allocator in PARAMS:
-        wave, chunks = run(allocator, decoder, *WAVE), run(allocator, decoder, *CHUNKS)
-        for kind, steps in (("decode", wave[wave.prefill_seqs == 0]),
-                            ("prefill", wave[wave.prefill_seqs > 0]),
-                            ("mixed", chunks[(chunks.prefill_seqs > 0)
-                                             & (chunks.decode_seqs > 0)])):
+        for kind, steps in steps_by_kind(allocator, decoder).items():
             prep = steps.host_prep_s.to_numpy() * 1e3
             rows.append({"allocator": allocator, "kind": kind, "steps": len(steps),
                          "host_prep_p50_ms": np.median(prep),

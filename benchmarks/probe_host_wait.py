@@ -26,7 +26,7 @@ from bench_gpu_decode import device_slug, header, write_csv
 from harness.gpu.executor import build_decoder
 from harness.gpu.timing import DeviceTimer
 from harness.model.presets import model_preset
-from probe_host_prep import CHUNKS, WAVE, run
+from probe_host_prep import steps_by_kind
 
 WAITS_MS = (0, 1, 13, 50, 180)
 TRIALS = 30
@@ -117,11 +117,9 @@ def host_prep(device: torch.device) -> list[dict]:
 
 
 def _host_prep_rows(how: str, allocator: str, decoder) -> list[dict]:
-    wave, chunks = run(allocator, decoder, *WAVE), run(allocator, decoder, *CHUNKS)
-    rows = []
-    for kind, steps in (("decode", wave[wave.prefill_seqs == 0]),
-                        ("mixed", chunks[(chunks.prefill_seqs > 0) & (chunks.decode_seqs > 0)])):
-        prep = steps.host_prep_s.to_numpy() * 1e6
+    rows, by_kind = [], steps_by_kind(allocator, decoder)
+    for kind in ("decode", "mixed"):
+        prep = by_kind[kind].host_prep_s.to_numpy() * 1e6
         rows.append({"part": "host preparation", "wait": how, "wait_ms": "",
                      "allocator": allocator, "kind": kind, "steps": len(prep),
                      "p50_us": float(np.median(prep)), "p90_us": float(np.percentile(prep, 90))})

@@ -255,8 +255,7 @@ class KVPool:
         (kernels/segments.py value_runs), indexed by _value_index."""
         flat = self._flat(seg)
         if self.values_transposed:
-            values = _raw(self._tensors[seg])[:, 1].view(self.num_layers, *self._value_shape)
-            return flat[:, 0], value_runs(values)
+            return flat[:, 0], value_runs(flat[:, 1].view(self.num_layers, *self._value_shape))
         return flat[:, 0], flat[:, 1]
 
     def _flat(self, seg: int) -> torch.Tensor:
