@@ -61,6 +61,7 @@ SUMMARY_COLUMNS = (
     "peak_backed_bytes", "utilization_measured", "utilization_simulated",
     "mean_step_ms_measured", "mean_step_ms_simulated", "step_ms_error", "preemptions",
     "ttft_p50_s", "tpot_p50_s", "host_prep_s", "host_prep_p50_ms", "host_prep_p99_ms",
+    "host_prep_max_ms", "host_prep_cpu_p99_ms", "host_prep_cpu_max_ms",
     "balanced_decode_steps", "wall_s",
 )
 BASELINE_MIN_S = 90  # our engine's offline run and one static batch of transformers, with margin
@@ -152,6 +153,7 @@ def run_allocator(args, name: str, trace, decoder):
     s, ss = result.summary, sim.summary
     busy_s = details["device_s"]
     prep_ms = step_log.host_prep_s.to_numpy() * 1e3
+    cpu_ms = step_log.host_prep_cpu_s.to_numpy() * 1e3
     decode_only = steps[steps.prefill_tokens == 0]
     row = {
         "allocator": name, "block_size": block_size, "requests": s["requests"],
@@ -167,6 +169,9 @@ def run_allocator(args, name: str, trace, decoder):
         "preemptions": s["preemptions"], "ttft_p50_s": s["ttft_p50_s"], "tpot_p50_s": s["tpot_p50_s"],
         "host_prep_s": details["host_prep_s"], "host_prep_p50_ms": float(np.median(prep_ms)),
         "host_prep_p99_ms": float(np.percentile(prep_ms, 99)),
+        "host_prep_max_ms": float(prep_ms.max()),
+        "host_prep_cpu_p99_ms": float(np.percentile(cpu_ms, 99)),
+        "host_prep_cpu_max_ms": float(cpu_ms.max()),
         "balanced_decode_steps": details["balanced_decode_steps"], "wall_s": wall_s,
     }
     print(f"{name:9s} bs {block_size:3d}: {row['completed']}/{row['requests']} done, "

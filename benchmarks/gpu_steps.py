@@ -136,17 +136,22 @@ def bin_rows(allocator: str, log: pd.DataFrame, ceil: Ceilings) -> list[dict]:
 
 
 def host_notes(allocator: str, log: pd.DataFrame) -> str:
-    """Host preparation per step and, for eager steps, how much of the step the host spent
-    launching (near 1: the host sets the pace)."""
+    """Host preparation per step, in wall time and in the thread's CPU time; for the steps at
+    its 99th percentile and over, their parts and the time off the core; for eager steps, how
+    much of the step the host spent launching (near 1: the host sets the pace)."""
     prep = log.host_prep_s.to_numpy() * 1e3
+    cpu = log.host_prep_cpu_s.to_numpy() * 1e3
     p99 = np.percentile(prep, 99)
     eager = log[~log.graph]
     busy = (eager.enqueue_s / eager.step_s).to_numpy()
     slow = log[prep >= p99]
     parts = {"plan": slow.plan_s, "stage": slow.stage_s,
-             "rest": slow.host_prep_s - slow.plan_s - slow.stage_s}
+             "rest": slow.host_prep_s - slow.plan_s - slow.stage_s,
+             "off core": slow.host_prep_s - slow.host_prep_cpu_s}
     return (f"{allocator}: host prep per step median {np.median(prep):.3f} ms, p99 "
-            f"{p99:.3f} ms, max {prep.max():.3f} ms; eager steps "
+            f"{p99:.3f} ms, max {prep.max():.3f} ms; its CPU time median "
+            f"{np.median(cpu):.3f} ms, p99 {np.percentile(cpu, 99):.3f} ms, max "
+            f"{cpu.max():.3f} ms; eager steps "
             f"{len(eager)}, enqueue/step median {np.median(busy) if len(busy) else 0:.2f}; "
             f"the {len(slow)} steps at p99 and over: median "
             + ", ".join(f"{k} {v.median() * 1e3:.3f} ms" for k, v in parts.items())

@@ -44,7 +44,7 @@ from harness.gpu.setup import device_name
 from harness.gpu.speculative import SelfDrafter, Verification, keep_sampled
 from harness.gpu.step_log import StepLog, StepRecord
 from harness.gpu.step_plan import ExecutorError, plan_step
-from harness.gpu.timing import DeviceTimer
+from harness.gpu.timing import DeviceTimer, HostClock
 from kernels.fp8 import FP8_DTYPE
 from kernels.work_list import WorkListPlan, plan_for
 
@@ -161,6 +161,7 @@ class GpuExecutor:
         self._timer = DeviceTimer(self.device_t)
         self._warm = False
         self._host_s = 0.0
+        self._host_cpu_s = 0.0
         self._device_s = 0.0
         self._steps = 0
         self._draft_mismatches = 0
@@ -189,6 +190,7 @@ class GpuExecutor:
             "steps": self._steps,
             "device_s": round(self._device_s, 6),
             "host_prep_s": round(self._host_s, 6),
+            "host_prep_cpu_s": round(self._host_cpu_s, 6),
             "swapped_out_seqs": self.memory.swaps[0],
             "swapped_in_seqs": self.memory.swaps[1],
             "copied_blocks": self.memory.copied_blocks,
@@ -218,10 +220,11 @@ class GpuExecutor:
     def step(self, batch: Batch) -> float:
         if not self._warm:  # compiles kernels: no part of any step's preparation
             self._warm_up(batch)
-        t0 = time.perf_counter()
+        host = HostClock()
         rollback_s = self._lifecycle(batch)
-        host_s = time.perf_counter() - t0
+        host.stop()
         self._arrivals(batch)
+        host.start()
         t0 = time.perf_counter()
         prefills, verifications, decode, rows = plan_step(batch.seqs, self._tokens,
                                                           self._tables)
@@ -229,15 +232,14 @@ class GpuExecutor:
         seconds = 0.0
         if verifications:
             self._device_tables.stage()
-            host_s += time.perf_counter() - t0
+            host.stop()
             seconds = self._draft(batch, verifications)
-            t0 = time.perf_counter()
+            host.start()
             prefills = prefills + [v.work(self._tokens) for v in verifications]
         t1 = time.perf_counter()
         staged = self._stage(prefills, decode, rows)
-        t2 = time.perf_counter()
-        stage_s = t2 - t1
-        host_s += t2 - t0
+        stage_s = time.perf_counter() - t1
+        host.stop()
         if staged.decode_graph:  # a first use captures, untimed
             self._graphs.prepare()
         elif staged.mixed_key is not None:
@@ -259,13 +261,13 @@ class GpuExecutor:
         enqueue_s = time.perf_counter() - t1
         seconds += self._timer.stop_s()
 
-        t2 = time.perf_counter()
+        host.start()
         if next_tokens is not None:
             self._draft_mismatches += keep_sampled(self._tokens, verifications, sampled,
                                                    next_tokens.numpy())
-        host_s += time.perf_counter() - t2
-        self._record(batch, verifications, graphed, (host_s, plan_s, stage_s, rollback_s),
-                     enqueue_s, seconds)
+        host.stop()
+        self._record(batch, verifications, graphed,
+                     (host.wall_s, host.cpu_s, plan_s, stage_s, rollback_s), enqueue_s, seconds)
         return seconds
 
     def _draft(self, batch: Batch, verifications: list[Verification]) -> float:
@@ -333,13 +335,14 @@ class GpuExecutor:
         return rollback_s
 
     def _record(self, batch: Batch, verifications: list[Verification], graph: bool,
-                host: tuple[float, float, float, float], enqueue_s: float,
+                host: tuple[float, float, float, float, float], enqueue_s: float,
                 seconds: float) -> None:
-        """host: the step's host preparation, and of it planning, staging and rollbacks."""
-        host_s = host[0]
+        """host: the step's host preparation, its thread's CPU time, and of it planning,
+        staging and rollbacks."""
         self._steps += 1
         self._device_s += seconds
-        self._host_s += host_s
+        self._host_s += host[0]
+        self._host_cpu_s += host[1]
         verify_tokens = sum(v.context - v.start for v in verifications)
         decode_seqs = batch.decode_tokens - verify_tokens
         self.step_log.append(StepRecord(

@@ -16,7 +16,8 @@ class StepRecord:
     verify_tokens rows (the last token and the drafts of each, every row sampled);
     decode_context_tokens: the KV length of both, decode_max_context the longest of them.
     step_s: CUDA-event time of the device work; host_prep_s: host work before it (the
-    scheduler's not included) and after it (the sampled tokens kept); of it, plan_s reading the
+    scheduler's not included) and after it (the sampled tokens kept), host_prep_cpu_s the
+    thread's CPU time in it (less by the time it was off its core); of it, plan_s reading the
     batch and updating the block tables (harness.gpu.step_plan), stage_s laying the step out
     and staging it for a graph, rollback_s applying the last step's rollbacks; enqueue_s:
     host time from the start event to the last launch (close to step_s when the host, not the
@@ -33,6 +34,7 @@ class StepRecord:
     verify_seqs: int
     verify_tokens: int
     host_prep_s: float
+    host_prep_cpu_s: float
     plan_s: float
     stage_s: float
     rollback_s: float

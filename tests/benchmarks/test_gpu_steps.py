@@ -47,14 +47,17 @@ def test_one_allocator_or_no_shared_batch_gives_no_note():
 
 def test_host_notes_break_the_slowest_steps_down():
     """The steps at the 99th percentile of host preparation and over, by part: planning,
-    staging and the rest."""
+    staging, the rest, and the time the thread was off its core; the CPU time beside the wall
+    time."""
     from gpu_steps import host_notes
 
-    fast = [dict(host_prep_s=0.0003, plan_s=0.0001, stage_s=0.0001, graph=True, decode_seqs=8,
-                 prefill_tokens=0, enqueue_s=0.0001, step_s=0.005)] * 99
-    slow = [dict(host_prep_s=0.0012, plan_s=0.0006, stage_s=0.0004, graph=False,
-                 decode_seqs=200, prefill_tokens=8000, enqueue_s=0.02, step_s=0.2)]
+    fast = [dict(host_prep_s=0.0003, host_prep_cpu_s=0.0003, plan_s=0.0001, stage_s=0.0001,
+                 graph=True, decode_seqs=8, prefill_tokens=0, enqueue_s=0.0001,
+                 step_s=0.005)] * 99
+    slow = [dict(host_prep_s=0.0012, host_prep_cpu_s=0.0005, plan_s=0.0006, stage_s=0.0004,
+                 graph=False, decode_seqs=200, prefill_tokens=8000, enqueue_s=0.02, step_s=0.2)]
     note = host_notes("segmented", pd.DataFrame(fast + slow))
     assert note.startswith("segmented: host prep per step median 0.300 ms")
+    assert "its CPU time median 0.300 ms, p99 0.302 ms, max 0.500 ms" in note
     assert ("the 1 steps at p99 and over: median plan 0.600 ms, stage 0.400 ms, rest 0.200 ms, "
-            "200 decode rows, 8000 prefill tokens, 0% graphed") in note
+            "off core 0.700 ms, 200 decode rows, 8000 prefill tokens, 0% graphed") in note
