@@ -59,6 +59,14 @@ def capture(forward: Callable[[], torch.Tensor], mempool) -> tuple[torch.cuda.CU
     return graph, out
 
 
+def new_pool():
+    """A memory pool for a set of graphs captured anew. Graphs dropped for holding old addresses
+    may leave tensors allocated in their pool (a step's output still referenced): torch then
+    keeps that pool with no graph using it, and a capture into it again fails an internal
+    assertion of its caching allocator (torch 2.11), so each new set takes a pool of its own."""
+    return torch.cuda.graph_pool_handle()
+
+
 @contextmanager
 def empty_staging(buffers: tuple[torch.Tensor, ...], slots: torch.Tensor,
                   device: torch.device):
@@ -110,7 +118,7 @@ class DecodeGraphs:
         self._work_host = torch.zeros(work_size, dtype=torch.int32).pin_memory()
         self._staged = (0, 0, False)  # batch, bucket, over a work list
         self._graphs: dict[tuple[int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self._mempool = torch.cuda.graph_pool_handle()
+        self._mempool = None  # new_pool(), with the first graph
         self._handles = None
         self.captures = 0
 
@@ -123,6 +131,7 @@ class DecodeGraphs:
         handles = (self.pool.layer(0).handle, self.tables.generation)
         if handles != self._handles:  # a graph holds both
             self._graphs.clear()
+            self._mempool = new_pool()
             self._handles = handles
         key = self._staged[1:]
         if key not in self._graphs:

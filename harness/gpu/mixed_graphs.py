@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from harness.gpu.batching import HostStep
 from harness.gpu.device_tables import DeviceTables
-from harness.gpu.graphs import capture, empty_staging
+from harness.gpu.graphs import capture, empty_staging, new_pool
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, PrefillBatch, StepInputs
@@ -272,7 +272,7 @@ class MixedGraphs:
                                     work_plan=decoder.work_list_plan(pool))
         self._graphs: dict[tuple[int, int, int, bool],
                            tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self._mempool = torch.cuda.graph_pool_handle()
+        self._mempool = None  # graphs.new_pool(), with the first graph
         self._handles = None
         self._staged: tuple[tuple[int, int, int, bool], int] = ((0, 0, 1, False), 0)
         self.captures = 0
@@ -292,6 +292,7 @@ class MixedGraphs:
         handles = (self.pool.layer(0).handle, self.tables.generation)
         if handles != self._handles:  # a rebuilt segment table or device array: graphs hold them
             self._graphs.clear()
+            self._mempool = new_pool()
             self._handles = handles
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)

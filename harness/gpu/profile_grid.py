@@ -59,9 +59,9 @@ class GridSpec:
     skewed_batches: tuple[int, ...] = (4, 16, 32, 64, 128, 256)
     skewed_contexts: tuple[tuple[int, int], ...] = ((1024, 8192), (1024, 65536))
     # Fresh prompts of packed_chunk tokens packed into one step up to max_num_batched_tokens,
-    # alone and beside each of these decode counts at each mixed context: the large steps of a
-    # loaded server, which hold many prompts (few attention pairs for their tokens) and up to
-    # max_num_seqs decodes.
+    # alone and beside each of these decode counts at each mixed context (fewer where prompts
+    # and decodes would pass max_num_seqs sequences): the large steps of a loaded server, which
+    # hold many prompts (few attention pairs for their tokens) and up to max_num_seqs decodes.
     packed_chunk: int = 1024
     packed_decodes: tuple[int, ...] = (32, 128, 256)
 
@@ -113,9 +113,8 @@ def profile_grid(spec: GridSpec, *, block_size: int, budget_slots: int) -> list[
     skew = [ProfilePoint("decode", skewed(short, long, b))
             for short, long in reversed(spec.skewed_contexts) for b in reversed(spec.skewed_batches)
             if b <= spec.max_num_seqs]
-    packed = [_packed(spec, ())] + [_packed(spec, spread(c, d))
-                                    for c in reversed(spec.mixed_contexts)
-                                    for d in spec.packed_decodes if d <= spec.max_num_seqs]
+    packed = [_packed(spec, 0, 0)] + [_packed(spec, c, d) for c in reversed(spec.mixed_contexts)
+                                      for d in spec.packed_decodes if d <= spec.max_num_seqs]
     kinds = [[p for p in points if p is not None and p.slots(block_size) <= budget_slots]
              for points in (decode, prefill, mixed, skew, packed)]
     order = []
@@ -124,14 +123,16 @@ def profile_grid(spec: GridSpec, *, block_size: int, budget_slots: int) -> list[
     return order
 
 
-def _packed(spec: GridSpec, decode_contexts: tuple[int, ...]) -> ProfilePoint | None:
-    """As many fresh prompts of spec.packed_chunk tokens as fit beside the decodes (None if
-    fewer than two do)."""
-    count = (spec.max_num_batched_tokens - len(decode_contexts)) // spec.packed_chunk
-    if count < 2:
+def _packed(spec: GridSpec, context: int, decodes: int) -> ProfilePoint | None:
+    """As many fresh prompts of spec.packed_chunk tokens as fit beside `decodes` decodes at
+    `context` tokens, within max_num_batched_tokens and, fewer decodes then, max_num_seqs
+    sequences; None if fewer than two prompts fit, or no decode where some were asked for."""
+    count = min((spec.max_num_batched_tokens - decodes) // spec.packed_chunk, spec.max_num_seqs)
+    kept = min(decodes, spec.max_num_seqs - count)
+    if count < 2 or (decodes and not kept):
         return None
-    kind = "mixed" if decode_contexts else "prefill"
-    return ProfilePoint(kind, decode_contexts, 0, spec.packed_chunk, count)
+    kind = "mixed" if kept else "prefill"
+    return ProfilePoint(kind, spread(context, kept) if kept else (), 0, spec.packed_chunk, count)
 
 
 def assign_seq_ids(points: list[ProfilePoint]) -> tuple[list[list[int]], list[int]]:

@@ -24,21 +24,23 @@ def test_the_grid_covers_every_kind_and_skips_what_does_not_fit():
     prefill = [p for p in points if p.kind == "prefill"]
     assert {p.prefill_tokens for p in prefill} == {16, 64, 256, 1024, 4096, 8192}
     assert {p.prefill_start for p in prefill} == {0, 1024, 4096, 16384, 65536}
-    assert all(p.tokens <= 8192 for p in points)
+    assert all(p.tokens <= 8192 and len(p.lengths) <= 256 for p in points)  # the scheduler's
 
 
 def test_the_grid_packs_fresh_prompts_into_large_steps_beside_up_to_max_num_seqs_decodes():
+    """As many prompts as fit the step's tokens; beside 256 decodes, 7 prompts and 249 decodes
+    (max_num_seqs 256 sequences)."""
     budget = 900_000
     points = profile_grid(GridSpec(), block_size=16, budget_slots=budget)
     packed = [p for p in points if p.prefill_seqs > 1]
     assert {(p.kind, len(p.decode_contexts)) for p in packed} == {
-        ("prefill", 0), ("mixed", 32), ("mixed", 128), ("mixed", 256)}
+        ("prefill", 0), ("mixed", 32), ("mixed", 128), ("mixed", 249)}
     for p in packed:
         assert p.prefill_tokens == 1024 and p.prefill_start == 0
         assert 8192 - 1024 < p.tokens <= 8192  # as many prompts as fit
         assert p.slots(16) <= budget
     # 256 decodes of 8k-token contexts do not fit the budget; of 1k-token ones they do.
-    assert [max(p.decode_contexts) for p in packed if len(p.decode_contexts) == 256] == [1536]
+    assert [max(p.decode_contexts) for p in packed if len(p.decode_contexts) == 249] == [1536]
 
 
 def test_the_grid_holds_skewed_decodes_at_small_cost():
