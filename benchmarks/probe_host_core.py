@@ -4,9 +4,8 @@ thread's context switches beside its wall and CPU time (the step log's host_prep
 host_prep_cpu_s), and with --engine-core N the engine's thread alone on core N from the first
 step on (the process's other threads, and N's SMT siblings, kept off it).
 
-Writes host_core_steps.csv to --out (one row per step of every allocator, and of the warm-up run)
-beside
-bench_gpu_decode.py's files:
+Writes host_core_steps.csv to --out (one row per step of every allocator, and of the warm-up
+run) beside bench_gpu_decode.py's files:
 
     PYTHONPATH=.:benchmarks python benchmarks/probe_host_core.py [--engine-core N] --out OUT \\
         --budget-slots 393216 --baseline-requests 0
@@ -95,8 +94,9 @@ def main() -> int:
         executor.HostClock = lambda: clocks.append(CountingClock()) or clocks[-1]
         seconds = step(self, batch)
         rec = self.step_log._rows[-1]
-        rows.append({"allocator": running[0], "step": len(self.step_log._rows) - 1, "graph": rec.graph,
-                     "decode_seqs": rec.decode_seqs, "prefill_tokens": rec.prefill_tokens,
+        rows.append({"allocator": running[0], "step": len(self.step_log._rows) - 1,
+                     "graph": rec.graph, "decode_seqs": rec.decode_seqs,
+                     "prefill_tokens": rec.prefill_tokens,
                      "host_prep_ms": rec.host_prep_s * 1e3,
                      "host_prep_cpu_ms": rec.host_prep_cpu_s * 1e3,
                      "involuntary_switches": clocks[0].switches[0],

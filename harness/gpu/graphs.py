@@ -61,8 +61,8 @@ def capture(forward: Callable[[], torch.Tensor], mempool) -> tuple[torch.cuda.CU
 
 def new_pool():
     """A memory pool for a set of graphs captured anew. Graphs dropped for holding old addresses
-    may leave tensors allocated in their pool (a step's output still referenced): torch then
-    keeps that pool with no graph using it, and a capture into it again fails an internal
+    may leave tensors allocated in their pool still referenced (a graph's output, for one): torch
+    then keeps that pool with no graph using it, and a capture into it again fails an internal
     assertion of its caching allocator (torch 2.11), so each new set takes a pool of its own."""
     return torch.cuda.graph_pool_handle()
 
