@@ -67,7 +67,7 @@ def dedicate_core(core: int) -> str:
     for tid in others:
         os.sched_setaffinity(tid, rest)
     os.sched_setaffinity(0, {core})
-    return (f"engine thread on core {core} alone ({len(others)} other threads on "
+    return (f"on core {core} alone ({len(others)} other threads on "
             f"{len(rest)} cores, kept off {sorted(taken)})")
 
 
@@ -85,7 +85,7 @@ def main() -> int:
     args, rest = parser.parse_known_args()
     out = Path(rest[rest.index("--out") + 1])
     command = "python benchmarks/probe_host_core.py " + " ".join(sys.argv[1:])
-    rows, setup, running = [], ["engine thread unpinned"], ["warm-up"]
+    rows, setup, running = [], ["unpinned"], ["warm-up"]
     step, warm_up = executor.GpuExecutor.step, executor.GpuExecutor._warm_up
     run_allocator = bench_gpu_decode.run_allocator
 
@@ -105,9 +105,9 @@ def main() -> int:
 
     def pinned_warm_up(self, batch):
         warm_up(self, batch)
-        if args.engine_core is not None and setup == ["engine thread unpinned"]:
+        if args.engine_core is not None and setup == ["unpinned"]:
             setup[0] = dedicate_core(args.engine_core)
-            print(setup[0], flush=True)
+            print(f"engine thread {setup[0]}", flush=True)
 
     def named_run(args, name, trace, decoder):
         running[0] = name
@@ -121,7 +121,7 @@ def main() -> int:
         return bench_gpu_decode.main()
     finally:
         lines = header(torch.device("cuda" if torch.cuda.is_available() else "cpu"), command)
-        lines.append(f"# {setup[0]}")
+        lines.append(f"# engine thread: {setup[0]}")
         write_csv(out / "host_core_steps.csv", lines, rows, COLUMNS)
         print(*summary(pd.DataFrame(rows, columns=COLUMNS)), sep="\n")
 
