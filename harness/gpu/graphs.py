@@ -59,12 +59,31 @@ def capture(forward: Callable[[], torch.Tensor], mempool) -> tuple[torch.cuda.CU
     return graph, out
 
 
-def new_pool():
-    """A memory pool for a set of graphs captured anew. Graphs dropped for holding old addresses
-    may leave tensors allocated in their pool still referenced (a graph's output, for one): torch
-    then keeps that pool with no graph using it, and a capture into it again fails an internal
-    assertion of its caching allocator (torch 2.11), so each new set takes a pool of its own."""
-    return torch.cuda.graph_pool_handle()
+class GraphSet:
+    """Captured graphs by key (graphs[key]: the graph and the output its replays write), on a
+    memory pool of the set's own. The graphs hold the addresses of the KV pool's segment tables
+    and of the device block tables' array: when either changes (a rebuilt segment table, a grown
+    array), every graph is dropped and the set starts again on a new memory pool. A new one,
+    since dropped graphs may leave tensors allocated in their pool still referenced (a graph's
+    output, for one): torch then keeps that pool with no graph using it, and a capture into it
+    again fails an internal assertion of its caching allocator (torch 2.11)."""
+
+    def __init__(self, pool: KVPool, tables: DeviceTables) -> None:
+        self.pool = pool
+        self.tables = tables
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.mempool = None  # with the first graph
+        self._handles = None
+
+    def prepare(self, key: tuple, capture_key: Callable[..., tuple]) -> None:
+        """graphs[key], captured by capture_key(*key) (onto mempool) unless the set holds it."""
+        handles = (self.pool.layer(0).handle, self.tables.generation)
+        if handles != self._handles:
+            self.graphs.clear()
+            self.mempool = torch.cuda.graph_pool_handle()
+            self._handles = handles
+        if key not in self.graphs:
+            self.graphs[key] = capture_key(*key)
 
 
 @contextmanager
@@ -117,9 +136,7 @@ class DecodeGraphs:
         self._work = torch.zeros(work_size, dtype=torch.int32, device=device)
         self._work_host = torch.zeros(work_size, dtype=torch.int32).pin_memory()
         self._staged = (0, 0, False)  # batch, bucket, over a work list
-        self._graphs: dict[tuple[int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self._mempool = None  # new_pool(), with the first graph
-        self._handles = None
+        self._set = GraphSet(pool, tables)  # by (bucket, balanced)
         self.captures = 0
 
     def fits(self, decode: DecodeWork) -> bool:
@@ -128,14 +145,7 @@ class DecodeGraphs:
 
     def prepare(self) -> None:
         """Capture the staged step's graph if needed (outside any timed region)."""
-        handles = (self.pool.layer(0).handle, self.tables.generation)
-        if handles != self._handles:  # a graph holds both
-            self._graphs.clear()
-            self._mempool = new_pool()
-            self._handles = handles
-        key = self._staged[1:]
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(*key)
+        self._set.prepare(self._staged[1:], self._capture)
 
     def stage(self, decode: DecodeWork, table_rows: np.ndarray, tables: np.ndarray,
               balanced: bool = False) -> None:
@@ -163,7 +173,7 @@ class DecodeGraphs:
         """The device part of the staged step (prepare() first; the executor's tables synced
         but for apply(), which the graph holds): greedy next tokens [B]."""
         b, bucket, balanced = self._staged
-        graph, tokens = self._graphs[bucket, balanced]
+        graph, tokens = self._set.graphs[bucket, balanced]
         graph.replay()
         return tokens[:b]
 
@@ -208,4 +218,4 @@ class DecodeGraphs:
         """The bucket's forward captured (graphs.capture) over an empty step."""
         self.captures += 1
         with self.empty_staging():
-            return capture(lambda: self._forward(bucket, balanced), self._mempool)
+            return capture(lambda: self._forward(bucket, balanced), self._set.mempool)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from harness.gpu.batching import HostStep
 from harness.gpu.device_tables import DeviceTables
-from harness.gpu.graphs import capture, empty_staging, new_pool
+from harness.gpu.graphs import GraphSet, capture, empty_staging
 from harness.gpu.host_state import round_width
 from harness.gpu.kv_pool import KVPool, SlotIndex
 from harness.gpu.model import Decoder, PrefillBatch, StepInputs
@@ -270,10 +270,7 @@ class MixedGraphs:
         self.buffers = MixedBuffers(max_tokens=max_tokens, max_seqs=max_seqs, width=width,
                                     device=decoder.weights.embed.device, max_sampled=max_sampled,
                                     work_plan=decoder.work_list_plan(pool))
-        self._graphs: dict[tuple[int, int, int, bool],
-                           tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self._mempool = None  # graphs.new_pool(), with the first graph
-        self._handles = None
+        self._set = GraphSet(pool, tables)  # by key()
         self._staged: tuple[tuple[int, int, int, bool], int] = ((0, 0, 1, False), 0)
         self.captures = 0
 
@@ -289,13 +286,7 @@ class MixedGraphs:
 
     def prepare(self, key: tuple[int, int, int, bool]) -> None:
         """Capture the graph of this key if needed (outside any timed region)."""
-        handles = (self.pool.layer(0).handle, self.tables.generation)
-        if handles != self._handles:  # a rebuilt segment table or device array: graphs hold them
-            self._graphs.clear()
-            self._mempool = new_pool()
-            self._handles = handles
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(*key)
+        self._set.prepare(key, self._capture)
 
     def stage(self, host: HostStep, balanced: bool = False) -> tuple[int, int, int, bool]:
         """The host part of a step (before the timed region; balanced: its decode rows over a
@@ -309,7 +300,7 @@ class MixedGraphs:
         """The device part of the staged step (prepare() first; the executor's tables synced
         but for apply(), which the graph holds): greedy next tokens of its sampled rows."""
         key, sampled = self._staged
-        graph, tokens = self._graphs[key]
+        graph, tokens = self._set.graphs[key]
         graph.replay()
         return tokens[:sampled]
 
@@ -325,4 +316,4 @@ class MixedGraphs:
         self.captures += 1
         with self.buffers.empty_staging():
             return capture(lambda: self._forward(tokens, decode_rows, seqs, balanced),
-                           self._mempool)
+                           self._set.mempool)

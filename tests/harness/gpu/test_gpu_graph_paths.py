@@ -79,15 +79,20 @@ def _run(decoder, trace, graphs: bool):
     return tokens, made[0]
 
 
-def test_graph_replays_give_the_eager_and_the_plain_tokens(graph_device, small_trace):
+def _triton_and_wave(device: str, small_trace):
+    """The tiny model over the Triton backend, and 8 requests arriving at once."""
     from harness.gpu.attention import TritonAttention
     from harness.gpu.executor import build_decoder
     from harness.gpu.model import Decoder
 
-    base = build_decoder(model_preset("tiny"), device=graph_device, dtype="float32", seed=0)
-    decoder = Decoder(base.config, base.weights, TritonAttention())
+    base = build_decoder(model_preset("tiny"), device=device, dtype="float32", seed=0)
     trace = small_trace(8, 6, max_prompt=30, max_output=14)
     trace["arrival_s"] = 0.0
+    return Decoder(base.config, base.weights, TritonAttention()), trace
+
+
+def test_graph_replays_give_the_eager_and_the_plain_tokens(graph_device, small_trace):
+    decoder, trace = _triton_and_wave(graph_device, small_trace)
     plain, _ = _run(decoder, trace, graphs=False)
     graphed, executor = _run(decoder, trace, graphs=True)
     assert graphed == plain
@@ -155,27 +160,20 @@ def test_balanced_decode_gives_the_plain_tokens(graph_device, small_trace):
         assert skewed.any() and not skewed[log.decode_seqs > 0].all()
         assert executor.details["balanced_decode_steps"] == skewed.sum()
         assert executor.details["decode_balance_skew"] == 3.0
-    balanced_graphs = [key for key in executor._graphs._graphs if key[1]]
-    assert balanced_graphs and len(balanced_graphs) < len(executor._graphs._graphs)
+    balanced_graphs = [key for key in executor._graphs._set.graphs if key[1]]
+    assert balanced_graphs and len(balanced_graphs) < len(executor._graphs._set.graphs)
+
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA graphs")
 def test_graphs_captured_anew_while_old_outputs_live(graph_device, small_trace):
     """Graphs dropped for old addresses (a rebuilt segment table, a grown device array) are
     captured again, though tensors allocated in the old graphs' pool are still referenced, as
     a step's output may be."""
-    from harness.gpu.attention import TritonAttention
-    from harness.gpu.executor import build_decoder
-    from harness.gpu.model import Decoder
-
-    base = build_decoder(model_preset("tiny"), device=graph_device, dtype="float32", seed=0)
-    decoder = Decoder(base.config, base.weights, TritonAttention())
-    trace = small_trace(8, 6, max_prompt=30, max_output=14)
-    trace["arrival_s"] = 0.0
-    _, executor = _run(decoder, trace, graphs=True)
+    _, executor = _run(*_triton_and_wave(graph_device, small_trace), graphs=True)
     for graphs, key in ((executor._graphs, ()), (executor._mixed, (executor._mixed._staged[0],))):
-        held = [out for _, out in graphs._graphs.values()]
+        held = [out for _, out in graphs._set.graphs.values()]
         captures = graphs.captures
         assert captures > 0
-        graphs._handles = None  # as after a rebuild: every graph dropped
+        graphs._set._handles = None  # as after a rebuild: every graph dropped
         graphs.prepare(*key)
         assert graphs.captures == captures + 1 and held
