@@ -27,7 +27,7 @@ def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
     (benchmarks/probe_block_sizes.py, probe_steps.py --allocators)."""
     if BLOCK_SIZE % BLOCK_N == 0:
         # The tile lies inside one block: one table lookup, rows at a fixed stride.
-        block = tl.load(bt_row + tile // BLOCK_SIZE, mask=tile < end, other=0)
+        block = tl.load(bt_row + tile // BLOCK_SIZE)
         seg = block // BLOCKS_PER_SEGMENT
         inner = ((block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE
                  + (tok % BLOCK_SIZE) * TOKEN_STRIDE)
@@ -52,41 +52,22 @@ def tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
 
 
 @triton.jit
-def value_rows(bt_row, V_offsets, tile, lo, end, BLOCK_SIZE: tl.constexpr,
-               BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_STRIDE: tl.constexpr, ALIGN: tl.constexpr, HAS_LO: tl.constexpr):
-    """Element offsets from V_base of the runs of the V tile from `tile`, KV head 0, in a cache
-    that holds V transposed in runs (load_values_transposed): one block-table and segment
-    lookup per run, 0 for runs wholly outside lo .. end - 1."""
-    RUN: tl.constexpr = min(BLOCK_SIZE & -BLOCK_SIZE, 16)  # kernels/segments.py value_run
-    RUNS: tl.constexpr = BLOCK_N // RUN
-    r = tl.arange(0, RUNS)
-    first = tile + r * RUN
-    live = first < end
-    if HAS_LO:
-        live = live & (first + RUN > lo)
-    block = tl.load(bt_row + first // BLOCK_SIZE, mask=live, other=0)
-    seg = block // BLOCKS_PER_SEGMENT
-    # The run's place in its block, times the run's size: the compiler sees whole runs.
-    in_block = ((tile // RUN + r) % (BLOCK_SIZE // RUN)) * (RUN * (BLOCK_STRIDE // BLOCK_SIZE))
-    return (tl.load(V_offsets + seg, mask=live, other=0) * ALIGN
-            + (block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE + in_block)
-
-
-@triton.jit
-def load_values_transposed(V_base, rows, head_col, tile, lo, end, BLOCK_SIZE: tl.constexpr,
-                           BLOCK_N: tl.constexpr, HAS_LO: tl.constexpr):
+def load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
+                           BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_STRIDE: tl.constexpr, ALIGN: tl.constexpr,
+                           HAS_LO: tl.constexpr):
     """The V tile [BLOCK_N, head_dim] of tokens tile .. tile + BLOCK_N - 1 (tile a multiple of
     BLOCK_N) from a cache that holds V transposed in runs of RUN tokens, [runs, num_kv_heads,
-    head_dim, RUN] a block (an fp8 cache, kernels/segments.py value_run), its runs at `rows`
-    (value_rows); runs wholly outside lo .. end - 1 read as zero.
+    head_dim, RUN] a block (an fp8 cache, kernels/segments.py value_run); runs wholly outside
+    lo .. end - 1 read as zero.
 
-    One head's run is head_dim x RUN contiguous bytes, so the loads are whole vector loads,
-    and the P.V dot reads its operand with its tokens (the reduction axis) adjacent. A loaded
-    run's tokens outside the range hold whatever their slots hold, for zero weights. Slots
-    past a sequence's context may never have been written, and an e4m3 byte of garbage may be
-    NaN, which a zero weight does not cancel: the caller zeroes those in the tile that reaches
-    past the context (a select per byte, so in that tile alone)."""
+    One block-table and segment lookup per run; one head's run is head_dim x RUN contiguous
+    bytes, so the loads are whole vector loads, and the P.V dot reads its operand with its
+    tokens (the reduction axis) adjacent. A loaded run's tokens outside the range hold
+    whatever their slots hold, for zero weights. Slots past a sequence's context may never
+    have been written, and an e4m3 byte of garbage may be NaN, which a zero weight does not
+    cancel: the caller zeroes those in the tile that reaches past the context (a select per
+    byte, so in that tile alone)."""
     RUN: tl.constexpr = min(BLOCK_SIZE & -BLOCK_SIZE, 16)  # kernels/segments.py value_run
     RUNS: tl.constexpr = BLOCK_N // RUN
     r = tl.arange(0, RUNS)
@@ -95,30 +76,15 @@ def load_values_transposed(V_base, rows, head_col, tile, lo, end, BLOCK_SIZE: tl
     live = first < end
     if HAS_LO:
         live = live & (first + RUN > lo)
+    block = tl.load(bt_row + first // BLOCK_SIZE, mask=live, other=0)
+    seg = block // BLOCKS_PER_SEGMENT
+    # The run's place in its block, times the run's size: the compiler sees whole runs.
+    in_block = ((tile // RUN + r) % (BLOCK_SIZE // RUN)) * (RUN * (BLOCK_STRIDE // BLOCK_SIZE))
+    rows = (tl.load(V_offsets + seg, mask=live, other=0) * ALIGN
+            + (block - seg * BLOCKS_PER_SEGMENT).to(tl.int64) * BLOCK_STRIDE + in_block)
     v = tl.load(V_base + rows[:, None, None] + head_col[None, :, None] * RUN
                 + t[None, None, :], mask=live[:, None, None], other=0.0)
     return tl.reshape(tl.permute(v, (0, 2, 1)), (BLOCK_N, head_col.shape[0]))
-
-
-@triton.jit
-def tile_addresses(bt_row, K_offsets, V_offsets, tile, lo, end, TOKEN_STRIDE: tl.constexpr,
-                   BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr,
-                   BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, HAS_LO: tl.constexpr,
-                   V_T: tl.constexpr):
-    """The key tile from `tile`'s K rows and V rows (V's runs with V_T): every table lookup of
-    the tile, so that a loop can make them a tile ahead of its loads."""
-    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
-    tok = tile + tl.arange(0, BLOCK_N)
-    valid = tok < end
-    if HAS_LO:
-        valid = valid & (tok >= lo)
-    k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
-                               BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
-                               TOKEN_STRIDE, ALIGN)
-    if V_T:
-        v_rows = value_rows(bt_row, V_offsets, tile, lo, end, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
-                            BLOCK_N, BLOCK_STRIDE, ALIGN, HAS_LO)
-    return k_rows, v_rows
 
 
 @triton.jit
@@ -127,52 +93,32 @@ def load_key_tile(bt_row, K_base, V_base, K_offsets, V_offsets, head_col, tile, 
                   BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
                   HAS_LO: tl.constexpr, MASKED: tl.constexpr, V_T: tl.constexpr,
                   ZERO_TAIL: tl.constexpr):
-    """The key tile from `tile` for both attention kernels: tile_addresses, load_tile,
-    tile_values."""
-    k_rows, v_rows = tile_addresses(bt_row, K_offsets, V_offsets, tile, lo, end, TOKEN_STRIDE,
-                                    BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN, HAS_LO, V_T)
-    k, v = load_tile(K_base, V_base, k_rows, v_rows, head_col, tile, lo, end, BLOCK_SIZE,
-                     BLOCK_N, HAS_LO, MASKED, V_T)
-    return tile_values(k, v, tile, lo, end, dtype, BLOCK_N, HAS_LO, ZERO_TAIL)
-
-
-@triton.jit
-def load_tile(K_base, V_base, k_rows, v_rows, head_col, tile, lo, end, BLOCK_SIZE: tl.constexpr,
-              BLOCK_N: tl.constexpr, HAS_LO: tl.constexpr, MASKED: tl.constexpr,
-              V_T: tl.constexpr):
-    """K and V, as stored, of the columns head_col of the key tile from `tile`, its rows at
-    k_rows and v_rows (tile_addresses). Without MASKED every token of the tile is read (a tile
-    wholly inside lo .. end - 1); else K outside it reads as zero. V_T: V transposed in runs
-    (load_values_transposed)."""
+    """The key tile from `tile` for both attention kernels: its token positions, which of them
+    lie in lo .. end - 1 (only from lo with HAS_LO), and their K and V of the columns head_col,
+    in `dtype` (fp8 converted exactly; float32 where the interpreter emulates bfloat16).
+    Without MASKED every token of the tile is read (a tile wholly inside the range). V_T: V
+    transposed in runs (load_values_transposed); ZERO_TAIL zeroes V outside the range."""
+    BLOCK_STRIDE: tl.constexpr = BLOCK_SIZE * TOKEN_STRIDE
     tok = tile + tl.arange(0, BLOCK_N)
     valid = tok < end
     if HAS_LO:
         valid = valid & (tok >= lo)
+    k_rows, v_rows = tile_rows(bt_row, K_offsets, V_offsets, tile, tok, valid, lo, end,
+                               BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE,
+                               TOKEN_STRIDE, ALIGN)
     if MASKED:
         k = tl.load(K_base + k_rows[:, None] + head_col[None, :], mask=valid[:, None], other=0.0)
     else:
         k = tl.load(K_base + k_rows[:, None] + head_col[None, :])
     if V_T:
-        v = load_values_transposed(V_base, v_rows, head_col, tile, lo, end, BLOCK_SIZE, BLOCK_N,
+        v = load_values_transposed(bt_row, V_base, V_offsets, head_col, tile, lo, end,
+                                   BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, BLOCK_STRIDE, ALIGN,
                                    HAS_LO)
     elif MASKED:
         v = tl.load(V_base + v_rows[:, None] + head_col[None, :], mask=valid[:, None],
                     other=0.0)
     else:
         v = tl.load(V_base + v_rows[:, None] + head_col[None, :])
-    return k, v
-
-
-@triton.jit
-def tile_values(k, v, tile, lo, end, dtype: tl.constexpr, BLOCK_N: tl.constexpr,
-                HAS_LO: tl.constexpr, ZERO_TAIL: tl.constexpr):
-    """The key tile from `tile` (load_tile's k and v): its token positions, which of them lie
-    in lo .. end - 1 (only from lo with HAS_LO), and K and V in `dtype` (fp8 converted exactly;
-    float32 where the interpreter emulates bfloat16). ZERO_TAIL zeroes V outside the range."""
-    tok = tile + tl.arange(0, BLOCK_N)
-    valid = tok < end
-    if HAS_LO:
-        valid = valid & (tok >= lo)
     k = k.to(dtype)
     v = v.to(dtype)
     if ZERO_TAIL:
@@ -226,40 +172,33 @@ def attend_keys(q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col, qk_sc
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
-    TOKEN_STRIDE: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
     # An empty range (a split past the context) has first >= end: no tail tile then.
     whole_end = tl.maximum(end // BLOCK_N * BLOCK_N, first) if V_T else end
-    k_rows, v_rows = tile_addresses(bt_row, K_offsets, V_offsets, first, lo, end,
-                                    TOKEN_STRIDE, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN,
-                                    HAS_LO, V_T)
-    k_next, v_next = tile_addresses(bt_row, K_offsets, V_offsets, first + BLOCK_N, lo, end,
-                                    TOKEN_STRIDE, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN,
-                                    HAS_LO, V_T)
     for tile in range(first, whole_end, BLOCK_N):
-        k_after, v_after = tile_addresses(bt_row, K_offsets, V_offsets, tile + 2 * BLOCK_N, lo,
-                                          end, TOKEN_STRIDE, BLOCK_SIZE, BLOCKS_PER_SEGMENT,
-                                          BLOCK_N, ALIGN, HAS_LO, V_T)
-        k, v = load_tile(K_base, V_base, k_rows, v_rows, head_col, tile,
-                                     lo, end, BLOCK_SIZE, BLOCK_N, HAS_LO, True, V_T)
-        acc, m_i, l_i = _key_tile(acc, m_i, l_i, q, k, v, qk_scale, tile, lo, end, BLOCK_N,
-                                  INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_LO, False)
-        k_rows = tl.where(tile >= 0, k_next, 0)
-        v_rows = tl.where(tile >= 0, v_next, 0)
-        k_next, v_next = k_after, v_after
+        acc, m_i, l_i = _key_tile(acc, m_i, l_i, q, bt_row, K_base, V_base, K_offsets,
+                                  V_offsets, head_col, qk_scale, tile, lo, end, HEAD_DIM,
+                                  NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN,
+                                  INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_LO, V_T, False)
     if whole_end < end:
-        k, v = load_tile(K_base, V_base, k_rows, v_rows, head_col, whole_end, lo, end,
-                         BLOCK_SIZE, BLOCK_N, HAS_LO, True, V_T)
-        acc, m_i, l_i = _key_tile(acc, m_i, l_i, q, k, v, qk_scale, whole_end, lo, end, BLOCK_N,
-                                  INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_LO, True)
+        acc, m_i, l_i = _key_tile(acc, m_i, l_i, q, bt_row, K_base, V_base, K_offsets,
+                                  V_offsets, head_col, qk_scale, whole_end, lo, end, HEAD_DIM,
+                                  NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN,
+                                  INPUT_PRECISION, EMULATE_BF16, DOT_FP16, HAS_LO, V_T, True)
     return acc, m_i, l_i
 
 
 @triton.jit
-def _key_tile(acc, m_i, l_i, q, k, v, qk_scale, tile, lo, end, BLOCK_N: tl.constexpr,
-              INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
-              DOT_FP16: tl.constexpr, HAS_LO: tl.constexpr, ZERO_TAIL: tl.constexpr):
-    """attend_keys' step over the key tile from `tile`, loaded as k and v (load_tile)."""
-    tok, valid, k, v = tile_values(k, v, tile, lo, end, q.dtype, BLOCK_N, HAS_LO, ZERO_TAIL)
+def _key_tile(acc, m_i, l_i, q, bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
+              qk_scale, tile, lo, end, HEAD_DIM: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
+              BLOCK_SIZE: tl.constexpr, BLOCKS_PER_SEGMENT: tl.constexpr, BLOCK_N: tl.constexpr,
+              ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, EMULATE_BF16: tl.constexpr,
+              DOT_FP16: tl.constexpr, HAS_LO: tl.constexpr, V_T: tl.constexpr,
+              ZERO_TAIL: tl.constexpr):
+    """attend_keys' step over the key tile from `tile`."""
+    tok, valid, k, v = load_key_tile(bt_row, K_base, V_base, K_offsets, V_offsets, head_col,
+                                     tile, lo, end, q.dtype, NUM_KV_HEADS * HEAD_DIM,
+                                     BLOCK_SIZE, BLOCKS_PER_SEGMENT, BLOCK_N, ALIGN, HAS_LO,
+                                     True, V_T, ZERO_TAIL)
     scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
     scores = tl.where(valid[None, :], scores, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(scores, 1))

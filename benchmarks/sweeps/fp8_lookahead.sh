@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The decode loop's table lookups two tiles ahead of its loads (kernels/tl_helpers.py
-# attend_keys), against commit d64e2a9's loop, on one H200: the fp8 table (its bf16 rows
-# beside) with each version's kernels, then the fp8 launch shapes that the look-ahead lets the
-# pipeliner double-buffer, timed beside the bf16 default on the shapes furthest from 1.7x; then
-# the graph-path GPU tests. About 7 minutes. Run from the repository root with simpy importable
-# (the device README's .whl carry); d64e2a9's file comes from git, or from
-# benchmarks/sweeps/old/ where the copy has no .git. Everything lands in $OUT/sweep.tgz (old/
-# and new/ tables, a log per part).
+# Run at commit 1f56868, whose decode loop looked its tables up two tiles ahead of its loads
+# (kernels/tl_helpers.py attend_keys; reverted in the next commit), against commit d64e2a9's
+# loop, on one H200: the fp8 table (its bf16 rows beside) with each version's kernels, then
+# the fp8 launch shapes that the look-ahead lets the pipeliner double-buffer, timed beside the
+# bf16 default on the shapes furthest from 1.7x; then the graph-path GPU tests. About 4
+# minutes. Run from the repository root with simpy importable (the device README's .whl
+# carry); d64e2a9's file comes from git, or from benchmarks/sweeps/old/ where the copy has no
+# .git. Everything lands in $OUT/sweep.tgz (old/ and new/ tables, a log per part).
 . "$(dirname "$0")/common.sh"
 versions d64e2a9 kernels/tl_helpers.py
 mkdir -p "$W/old" "$W/new" "$W/tune_old" "$W/tune_new"
