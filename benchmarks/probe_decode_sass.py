@@ -47,13 +47,13 @@ def compiled(kv_dtype: torch.dtype, block_size: int):
     pointers = dict(Q="*bf16", K_base=cache, V_base=cache, K_offsets="*i64", V_offsets="*i64",
                     K_scale="*fp32", V_scale="*fp32", Block_tables="*i32", Context_lens="*i32",
                     Out="*bf16", Part_out="*fp32", Part_lse="*fp32", Counters="*i32")
-    scalars = dict(qk_scale="fp32")
-    signature = {n: "constexpr" if n in constexprs else pointers.get(n, scalars.get(n, "i32"))
-                 for n in names}
+    signature = {n: "constexpr" if n in constexprs else
+                 pointers.get(n, "fp32" if n == "qk_scale" else "i32") for n in names}
     aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in pointers}
     source = ASTSource(_decode_split_kernel, signature, attrs=aligned,
                        constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=config.options()), config
+    kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=config.options())
+    return kernel, config
 
 
 def loop_opcodes(sass: str) -> collections.Counter:

@@ -1,0 +1,228 @@
+"""GPU probe: fp8 paged decode written in Triton's Gluon layer, where the kernel chooses its
+layouts, against the committed fp8 kernel (kernels/paged_decode.py) and the bf16 kernel, on the
+shapes of the fp8 table (bench_paged_decode_fp8.py) furthest from its 1.7x target.
+
+What `tl.dot` does not allow (README, FP8 KV; benchmarks/probe_decode_sass.py): the probe swaps
+the operands, S^T = K q^T and O^T = V^T P^T, so that a tile's tokens (and head_dim) are the
+MMA's rows and the GQA group's 4 query heads its 8 columns (HMMA m16n8k16: half the MMAs of 16
+padded query rows); the query heads stay in registers, laid out once as the B operand; K and
+V^T are copied (cp.async) into a ring of STAGES shared-memory buffers STAGES - 1 tiles ahead
+(the block ids loaded before a tile's step, the copies issued after it), and read as 8-bit A
+operands that are converted to float16 in registers, exact as in the committed kernel. The fp8
+cache holds V transposed in runs of 16 tokens (kernels/segments.py), so a V^T row's tokens are
+16 contiguous bytes a run. Outputs are float32 (the committed kernel's are bfloat16, whose
+rounding is most of its error against the reference).
+
+A probe, not a kernel of the product: contexts must be whole tiles (the bench's are), and its
+split launches write no partial results and run no combine, so their rows are a lower bound on
+their time; one-split rows are complete and checked against the reference over the dequantized
+cache. Writes paged_decode_fp8_gluon_<gpu>.csv:
+
+    PYTHONPATH=.:benchmarks python benchmarks/probe_fp8_gluon.py --out OUT
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
+
+from bench_paged_decode import device_slug, make_case, max_abs_err, shapes, time_us
+from bench_paged_decode_fp8 import LAYOUT, Fp8Case, bf16_call, write_csv
+from kernels.paged_decode import LOG2E
+from kernels.segments import segment_table
+
+GROUP, HEAD_DIM, NUM_KV_HEADS = 4, 128, 8  # bench_paged_decode's llama3-8b heads
+VARIANTS = ((128, 2), (64, 2), (64, 3))  # tokens a tile, shared-memory stages
+
+
+@gluon.jit
+def _blocks(bt_row, tile, end, BLOCK_N: gl.constexpr, BLOCK_SIZE: gl.constexpr):
+    """The block ids of the tile's tokens, in the layouts of the K and the V^T copies (0 from
+    end on): loaded before a tile's step and used after it, so that the step hides them."""
+    copy: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [4, 1], [1, 0])
+    tok_k = tile + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, copy))
+    tok_v = tile + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, copy))
+    return (gl.load(bt_row + tok_k // BLOCK_SIZE, mask=tok_k < end, other=0),
+            gl.load(bt_row + tok_v // BLOCK_SIZE, mask=tok_v < end, other=0))
+
+
+@gluon.jit
+def _rows(block, Offsets, BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr,
+          TOKEN: gl.constexpr, ALIGN: gl.constexpr):
+    """Element offset of each block (KV head 0) from the base: its segment's offset and its
+    place in the segment, BLOCK_SIZE tokens of TOKEN elements a block."""
+    seg = block // BLOCKS_PER_SEGMENT
+    return (gl.load(Offsets + seg) * ALIGN
+            + (block - seg * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN))
+
+
+@gluon.jit
+def _issue(k_buf, v_buf, k_blocks, v_blocks, K_base, V_base, K_offsets, V_offsets, kv_head,
+           tile, end, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_KV_HEADS: gl.constexpr,
+           BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr):
+    """cp.async of the tile's K [BLOCK_N, head_dim] and V^T [head_dim, BLOCK_N], in blocks
+    k_blocks and v_blocks (_blocks), into k_buf and v_buf (nothing for tokens from end on), one
+    commit group."""
+    RUN: gl.constexpr = 16
+    TOKEN: gl.constexpr = NUM_KV_HEADS * HEAD_DIM
+    copy: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [4, 1], [1, 0])
+    tok_k = tile + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, copy))
+    col = kv_head * HEAD_DIM + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, copy))
+    k_rows = (_rows(k_blocks, K_offsets, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN, ALIGN)
+              + (tok_k % BLOCK_SIZE) * TOKEN)
+    async_copy.async_copy_global_to_shared(k_buf, K_base + k_rows[:, None] + col[None, :],
+                                           mask=(tok_k < end)[:, None])
+    tok_v = tile + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, copy))
+    row_v = kv_head * HEAD_DIM + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, copy))
+    v_runs = (_rows(v_blocks, V_offsets, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN, ALIGN)
+              + (tok_v % BLOCK_SIZE) // RUN * (RUN * TOKEN) + tok_v % RUN)
+    v_ptrs = V_base + v_runs[None, :] + row_v[:, None] * RUN
+    v_ptrs = gl.max_contiguous(gl.multiple_of(v_ptrs, [1, RUN]), [1, RUN])
+    # A run is read whole or not at all (its first token decides), so the copies stay 16 bytes.
+    async_copy.async_copy_global_to_shared(v_buf, v_ptrs, mask=(tok_v // RUN * RUN < end)[None, :])
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _decode_fp8_gluon(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables,
+                      Context_lens, Out, stride_qb, stride_qh, stride_bt, stride_ob, stride_oh,
+                      qk_scale, num_splits, GROUP: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      NUM_KV_HEADS: gl.constexpr, BLOCK_SIZE: gl.constexpr,
+                      BLOCKS_PER_SEGMENT: gl.constexpr, BLOCK_N: gl.constexpr,
+                      ALIGN: gl.constexpr, STAGES: gl.constexpr):
+    G: gl.constexpr = 8  # the MMA's columns: the group's query heads, padded
+    mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [4, 1], [16, 8])
+    a_op: gl.constexpr = gl.DotOperandLayout(0, mma, 4)
+    b_op: gl.constexpr = gl.DotOperandLayout(1, mma, 4)
+    # Rows of 128 bytes (K) and of BLOCK_N bytes (V^T), swizzled for conflict-free ldmatrix.
+    k_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 1, 8, [1, 0])
+    v_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 128 // BLOCK_N, BLOCK_N // 16, [1, 0])
+    b = gl.program_id(0)
+    kv_head = gl.program_id(1)
+    split = gl.program_id(2)
+    context = gl.load(Context_lens + b)
+    split_tokens = gl.cdiv(gl.cdiv(context, num_splits), BLOCK_N) * BLOCK_N
+    start = split * split_tokens
+    end = gl.minimum(start + split_tokens, context)
+    tiles = gl.cdiv(end - start, BLOCK_N)
+    bt_row = Block_tables + b.to(gl.int64) * stride_bt
+
+    d_b = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, b_op))
+    g_b = gl.arange(0, G, layout=gl.SliceLayout(0, b_op))
+    q_t = gl.load(Q + b * stride_qb + (kv_head * GROUP + g_b)[None, :] * stride_qh + d_b[:, None],
+                  mask=(g_b < GROUP)[None, :], other=0.0)
+    q_t = gl.minimum(gl.maximum(q_t.to(gl.float32), -65504.0), 65504.0).to(gl.float16)
+    scale = qk_scale * gl.load(K_scale + kv_head)
+
+    k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, BLOCK_N, HEAD_DIM], k_shared)
+    v_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, HEAD_DIM, BLOCK_N], v_shared)
+    for s in gl.static_range(STAGES - 1):
+        k_blocks, v_blocks = _blocks(bt_row, start + s * BLOCK_N, end, BLOCK_N, BLOCK_SIZE)
+        _issue(k_ring.index(s), v_ring.index(s), k_blocks, v_blocks, K_base, V_base, K_offsets,
+               V_offsets, kv_head, start + s * BLOCK_N, end, BLOCK_N, HEAD_DIM, NUM_KV_HEADS,
+               BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
+    m_i = gl.full([G], float("-inf"), gl.float32, gl.SliceLayout(0, mma))
+    l_i = gl.zeros([G], gl.float32, gl.SliceLayout(0, mma))
+    acc = gl.zeros([HEAD_DIM, G], gl.float32, mma)
+    for i in range(tiles):
+        async_copy.wait_group(STAGES - 2)
+        gl.thread_barrier()
+        ahead = start + (i + STAGES - 1) * BLOCK_N
+        k_blocks, v_blocks = _blocks(bt_row, ahead, end, BLOCK_N, BLOCK_SIZE)
+        k = k_ring.index(i % STAGES).load(a_op).to(gl.float16)
+        scores = mma_v2(k, q_t, gl.zeros([BLOCK_N, G], gl.float32, mma)) * scale
+        m_new = gl.maximum(m_i, gl.max(scores, axis=0))
+        alpha = gl.exp2(m_i - m_new)
+        p = gl.exp2(scores - m_new[None, :])
+        l_i = l_i * alpha + gl.sum(p, axis=0)
+        v_t = v_ring.index(i % STAGES).load(a_op).to(gl.float16)
+        acc = mma_v2(v_t, gl.convert_layout(p.to(gl.float16), b_op), acc * alpha[None, :])
+        m_i = m_new
+        _issue(k_ring.index((i + STAGES - 1) % STAGES), v_ring.index((i + STAGES - 1) % STAGES),
+               k_blocks, v_blocks, K_base, V_base, K_offsets, V_offsets, kv_head, ahead, end,
+               BLOCK_N, HEAD_DIM, NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
+    async_copy.wait_group(0)
+    out = acc / gl.where(l_i > 0, l_i, 1.0)[None, :] * gl.load(V_scale + kv_head)
+    d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, mma))
+    g_o = gl.arange(0, G, layout=gl.SliceLayout(0, mma))
+    gl.store(Out + b * stride_ob + (kv_head * GROUP + g_o)[None, :] * stride_oh + d_o[:, None],
+             out, mask=(g_o < GROUP)[None, :])
+
+
+def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: torch.Tensor,
+               block_n: int, stages: int, splits: int):
+    k_segs, v_segs, bps = quantized.segments(block_size)
+    table = segment_table(k_segs, v_segs)
+    q, lens = quantized.case.q, quantized.case.context_lens()
+    assert quantized.case.context % (block_n * splits) == 0, "the probe reads whole tiles"
+    grid = (q.shape[0], NUM_KV_HEADS, splits)
+
+    def call():
+        _decode_fp8_gluon[grid](
+            q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, quantized.k_scale,
+            quantized.v_scale, tables, lens, out, q.stride(0), q.stride(1), tables.stride(0),
+            out.stride(0), out.stride(1), LOG2E / math.sqrt(HEAD_DIM), splits, GROUP=GROUP,
+            HEAD_DIM=HEAD_DIM, NUM_KV_HEADS=NUM_KV_HEADS, BLOCK_SIZE=block_size,
+            BLOCKS_PER_SEGMENT=bps, BLOCK_N=block_n, ALIGN=16, STAGES=stages, num_warps=4)
+        return out
+    return call
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results/tuning"))
+    parser.add_argument("--shapes", type=shapes,
+                        default=shapes("32x4096,64x4096,8x32768,32x32768,128x4096"))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+
+    def add(case, block_size, impl, splits, us, bf16_us, rel_dq="", rel_bf=""):
+        rows.append(dict(batch=case.batch, context=case.context, block_size=block_size,
+                         impl=impl, num_splits=splits, median_us=round(us, 2),
+                         ratio_to_bf16=round(bf16_us / us, 3), rel_dequantized=rel_dq,
+                         rel_bf16=rel_bf))
+        print(f"{case.batch}x{case.context} bs {block_size} {impl} splits {splits}: "
+              f"{us:.1f} us, {bf16_us / us:.2f}x bf16 {rel_dq}", flush=True)
+
+    for batch, context in args.shapes:
+        case = make_case(batch, context, seed=batch * 100003 + context)
+        quantized = Fp8Case(case)
+        out = torch.empty(case.q.shape, device=case.q.device, dtype=torch.float32)
+        for block_size in (16, 64):
+            tables = case.block_tables(block_size, LAYOUT, seed=block_size)
+            bf16_us = time_us(bf16_call(case, block_size, tables))
+            call = quantized.call(block_size, tables)
+            result = call()
+            add(case, block_size, "fp8 (committed)", 0, time_us(call), bf16_us,
+                f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
+                f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
+            for (block_n, stages), splits in itertools.product(VARIANTS, (1, 2, 4)):
+                call = probe_call(quantized, block_size, tables, out, block_n, stages, splits)
+                us = time_us(call)
+                errs = ()
+                if splits == 1:
+                    result = call()
+                    errs = (f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
+                            f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
+                add(case, block_size, f"gluon {block_n}:{stages}", splits, us, bf16_us, *errs)
+        del case, quantized
+        torch.cuda.empty_cache()
+        write_csv(os.path.join(args.out, f"paged_decode_fp8_gluon_{device_slug()}.csv"),
+                  rows, list(rows[0]), [
+                      "gluon B:S: this probe's kernel, B tokens a tile, S shared-memory stages; "
+                      "its split rows run no combine (a lower bound on their time)",
+                      "rel_*: relative error of the first sequences' outputs against the "
+                      "reference over the dequantized fp8 cache and over the bf16 cache"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
