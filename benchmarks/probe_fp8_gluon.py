@@ -7,7 +7,8 @@ the operands, S^T = K q^T and O^T = V^T P^T, so that a tile's tokens (and head_d
 MMA's rows and the GQA group's 4 query heads its 8 columns (HMMA m16n8k16: half the MMAs of 16
 padded query rows); the query heads stay in registers, laid out once as the B operand; K and
 V^T are copied (cp.async) into a ring of STAGES shared-memory buffers STAGES - 1 tiles ahead
-(the block ids loaded before a tile's step, the copies issued after it), and read as 8-bit A
+(one buffer: a tile ahead, refilled once every warp has read it; the block ids are loaded
+before a tile's step and the copies issued after it), and read as 8-bit A
 operands that are converted to float16 in registers, exact as in the committed kernel. The fp8
 cache holds V transposed in runs of 16 tokens (kernels/segments.py), so a V^T row's tokens are
 16 contiguous bytes a run. Outputs are float32 (the committed kernel's are bfloat16, whose
@@ -39,7 +40,8 @@ from kernels.paged_decode import LOG2E
 from kernels.segments import segment_table
 
 GROUP, HEAD_DIM, NUM_KV_HEADS = 4, 128, 8  # bench_paged_decode's llama3-8b heads
-VARIANTS = ((128, 2), (64, 2), (64, 3))  # tokens a tile, shared-memory stages
+# Tokens a tile, shared-memory stages, and a cap on registers a thread (None: the compiler's).
+VARIANTS = ((128, 1, None), (128, 1, 128), (64, 1, None), (128, 2, None), (64, 3, None))
 
 
 @gluon.jit
@@ -123,7 +125,8 @@ def _decode_fp8_gluon(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale,
 
     k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, BLOCK_N, HEAD_DIM], k_shared)
     v_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, HEAD_DIM, BLOCK_N], v_shared)
-    for s in gl.static_range(STAGES - 1):
+    LEAD: gl.constexpr = max(STAGES - 1, 1)  # tiles copied ahead of the step
+    for s in gl.static_range(LEAD):
         k_blocks, v_blocks = _blocks(bt_row, start + s * BLOCK_N, end, BLOCK_N, BLOCK_SIZE)
         _issue(k_ring.index(s), v_ring.index(s), k_blocks, v_blocks, K_base, V_base, K_offsets,
                V_offsets, kv_head, start + s * BLOCK_N, end, BLOCK_N, HEAD_DIM, NUM_KV_HEADS,
@@ -132,9 +135,9 @@ def _decode_fp8_gluon(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale,
     l_i = gl.zeros([G], gl.float32, gl.SliceLayout(0, mma))
     acc = gl.zeros([HEAD_DIM, G], gl.float32, mma)
     for i in range(tiles):
-        async_copy.wait_group(STAGES - 2)
+        async_copy.wait_group(LEAD - 1)
         gl.thread_barrier()
-        ahead = start + (i + STAGES - 1) * BLOCK_N
+        ahead = start + (i + LEAD) * BLOCK_N
         k_blocks, v_blocks = _blocks(bt_row, ahead, end, BLOCK_N, BLOCK_SIZE)
         k = k_ring.index(i % STAGES).load(a_op).to(gl.float16)
         scores = mma_v2(k, q_t, gl.zeros([BLOCK_N, G], gl.float32, mma)) * scale
@@ -145,9 +148,11 @@ def _decode_fp8_gluon(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale,
         v_t = v_ring.index(i % STAGES).load(a_op).to(gl.float16)
         acc = mma_v2(v_t, gl.convert_layout(p.to(gl.float16), b_op), acc * alpha[None, :])
         m_i = m_new
-        _issue(k_ring.index((i + STAGES - 1) % STAGES), v_ring.index((i + STAGES - 1) % STAGES),
-               k_blocks, v_blocks, K_base, V_base, K_offsets, V_offsets, kv_head, ahead, end,
-               BLOCK_N, HEAD_DIM, NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
+        if STAGES == 1:
+            gl.thread_barrier()  # one buffer: every warp has read it before it is refilled
+        _issue(k_ring.index((i + LEAD) % STAGES), v_ring.index((i + LEAD) % STAGES), k_blocks,
+               v_blocks, K_base, V_base, K_offsets, V_offsets, kv_head, ahead, end, BLOCK_N,
+               HEAD_DIM, NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
     async_copy.wait_group(0)
     out = acc / gl.where(l_i > 0, l_i, 1.0)[None, :] * gl.load(V_scale + kv_head)
     d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, mma))
@@ -157,7 +162,7 @@ def _decode_fp8_gluon(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale,
 
 
 def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: torch.Tensor,
-               block_n: int, stages: int, splits: int):
+               block_n: int, stages: int, maxnreg: int | None, splits: int):
     k_segs, v_segs, bps = quantized.segments(block_size)
     table = segment_table(k_segs, v_segs)
     q, lens = quantized.case.q, quantized.case.context_lens()
@@ -170,7 +175,8 @@ def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: t
             quantized.v_scale, tables, lens, out, q.stride(0), q.stride(1), tables.stride(0),
             out.stride(0), out.stride(1), LOG2E / math.sqrt(HEAD_DIM), splits, GROUP=GROUP,
             HEAD_DIM=HEAD_DIM, NUM_KV_HEADS=NUM_KV_HEADS, BLOCK_SIZE=block_size,
-            BLOCKS_PER_SEGMENT=bps, BLOCK_N=block_n, ALIGN=16, STAGES=stages, num_warps=4)
+            BLOCKS_PER_SEGMENT=bps, BLOCK_N=block_n, ALIGN=16, STAGES=stages, num_warps=4,
+            **({"maxnreg": maxnreg} if maxnreg else {}))
         return out
     return call
 
@@ -204,21 +210,24 @@ def main() -> int:
             add(case, block_size, "fp8 (committed)", 0, time_us(call), bf16_us,
                 f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
                 f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
-            for (block_n, stages), splits in itertools.product(VARIANTS, (1, 2, 4)):
-                call = probe_call(quantized, block_size, tables, out, block_n, stages, splits)
+            for (block_n, stages, maxnreg), splits in itertools.product(VARIANTS, (1, 2, 4)):
+                call = probe_call(quantized, block_size, tables, out, block_n, stages, maxnreg,
+                                  splits)
                 us = time_us(call)
                 errs = ()
                 if splits == 1:
                     result = call()
                     errs = (f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
                             f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
-                add(case, block_size, f"gluon {block_n}:{stages}", splits, us, bf16_us, *errs)
+                add(case, block_size, f"gluon {block_n}:{stages}:{maxnreg or 'free'}", splits, us,
+                    bf16_us, *errs)
         del case, quantized
         torch.cuda.empty_cache()
         write_csv(os.path.join(args.out, f"paged_decode_fp8_gluon_{device_slug()}.csv"),
                   rows, list(rows[0]), [
-                      "gluon B:S: this probe's kernel, B tokens a tile, S shared-memory stages; "
-                      "its split rows run no combine (a lower bound on their time)",
+                      "gluon B:S:R: this probe's kernel, B tokens a tile, S shared-memory "
+                      "stages, at most R registers a thread; its split rows run no combine (a "
+                      "lower bound on their time)",
                       "rel_*: relative error of the first sequences' outputs against the "
                       "reference over the dequantized fp8 cache and over the bf16 cache"])
     return 0
