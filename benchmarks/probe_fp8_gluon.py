@@ -7,17 +7,21 @@ the operands, S^T = K q^T and O^T = V^T P^T, so that a tile's tokens (and head_d
 MMA's rows and the GQA group's 4 query heads its 8 columns (HMMA m16n8k16: half the MMAs of 16
 padded query rows); the query heads stay in registers, laid out once as the B operand; K and
 V^T are copied (cp.async) into a ring of STAGES shared-memory buffers STAGES - 1 tiles ahead
-(one buffer: a tile ahead, refilled once every warp has read it; the block ids are loaded
-before a tile's step and the copies issued after it), and read as 8-bit A
-operands that are converted to float16 in registers, exact as in the committed kernel. The fp8
-cache holds V transposed in runs of 16 tokens (kernels/segments.py), so a V^T row's tokens are
-16 contiguous bytes a run. Outputs are float32 (the committed kernel's are bfloat16, whose
-rounding is most of its error against the reference).
+(one buffer: a tile ahead, refilled once every warp has read it) and read as 8-bit A operands
+that are converted to float16 in registers, exact as in the committed kernel. The fp8 cache
+holds V transposed in runs of 16 tokens (kernels/segments.py), so a V^T row's tokens are 16
+contiguous bytes a run. Outputs are float32 (the committed kernel's are bfloat16, whose rounding
+is most of its error against the reference).
 
-A probe, not a kernel of the product: contexts must be whole tiles (the bench's are), and its
-split launches write no partial results and run no combine, so their rows are a lower bound on
-their time; one-split rows are complete and checked against the reference over the dequantized
-cache. Writes paged_decode_fp8_gluon_<gpu>.csv:
+Two kernels: _decode_fp8_gluon shares each tile among its 4 warps (the softmax's maximum and
+sum cross warps every tile); _decode_fp8_warps gives each warp its own share of every tile,
+with its own running maximum, sum and output merged once after the loop, so the loop reduces
+nothing across warps. A probe, not a kernel of the product: contexts must be whole tiles (the
+bench's are), and block sizes multiples of 16. _decode_fp8_gluon's split launches write no
+partial results and run no combine (a lower bound on their time); _decode_fp8_warps' are
+combined by kernels/split_kv.py's reduce kernel, and every launch of it is checked against the
+reference over the dequantized cache (one-split launches of both). Writes
+paged_decode_fp8_gluon_<gpu>.csv:
 
     PYTHONPATH=.:benchmarks python benchmarks/probe_fp8_gluon.py --out OUT
 """
@@ -38,10 +42,13 @@ from bench_paged_decode import device_slug, make_case, max_abs_err, shapes, time
 from bench_paged_decode_fp8 import LAYOUT, Fp8Case, bf16_call, write_csv
 from kernels.paged_decode import LOG2E
 from kernels.segments import segment_table
+from kernels.split_kv import partials, reduce_launch
 
 GROUP, HEAD_DIM, NUM_KV_HEADS = 4, 128, 8  # bench_paged_decode's llama3-8b heads
-# Tokens a tile, shared-memory stages, and a cap on registers a thread (None: the compiler's).
-VARIANTS = ((128, 1, None), (128, 1, 128), (64, 1, None), (128, 2, None), (64, 3, None))
+# Kernel, tokens a tile, shared-memory stages, and a cap on registers a thread (None: the
+# compiler's).
+VARIANTS = (("gluon", 128, 1, 128), ("gluon", 64, 3, None), ("warps", 64, 2, None),
+            ("warps", 64, 3, None), ("warps", 64, 4, None))
 
 
 @gluon.jit
@@ -161,22 +168,162 @@ def _decode_fp8_gluon(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale,
              out, mask=(g_o < GROUP)[None, :])
 
 
+@gluon.jit
+def _issue_w(k_buf, v_buf, bt_row, K_base, V_base, K_offsets, V_offsets, kv_head, tile, end,
+             T: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_KV_HEADS: gl.constexpr,
+             BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr):
+    """cp.async of the tile's K as [warps, T, head_dim] and V^T as [warps, head_dim, T] (warp w
+    copies its own tokens w * T ..), one commit group."""
+    RUN: gl.constexpr = 16
+    TOKEN: gl.constexpr = NUM_KV_HEADS * HEAD_DIM
+    ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [4, 1, 1], [2, 1, 0])
+    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck)))
+    t = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(2, ck)))
+    tok = tile + w[:, None] * T + t[None, :]
+    block = gl.load(bt_row + tok // BLOCK_SIZE, mask=tok < end, other=0)
+    seg = block // BLOCKS_PER_SEGMENT
+    rows = (gl.load(K_offsets + seg) * ALIGN + (block - seg * BLOCKS_PER_SEGMENT).to(gl.int64)
+            * (BLOCK_SIZE * TOKEN) + (tok % BLOCK_SIZE) * TOKEN)
+    col = kv_head * HEAD_DIM + gl.arange(0, HEAD_DIM,
+                                         layout=gl.SliceLayout(0, gl.SliceLayout(1, ck)))
+    async_copy.async_copy_global_to_shared(k_buf, K_base + rows[:, :, None] + col[None, None, :],
+                                           mask=(tok < end)[:, :, None])
+    cv: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 32, 1], [4, 1, 1], [2, 1, 0])
+    wv = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(1, cv)))
+    tv = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(1, cv)))
+    tok_v = tile + wv[:, None] * T + tv[None, :]
+    block_v = gl.load(bt_row + tok_v // BLOCK_SIZE, mask=tok_v < end, other=0)
+    seg_v = block_v // BLOCKS_PER_SEGMENT
+    runs = (gl.load(V_offsets + seg_v) * ALIGN
+            + (block_v - seg_v * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN)
+            + (tok_v % BLOCK_SIZE) // RUN * (RUN * TOKEN) + tok_v % RUN)
+    d = kv_head * HEAD_DIM + gl.arange(0, HEAD_DIM,
+                                       layout=gl.SliceLayout(0, gl.SliceLayout(2, cv)))
+    v_ptrs = V_base + runs[:, None, :] + d[None, :, None] * RUN
+    v_ptrs = gl.max_contiguous(gl.multiple_of(v_ptrs, [1, 1, RUN]), [1, 1, RUN])
+    async_copy.async_copy_global_to_shared(v_buf, v_ptrs,
+                                           mask=(tok_v // RUN * RUN < end)[:, None, :])
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _decode_fp8_warps(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables,
+                      Context_lens, Out, Part_out, Part_lse, stride_qb, stride_qh, stride_bt,
+                      stride_ob, stride_oh, qk_scale, num_splits, GROUP: gl.constexpr,
+                      HEAD_DIM: gl.constexpr, NUM_KV_HEADS: gl.constexpr,
+                      BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr,
+                      BLOCK_N: gl.constexpr, ALIGN: gl.constexpr, STAGES: gl.constexpr,
+                      SPLIT: gl.constexpr):
+    """_decode_fp8_gluon with each warp's own share of every tile: warp w reads tokens w * T ..
+    (w + 1) * T - 1 of it (and copies them itself), keeps its own running maximum, sum and
+    output, and the four are merged once after the loop, so the loop needs no reduction across
+    warps. With SPLIT, a split's normalised output and base-2 log-sum-exp go to Part_out and
+    Part_lse for kernels/split_kv.py's reduce kernel."""
+    G: gl.constexpr = 8
+    T: gl.constexpr = BLOCK_N // 4
+    mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [4, 1, 1], [1, 16, 8])
+    a_op: gl.constexpr = gl.DotOperandLayout(0, mma, 4)
+    b_op: gl.constexpr = gl.DotOperandLayout(1, mma, 4)
+    k_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 1, 8, [2, 1, 0])
+    v_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 128 // T, T // 16, [2, 1, 0])
+    b = gl.program_id(0)
+    kv_head = gl.program_id(1)
+    split = gl.program_id(2)
+    context = gl.load(Context_lens + b)
+    split_tokens = gl.cdiv(gl.cdiv(context, num_splits), BLOCK_N) * BLOCK_N
+    start = split * split_tokens
+    end = gl.minimum(start + split_tokens, context)
+    tiles = gl.cdiv(end - start, BLOCK_N)
+    bt_row = Block_tables + b.to(gl.int64) * stride_bt
+
+    wq = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, b_op)))
+    d_b = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, gl.SliceLayout(2, b_op)))
+    g_b = gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(1, b_op)))
+    q_ptrs = (Q + b * stride_qb + wq[:, None, None] * 0 + d_b[None, :, None]
+              + (kv_head * GROUP + g_b)[None, None, :] * stride_qh)
+    q_t = gl.load(q_ptrs, mask=(g_b < GROUP)[None, None, :], other=0.0)
+    q_t = gl.minimum(gl.maximum(q_t.to(gl.float32), -65504.0), 65504.0).to(gl.float16)
+    scale = qk_scale * gl.load(K_scale + kv_head)
+
+    k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, 4, T, HEAD_DIM], k_shared)
+    v_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, 4, HEAD_DIM, T], v_shared)
+    LEAD: gl.constexpr = max(STAGES - 1, 1)
+    for s in gl.static_range(LEAD):
+        _issue_w(k_ring.index(s), v_ring.index(s), bt_row, K_base, V_base, K_offsets, V_offsets,
+                 kv_head, start + s * BLOCK_N, end, T, HEAD_DIM, NUM_KV_HEADS, BLOCK_SIZE,
+                 BLOCKS_PER_SEGMENT, ALIGN)
+    m_i = gl.full([4, G], float("-inf"), gl.float32, gl.SliceLayout(1, mma))
+    l_i = gl.zeros([4, G], gl.float32, gl.SliceLayout(1, mma))
+    acc = gl.zeros([4, HEAD_DIM, G], gl.float32, mma)
+    for i in range(tiles):
+        async_copy.wait_group(LEAD - 1)
+        gl.thread_barrier()
+        k = k_ring.index(i % STAGES).load(a_op).to(gl.float16)
+        scores = mma_v2(k, q_t, gl.zeros([4, T, G], gl.float32, mma)) * scale
+        m_new = gl.maximum(m_i, gl.max(scores, axis=1))
+        alpha = gl.exp2(m_i - m_new)
+        p = gl.exp2(scores - m_new[:, None, :])
+        l_i = l_i * alpha + gl.sum(p, axis=1)
+        v_t = v_ring.index(i % STAGES).load(a_op).to(gl.float16)
+        acc = mma_v2(v_t, gl.convert_layout(p.to(gl.float16), b_op), acc * alpha[:, None, :])
+        m_i = m_new
+        if STAGES == 1:
+            gl.thread_barrier()
+        _issue_w(k_ring.index((i + LEAD) % STAGES), v_ring.index((i + LEAD) % STAGES), bt_row,
+                 K_base, V_base, K_offsets, V_offsets, kv_head, start + (i + LEAD) * BLOCK_N,
+                 end, T, HEAD_DIM, NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
+    async_copy.wait_group(0)
+    m = gl.max(m_i, axis=0)
+    f = gl.exp2(m_i - gl.where(m > float("-inf"), m, 0.0)[None, :])
+    total = gl.sum(l_i * f, axis=0)
+    out = gl.sum(acc * f[:, None, :], axis=0)
+    ol: gl.constexpr = gl.SliceLayout(0, mma)
+    l_sum = gl.convert_layout(total, gl.SliceLayout(0, ol))
+    out = out / gl.where(l_sum > 0, l_sum, 1.0)[None, :] * gl.load(V_scale + kv_head)
+    d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, ol))
+    g_o = gl.arange(0, G, layout=gl.SliceLayout(0, ol))
+    if SPLIT:
+        part = (b * (NUM_KV_HEADS * GROUP) + kv_head * GROUP + g_o) * num_splits + split
+        gl.store(Part_out + part[None, :] * HEAD_DIM + d_o[:, None], out,
+                 mask=(g_o < GROUP)[None, :])
+        g_l = gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(1, mma)))
+        lse = gl.where(total > 0, m + gl.log2(gl.where(total > 0, total, 1.0)), float("-inf"))
+        gl.store(Part_lse + (b * (NUM_KV_HEADS * GROUP) + kv_head * GROUP + g_l) * num_splits
+                 + split, lse, mask=g_l < GROUP)
+    else:
+        gl.store(Out + b * stride_ob + (kv_head * GROUP + g_o)[None, :] * stride_oh
+                 + d_o[:, None], out, mask=(g_o < GROUP)[None, :])
+
+
 def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: torch.Tensor,
-               block_n: int, stages: int, maxnreg: int | None, splits: int):
+               kernel: str, block_n: int, stages: int, maxnreg: int | None, splits: int):
+    """The probe's launch (the "warps" kernel's split launches followed by
+    kernels/split_kv.py's reduce kernel), as a call that returns out."""
     k_segs, v_segs, bps = quantized.segments(block_size)
     table = segment_table(k_segs, v_segs)
     q, lens = quantized.case.q, quantized.case.context_lens()
     assert quantized.case.context % (block_n * splits) == 0, "the probe reads whole tiles"
     grid = (q.shape[0], NUM_KV_HEADS, splits)
+    common = (q.stride(0), q.stride(1), tables.stride(0), out.stride(0), out.stride(1),
+              LOG2E / math.sqrt(HEAD_DIM), splits)
+    constexprs = dict(GROUP=GROUP, HEAD_DIM=HEAD_DIM, NUM_KV_HEADS=NUM_KV_HEADS,
+                      BLOCK_SIZE=block_size, BLOCKS_PER_SEGMENT=bps, BLOCK_N=block_n, ALIGN=16,
+                      STAGES=stages, num_warps=4, **({"maxnreg": maxnreg} if maxnreg else {}))
+    inputs = (q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, quantized.k_scale,
+              quantized.v_scale, tables, lens, out)
+    part_out, part_lse = partials(out, q.shape[0], splits)
+    reduce = reduce_launch(q.shape[1], HEAD_DIM, splits, False, False, limit_rows=False)
+    no_rows = torch.zeros(1, dtype=torch.int32, device=q.device)
 
     def call():
-        _decode_fp8_gluon[grid](
-            q, table.k_base, table.v_base, table.k_offsets, table.v_offsets, quantized.k_scale,
-            quantized.v_scale, tables, lens, out, q.stride(0), q.stride(1), tables.stride(0),
-            out.stride(0), out.stride(1), LOG2E / math.sqrt(HEAD_DIM), splits, GROUP=GROUP,
-            HEAD_DIM=HEAD_DIM, NUM_KV_HEADS=NUM_KV_HEADS, BLOCK_SIZE=block_size,
-            BLOCKS_PER_SEGMENT=bps, BLOCK_N=block_n, ALIGN=16, STAGES=stages, num_warps=4,
-            **({"maxnreg": maxnreg} if maxnreg else {}))
+        if kernel == "warps":
+            _decode_fp8_warps[grid](*inputs, part_out, part_lse, *common, SPLIT=splits > 1,
+                                    **constexprs)
+            if splits > 1:
+                reduce((q.shape[0], q.shape[1], 1), part_out, part_lse, out, out.stride(0),
+                       out.stride(1), splits, no_rows, 0)
+        else:
+            _decode_fp8_gluon[grid](*inputs, *common, **constexprs)
         return out
     return call
 
@@ -210,24 +357,27 @@ def main() -> int:
             add(case, block_size, "fp8 (committed)", 0, time_us(call), bf16_us,
                 f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
                 f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
-            for (block_n, stages, maxnreg), splits in itertools.product(VARIANTS, (1, 2, 4)):
-                call = probe_call(quantized, block_size, tables, out, block_n, stages, maxnreg,
-                                  splits)
+            for (kernel, block_n, stages, maxnreg), splits in itertools.product(VARIANTS,
+                                                                                 (1, 2, 4, 8)):
+                call = probe_call(quantized, block_size, tables, out, kernel, block_n, stages,
+                                  maxnreg, splits)
                 us = time_us(call)
                 errs = ()
-                if splits == 1:
+                if splits == 1 or kernel == "warps":
                     result = call()
                     errs = (f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
                             f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
-                add(case, block_size, f"gluon {block_n}:{stages}:{maxnreg or 'free'}", splits, us,
-                    bf16_us, *errs)
+                add(case, block_size, f"{kernel} {block_n}:{stages}:{maxnreg or 'free'}", splits,
+                    us, bf16_us, *errs)
         del case, quantized
         torch.cuda.empty_cache()
         write_csv(os.path.join(args.out, f"paged_decode_fp8_gluon_{device_slug()}.csv"),
                   rows, list(rows[0]), [
-                      "gluon B:S:R: this probe's kernel, B tokens a tile, S shared-memory "
-                      "stages, at most R registers a thread; its split rows run no combine (a "
-                      "lower bound on their time)",
+                      "gluon B:S:R / warps B:S:R: this probe's kernels (the tile shared by the "
+                      "warps / each warp's own share of it), B tokens a tile, S shared-memory "
+                      "stages, at most R registers a thread; gluon's split rows run no combine "
+                      "(a lower bound on their time), warps' are combined by split_kv's reduce "
+                      "kernel (complete, and checked)",
                       "rel_*: relative error of the first sequences' outputs against the "
                       "reference over the dequantized fp8 cache and over the bf16 cache"])
     return 0

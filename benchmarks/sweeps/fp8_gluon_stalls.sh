@@ -15,7 +15,7 @@ case = make_case(32, 4096, seed=1)
 quantized = Fp8Case(case)
 tables = case.block_tables(16, LAYOUT, seed=16)
 out = torch.empty(case.q.shape, device="cuda", dtype=torch.float32)
-gluon = probe_call(quantized, 16, tables, out, 64, 3, None, 1)
+gluon = probe_call(quantized, 16, tables, out, "gluon", 64, 3, None, 1)
 for call in (quantized.call(16, tables), gluon):
     for _ in range(3):
         call()
