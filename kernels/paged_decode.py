@@ -11,25 +11,29 @@ at 96-100% of SDPA on a contiguous heads-major cache at block_size 1, 64 and 256
 Segments: the kernel addresses segment s through a SegmentTable (kernels/segments.py) of
 16-byte-aligned offsets from one base tensor per K and V.
 
-FP8 KV (kernels/fp8.py): a float8 e4m3 cache is loaded as it is stored, half the bytes of
-bfloat16, and converted to the dots' dtype, which holds every e4m3 value exactly: float16 under
-a bfloat16 or float16 q, since the GPU converts e4m3 to float16 in one instruction per pair of
-values but to bfloat16 only through float16, a second conversion per value that made the fp8
-kernel no faster than the bf16 one (benchmarks/results/paged_decode_fp8_h200.csv, notes). A
-bfloat16 q is converted to float16 once per program, exactly within float16's range and
-saturated outside +-65504, far beyond what attention queries hold; the probabilities go to the
-PV dot in float16 too. The scales are applied once per program (a program serves one KV head,
-and a scale is per tensor or per KV head): K's into the score scale, V's into the output. That
-equals multiplying every loaded element by its scale, with no rounding of the products before
-the dot. An fp8 cache holds V transposed in runs of 16 tokens (kernels/segments.py), so the P.V
-dot's operand is read with its tokens adjacent (tl_helpers.load_values_transposed); the loop
-still converts every element and needs more registers than bf16, and kernels/decode_launch.py
-caps them so that 4 programs fit an SM (benchmarks/results/paged_decode_fp8_h200.csv).
-Hopper multiplies e4m3 only in wgmma, whose tiles have 64 rows and more: both dots there, the
-operands swapped so that a tile's tokens are the rows and the queries and weights quantized to
-e4m3 (benchmarks/probe_fp8_tensor_cores.py), ran at 0.28-1.36x bf16's speed where this kernel
-runs at 1.54-1.96x, and lost its exactness (3.6-3.8e-2 relative error against the dequantized
-cache, against 1.7e-3), so the dots stay in float16.
+FP8 KV (kernels/fp8.py): on a GPU, paged_decode hands an fp8 cache to kernels/fp8_decode.py's
+Gluon kernel wherever that applies (fp8_decode.supported: blocks of whole runs of V, head_dim
+128, at most 8 query heads a KV head, no window, no launch config given); this kernel decodes
+every other fp8 case, and every case on the CPU. Here a float8 e4m3 cache is loaded as it is
+stored, half the bytes of bfloat16, and converted to the dots' dtype, which holds every e4m3
+value exactly: float16 under a bfloat16 or float16 q, since the GPU converts e4m3 to float16 in
+one instruction per pair of values but to bfloat16 only through float16, a second conversion per
+value that made the fp8 kernel no faster than the bf16 one (an earlier table, in the git history
+of benchmarks/results/paged_decode_fp8_h200.csv). A bfloat16 q is converted to float16 once per
+program, exactly within float16's range and saturated outside +-65504, far beyond what attention
+queries hold; the probabilities go to the PV dot in float16 too. The scales are applied once per
+program (a program serves one KV head, and a scale is per tensor or per KV head): K's into the
+score scale, V's into the output. That equals multiplying every loaded element by its scale,
+with no rounding of the products before the dot. An fp8 cache holds V transposed in runs of 16
+tokens (kernels/segments.py), so the P.V dot's operand is read with its tokens adjacent
+(tl_helpers.load_values_transposed); the loop still converts every element and needs more
+registers than bf16, and kernels/decode_launch.py caps them so that 4 programs fit an SM
+(benchmarks/results/tuning/paged_decode_fp8_tune_transposed_v_h200.csv). Hopper multiplies e4m3
+only in wgmma, whose tiles have 64 rows and more: both dots there, the operands swapped so that
+a tile's tokens are the rows and the queries and weights quantized to e4m3
+(benchmarks/probe_fp8_tensor_cores.py), ran at 0.28-1.36x bf16's speed where this kernel runs at
+1.54-1.96x, and lost its exactness (3.6-3.8e-2 relative error against the dequantized cache,
+against 1.7e-3), so the dots stay in float16.
 
 Algorithm (flash-decoding): grid (batch, kv_head, split). A program loads the query heads that
 share its KV head (GQA) as one tile, streams its slice of the context in tiles of BLOCK_N
@@ -67,6 +71,11 @@ from kernels.segments import ALIGN_BYTES, KVLayoutError, SegmentTable, segment_t
 from kernels.split_kv import combine_splits, decode_partials, last_split, split_counters
 from kernels.tl_helpers import (attend_keys, load_query, log_sum_exp, normalise,
                                  round_to_bf16)
+
+try:
+    from kernels import fp8_decode
+except ImportError:  # a Triton without the Gluon layer: this module's kernel decodes fp8 too
+    fp8_decode = None
 
 LOG2E = 1.4426950408889634
 
@@ -310,15 +319,23 @@ def paged_decode(
     it are never read, so they may hold anything (an allocator let those blocks go).
     """
     table = segment_table(k_segments, v_segments) if table is None else table
-    launch = _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
-                         config, window)
     stride_ks, stride_vs = check_scales(table.dtype, k_scale, v_scale, table.num_kv_heads,
                                         q.device)
     batch, _, head_dim = q.shape
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    if config is None and fp8_decode is not None and fp8_decode.supported(q, table, window):
+        out = decode_output(q, out)
+        fp8_decode.launch_for(
+            q, table, block_tables, context_lens, num_splits,
+            lambda: check_launch(q, table, block_tables, context_lens, blocks_per_segment, window),
+        )(q, table, block_tables, context_lens, k_scale, v_scale, out, stride_ks, stride_vs,
+          scale * LOG2E)
+        return out
+    launch = _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
+                         config, window)
     num_splits = launch.plan.num_splits
     out = decode_output(q, out)
     part_out, part_lse = launch.partials or (out, out)
-    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     # Without fp8 the scale pointers are never read: any tensor will do.
     fp8 = launch.plan.constexprs["KV_FP8"]
     launch.kernel(
@@ -370,11 +387,7 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
            num_splits, config, window)
     launch = _LAUNCHES.get(key)
     if launch is None:
-        check_inputs(q, table, block_tables, blocks_per_segment)
-        if context_lens.shape != (q.shape[0],) or context_lens.dtype != torch.int32:
-            raise KVLayoutError(f"context_lens must be int32 [{q.shape[0]}], got "
-                                f"{context_lens.dtype} {tuple(context_lens.shape)}")
-        check_window(window)
+        check_launch(q, table, block_tables, context_lens, blocks_per_segment, window)
         plan = plan_launch(q, table, block_tables, num_splits, config, window)
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
             _LAUNCHES.clear()
@@ -385,6 +398,15 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
             None if plan.num_splits == 1 else
             decode_partials(q.device, batch, num_heads, head_dim, plan.num_splits))
     return launch
+
+
+def check_launch(q, table, block_tables, context_lens, blocks_per_segment, window) -> None:
+    """KVLayoutError unless the inputs of a paged_decode call fit a decode kernel."""
+    check_inputs(q, table, block_tables, blocks_per_segment)
+    if context_lens.shape != (q.shape[0],) or context_lens.dtype != torch.int32:
+        raise KVLayoutError(f"context_lens must be int32 [{q.shape[0]}], got "
+                            f"{context_lens.dtype} {tuple(context_lens.shape)}")
+    check_window(window)
 
 
 def check_window(window: int | None) -> None:
