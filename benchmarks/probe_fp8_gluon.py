@@ -14,11 +14,12 @@ contiguous bytes a run. Outputs are float32 (the committed kernel's are bfloat16
 is most of its error against the reference).
 
 Two kernels: _decode_fp8_gluon shares each tile among its 4 warps (the softmax's maximum and
-sum cross warps every tile); _decode_fp8_warps gives each warp its own share of every tile,
-with its own running maximum, sum and output merged once after the loop, so the loop reduces
-nothing across warps. A probe, not a kernel of the product: contexts must be whole tiles (the
+sum cross warps every tile); "warps" is kernels/fp8_decode.py's, which gives each warp its own
+share of every tile, with its own running maximum, sum and output merged once after the loop,
+so the loop reduces nothing across warps (measured here first, at commit 263ecc7, as a copy
+in this file). A probe, not a kernel of the product: contexts must be whole tiles (the
 bench's are), and block sizes multiples of 16. _decode_fp8_gluon's split launches write no
-partial results and run no combine (a lower bound on their time); _decode_fp8_warps' are
+partial results and run no combine (a lower bound on their time); the "warps" kernel's are
 combined by kernels/split_kv.py's reduce kernel, and every launch of it is checked against the
 reference over the dequantized cache (one-split launches of both). Writes
 paged_decode_fp8_gluon_<gpu>.csv:
@@ -40,6 +41,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
 from bench_paged_decode import device_slug, make_case, max_abs_err, shapes, time_us
 from bench_paged_decode_fp8 import LAYOUT, Fp8Case, bf16_call, write_csv
+from kernels import fp8_decode
 from kernels.paged_decode import LOG2E
 from kernels.segments import segment_table
 from kernels.split_kv import partials, reduce_launch
@@ -168,133 +170,6 @@ def _decode_fp8_gluon(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale,
              out, mask=(g_o < GROUP)[None, :])
 
 
-@gluon.jit
-def _issue_w(k_buf, v_buf, bt_row, K_base, V_base, K_offsets, V_offsets, kv_head, tile, end,
-             T: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_KV_HEADS: gl.constexpr,
-             BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr):
-    """cp.async of the tile's K as [warps, T, head_dim] and V^T as [warps, head_dim, T] (warp w
-    copies its own tokens w * T ..), one commit group."""
-    RUN: gl.constexpr = 16
-    TOKEN: gl.constexpr = NUM_KV_HEADS * HEAD_DIM
-    ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [4, 1, 1], [2, 1, 0])
-    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck)))
-    t = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(2, ck)))
-    tok = tile + w[:, None] * T + t[None, :]
-    block = gl.load(bt_row + tok // BLOCK_SIZE, mask=tok < end, other=0)
-    seg = block // BLOCKS_PER_SEGMENT
-    rows = (gl.load(K_offsets + seg) * ALIGN + (block - seg * BLOCKS_PER_SEGMENT).to(gl.int64)
-            * (BLOCK_SIZE * TOKEN) + (tok % BLOCK_SIZE) * TOKEN)
-    col = kv_head * HEAD_DIM + gl.arange(0, HEAD_DIM,
-                                         layout=gl.SliceLayout(0, gl.SliceLayout(1, ck)))
-    async_copy.async_copy_global_to_shared(k_buf, K_base + rows[:, :, None] + col[None, None, :],
-                                           mask=(tok < end)[:, :, None])
-    cv: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 32, 1], [4, 1, 1], [2, 1, 0])
-    wv = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(1, cv)))
-    tv = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(1, cv)))
-    tok_v = tile + wv[:, None] * T + tv[None, :]
-    block_v = gl.load(bt_row + tok_v // BLOCK_SIZE, mask=tok_v < end, other=0)
-    seg_v = block_v // BLOCKS_PER_SEGMENT
-    runs = (gl.load(V_offsets + seg_v) * ALIGN
-            + (block_v - seg_v * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN)
-            + (tok_v % BLOCK_SIZE) // RUN * (RUN * TOKEN) + tok_v % RUN)
-    d = kv_head * HEAD_DIM + gl.arange(0, HEAD_DIM,
-                                       layout=gl.SliceLayout(0, gl.SliceLayout(2, cv)))
-    v_ptrs = V_base + runs[:, None, :] + d[None, :, None] * RUN
-    v_ptrs = gl.max_contiguous(gl.multiple_of(v_ptrs, [1, 1, RUN]), [1, 1, RUN])
-    async_copy.async_copy_global_to_shared(v_buf, v_ptrs,
-                                           mask=(tok_v // RUN * RUN < end)[:, None, :])
-    async_copy.commit_group()
-
-
-@gluon.jit
-def _decode_fp8_warps(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables,
-                      Context_lens, Out, Part_out, Part_lse, stride_qb, stride_qh, stride_bt,
-                      stride_ob, stride_oh, qk_scale, num_splits, GROUP: gl.constexpr,
-                      HEAD_DIM: gl.constexpr, NUM_KV_HEADS: gl.constexpr,
-                      BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr,
-                      BLOCK_N: gl.constexpr, ALIGN: gl.constexpr, STAGES: gl.constexpr,
-                      SPLIT: gl.constexpr):
-    """_decode_fp8_gluon with each warp's own share of every tile: warp w reads tokens w * T ..
-    (w + 1) * T - 1 of it (and copies them itself), keeps its own running maximum, sum and
-    output, and the four are merged once after the loop, so the loop needs no reduction across
-    warps. With SPLIT, a split's normalised output and base-2 log-sum-exp go to Part_out and
-    Part_lse for kernels/split_kv.py's reduce kernel."""
-    G: gl.constexpr = 8
-    T: gl.constexpr = BLOCK_N // 4
-    mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [4, 1, 1], [1, 16, 8])
-    a_op: gl.constexpr = gl.DotOperandLayout(0, mma, 4)
-    b_op: gl.constexpr = gl.DotOperandLayout(1, mma, 4)
-    k_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 1, 8, [2, 1, 0])
-    v_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 128 // T, T // 16, [2, 1, 0])
-    b = gl.program_id(0)
-    kv_head = gl.program_id(1)
-    split = gl.program_id(2)
-    context = gl.load(Context_lens + b)
-    split_tokens = gl.cdiv(gl.cdiv(context, num_splits), BLOCK_N) * BLOCK_N
-    start = split * split_tokens
-    end = gl.minimum(start + split_tokens, context)
-    tiles = gl.cdiv(end - start, BLOCK_N)
-    bt_row = Block_tables + b.to(gl.int64) * stride_bt
-
-    wq = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, b_op)))
-    d_b = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, gl.SliceLayout(2, b_op)))
-    g_b = gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(1, b_op)))
-    q_ptrs = (Q + b * stride_qb + wq[:, None, None] * 0 + d_b[None, :, None]
-              + (kv_head * GROUP + g_b)[None, None, :] * stride_qh)
-    q_t = gl.load(q_ptrs, mask=(g_b < GROUP)[None, None, :], other=0.0)
-    q_t = gl.minimum(gl.maximum(q_t.to(gl.float32), -65504.0), 65504.0).to(gl.float16)
-    scale = qk_scale * gl.load(K_scale + kv_head)
-
-    k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, 4, T, HEAD_DIM], k_shared)
-    v_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, 4, HEAD_DIM, T], v_shared)
-    LEAD: gl.constexpr = max(STAGES - 1, 1)
-    for s in gl.static_range(LEAD):
-        _issue_w(k_ring.index(s), v_ring.index(s), bt_row, K_base, V_base, K_offsets, V_offsets,
-                 kv_head, start + s * BLOCK_N, end, T, HEAD_DIM, NUM_KV_HEADS, BLOCK_SIZE,
-                 BLOCKS_PER_SEGMENT, ALIGN)
-    m_i = gl.full([4, G], float("-inf"), gl.float32, gl.SliceLayout(1, mma))
-    l_i = gl.zeros([4, G], gl.float32, gl.SliceLayout(1, mma))
-    acc = gl.zeros([4, HEAD_DIM, G], gl.float32, mma)
-    for i in range(tiles):
-        async_copy.wait_group(LEAD - 1)
-        gl.thread_barrier()
-        k = k_ring.index(i % STAGES).load(a_op).to(gl.float16)
-        scores = mma_v2(k, q_t, gl.zeros([4, T, G], gl.float32, mma)) * scale
-        m_new = gl.maximum(m_i, gl.max(scores, axis=1))
-        alpha = gl.exp2(m_i - m_new)
-        p = gl.exp2(scores - m_new[:, None, :])
-        l_i = l_i * alpha + gl.sum(p, axis=1)
-        v_t = v_ring.index(i % STAGES).load(a_op).to(gl.float16)
-        acc = mma_v2(v_t, gl.convert_layout(p.to(gl.float16), b_op), acc * alpha[:, None, :])
-        m_i = m_new
-        if STAGES == 1:
-            gl.thread_barrier()
-        _issue_w(k_ring.index((i + LEAD) % STAGES), v_ring.index((i + LEAD) % STAGES), bt_row,
-                 K_base, V_base, K_offsets, V_offsets, kv_head, start + (i + LEAD) * BLOCK_N,
-                 end, T, HEAD_DIM, NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
-    async_copy.wait_group(0)
-    m = gl.max(m_i, axis=0)
-    f = gl.exp2(m_i - gl.where(m > float("-inf"), m, 0.0)[None, :])
-    total = gl.sum(l_i * f, axis=0)
-    out = gl.sum(acc * f[:, None, :], axis=0)
-    ol: gl.constexpr = gl.SliceLayout(0, mma)
-    l_sum = gl.convert_layout(total, gl.SliceLayout(0, ol))
-    out = out / gl.where(l_sum > 0, l_sum, 1.0)[None, :] * gl.load(V_scale + kv_head)
-    d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, ol))
-    g_o = gl.arange(0, G, layout=gl.SliceLayout(0, ol))
-    if SPLIT:
-        part = (b * (NUM_KV_HEADS * GROUP) + kv_head * GROUP + g_o) * num_splits + split
-        gl.store(Part_out + part[None, :] * HEAD_DIM + d_o[:, None], out,
-                 mask=(g_o < GROUP)[None, :])
-        g_l = gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(1, mma)))
-        lse = gl.where(total > 0, m + gl.log2(gl.where(total > 0, total, 1.0)), float("-inf"))
-        gl.store(Part_lse + (b * (NUM_KV_HEADS * GROUP) + kv_head * GROUP + g_l) * num_splits
-                 + split, lse, mask=g_l < GROUP)
-    else:
-        gl.store(Out + b * stride_ob + (kv_head * GROUP + g_o)[None, :] * stride_oh
-                 + d_o[:, None], out, mask=(g_o < GROUP)[None, :])
-
-
 def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: torch.Tensor,
                kernel: str, block_n: int, stages: int, maxnreg: int | None, splits: int):
     """The probe's launch (the "warps" kernel's split launches followed by
@@ -317,8 +192,10 @@ def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: t
 
     def call():
         if kernel == "warps":
-            _decode_fp8_warps[grid](*inputs, part_out, part_lse, *common, SPLIT=splits > 1,
-                                    **constexprs)
+            fp8_decode._fp8_decode_kernel[grid](
+                *inputs, part_out, part_lse, *common[:5], 1, 1, *common[5:],
+                SPLIT=splits > 1, **{k: v for k, v in constexprs.items()
+                                     if k not in ("HEAD_DIM", "BLOCK_N")})
             if splits > 1:
                 reduce((q.shape[0], q.shape[1], 1), part_out, part_lse, out, out.stride(0),
                        out.stride(1), splits, no_rows, 0)

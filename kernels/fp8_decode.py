@@ -39,7 +39,9 @@ from kernels.split_kv import decode_partials, reduce_launch
 
 HEAD_DIM = 128  # the copies' layouts cover a 128-byte row of K per token
 MAX_GROUP = 8  # query heads per KV head: the MMA's columns
-TILE_TOKENS, STAGES, WARPS = 64, 3, 4
+# Shared-memory buffers (64-token tiles) and warps a program: 3 buffers ran best of 2-4
+# (benchmarks/probe_fp8_gluon.py).
+STAGES, WARPS = 3, 4
 # Where a GPU runs it: cp.async and mma.sync with float16 operands (sm_80 on).
 MIN_CAPABILITY = (8, 0)
 # cp.async into shared memory: async_load in newer Triton (3.9), async_copy_global_to_shared
@@ -136,12 +138,11 @@ def _fp8_decode_kernel(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale
                        stride_ob, stride_oh, stride_ks, stride_vs, qk_scale, num_splits,
                        GROUP: gl.constexpr, NUM_KV_HEADS: gl.constexpr, BLOCK_SIZE: gl.constexpr,
                        BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr,
-                       SPLIT: gl.constexpr):
+                       SPLIT: gl.constexpr, STAGES: gl.constexpr):
     D: gl.constexpr = 128
     G: gl.constexpr = 8
     BLOCK_N: gl.constexpr = 64
     T: gl.constexpr = BLOCK_N // 4
-    STAGES: gl.constexpr = 3
     mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [4, 1, 1], [1, 16, 8])
     b_op: gl.constexpr = gl.DotOperandLayout(1, mma, 4)
     k_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 1, 8, [2, 1, 0])
@@ -260,7 +261,7 @@ def launch_for(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
         constexprs = dict(GROUP=num_heads // table.num_kv_heads, NUM_KV_HEADS=table.num_kv_heads,
                           BLOCK_SIZE=table.block_size,
                           BLOCKS_PER_SEGMENT=table.blocks_per_segment,
-                          ALIGN=ALIGN_BYTES // table.dtype.itemsize)
+                          ALIGN=ALIGN_BYTES // table.dtype.itemsize, STAGES=STAGES)
         options = dict(num_warps=WARPS)
         if num_splits is None:
             per_sm = _programs_per_sm(q.device, q.dtype, table.dtype, q.stride()[:2],

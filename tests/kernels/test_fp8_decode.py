@@ -58,7 +58,7 @@ from kernels import fp8_decode
 kernel = fp8_decode._fp8_decode_kernel
 names = kernel.arg_names
 constexprs = dict(GROUP=4, NUM_KV_HEADS=8, BLOCK_SIZE=int(sys.argv[1]), BLOCKS_PER_SEGMENT=256,
-                  ALIGN=16, SPLIT=sys.argv[2] == "1")
+                  ALIGN=16, SPLIT=sys.argv[2] == "1", STAGES=fp8_decode.STAGES)
 pointers = dict(Q="*bf16", K_base="*fp8e4nv", V_base="*fp8e4nv", K_offsets="*i64",
                 V_offsets="*i64", K_scale="*fp32", V_scale="*fp32", Block_tables="*i32",
                 Context_lens="*i32", Out="*bf16", Part_out="*fp32", Part_lse="*fp32")
