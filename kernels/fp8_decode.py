@@ -65,6 +65,18 @@ def supported(q: torch.Tensor, table: SegmentTable, window: int | None) -> bool:
 
 
 @gluon.jit
+def _block_rows(bt_row, Offsets, tok, end, BLOCK_SIZE: gl.constexpr,
+                BLOCKS_PER_SEGMENT: gl.constexpr, TOKEN: gl.constexpr, ALIGN: gl.constexpr):
+    """Element offset from the base of each token's block (KV head 0): its segment's offset
+    and its place in the segment, blocks of BLOCK_SIZE tokens of TOKEN elements; tokens from
+    end on look nothing up."""
+    block = gl.load(bt_row + tok // BLOCK_SIZE, mask=tok < end, other=0)
+    seg = block // BLOCKS_PER_SEGMENT
+    return (gl.load(Offsets + seg) * ALIGN
+            + (block - seg * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN))
+
+
+@gluon.jit
 def _copy_tile(k_buf, v_buf, bt_row, K_base, V_base, K_offsets, V_offsets, kv_head, tile, end,
                T: gl.constexpr, NUM_KV_HEADS: gl.constexpr, BLOCK_SIZE: gl.constexpr,
                BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr):
@@ -78,10 +90,7 @@ def _copy_tile(k_buf, v_buf, bt_row, K_base, V_base, K_offsets, V_offsets, kv_he
     w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck)))
     t = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(2, ck)))
     tok = tile + w[:, None] * T + t[None, :]
-    block = gl.load(bt_row + tok // BLOCK_SIZE, mask=tok < end, other=0)
-    seg = block // BLOCKS_PER_SEGMENT
-    rows = (gl.load(K_offsets + seg) * ALIGN
-            + (block - seg * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN)
+    rows = (_block_rows(bt_row, K_offsets, tok, end, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN, ALIGN)
             + (tok % BLOCK_SIZE) * TOKEN)
     col = kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, gl.SliceLayout(1, ck)))
     _async_load(k_buf, K_base + rows[:, :, None] + col[None, None, :], mask=(tok < end)[:, :, None])
@@ -89,11 +98,8 @@ def _copy_tile(k_buf, v_buf, bt_row, K_base, V_base, K_offsets, V_offsets, kv_he
     wv = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(1, cv)))
     tv = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(1, cv)))
     tok_v = tile + wv[:, None] * T + tv[None, :]
-    block_v = gl.load(bt_row + tok_v // BLOCK_SIZE, mask=tok_v < end, other=0)
-    seg_v = block_v // BLOCKS_PER_SEGMENT
-    runs = (gl.load(V_offsets + seg_v) * ALIGN
-            + (block_v - seg_v * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN)
-            + (tok_v % BLOCK_SIZE) // RUN * (RUN * TOKEN) + tok_v % RUN)
+    runs = (_block_rows(bt_row, V_offsets, tok_v, end, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN,
+                        ALIGN) + (tok_v % BLOCK_SIZE) // RUN * (RUN * TOKEN) + tok_v % RUN)
     d = kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, gl.SliceLayout(2, cv)))
     v_ptrs = V_base + runs[:, None, :] + d[None, :, None] * RUN
     v_ptrs = gl.max_contiguous(gl.multiple_of(v_ptrs, [1, 1, RUN]), [1, 1, RUN])
