@@ -74,8 +74,8 @@ from kernels.tl_helpers import (attend_keys, load_query, log_sum_exp, normalise,
 
 try:
     from kernels import fp8_decode
-except ImportError:  # a Triton without the Gluon layer: this module's kernel decodes fp8 too
-    fp8_decode = None
+except (ImportError, AttributeError):  # a Triton without the Gluon layer, or without the parts
+    fp8_decode = None                  # kernels/fp8_decode.py calls: this kernel decodes fp8 too
 
 LOG2E = 1.4426950408889634
 
