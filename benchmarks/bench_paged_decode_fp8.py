@@ -22,6 +22,7 @@ import csv
 import itertools
 import os
 import sys
+from typing import Callable
 
 import torch
 
@@ -188,6 +189,49 @@ def write_csv(path: str, rows: list[dict], columns: list[str], notes: list[str])
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def probe_main(description: str, default_shapes: str, name: str, notes: list[str],
+               variants: Callable[[Fp8Case, int, torch.Tensor, torch.Tensor],
+                                  list[tuple[str, int, Callable[[], torch.Tensor], bool]]]
+               ) -> int:
+    """The run the fp8 kernel probes share (benchmarks/probe_fp8_*.py): for every shape, at
+    block sizes 16 and 64, the bf16 default launch, the committed fp8 launch and the probe's
+    variants(quantized, block_size, tables, out), each a (label, split count, call, checked)
+    whose call returns its output; timed, and where checked compared with the references over
+    the dequantized fp8 cache and the bf16 one. Written to <name>_<gpu>.csv with the notes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results/tuning"))
+    parser.add_argument("--shapes", type=shapes, default=shapes(default_shapes))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for batch, context in args.shapes:
+        case = make_case(batch, context, seed=batch * 100003 + context)
+        quantized = Fp8Case(case)
+        out = torch.empty(case.q.shape, device=case.q.device, dtype=torch.float32)
+        for block_size in (16, 64):
+            tables = case.block_tables(block_size, LAYOUT, seed=block_size)
+            bf16_us = time_us(bf16_call(case, block_size, tables))
+            runs = [("fp8 (committed)", 0, quantized.call(block_size, tables), True)]
+            for impl, splits, call, checked in runs + variants(quantized, block_size, tables, out):
+                us = time_us(call)
+                errs = ("", "")
+                if checked:
+                    result = call()
+                    errs = (f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
+                            f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
+                rows.append(dict(batch=batch, context=context, block_size=block_size,
+                                 impl=impl, num_splits=splits, median_us=round(us, 2),
+                                 ratio_to_bf16=round(bf16_us / us, 3),
+                                 rel_dequantized=errs[0], rel_bf16=errs[1]))
+                print(f"{batch}x{context} bs {block_size} {impl} splits {splits}: {us:.1f} us, "
+                      f"{bf16_us / us:.2f}x bf16 {errs[0]}", flush=True)
+        del case, quantized
+        torch.cuda.empty_cache()
+        write_csv(os.path.join(args.out, f"{name}_{device_slug()}.csv"), rows, list(rows[0]),
+                  notes)
+    return 0
 
 
 def last_fp8_launch() -> tuple[int, int, int]:

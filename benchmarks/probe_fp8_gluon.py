@@ -28,10 +28,8 @@ paged_decode_fp8_gluon_<gpu>.csv:
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
-import os
 import sys
 
 import torch
@@ -39,8 +37,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
-from bench_paged_decode import device_slug, make_case, max_abs_err, shapes, time_us
-from bench_paged_decode_fp8 import LAYOUT, Fp8Case, bf16_call, write_csv
+from bench_paged_decode_fp8 import Fp8Case, probe_main
 from kernels import fp8_decode
 from kernels.paged_decode import LOG2E
 from kernels.segments import segment_table
@@ -205,59 +202,26 @@ def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: t
     return call
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results/tuning"))
-    parser.add_argument("--shapes", type=shapes,
-                        default=shapes("32x4096,64x4096,8x32768,32x32768,128x4096"))
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    rows = []
-
-    def add(case, block_size, impl, splits, us, bf16_us, rel_dq="", rel_bf=""):
-        rows.append(dict(batch=case.batch, context=case.context, block_size=block_size,
-                         impl=impl, num_splits=splits, median_us=round(us, 2),
-                         ratio_to_bf16=round(bf16_us / us, 3), rel_dequantized=rel_dq,
-                         rel_bf16=rel_bf))
-        print(f"{case.batch}x{case.context} bs {block_size} {impl} splits {splits}: "
-              f"{us:.1f} us, {bf16_us / us:.2f}x bf16 {rel_dq}", flush=True)
-
-    for batch, context in args.shapes:
-        case = make_case(batch, context, seed=batch * 100003 + context)
-        quantized = Fp8Case(case)
-        out = torch.empty(case.q.shape, device=case.q.device, dtype=torch.float32)
-        for block_size in (16, 64):
-            tables = case.block_tables(block_size, LAYOUT, seed=block_size)
-            bf16_us = time_us(bf16_call(case, block_size, tables))
-            call = quantized.call(block_size, tables)
-            result = call()
-            add(case, block_size, "fp8 (committed)", 0, time_us(call), bf16_us,
-                f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
-                f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
+def variants(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: torch.Tensor):
+    """probe_main's variants: every launch shape at 1-8 splits (the rows of complete launches
+    checked)."""
+    return [(f"{kernel} {block_n}:{stages}:{maxnreg or 'free'}", splits,
+             probe_call(quantized, block_size, tables, out, kernel, block_n, stages, maxnreg,
+                        splits), splits == 1 or kernel == "warps")
             for (kernel, block_n, stages, maxnreg), splits in itertools.product(VARIANTS,
-                                                                                 (1, 2, 4, 8)):
-                call = probe_call(quantized, block_size, tables, out, kernel, block_n, stages,
-                                  maxnreg, splits)
-                us = time_us(call)
-                errs = ()
-                if splits == 1 or kernel == "warps":
-                    result = call()
-                    errs = (f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
-                            f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
-                add(case, block_size, f"{kernel} {block_n}:{stages}:{maxnreg or 'free'}", splits,
-                    us, bf16_us, *errs)
-        del case, quantized
-        torch.cuda.empty_cache()
-        write_csv(os.path.join(args.out, f"paged_decode_fp8_gluon_{device_slug()}.csv"),
-                  rows, list(rows[0]), [
-                      "gluon B:S:R / warps B:S:R: this probe's kernels (the tile shared by the "
-                      "warps / each warp's own share of it), B tokens a tile, S shared-memory "
-                      "stages, at most R registers a thread; gluon's split rows run no combine "
-                      "(a lower bound on their time), warps' are combined by split_kv's reduce "
-                      "kernel (complete, and checked)",
-                      "rel_*: relative error of the first sequences' outputs against the "
-                      "reference over the dequantized fp8 cache and over the bf16 cache"])
-    return 0
+                                                                                 (1, 2, 4, 8))]
+
+
+def main() -> int:
+    return probe_main(
+        __doc__.splitlines()[0], "32x4096,64x4096,8x32768,32x32768,128x4096",
+        "paged_decode_fp8_gluon", [
+            "gluon B:S:R / warps B:S:R: this probe's kernels (the tile shared by the warps / "
+            "each warp's own share of it), B tokens a tile, S shared-memory stages, at most R "
+            "registers a thread; gluon's split rows run no combine (a lower bound on their "
+            "time), warps' are combined by split_kv's reduce kernel (complete, and checked)",
+            "rel_*: relative error of the first sequences' outputs against the reference over "
+            "the dequantized fp8 cache and over the bf16 cache"], variants)
 
 
 if __name__ == "__main__":

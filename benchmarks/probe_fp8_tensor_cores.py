@@ -22,18 +22,15 @@ paged_decode_fp8_tensor_cores_<gpu>.csv:
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
-import os
 import sys
 
 import torch
 import triton
 import triton.language as tl
 
-from bench_paged_decode import device_slug, make_case, max_abs_err, shapes, time_us
-from bench_paged_decode_fp8 import LAYOUT, Fp8Case, bf16_call, write_csv
+from bench_paged_decode_fp8 import Fp8Case, probe_main
 from kernels.paged_decode import LOG2E
 from kernels.segments import segment_table
 from kernels.tl_helpers import normalise
@@ -133,54 +130,21 @@ def probe_call(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: t
     return call
 
 
+def variants(quantized: Fp8Case, block_size: int, tables: torch.Tensor, out: torch.Tensor):
+    """probe_main's variants: every launch shape at 1-8 splits (one-split rows checked)."""
+    return [(f"fp8 dots {block_n}:{maxnreg or 'free'}", splits,
+             probe_call(quantized, block_size, tables, out, block_n, maxnreg, splits), splits == 1)
+            for (block_n, maxnreg), splits in itertools.product(VARIANTS, (1, 2, 4, 8))]
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results/tuning"))
-    parser.add_argument("--shapes", type=shapes,
-                        default=shapes("32x4096,64x4096,8x32768,128x4096,32x32768"))
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    rows = []
-
-    def add(case, block_size, impl, splits, us, bf16_us, rel_dq="", rel_bf=""):
-        rows.append(dict(batch=case.batch, context=case.context, block_size=block_size,
-                         impl=impl, num_splits=splits, median_us=round(us, 2),
-                         ratio_to_bf16=round(bf16_us / us, 3), rel_dequantized=rel_dq,
-                         rel_bf16=rel_bf))
-
-    for batch, context in args.shapes:
-        case = make_case(batch, context, seed=batch * 100003 + context)
-        quantized = Fp8Case(case)
-        out = torch.empty(case.q.shape, device=case.q.device, dtype=torch.float32)
-        for block_size in (16, 64):
-            tables = case.block_tables(block_size, LAYOUT, seed=block_size)
-            bf16_us = time_us(bf16_call(case, block_size, tables))
-            call = quantized.call(block_size, tables)
-            result = call()
-            add(case, block_size, "fp8 (committed)", 0, time_us(call), bf16_us,
-                f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
-                f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
-            for (block_n, maxnreg), splits in itertools.product(VARIANTS, (1, 2, 4, 8)):
-                call = probe_call(quantized, block_size, tables, out, block_n, maxnreg, splits)
-                us = time_us(call)
-                errs = ()
-                if splits == 1:
-                    result = call()
-                    errs = (f"{quantized.dequantized_rel_err(result, block_size, tables):.2e}",
-                            f"{max_abs_err(case, result, block_size, tables)[1]:.2e}")
-                add(case, block_size, f"fp8 dots {block_n}:{maxnreg or 'free'}", splits, us,
-                    bf16_us, *errs)
-                print(f"{batch}x{context} bs {block_size} {rows[-1]['impl']} splits {splits}: "
-                      f"{us:.1f} us, {bf16_us / us:.2f}x bf16", flush=True)
-        del case, quantized
-        torch.cuda.empty_cache()
-        write_csv(os.path.join(args.out, f"paged_decode_fp8_tensor_cores_{device_slug()}.csv"),
-                  rows, list(rows[0]), [
-                      "fp8 dots B:R: this probe's kernel, B tokens a tile, at most R registers a "
-                      "thread; its split rows run no combine (a lower bound on their time)",
-                      "rel_*: relative error of the first sequences' outputs against the "
-                      "reference over the dequantized fp8 cache and over the bf16 cache"])
-    return 0
+    return probe_main(
+        __doc__.splitlines()[0], "32x4096,64x4096,8x32768,128x4096,32x32768",
+        "paged_decode_fp8_tensor_cores", [
+            "fp8 dots B:R: this probe's kernel, B tokens a tile, at most R registers a thread; "
+            "its split rows run no combine (a lower bound on their time)",
+            "rel_*: relative error of the first sequences' outputs against the reference over "
+            "the dequantized fp8 cache and over the bf16 cache"], variants)
 
 
 if __name__ == "__main__":
