@@ -251,15 +251,12 @@ _LAUNCHES: dict[tuple, Launch] = {}
 MAX_CACHED_LAUNCHES = 4096
 
 
-def launch_for(q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
-               context_lens: torch.Tensor, num_splits: int | None,
-               check: Callable[[], None]) -> Launch:
-    """The Launch for these inputs' shapes (check() runs when a shape is first seen). The split
-    count defaults to choose_num_splits' at this kernel's occupancy; it never reads
-    context_lens on the host, so the launch can be captured in a CUDA graph."""
-    key = (q.shape, q.stride(), q.dtype, q.device, table.num_kv_heads, table.block_size,
-           table.blocks_per_segment, block_tables.shape, block_tables.stride(),
-           context_lens.shape, num_splits)
+def launch_for(key: tuple, q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
+               num_splits: int | None, check: Callable[[], None]) -> Launch:
+    """The Launch for the inputs that key describes (paged_decode.launch_key; check() runs when
+    a key is first seen). The split count defaults to choose_num_splits' at this kernel's
+    occupancy; it never reads context lengths on the host, so the launch can be captured in a
+    CUDA graph."""
     launch = _LAUNCHES.get(key)
     if launch is None:
         check()

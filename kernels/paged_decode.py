@@ -326,7 +326,8 @@ def paged_decode(
     if config is None and fp8_decode is not None and fp8_decode.supported(q, table, window):
         out = decode_output(q, out)
         fp8_decode.launch_for(
-            q, table, block_tables, context_lens, num_splits,
+            launch_key(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
+                       config, window), q, table, block_tables, num_splits,
             lambda: check_launch(q, table, block_tables, context_lens, blocks_per_segment, window),
         )(q, table, block_tables, context_lens, k_scale, v_scale, out, stride_ks, stride_vs,
           scale * LOG2E)
@@ -380,11 +381,8 @@ MAX_CACHED_LAUNCHES = 4096
 
 def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_splits,
                 config, window) -> _Launch:
-    key = (q.shape, q.stride(), q.dtype, q.device, table.dtype, table.num_kv_heads,
-           table.head_dim, table.block_size, table.blocks_per_segment,
-           table.k_base.element_size(), block_tables.shape, block_tables.stride(),
-           block_tables.dtype, context_lens.shape, context_lens.dtype, blocks_per_segment,
-           num_splits, config, window)
+    key = launch_key(q, table, block_tables, context_lens, blocks_per_segment, num_splits, config,
+                     window)
     launch = _LAUNCHES.get(key)
     if launch is None:
         check_launch(q, table, block_tables, context_lens, blocks_per_segment, window)
@@ -398,6 +396,18 @@ def _launch_for(q, table, block_tables, context_lens, blocks_per_segment, num_sp
             None if plan.num_splits == 1 else
             decode_partials(q.device, batch, num_heads, head_dim, plan.num_splits))
     return launch
+
+
+def launch_key(q, table, block_tables, context_lens, blocks_per_segment, num_splits, config,
+               window) -> tuple:
+    """What a cached launch of either decode kernel (this module's, kernels/fp8_decode.py's)
+    depends on, every input check_launch reads included: a plain tuple read straight off the
+    tensors, so that a call of another dtype or layout is checked again."""
+    return (q.shape, q.stride(), q.dtype, q.device, table.dtype, table.num_kv_heads,
+            table.head_dim, table.block_size, table.blocks_per_segment,
+            table.k_base.element_size(), block_tables.shape, block_tables.stride(),
+            block_tables.dtype, context_lens.shape, context_lens.dtype, blocks_per_segment,
+            num_splits, config, window)
 
 
 def check_launch(q, table, block_tables, context_lens, blocks_per_segment, window) -> None:

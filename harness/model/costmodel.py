@@ -172,8 +172,8 @@ def decode_bandwidth_ratio(kv_dtype: str, gpu_name: str, block_size: int, *,
     the measured block size nearest block_size (in log2). From this GPU family's
     paged_decode_<kv_dtype>_ table, else another GPU's: a measured kernel over a guess, and a
     conservative one, since the fp8 loop is bound by instruction issue and a GPU of lower
-    bandwidth leaves it less far behind (kernels/paged_decode.py, kernels/fp8_decode.py). (1.0, None) for bf16 and
-    where nothing is measured: the bytes stream at bf16's bandwidth."""
+    bandwidth leaves it less far behind (kernels/paged_decode.py, kernels/fp8_decode.py). (1.0,
+    None) for bf16 and where nothing is measured: the bytes stream at bf16's bandwidth."""
     if kv_dtype == DEFAULT_KV_DTYPE:
         return 1.0, None
     where = Path(results_dir) if results_dir is not None else measured_results_dir()

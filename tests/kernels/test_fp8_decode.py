@@ -12,7 +12,7 @@ import torch
 
 from kernels import fp8_decode
 from kernels.fp8 import FP8_DTYPE
-from kernels.paged_decode import paged_decode
+from kernels.paged_decode import launch_key, paged_decode
 from kernels.reference import reference_decode
 from kernels.segments import segment_table
 
@@ -46,6 +46,22 @@ def test_window_and_old_gpus_stay_on_the_triton_kernel(monkeypatch):
     assert not fp8_decode.supported(q, table, 4096)
     monkeypatch.setattr(fp8_decode, "_capable", lambda device: False)
     assert not fp8_decode.supported(q, table, None)
+
+
+def test_a_launch_is_keyed_by_everything_its_checks_read():
+    """Both decode kernels cache their launches by paged_decode.launch_key: a call whose context
+    lengths or block tables have another dtype, or whose blocks_per_segment disagrees with the
+    table, gets another key, and so is checked again rather than launched unchecked."""
+    table = SimpleNamespace(dtype=FP8_DTYPE, num_kv_heads=8, head_dim=128, block_size=16,
+                            blocks_per_segment=64, k_base=torch.empty(1, dtype=FP8_DTYPE))
+    q = torch.empty(2, 32, 128)
+    tables = torch.zeros(2, 4, dtype=torch.int32)
+    lens = torch.zeros(2, dtype=torch.int32)
+    key = launch_key(q, table, tables, lens, 64, None, None, None)
+    assert key == launch_key(q, table, tables.clone(), lens.clone(), 64, None, None, None)
+    assert key != launch_key(q, table, tables, lens.long(), 64, None, None, None)
+    assert key != launch_key(q, table, tables.long(), lens, 64, None, None, None)
+    assert key != launch_key(q, table, tables, lens, 32, None, None, None)
 
 
 _COMPILE = """
