@@ -204,3 +204,37 @@ def test_fp8_cuda_graph_steps_give_the_eager_tokens(small_trace):
     assert runs[True].details["cuda_graph_steps"] > 0
     assert runs[False].details["cuda_graph_steps"] == 0
     assert _prefix_share(runs[False].outputs(), runs[True].outputs()) >= 0.85
+
+
+@GPU_ONLY
+def test_fp8_decode_of_a_head_dim_128_model_runs_the_gluon_kernel_and_keeps_the_tokens(
+        small_trace):
+    """End to end through kernels/fp8_decode.py: a llama3-8b-shaped model (head_dim 128, 4
+    query heads a KV head; two layers and a small vocabulary, so that float32 weights stay
+    small) decodes an fp8 pool with the Gluon kernel, and its greedy tokens follow those of the
+    reference backend over the same pool. The kernel rounds queries and weights to float16
+    where the reference computes in float32, so tokens agree up to a rare near-tie: at least
+    0.9 of them before each sequence first parts."""
+    import dataclasses
+
+    from harness.gpu.attention import ReferenceAttention, TritonAttention
+    from harness.gpu.model import Decoder, DecoderConfig
+    from kernels import fp8_decode
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = dataclasses.replace(model_preset("llama3-8b"), num_layers=2,
+                                intermediate_size=1024, vocab_size=2048)
+    weights = build_decoder(model, device="cuda", dtype="float32", seed=0).weights
+    trace = small_trace(5, 12, max_prompt=300, max_output=40)
+    config = RunConfig(model=model, allocator=AllocatorConfig.of("paged", block_size=16),
+                       scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256),
+                       budget_slots_override=4096, kv_dtype="fp8")
+    outputs = []
+    for backend in (ReferenceAttention(), TritonAttention(decode_balance="off")):
+        fp8_decode._LAUNCHES.clear()
+        decoder = Decoder(DecoderConfig.from_model_spec(model), weights, backend)
+        result, executor = run_on_device(config, trace, decoder)
+        assert result.summary["completed"] == len(trace)
+        outputs.append(executor.outputs())
+    assert fp8_decode._LAUNCHES, "the fp8 decode steps did not run the Gluon kernel"
+    assert _prefix_share(outputs[0], outputs[1]) >= 0.9
