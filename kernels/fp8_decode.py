@@ -8,9 +8,12 @@ queries every tile, and ptxas spends about a sixth of the loop moving fragments 
 Here the operands are swapped, S^T = K q^T and O^T = V^T P^T: a tile's tokens (and head_dim)
 are the MMA's rows and the GQA group's query heads its 8 columns (HMMA m16n8k16, half the MMAs
 of 16 padded query rows), and the queries stay in registers as the B operand. Each of the 4
-warps takes its own share of every 64-token tile (T tokens), copies it itself (cp.async, a
-ring of STAGES shared-memory buffers, STAGES - 1 tiles ahead) and keeps its own running
-maximum, sum and output, merged once after the loop: the loop reduces nothing across warps.
+warps takes its own share of every 64-token tile (T = 16 tokens, in one block: one lookup of
+it, a tile before its copy), copies it itself (cp.async into STAGES shared-memory buffers in
+turn, STAGES - 1 tiles ahead) and keeps its own running maximum, sum and output, merged once
+after the loop: the loop reduces nothing across warps, and holds one barrier a tile (the
+buffers are separate allocations, so that the compiler sees a tile's copy and the step
+before it touch different memory).
 K and V^T are read as 8-bit A operands and converted to float16 in registers, which holds every
 e4m3 value exactly, so the kernel computes attention over exactly the dequantized cache; the
 scales are applied once (K's into the score scale, V's into the output). The fp8 cache holds V
@@ -39,9 +42,14 @@ from kernels.split_kv import decode_partials, reduce_launch
 
 HEAD_DIM = 128  # the copies' layouts cover a 128-byte row of K per token
 MAX_GROUP = 8  # query heads per KV head: the MMA's columns
-# Shared-memory buffers (64-token tiles) and warps a program: 3 buffers ran best of 2-4
-# (benchmarks/probe_fp8_gluon.py).
-STAGES, WARPS = 3, 4
+WARPS = 4  # a program's warps, each its own share of every tile
+# Shared-memory buffers a program (64-token tiles, STAGES - 1 of them in flight): with 3, four
+# programs fit an SM; 4 or 6 buffers ran no faster at any split count, even where fewer
+# programs an SM leave room for them (benchmarks/probe_fp8_splits.py).
+STAGES = 3
+# Registers a thread at most: four programs of 128 threads fill an SM's 64K. Left free, ptxas
+# took up to 166 for forms of this loop, which fits three, and 64 x 4096 ran 10% slower.
+MAX_REGISTERS = 128
 # Where a GPU runs it: cp.async and mma.sync with float16 operands (sm_80 on).
 MIN_CAPABILITY = (8, 0)
 # cp.async into shared memory: async_load in newer Triton (3.9), async_copy_global_to_shared
@@ -65,45 +73,57 @@ def supported(q: torch.Tensor, table: SegmentTable, window: int | None) -> bool:
 
 
 @gluon.jit
-def _block_rows(bt_row, Offsets, tok, end, BLOCK_SIZE: gl.constexpr,
-                BLOCKS_PER_SEGMENT: gl.constexpr, TOKEN: gl.constexpr, ALIGN: gl.constexpr):
-    """Element offset from the base of each token's block (KV head 0): its segment's offset
-    and its place in the segment, blocks of BLOCK_SIZE tokens of TOKEN elements; tokens from
-    end on look nothing up."""
-    block = gl.load(bt_row + tok // BLOCK_SIZE, mask=tok < end, other=0)
-    seg = block // BLOCKS_PER_SEGMENT
-    return (gl.load(Offsets + seg) * ALIGN
-            + (block - seg * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN))
+def _share_blocks(bt_row, tile, end, T: gl.constexpr, BLOCK_SIZE: gl.constexpr):
+    """The block of each warp's share of the tile from `tile` (T tokens from tile + w * T, in
+    one block: T is a run, and blocks hold whole runs from multiples of them), 0 for shares from
+    end on; laid out for _copy_tile's K copy."""
+    ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [4, 1, 1], [2, 1, 0])
+    first = tile + gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck))) * T
+    return gl.load(bt_row + first // BLOCK_SIZE, mask=first < end, other=0)
 
 
 @gluon.jit
-def _copy_tile(k_buf, v_buf, bt_row, K_base, V_base, K_offsets, V_offsets, kv_head, tile, end,
+def _share_rows(block, Offsets, first, BLOCK_SIZE: gl.constexpr,
+                BLOCKS_PER_SEGMENT: gl.constexpr, TOKEN: gl.constexpr, ALIGN: gl.constexpr):
+    """Element offset (KV head 0) of each warp's first token `first` of a tile, in `block`: its
+    segment's offset, the block's place in the segment and the token's in the block, blocks of
+    BLOCK_SIZE tokens of TOKEN elements. K and V^T alike: a run of V^T starts where its first
+    token's K would."""
+    seg = block // BLOCKS_PER_SEGMENT
+    return (gl.load(Offsets + seg) * ALIGN
+            + (block - seg * BLOCKS_PER_SEGMENT).to(gl.int64) * (BLOCK_SIZE * TOKEN)
+            + (first % BLOCK_SIZE) * TOKEN)
+
+
+@gluon.jit
+def _copy_tile(k_buf, v_buf, block, K_base, V_base, K_offsets, V_offsets, kv_head, tile, end,
                T: gl.constexpr, NUM_KV_HEADS: gl.constexpr, BLOCK_SIZE: gl.constexpr,
                BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr):
-    """cp.async of the tile from `tile`: K as [warps, T, head_dim] and V^T as [warps, head_dim,
-    T] (warp w copies its own tokens tile + w * T ..), nothing from end on (V a whole run or
-    none: its copies stay 16 bytes), one commit group."""
+    """cp.async of the tile from `tile`, whose shares lie in `block` (_share_blocks): K as
+    [warps, T, head_dim] and V^T as [warps, head_dim, T], warp w copying its own share, one run
+    of V^T; nothing from end on (V a whole run or none: its copies stay 16 bytes); one commit
+    group."""
     D: gl.constexpr = 128
-    RUN: gl.constexpr = 16
     TOKEN: gl.constexpr = NUM_KV_HEADS * D
+    gl.static_assert(T == 16)
     ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [4, 1, 1], [2, 1, 0])
-    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck)))
+    first = tile + gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck))) * T
     t = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(2, ck)))
-    tok = tile + w[:, None] * T + t[None, :]
-    rows = (_block_rows(bt_row, K_offsets, tok, end, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN, ALIGN)
-            + (tok % BLOCK_SIZE) * TOKEN)
+    rows = (_share_rows(block, K_offsets, first, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN,
+                        ALIGN)[:, None] + t[None, :] * TOKEN)
     col = kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, gl.SliceLayout(1, ck)))
-    _async_load(k_buf, K_base + rows[:, :, None] + col[None, None, :], mask=(tok < end)[:, :, None])
+    _async_load(k_buf, K_base + rows[:, :, None] + col[None, None, :],
+                mask=(first[:, None] + t[None, :] < end)[:, :, None])
     cv: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 32, 1], [4, 1, 1], [2, 1, 0])
-    wv = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(1, cv)))
-    tv = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(1, cv)))
-    tok_v = tile + wv[:, None] * T + tv[None, :]
-    runs = (_block_rows(bt_row, V_offsets, tok_v, end, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN,
-                        ALIGN) + (tok_v % BLOCK_SIZE) // RUN * (RUN * TOKEN) + tok_v % RUN)
+    share: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, cv))
+    first_v = tile + gl.arange(0, 4, layout=share) * T
+    run = _share_rows(gl.convert_layout(block, share), V_offsets, first_v, BLOCK_SIZE,
+                      BLOCKS_PER_SEGMENT, TOKEN, ALIGN)
     d = kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, gl.SliceLayout(2, cv)))
-    v_ptrs = V_base + runs[:, None, :] + d[None, :, None] * RUN
-    v_ptrs = gl.max_contiguous(gl.multiple_of(v_ptrs, [1, 1, RUN]), [1, 1, RUN])
-    _async_load(v_buf, v_ptrs, mask=(tok_v // RUN * RUN < end)[:, None, :])
+    tv = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(1, cv)))
+    v_ptrs = V_base + run[:, None, None] + d[None, :, None] * T + tv[None, None, :]
+    v_ptrs = gl.max_contiguous(gl.multiple_of(v_ptrs, [1, 1, T]), [1, 1, T])
+    _async_load(v_buf, v_ptrs, mask=(first_v < end)[:, None, None])
     async_copy.commit_group()
 
 
@@ -139,6 +159,44 @@ def _step(k_buf, v_buf, q_t, scale, m_i, l_i, acc, tile, end, T: gl.constexpr,
 
 
 @gluon.jit
+def _tile(k_buf, v_buf, k_ahead, v_ahead, block, bt_row, K_base, V_base, K_offsets, V_offsets,
+          kv_head, q_t, scale, m_i, l_i, acc, tile, end, T: gl.constexpr,
+          NUM_KV_HEADS: gl.constexpr, BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr,
+          ALIGN: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr):
+    """The tile from `tile`, in k_buf and v_buf: once its copies have landed, the copy of the
+    tile STAGES - 1 on (in `block`) goes into k_ahead and v_ahead (the buffers of the tile
+    before, which every warp is past), so that STAGES - 1 tiles are in flight during the step;
+    the blocks of the tile after that are loaded for the next call, their latency hidden by
+    this one."""
+    BLOCK_N: gl.constexpr = 4 * T
+    async_copy.wait_group(STAGES - 2)
+    _barrier()
+    ahead = _share_blocks(bt_row, tile + STAGES * BLOCK_N, end, T, BLOCK_SIZE)
+    _copy_tile(k_ahead, v_ahead, block, K_base, V_base, K_offsets, V_offsets, kv_head,
+               tile + (STAGES - 1) * BLOCK_N, end, T, NUM_KV_HEADS, BLOCK_SIZE,
+               BLOCKS_PER_SEGMENT, ALIGN)
+    m_i, l_i, acc = _step(k_buf, v_buf, q_t, scale, m_i, l_i, acc, tile, end, T, MASKED)
+    return m_i, l_i, acc, ahead
+
+
+@gluon.jit
+def _tiles(k_bufs, v_bufs, block, bt_row, K_base, V_base, K_offsets, V_offsets, kv_head, q_t,
+           scale, m_i, l_i, acc, tile, end, T: gl.constexpr, NUM_KV_HEADS: gl.constexpr,
+           BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr,
+           STAGES: gl.constexpr, MASKED: gl.constexpr):
+    """The STAGES tiles from `tile` (those that start before end), in the buffers in turn."""
+    BLOCK_N: gl.constexpr = 4 * T
+    for s in gl.static_range(STAGES):
+        if tile + s * BLOCK_N < end:
+            m_i, l_i, acc, block = _tile(
+                k_bufs[s], v_bufs[s], k_bufs[(s + STAGES - 1) % STAGES],
+                v_bufs[(s + STAGES - 1) % STAGES], block, bt_row, K_base, V_base, K_offsets,
+                V_offsets, kv_head, q_t, scale, m_i, l_i, acc, tile + s * BLOCK_N, end, T,
+                NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN, STAGES, MASKED)
+    return m_i, l_i, acc, block
+
+
+@gluon.jit
 def _fp8_decode_kernel(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale, Block_tables,
                        Context_lens, Out, Part_out, Part_lse, stride_qb, stride_qh, stride_bt,
                        stride_ob, stride_oh, stride_ks, stride_vs, qk_scale, num_splits,
@@ -161,7 +219,6 @@ def _fp8_decode_kernel(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale
     start = split * split_tokens
     end = gl.minimum(start + split_tokens, context)
     span = gl.maximum(end - start, 0)
-    whole = span // BLOCK_N
     bt_row = Block_tables + b.to(gl.int64) * stride_bt
 
     wq = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, b_op)))
@@ -174,29 +231,34 @@ def _fp8_decode_kernel(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale
     q_t = gl.minimum(gl.maximum(q_t.to(gl.float32), -65504.0), 65504.0).to(gl.float16)
     scale = qk_scale * gl.load(K_scale + kv_head * stride_ks)
 
-    k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, 4, T, D], k_shared)
-    v_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, 4, D, T], v_shared)
+    # STAGES buffers of each, separate allocations (one barrier a tile, not two).
+    k_bufs = ()
+    v_bufs = ()
+    for s in gl.static_range(STAGES):
+        k_bufs = k_bufs + (gl.allocate_shared_memory(gl.float8e4nv, [4, T, D], k_shared),)
+    for s in gl.static_range(STAGES):
+        v_bufs = v_bufs + (gl.allocate_shared_memory(gl.float8e4nv, [4, D, T], v_shared),)
     for s in gl.static_range(STAGES - 1):
-        _copy_tile(k_ring.index(s), v_ring.index(s), bt_row, K_base, V_base, K_offsets,
-                   V_offsets, kv_head, start + s * BLOCK_N, end, T, NUM_KV_HEADS, BLOCK_SIZE,
-                   BLOCKS_PER_SEGMENT, ALIGN)
+        _copy_tile(k_bufs[s], v_bufs[s],
+                   _share_blocks(bt_row, start + s * BLOCK_N, end, T, BLOCK_SIZE), K_base,
+                   V_base, K_offsets, V_offsets, kv_head, start + s * BLOCK_N, end, T,
+                   NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
+    block = _share_blocks(bt_row, start + (STAGES - 1) * BLOCK_N, end, T, BLOCK_SIZE)
     m_i = gl.full([4, G], float("-inf"), gl.float32, gl.SliceLayout(1, mma))
     l_i = gl.zeros([4, G], gl.float32, gl.SliceLayout(1, mma))
     acc = gl.zeros([4, D, G], gl.float32, mma)
-    for i in range(whole):
-        async_copy.wait_group(STAGES - 2)
-        _barrier()
-        m_i, l_i, acc = _step(k_ring.index(i % STAGES), v_ring.index(i % STAGES), q_t, scale,
-                              m_i, l_i, acc, start + i * BLOCK_N, end, T, False)
-        ahead = i + STAGES - 1
-        _copy_tile(k_ring.index(ahead % STAGES), v_ring.index(ahead % STAGES), bt_row, K_base,
-                   V_base, K_offsets, V_offsets, kv_head, start + ahead * BLOCK_N, end, T,
-                   NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
-    if whole * BLOCK_N < span:
-        async_copy.wait_group(STAGES - 2)
-        _barrier()
-        m_i, l_i, acc = _step(k_ring.index(whole % STAGES), v_ring.index(whole % STAGES), q_t,
-                              scale, m_i, l_i, acc, start + whole * BLOCK_N, end, T, True)
+    # Whole tiles STAGES at a time, then the last STAGES - 1 whole tiles at most and the
+    # partial one, masked.
+    groups = span // (STAGES * BLOCK_N)
+    for i in range(groups):
+        m_i, l_i, acc, block = _tiles(k_bufs, v_bufs, block, bt_row, K_base, V_base, K_offsets,
+                                      V_offsets, kv_head, q_t, scale, m_i, l_i, acc,
+                                      start + i * (STAGES * BLOCK_N), end, T, NUM_KV_HEADS,
+                                      BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN, STAGES, False)
+    m_i, l_i, acc, block = _tiles(k_bufs, v_bufs, block, bt_row, K_base, V_base, K_offsets,
+                                  V_offsets, kv_head, q_t, scale, m_i, l_i, acc,
+                                  start + groups * (STAGES * BLOCK_N), end, T, NUM_KV_HEADS,
+                                  BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN, STAGES, True)
     async_copy.wait_group(0)
 
     # The warps' shares merged: weights rescaled to the largest maximum (0 where none saw a
@@ -265,7 +327,7 @@ def launch_for(key: tuple, q: torch.Tensor, table: SegmentTable, block_tables: t
                           BLOCK_SIZE=table.block_size,
                           BLOCKS_PER_SEGMENT=table.blocks_per_segment,
                           ALIGN=ALIGN_BYTES // table.dtype.itemsize, STAGES=STAGES)
-        options = dict(num_warps=WARPS)
+        options = dict(num_warps=WARPS, maxnreg=MAX_REGISTERS)
         if num_splits is None:
             per_sm = _programs_per_sm(q.device, q.dtype, table.dtype, q.stride()[:2],
                                       block_tables.stride(0), tuple(sorted(constexprs.items())))
@@ -294,4 +356,4 @@ def _programs_per_sm(device: torch.device, q_dtype: torch.dtype, cache_dtype: to
                  *q_strides, table_stride, *q_strides, 1, 1, 1.0, 2)
     return occupancy.programs_per_sm(_fp8_decode_kernel, device, signature,
                                      tuple(sorted(dict(constexprs, SPLIT=True).items())),
-                                     (("num_warps", WARPS),))
+                                     (("num_warps", WARPS), ("maxnreg", MAX_REGISTERS)))

@@ -85,9 +85,11 @@ source = GluonASTSource(kernel, signature,
                         attrs={(i,): [["tt.divisibility", 16]]
                                for i, n in enumerate(names) if n in pointers})
 compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=fp8_decode.WARPS))
+                          options=dict(num_warps=fp8_decode.WARPS,
+                                       maxnreg=fp8_decode.MAX_REGISTERS))
 ptx = compiled.asm["ptx"]
-print(compiled.metadata.shared, "mma.sync" in ptx, "cp.async" in ptx)
+print(compiled.metadata.shared, "mma.sync" in ptx, "cp.async" in ptx,
+      f".maxnreg {fp8_decode.MAX_REGISTERS}" in ptx)
 """
 
 
@@ -96,14 +98,15 @@ def test_compiles_for_hopper(block_size, split):
     """The kernel compiles for sm_90 with the installed Triton, no GPU needed (in a process of
     its own: the test session runs Triton's interpreter, which compiles no Gluon): the Gluon
     API it calls exists there, it multiplies on the tensor cores from cp.async-filled shared
-    memory, and its ring of tiles fits an SM four times over."""
+    memory, and its buffers and its registers (capped) fit an SM four times over."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", _COMPILE, str(block_size), str(int(split))],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
-    shared, mma, cp_async = run.stdout.split()
-    assert mma == "True" and cp_async == "True"
+    shared, mma, cp_async, capped = run.stdout.split()
+    assert mma == "True" and cp_async == "True" and capped == "True"
     assert 4 * (int(shared) + 1024) <= 228 * 1024
+    assert 4 * 32 * fp8_decode.WARPS * fp8_decode.MAX_REGISTERS <= 65536
 
 
 def _fp8_case(make_cache, context_lens, heads, kv_heads, block_size, dtype, seed):
@@ -122,10 +125,11 @@ def _fp8_case(make_cache, context_lens, heads, kv_heads, block_size, dtype, seed
 @pytest.mark.parametrize("per_head", [True, False])
 def test_gluon_path_matches_dequantized_reference(monkeypatch, make_cache, rel_err, num_splits,
                                                   heads, kv_heads, block_size, per_head):
-    """Ragged contexts (empty, shorter than a tile, one past a tile, many tiles and a tail)
-    over blocks in three segments: paged_decode takes the Gluon kernel, which gives attention
-    over exactly the dequantized values, in q's dtype."""
-    lens = [0, 1, 17, 64, 65, 1000, 4096 + 5]
+    """Ragged contexts (empty, shorter than a tile, one past a tile, whole groups of STAGES
+    (3) tiles, one or two tiles and a tail past them, many tiles) over blocks in three
+    segments: paged_decode takes the Gluon kernel, which gives attention over exactly the
+    dequantized values, in q's dtype."""
+    lens = [0, 1, 17, 64, 65, 192, 321, 1000, 4096 + 5]
     cache, q = _fp8_case(make_cache, lens, heads, kv_heads, block_size, torch.bfloat16,
                          seed=block_size + heads)
     k8, v8, k_scale, v_scale = cache.quantized(per_head)
