@@ -5,14 +5,14 @@ every other case, and of the CPU, where the interpreter runs no Gluon).
 Why not `tl.dot` (README, FP8 KV; benchmarks/probe_decode_sass.py): beside an 8-bit operand
 Triton lays the float16 one out 4 elements a thread along k and reloads the loop-invariant
 queries every tile, and ptxas spends about a sixth of the loop moving fragments into place.
-Here the operands are swapped, S^T = K q^T and O^T = V^T P^T: a tile's tokens (and head_dim)
-are the MMA's rows and the GQA group's query heads its 8 columns (HMMA m16n8k16, half the MMAs
-of 16 padded query rows), and the queries stay in registers as the B operand. Each of the 4
-warps takes its own share of every 64-token tile (T = 16 tokens, in one block: one lookup of
-it, a tile before its copy), copies it itself (cp.async into STAGES shared-memory buffers in
-turn, STAGES - 1 tiles ahead) and keeps its own running maximum, sum and output, merged once
-after the loop: the loop reduces nothing across warps, and holds one barrier a tile (the
-buffers are separate allocations, so that the compiler sees a tile's copy and the step
+Here the operands are swapped, S^T = K q^T and O^T = V^T P^T: a tile's tokens (and head_dim) are
+the MMA's rows and the GQA group's query heads its 8 columns (HMMA m16n8k16, half the MMAs of 16
+padded query rows), and the queries stay in registers as the B operand. Each of the WARPS warps
+takes its own 16 tokens of every tile (64 tokens at 4 warps; a warp's 16 lie in one block: one
+lookup of it, a tile before its copy), copies them itself (cp.async into STAGES shared-memory
+buffers in turn, STAGES - 1 tiles ahead) and keeps its own running maximum, sum and output,
+merged once after the loop: the loop reduces nothing across warps, and holds one barrier a tile
+(the buffers are separate allocations, so that the compiler sees a tile's copy and the step
 before it touch different memory).
 K and V^T are read as 8-bit A operands and converted to float16 in registers, which holds every
 e4m3 value exactly, so the kernel computes attention over exactly the dequantized cache; the
@@ -77,8 +77,8 @@ def _share_blocks(bt_row, tile, end, T: gl.constexpr, BLOCK_SIZE: gl.constexpr):
     """The block of each warp's share of the tile from `tile` (T tokens from tile + w * T, in
     one block: T is a run, and blocks hold whole runs from multiples of them), 0 for shares from
     end on; laid out for _copy_tile's K copy."""
-    ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [4, 1, 1], [2, 1, 0])
-    first = tile + gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck))) * T
+    ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [gl.num_warps(), 1, 1], [2, 1, 0])
+    first = tile + gl.arange(0, gl.num_warps(), layout=gl.SliceLayout(1, gl.SliceLayout(2, ck))) * T
     return gl.load(bt_row + first // BLOCK_SIZE, mask=first < end, other=0)
 
 
@@ -106,17 +106,17 @@ def _copy_tile(k_buf, v_buf, block, K_base, V_base, K_offsets, V_offsets, kv_hea
     D: gl.constexpr = 128
     TOKEN: gl.constexpr = NUM_KV_HEADS * D
     gl.static_assert(T == 16)
-    ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [4, 1, 1], [2, 1, 0])
-    first = tile + gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ck))) * T
+    ck: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 4, 8], [gl.num_warps(), 1, 1], [2, 1, 0])
+    first = tile + gl.arange(0, gl.num_warps(), layout=gl.SliceLayout(1, gl.SliceLayout(2, ck))) * T
     t = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(2, ck)))
     rows = (_share_rows(block, K_offsets, first, BLOCK_SIZE, BLOCKS_PER_SEGMENT, TOKEN,
                         ALIGN)[:, None] + t[None, :] * TOKEN)
     col = kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, gl.SliceLayout(1, ck)))
     _async_load(k_buf, K_base + rows[:, :, None] + col[None, None, :],
                 mask=(first[:, None] + t[None, :] < end)[:, :, None])
-    cv: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 32, 1], [4, 1, 1], [2, 1, 0])
+    cv: gl.constexpr = gl.BlockedLayout([1, 1, 16], [1, 32, 1], [gl.num_warps(), 1, 1], [2, 1, 0])
     share: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, cv))
-    first_v = tile + gl.arange(0, 4, layout=share) * T
+    first_v = tile + gl.arange(0, gl.num_warps(), layout=share) * T
     run = _share_rows(gl.convert_layout(block, share), V_offsets, first_v, BLOCK_SIZE,
                       BLOCKS_PER_SEGMENT, TOKEN, ALIGN)
     d = kv_head * D + gl.arange(0, D, layout=gl.SliceLayout(0, gl.SliceLayout(2, cv)))
@@ -134,18 +134,18 @@ def _step(k_buf, v_buf, q_t, scale, m_i, l_i, acc, tile, end, T: gl.constexpr,
     tile reaches past end, whose tokens get no weight and whose values (slots that may never
     have been written, and e4m3 garbage may be NaN) are zeroed."""
     G: gl.constexpr = 8
-    mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [4, 1, 1], [1, 16, 8])
+    mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [gl.num_warps(), 1, 1], [1, 16, 8])
     a_op: gl.constexpr = gl.DotOperandLayout(0, mma, 4)
     b_op: gl.constexpr = gl.DotOperandLayout(1, mma, 4)
     k = k_buf.load(a_op).to(gl.float16)
-    scores = mma_v2(k, q_t, gl.zeros([4, T, G], gl.float32, mma)) * scale
+    scores = mma_v2(k, q_t, gl.zeros([gl.num_warps(), T, G], gl.float32, mma)) * scale
     v_t = v_buf.load(a_op).to(gl.float16)
     if MASKED:
-        w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, mma)))
+        w = gl.arange(0, gl.num_warps(), layout=gl.SliceLayout(1, gl.SliceLayout(2, mma)))
         t = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(2, mma)))
         seen = (tile + w[:, None] * T + t[None, :] < end)[:, :, None]
         scores = gl.where(seen, scores, float("-inf"))
-        wv = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(1, a_op)))
+        wv = gl.arange(0, gl.num_warps(), layout=gl.SliceLayout(1, gl.SliceLayout(1, a_op)))
         tv = gl.arange(0, T, layout=gl.SliceLayout(0, gl.SliceLayout(1, a_op)))
         v_t = gl.where((tile + wv[:, None] * T + tv[None, :] < end)[:, None, :], v_t, 0.0)
     m_new = gl.maximum(m_i, gl.max(scores, axis=1))
@@ -168,7 +168,7 @@ def _tile(k_buf, v_buf, k_ahead, v_ahead, block, bt_row, K_base, V_base, K_offse
     before, which every warp is past), so that STAGES - 1 tiles are in flight during the step;
     the blocks of the tile after that are loaded for the next call, their latency hidden by
     this one."""
-    BLOCK_N: gl.constexpr = 4 * T
+    BLOCK_N: gl.constexpr = gl.num_warps() * T
     async_copy.wait_group(STAGES - 2)
     _barrier()
     ahead = _share_blocks(bt_row, tile + STAGES * BLOCK_N, end, T, BLOCK_SIZE)
@@ -185,7 +185,7 @@ def _tiles(k_bufs, v_bufs, block, bt_row, K_base, V_base, K_offsets, V_offsets, 
            BLOCK_SIZE: gl.constexpr, BLOCKS_PER_SEGMENT: gl.constexpr, ALIGN: gl.constexpr,
            STAGES: gl.constexpr, MASKED: gl.constexpr):
     """The STAGES tiles from `tile` (those that start before end), in the buffers in turn."""
-    BLOCK_N: gl.constexpr = 4 * T
+    BLOCK_N: gl.constexpr = gl.num_warps() * T
     for s in gl.static_range(STAGES):
         if tile + s * BLOCK_N < end:
             m_i, l_i, acc, block = _tile(
@@ -205,9 +205,10 @@ def _fp8_decode_kernel(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale
                        SPLIT: gl.constexpr, STAGES: gl.constexpr):
     D: gl.constexpr = 128
     G: gl.constexpr = 8
-    BLOCK_N: gl.constexpr = 64
-    T: gl.constexpr = BLOCK_N // 4
-    mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [4, 1, 1], [1, 16, 8])
+    T: gl.constexpr = 16
+    W: gl.constexpr = gl.num_warps()
+    BLOCK_N: gl.constexpr = W * T
+    mma: gl.constexpr = gl.NVMMADistributedLayout([2, 0], [gl.num_warps(), 1, 1], [1, 16, 8])
     b_op: gl.constexpr = gl.DotOperandLayout(1, mma, 4)
     k_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 1, 8, [2, 1, 0])
     v_shared: gl.constexpr = gl.SwizzledSharedLayout(16, 128 // T, T // 16, [2, 1, 0])
@@ -221,7 +222,7 @@ def _fp8_decode_kernel(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale
     span = gl.maximum(end - start, 0)
     bt_row = Block_tables + b.to(gl.int64) * stride_bt
 
-    wq = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, b_op)))
+    wq = gl.arange(0, gl.num_warps(), layout=gl.SliceLayout(1, gl.SliceLayout(2, b_op)))
     d_q = gl.arange(0, D, layout=gl.SliceLayout(0, gl.SliceLayout(2, b_op)))
     g_q = gl.arange(0, G, layout=gl.SliceLayout(0, gl.SliceLayout(1, b_op)))
     q_t = gl.load(Q + b * stride_qb + wq[:, None, None] * 0 + d_q[None, :, None]
@@ -235,18 +236,18 @@ def _fp8_decode_kernel(Q, K_base, V_base, K_offsets, V_offsets, K_scale, V_scale
     k_bufs = ()
     v_bufs = ()
     for s in gl.static_range(STAGES):
-        k_bufs = k_bufs + (gl.allocate_shared_memory(gl.float8e4nv, [4, T, D], k_shared),)
+        k_bufs = k_bufs + (gl.allocate_shared_memory(gl.float8e4nv, [W, T, D], k_shared),)
     for s in gl.static_range(STAGES):
-        v_bufs = v_bufs + (gl.allocate_shared_memory(gl.float8e4nv, [4, D, T], v_shared),)
+        v_bufs = v_bufs + (gl.allocate_shared_memory(gl.float8e4nv, [W, D, T], v_shared),)
     for s in gl.static_range(STAGES - 1):
         _copy_tile(k_bufs[s], v_bufs[s],
                    _share_blocks(bt_row, start + s * BLOCK_N, end, T, BLOCK_SIZE), K_base,
                    V_base, K_offsets, V_offsets, kv_head, start + s * BLOCK_N, end, T,
                    NUM_KV_HEADS, BLOCK_SIZE, BLOCKS_PER_SEGMENT, ALIGN)
     block = _share_blocks(bt_row, start + (STAGES - 1) * BLOCK_N, end, T, BLOCK_SIZE)
-    m_i = gl.full([4, G], float("-inf"), gl.float32, gl.SliceLayout(1, mma))
-    l_i = gl.zeros([4, G], gl.float32, gl.SliceLayout(1, mma))
-    acc = gl.zeros([4, D, G], gl.float32, mma)
+    m_i = gl.full([W, G], float("-inf"), gl.float32, gl.SliceLayout(1, mma))
+    l_i = gl.zeros([W, G], gl.float32, gl.SliceLayout(1, mma))
+    acc = gl.zeros([W, D, G], gl.float32, mma)
     # Whole tiles STAGES at a time, then the last STAGES - 1 whole tiles at most and the
     # partial one, masked.
     groups = span // (STAGES * BLOCK_N)
@@ -330,7 +331,8 @@ def launch_for(key: tuple, q: torch.Tensor, table: SegmentTable, block_tables: t
         options = dict(num_warps=WARPS, maxnreg=MAX_REGISTERS)
         if num_splits is None:
             per_sm = _programs_per_sm(q.device, q.dtype, table.dtype, q.stride()[:2],
-                                      block_tables.stride(0), tuple(sorted(constexprs.items())))
+                                      block_tables.stride(0), tuple(sorted(constexprs.items())),
+                                      tuple(sorted(options.items())))
             num_splits = choose_num_splits(batch, table.num_kv_heads,
                                            block_tables.shape[1] * table.block_size,
                                            occupancy.num_sms(q.device),
@@ -349,11 +351,12 @@ def launch_for(key: tuple, q: torch.Tensor, table: SegmentTable, block_tables: t
 
 @functools.lru_cache(maxsize=64)
 def _programs_per_sm(device: torch.device, q_dtype: torch.dtype, cache_dtype: torch.dtype,
-                     q_strides: tuple[int, int], table_stride: int, constexprs: tuple) -> int:
+                     q_strides: tuple[int, int], table_stride: int, constexprs: tuple,
+                     options: tuple) -> int:
     """Programs of this kernel an SM holds (kernels/occupancy.py), read off a compile of it."""
     signature = (q_dtype, cache_dtype, cache_dtype, torch.int64, torch.int64, torch.float32,
                  torch.float32, torch.int32, torch.int32, q_dtype, torch.float32, torch.float32,
                  *q_strides, table_stride, *q_strides, 1, 1, 1.0, 2)
     return occupancy.programs_per_sm(_fp8_decode_kernel, device, signature,
                                      tuple(sorted(dict(constexprs, SPLIT=True).items())),
-                                     (("num_warps", WARPS), ("maxnreg", MAX_REGISTERS)))
+                                     options)

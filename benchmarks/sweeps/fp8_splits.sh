@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# kernels/fp8_decode.py's launch shape on one H200: its GPU tests, the probe of split counts and
-# buffers (benchmarks/probe_fp8_splits.py), the fp8 table (paged_decode_fp8_<gpu>.csv, its bf16
+# kernels/fp8_decode.py's launch shape on one H200: its GPU tests, the probe of split counts, warps
+# and buffers (benchmarks/probe_fp8_splits.py), the fp8 table (paged_decode_fp8_<gpu>.csv, its bf16
 # rows beside), the paged decode kernel tests and the executor's fp8 GPU tests (a head_dim-128
 # model's decode through the kernel among them). About 8 minutes. Run from the repository root
 # with simpy importable (the device README's .whl carry). Everything lands in $OUT/sweep.tgz
