@@ -7,8 +7,9 @@ and the buffer count should be for this kernel. Writes paged_decode_fp8_splits_<
 
     PYTHONPATH=.:benchmarks python benchmarks/probe_fp8_splits.py --out OUT
 
-The committed table came from the probe at commit 55ade20, whose launches were 4 warps with 3,
-4 and 6 buffers.
+The committed table came from the probe at commit 3799ba6 (the split step of bash
+benchmarks/sweeps/fp8_splits.sh); the one before it, of 4 warps with 3, 4 and 6 buffers (commit
+55ade20), is in git history.
 """
 from __future__ import annotations
 

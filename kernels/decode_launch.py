@@ -1,7 +1,8 @@
 """Launch heuristics of the paged decode kernel (kernels/paged_decode.py): its launch shape per
-block size, split count and cache dtype (default_config), and the split count that fills the GPU
+block size, split count and cache dtype (default_config), the split count that fills the GPU
 in whole waves (choose_num_splits), a wave being as many programs as the GPU holds at once
-(read off the compiled kernel by the caller). Plain Python: the measurements behind each rule
+(read off the compiled kernel by the caller), and kernels/fp8_decode.py's split count
+(choose_fp8_num_splits). Plain Python: the measurements behind each rule
 are cited where it is made.
 """
 from __future__ import annotations
@@ -114,3 +115,34 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
         if fill > best_fill:
             best, best_fill = splits, fill
     return best
+
+
+# kernels/fp8_decode.py's split counts for a grid of one wave, measured on an H200 (benchmarks/
+# probe_fp8_splits.py, results/tuning/paged_decode_fp8_splits_h200.csv, 1-64 splits of seven
+# shapes at block sizes 16 and 64): that kernel runs fastest at about FP8_PROGRAMS_PER_SM
+# programs an SM, and splits that would fill every slot of the wave (choose_num_splits) only
+# pay where each still holds FP8_LONG_SPLIT_TOKENS: 32 x 4096 took 84.4 us unsplit against
+# 87.6 in 2 splits, 32 x 32768 517.0 in 2 against 534.8 unsplit (block size 16).
+FP8_PROGRAMS_PER_SM = 2
+FP8_MIN_SPLIT_TOKENS = 256  # 1 x 4096: 15.1 us in 16 splits, 17.0 in 32 of 128 tokens
+FP8_LONG_SPLIT_TOKENS = 8192
+
+
+def choose_fp8_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int,
+                          programs_per_sm: int) -> int:
+    """Split count of kernels/fp8_decode.py's launch, programs_per_sm of which one SM holds: a
+    grid larger than a wave is balanced as choose_num_splits balances it; a smaller one is
+    split in two while it stays within FP8_PROGRAMS_PER_SM programs an SM and splits of at
+    least FP8_MIN_SPLIT_TOKENS, then while it stays within the wave and splits of at least
+    FP8_LONG_SPLIT_TOKENS."""
+    programs = batch * num_kv_heads
+    if programs > programs_per_sm * num_sms:
+        return choose_num_splits(batch, num_kv_heads, max_context, num_sms,
+                                 programs_per_sm=lambda splits: programs_per_sm)
+    splits = 1
+    for per_sm, min_tokens in ((FP8_PROGRAMS_PER_SM, FP8_MIN_SPLIT_TOKENS),
+                               (programs_per_sm, FP8_LONG_SPLIT_TOKENS)):
+        while (2 * splits <= MAX_SPLITS and programs * 2 * splits <= per_sm * num_sms
+               and max_context // (2 * splits) >= min_tokens):
+            splits *= 2
+    return splits

@@ -34,7 +34,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
 from kernels import occupancy
-from kernels.decode_launch import choose_num_splits
+from kernels.decode_launch import choose_fp8_num_splits
 from kernels.fp8 import is_fp8
 from kernels.launch import DirectLaunch
 from kernels.segments import ALIGN_BYTES, VALUE_RUN, SegmentTable
@@ -42,7 +42,9 @@ from kernels.split_kv import decode_partials, reduce_launch
 
 HEAD_DIM = 128  # the copies' layouts cover a 128-byte row of K per token
 MAX_GROUP = 8  # query heads per KV head: the MMA's columns
-WARPS = 4  # a program's warps, each its own share of every tile
+# A program's warps, each its own share of every tile. 8 (64 of 128 tokens each, 2 programs an
+# SM at 2 or 3 buffers) ran slower at every split count (benchmarks/probe_fp8_splits.py).
+WARPS = 4
 # Shared-memory buffers a program (64-token tiles, STAGES - 1 of them in flight): with 3, four
 # programs fit an SM; 4 or 6 buffers ran no faster at any split count, even where fewer
 # programs an SM leave room for them (benchmarks/probe_fp8_splits.py).
@@ -317,9 +319,9 @@ MAX_CACHED_LAUNCHES = 4096
 def launch_for(key: tuple, q: torch.Tensor, table: SegmentTable, block_tables: torch.Tensor,
                num_splits: int | None, check: Callable[[], None]) -> Launch:
     """The Launch for the inputs that key describes (paged_decode.launch_key; check() runs when
-    a key is first seen). The split count defaults to choose_num_splits' at this kernel's
-    occupancy; it never reads context lengths on the host, so the launch can be captured in a
-    CUDA graph."""
+    a key is first seen). The split count defaults to choose_fp8_num_splits' at this
+    kernel's occupancy; it never reads context lengths on the host, so the launch can be
+    captured in a CUDA graph."""
     launch = _LAUNCHES.get(key)
     if launch is None:
         check()
@@ -333,11 +335,9 @@ def launch_for(key: tuple, q: torch.Tensor, table: SegmentTable, block_tables: t
             per_sm = _programs_per_sm(q.device, q.dtype, table.dtype, q.stride()[:2],
                                       block_tables.stride(0), tuple(sorted(constexprs.items())),
                                       tuple(sorted(options.items())))
-            num_splits = choose_num_splits(batch, table.num_kv_heads,
-                                           block_tables.shape[1] * table.block_size,
-                                           occupancy.num_sms(q.device),
-                                           block_size=table.block_size,
-                                           programs_per_sm=lambda splits: per_sm)
+            num_splits = choose_fp8_num_splits(batch, table.num_kv_heads,
+                                               block_tables.shape[1] * table.block_size,
+                                               occupancy.num_sms(q.device), per_sm)
         split = num_splits > 1
         if len(_LAUNCHES) >= MAX_CACHED_LAUNCHES:
             _LAUNCHES.clear()

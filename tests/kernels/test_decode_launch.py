@@ -6,11 +6,15 @@ import pytest
 from hypothesis import given, strategies as st
 
 from kernels.decode_launch import (
+    FP8_LONG_SPLIT_TOKENS,
     FP8_MAX_REGISTERS,
+    FP8_MIN_SPLIT_TOKENS,
+    FP8_PROGRAMS_PER_SM,
     LAST_WAVE_FILL,
     MIN_BALANCING_SPLIT_TOKENS,
     SHORT_TILE_TOKENS,
     TILE_TOKENS,
+    choose_fp8_num_splits,
     choose_num_splits,
     default_config,
 )
@@ -56,6 +60,45 @@ def test_split_heuristic_cases(batch, context, block_size, per_sm, expected):
     """H100 shapes (132 SMs, 8 KV heads) with the occupancies measured there."""
     assert choose_num_splits(batch, 8, context, 132, block_size=block_size,
                              programs_per_sm=lambda s: per_sm) == expected
+
+
+@pytest.mark.parametrize("batch, context, expected", [
+    (1, 4096, 16),    # 256-token splits
+    (1, 32768, 32),   # 256 programs: 2 an SM
+    (8, 4096, 4),
+    (8, 32768, 4),    # 8 splits would fill the wave, but of 4096 tokens
+    (32, 4096, 1),    # 256 programs unsplit
+    (32, 32768, 2),   # 2 splits of 16384 tokens fill the wave
+    (64, 4096, 1),
+])
+def test_fp8_split_cases(batch, context, expected):
+    """The shapes measured on an H200 (132 SMs, 8 KV heads, 4 programs an SM), at the split
+    counts that ran fastest there or within 2% of it."""
+    assert choose_fp8_num_splits(batch, 8, context, 132, 4) == expected
+
+
+@given(batch=st.integers(1, 512), kv_heads=st.sampled_from([1, 8, 32]),
+       context=st.integers(0, 1 << 20), sms=st.sampled_from([1, 108, 132]),
+       per_sm=st.integers(2, 6))
+def test_fp8_split_bounds(batch, kv_heads, context, sms, per_sm):
+    splits = choose_fp8_num_splits(batch, kv_heads, context, sms, per_sm)
+    programs = batch * kv_heads
+    if programs > per_sm * sms:
+        assert splits == choose_num_splits(batch, kv_heads, context, sms,
+                                           programs_per_sm=lambda s: per_sm)
+        return
+    # A power of two that keeps one wave; past FP8_PROGRAMS_PER_SM an SM only in long splits.
+    assert splits & (splits - 1) == 0 and 1 <= splits <= MAX_SPLITS
+    assert programs * splits <= per_sm * sms
+    assert splits == 1 or context // splits >= FP8_MIN_SPLIT_TOKENS
+    if splits > 1 and programs * splits > FP8_PROGRAMS_PER_SM * sms:
+        assert context // splits >= FP8_LONG_SPLIT_TOKENS
+    # Doubling again would break one of the rules.
+    double = 2 * splits
+    assert (double > MAX_SPLITS or programs * double > per_sm * sms
+            or context // double < FP8_MIN_SPLIT_TOKENS
+            or (programs * double > FP8_PROGRAMS_PER_SM * sms
+                and context // double < FP8_LONG_SPLIT_TOKENS))
 
 
 def test_default_config_tiles():
