@@ -6,7 +6,7 @@ tables 16,384 or 131,072 tokens wide (a decode graph's tables span the longest r
 trace; `kvharness profile`'s span 128k), shuffled over one random pool in segments of 65,536
 tokens. Batches 1, 8, 32, 64, 128 and 256 of uniform contexts (128, 1,000 or 8,192 tokens)
 or skewed ones (one sequence of 8,192 or 65,536 tokens, the others 1,000). Each case times,
-as CUDA-graph replays (bench_paged_decode.time_us: median, L2 flushed before each):
+as CUDA-graph replays (bench_paged_decode.time_us: median, L2 evicted before each):
 
 - split: paged_decode with its own split count (from the batch and the table width);
 - executor: paged_decode with the split count the executor gives it today

@@ -1,11 +1,11 @@
 """GPU benchmark of the paged decode kernel against torch SDPA, FlexAttention and copy bandwidth.
 
 One run checks every timed output on the GPU against the float32 reference (first sequences of
-each batch), times CUDA-graph replays with triton.testing.do_bench (median, L2 flushed before
-each call), and writes paged_decode_<device>.csv and .md to --out. Shapes: llama3-8b attention
-(32 query heads, 8 KV heads, head_dim 128), bf16, one KV pool per (batch, context) cut into
-segments of 65536 tokens (as the segmented and hybrid allocators cut it), viewed at each block
-size, addressed by contiguous or shuffled block tables. SDPA runs on a contiguous [B, Hkv, T, D]
+each batch), times CUDA-graph replays (median, L2 evicted before each call: time_us), and
+writes paged_decode_<device>.csv and .md to --out. Shapes: llama3-8b attention (32 query heads,
+8 KV heads, head_dim 128), bf16, one KV pool per (batch, context) cut into segments of 65536 tokens
+(as the segmented and hybrid allocators cut it), viewed at each block size, addressed by
+contiguous or shuffled block tables. SDPA runs on a contiguous [B, Hkv, T, D]
 cache of the same data: the non-paged ceiling. `--tune` times launch configurations and split
 counts instead (--tune-profile adds per-kernel device times of graph replays) and writes
 paged_decode_tune_<device>.csv (committed under benchmarks/results/tuning/, where the report does
@@ -19,11 +19,14 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import functools
 import os
 import re
+import statistics
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +87,29 @@ def make_case(batch: int, context: int, seed: int) -> Case:
                 torch.randn(shape, generator=gen, device="cuda", dtype=DTYPE))
 
 
-def time_us(fn, graph: bool = True) -> float:
-    """Median device time of fn in microseconds, L2 flushed before each call.
+# Bytes read before each timed call, so that the call finds none of its inputs in L2 (an H200
+# holds 50 MB). Read rather than written, as triton.testing.do_bench's flush writes them: the
+# dirty lines a write leaves in L2 are written back while the timed call reads, which charged a
+# plain read of 256 MB 8 us (11%) and each decode call 7-9 us (benchmarks/probe_l2_eviction.py,
+# results/tuning/l2_eviction_h200.csv).
+EVICT_BYTES = 256 << 20
+
+
+@functools.lru_cache(maxsize=None)
+def _eviction_buffers(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.zeros(EVICT_BYTES // 4, dtype=torch.int32, device=device),
+            torch.empty((), dtype=torch.int64, device=device))
+
+
+def evict_l2() -> None:
+    """Replace what L2 holds with clean lines: a sum over EVICT_BYTES."""
+    data, total = _eviction_buffers(torch.device("cuda", torch.cuda.current_device()))
+    torch.sum(data, dim=0, out=total)
+
+
+def time_us(fn, graph: bool = True, evict: Callable[[], None] = evict_l2) -> float:
+    """Median device time of fn in microseconds, evict() run before each call (as many calls
+    as fit in about 40 ms, after about 10 ms of warm-up, as triton.testing.do_bench counts them).
 
     With graph=True fn is captured once into a CUDA graph (harness.gpu.graphs.capture, which
     runs it three times) and the replays are timed, as a serving engine runs decode: otherwise
@@ -94,7 +118,26 @@ def time_us(fn, graph: bool = True) -> float:
     """
     if graph:
         fn = capture(fn, None)[0].replay
-    return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e3
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    fn()
+    start.record()
+    for _ in range(5):
+        evict()
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    estimate_ms = start.elapsed_time(end) / 5
+    for _ in range(max(1, int(10 / estimate_ms))):
+        fn()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(max(1, int(40 / estimate_ms)))]
+    for start, end in events:
+        evict()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events) * 1e3
 
 
 def copy_bandwidth_gbs() -> float:
@@ -147,7 +190,7 @@ def run_paged(case: Case, block_size: int, tables: torch.Tensor, config=None, nu
 
 
 def launch_overhead_note(case: Case) -> str:
-    """Plain do_bench (no graph) of paged bs 16 and SDPA: what host launch overhead adds."""
+    """time_us without a CUDA graph of paged bs 16 and SDPA: what host launch overhead adds."""
     paged = time_us(paged_call(case, 16, case.block_tables(16, "shuffled", 16)), graph=False)
     k = case.pool_k.view(case.batch, case.context, NUM_KV_HEADS, HEAD_DIM).transpose(1, 2)
     v = case.pool_v.view(case.batch, case.context, NUM_KV_HEADS, HEAD_DIM).transpose(1, 2)
@@ -285,8 +328,8 @@ def markdown(rows: list[dict], notes: list[str], copy_gbs: float, block_sizes,
                         "Paged cells: GB/s (% of SDPA on the contiguous cache). Each pool is cut "
                         f"into segments of {SEGMENT_TOKENS} tokens; launch shape and split count "
                         "are kernels.paged_decode's defaults (split counts below).",
-                        "Times: median of CUDA-graph replays (triton.testing.do_bench, L2 flushed "
-                        "before each).", ""]
+                        "Times: median of CUDA-graph replays (time_us, L2 evicted before each).",
+                        ""]
     for impl, layout in (("paged", "shuffled"), ("paged", "contiguous"), ("flex", "shuffled")):
         cells = {(r["batch"], r["context"], r["block_size"]): r for r in rows
                  if r["impl"] == impl and r["layout"] == layout}

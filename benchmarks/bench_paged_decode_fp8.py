@@ -3,7 +3,7 @@
 For every batch x context x block size: bench_paged_decode's bf16 pool (llama3-8b heads, the same
 seeds and shuffled block tables), and its fp8 copy, written through kernels.kv_write.write_kv
 with per-head scales calibrated on the pool itself (kernels.fp8.kv_scales, amax / 448). Both are
-timed with kernels.paged_decode's default launch (CUDA-graph replays, median, L2 flushed before
+timed with kernels.paged_decode's default launch (CUDA-graph replays, median, L2 evicted before
 each) and written side by side to paged_decode_fp8_<device>.csv: bench_paged_decode's columns
 plus kv_dtype. kv_bytes is what the kernel reads (half for fp8); max_abs_err is against the
 float32 reference over the bf16 pool for both rows, so for fp8 it is the price of quantizing.

@@ -16,7 +16,7 @@ cache as the floor; gbps = K+V bytes / time; ratio_to_sdpa = SDPA time / this ti
 
 Every timed output is first checked against the float32 reference (kernels.reference) on the
 last query rows of the first sequence (prefill) or the first sequences (decode). Times are
-medians of CUDA-graph replays (triton.testing.do_bench, L2 flushed before each). `--tune` times
+medians of CUDA-graph replays (bench_paged_decode.time_us, L2 evicted before each). `--tune` times
 launch configurations of the prefill kernel instead (prefill_tune_<device>.csv). Run on the GPU
 machine as:
 

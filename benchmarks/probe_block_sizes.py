@@ -103,7 +103,7 @@ def main() -> int:
             f"# setup: llama3-8b heads ({HEADS} q, {KV_HEADS} kv, dim {HEAD_DIM}) bf16; context "
             f"{CONTEXT} per sequence ({SHORT_CONTEXT} too at one), in order; block tables "
             f"spanning {SPAN} tokens; paged_decode's default launch, and the balanced kernel "
-            "over plan_work_lists' programs; time_us: CUDA graph replays, L2 flushed"]) + "\n")
+            "over plan_work_lists' programs; time_us: CUDA graph replays, L2 evicted"]) + "\n")
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

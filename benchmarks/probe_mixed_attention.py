@@ -8,7 +8,7 @@ of these sets the time of the Azure run's mixed steps of at most 256 tokens
 
 Each shape runs 32 layers (llama3-8b heads, bfloat16, block size 16, block tables 16,384 tokens
 wide as the executor's graphs have them, each layer its own KV) in one CUDA graph, timed as
-bench_paged_decode times (median of replays, L2 flushed before each); printed and written to
+bench_paged_decode times (median of replays, L2 evicted before each); printed and written to
 --out as mixed_attention.csv, per layer.
 
     PYTHONPATH=. python benchmarks/probe_mixed_attention.py --out "$OUT"
