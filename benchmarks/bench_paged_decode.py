@@ -90,7 +90,7 @@ def make_case(batch: int, context: int, seed: int) -> Case:
 # Bytes read before each timed call, so that the call finds none of its inputs in L2 (an H200
 # holds 50 MB). Read rather than written, as triton.testing.do_bench's flush writes them: the
 # dirty lines a write leaves in L2 are written back while the timed call reads, which charged a
-# plain read of 256 MB 8 us (11%) and each decode call 7-9 us (benchmarks/probe_l2_eviction.py,
+# plain read of 256 MB 8 us (11%) and each decode call 5-10 us (benchmarks/probe_l2_eviction.py,
 # results/tuning/l2_eviction_h200.csv).
 EVICT_BYTES = 256 << 20
 
