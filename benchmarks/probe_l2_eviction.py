@@ -31,18 +31,19 @@ def main() -> int:
     written = torch.empty(EVICT_BYTES // 4, dtype=torch.int32, device="cuda")
     evictions = {"read (time_us)": evict_l2, "write (do_bench)": written.zero_,
                  "none": lambda: None}
-    timed = []  # (what, bytes read, call)
-    total = torch.empty((), dtype=torch.float32, device="cuda")
-    for mb in (16, 64, 256):
-        data = torch.ones(mb << 19, dtype=torch.bfloat16, device="cuda")
-        timed.append((f"sum of {mb} MB", data.numel() * 2,
-                      functools.partial(torch.sum, data, dim=0, dtype=torch.float32, out=total)))
     rows = []
-    for what, nbytes, call in timed:
+
+    def time_each(what: str, nbytes: int, call) -> None:
         for name, evict in evictions.items():
             rows.append(dict(what=what, bytes_read=nbytes, eviction=name,
                              median_us=round(time_us(call, evict=evict), 2)))
             print(rows[-1], flush=True)
+
+    total = torch.empty((), dtype=torch.float32, device="cuda")
+    for mb in (16, 64, 256):
+        data = torch.ones(mb << 19, dtype=torch.bfloat16, device="cuda")
+        time_each(f"sum of {mb} MB", data.numel() * 2,
+                  functools.partial(torch.sum, data, dim=0, dtype=torch.float32, out=total))
     for batch, context in args.shapes:
         case = make_case(batch, context, seed=batch * 100003 + context)
         quantized = Fp8Case(case)
@@ -51,11 +52,7 @@ def main() -> int:
             for dtype, call, nbytes in (
                     ("bf16", bf16_call(case, block_size, tables), case.kv_bytes),
                     ("fp8", quantized.call(block_size, tables), case.kv_bytes // 2)):
-                for name, evict in evictions.items():
-                    rows.append(dict(what=f"{dtype} decode {batch}x{context} bs {block_size}",
-                                     bytes_read=nbytes, eviction=name,
-                                     median_us=round(time_us(call, evict=evict), 2)))
-                    print(rows[-1], flush=True)
+                time_each(f"{dtype} decode {batch}x{context} bs {block_size}", nbytes, call)
         del case, quantized
         torch.cuda.empty_cache()
     write_csv(os.path.join(args.out, f"l2_eviction_{device_slug()}.csv"), rows, COLUMNS, [

@@ -59,3 +59,22 @@ pack() {
   tail -n "${1:-3}" "$W"/*.log
   tar -czf "$OUT/sweep.tgz" -C "$W" .
 }
+
+# fp8_kernel NAME SECONDS SCRIPT: kernels/fp8_decode.py on GPU 0, packed after each part: its GPU
+# tests, the probe SCRIPT for at most SECONDS into $W/NAME (logged to $W/NAME.log), the fp8 table
+# (bench_paged_decode_fp8.py into $W/fp8), the paged decode kernel tests and the executor's fp8
+# GPU tests (a head_dim-128 model's decode through the kernel among them).
+fp8_kernel() {
+  mkdir -p "$W/$1" "$W/fp8"
+  gpu_tests 0 100 fp8_decode tests/kernels/test_fp8_decode.py
+  pack 3
+  CUDA_VISIBLE_DEVICES=0 timeout "$2" python3 "$3" --out "$W/$1" > "$W/$1.log" 2>&1
+  pack 3
+  CUDA_VISIBLE_DEVICES=0 timeout 150 python3 benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" \
+      > "$W/fp8.log" 2>&1
+  pack 3
+  gpu_tests 0 100 paged_decode tests/kernels/test_paged_decode.py
+  pack 3
+  gpu_tests 0 200 executor_fp8 tests/harness/gpu/test_gpu_fp8.py tests/harness/gpu/test_kv_accuracy.py
+  pack 4
+}

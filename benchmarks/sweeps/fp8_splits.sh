@@ -1,22 +1,11 @@
 #!/usr/bin/env bash
-# kernels/fp8_decode.py's launch shape on one H200: its GPU tests, the probe of split counts, warps
-# and buffers (benchmarks/probe_fp8_splits.py), the fp8 table (paged_decode_fp8_<gpu>.csv, its bf16
-# rows beside), the paged decode kernel tests and the executor's fp8 GPU tests (a head_dim-128
-# model's decode through the kernel among them). About 8 minutes. Run from the repository root
-# with simpy importable (the device README's .whl carry). Everything lands in $OUT/sweep.tgz
-# (packed after each part), with a log per part.
+# kernels/fp8_decode.py's launch shape on one H200 (common.sh's fp8_kernel): its GPU tests, the
+# probe of split counts, warps and buffers (benchmarks/probe_fp8_splits.py), the fp8 table
+# (paged_decode_fp8_<gpu>.csv, its bf16 rows beside), the paged decode kernel tests and the
+# executor's fp8 GPU tests. About 8 minutes. Run from the repository root with simpy importable
+# (the device README's .whl carry). Everything lands in $OUT/sweep.tgz (packed after each part),
+# with a log per part. The committed probe table came from a run with the table step before the
+# probe.
 . "$(dirname "$0")/common.sh"
-mkdir -p "$W/splits" "$W/fp8"
 export PYTHONPATH=${PYTHONPATH:-.}:benchmarks
-gpu_tests 0 100 fp8_decode tests/kernels/test_fp8_decode.py
-pack 3
-CUDA_VISIBLE_DEVICES=0 timeout 150 python3 benchmarks/bench_paged_decode_fp8.py --out "$W/fp8" \
-    > "$W/fp8.log" 2>&1
-pack 3
-CUDA_VISIBLE_DEVICES=0 timeout 150 python3 benchmarks/probe_fp8_splits.py --out "$W/splits" \
-    > "$W/splits.log" 2>&1
-pack 3
-gpu_tests 0 100 paged_decode tests/kernels/test_paged_decode.py
-pack 3
-gpu_tests 0 200 executor_fp8 tests/harness/gpu/test_gpu_fp8.py tests/harness/gpu/test_kv_accuracy.py
-pack 4
+fp8_kernel splits 150 benchmarks/probe_fp8_splits.py
